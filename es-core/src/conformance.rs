@@ -1,0 +1,387 @@
+//! The conformance suite every [`EventStore`] backend runs against itself
+//! (feature `conformance`).
+//!
+//! Each check takes a fresh, empty store and panics (fails the test) when
+//! the store breaks the contract documented on [`EventStore`]. Generate one
+//! test per check with [`event_store_conformance!`](crate::event_store_conformance):
+//!
+//! ```ignore
+//! async fn fresh_store() -> MyStore { MyStore::connect_to_new_schema().await }
+//! es_core::event_store_conformance!(fresh_store);
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId};
+
+fn event(kind: &str, n: u64) -> NewEvent {
+    let mut e = NewEvent::new(kind, json!({ "n": n, "text": "héllo \"quoted\" ✓" }));
+    e.metadata = Metadata {
+        correlation_id: Some(Uuid::now_v7()),
+        causation_id: Some(Uuid::now_v7()),
+        actor_id: Some("user-1".into()),
+        headers: BTreeMap::from([("tenant".to_owned(), "acme".to_owned())]),
+    };
+    e.schema_version = 2;
+    // Stores keep microseconds at least; compare at that precision.
+    e.recorded_at = chrono::DateTime::from_timestamp_micros(e.recorded_at.timestamp_micros()).unwrap_or_default();
+    e
+}
+
+fn stream(name: &str) -> StreamId {
+    StreamId::from(format!("{name}-{}", Uuid::now_v7()))
+}
+
+/// Appended events read back with every envelope field intact.
+pub async fn append_and_read_back<S: EventStore>(store: S) {
+    let id = stream("rb");
+    let events: Vec<_> = (1..=3).map(|n| event("Happened", n)).collect();
+    let res = store
+        .append("thing", &id, ExpectedVersion::NoStream, events.clone())
+        .await
+        .expect("append to a new stream");
+    assert_eq!((res.first_version, res.new_version), (1, 3));
+    assert_eq!(res.positions.len(), 3);
+    assert!(res.positions.windows(2).all(|w| w[0] < w[1]), "positions increase");
+    assert_eq!(store.stream_version(&id).await.expect("version"), 3);
+    let read: Vec<_> = store.read_stream(&id, 1).try_collect().await.expect("read");
+    assert_eq!(read.len(), 3);
+    for (i, (r, e)) in read.iter().zip(&events).enumerate() {
+        assert_eq!(r.version, i as u64 + 1);
+        assert_eq!(r.global_position, res.positions[i]);
+        assert_eq!(r.stream_id, id);
+        assert_eq!(r.stream_type, "thing");
+        assert_eq!(r.event_id, e.event_id);
+        assert_eq!(r.event_type, e.event_type);
+        assert_eq!(r.schema_version, 2);
+        assert_eq!(r.payload, e.payload);
+        assert_eq!(r.metadata, e.metadata);
+        assert_eq!(r.recorded_at, e.recorded_at);
+    }
+    let found = store.find_event(events[1].event_id).await.expect("find");
+    assert_eq!(found.map(|f| f.version), Some(2));
+    assert!(store.find_event(Uuid::now_v7()).await.expect("find").is_none());
+    let tail: Vec<_> = store.read_stream(&id, 3).try_collect().await.expect("read");
+    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), vec![3]);
+    assert_eq!(store.stream_version(&stream("none")).await.expect("version"), 0);
+    let none: Vec<_> = store.read_stream(&stream("none"), 1).try_collect().await.expect("read");
+    assert!(none.is_empty());
+}
+
+fn assert_conflict(r: Result<crate::AppendResult, StoreError>, expect_actual: u64) {
+    match r {
+        Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, expect_actual, "conflict reports the real version"),
+        other => panic!("expected a conflict at actual {expect_actual}, got {other:?}"),
+    }
+}
+
+/// `NoStream`, `StreamExists`, `Exact` and `Any` hold or conflict with the
+/// real version, and a conflicting append stores nothing.
+pub async fn expected_version_semantics<S: EventStore>(store: S) {
+    let id = stream("ev");
+    assert_conflict(store.append("t", &id, ExpectedVersion::StreamExists, vec![event("A", 1)]).await, 0);
+    assert_conflict(store.append("t", &id, ExpectedVersion::Exact(1), vec![event("A", 1)]).await, 0);
+    store
+        .append("t", &id, ExpectedVersion::Exact(0), vec![event("A", 1)])
+        .await
+        .expect("Exact(0) on a new stream");
+    assert_conflict(store.append("t", &id, ExpectedVersion::NoStream, vec![event("A", 2)]).await, 1);
+    assert_conflict(store.append("t", &id, ExpectedVersion::Exact(0), vec![event("A", 2)]).await, 1);
+    assert_conflict(store.append("t", &id, ExpectedVersion::Exact(5), vec![event("A", 2)]).await, 1);
+    store
+        .append("t", &id, ExpectedVersion::StreamExists, vec![event("A", 2)])
+        .await
+        .expect("StreamExists");
+    store
+        .append("t", &id, ExpectedVersion::Exact(2), vec![event("A", 3)])
+        .await
+        .expect("Exact(2)");
+    let r = store
+        .append("t", &id, ExpectedVersion::Any, vec![event("A", 4), event("A", 5)])
+        .await
+        .expect("Any");
+    assert_eq!((r.first_version, r.new_version), (4, 5));
+    assert_eq!(store.stream_version(&id).await.expect("version"), 5);
+    let any_new = stream("any");
+    let r = store
+        .append("t", &any_new, ExpectedVersion::Any, vec![event("A", 1)])
+        .await
+        .expect("Any on new");
+    assert_eq!(r.new_version, 1);
+}
+
+/// Re-sending an append is acknowledged with the original result and
+/// stores nothing; an id reused elsewhere is a duplicate.
+pub async fn idempotent_appends<S: EventStore>(store: S) {
+    let id = stream("idem");
+    let batch = vec![event("A", 1), event("A", 2)];
+    let first = store
+        .append("t", &id, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .expect("first append");
+    let again = store
+        .append("t", &id, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .expect("replayed append is success");
+    assert_eq!(first, again);
+    let again_any = store
+        .append("t", &id, ExpectedVersion::Any, batch.clone())
+        .await
+        .expect("replayed append with Any");
+    assert_eq!(first, again_any);
+    assert_eq!(store.stream_version(&id).await.expect("version"), 2);
+    let head = store.head_position().await.expect("head");
+
+    // The same id at another place (the stream moved on) is not a replay.
+    let second = vec![event("A", 3)];
+    store
+        .append("t", &id, ExpectedVersion::Exact(2), second.clone())
+        .await
+        .expect("next append");
+    let dup = store.append("t", &id, ExpectedVersion::Exact(3), second.clone()).await;
+    assert!(matches!(dup, Err(StoreError::DuplicateEventId { .. })), "got {dup:?}");
+    // ... nor is the same id in another stream.
+    let other = stream("other");
+    let dup = store.append("t", &other, ExpectedVersion::Any, second).await;
+    assert!(matches!(dup, Err(StoreError::DuplicateEventId { .. })), "got {dup:?}");
+    assert_eq!(store.stream_version(&other).await.expect("version"), 0);
+    assert_eq!(store.head_position().await.expect("head"), head + 1);
+}
+
+/// An append with one bad event stores none of its events.
+pub async fn atomic_appends<S: EventStore>(store: S) {
+    let a = stream("atomic-a");
+    let taken = event("A", 1);
+    store
+        .append("t", &a, ExpectedVersion::NoStream, vec![taken.clone()])
+        .await
+        .expect("append");
+    let b = stream("atomic-b");
+    let r = store
+        .append("t", &b, ExpectedVersion::NoStream, vec![event("B", 1), taken, event("B", 3)])
+        .await;
+    assert!(r.is_err(), "an append containing a stored id must fail, got {r:?}");
+    assert_eq!(store.stream_version(&b).await.expect("version"), 0, "nothing of a failed append is stored");
+    let r = store
+        .append("t", &a, ExpectedVersion::Exact(7), vec![event("A", 2), event("A", 3)])
+        .await;
+    assert!(r.is_err());
+    assert_eq!(store.stream_version(&a).await.expect("version"), 1);
+    let empty = store.append("t", &a, ExpectedVersion::Any, Vec::new()).await;
+    assert!(matches!(empty, Err(StoreError::InvalidAppend { .. })), "got {empty:?}");
+    let e = event("A", 9);
+    let twice = store.append("t", &a, ExpectedVersion::Any, vec![e.clone(), e]).await;
+    assert!(twice.is_err(), "an id twice in one append is refused");
+    assert_eq!(store.stream_version(&a).await.expect("version"), 1);
+}
+
+/// The global log is in position order, readable from any position, with
+/// working filters and page limits.
+pub async fn global_log_order_and_filters<S: EventStore>(store: S) {
+    let streams = [stream("g1"), stream("g2"), stream("g3")];
+    let types = ["order", "order", "invoice"];
+    for round in 0..4u64 {
+        for (i, id) in streams.iter().enumerate() {
+            let kind = if round % 2 == 0 { "Created" } else { "Updated" };
+            store
+                .append(types[i], id, ExpectedVersion::Exact(round), vec![event(kind, round)])
+                .await
+                .expect("append");
+        }
+    }
+    let all = store.read_all(0, 1000, &EventFilter::all()).await.expect("read all");
+    assert_eq!(all.len(), 12);
+    assert!(all.windows(2).all(|w| w[0].global_position < w[1].global_position));
+    assert_eq!(store.head_position().await.expect("head"), all[11].global_position);
+    // Per stream, the log preserves version order.
+    for id in &streams {
+        let versions: Vec<_> = all.iter().filter(|e| &e.stream_id == id).map(|e| e.version).collect();
+        assert_eq!(versions, vec![1, 2, 3, 4]);
+    }
+    for k in [0usize, 1, 5, 11] {
+        let from = all[k].global_position;
+        let rest = store.read_all(from, 1000, &EventFilter::all()).await.expect("read");
+        assert_eq!(rest.len(), 11 - k, "reading after position {from}");
+        assert!(rest.iter().all(|e| e.global_position > from));
+    }
+    let page = store.read_all(0, 5, &EventFilter::all()).await.expect("read");
+    assert_eq!(page, all[..5].to_vec());
+    let updated = store
+        .read_all(0, 1000, &EventFilter::all().event_types(["Updated"]))
+        .await
+        .expect("read");
+    assert_eq!(updated.len(), 6);
+    assert!(updated.iter().all(|e| e.event_type == "Updated"));
+    let invoices = store
+        .read_all(0, 1000, &EventFilter::all().stream_types(["invoice"]))
+        .await
+        .expect("read");
+    assert_eq!(invoices.len(), 4);
+    let both = store
+        .read_all(0, 1000, &EventFilter::all().stream_types(["order"]).event_types(["Created"]))
+        .await
+        .expect("read");
+    assert_eq!(both.len(), 4);
+    let all_paged: Vec<_> = store
+        .read_all_stream(0, &EventFilter::all())
+        .try_collect()
+        .await
+        .expect("read");
+    assert_eq!(all_paged, all);
+}
+
+/// Long streams read completely through the paging reader.
+pub async fn long_stream_paging<S: EventStore>(store: S) {
+    let id = stream("long");
+    let total = crate::DEFAULT_READ_BATCH as u64 * 2 + 37;
+    let mut version = 0;
+    while version < total {
+        let n = 250.min(total - version);
+        let batch = (0..n).map(|i| event("Tick", version + i)).collect();
+        store
+            .append("t", &id, ExpectedVersion::Exact(version), batch)
+            .await
+            .expect("append");
+        version += n;
+    }
+    let read: Vec<_> = store.read_stream(&id, 1).try_collect().await.expect("read");
+    assert_eq!(read.len() as u64, total);
+    assert!(read.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
+    let from: Vec<_> = store
+        .read_stream(&id, crate::DEFAULT_READ_BATCH as u64 + 1)
+        .try_collect()
+        .await
+        .expect("read");
+    assert_eq!(from.len() as u64, total - crate::DEFAULT_READ_BATCH as u64);
+    assert_eq!(from[0].version, crate::DEFAULT_READ_BATCH as u64 + 1);
+}
+
+/// Many tasks append at the same expected version at once: exactly one
+/// wins each version, every loser is told the real version, and the
+/// stream ends gapless.
+pub async fn concurrent_appends_one_winner_per_version<S: EventStore>(store: S) {
+    let store = Arc::new(store);
+    let id = stream("race");
+    let tasks = 16;
+    let rounds = 8;
+    for round in 0..rounds {
+        let mut handles = Vec::new();
+        for t in 0..tasks {
+            let store = Arc::clone(&store);
+            let id = id.clone();
+            handles.push(tokio::spawn(async move {
+                store
+                    .append("t", &id, ExpectedVersion::Exact(round), vec![event("Won", t)])
+                    .await
+            }));
+        }
+        let mut winners = 0;
+        for h in handles {
+            match h.await.expect("task") {
+                Ok(r) => {
+                    winners += 1;
+                    assert_eq!(r.new_version, round + 1);
+                }
+                Err(StoreError::Conflict { actual, expected, .. }) => {
+                    assert_eq!(expected, ExpectedVersion::Exact(round));
+                    assert_eq!(actual, round + 1, "loser told the real version");
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(winners, 1, "exactly one winner at version {}", round + 1);
+    }
+    let read: Vec<_> = store.read_stream(&id, 1).try_collect().await.expect("read");
+    assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=rounds).collect::<Vec<_>>());
+
+    // Free-for-all: tasks retry until each has appended once.
+    let id = stream("race-retry");
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        handles.push(tokio::spawn(async move {
+            let e = event("Retry", t);
+            loop {
+                let v = store.stream_version(&id).await.expect("version");
+                match store.append("t", &id, ExpectedVersion::Exact(v), vec![e.clone()]).await {
+                    Ok(r) => return r.new_version,
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            }
+        }));
+    }
+    let mut versions = HashSet::new();
+    for h in handles {
+        assert!(versions.insert(h.await.expect("task")), "two winners at one version");
+    }
+    assert_eq!(versions.len(), tasks as usize);
+    let read: Vec<_> = store.read_stream(&id, 1).try_collect().await.expect("read");
+    assert_eq!(read.len(), tasks as usize);
+    assert!(read.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
+}
+
+/// A reader waiting for new events is woken (or polls) and then reads them.
+pub async fn wait_for_events_wakes<S: EventStore>(store: S) {
+    let store = Arc::new(store);
+    let head = store.head_position().await.expect("head");
+    let waiter = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store.wait_for_events(head, Duration::from_millis(500)).await.expect("wait");
+            loop {
+                let got = store.read_all(head, 10, &EventFilter::all()).await.expect("read");
+                if !got.is_empty() {
+                    return got;
+                }
+                store.wait_for_events(head, Duration::from_millis(500)).await.expect("wait");
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store
+        .append("t", &stream("wake"), ExpectedVersion::NoStream, vec![event("W", 1)])
+        .await
+        .expect("append");
+    let got = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiter sees the event")
+        .expect("task");
+    assert_eq!(got.len(), 1);
+}
+
+/// Generates one `#[tokio::test]` per conformance check, each on a fresh
+/// store from the given async factory function.
+#[macro_export]
+macro_rules! event_store_conformance {
+    ($factory:path) => {
+        mod event_store_conformance {
+            $crate::event_store_conformance!(@tests $factory;
+                append_and_read_back,
+                expected_version_semantics,
+                idempotent_appends,
+                atomic_appends,
+                global_log_order_and_filters,
+                long_stream_paging,
+                concurrent_appends_one_winner_per_version,
+                wait_for_events_wakes,
+            );
+        }
+    };
+    (@tests $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let store = super::$factory().await;
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}

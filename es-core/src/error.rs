@@ -1,0 +1,89 @@
+//! Errors of the store-level traits.
+
+use uuid::Uuid;
+
+use crate::{ExpectedVersion, StreamId};
+
+/// Boxed source error of a backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors of [`EventStore`](crate::EventStore), snapshot, checkpoint and
+/// cache backends.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream was not at the expected version; nothing was written.
+    #[error("version conflict on stream {stream_id}: expected {expected}, actual {actual}")]
+    Conflict {
+        /// The stream appended to.
+        stream_id: StreamId,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The real current version (0 when the stream does not exist).
+        actual: u64,
+    },
+    /// An event id of the append is already stored, but not as this same
+    /// append at this same place; nothing was written.
+    #[error("event {event_id} is already stored in stream {stored_stream_id} at version {stored_version}")]
+    DuplicateEventId {
+        /// The offending event id.
+        event_id: Uuid,
+        /// Where it is stored.
+        stored_stream_id: StreamId,
+        /// At which version.
+        stored_version: u64,
+    },
+    /// The append itself is malformed (for example, it has no events).
+    #[error("invalid append to stream {stream_id}: {reason}")]
+    InvalidAppend {
+        /// The stream appended to.
+        stream_id: StreamId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A stored record cannot be read back.
+    #[error("corrupt record in stream {stream_id} at version {version}: {reason}")]
+    Corrupt {
+        /// Stream of the record.
+        stream_id: StreamId,
+        /// Version of the record.
+        version: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The backend is overloaded or shutting down; the operation was not
+    /// attempted (safe to retry).
+    #[error("store unavailable during {operation}: {reason}")]
+    Unavailable {
+        /// The operation refused.
+        operation: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The backend failed (I/O, database, network). The operation may or may
+    /// not have taken effect if it was a write: retry with the same event
+    /// ids, which is safe because appends are idempotent.
+    #[error("store backend failed during {operation}: {source}")]
+    Backend {
+        /// The operation that failed.
+        operation: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// Wraps a backend error with the operation it interrupted.
+    pub fn backend(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            operation,
+            source: source.into(),
+        }
+    }
+
+    /// Whether this error is a version conflict.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+}

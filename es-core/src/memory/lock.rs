@@ -1,0 +1,111 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::lock;
+use crate::{Lease, LockError, LockGuard, LockManager, LockRetry};
+
+/// In-process [`LockManager`] with TTLs and fencing tokens; clones share
+/// the same locks.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use es_core::{InMemoryLockManager, LockManager};
+/// use std::time::Duration;
+/// let locks = InMemoryLockManager::new();
+/// let a = locks.acquire("account-1", Duration::from_secs(5)).await.unwrap();
+/// assert!(locks.try_acquire("account-1", Duration::from_secs(5)).await.unwrap().is_none());
+/// let t = a.fencing_token();
+/// assert!(a.release().await.unwrap());
+/// let b = locks.acquire("account-1", Duration::from_secs(5)).await.unwrap();
+/// assert!(b.fencing_token() > t);
+/// # });
+/// ```
+#[derive(Clone, Default)]
+pub struct InMemoryLockManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    state: Mutex<State>,
+    retry: LockRetry,
+}
+
+#[derive(Default)]
+struct State {
+    next_token: u64,
+    held: HashMap<String, (Uuid, Instant)>,
+}
+
+impl std::fmt::Debug for InMemoryLockManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryLockManager").finish_non_exhaustive()
+    }
+}
+
+impl InMemoryLockManager {
+    /// A manager with the default retry policy.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A manager that retries `acquire` by `retry`.
+    pub fn with_retry(retry: LockRetry) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::default(),
+                retry,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl LockManager for InMemoryLockManager {
+    async fn try_acquire(&self, key: &str, ttl: Duration) -> Result<Option<LockGuard>, LockError> {
+        let now = Instant::now();
+        let mut state = lock(&self.inner.state);
+        if matches!(state.held.get(key), Some((_, expiry)) if *expiry > now) {
+            return Ok(None);
+        }
+        state.next_token += 1;
+        let owner = Uuid::new_v4();
+        state.held.insert(key.to_owned(), (owner, now + ttl));
+        let lease = Lease {
+            key: key.to_owned(),
+            owner,
+            fencing_token: state.next_token,
+        };
+        drop(state);
+        Ok(Some(LockGuard::new(lease, Arc::new(self.clone()))))
+    }
+
+    async fn acquire(&self, key: &str, ttl: Duration) -> Result<LockGuard, LockError> {
+        self.inner.retry.run(key, || self.try_acquire(key, ttl)).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        let mut state = lock(&self.inner.state);
+        let owned = matches!(state.held.get(&lease.key), Some((owner, expiry)) if *owner == lease.owner && *expiry > Instant::now());
+        if owned {
+            state.held.remove(&lease.key);
+        }
+        Ok(owned)
+    }
+
+    async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, LockError> {
+        let now = Instant::now();
+        let mut state = lock(&self.inner.state);
+        match state.held.get_mut(&lease.key) {
+            Some((owner, expiry)) if *owner == lease.owner && *expiry > now => {
+                *expiry = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

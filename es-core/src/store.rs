@@ -1,0 +1,263 @@
+//! The [`EventStore`] trait: append with optimistic concurrency, read a
+//! stream, read the global log.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+
+/// Default number of events fetched per round trip by the paging readers.
+pub const DEFAULT_READ_BATCH: usize = 1000;
+
+/// The outcome of a successful append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendResult {
+    /// Version of the stream's first appended event.
+    pub first_version: u64,
+    /// Version of the stream after the append (its last event's version).
+    pub new_version: u64,
+    /// Global positions of the appended events, in order.
+    pub positions: Vec<u64>,
+}
+
+/// Which events of the global log to read. Empty lists mean "all".
+///
+/// ```
+/// use es_core::EventFilter;
+/// let f = EventFilter::all().event_types(["MoneyDeposited"]).stream_types(["account"]);
+/// assert!(f.matches("account", "MoneyDeposited"));
+/// assert!(!f.matches("account", "AccountClosed"));
+/// assert!(EventFilter::all().matches("any", "Thing"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFilter {
+    /// Only these event types (all when empty).
+    pub event_types: Vec<String>,
+    /// Only these stream types (all when empty).
+    pub stream_types: Vec<String>,
+}
+
+impl EventFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Restricts to the given event types.
+    #[must_use]
+    pub fn event_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.event_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Restricts to the given stream types.
+    #[must_use]
+    pub fn stream_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.stream_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether the filter lets every event through.
+    pub fn is_all(&self) -> bool {
+        self.event_types.is_empty() && self.stream_types.is_empty()
+    }
+
+    /// Whether an event of this stream type and event type passes.
+    pub fn matches(&self, stream_type: &str, event_type: &str) -> bool {
+        (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
+            && (self.stream_types.is_empty() || self.stream_types.iter().any(|t| t == stream_type))
+    }
+}
+
+/// An append-only store of event streams with a global log.
+///
+/// Guarantees every implementation must give (checked by the
+/// [`conformance`](crate::conformance) suite):
+/// - **Atomic appends**: all events of one append are stored, or none.
+/// - **Optimistic concurrency**: an append whose [`ExpectedVersion`] does
+///   not hold fails with [`StoreError::Conflict`] carrying the real version,
+///   and stores nothing. Versions are 1-based and gapless per stream.
+/// - **Idempotency by event id**: re-sending an append whose event ids are
+///   already stored, in the same stream, in the same order, at a place its
+///   expected version allows, returns the original [`AppendResult`] and
+///   stores nothing; an id stored anywhere else is
+///   [`StoreError::DuplicateEventId`].
+/// - **Gap-safe global log**: [`read_all`](EventStore::read_all) returns
+///   events in global-position order and never returns a position while a
+///   smaller one may still appear, so a reader that remembers the last
+///   position it saw never skips an event.
+///
+/// Implementors write the bounded batch readers; the unbounded paging
+/// streams ([`read_stream`](EventStore::read_stream),
+/// [`read_all_stream`](EventStore::read_all_stream)) are provided.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends events to a stream of the given type.
+    async fn append(
+        &self,
+        stream_type: &str,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError>;
+
+    /// Reads at most `max_count` events of a stream with version
+    /// `>= from_version`, in version order.
+    async fn read_stream_batch(
+        &self,
+        stream_id: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads at most `max_count` events of the global log with position
+    /// `> after_position` that pass the filter, in position order.
+    async fn read_all(
+        &self,
+        after_position: u64,
+        max_count: usize,
+        filter: &EventFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The stored event with this id, if any.
+    async fn find_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError>;
+
+    /// Current version of a stream (0 when it does not exist).
+    async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError>;
+
+    /// Highest global position a reader may currently see (0 when empty).
+    async fn head_position(&self) -> Result<u64, StoreError>;
+
+    /// Waits until events after `after_position` may be readable, or until
+    /// `timeout`. Backends with a wake-up mechanism return early; the default
+    /// just sleeps (polling).
+    async fn wait_for_events(&self, after_position: u64, timeout: Duration) -> Result<(), StoreError> {
+        let _ = after_position;
+        tokio::time::sleep(timeout).await;
+        Ok(())
+    }
+
+    /// Reads a stream from `from_version` to its end, page by page, never
+    /// holding more than one page in memory.
+    fn read_stream<'a>(
+        &'a self,
+        stream_id: &'a StreamId,
+        from_version: u64,
+    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+        paged(DEFAULT_READ_BATCH, from_version.max(1), move |from, n| {
+            self.read_stream_batch(stream_id, from, n)
+        }, |e| e.version + 1)
+    }
+
+    /// Reads the global log after `after_position` to its current end, page
+    /// by page.
+    fn read_all_stream<'a>(
+        &'a self,
+        after_position: u64,
+        filter: &'a EventFilter,
+    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+        paged(DEFAULT_READ_BATCH, after_position, move |after, n| {
+            self.read_all(after, n, filter)
+        }, |e| e.global_position)
+    }
+}
+
+/// Builds a stream that pages through a batch reader until a short page.
+fn paged<'a, F, Fut>(
+    page: usize,
+    start: u64,
+    fetch: F,
+    next_cursor: fn(&RecordedEvent) -> u64,
+) -> BoxStream<'a, Result<RecordedEvent, StoreError>>
+where
+    F: Fn(u64, usize) -> Fut + Send + 'a,
+    Fut: std::future::Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send + 'a,
+{
+    let pages = stream::unfold(Some(start), move |cursor| {
+        let fut = cursor.map(|c| fetch(c, page));
+        async move {
+            let batch = match fut?.await {
+                Ok(batch) => batch,
+                Err(e) => return Some((vec![Err(e)], None)),
+            };
+            let next = match batch.last() {
+                Some(last) if batch.len() >= page => Some(next_cursor(last)),
+                _ => None,
+            };
+            if batch.is_empty() {
+                return None;
+            }
+            Some((batch.into_iter().map(Ok).collect::<Vec<_>>(), next))
+        }
+    });
+    pages.flat_map(stream::iter).boxed()
+}
+
+/// Decides whether an append whose first event id is already stored is a
+/// replay of that same append (idempotent success) or a duplicate.
+///
+/// `stored` are the stored events found for the append's ids, in the
+/// append's order (`None` where an id is not stored). Backends call this so
+/// that every one of them answers retries the same way.
+pub fn check_replay(
+    stream_id: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    stored: &[Option<(StreamId, u64, u64)>],
+) -> Result<Option<AppendResult>, StoreError> {
+    let Some(Some((first_stream, first_version, _))) = stored.first() else {
+        // The first id is new: if any other id is stored, it is a duplicate.
+        return match stored.iter().zip(events).find_map(|(s, e)| s.as_ref().map(|s| (s, e))) {
+            Some(((sid, v, _), e)) => Err(StoreError::DuplicateEventId {
+                event_id: e.event_id,
+                stored_stream_id: sid.clone(),
+                stored_version: *v,
+            }),
+            None => Ok(None),
+        };
+    };
+    let mut positions = Vec::with_capacity(stored.len());
+    for (i, (slot, event)) in stored.iter().zip(events).enumerate() {
+        match slot {
+            Some((sid, v, pos)) if sid == stream_id && *v == first_version + i as u64 => positions.push(*pos),
+            Some((sid, v, _)) => {
+                return Err(StoreError::DuplicateEventId {
+                    event_id: event.event_id,
+                    stored_stream_id: sid.clone(),
+                    stored_version: *v,
+                })
+            }
+            None => {
+                return Err(StoreError::DuplicateEventId {
+                    event_id: events[0].event_id,
+                    stored_stream_id: first_stream.clone(),
+                    stored_version: *first_version,
+                })
+            }
+        }
+    }
+    let prior = first_version - 1;
+    if !expected.accepts(prior) {
+        return Err(StoreError::DuplicateEventId {
+            event_id: events[0].event_id,
+            stored_stream_id: first_stream.clone(),
+            stored_version: *first_version,
+        });
+    }
+    Ok(Some(AppendResult {
+        first_version: *first_version,
+        new_version: first_version + events.len() as u64 - 1,
+        positions,
+    }))
+}

@@ -1,0 +1,280 @@
+//! Test kit for your aggregates (feature `testing`).
+//!
+//! - [`AggregateTest`]: given events, when a command, then expect events,
+//!   an error, or a state.
+//! - [`Properties`]: checks, for any command sequence proptest generates,
+//!   that `handle` is deterministic, events survive the codec, replaying the
+//!   events reproduces the state, and your invariants hold after every step.
+//!
+//! ```
+//! use es_core::testing::{AggregateTest, Properties};
+//! # use es_core::{Aggregate, DomainEvent};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+//! # struct Counter { value: u64 }
+//! # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! # enum Ev { Added(u64) }
+//! # impl DomainEvent for Ev { fn event_type(&self) -> &'static str { "Added" } }
+//! # #[derive(Debug, thiserror::Error)] #[error("zero")] struct Zero;
+//! # impl Aggregate for Counter {
+//! #     const TYPE: &'static str = "counter";
+//! #     type Command = u64; type Event = Ev; type Error = Zero;
+//! #     fn handle(&self, n: &u64) -> Result<Vec<Ev>, Zero> { if *n == 0 { Err(Zero) } else { Ok(vec![Ev::Added(*n)]) } }
+//! #     fn apply(&mut self, Ev::Added(n): &Ev) { self.value += n }
+//! # }
+//! AggregateTest::<Counter>::given([Ev::Added(2)])
+//!     .when(3)
+//!     .then_expect_events(vec![Ev::Added(3)]);
+//! AggregateTest::<Counter>::given_no_events().when(0).then_expect_error_message("zero");
+//!
+//! // In a proptest: `cmds in proptest::collection::vec(0u64..10, 0..40)`.
+//! let outcome = Properties::<Counter>::new()
+//!     .invariant("value only grows", |c| if c.value < 1_000 { Ok(()) } else { Err("too big".into()) })
+//!     .check(&[1, 0, 5])
+//!     .unwrap();
+//! assert_eq!((outcome.accepted, outcome.rejected, outcome.state.value), (2, 1, 6));
+//! ```
+
+use std::fmt::Debug;
+
+use proptest::test_runner::TestCaseError;
+
+use crate::{Aggregate, DomainEvent, EventCodec};
+
+/// Given/when/then for one aggregate.
+pub struct AggregateTest<A: Aggregate> {
+    state: A,
+}
+
+impl<A: Aggregate> AggregateTest<A> {
+    /// Starts from the state the events produce.
+    pub fn given(events: impl IntoIterator<Item = A::Event>) -> Self {
+        let mut state = A::default();
+        for e in events {
+            state.apply(&e);
+        }
+        Self { state }
+    }
+
+    /// Starts from the default state.
+    pub fn given_no_events() -> Self {
+        Self { state: A::default() }
+    }
+
+    /// Handles a command.
+    pub fn when(self, command: A::Command) -> AggregateTestResult<A> {
+        let result = self.state.handle(&command);
+        AggregateTestResult {
+            state: self.state,
+            result,
+        }
+    }
+}
+
+/// The result of [`AggregateTest::when`], to assert on.
+pub struct AggregateTestResult<A: Aggregate> {
+    state: A,
+    result: Result<Vec<A::Event>, A::Error>,
+}
+
+impl<A: Aggregate> AggregateTestResult<A> {
+    /// Asserts the command produced exactly these events.
+    ///
+    /// # Panics
+    /// When it did not (this is a test assertion).
+    #[track_caller]
+    pub fn then_expect_events(self, expected: Vec<A::Event>)
+    where
+        A::Event: PartialEq,
+    {
+        match self.result {
+            Ok(events) => assert_eq!(events, expected, "unexpected events"),
+            Err(e) => panic!("expected events {expected:?}, got error: {e}"),
+        }
+    }
+
+    /// Asserts the command was rejected with an error that passes `check`.
+    ///
+    /// # Panics
+    /// When it was accepted or the error does not pass.
+    #[track_caller]
+    pub fn then_expect_error(self, check: impl FnOnce(&A::Error) -> bool) {
+        match self.result {
+            Ok(events) => panic!("expected an error, got events {events:?}"),
+            Err(e) => assert!(check(&e), "unexpected error: {e}"),
+        }
+    }
+
+    /// Asserts the command was rejected with this message.
+    ///
+    /// # Panics
+    /// When it was accepted or the message differs.
+    #[track_caller]
+    pub fn then_expect_error_message(self, message: &str) {
+        match self.result {
+            Ok(events) => panic!("expected error {message:?}, got events {events:?}"),
+            Err(e) => assert_eq!(e.to_string(), message),
+        }
+    }
+
+    /// Asserts on the state after applying the produced events.
+    ///
+    /// # Panics
+    /// When the command was rejected, or when `check` panics.
+    #[track_caller]
+    pub fn then_expect_state(self, check: impl FnOnce(&A)) {
+        match self.result {
+            Ok(events) => {
+                let mut state = self.state;
+                for e in &events {
+                    state.apply(e);
+                }
+                check(&state);
+            }
+            Err(e) => panic!("expected a new state, got error: {e}"),
+        }
+    }
+
+    /// The raw result, for custom assertions.
+    pub fn result(&self) -> &Result<Vec<A::Event>, A::Error> {
+        &self.result
+    }
+}
+
+type Invariant<A> = Box<dyn Fn(&A) -> Result<(), String>>;
+
+/// Property checks over a command sequence (use inside `proptest!`).
+pub struct Properties<A: Aggregate> {
+    invariants: Vec<(String, Invariant<A>)>,
+    codec: EventCodec,
+}
+
+impl<A: Aggregate> Default for Properties<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What [`Properties::check`] saw.
+#[derive(Debug)]
+pub struct SequenceOutcome<A: Aggregate> {
+    /// The final state.
+    pub state: A,
+    /// Every event produced, in order.
+    pub events: Vec<A::Event>,
+    /// Commands accepted.
+    pub accepted: usize,
+    /// Commands rejected.
+    pub rejected: usize,
+}
+
+fn fail(msg: String) -> TestCaseError {
+    TestCaseError::fail(msg)
+}
+
+fn json<T: serde::Serialize + Debug>(value: &T) -> Result<serde_json::Value, TestCaseError> {
+    serde_json::to_value(value).map_err(|e| fail(format!("{value:?} does not serialize: {e}")))
+}
+
+impl<A: Aggregate> Properties<A> {
+    /// No invariants yet; the built-in properties always run.
+    pub fn new() -> Self {
+        Self {
+            invariants: Vec::new(),
+            codec: EventCodec::default(),
+        }
+    }
+
+    /// Uses a codec with upcasters for the round-trip check.
+    #[must_use]
+    pub fn codec(mut self, codec: EventCodec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Adds an invariant that must hold after every step.
+    #[must_use]
+    pub fn invariant(mut self, name: impl Into<String>, check: impl Fn(&A) -> Result<(), String> + 'static) -> Self {
+        self.invariants.push((name.into(), Box::new(check)));
+        self
+    }
+
+    /// Runs the commands from the default state, checking after each:
+    /// `handle` gives the same answer twice; each event survives the codec;
+    /// every invariant holds. At the end, replaying all events from the
+    /// default state gives the same state, and the state survives serde
+    /// (snapshots).
+    pub fn check(&self, commands: &[A::Command]) -> Result<SequenceOutcome<A>, TestCaseError>
+    where
+        A: Debug,
+    {
+        let mut state = A::default();
+        let mut all = Vec::new();
+        let (mut accepted, mut rejected) = (0, 0);
+        self.check_invariants(&state, 0)?;
+        for (step, command) in commands.iter().enumerate() {
+            let first = state.handle(command);
+            let second = state.handle(command);
+            match (&first, &second) {
+                (Ok(a), Ok(b)) if json(a)? == json(b)? => {}
+                (Err(a), Err(b)) if a.to_string() == b.to_string() => {}
+                _ => return Err(fail(format!("step {step}: handle is not deterministic"))),
+            }
+            match first {
+                Ok(events) => {
+                    accepted += 1;
+                    for event in events {
+                        self.check_codec(&event, step)?;
+                        state.apply(&event);
+                        all.push(event);
+                    }
+                }
+                Err(_) => rejected += 1,
+            }
+            self.check_invariants(&state, step + 1)?;
+        }
+        let mut replayed = A::default();
+        for e in &all {
+            replayed.apply(e);
+        }
+        if json(&replayed)? != json(&state)? {
+            return Err(fail(format!("replaying {} events gives {replayed:?}, not {state:?}", all.len())));
+        }
+        let restored: A = serde_json::from_value(json(&state)?)
+            .map_err(|e| fail(format!("state does not deserialize (snapshots would fail): {e}")))?;
+        if json(&restored)? != json(&state)? {
+            return Err(fail("state changes through serde (snapshots would drift)".into()));
+        }
+        Ok(SequenceOutcome {
+            state,
+            events: all,
+            accepted,
+            rejected,
+        })
+    }
+
+    fn check_invariants(&self, state: &A, step: usize) -> Result<(), TestCaseError>
+    where
+        A: Debug,
+    {
+        for (name, check) in &self.invariants {
+            check(state).map_err(|why| fail(format!("after step {step}: invariant {name:?} broken: {why}; state {state:?}")))?;
+        }
+        Ok(())
+    }
+
+    fn check_codec(&self, event: &A::Event, step: usize) -> Result<(), TestCaseError> {
+        let payload = self
+            .codec
+            .encode(event)
+            .map_err(|e| fail(format!("step {step}: {e}")))?;
+        let back: A::Event = self
+            .codec
+            .decode_payload(event.event_type(), event.schema_version(), payload)
+            .map_err(|e| fail(format!("step {step}: {e}")))?;
+        if json(&back)? != json(event)? {
+            return Err(fail(format!("step {step}: {event:?} changes through the codec: {back:?}")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! Upcasting: turning stored payloads of old schema versions into today's.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// Why an upcaster could not transform a payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UpcastError(pub String);
+
+/// Transforms the stored payload of one event type from `from_version` to
+/// `from_version + 1`.
+///
+/// Upcasters run on read, before deserialization, and chain: a v1 payload
+/// passes through the v1 and then the v2 upcaster to load as v3.
+pub trait Upcaster: Send + Sync {
+    /// The event type this upcaster applies to.
+    fn event_type(&self) -> &str;
+    /// The schema version it reads (it produces `from_version + 1`).
+    fn from_version(&self) -> u32;
+    /// Transforms the payload.
+    fn upcast(&self, payload: Value) -> Result<Value, UpcastError>;
+}
+
+/// An [`Upcaster`] made of a closure.
+///
+/// ```
+/// use es_core::{FnUpcaster, UpcasterRegistry};
+/// use serde_json::json;
+///
+/// let mut registry = UpcasterRegistry::new();
+/// // v1 stored {"Renamed": {"name": "x"}}; v2 splits the name.
+/// registry.register(FnUpcaster::new("Renamed", 1, |mut v| {
+///     let name = v["Renamed"]["name"].take();
+///     Ok(json!({"Renamed": {"first": name, "last": ""}}))
+/// }));
+/// let (payload, version) = registry
+///     .upcast("Renamed", 1, json!({"Renamed": {"name": "Ada"}}))
+///     .unwrap();
+/// assert_eq!(version, 2);
+/// assert_eq!(payload, json!({"Renamed": {"first": "Ada", "last": ""}}));
+/// ```
+pub struct FnUpcaster<F> {
+    event_type: String,
+    from_version: u32,
+    f: F,
+}
+
+impl<F> FnUpcaster<F>
+where
+    F: Fn(Value) -> Result<Value, UpcastError> + Send + Sync,
+{
+    /// An upcaster for `event_type` from `from_version` to the next version.
+    pub fn new(event_type: impl Into<String>, from_version: u32, f: F) -> Self {
+        Self {
+            event_type: event_type.into(),
+            from_version,
+            f,
+        }
+    }
+}
+
+impl<F> Upcaster for FnUpcaster<F>
+where
+    F: Fn(Value) -> Result<Value, UpcastError> + Send + Sync,
+{
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+    fn from_version(&self) -> u32 {
+        self.from_version
+    }
+    fn upcast(&self, payload: Value) -> Result<Value, UpcastError> {
+        (self.f)(payload)
+    }
+}
+
+/// Upcasters keyed by (event type, schema version), applied in a chain.
+#[derive(Clone, Default)]
+pub struct UpcasterRegistry {
+    by_key: HashMap<(String, u32), Arc<dyn Upcaster>>,
+}
+
+impl fmt::Debug for UpcasterRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut keys: Vec<_> = self.by_key.keys().collect();
+        keys.sort();
+        f.debug_struct("UpcasterRegistry").field("upcasters", &keys).finish()
+    }
+}
+
+impl UpcasterRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers an upcaster, replacing any other for the same key.
+    pub fn register(&mut self, upcaster: impl Upcaster + 'static) -> &mut Self {
+        let key = (upcaster.event_type().to_owned(), upcaster.from_version());
+        self.by_key.insert(key, Arc::new(upcaster));
+        self
+    }
+
+    /// Whether no upcaster is registered.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Runs the chain for a payload stored at `schema_version`; returns the
+    /// payload and the version it ends at.
+    pub fn upcast(
+        &self,
+        event_type: &str,
+        schema_version: u32,
+        mut payload: Value,
+    ) -> Result<(Value, u32), UpcastError> {
+        let mut version = schema_version;
+        if self.by_key.is_empty() {
+            return Ok((payload, version));
+        }
+        let mut key = (event_type.to_owned(), version);
+        while let Some(upcaster) = self.by_key.get(&key) {
+            payload = upcaster
+                .upcast(payload)
+                .map_err(|e| UpcastError(format!("{event_type} v{version} -> v{}: {e}", version + 1)))?;
+            version += 1;
+            key.1 = version;
+        }
+        Ok((payload, version))
+    }
+}
