@@ -76,7 +76,9 @@ pub async fn append_and_read_back<S: EventStore>(store: S) {
 
 fn assert_conflict(r: Result<crate::AppendResult, StoreError>, expect_actual: u64) {
     match r {
-        Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, expect_actual, "conflict reports the real version"),
+        Err(StoreError::Conflict { actual, .. }) => {
+            assert_eq!(actual, expect_actual, "conflict reports the real version")
+        }
         other => panic!("expected a conflict at actual {expect_actual}, got {other:?}"),
     }
 }
@@ -85,15 +87,40 @@ fn assert_conflict(r: Result<crate::AppendResult, StoreError>, expect_actual: u6
 /// real version, and a conflicting append stores nothing.
 pub async fn expected_version_semantics<S: EventStore>(store: S) {
     let id = stream("ev");
-    assert_conflict(store.append("t", &id, ExpectedVersion::StreamExists, vec![event("A", 1)]).await, 0);
-    assert_conflict(store.append("t", &id, ExpectedVersion::Exact(1), vec![event("A", 1)]).await, 0);
+    assert_conflict(
+        store
+            .append("t", &id, ExpectedVersion::StreamExists, vec![event("A", 1)])
+            .await,
+        0,
+    );
+    assert_conflict(
+        store
+            .append("t", &id, ExpectedVersion::Exact(1), vec![event("A", 1)])
+            .await,
+        0,
+    );
     store
         .append("t", &id, ExpectedVersion::Exact(0), vec![event("A", 1)])
         .await
         .expect("Exact(0) on a new stream");
-    assert_conflict(store.append("t", &id, ExpectedVersion::NoStream, vec![event("A", 2)]).await, 1);
-    assert_conflict(store.append("t", &id, ExpectedVersion::Exact(0), vec![event("A", 2)]).await, 1);
-    assert_conflict(store.append("t", &id, ExpectedVersion::Exact(5), vec![event("A", 2)]).await, 1);
+    assert_conflict(
+        store
+            .append("t", &id, ExpectedVersion::NoStream, vec![event("A", 2)])
+            .await,
+        1,
+    );
+    assert_conflict(
+        store
+            .append("t", &id, ExpectedVersion::Exact(0), vec![event("A", 2)])
+            .await,
+        1,
+    );
+    assert_conflict(
+        store
+            .append("t", &id, ExpectedVersion::Exact(5), vec![event("A", 2)])
+            .await,
+        1,
+    );
     store
         .append("t", &id, ExpectedVersion::StreamExists, vec![event("A", 2)])
         .await
@@ -164,10 +191,19 @@ pub async fn atomic_appends<S: EventStore>(store: S) {
         .expect("append");
     let b = stream("atomic-b");
     let r = store
-        .append("t", &b, ExpectedVersion::NoStream, vec![event("B", 1), taken, event("B", 3)])
+        .append(
+            "t",
+            &b,
+            ExpectedVersion::NoStream,
+            vec![event("B", 1), taken, event("B", 3)],
+        )
         .await;
     assert!(r.is_err(), "an append containing a stored id must fail, got {r:?}");
-    assert_eq!(store.stream_version(&b).await.expect("version"), 0, "nothing of a failed append is stored");
+    assert_eq!(
+        store.stream_version(&b).await.expect("version"),
+        0,
+        "nothing of a failed append is stored"
+    );
     let r = store
         .append("t", &a, ExpectedVersion::Exact(7), vec![event("A", 2), event("A", 3)])
         .await;
@@ -224,7 +260,11 @@ pub async fn global_log_order_and_filters<S: EventStore>(store: S) {
         .expect("read");
     assert_eq!(invoices.len(), 4);
     let both = store
-        .read_all(0, 1000, &EventFilter::all().stream_types(["order"]).event_types(["Created"]))
+        .read_all(
+            0,
+            1000,
+            &EventFilter::all().stream_types(["order"]).event_types(["Created"]),
+        )
         .await
         .expect("read");
     assert_eq!(both.len(), 4);
@@ -298,7 +338,10 @@ pub async fn concurrent_appends_one_winner_per_version<S: EventStore>(store: S) 
         assert_eq!(winners, 1, "exactly one winner at version {}", round + 1);
     }
     let read: Vec<_> = store.read_stream(&id, 1).try_collect().await.expect("read");
-    assert_eq!(read.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=rounds).collect::<Vec<_>>());
+    assert_eq!(
+        read.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=rounds).collect::<Vec<_>>()
+    );
 
     // Free-for-all: tasks retry until each has appended once.
     let id = stream("race-retry");
@@ -335,13 +378,19 @@ pub async fn wait_for_events_wakes<S: EventStore>(store: S) {
     let waiter = {
         let store = Arc::clone(&store);
         tokio::spawn(async move {
-            store.wait_for_events(head, Duration::from_millis(500)).await.expect("wait");
+            store
+                .wait_for_events(head, Duration::from_millis(500))
+                .await
+                .expect("wait");
             loop {
                 let got = store.read_all(head, 10, &EventFilter::all()).await.expect("read");
                 if !got.is_empty() {
                     return got;
                 }
-                store.wait_for_events(head, Duration::from_millis(500)).await.expect("wait");
+                store
+                    .wait_for_events(head, Duration::from_millis(500))
+                    .await
+                    .expect("wait");
             }
         })
     };

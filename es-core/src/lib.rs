@@ -88,6 +88,7 @@ mod aggregate;
 mod cache;
 mod clock;
 mod codec;
+mod dedup;
 mod error;
 mod event;
 mod hooks;
@@ -111,12 +112,14 @@ pub use aggregate::{Aggregate, DomainEvent};
 pub use cache::{StateCache, Versioned};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{CodecError, EventCodec};
+pub use dedup::{CommandDeduplicator, DedupError, DedupStatus};
 pub use error::{BoxError, StoreError};
 pub use event::{Metadata, NewEvent, RecordedEvent, StreamId};
 pub use hooks::{CommittedEvent, EventHandler, EventValidator};
 pub use lock::{FencingToken, Lease, LockError, LockGuard, LockManager, LockRetry};
 pub use memory::{
-    InMemoryCheckpointStore, InMemoryEventStore, InMemoryLockManager, InMemorySnapshotStore, InMemoryStateCache,
+    InMemoryCheckpointStore, InMemoryDeduplicator, InMemoryEventStore, InMemoryLockManager, InMemorySnapshotStore,
+    InMemoryStateCache,
 };
 pub use projection::{
     CheckpointStore, DeadLetter, OnFailure, ProjectionConfig, ProjectionError, ProjectionRunner, Projector, ReplayMode,

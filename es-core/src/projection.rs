@@ -304,7 +304,10 @@ where
                 let wanted: Vec<String> = if base.event_types.is_empty() {
                     event_types
                 } else {
-                    event_types.into_iter().filter(|t| base.event_types.contains(t)).collect()
+                    event_types
+                        .into_iter()
+                        .filter(|t| base.event_types.contains(t))
+                        .collect()
                 };
                 if wanted.is_empty() {
                     return Ok(0);

@@ -155,9 +155,12 @@ pub trait EventStore: Send + Sync + 'static {
         stream_id: &'a StreamId,
         from_version: u64,
     ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-        paged(DEFAULT_READ_BATCH, from_version.max(1), move |from, n| {
-            self.read_stream_batch(stream_id, from, n)
-        }, |e| e.version + 1)
+        paged(
+            DEFAULT_READ_BATCH,
+            from_version.max(1),
+            move |from, n| self.read_stream_batch(stream_id, from, n),
+            |e| e.version + 1,
+        )
     }
 
     /// Reads the global log after `after_position` to its current end, page
@@ -167,9 +170,12 @@ pub trait EventStore: Send + Sync + 'static {
         after_position: u64,
         filter: &'a EventFilter,
     ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-        paged(DEFAULT_READ_BATCH, after_position, move |after, n| {
-            self.read_all(after, n, filter)
-        }, |e| e.global_position)
+        paged(
+            DEFAULT_READ_BATCH,
+            after_position,
+            move |after, n| self.read_all(after, n, filter),
+            |e| e.global_position,
+        )
     }
 }
 

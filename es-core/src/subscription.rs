@@ -57,7 +57,11 @@ where
                 Ok(h) => h,
                 Err(e) => return Some((Err(e), st)),
             };
-            match st.store.read_all(st.position, crate::store::DEFAULT_READ_BATCH, &st.filter).await {
+            match st
+                .store
+                .read_all(st.position, crate::store::DEFAULT_READ_BATCH, &st.filter)
+                .await
+            {
                 Ok(batch) if !batch.is_empty() => {
                     if let Some(last) = batch.last() {
                         st.position = last.global_position;

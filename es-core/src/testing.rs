@@ -238,7 +238,10 @@ impl<A: Aggregate> Properties<A> {
             replayed.apply(e);
         }
         if json(&replayed)? != json(&state)? {
-            return Err(fail(format!("replaying {} events gives {replayed:?}, not {state:?}", all.len())));
+            return Err(fail(format!(
+                "replaying {} events gives {replayed:?}, not {state:?}",
+                all.len()
+            )));
         }
         let restored: A = serde_json::from_value(json(&state)?)
             .map_err(|e| fail(format!("state does not deserialize (snapshots would fail): {e}")))?;
@@ -258,7 +261,11 @@ impl<A: Aggregate> Properties<A> {
         A: Debug,
     {
         for (name, check) in &self.invariants {
-            check(state).map_err(|why| fail(format!("after step {step}: invariant {name:?} broken: {why}; state {state:?}")))?;
+            check(state).map_err(|why| {
+                fail(format!(
+                    "after step {step}: invariant {name:?} broken: {why}; state {state:?}"
+                ))
+            })?;
         }
         Ok(())
     }
@@ -273,7 +280,9 @@ impl<A: Aggregate> Properties<A> {
             .decode_payload(event.event_type(), event.schema_version(), payload)
             .map_err(|e| fail(format!("step {step}: {e}")))?;
         if json(&back)? != json(event)? {
-            return Err(fail(format!("step {step}: {event:?} changes through the codec: {back:?}")));
+            return Err(fail(format!(
+                "step {step}: {event:?} changes through the codec: {back:?}"
+            )));
         }
         Ok(())
     }

@@ -37,7 +37,11 @@ impl CheckpointStore for InMemoryCheckpointStore {
     }
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
-        write(&self.inner).dead.entry(letter.projection.clone()).or_default().push(letter);
+        write(&self.inner)
+            .dead
+            .entry(letter.projection.clone())
+            .or_default()
+            .push(letter);
         Ok(())
     }
 

@@ -3,12 +3,14 @@
 
 mod cache;
 mod checkpoint;
+mod dedup;
 mod lock;
 mod snapshot;
 mod store;
 
 pub use cache::InMemoryStateCache;
 pub use checkpoint::InMemoryCheckpointStore;
+pub use dedup::InMemoryDeduplicator;
 pub use lock::InMemoryLockManager;
 pub use snapshot::InMemorySnapshotStore;
 pub use store::InMemoryEventStore;

@@ -209,11 +209,17 @@ impl EventStore for InMemoryEventStore {
 
     async fn find_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
         let data = read(&self.inner.data);
-        Ok(data.ids.get(&event_id).map(|&p| RecordedEvent::clone(&data.log[(p - 1) as usize])))
+        Ok(data
+            .ids
+            .get(&event_id)
+            .map(|&p| RecordedEvent::clone(&data.log[(p - 1) as usize])))
     }
 
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
-        Ok(read(&self.inner.data).streams.get(stream_id).map_or(0, |s| s.len() as u64))
+        Ok(read(&self.inner.data)
+            .streams
+            .get(stream_id)
+            .map_or(0, |s| s.len() as u64))
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {

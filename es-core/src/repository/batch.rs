@@ -21,11 +21,20 @@ enum Decision<A: Aggregate> {
         state_after: A,
     },
     /// Accepted, but nothing to record.
-    NoOp { state: A, version: u64 },
+    NoOp {
+        state: A,
+        version: u64,
+    },
     Rejected(A::Error),
     Invalid(String),
-    Mismatch { expected: u64, actual: u64 },
-    AlreadyApplied { state: A, version: u64 },
+    Mismatch {
+        expected: u64,
+        actual: u64,
+    },
+    AlreadyApplied {
+        state: A,
+        version: u64,
+    },
 }
 
 impl<A: Aggregate> Decision<A> {
@@ -77,7 +86,11 @@ pub(crate) async fn process<A: Aggregate, S: EventStore + ?Sized>(
             return Some(state);
         }
         let expected = state.version;
-        match inner.store.append(A::TYPE, id, ExpectedVersion::Exact(expected), new_events).await {
+        match inner
+            .store
+            .append(A::TYPE, id, ExpectedVersion::Exact(expected), new_events)
+            .await
+        {
             Ok(result) => return Some(commit(inner, id, batch, decisions, state, result).await),
             Err(StoreError::Conflict { actual, .. }) => {
                 if let Some(cache) = &inner.cache {
@@ -149,7 +162,13 @@ async fn decide_all<A: Aggregate, S: EventStore + ?Sized>(
     for p in batch {
         if let Some(cid) = p.ctx.command_id {
             let seen_here = !command_ids.insert(cid);
-            if seen_here || inner.store.find_event(p.ctx.event_id(0)).await?.is_some_and(|e| &e.stream_id == id) {
+            if seen_here
+                || inner
+                    .store
+                    .find_event(p.ctx.event_id(0))
+                    .await?
+                    .is_some_and(|e| &e.stream_id == id)
+            {
                 decisions.push(Decision::AlreadyApplied {
                     state: working.state.clone(),
                     version: working.version,

@@ -24,7 +24,11 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 ///
 /// A stream has a queue entry exactly while its worker runs, so the entry
 /// is the worker's "running" flag and is only touched under the lock.
-pub(crate) fn enqueue<A: Aggregate, S: EventStore + ?Sized>(inner: &Arc<Inner<A, S>>, id: StreamId, pending: Pending<A>) {
+pub(crate) fn enqueue<A: Aggregate, S: EventStore + ?Sized>(
+    inner: &Arc<Inner<A, S>>,
+    id: StreamId,
+    pending: Pending<A>,
+) {
     let mut boxes = lock(&inner.mailboxes);
     if let Some(queue) = boxes.get_mut(&id) {
         queue.push_back(pending);

@@ -14,8 +14,8 @@ use futures::TryStreamExt;
 use tokio::sync::oneshot;
 
 use crate::{
-    Aggregate, Clock, CommittedEvent, EventCodec, EventHandler, EventStore, EventValidator, RecordedEvent,
-    RetryPolicy, SnapshotPolicy, SnapshotStore, StateCache, StreamId, SystemClock, UpcasterRegistry, Versioned,
+    Aggregate, Clock, CommittedEvent, EventCodec, EventHandler, EventStore, EventValidator, RecordedEvent, RetryPolicy,
+    SnapshotPolicy, SnapshotStore, StateCache, StreamId, SystemClock, UpcasterRegistry, Versioned,
 };
 use command::Handle;
 use mailbox::Pending;
@@ -298,11 +298,20 @@ impl<A: Aggregate, S: EventStore + ?Sized> Inner<A, S> {
             match snapshots.load(id).await {
                 Ok(Some(s)) if s.schema_version == A::SNAPSHOT_VERSION && s.stream_type == A::TYPE => {
                     match serde_json::from_value::<A>(s.state) {
-                        Ok(state) => return Ok(Versioned { state, version: s.version }),
-                        Err(e) => tracing::warn!(stream_id = %id, version = s.version, error = %e, "snapshot does not decode; rebuilding from events"),
+                        Ok(state) => {
+                            return Ok(Versioned {
+                                state,
+                                version: s.version,
+                            })
+                        }
+                        Err(e) => {
+                            tracing::warn!(stream_id = %id, version = s.version, error = %e, "snapshot does not decode; rebuilding from events")
+                        }
                     }
                 }
-                Ok(Some(s)) => tracing::debug!(stream_id = %id, snapshot_schema = s.schema_version, "snapshot of another schema version discarded"),
+                Ok(Some(s)) => {
+                    tracing::debug!(stream_id = %id, snapshot_schema = s.schema_version, "snapshot of another schema version discarded")
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(stream_id = %id, error = %e, "snapshot load failed; rebuilding from events"),
             }
@@ -314,7 +323,11 @@ impl<A: Aggregate, S: EventStore + ?Sized> Inner<A, S> {
     }
 
     /// Applies every stored event after `state.version`; returns how many.
-    pub(crate) async fn complete(&self, id: &StreamId, state: &mut Versioned<A>) -> Result<u64, RepositoryError<A::Error>> {
+    pub(crate) async fn complete(
+        &self,
+        id: &StreamId,
+        state: &mut Versioned<A>,
+    ) -> Result<u64, RepositoryError<A::Error>> {
         let mut events = self.store.read_stream(id, state.version + 1);
         let mut n = 0;
         while let Some(record) = events.try_next().await? {
