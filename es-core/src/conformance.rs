@@ -410,7 +410,7 @@ pub async fn wait_for_events_wakes<S: EventStore>(store: S) {
 /// store from the given async factory function.
 #[macro_export]
 macro_rules! event_store_conformance {
-    ($factory:path) => {
+    ($factory:ident) => {
         mod event_store_conformance {
             $crate::event_store_conformance!(@tests $factory;
                 append_and_read_back,
@@ -424,7 +424,7 @@ macro_rules! event_store_conformance {
             );
         }
     };
-    (@tests $factory:path; $($name:ident),* $(,)?) => {
+    (@tests $factory:ident; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {

@@ -1,1 +1,7 @@
-//! Examples live beside this crate as `[[example]]` targets.
+//! Runnable examples of the es-rs event-sourcing toolkit.
+//!
+//! The domain models live here so that the examples (`cargo run -p es-examples
+//! --example NAME`) and their property tests share them.
+#![deny(missing_docs)]
+
+pub mod shopping_cart;
