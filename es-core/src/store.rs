@@ -148,6 +148,11 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Events fetched per round trip by the paging readers.
+    fn read_page_size(&self) -> usize {
+        DEFAULT_READ_BATCH
+    }
+
     /// Reads a stream from `from_version` to its end, page by page, never
     /// holding more than one page in memory.
     fn read_stream<'a>(
@@ -156,7 +161,7 @@ pub trait EventStore: Send + Sync + 'static {
         from_version: u64,
     ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
         paged(
-            DEFAULT_READ_BATCH,
+            self.read_page_size(),
             from_version.max(1),
             move |from, n| self.read_stream_batch(stream_id, from, n),
             |e| e.version + 1,
@@ -171,7 +176,7 @@ pub trait EventStore: Send + Sync + 'static {
         filter: &'a EventFilter,
     ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
         paged(
-            DEFAULT_READ_BATCH,
+            self.read_page_size(),
             after_position,
             move |after, n| self.read_all(after, n, filter),
             |e| e.global_position,

@@ -1,2 +1,14 @@
-//! Work in progress.
+//! # es-postgres — the PostgreSQL backend of es-core
 #![deny(missing_docs)]
+
+mod batcher;
+mod config;
+mod error;
+mod migrate;
+mod notify;
+mod sql;
+mod store;
+
+pub use config::EventStoreConfig;
+pub use error::SetupError;
+pub use store::PostgresEventStore;

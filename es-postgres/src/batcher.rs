@@ -1,0 +1,390 @@
+//! Group commit: batch processors that write many appends in one statement.
+//!
+//! Each processor takes whatever appends are queued (up to `batch_size`),
+//! resolves `Any`/`StreamExists` expectations to exact versions, and writes
+//! all events in **one** statement (one round trip, one commit). The
+//! statement's own predicate decides each append: its rows go in only if
+//! the stream is at its expected version, so an append is all or nothing
+//! and conflicts cost nothing extra. Appends the statement skipped are
+//! then told why (conflict, or a replay of an append already stored). A
+//! unique violation (a racing writer in another process, or a reused event
+//! id) aborts the statement; the batch is then written append by append.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use es_core::{check_replay, AppendResult, ExpectedVersion, NewEvent, StoreError, StreamId};
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use uuid::Uuid;
+
+use crate::error::{backend, is_transient, sqlstate, UNIQUE_VIOLATION};
+use crate::sql::Sql;
+use crate::EventStoreConfig;
+
+/// One caller's append, waiting for its result.
+pub(crate) struct AppendJob {
+    pub(crate) stream_type: String,
+    pub(crate) stream_id: StreamId,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+/// A job with its expectation resolved to the version its rows follow.
+struct Resolved {
+    job: AppendJob,
+    base: u64,
+}
+
+/// A batch processor: runs until the queue is closed and drained.
+pub(crate) async fn run(
+    pool: PgPool,
+    sql: Arc<Sql>,
+    config: EventStoreConfig,
+    queue: Arc<Mutex<mpsc::Receiver<AppendJob>>>,
+) {
+    let batch_size = config.batch_size.max(1);
+    loop {
+        let mut batch = Vec::with_capacity(batch_size);
+        {
+            let mut rx = queue.lock().await;
+            match rx.recv().await {
+                Some(job) => batch.push(job),
+                None => return,
+            }
+            if config.batch_timeout_ms > 0 {
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(config.batch_timeout_ms);
+                while batch.len() < batch_size {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(job)) => batch.push(job),
+                        _ => break,
+                    }
+                }
+            } else {
+                while batch.len() < batch_size {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        let span = tracing::debug_span!("es.pg.batch", appends = batch.len());
+        let _enter = span.enter();
+        drop(_enter);
+        metrics::histogram!("es_postgres_batch_appends").record(batch.len() as f64);
+        write_batch(&pool, &sql, &config, batch).await;
+    }
+}
+
+/// Writes a batch, in rounds: one append per stream per round (a row's
+/// predecessor check cannot see rows of its own statement).
+async fn write_batch(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, mut batch: Vec<AppendJob>) {
+    while !batch.is_empty() {
+        let mut seen = HashSet::with_capacity(batch.len());
+        let (round, later): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| seen.insert(j.stream_id.clone()));
+        batch = later;
+        let resolved = match resolve(pool, sql, round).await {
+            Ok(r) => r,
+            Err(()) => continue,
+        };
+        if resolved.is_empty() {
+            continue;
+        }
+        let retry_later = write_round(pool, sql, config, resolved).await;
+        batch.extend(retry_later);
+    }
+}
+
+/// Turns each expectation into a base version; answers the appends whose
+/// expectation already fails. `Err` when the version lookup failed (every
+/// job has been answered).
+async fn resolve(pool: &PgPool, sql: &Sql, jobs: Vec<AppendJob>) -> Result<Vec<Resolved>, ()> {
+    let lookup: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.expected.exact().is_none())
+        .map(|j| j.stream_id.as_str().to_owned())
+        .collect();
+    let mut current = HashMap::new();
+    if !lookup.is_empty() {
+        let query = format!(
+            "SELECT s.id, coalesce((SELECT max(version) FROM {}.events e WHERE e.stream_id = s.id), 0) \
+             FROM unnest($1::text[]) AS s(id)",
+            sql.schema
+        );
+        match sqlx::query(&query).bind(&lookup).fetch_all(pool).await {
+            Ok(rows) => {
+                for row in rows {
+                    let id: String = row.try_get(0).unwrap_or_default();
+                    let v: i64 = row.try_get(1).unwrap_or_default();
+                    current.insert(id, v.max(0) as u64);
+                }
+            }
+            Err(e) => {
+                let err = Arc::new(e);
+                for j in jobs {
+                    let _ = j.reply.send(Err(StoreError::Backend {
+                        operation: "resolve stream versions",
+                        source: Box::new(ArcError(Arc::clone(&err))),
+                    }));
+                }
+                return Err(());
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match job.expected {
+            ExpectedVersion::Exact(v) => out.push(Resolved { job, base: v }),
+            ExpectedVersion::NoStream => out.push(Resolved { job, base: 0 }),
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => {
+                let v = current.get(job.stream_id.as_str()).copied().unwrap_or(0);
+                if job.expected == ExpectedVersion::StreamExists && v == 0 {
+                    let _ = job.reply.send(Err(StoreError::Conflict {
+                        stream_id: job.stream_id.clone(),
+                        expected: job.expected,
+                        actual: 0,
+                    }));
+                } else {
+                    out.push(Resolved { job, base: v });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A shared sqlx error, so one failure can be reported to many callers.
+#[derive(Debug)]
+struct ArcError(Arc<sqlx::Error>);
+
+impl std::fmt::Display for ArcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ArcError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// The column arrays of one statement.
+#[derive(Default)]
+struct Columns {
+    stream_ids: Vec<String>,
+    versions: Vec<i64>,
+    bases: Vec<i64>,
+    stream_types: Vec<String>,
+    event_ids: Vec<Uuid>,
+    event_types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<String>,
+    metadata: Vec<String>,
+    recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Columns {
+    fn push(&mut self, r: &Resolved) {
+        for (i, e) in r.job.events.iter().enumerate() {
+            self.stream_ids.push(r.job.stream_id.as_str().to_owned());
+            self.versions.push((r.base + 1 + i as u64) as i64);
+            self.bases.push(r.base as i64);
+            self.stream_types.push(r.job.stream_type.clone());
+            self.event_ids.push(e.event_id);
+            self.event_types.push(e.event_type.clone());
+            self.schema_versions.push(i32::try_from(e.schema_version).unwrap_or(i32::MAX));
+            self.payloads.push(e.payload.to_string());
+            self.metadata
+                .push(serde_json::to_string(&e.metadata).unwrap_or_else(|_| "{}".to_owned()));
+            self.recorded_at.push(e.recorded_at);
+        }
+    }
+}
+
+/// Executes the append statement for these appends; returns the position
+/// of every inserted event id.
+async fn execute(pool: &PgPool, sql: &Sql, appends: &[Resolved]) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
+    let mut c = Columns::default();
+    for r in appends {
+        c.push(r);
+    }
+    let rows = sqlx::query(&sql.append)
+        .bind(&c.stream_ids)
+        .bind(&c.versions)
+        .bind(&c.bases)
+        .bind(&c.stream_types)
+        .bind(&c.event_ids)
+        .bind(&c.event_types)
+        .bind(&c.schema_versions)
+        .bind(&c.payloads)
+        .bind(&c.metadata)
+        .bind(&c.recorded_at)
+        .fetch_all(pool)
+        .await?;
+    let mut positions = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let id: Uuid = row.try_get(0)?;
+        let pos: i64 = row.try_get(1)?;
+        positions.insert(id, pos as u64);
+    }
+    Ok(positions)
+}
+
+/// Executes with retries of transient failures.
+async fn execute_with_retry(
+    pool: &PgPool,
+    sql: &Sql,
+    config: &EventStoreConfig,
+    appends: &[Resolved],
+) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
+    let mut attempt = 1;
+    loop {
+        match execute(pool, sql, appends).await {
+            Err(e) if is_transient(&e) && config.transient_retry.should_retry(attempt) => {
+                metrics::counter!("es_postgres_append_retries_total").increment(1);
+                tracing::warn!(error = %e, attempt, "transient append failure; retrying");
+                tokio::time::sleep(config.transient_retry.delay_after(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Writes one round; returns the `Any` appends that lost a race and must
+/// be resolved again.
+async fn write_round(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, round: Vec<Resolved>) -> Vec<AppendJob> {
+    metrics::histogram!("es_postgres_batch_events").record(round.iter().map(|r| r.job.events.len()).sum::<usize>() as f64);
+    match execute_with_retry(pool, sql, config, &round).await {
+        Ok(positions) => {
+            let mut again = Vec::new();
+            for r in round {
+                if let Some(job) = settle(pool, sql, r, &positions).await {
+                    again.push(job);
+                }
+            }
+            again
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) && round.len() > 1 => {
+            // Someone else's row is in the way: go append by append so only
+            // the affected append fails.
+            let mut again = Vec::new();
+            for r in round {
+                again.extend(write_one(pool, sql, config, r).await);
+            }
+            again
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
+            let mut again = Vec::new();
+            for r in round {
+                again.extend(settle(pool, sql, r, &HashMap::new()).await);
+            }
+            again
+        }
+        Err(e) => {
+            tracing::error!(error = %e, appends = round.len(), "append statement failed");
+            let err = Arc::new(e);
+            for r in round {
+                let _ = r.job.reply.send(Err(StoreError::Backend {
+                    operation: "append",
+                    source: Box::new(ArcError(Arc::clone(&err))),
+                }));
+            }
+            Vec::new()
+        }
+    }
+}
+
+async fn write_one(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, r: Resolved) -> Option<AppendJob> {
+    let single = [r];
+    match execute_with_retry(pool, sql, config, &single).await {
+        Ok(positions) => {
+            let [r] = single;
+            settle(pool, sql, r, &positions).await
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
+            let [r] = single;
+            settle(pool, sql, r, &HashMap::new()).await
+        }
+        Err(e) => {
+            let [r] = single;
+            let _ = r.job.reply.send(Err(backend("append", e)));
+            None
+        }
+    }
+}
+
+/// Answers one append after its statement: success when all its rows went
+/// in; otherwise a replay, a duplicate, or a conflict with the real
+/// version. Returns the job if it must be resolved and written again.
+async fn settle(pool: &PgPool, sql: &Sql, r: Resolved, positions: &HashMap<Uuid, u64>) -> Option<AppendJob> {
+    let Resolved { job, base } = r;
+    let got: Vec<Option<u64>> = job.events.iter().map(|e| positions.get(&e.event_id).copied()).collect();
+    if got.iter().all(Option::is_some) {
+        let n = job.events.len() as u64;
+        let _ = job.reply.send(Ok(AppendResult {
+            first_version: base + 1,
+            new_version: base + n,
+            positions: got.into_iter().flatten().collect(),
+        }));
+        return None;
+    }
+    // Skipped: is it a replay of an append already stored?
+    let ids: Vec<Uuid> = job.events.iter().map(|e| e.event_id).collect();
+    let stored = match sqlx::query(&sql.find_events).bind(&ids).fetch_all(pool).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = job.reply.send(Err(backend("check replay", e)));
+            return None;
+        }
+    };
+    if !stored.is_empty() {
+        let mut by_id = HashMap::new();
+        for row in &stored {
+            if let (Ok(id), Ok(sid), Ok(v), Ok(p)) = (
+                row.try_get::<Uuid, _>(0),
+                row.try_get::<String, _>(1),
+                row.try_get::<i64, _>(2),
+                row.try_get::<i64, _>(3),
+            ) {
+                by_id.insert(id, (StreamId::from(sid), v as u64, p as u64));
+            }
+        }
+        let slots: Vec<_> = ids.iter().map(|id| by_id.get(id).cloned()).collect();
+        let answer = check_replay(&job.stream_id, job.expected, &job.events, &slots)
+            .and_then(|r| r.ok_or_else(|| StoreError::Corrupt {
+                stream_id: job.stream_id.clone(),
+                version: base + 1,
+                reason: "stored ids vanished".into(),
+            }));
+        let _ = job.reply.send(answer);
+        return None;
+    }
+    let actual: i64 = match sqlx::query_scalar(&sql.stream_version)
+        .bind(job.stream_id.as_str())
+        .fetch_one(pool)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = job.reply.send(Err(backend("read version after conflict", e)));
+            return None;
+        }
+    };
+    let actual = actual.max(0) as u64;
+    if job.expected == ExpectedVersion::Any || (job.expected == ExpectedVersion::StreamExists && actual > 0) {
+        // Lost a race between resolving and writing: go again.
+        return Some(job);
+    }
+    let _ = job.reply.send(Err(StoreError::Conflict {
+        stream_id: job.stream_id.clone(),
+        expected: job.expected,
+        actual,
+    }));
+    None
+}

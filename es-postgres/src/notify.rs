@@ -1,0 +1,48 @@
+//! LISTEN/NOTIFY wake-ups for live readers of the global log.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::watch;
+
+/// Starts a task that LISTENs on `channel` and bumps the returned counter
+/// on every notification (and on every reconnect, since notifications may
+/// have been missed). Readers that miss a wake-up still poll.
+pub(crate) fn spawn_listener(pool: PgPool, channel: String) -> (watch::Receiver<u64>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(0u64);
+    let handle = tokio::spawn(async move {
+        loop {
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection failed; readers fall back to polling");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(&channel).await {
+                tracing::warn!(error = %e, channel, "LISTEN failed; readers fall back to polling");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            tx.send_modify(|n| *n += 1);
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(_)) => tx.send_modify(|n| *n += 1),
+                    Ok(None) => {
+                        // Connection lost and re-established: wake readers.
+                        tx.send_modify(|n| *n += 1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection broke; reconnecting");
+                        break;
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        }
+    });
+    (rx, handle)
+}

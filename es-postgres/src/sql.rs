@@ -1,0 +1,116 @@
+//! Every SQL statement of the backend, built once per store for its schema.
+
+/// Columns of an event row, in the order [`crate::store`] decodes them.
+const EVENT_COLUMNS: &str =
+    "global_position, stream_id, version, stream_type, event_id, event_type, schema_version, payload, metadata, recorded_at";
+
+/// The highest position a reader may see: below every position a
+/// transaction still in flight can hold (its xid << 20).
+const VISIBLE_LIMIT: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)";
+
+/// Whether `name` is a safe, unquoted PostgreSQL identifier.
+pub(crate) fn valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 48
+}
+
+/// The statements of one schema.
+#[derive(Debug, Clone)]
+pub(crate) struct Sql {
+    pub(crate) schema: String,
+    pub(crate) channel: String,
+    pub(crate) append: String,
+    pub(crate) read_stream: String,
+    pub(crate) read_all: String,
+    pub(crate) head: String,
+    pub(crate) stream_version: String,
+    pub(crate) find_event: String,
+    pub(crate) find_events: String,
+}
+
+impl Sql {
+    pub(crate) fn new(schema: &str, outbox: bool) -> Self {
+        let s = schema;
+        // One statement appends every event of a batch of appends: rows of
+        // an append are inserted only if the stream is at its expected
+        // version (the predecessor exists and the next version does not),
+        // the same test for all its rows, so an append is all or nothing.
+        let insert = format!(
+            "INSERT INTO {s}.events ({EVENT_COLUMNS}) \
+             SELECT (pg_current_xact_id()::text::bigint << 20) + i.ord, i.stream_id, i.version, i.stream_type, \
+                    i.event_id, i.event_type, i.schema_version, i.payload::jsonb, i.metadata::jsonb, i.recorded_at \
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::uuid[], $6::text[], $7::int[], \
+                         $8::text[], $9::text[], $10::timestamptz[]) \
+                  WITH ORDINALITY AS i(stream_id, version, base, stream_type, event_id, event_type, schema_version, \
+                                       payload, metadata, recorded_at, ord) \
+             WHERE (i.base = 0 OR EXISTS (SELECT 1 FROM {s}.events p WHERE p.stream_id = i.stream_id AND p.version = i.base)) \
+               AND NOT EXISTS (SELECT 1 FROM {s}.events n WHERE n.stream_id = i.stream_id AND n.version = i.base + 1) \
+             RETURNING {EVENT_COLUMNS}"
+        );
+        let append = if outbox {
+            format!(
+                "WITH ins AS ({insert}), ob AS (INSERT INTO {s}.outbox ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM ins) \
+                 SELECT event_id, global_position FROM ins"
+            )
+        } else {
+            format!("WITH ins AS ({insert}) SELECT event_id, global_position FROM ins")
+        };
+        Self {
+            schema: s.to_owned(),
+            channel: format!("es_events_{s}"),
+            append,
+            read_stream: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
+            ),
+            read_all: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events \
+                 WHERE global_position > $1 AND global_position < {VISIBLE_LIMIT} \
+                   AND ($3::text[] IS NULL OR event_type = ANY($3)) \
+                   AND ($4::text[] IS NULL OR stream_type = ANY($4)) \
+                 ORDER BY global_position LIMIT $2"
+            ),
+            head: format!(
+                "SELECT coalesce(max(global_position), 0) FROM {s}.events WHERE global_position < {VISIBLE_LIMIT}"
+            ),
+            stream_version: format!("SELECT coalesce(max(version), 0) FROM {s}.events WHERE stream_id = $1"),
+            find_event: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = $1"),
+            find_events: format!(
+                "SELECT event_id, stream_id, version, global_position FROM {s}.events WHERE event_id = ANY($1)"
+            ),
+        }
+    }
+
+    /// A migration script with the schema and channel filled in.
+    pub(crate) fn render(&self, script: &str) -> String {
+        script.replace("{schema}", &self.schema).replace("{channel}", &self.channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_checked() {
+        assert!(valid_identifier("es"));
+        assert!(valid_identifier("test_1a"));
+        assert!(!valid_identifier("1abc"));
+        assert!(!valid_identifier("a;drop table x"));
+        assert!(!valid_identifier("Upper"));
+        assert!(!valid_identifier(""));
+    }
+
+    #[test]
+    fn statements_use_the_schema_and_index_friendly_predicates() {
+        let sql = Sql::new("bank", false);
+        assert!(sql.read_stream.contains("FROM bank.events WHERE stream_id = $1 AND version >= $2 ORDER BY version"));
+        assert!(sql.read_all.contains("global_position > $1 AND global_position < (pg_snapshot_xmin"));
+        assert!(sql.append.starts_with("WITH ins AS (INSERT INTO bank.events"));
+        assert!(!sql.append.contains("outbox"));
+        assert!(Sql::new("bank", true).append.contains("INSERT INTO bank.outbox"));
+        assert_eq!(sql.channel, "es_events_bank");
+        assert_eq!(sql.render("CREATE TABLE {schema}.x; NOTIFY {channel}"), "CREATE TABLE bank.x; NOTIFY es_events_bank");
+    }
+}

@@ -1,0 +1,318 @@
+//! [`PostgresEventStore`]: the es-core `EventStore` on PostgreSQL.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use es_core::{AppendResult, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError, StreamId};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::batcher::{self, AppendJob};
+use crate::error::{backend, SetupError};
+use crate::notify;
+use crate::sql::{valid_identifier, Sql};
+use crate::EventStoreConfig;
+
+/// The PostgreSQL event store.
+///
+/// - **Appends** go through a group-commit batcher: concurrent appends are
+///   written together in one statement (one commit), each caller getting
+///   its own result; one conflicting append does not fail the others.
+///   Optimistic concurrency costs no extra round trip: the statement
+///   itself only inserts an append's rows if the stream is at the expected
+///   version.
+/// - **The global log is gap-safe**: readers never see a position while a
+///   smaller one may still commit (see the crate docs).
+/// - **Live readers** are woken by LISTEN/NOTIFY, with polling as the
+///   fallback.
+///
+/// Cheap to clone; clones share the pool and the batcher.
+#[derive(Clone)]
+pub struct PostgresEventStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) sql: Arc<Sql>,
+    pub(crate) config: EventStoreConfig,
+    sender: RwLock<Option<mpsc::Sender<AppendJob>>>,
+    workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    wakeups: watch::Receiver<u64>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl std::fmt::Debug for PostgresEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresEventStore")
+            .field("schema", &self.inner.config.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresEventStore {
+    /// Connects a pool of `config.max_connections` to `database_url`.
+    /// Call [`migrate`](Self::migrate) before the first use of a schema.
+    pub async fn connect(database_url: &str, config: EventStoreConfig) -> Result<Self, SetupError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(database_url)
+            .await
+            .map_err(|source| SetupError::Database {
+                operation: "connect",
+                source,
+            })?;
+        Self::with_pool(pool, config)
+    }
+
+    /// Uses an existing pool.
+    pub fn with_pool(pool: PgPool, config: EventStoreConfig) -> Result<Self, SetupError> {
+        if !valid_identifier(&config.schema) {
+            return Err(SetupError::InvalidSchema(config.schema));
+        }
+        let sql = Arc::new(Sql::new(&config.schema, config.outbox));
+        let (tx, rx) = mpsc::channel(config.max_batch_queue_size.max(1));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let workers = (0..config.batch_processor_count.max(1))
+            .map(|_| {
+                tokio::spawn(batcher::run(
+                    pool.clone(),
+                    Arc::clone(&sql),
+                    config.clone(),
+                    Arc::clone(&rx),
+                ))
+            })
+            .collect();
+        let (wakeups, listener) = notify::spawn_listener(pool.clone(), sql.channel.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                sql,
+                config,
+                sender: RwLock::new(Some(tx)),
+                workers: std::sync::Mutex::new(workers),
+                wakeups,
+                listener,
+            }),
+        })
+    }
+
+    /// Creates the schema and its tables, or brings them up to date.
+    /// Safe to run concurrently from several processes.
+    pub async fn migrate(&self) -> Result<(), SetupError> {
+        crate::migrate::run(&self.inner.pool, &self.inner.sql).await
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EventStoreConfig {
+        &self.inner.config
+    }
+
+    /// The schema this store lives in.
+    pub fn schema(&self) -> &str {
+        &self.inner.config.schema
+    }
+
+    /// Stops taking appends, writes everything queued, and waits for the
+    /// batch processors to finish. Appends after this fail with
+    /// `StoreError::Unavailable`.
+    pub async fn shutdown(&self) {
+        let sender = self
+            .inner
+            .sender
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(sender);
+        let workers: Vec<_> = std::mem::take(
+            &mut *self.inner.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for w in workers {
+            let _ = w.await;
+        }
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<AppendJob>> {
+        self.inner
+            .sender
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Decodes one row of [`crate::sql`]'s event columns.
+pub(crate) fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let get_err = |e: sqlx::Error| backend("decode row", e);
+    let stream_id: String = row.try_get(1).map_err(get_err)?;
+    let version: i64 = row.try_get(2).map_err(get_err)?;
+    let metadata: serde_json::Value = row.try_get(8).map_err(get_err)?;
+    let metadata: Metadata = serde_json::from_value(metadata).map_err(|e| StoreError::Corrupt {
+        stream_id: StreamId::from(stream_id.as_str()),
+        version: version as u64,
+        reason: format!("metadata: {e}"),
+    })?;
+    let schema_version: i32 = row.try_get(6).map_err(get_err)?;
+    Ok(RecordedEvent {
+        global_position: row.try_get::<i64, _>(0).map_err(get_err)? as u64,
+        stream_id: StreamId::from(stream_id),
+        version: version as u64,
+        stream_type: row.try_get(3).map_err(get_err)?,
+        event_id: row.try_get(4).map_err(get_err)?,
+        event_type: row.try_get(5).map_err(get_err)?,
+        schema_version: schema_version.max(0) as u32,
+        payload: row.try_get(7).map_err(get_err)?,
+        metadata,
+        recorded_at: row.try_get(9).map_err(get_err)?,
+    })
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    #[tracing::instrument(name = "es.pg.append", skip_all, fields(stream_id = %stream_id, events = events.len()))]
+    async fn append(
+        &self,
+        stream_type: &str,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::InvalidAppend {
+                stream_id: stream_id.clone(),
+                reason: "no events to append".into(),
+            });
+        }
+        let mut ids = std::collections::HashSet::with_capacity(events.len());
+        if let Some(dup) = events.iter().find(|e| !ids.insert(e.event_id)) {
+            return Err(StoreError::InvalidAppend {
+                stream_id: stream_id.clone(),
+                reason: format!("event id {} appears twice in one append", dup.event_id),
+            });
+        }
+        let started = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        let job = AppendJob {
+            stream_type: stream_type.to_owned(),
+            stream_id: stream_id.clone(),
+            expected,
+            events,
+            reply,
+        };
+        let unavailable = |reason: &str| StoreError::Unavailable {
+            operation: "append",
+            reason: reason.to_owned(),
+        };
+        let sender = self.sender().ok_or_else(|| unavailable("the store is shut down"))?;
+        metrics::gauge!("es_postgres_append_queue_length")
+            .set((sender.max_capacity() - sender.capacity()) as f64);
+        match tokio::time::timeout(self.inner.config.enqueue_timeout, sender.send(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(unavailable("the store is shut down")),
+            Err(_) => return Err(unavailable("append queue full (backpressure timeout)")),
+        }
+        let result = answer
+            .await
+            .unwrap_or_else(|_| Err(unavailable("batch processor stopped")));
+        metrics::histogram!("es_postgres_append_seconds").record(started.elapsed().as_secs_f64());
+        if matches!(result, Err(StoreError::Conflict { .. })) {
+            metrics::counter!("es_postgres_append_conflicts_total").increment(1);
+        }
+        result
+    }
+
+    #[tracing::instrument(name = "es.pg.read_stream", skip(self), fields(stream_id = %stream_id))]
+    async fn read_stream_batch(
+        &self,
+        stream_id: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&self.inner.sql.read_stream)
+            .bind(stream_id.as_str())
+            .bind(to_i64(from_version))
+            .bind(to_i64(max_count as u64))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| backend("read stream", e))?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    #[tracing::instrument(name = "es.pg.read_all", skip(self, filter))]
+    async fn read_all(
+        &self,
+        after_position: u64,
+        max_count: usize,
+        filter: &EventFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let or_null = |v: &Vec<String>| if v.is_empty() { None } else { Some(v.clone()) };
+        let rows = sqlx::query(&self.inner.sql.read_all)
+            .bind(to_i64(after_position))
+            .bind(to_i64(max_count as u64))
+            .bind(or_null(&filter.event_types))
+            .bind(or_null(&filter.stream_types))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| backend("read all", e))?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn find_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let row = sqlx::query(&self.inner.sql.find_event)
+            .bind(event_id)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| backend("find event", e))?;
+        row.as_ref().map(decode_row).transpose()
+    }
+
+    async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
+        let v: i64 = sqlx::query_scalar(&self.inner.sql.stream_version)
+            .bind(stream_id.as_str())
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| backend("stream version", e))?;
+        Ok(v.max(0) as u64)
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        let v: i64 = sqlx::query_scalar(&self.inner.sql.head)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| backend("head position", e))?;
+        Ok(v.max(0) as u64)
+    }
+
+    async fn wait_for_events(&self, after_position: u64, timeout: Duration) -> Result<(), StoreError> {
+        let mut rx = self.inner.wakeups.clone();
+        rx.mark_unchanged();
+        if self.head_position().await? > after_position {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(timeout, rx.changed()).await;
+        Ok(())
+    }
+
+    fn read_page_size(&self) -> usize {
+        self.inner.config.read_page_size.max(1)
+    }
+}
