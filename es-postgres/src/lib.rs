@@ -8,6 +8,7 @@ mod migrate;
 mod notify;
 mod sql;
 mod store;
+mod transaction;
 
 pub use config::EventStoreConfig;
 pub use error::SetupError;

@@ -1,0 +1,156 @@
+//! Appending inside a caller's own transaction.
+
+use es_core::{check_replay, AppendResult, ExpectedVersion, NewEvent, StoreError, StreamId};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::error::backend;
+use crate::PostgresEventStore;
+
+impl PostgresEventStore {
+    /// Appends events inside the caller's transaction (no batching), so
+    /// they commit or roll back together with the caller's other writes.
+    ///
+    /// Same guarantees as [`EventStore::append`](es_core::EventStore::append);
+    /// a failed append leaves the transaction usable (it runs under a
+    /// savepoint). The events become visible to readers of the global log
+    /// when the transaction commits, in position order — a reader never
+    /// skips them even if later appends commit first.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: es_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// use es_core::{ExpectedVersion, NewEvent, StreamId};
+    /// let mut tx = store.pool().begin().await?;
+    /// sqlx::query("UPDATE app.settings SET value = 'x'").execute(&mut *tx).await?;
+    /// store
+    ///     .append_in_transaction(&mut tx, "setting", &StreamId::from("s-1"), ExpectedVersion::Any,
+    ///         vec![NewEvent::new("SettingChanged", serde_json::json!({"value": "x"}))])
+    ///     .await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    #[tracing::instrument(name = "es.pg.append_in_transaction", skip_all, fields(stream_id = %stream_id))]
+    pub async fn append_in_transaction(
+        &self,
+        conn: &mut PgConnection,
+        stream_type: &str,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::InvalidAppend {
+                stream_id: stream_id.clone(),
+                reason: "no events to append".into(),
+            });
+        }
+        let sql = &self.inner.sql;
+        let current: i64 = sqlx::query_scalar(&sql.stream_version)
+            .bind(stream_id.as_str())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| backend("stream version", e))?;
+        let current = current.max(0) as u64;
+        let base = match expected {
+            ExpectedVersion::Exact(v) => v,
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::StreamExists if current == 0 => {
+                return Err(StoreError::Conflict {
+                    stream_id: stream_id.clone(),
+                    expected,
+                    actual: 0,
+                })
+            }
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => current,
+        };
+        sqlx::query("SAVEPOINT es_append")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| backend("savepoint", e))?;
+        let n = events.len();
+        let mut q = sqlx::query(&sql.append);
+        let stream_ids = vec![stream_id.as_str().to_owned(); n];
+        let versions: Vec<i64> = (0..n).map(|i| (base + 1 + i as u64) as i64).collect();
+        let bases = vec![base as i64; n];
+        let types = vec![stream_type.to_owned(); n];
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let event_types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
+        let schema_versions: Vec<i32> = events.iter().map(|e| e.schema_version as i32).collect();
+        let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
+        let metadata: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_string(&e.metadata).unwrap_or_else(|_| "{}".into()))
+            .collect();
+        let recorded: Vec<_> = events.iter().map(|e| e.recorded_at).collect();
+        q = q
+            .bind(&stream_ids)
+            .bind(&versions)
+            .bind(&bases)
+            .bind(&types)
+            .bind(&ids)
+            .bind(&event_types)
+            .bind(&schema_versions)
+            .bind(&payloads)
+            .bind(&metadata)
+            .bind(&recorded);
+        let inserted = match q.fetch_all(&mut *conn).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT es_append")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| backend("rollback to savepoint", e))?;
+                if crate::error::sqlstate(&e).as_deref() != Some(crate::error::UNIQUE_VIOLATION) {
+                    return Err(backend("append", e));
+                }
+                Vec::new()
+            }
+        };
+        if inserted.len() == n {
+            sqlx::query("RELEASE SAVEPOINT es_append")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| backend("release savepoint", e))?;
+            let mut positions = std::collections::HashMap::new();
+            for row in &inserted {
+                let id: Uuid = row.try_get(0).map_err(|e| backend("decode", e))?;
+                let p: i64 = row.try_get(1).map_err(|e| backend("decode", e))?;
+                positions.insert(id, p as u64);
+            }
+            return Ok(AppendResult {
+                first_version: base + 1,
+                new_version: base + n as u64,
+                positions: ids.iter().filter_map(|id| positions.get(id).copied()).collect(),
+            });
+        }
+        let stored = sqlx::query(&sql.find_events)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| backend("check replay", e))?;
+        if !stored.is_empty() {
+            let mut by_id = std::collections::HashMap::new();
+            for row in &stored {
+                let id: Uuid = row.try_get(0).map_err(|e| backend("decode", e))?;
+                let sid: String = row.try_get(1).map_err(|e| backend("decode", e))?;
+                let v: i64 = row.try_get(2).map_err(|e| backend("decode", e))?;
+                let p: i64 = row.try_get(3).map_err(|e| backend("decode", e))?;
+                by_id.insert(id, (StreamId::from(sid), v as u64, p as u64));
+            }
+            let slots: Vec<_> = ids.iter().map(|id| by_id.get(id).cloned()).collect();
+            if let Some(result) = check_replay(stream_id, expected, &events, &slots)? {
+                return Ok(result);
+            }
+        }
+        let actual: i64 = sqlx::query_scalar(&sql.stream_version)
+            .bind(stream_id.as_str())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| backend("stream version", e))?;
+        Err(StoreError::Conflict {
+            stream_id: stream_id.clone(),
+            expected,
+            actual: actual.max(0) as u64,
+        })
+    }
+}

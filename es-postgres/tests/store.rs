@@ -1,0 +1,301 @@
+//! PostgreSQL-specific guarantees beyond the conformance suite.
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use es_core::conformance::settled_read_all;
+use es_core::{EventFilter, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
+use es_postgres::EventStoreConfig;
+use futures::TryStreamExt;
+use serde_json::json;
+
+fn ev(n: u64) -> NewEvent {
+    NewEvent::new("Happened", json!({ "n": n }))
+}
+
+/// A transaction holding an earlier position stays open while a later one
+/// commits: the reader waits at the gap, then delivers both, in order,
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn global_log_reader_waits_at_the_gap_then_delivers_both_in_order() {
+    let store = common::store().await;
+    store
+        .append("t", &StreamId::from("before"), ExpectedVersion::NoStream, vec![ev(0)])
+        .await
+        .unwrap();
+    let mut delivered: Vec<u64> = settled_read_all(&store, 0, 100, &EventFilter::all(), 1)
+        .await
+        .iter()
+        .map(|e| e.global_position)
+        .collect();
+    let checkpoint = *delivered.last().unwrap();
+
+    // Writer A: opens a transaction and appends (takes the earlier position).
+    let mut slow = store.pool().begin().await.unwrap();
+    let a = store
+        .append_in_transaction(&mut slow, "t", &StreamId::from("slow"), ExpectedVersion::NoStream, vec![ev(1)])
+        .await
+        .unwrap();
+    // Writer B: appends later and commits first.
+    let b = store
+        .append("t", &StreamId::from("fast"), ExpectedVersion::NoStream, vec![ev(2)])
+        .await
+        .unwrap();
+    assert!(a.positions[0] < b.positions[0], "A holds the earlier position");
+
+    // B is committed, but the reader must not pass A's open position.
+    let seen = store.read_all(checkpoint, 100, &EventFilter::all()).await.unwrap();
+    assert!(seen.is_empty(), "reader waits at the gap, got {seen:?}");
+    assert_eq!(store.head_position().await.unwrap(), checkpoint);
+    let direct: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}.events", store.schema()))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(direct, 2, "B really is committed");
+
+    slow.commit().await.unwrap();
+    let seen = settled_read_all(&store, checkpoint, 100, &EventFilter::all(), 2).await;
+    let positions: Vec<u64> = seen.iter().map(|e| e.global_position).collect();
+    assert_eq!(positions, vec![a.positions[0], b.positions[0]], "both, in order");
+    delivered.extend(&positions);
+    let again = store
+        .read_all(*delivered.last().unwrap(), 100, &EventFilter::all())
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "nothing delivered twice");
+}
+
+/// A rolled-back transactional append leaves no trace and no gap that
+/// blocks readers.
+#[tokio::test]
+async fn rolled_back_append_is_never_seen() {
+    let store = common::store().await;
+    let mut tx = store.pool().begin().await.unwrap();
+    store
+        .append_in_transaction(&mut tx, "t", &StreamId::from("x"), ExpectedVersion::NoStream, vec![ev(1)])
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let b = store
+        .append("t", &StreamId::from("y"), ExpectedVersion::NoStream, vec![ev(2)])
+        .await
+        .unwrap();
+    let all = settled_read_all(&store, 0, 100, &EventFilter::all(), 1).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].global_position, b.positions[0]);
+    assert_eq!(store.stream_version(&StreamId::from("x")).await.unwrap(), 0);
+}
+
+/// 32 tasks append to one stream at once, each retrying on conflict: the
+/// stream is a gapless 1..N and every loser was told it lost with the
+/// real version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_racing_writers_produce_a_gapless_stream() {
+    let store = Arc::new(common::store().await);
+    let id = StreamId::from("contended");
+    let mut tasks = Vec::new();
+    for t in 0..32u64 {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut losses = 0;
+            let mut expected = 0;
+            let event = ev(t);
+            loop {
+                match store
+                    .append("t", &id, ExpectedVersion::Exact(expected), vec![event.clone()])
+                    .await
+                {
+                    Ok(r) => return (r.new_version, losses),
+                    Err(StoreError::Conflict { actual, .. }) => {
+                        assert!(actual > expected, "loser told a newer real version");
+                        losses += 1;
+                        expected = actual;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    let mut versions = HashSet::new();
+    let mut total_losses = 0;
+    for t in tasks {
+        let (v, losses) = t.await.unwrap();
+        assert!(versions.insert(v), "version {v} won twice");
+        total_losses += losses;
+    }
+    assert_eq!(versions, (1..=32).collect::<HashSet<u64>>());
+    let stored: Vec<u64> = store.read_stream(&id, 1).map_ok(|e| e.version).try_collect().await.unwrap();
+    assert_eq!(stored, (1..=32).collect::<Vec<_>>());
+    assert!(total_losses > 0, "the writers really raced");
+}
+
+/// In one group commit, a conflicting append fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_conflict_in_a_batch_does_not_fail_the_others() {
+    let store = Arc::new(
+        common::store_with(EventStoreConfig {
+            batch_timeout_ms: 50, // gather everything below into one batch
+            batch_processor_count: 1,
+            max_connections: 4,
+            ..EventStoreConfig::with_schema(common::schema("b"))
+        })
+        .await,
+    );
+    store
+        .append("t", &StreamId::from("taken"), ExpectedVersion::NoStream, vec![ev(0)])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20u64 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let (id, expected) = if i == 7 {
+                ("taken".to_owned(), ExpectedVersion::NoStream)
+            } else {
+                (format!("s{i}"), ExpectedVersion::NoStream)
+            };
+            (i, store.append("t", &StreamId::from(id), expected, vec![ev(i), ev(i + 100)]).await)
+        }));
+    }
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        if i == 7 {
+            assert!(matches!(r, Err(StoreError::Conflict { actual: 1, .. })), "{r:?}");
+        } else {
+            assert_eq!(r.unwrap().new_version, 2);
+        }
+    }
+    // A reused event id (unique violation) also fails alone.
+    let dup = ev(1);
+    store
+        .append("t", &StreamId::from("d1"), ExpectedVersion::NoStream, vec![dup.clone()])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..10u64 {
+        let store = Arc::clone(&store);
+        let dup = dup.clone();
+        tasks.push(tokio::spawn(async move {
+            let events = if i == 3 { vec![ev(i), dup] } else { vec![ev(i)] };
+            (i, store.append("t", &StreamId::from(format!("u{i}")), ExpectedVersion::NoStream, events).await)
+        }));
+    }
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        if i == 3 {
+            assert!(matches!(r, Err(StoreError::DuplicateEventId { .. })), "{r:?}");
+        } else {
+            r.unwrap();
+        }
+    }
+    assert_eq!(store.stream_version(&StreamId::from("u3")).await.unwrap(), 0);
+}
+
+/// A full queue makes callers wait rather than grow memory; the wait is
+/// bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_queue_applies_bounded_backpressure() {
+    let store = Arc::new(
+        common::store_with(EventStoreConfig {
+            max_batch_queue_size: 2,
+            batch_size: 1,
+            batch_processor_count: 1,
+            enqueue_timeout: Duration::from_millis(200),
+            max_connections: 3,
+            ..EventStoreConfig::with_schema(common::schema("q"))
+        })
+        .await,
+    );
+    // Block the single writer: hold a lock its next statement needs.
+    let mut blocker = store.pool().begin().await.unwrap();
+    sqlx::query(&format!("LOCK TABLE {}.events IN EXCLUSIVE MODE", store.schema()))
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..6u64 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .append("t", &StreamId::from(format!("bp{i}")), ExpectedVersion::NoStream, vec![ev(i)])
+                .await
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    blocker.rollback().await.unwrap();
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::Unavailable { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // One in the writer + two queued made it; the rest timed out waiting.
+    assert!(refused >= 1, "some callers were refused after waiting");
+    assert_eq!(ok + refused, 6);
+    let stored = settled_read_all(&*store, 0, 100, &EventFilter::all(), ok).await;
+    assert_eq!(stored.len(), ok, "every success is stored, every refusal is not");
+}
+
+/// Appends after shutdown are refused; queued ones were written.
+#[tokio::test]
+async fn shutdown_flushes_and_refuses_new_appends() {
+    let store = common::store().await;
+    store
+        .append("t", &StreamId::from("a"), ExpectedVersion::NoStream, vec![ev(1)])
+        .await
+        .unwrap();
+    store.shutdown().await;
+    let r = store
+        .append("t", &StreamId::from("b"), ExpectedVersion::NoStream, vec![ev(2)])
+        .await;
+    assert!(matches!(r, Err(StoreError::Unavailable { .. })), "{r:?}");
+}
+
+/// Live readers are woken by NOTIFY without waiting for the poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listen_notify_wakes_waiting_readers() {
+    let store = Arc::new(common::store().await);
+    let head = store.head_position().await.unwrap();
+    let waiter = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            store.wait_for_events(head, Duration::from_secs(60)).await.unwrap();
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store
+        .append("t", &StreamId::from("n"), ExpectedVersion::NoStream, vec![ev(1)])
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(30), waiter).await.unwrap().unwrap();
+    assert!(waited < Duration::from_secs(30), "woken by the notification, not the 60 s timeout");
+}
+
+#[tokio::test]
+async fn invalid_schema_names_are_refused() {
+    common::ensure_database().await;
+    let pool = sqlx::PgPool::connect_lazy(&common::database_url()).unwrap();
+    let r = es_postgres::PostgresEventStore::with_pool(pool, EventStoreConfig::with_schema("x; drop table y"));
+    assert!(matches!(r, Err(es_postgres::SetupError::InvalidSchema(_))));
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_concurrent_safe() {
+    let store = common::store().await;
+    let (a, b) = tokio::join!(store.migrate(), store.migrate());
+    a.unwrap();
+    b.unwrap();
+    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}.schema_migrations", store.schema()))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
