@@ -45,6 +45,7 @@ pub(crate) async fn run(
     sql: Arc<Sql>,
     config: EventStoreConfig,
     queue: Arc<Mutex<mpsc::Receiver<AppendJob>>>,
+    wake_readers: Arc<tokio::sync::Notify>,
 ) {
     let batch_size = config.batch_size.max(1);
     loop {
@@ -77,6 +78,7 @@ pub(crate) async fn run(
         drop(_enter);
         metrics::histogram!("es_postgres_batch_appends").record(batch.len() as f64);
         write_batch(&pool, &sql, &config, batch).await;
+        wake_readers.notify_one();
     }
 }
 

@@ -28,15 +28,17 @@ pub(crate) struct Sql {
     pub(crate) stream_version: String,
     pub(crate) find_event: String,
     pub(crate) find_events: String,
+    pub(crate) notify: String,
 }
 
 impl Sql {
     pub(crate) fn new(schema: &str, outbox: bool) -> Self {
         let s = schema;
         // One statement appends every event of a batch of appends: rows of
-        // an append are inserted only if the stream is at its expected
-        // version (the predecessor exists and the next version does not),
-        // the same test for all its rows, so an append is all or nothing.
+        // an append are inserted only if the stream's current version (one
+        // backward probe of the (stream_id, version) index) is the append's
+        // expected version; the same test holds for all its rows, so an
+        // append is all or nothing.
         let insert = format!(
             "INSERT INTO {s}.events ({EVENT_COLUMNS}) \
              SELECT (pg_current_xact_id()::text::bigint << 20) + i.ord, i.stream_id, i.version, i.stream_type, \
@@ -45,17 +47,17 @@ impl Sql {
                          $8::text[], $9::text[], $10::timestamptz[]) \
                   WITH ORDINALITY AS i(stream_id, version, base, stream_type, event_id, event_type, schema_version, \
                                        payload, metadata, recorded_at, ord) \
-             WHERE (i.base = 0 OR EXISTS (SELECT 1 FROM {s}.events p WHERE p.stream_id = i.stream_id AND p.version = i.base)) \
-               AND NOT EXISTS (SELECT 1 FROM {s}.events n WHERE n.stream_id = i.stream_id AND n.version = i.base + 1) \
-             RETURNING {EVENT_COLUMNS}"
+             WHERE coalesce((SELECT c.version FROM {s}.events c WHERE c.stream_id = i.stream_id \
+                             ORDER BY c.version DESC LIMIT 1), 0) = i.base"
         );
         let append = if outbox {
             format!(
-                "WITH ins AS ({insert}), ob AS (INSERT INTO {s}.outbox ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM ins) \
+                "WITH ins AS ({insert} RETURNING {EVENT_COLUMNS}), \
+                 ob AS (INSERT INTO {s}.outbox ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM ins) \
                  SELECT event_id, global_position FROM ins"
             )
         } else {
-            format!("WITH ins AS ({insert}) SELECT event_id, global_position FROM ins")
+            format!("{insert} RETURNING event_id, global_position")
         };
         Self {
             schema: s.to_owned(),
@@ -76,6 +78,7 @@ impl Sql {
             ),
             stream_version: format!("SELECT coalesce(max(version), 0) FROM {s}.events WHERE stream_id = $1"),
             find_event: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = $1"),
+            notify: format!("SELECT pg_notify('es_events_{s}', '')"),
             find_events: format!(
                 "SELECT event_id, stream_id, version, global_position FROM {s}.events WHERE event_id = ANY($1)"
             ),
@@ -107,7 +110,8 @@ mod tests {
         let sql = Sql::new("bank", false);
         assert!(sql.read_stream.contains("FROM bank.events WHERE stream_id = $1 AND version >= $2 ORDER BY version"));
         assert!(sql.read_all.contains("global_position > $1 AND global_position < (pg_snapshot_xmin"));
-        assert!(sql.append.starts_with("WITH ins AS (INSERT INTO bank.events"));
+        assert!(sql.append.starts_with("INSERT INTO bank.events"));
+        assert!(sql.append.contains("ORDER BY c.version DESC LIMIT 1), 0) = i.base"));
         assert!(!sql.append.contains("outbox"));
         assert!(Sql::new("bank", true).append.contains("INSERT INTO bank.outbox"));
         assert_eq!(sql.channel, "es_events_bank");

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use es_core::{AppendResult, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError, StreamId};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -43,11 +45,13 @@ pub(crate) struct Inner {
     workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     wakeups: watch::Receiver<u64>,
     listener: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.listener.abort();
+        self.notifier.abort();
     }
 }
 
@@ -63,10 +67,18 @@ impl PostgresEventStore {
     /// Connects a pool of `config.max_connections` to `database_url`.
     /// Call [`migrate`](Self::migrate) before the first use of a schema.
     pub async fn connect(database_url: &str, config: EventStoreConfig) -> Result<Self, SetupError> {
+        let options = PgConnectOptions::from_str(database_url)
+            .map_err(|source| SetupError::Database {
+                operation: "parse database url",
+                source,
+            })?
+            // The store's statements are few and always the same shape: plan
+            // them once per connection instead of on every execution.
+            .options([("plan_cache_mode", "force_generic_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(database_url)
+            .connect_with(options)
             .await
             .map_err(|source| SetupError::Database {
                 operation: "connect",
@@ -83,6 +95,7 @@ impl PostgresEventStore {
         let sql = Arc::new(Sql::new(&config.schema, config.outbox));
         let (tx, rx) = mpsc::channel(config.max_batch_queue_size.max(1));
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let (poke, notifier) = notify::spawn_notifier(pool.clone(), sql.notify.clone());
         let workers = (0..config.batch_processor_count.max(1))
             .map(|_| {
                 tokio::spawn(batcher::run(
@@ -90,6 +103,7 @@ impl PostgresEventStore {
                     Arc::clone(&sql),
                     config.clone(),
                     Arc::clone(&rx),
+                    Arc::clone(&poke),
                 ))
             })
             .collect();
@@ -103,6 +117,7 @@ impl PostgresEventStore {
                 workers: std::sync::Mutex::new(workers),
                 wakeups,
                 listener,
+                notifier,
             }),
         })
     }

@@ -111,6 +111,11 @@ impl PostgresEventStore {
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| backend("release savepoint", e))?;
+            // Delivered to LISTENing readers when the caller commits.
+            sqlx::query(&sql.notify)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| backend("notify", e))?;
             let mut positions = std::collections::HashMap::new();
             for row in &inserted {
                 let id: Uuid = row.try_get(0).map_err(|e| backend("decode", e))?;

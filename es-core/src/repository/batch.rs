@@ -62,6 +62,7 @@ pub(crate) async fn process<A: Aggregate, S: EventStore + ?Sized>(
         }
     };
     let mut attempt = 1;
+    let mut conflicts = 0u32;
     loop {
         let (decisions, new_events) = match decide_all(inner, id, &batch, &state).await {
             Ok(d) => d,
@@ -82,7 +83,7 @@ pub(crate) async fn process<A: Aggregate, S: EventStore + ?Sized>(
                     }
                 }
             }
-            answer(batch, decisions, id);
+            answer(batch, decisions, id, conflicts);
             return Some(state);
         }
         let expected = state.version;
@@ -91,8 +92,9 @@ pub(crate) async fn process<A: Aggregate, S: EventStore + ?Sized>(
             .append(A::TYPE, id, ExpectedVersion::Exact(expected), new_events)
             .await
         {
-            Ok(result) => return Some(commit(inner, id, batch, decisions, state, result).await),
+            Ok(result) => return Some(commit(inner, id, batch, decisions, state, result, conflicts).await),
             Err(StoreError::Conflict { actual, .. }) => {
+                conflicts += 1;
                 if let Some(cache) = &inner.cache {
                     cache.invalidate(id).await;
                 }
@@ -250,6 +252,7 @@ async fn commit<A: Aggregate, S: EventStore + ?Sized>(
     decisions: Vec<Decision<A>>,
     before: Versioned<A>,
     result: AppendResult,
+    conflicts: u32,
 ) -> Versioned<A> {
     let mut after = Versioned {
         state: before.state,
@@ -290,9 +293,10 @@ async fn commit<A: Aggregate, S: EventStore + ?Sized>(
                     events,
                     append: Some(result.clone()),
                     already_applied: false,
+                    conflict_retries: conflicts,
                 })
             }
-            other => settle(other, id),
+            other => settle(other, id, conflicts),
         };
         let _ = p.reply.send(reply);
     }
@@ -366,7 +370,11 @@ fn save_snapshot<A: Aggregate>(
 }
 
 /// The answer of a command that appended nothing.
-fn settle<A: Aggregate>(decision: Decision<A>, id: &StreamId) -> Result<CommandOutcome<A>, RepositoryError<A::Error>> {
+fn settle<A: Aggregate>(
+    decision: Decision<A>,
+    id: &StreamId,
+    conflicts: u32,
+) -> Result<CommandOutcome<A>, RepositoryError<A::Error>> {
     match decision {
         Decision::NoOp { state, version } => Ok(CommandOutcome {
             state,
@@ -374,6 +382,7 @@ fn settle<A: Aggregate>(decision: Decision<A>, id: &StreamId) -> Result<CommandO
             events: Vec::new(),
             append: None,
             already_applied: false,
+            conflict_retries: conflicts,
         }),
         Decision::AlreadyApplied { state, version } => Ok(CommandOutcome {
             state,
@@ -381,6 +390,7 @@ fn settle<A: Aggregate>(decision: Decision<A>, id: &StreamId) -> Result<CommandO
             events: Vec::new(),
             append: None,
             already_applied: true,
+            conflict_retries: conflicts,
         }),
         Decision::Rejected(e) => Err(RepositoryError::Rejected(e)),
         Decision::Invalid(reason) => Err(RepositoryError::Invalid(reason)),
@@ -394,9 +404,9 @@ fn settle<A: Aggregate>(decision: Decision<A>, id: &StreamId) -> Result<CommandO
 }
 
 /// Answers a batch in which nothing was appended.
-fn answer<A: Aggregate>(batch: Vec<Pending<A>>, decisions: Vec<Decision<A>>, id: &StreamId) {
+fn answer<A: Aggregate>(batch: Vec<Pending<A>>, decisions: Vec<Decision<A>>, id: &StreamId, conflicts: u32) {
     for (p, d) in batch.into_iter().zip(decisions) {
-        let _ = p.reply.send(settle(d, id));
+        let _ = p.reply.send(settle(d, id, conflicts));
     }
 }
 

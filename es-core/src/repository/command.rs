@@ -70,6 +70,9 @@ pub struct CommandOutcome<A: Aggregate> {
     /// `true` when the command id had already been applied: nothing new was
     /// recorded and `state` is the current state.
     pub already_applied: bool,
+    /// How many times the command was decided again after a version
+    /// conflict (0 when the first decision stood).
+    pub conflict_retries: u32,
 }
 
 /// Why a command was not applied.

@@ -18,17 +18,6 @@ CREATE TABLE IF NOT EXISTS {schema}.events (
     CONSTRAINT events_version_positive CHECK (version > 0)
 );
 
--- Wakes LISTENing readers once per committed append statement.
-CREATE OR REPLACE FUNCTION {schema}.notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('{channel}', '');
-    RETURN NULL;
-END $$;
-
-DROP TRIGGER IF EXISTS events_notify ON {schema}.events;
-CREATE TRIGGER events_notify AFTER INSERT ON {schema}.events
-    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.notify_events();
-
 CREATE TABLE IF NOT EXISTS {schema}.snapshots (
     stream_id      TEXT        NOT NULL PRIMARY KEY,
     stream_type    TEXT        NOT NULL,

@@ -1,0 +1,114 @@
+//! [`PostgresCheckpointStore`]: projection checkpoints and dead letters.
+
+use async_trait::async_trait;
+use es_core::{CheckpointStore, DeadLetter, StoreError, StreamId};
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+
+use crate::error::backend;
+use crate::PostgresEventStore;
+
+/// Checkpoints and dead letters in the store's schema.
+#[derive(Debug, Clone)]
+pub struct PostgresCheckpointStore {
+    pool: PgPool,
+    schema: String,
+}
+
+impl PostgresCheckpointStore {
+    /// The checkpoint store of an event store's schema.
+    pub fn new(store: &PostgresEventStore) -> Self {
+        Self {
+            pool: store.pool().clone(),
+            schema: store.schema().to_owned(),
+        }
+    }
+
+    /// The statement that records a checkpoint (binds: projection, position).
+    pub(crate) fn save_sql(schema: &str) -> String {
+        format!(
+            "INSERT INTO {schema}.checkpoints (projection, position, updated_at) VALUES ($1, $2, now()) \
+             ON CONFLICT (projection) DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
+        )
+    }
+
+    /// The statement that records a dead letter.
+    pub(crate) fn dead_letter_sql(schema: &str) -> String {
+        format!(
+            "INSERT INTO {schema}.dead_letters (projection, global_position, stream_id, version, event_id, event_type, \
+             error, attempts, failed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (projection, global_position) DO UPDATE SET error = EXCLUDED.error, \
+             attempts = EXCLUDED.attempts, failed_at = EXCLUDED.failed_at"
+        )
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for PostgresCheckpointStore {
+    async fn load(&self, projection: &str) -> Result<u64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT position FROM {}.checkpoints WHERE projection = $1",
+            self.schema
+        ))
+        .bind(projection)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| backend("load checkpoint", e))?;
+        Ok(v.unwrap_or(0).max(0) as u64)
+    }
+
+    async fn save(&self, projection: &str, position: u64) -> Result<(), StoreError> {
+        sqlx::query(&Self::save_sql(&self.schema))
+            .bind(projection)
+            .bind(position as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| backend("save checkpoint", e))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, l: DeadLetter) -> Result<(), StoreError> {
+        sqlx::query(&Self::dead_letter_sql(&self.schema))
+            .bind(&l.projection)
+            .bind(l.global_position as i64)
+            .bind(l.stream_id.as_str())
+            .bind(l.version as i64)
+            .bind(l.event_id)
+            .bind(&l.event_type)
+            .bind(&l.error)
+            .bind(l.attempts as i32)
+            .bind(l.failed_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| backend("record dead letter", e))?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT projection, global_position, stream_id, version, event_id, event_type, error, attempts, failed_at \
+             FROM {}.dead_letters WHERE projection = $1 ORDER BY global_position",
+            self.schema
+        ))
+        .bind(projection)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| backend("read dead letters", e))?;
+        rows.iter()
+            .map(|r| {
+                let d = |e: sqlx::Error| backend("decode dead letter", e);
+                Ok(DeadLetter {
+                    projection: r.try_get(0).map_err(d)?,
+                    global_position: r.try_get::<i64, _>(1).map_err(d)? as u64,
+                    stream_id: StreamId::from(r.try_get::<String, _>(2).map_err(d)?),
+                    version: r.try_get::<i64, _>(3).map_err(d)? as u64,
+                    event_id: r.try_get(4).map_err(d)?,
+                    event_type: r.try_get(5).map_err(d)?,
+                    error: r.try_get(6).map_err(d)?,
+                    attempts: r.try_get::<i32, _>(7).map_err(d)?.max(0) as u32,
+                    failed_at: r.try_get(8).map_err(d)?,
+                })
+            })
+            .collect()
+    }
+}

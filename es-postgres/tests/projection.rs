@@ -1,0 +1,382 @@
+//! Snapshots, checkpoints, transactional projections and the outbox on
+//! the real PostgreSQL.
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use es_core::conformance::settled_read_all;
+use es_core::{
+    Aggregate, BoxError, CheckpointStore, DomainEvent, EventFilter, EventStore, ExpectedVersion, NewEvent, OnFailure,
+    ProjectionConfig, ProjectionError, RecordedEvent, ReplayMode, Repository, RetryPolicy, Snapshot, SnapshotPolicy,
+    SnapshotStore, StreamId,
+};
+use es_postgres::{
+    BackgroundSnapshotter, EventStoreConfig, PgProjectionRunner, PostgresCheckpointStore, PostgresEventStore,
+    PostgresSnapshotStore, SnapshotterConfig, TransactionalProjector,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgConnection;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Tally {
+    total: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum TallyEvent {
+    Added(i64),
+}
+
+impl DomainEvent for TallyEvent {
+    fn event_type(&self) -> &'static str {
+        "Added"
+    }
+}
+
+impl Aggregate for Tally {
+    const TYPE: &'static str = "tally";
+    type Command = i64;
+    type Event = TallyEvent;
+    type Error = std::convert::Infallible;
+    fn handle(&self, n: &i64) -> Result<Vec<TallyEvent>, Self::Error> {
+        Ok(vec![TallyEvent::Added(*n)])
+    }
+    fn apply(&mut self, TallyEvent::Added(n): &TallyEvent) {
+        self.total += n;
+    }
+}
+
+fn repo(store: &PostgresEventStore) -> Repository<Tally, PostgresEventStore> {
+    Repository::builder(Arc::new(store.clone())).build()
+}
+
+#[tokio::test]
+async fn snapshot_store_keeps_the_newest_and_repository_uses_it() {
+    let store = common::store().await;
+    let snaps = PostgresSnapshotStore::new(&store);
+    let r: Repository<Tally, PostgresEventStore> = Repository::builder(Arc::new(store.clone()))
+        .snapshots(Arc::new(snaps.clone()), SnapshotPolicy::EveryNEvents(5))
+        .build();
+    for _ in 0..12 {
+        r.execute("t1", 1).await.unwrap();
+    }
+    let mut snap = None;
+    for _ in 0..200 {
+        snap = snaps.load(&StreamId::from("t1")).await.unwrap();
+        if snap.as_ref().is_some_and(|s| s.version == 10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let snap = snap.expect("snapshot");
+    assert_eq!((snap.version, snap.state.clone()), (10, json!({"total": 10})));
+    // Never moves backwards.
+    snaps
+        .save(Snapshot {
+            version: 3,
+            state: json!({"total": -1}),
+            ..snap.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(snaps.load(&StreamId::from("t1")).await.unwrap().unwrap().version, 10);
+    // Loading starts from the snapshot (proved by a planted state).
+    snaps
+        .save(Snapshot {
+            version: 11,
+            state: json!({"total": 500}),
+            ..snap
+        })
+        .await
+        .unwrap();
+    let fresh: Repository<Tally, PostgresEventStore> = Repository::builder(Arc::new(store.clone()))
+        .snapshots(Arc::new(snaps), SnapshotPolicy::Never)
+        .build();
+    assert_eq!(fresh.load("t1").await.unwrap().state.total, 501);
+}
+
+#[tokio::test]
+async fn background_snapshotter_snapshots_due_streams_only() {
+    let store = common::store().await;
+    let r = repo(&store);
+    for _ in 0..7 {
+        r.execute("busy", 2).await.unwrap();
+    }
+    r.execute("quiet", 1).await.unwrap();
+    let mut snapshotter = BackgroundSnapshotter::<Tally>::new(
+        store.clone(),
+        SnapshotterConfig {
+            snapshot_interval_secs: 1,
+            max_snapshots_per_run: 10,
+            threshold: 5,
+        },
+    );
+    // The log may be briefly held back by other tests' writers.
+    let mut taken = 0;
+    for _ in 0..100 {
+        taken += snapshotter.run_once().await.unwrap();
+        if taken > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(taken, 1);
+    let snaps = PostgresSnapshotStore::new(&store);
+    let busy = snaps.load(&StreamId::from("busy")).await.unwrap().unwrap();
+    assert_eq!((busy.version, busy.state), (7, json!({"total": 14})));
+    assert!(snaps.load(&StreamId::from("quiet")).await.unwrap().is_none());
+    assert_eq!(snapshotter.run_once().await.unwrap(), 0, "nothing new is due");
+}
+
+/// Counts events per stream in a table, in the runner's transaction.
+struct CountsTable {
+    schema: String,
+    fail_on: Option<i64>,
+    fail_always: bool,
+    crash_after_apply: AtomicBool,
+}
+
+#[async_trait]
+impl TransactionalProjector for CountsTable {
+    fn name(&self) -> &str {
+        "counts"
+    }
+    async fn apply(&self, tx: &mut PgConnection, e: &RecordedEvent) -> Result<(), BoxError> {
+        sqlx::query(&format!(
+            "INSERT INTO {}.counts (stream_id, n) VALUES ($1, 1) ON CONFLICT (stream_id) DO UPDATE SET n = counts.n + 1",
+            self.schema
+        ))
+        .bind(e.stream_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if self.fail_on == e.payload["n"].as_i64() && (self.fail_always || self.crash_after_apply.swap(false, Ordering::SeqCst)) {
+            return Err(format!("cannot project n={:?}", self.fail_on).into());
+        }
+        Ok(())
+    }
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
+        sqlx::query(&format!("DELETE FROM {}.counts", self.schema)).execute(&mut *tx).await?;
+        Ok(())
+    }
+}
+
+async fn counts(store: &PostgresEventStore) -> Vec<(String, i64)> {
+    sqlx::query_as(&format!("SELECT stream_id, n::bigint FROM {}.counts ORDER BY stream_id", store.schema()))
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+async fn setup_counts(store: &PostgresEventStore) {
+    sqlx::query(&format!("CREATE TABLE {}.counts (stream_id TEXT PRIMARY KEY, n INT NOT NULL)", store.schema()))
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+async fn append_n(store: &PostgresEventStore, stream: &str, n: i64) {
+    store
+        .append("tally", &StreamId::from(stream), ExpectedVersion::Any, vec![NewEvent::new("Added", json!({"n": n}))])
+        .await
+        .unwrap();
+}
+
+fn config(on_failure: OnFailure) -> ProjectionConfig {
+    ProjectionConfig {
+        batch_size: 4,
+        poll_interval: Duration::from_millis(50),
+        retry: RetryPolicy {
+            max_attempts: 2,
+            initial_delay: Duration::from_millis(1),
+            ..RetryPolicy::default()
+        },
+        on_failure,
+    }
+}
+
+async fn settle(store: &PostgresEventStore, n: usize) {
+    settled_read_all(store, 0, 10_000, &EventFilter::all(), n).await;
+}
+
+#[tokio::test]
+async fn transactional_projection_never_applies_twice_or_skips() {
+    let store = common::store().await;
+    setup_counts(&store).await;
+    for i in 0..10 {
+        append_n(&store, if i % 2 == 0 { "a" } else { "b" }, i).await;
+    }
+    settle(&store, 10).await;
+    // A failure in the middle of a batch (after the projector already wrote
+    // its row) rolls back the whole batch, read model and checkpoint alike.
+    let projector = Arc::new(CountsTable {
+        schema: store.schema().to_owned(),
+        fail_on: Some(5),
+        fail_always: false,
+        crash_after_apply: AtomicBool::new(true),
+    });
+    let runner = PgProjectionRunner::new(store.clone(), projector).with_config(config(OnFailure::Stop));
+    assert_eq!(runner.catch_up().await.unwrap(), 10);
+    assert_eq!(counts(&store).await, vec![("a".into(), 5), ("b".into(), 5)]);
+    assert_eq!(runner.catch_up().await.unwrap(), 0);
+    assert_eq!(counts(&store).await, vec![("a".into(), 5), ("b".into(), 5)], "nothing applied twice");
+
+    // Incremental replay from a position, and full rebuild.
+    let all = settled_read_all(&store, 0, 100, &EventFilter::all(), 10).await;
+    assert_eq!(runner.replay(ReplayMode::From(all[7].global_position)).await.unwrap(), 2);
+    assert_eq!(counts(&store).await, vec![("a".into(), 6), ("b".into(), 6)]);
+    assert_eq!(runner.replay(ReplayMode::Full).await.unwrap(), 10);
+    assert_eq!(counts(&store).await, vec![("a".into(), 5), ("b".into(), 5)]);
+    let n = runner
+        .replay(ReplayMode::Selective {
+            event_types: vec!["Added".into()],
+            from: all[8].global_position,
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(runner.position().await.unwrap(), all[9].global_position);
+}
+
+#[tokio::test]
+async fn poison_events_are_dead_lettered_with_the_checkpoint_past_them() {
+    let store = common::store().await;
+    setup_counts(&store).await;
+    for i in 0..6 {
+        append_n(&store, "a", i).await;
+    }
+    settle(&store, 6).await;
+    let poison = |on_failure| {
+        PgProjectionRunner::new(
+            store.clone(),
+            Arc::new(CountsTable {
+                schema: store.schema().to_owned(),
+                fail_on: Some(3),
+                fail_always: true,
+                crash_after_apply: AtomicBool::new(false),
+            }),
+        )
+        .with_config(config(on_failure))
+    };
+    match poison(OnFailure::Stop).catch_up().await.unwrap_err() {
+        ProjectionError::Stopped { error, .. } => assert!(error.contains("n=Some(3)")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(counts(&store).await, vec![("a".into(), 3)], "events before the poison applied, once");
+    let runner = poison(OnFailure::DeadLetter);
+    assert_eq!(runner.catch_up().await.unwrap(), 3);
+    assert_eq!(counts(&store).await, vec![("a".into(), 5)], "poison skipped, the rest applied");
+    let dead = PostgresCheckpointStore::new(&store).dead_letters("counts").await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].version, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_projection_follows_appends() {
+    let store = common::store().await;
+    setup_counts(&store).await;
+    let runner = Arc::new(
+        PgProjectionRunner::new(
+            store.clone(),
+            Arc::new(CountsTable {
+                schema: store.schema().to_owned(),
+                fail_on: None,
+                fail_always: false,
+                crash_after_apply: AtomicBool::new(false),
+            }),
+        )
+        .with_config(config(OnFailure::Stop)),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = {
+        let runner = Arc::clone(&runner);
+        tokio::spawn(async move {
+            runner
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    for i in 0..20 {
+        append_n(&store, "live", i).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..500 {
+        seen = counts(&store).await;
+        if seen == vec![("live".to_owned(), 20)] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, vec![("live".to_owned(), 20)]);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn checkpoint_store_round_trips() {
+    let store = common::store().await;
+    let cp = PostgresCheckpointStore::new(&store);
+    assert_eq!(cp.load("p").await.unwrap(), 0);
+    cp.save("p", 42).await.unwrap();
+    cp.save("p", 43).await.unwrap();
+    assert_eq!(cp.load("p").await.unwrap(), 43);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbox_rows_are_written_with_the_events_and_only_with_them() {
+    let store = common::store_with(EventStoreConfig {
+        outbox: true,
+        max_connections: 4,
+        ..EventStoreConfig::with_schema(common::schema("o"))
+    })
+    .await;
+    let r = store
+        .append(
+            "tally",
+            &StreamId::from("o1"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Added", json!({"n": 1})), NewEvent::new("Added", json!({"n": 2}))],
+        )
+        .await
+        .unwrap();
+    // A conflicting append writes neither events nor outbox rows.
+    let conflict = store
+        .append("tally", &StreamId::from("o1"), ExpectedVersion::NoStream, vec![NewEvent::new("Added", json!({}))])
+        .await;
+    assert!(conflict.is_err());
+    // A rolled-back transactional append neither.
+    let mut tx = store.pool().begin().await.unwrap();
+    store
+        .append_in_transaction(&mut tx, "tally", &StreamId::from("o2"), ExpectedVersion::NoStream, vec![NewEvent::new("Added", json!({}))])
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
+        "SELECT global_position, stream_id, version FROM {}.outbox ORDER BY global_position",
+        store.schema()
+    ))
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (r.positions[0] as i64, "o1".to_owned(), 1),
+            (r.positions[1] as i64, "o1".to_owned(), 2)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn health_reports_pool_and_round_trip() {
+    let store = common::store().await;
+    let h = store.health().await;
+    assert!(h.ok, "{h:?}");
+    assert!(h.pool_size >= 1);
+    assert!(h.error.is_none());
+}
