@@ -1,1 +1,20 @@
-//! Work in progress.
+//! # banking-example — the reference banking application of es-rs
+//!
+//! An accounts service on the es-core kernel: the [`domain::Account`]
+//! aggregate (exact [`domain::Money`]), an axum HTTP API with OpenAPI,
+//! request validation, rate limiting, idempotency keys, and a projection
+//! read model. Run it with `cargo run -p banking-example`; see the README.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod idempotency;
+pub mod rate_limit;
+pub mod read_model;
+pub mod validation;
+
+pub use app::{start, App, AppError, AppState, Backends, RunningServer};
+pub use config::AppConfig;

@@ -1,0 +1,356 @@
+//! The `/accounts` handlers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use es_core::{CommandContext, Metadata};
+use uuid::Uuid;
+
+use super::dto::{
+    AccountView, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory, EventView, TransactionRequest,
+};
+use super::errors::ApiError;
+use super::extract::{AccountId, ApiJson, Caller, IdempotencyKey};
+use crate::app::AppState;
+use crate::domain::{AccountCommand, Money};
+use crate::idempotency::{Idempotency, Reply};
+use crate::validation::{TransactionInput, ValidationReport};
+
+/// Opens an account.
+#[utoipa::path(
+    post, path = "/accounts", tag = "accounts",
+    request_body = CreateAccountRequest,
+    params(
+        ("x-client-id" = String, Header, description = "Calling client: 1-128 visible ASCII characters"),
+        ("x-user-id" = Option<String>, Header, description = "End user, recorded in the event metadata"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request idempotent: a retry returns the first response"),
+    ),
+    responses(
+        (status = 201, description = "Account opened", body = AccountView),
+        (status = 400, description = "Invalid payload or validation failure", body = ErrorBody),
+        (status = 409, description = "Idempotency key in use", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 422, description = "Idempotency key reused for another request", body = ErrorBody),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorBody),
+    )
+)]
+pub async fn create_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(body): ApiJson<CreateAccountRequest>,
+) -> Response {
+    let report = state.validators.validate(&body).await;
+    if !report.is_valid() {
+        return ApiError::BadRequest(report.error_message()).into_response();
+    }
+    let (Some(owner_name), Some(balance)) = (body.owner_name.clone(), body.initial_balance) else {
+        return ApiError::BadRequest("owner_name and initial_balance are required".into()).into_response();
+    };
+    let initial_balance = match Money::new(balance.0) {
+        Ok(m) => m,
+        Err(e) => return ApiError::BadRequest(format!("initial_balance {e}")).into_response(),
+    };
+    let id = match &key {
+        Some(k) => Idempotency::derived_id(&caller.client_id, k, "account"),
+        None => Uuid::now_v7(),
+    };
+    let command = AccountCommand::Open {
+        owner_name,
+        initial_balance,
+    };
+    let request = fingerprint("POST /accounts", &body);
+    run(
+        &state,
+        &caller,
+        key,
+        id,
+        command,
+        None,
+        &report,
+        &request,
+        StatusCode::CREATED,
+        "open",
+    )
+    .await
+}
+
+/// Reads an account from the read model.
+#[utoipa::path(
+    get, path = "/accounts/{id}", tag = "accounts",
+    params(
+        ("id" = Uuid, Path, description = "Account id"),
+        ("x-client-id" = String, Header, description = "Calling client"),
+    ),
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 404, description = "Unknown account or invalid id", body = ErrorBody),
+    )
+)]
+pub async fn get_account(State(state): State<AppState>, _caller: Caller, AccountId(id): AccountId) -> Response {
+    if let Some(view) = state.read_model.get(id) {
+        return Json(view).into_response();
+    }
+    // Read-through: written by another instance and not projected yet.
+    match state.repo.load(id.to_string()).await {
+        Ok(loaded) => {
+            let view = AccountView::from_state(id, &loaded.state, loaded.version);
+            state.read_model.upsert(id, loaded);
+            match view {
+                Some(view) => Json(view).into_response(),
+                None => ApiError::NotFound(format!("account {id} not found")).into_response(),
+            }
+        }
+        Err(e) => ApiError::from_repository(e, id).into_response(),
+    }
+}
+
+/// Lists an account's events.
+#[utoipa::path(
+    get, path = "/accounts/{id}/events", tag = "accounts",
+    params(
+        ("id" = Uuid, Path, description = "Account id"),
+        ("x-client-id" = String, Header, description = "Calling client"),
+    ),
+    responses(
+        (status = 200, description = "The event history, oldest first", body = EventHistory),
+        (status = 404, description = "Unknown account or invalid id", body = ErrorBody),
+    )
+)]
+pub async fn list_events(State(state): State<AppState>, _caller: Caller, AccountId(id): AccountId) -> Response {
+    let history = match state.repo.history(id.to_string()).await {
+        Ok(h) => h,
+        Err(e) => return ApiError::from_repository(e, id).into_response(),
+    };
+    if history.is_empty() {
+        return ApiError::NotFound(format!("account {id} not found")).into_response();
+    }
+    let events = history
+        .iter()
+        .map(|c| EventView {
+            event_type: es_core::DomainEvent::event_type(&c.event).to_owned(),
+            version: c.version,
+            data: c.event.data(),
+            recorded_at: c.recorded_at,
+        })
+        .collect();
+    Json(EventHistory { account_id: id, events }).into_response()
+}
+
+/// Pays money in.
+#[utoipa::path(
+    post, path = "/accounts/{id}/deposit", tag = "accounts",
+    request_body = TransactionRequest,
+    params(
+        ("id" = Uuid, Path, description = "Account id"),
+        ("x-client-id" = String, Header, description = "Calling client"),
+        ("x-user-id" = Option<String>, Header, description = "End user"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request idempotent"),
+    ),
+    responses(
+        (status = 200, description = "The account after the deposit", body = AccountView),
+        (status = 400, description = "Invalid payload or validation failure", body = ErrorBody),
+        (status = 404, description = "Unknown account", body = ErrorBody),
+        (status = 409, description = "Version conflict or closed account", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    )
+)]
+pub async fn deposit(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    AccountId(id): AccountId,
+    ApiJson(body): ApiJson<TransactionRequest>,
+) -> Response {
+    transaction(state, caller, key, id, body, true).await
+}
+
+/// Takes money out.
+#[utoipa::path(
+    post, path = "/accounts/{id}/withdraw", tag = "accounts",
+    request_body = TransactionRequest,
+    params(
+        ("id" = Uuid, Path, description = "Account id"),
+        ("x-client-id" = String, Header, description = "Calling client"),
+        ("x-user-id" = Option<String>, Header, description = "End user"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request idempotent"),
+    ),
+    responses(
+        (status = 200, description = "The account after the withdrawal", body = AccountView),
+        (status = 400, description = "Invalid payload or validation failure", body = ErrorBody),
+        (status = 404, description = "Unknown account", body = ErrorBody),
+        (status = 409, description = "Version conflict or closed account", body = ErrorBody),
+        (status = 422, description = "Insufficient funds", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    )
+)]
+pub async fn withdraw(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    AccountId(id): AccountId,
+    ApiJson(body): ApiJson<TransactionRequest>,
+) -> Response {
+    transaction(state, caller, key, id, body, false).await
+}
+
+/// Closes an account (its balance must be zero).
+#[utoipa::path(
+    post, path = "/accounts/{id}/close", tag = "accounts",
+    request_body = CloseAccountRequest,
+    params(
+        ("id" = Uuid, Path, description = "Account id"),
+        ("x-client-id" = String, Header, description = "Calling client"),
+        ("x-user-id" = Option<String>, Header, description = "End user"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request idempotent"),
+    ),
+    responses(
+        (status = 200, description = "The closed account", body = AccountView),
+        (status = 400, description = "Invalid payload or validation failure", body = ErrorBody),
+        (status = 404, description = "Unknown account", body = ErrorBody),
+        (status = 409, description = "Version conflict or already closed", body = ErrorBody),
+        (status = 422, description = "Balance is not zero", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    )
+)]
+pub async fn close_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    AccountId(id): AccountId,
+    ApiJson(body): ApiJson<CloseAccountRequest>,
+) -> Response {
+    let report = state.validators.validate(&body).await;
+    if !report.is_valid() {
+        return ApiError::BadRequest(report.error_message()).into_response();
+    }
+    let command = AccountCommand::Close {
+        reason: body.reason.clone().unwrap_or_default(),
+    };
+    let request = fingerprint(&format!("POST /accounts/{id}/close"), &body);
+    let expected = body.expected_version;
+    run(
+        &state,
+        &caller,
+        key,
+        id,
+        command,
+        expected,
+        &report,
+        &request,
+        StatusCode::OK,
+        "close",
+    )
+    .await
+}
+
+async fn transaction(
+    state: AppState,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    id: Uuid,
+    body: TransactionRequest,
+    deposit: bool,
+) -> Response {
+    let input = TransactionInput {
+        account_id: id.to_string(),
+        amount: body.amount,
+    };
+    let report = state.validators.validate(&input).await;
+    if !report.is_valid() {
+        return ApiError::BadRequest(report.error_message()).into_response();
+    }
+    let amount = match body.amount.map(|a| Money::new(a.0)) {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => return ApiError::BadRequest(format!("amount {e}")).into_response(),
+        None => return ApiError::BadRequest("amount is required".into()).into_response(),
+    };
+    let (command, name) = if deposit {
+        (AccountCommand::Deposit { amount }, "deposit")
+    } else {
+        (AccountCommand::Withdraw { amount }, "withdraw")
+    };
+    let request = fingerprint(&format!("POST /accounts/{id}/{name}"), &body);
+    let expected = body.expected_version;
+    run(
+        &state,
+        &caller,
+        key,
+        id,
+        command,
+        expected,
+        &report,
+        &request,
+        StatusCode::OK,
+        name,
+    )
+    .await
+}
+
+/// Runs one command through the idempotency layer and the repository.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    state: &AppState,
+    caller: &Caller,
+    key: Option<String>,
+    id: Uuid,
+    command: AccountCommand,
+    expected_version: Option<u64>,
+    report: &ValidationReport,
+    request: &str,
+    success: StatusCode,
+    name: &'static str,
+) -> Response {
+    let warnings = (!report.warnings.is_empty()).then(|| report.warning_message());
+    let metadata = metadata(caller, key.as_deref());
+    let response = state
+        .idempotency
+        .execute(&caller.client_id, key.as_deref(), request, |command_id| async move {
+            let ctx = CommandContext {
+                metadata,
+                expected_version,
+                command_id,
+            };
+            let outcome = state
+                .repo
+                .execute_in(id, command, ctx)
+                .await
+                .map_err(|e| ApiError::from_repository(e, id))?;
+            if outcome.already_applied {
+                tracing::info!(account_id = %id, "command already applied (retry recognised by the store)");
+            }
+            let view = AccountView::from_state(id, &outcome.state, outcome.version)
+                .ok_or_else(|| ApiError::Internal(format!("account {id} has no state after {name}")))?;
+            let body = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok(Reply {
+                status: success,
+                body,
+                warnings,
+            })
+        })
+        .await;
+    let outcome = if response.status().is_success() { "ok" } else { "error" };
+    metrics::counter!("commands_total", "command" => name, "outcome" => outcome).increment(1);
+    response
+}
+
+/// Event metadata of a request: correlation id, actor, client, key.
+fn metadata(caller: &Caller, key: Option<&str>) -> Metadata {
+    let mut m = Metadata::correlated(caller.correlation_id).with_header("client_id", &caller.client_id);
+    m.actor_id = Some(caller.user_id.clone().unwrap_or_else(|| caller.client_id.clone()));
+    if let Some(user) = &caller.user_id {
+        m = m.with_header("user_id", user);
+    }
+    if caller.request_id != caller.correlation_id.to_string() {
+        m = m.with_header("request_id", &caller.request_id);
+    }
+    if let Some(key) = key {
+        m = m.with_header("idempotency_key", key);
+    }
+    m
+}
+
+fn fingerprint<T: serde::Serialize>(route: &str, body: &T) -> String {
+    format!("{route}\n{}", serde_json::to_string(body).unwrap_or_default())
+}

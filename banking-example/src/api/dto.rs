@@ -1,0 +1,121 @@
+//! Request and response bodies of the accounts API.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::{Account, AccountStatus, Amount, Money};
+
+/// Body of `POST /accounts`. Fields are optional here so that validation
+/// can report every missing one at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountRequest {
+    /// Owner's name: 1-200 characters after trimming.
+    #[schema(example = "Ada Lovelace")]
+    pub owner_name: Option<String>,
+    /// Opening balance, non-negative, at most 2 decimal places.
+    #[schema(value_type = Money)]
+    pub initial_balance: Option<Amount>,
+}
+
+/// Body of `POST /accounts/{id}/deposit` and `/withdraw`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionRequest {
+    /// Positive amount, at most 2 decimal places.
+    #[schema(value_type = Money)]
+    pub amount: Option<Amount>,
+    /// When given, the command fails with 409 unless the account is at
+    /// exactly this version.
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+}
+
+/// Body of `POST /accounts/{id}/close`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseAccountRequest {
+    /// Why the account is closed (1-500 characters).
+    #[schema(example = "customer request")]
+    pub reason: Option<String>,
+    /// Optional optimistic-concurrency check, as for transactions.
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+}
+
+/// Lifecycle of an account as shown by the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountViewStatus {
+    /// Open.
+    Open,
+    /// Closed.
+    Closed,
+}
+
+/// An account as returned by every account route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccountView {
+    /// Account id.
+    pub id: Uuid,
+    /// Owner's name.
+    pub owner_name: String,
+    /// Balance, exact, two decimal places.
+    pub balance: Money,
+    /// Number of events recorded for the account.
+    pub version: u64,
+    /// `open` or `closed`.
+    pub status: AccountViewStatus,
+}
+
+impl AccountView {
+    /// The view of an account state; `None` for an account never opened.
+    pub fn from_state(id: Uuid, state: &Account, version: u64) -> Option<Self> {
+        let status = match state.status {
+            AccountStatus::NotOpened => return None,
+            AccountStatus::Open => AccountViewStatus::Open,
+            AccountStatus::Closed => AccountViewStatus::Closed,
+        };
+        Some(Self {
+            id,
+            owner_name: state.owner_name.clone(),
+            balance: state.balance,
+            version,
+            status,
+        })
+    }
+}
+
+/// One event of an account's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventView {
+    /// Event type, e.g. `MoneyDeposited`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Account version after the event.
+    pub version: u64,
+    /// The event's fields.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Body of `GET /accounts/{id}/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventHistory {
+    /// The account.
+    pub account_id: Uuid,
+    /// Its events in version order.
+    pub events: Vec<EventView>,
+}
+
+/// Every error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    #[schema(example = "owner_name is required, initial_balance must be non-negative")]
+    pub error: String,
+}

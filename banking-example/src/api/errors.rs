@@ -1,0 +1,156 @@
+//! Errors at the HTTP edge: always `{"error": "..."}` with the right status.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use es_core::{RepositoryError, StoreError};
+
+use super::dto::ErrorBody;
+use crate::domain::AccountError;
+
+/// An error answer of the API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 400: invalid payload or validation failure.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: unknown account or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: version conflict, closed account, idempotency key in use.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: body over the limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: well-formed but refused by a business rule (insufficient funds).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 429 with `Retry-After`.
+    #[error("Rate limit exceeded")]
+    RateLimited {
+        /// When the client may try again.
+        retry_after: Duration,
+    },
+    /// 503: a backend is unavailable (safe to retry).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: the detail is logged, never sent.
+    #[error("internal server error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message the client sees.
+    pub fn public_message(&self) -> String {
+        self.to_string()
+    }
+
+    /// Maps a repository failure on account `id`.
+    pub fn from_repository(err: RepositoryError<AccountError>, id: uuid::Uuid) -> Self {
+        match err {
+            RepositoryError::Rejected(e) => Self::from_domain(e, id),
+            RepositoryError::Invalid(reason) => Self::BadRequest(reason),
+            RepositoryError::Conflict { expected, actual, .. } => Self::Conflict(format!(
+                "version conflict: expected version {expected}, current version {actual}"
+            )),
+            RepositoryError::Store(store) => match &*store {
+                StoreError::DuplicateEventId { .. } => {
+                    Self::Conflict("Idempotency-Key was already used for a different request".into())
+                }
+                StoreError::Unavailable { .. } => Self::Unavailable("service temporarily unavailable".into()),
+                other => Self::Internal(other.to_string()),
+            },
+            other => Self::Internal(other.to_string()),
+        }
+    }
+
+    /// Maps a domain refusal on account `id`.
+    pub fn from_domain(err: AccountError, id: uuid::Uuid) -> Self {
+        match err {
+            AccountError::NotFound => Self::NotFound(format!("account {id} not found")),
+            AccountError::AlreadyExists => Self::Conflict(format!("account {id} already exists")),
+            AccountError::Closed => Self::Conflict(format!("account {id} is closed")),
+            e @ (AccountError::InsufficientFunds { .. } | AccountError::NonZeroBalance { .. }) => {
+                Self::Unprocessable(e.to_string())
+            }
+            e @ (AccountError::Invalid(_) | AccountError::Overflow) => Self::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// The `{"error": ...}` response for a status and message.
+pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(ErrorBody { error: message.into() })).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+            Self::Unavailable(detail) => tracing::warn!(error = %detail, "backend unavailable"),
+            _ => {}
+        }
+        let mut response = error_response(status, self.public_message());
+        if let Self::RateLimited { retry_after } = self {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+/// Turns any error response that is not JSON (a 404 of an unknown route, a
+/// 405, a 408 timeout, a 413 from the body limit) into the
+/// `{"error": ...}` shape, keeping its status and headers.
+pub async fn ensure_json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::NOT_FOUND => "not found".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed".to_owned(),
+        StatusCode::REQUEST_TIMEOUT => "request timed out".to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_owned(),
+        s if s.is_server_error() => "internal server error".to_owned(),
+        s => s.canonical_reason().unwrap_or("request failed").to_lowercase(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let fresh = error_response(status, message);
+    let (fresh_parts, body) = fresh.into_parts();
+    parts.headers.extend(fresh_parts.headers);
+    Response::from_parts(parts, body)
+}

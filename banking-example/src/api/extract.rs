@@ -1,0 +1,165 @@
+//! Extractors that turn request parts into typed values or API errors.
+//!
+//! [`Caller`] is the one place that says who is calling. Today the identity
+//! comes from the `x-client-id` / `x-user-id` headers; authentication
+//! (issue 7) will fill [`Caller::user_id`] from a verified token instead,
+//! without touching the handlers.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::errors::ApiError;
+
+/// Header naming the calling client (required on `/accounts` routes).
+pub const CLIENT_ID_HEADER: &str = "x-client-id";
+/// Header naming the end user (optional until authentication lands).
+pub const USER_ID_HEADER: &str = "x-user-id";
+/// Correlation header, generated when absent and echoed back.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Header making a POST idempotent.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Header carrying validation warnings.
+pub const WARNINGS_HEADER: &str = "x-validation-warnings";
+
+/// Namespace of correlation ids derived from non-UUID request ids.
+const REQUEST_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a0e_93d4_4c51_8f4b_0c1d_22e3_a001);
+
+/// Whether `value` is 1..=`max` visible ASCII characters (no spaces).
+pub fn is_visible_ascii(value: &str, max: usize) -> bool {
+    !value.is_empty() && value.len() <= max && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The validated `x-client-id` of a request.
+pub fn client_id(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(raw) = headers.get(CLIENT_ID_HEADER) else {
+        return Err(ApiError::BadRequest("x-client-id header is required".into()));
+    };
+    match raw.to_str() {
+        Ok(v) if is_visible_ascii(v, 128) => Ok(v.to_owned()),
+        _ => Err(ApiError::BadRequest(
+            "x-client-id must be 1-128 visible ASCII characters".into(),
+        )),
+    }
+}
+
+/// Who is calling, and under which correlation id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The `x-client-id` (validated).
+    pub client_id: String,
+    /// The end user, if known (`x-user-id` today, the token subject later).
+    pub user_id: Option<String>,
+    /// The `x-request-id` as received or generated.
+    pub request_id: String,
+    /// The request id as a UUID (derived by UUIDv5 when it is not one).
+    pub correlation_id: Uuid,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let client_id = client_id(&parts.headers)?;
+        let user_id = match parts.headers.get(USER_ID_HEADER) {
+            None => None,
+            Some(v) => match v.to_str() {
+                Ok(v) if is_visible_ascii(v, 128) => Some(v.to_owned()),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "x-user-id must be 1-128 visible ASCII characters".into(),
+                    ))
+                }
+            },
+        };
+        let request_id = parts
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| Uuid::now_v7().to_string());
+        let correlation_id =
+            Uuid::parse_str(&request_id).unwrap_or_else(|_| Uuid::new_v5(&REQUEST_ID_NAMESPACE, request_id.as_bytes()));
+        Ok(Self {
+            client_id,
+            user_id,
+            request_id,
+            correlation_id,
+        })
+    }
+}
+
+/// The optional `Idempotency-Key` header (1-255 visible ASCII characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get(IDEMPOTENCY_KEY_HEADER) {
+            None => Ok(Self(None)),
+            Some(v) => match v.to_str() {
+                Ok(v) if is_visible_ascii(v, 255) => Ok(Self(Some(v.to_owned()))),
+                _ => Err(ApiError::BadRequest(
+                    "Idempotency-Key must be 1-255 visible ASCII characters".into(),
+                )),
+            },
+        }
+    }
+}
+
+/// The `{id}` path segment as an account id; anything that is not a UUID
+/// is an unknown account (404).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for AccountId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let not_found = || ApiError::NotFound("account not found: the id is not a valid UUID".into());
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| not_found())?;
+        Uuid::parse_str(&raw).map(AccountId).map_err(|_| not_found())
+    }
+}
+
+/// `axum::Json` with every rejection mapped to the `{"error"}` shape: bad
+/// syntax, wrong types and unknown fields are 400, a body over the limit
+/// 413, a missing JSON content type 415.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(map_json_rejection(&rejection)),
+        }
+    }
+}
+
+fn map_json_rejection(rejection: &JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => ApiError::BadRequest(format!("invalid request body: {}", e.body_text())),
+        JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!("malformed JSON: {}", e.body_text())),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("request body too large".into())
+        }
+        other => ApiError::BadRequest(format!("cannot read request body: {}", other.body_text())),
+    }
+}

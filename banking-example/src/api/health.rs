@@ -1,0 +1,126 @@
+//! Liveness, readiness and metrics.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+
+/// Body of `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Liveness {
+    /// Always `ok` while the process serves requests.
+    pub status: String,
+}
+
+/// State of one component in the readiness report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ComponentStatus {
+    /// `up` or `down`.
+    pub status: String,
+    /// Which backend (`memory`, `postgres`, `redis`, ...).
+    pub backend: String,
+    /// Extra facts (positions, lag, errors).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, serde_json::Value>,
+}
+
+/// Body of `GET /health/ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` when every component is up, else `not_ready`.
+    pub status: String,
+    /// Per-component status.
+    pub components: BTreeMap<String, ComponentStatus>,
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Alive", body = Liveness)))]
+pub async fn live() -> Json<Liveness> {
+    Json(Liveness { status: "ok".into() })
+}
+
+fn component(up: bool, backend: &str, details: BTreeMap<String, serde_json::Value>) -> ComponentStatus {
+    ComponentStatus {
+        status: if up { "up" } else { "down" }.into(),
+        backend: backend.into(),
+        details,
+    }
+}
+
+/// Readiness: every backend answers; the projection's position and lag.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "A component is down", body = Readiness),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let mut components = BTreeMap::new();
+    let head = state.repo.store().head_position().await;
+    let store_up = head.is_ok();
+    let mut details = BTreeMap::new();
+    match &head {
+        Ok(h) => details.insert("head_position".into(), (*h).into()),
+        Err(e) => details.insert("error".into(), e.to_string().into()),
+    };
+    components.insert(
+        "event_store".into(),
+        component(store_up, &state.backends.store, details),
+    );
+
+    let mut details = BTreeMap::new();
+    let checkpoint = state.projection.position().await;
+    let projection_up = checkpoint.is_ok();
+    if let (Ok(h), Ok(p)) = (&head, &checkpoint) {
+        let lag = h.saturating_sub(*p);
+        metrics::gauge!("projection_lag_events").set(lag as f64);
+        details.insert("position".into(), (*p).into());
+        details.insert("lag_events".into(), lag.into());
+    }
+    details.insert("accounts".into(), state.read_model.len().into());
+    components.insert("projection".into(), component(projection_up, "memory", details));
+
+    let limiter = state.limiter.health().await;
+    let mut details = BTreeMap::new();
+    if let Err(e) = &limiter {
+        details.insert("error".into(), e.clone().into());
+    }
+    components.insert(
+        "rate_limiter".into(),
+        component(limiter.is_ok(), state.limiter.name(), details),
+    );
+    components.insert(
+        "deduplicator".into(),
+        component(true, &state.backends.dedup, BTreeMap::new()),
+    );
+
+    let all_up = components.values().all(|c| c.status == "up");
+    let status = if all_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if all_up { "ready" } else { "not_ready" }.into(),
+        components,
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,16 @@
+//! The HTTP API (axum): routes, handlers, extractors, errors, OpenAPI.
+
+pub mod accounts;
+mod dto;
+pub mod errors;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod routes;
+
+pub use dto::{
+    AccountView, AccountViewStatus, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory, EventView,
+    TransactionRequest,
+};
+pub use errors::ApiError;
+pub use routes::router;

@@ -1,0 +1,350 @@
+//! Wiring: choose the backends, build the repository, the read model and
+//! its projection runner, the validators, the router; serve.
+//!
+//! Every backend sits behind a trait object chosen here, so PostgreSQL and
+//! Redis are configuration switches: see [`Backends::from_config`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use es_core::{
+    CommandDeduplicator, EventStore, InMemoryCheckpointStore, InMemoryDeduplicator, InMemoryEventStore,
+    InMemoryStateCache, ProjectionConfig, ProjectionRunner, Repository, RetryPolicy, StateCache,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{CloseAccountRequest, CreateAccountRequest};
+use crate::config::AppConfig;
+use crate::domain::{Account, MaxTransactionAmount};
+use crate::idempotency::Idempotency;
+use crate::rate_limit::{InMemoryRateLimiter, NoRateLimit, RateLimiter, RedisRateLimiter};
+use crate::read_model::AccountReadModel;
+use crate::validation::{AccountCreationValidator, CloseRequestValidator, TransactionValidator, ValidatorRegistry};
+
+/// Why the application could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A configured backend is not available in this build yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A backend could not be reached.
+    #[error("cannot connect to {backend}: {reason}")]
+    Connect {
+        /// Which backend.
+        backend: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Binding or serving failed.
+    #[error("server I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Names of the chosen backends, for logs and the readiness report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendNames {
+    /// Event store backend.
+    pub store: String,
+    /// De-duplicator backend.
+    pub dedup: String,
+}
+
+/// The backends the application runs on.
+#[derive(Clone)]
+pub struct Backends {
+    /// The event store.
+    pub store: Arc<dyn EventStore>,
+    /// Idempotency-key de-duplication.
+    pub dedup: Arc<dyn CommandDeduplicator>,
+    /// The rate limiter.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// The aggregate-state cache of the repository.
+    pub cache: Option<Arc<dyn StateCache<Account>>>,
+    /// Names for the readiness report.
+    pub names: BackendNames,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backends {
+    /// Everything in process: nothing is persisted.
+    pub fn in_memory(config: &AppConfig) -> Self {
+        let limiter: Arc<dyn RateLimiter> = if config.rate_limit.is_disabled() {
+            Arc::new(NoRateLimit)
+        } else {
+            Arc::new(InMemoryRateLimiter::new(config.rate_limit.clone()))
+        };
+        Self {
+            store: Arc::new(InMemoryEventStore::new()),
+            dedup: Arc::new(InMemoryDeduplicator::new(
+                config.idempotency_ttl,
+                Duration::from_secs(30),
+            )),
+            limiter,
+            cache: Some(Arc::new(InMemoryStateCache::<Account>::new(100_000))),
+            names: BackendNames {
+                store: "memory".into(),
+                dedup: "memory".into(),
+            },
+        }
+    }
+
+    /// The backends the configuration asks for.
+    ///
+    /// Wiring points for the backend crates (the rest of the application
+    /// only sees the trait objects):
+    /// - `DATABASE_URL` → `es_postgres::PostgresEventStore` (run its
+    ///   migrations first) as `store`;
+    /// - `REDIS_URL` → es-redis's `RedisStateCache` as `cache` and its
+    ///   de-duplicator as `dedup`; the shared [`RedisRateLimiter`] is
+    ///   already wired here.
+    pub async fn from_config(config: &AppConfig) -> Result<Self, AppError> {
+        let mut backends = Self::in_memory(config);
+        if config.database_url.is_some() {
+            return Err(AppError::Unsupported(
+                "DATABASE_URL is set, but this build has no PostgreSQL event store wired in yet (es-postgres); \
+                 unset it to run in memory"
+                    .into(),
+            ));
+        }
+        if let Some(url) = &config.redis_url {
+            if !config.rate_limit.is_disabled() {
+                let limiter = RedisRateLimiter::connect(url, "banking:rl:", config.rate_limit.clone())
+                    .await
+                    .map_err(|e| AppError::Connect {
+                        backend: "redis",
+                        reason: e.to_string(),
+                    })?;
+                backends.limiter = Arc::new(limiter);
+            }
+            tracing::warn!("REDIS_URL is set: the rate limiter is shared through Redis; the state cache and de-duplicator stay in memory until es-redis is wired in");
+        }
+        if config.kafka_brokers.is_some() {
+            tracing::warn!(method = ?config.data_capture_method, "KAFKA_BROKERS is set, but event publishing (es-kafka) is not available in this build; events are not published");
+        }
+        Ok(backends)
+    }
+}
+
+/// The projection runner type of the account read model.
+pub type AccountProjection = ProjectionRunner<dyn EventStore, AccountReadModel, InMemoryCheckpointStore>;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Commands and history.
+    pub repo: Repository<Account>,
+    /// The account views.
+    pub read_model: Arc<AccountReadModel>,
+    /// The runner keeping the read model current.
+    pub projection: AccountProjection,
+    /// Request validation rules.
+    pub validators: Arc<ValidatorRegistry>,
+    /// Idempotency keys.
+    pub idempotency: Idempotency,
+    /// Rate limiting.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// Prometheus rendering.
+    pub metrics: PrometheusHandle,
+    /// Backend names.
+    pub backends: BackendNames,
+    /// The configuration.
+    pub config: Arc<AppConfig>,
+}
+
+/// The process-wide Prometheus recorder (installed once; later calls, as in
+/// tests that start several servers, share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// A built application: its state and the background projection.
+pub struct App {
+    /// Handler state.
+    pub state: AppState,
+    stop_projection: watch::Sender<bool>,
+    projection_task: JoinHandle<()>,
+}
+
+impl App {
+    /// Builds the application on `backends`: repository (with the
+    /// per-transaction limit, a conflict retry policy for multi-instance
+    /// deployments, and the read model as post-commit handler), the
+    /// projection (caught up before this returns, then followed in the
+    /// background), the validators.
+    pub async fn build(config: AppConfig, backends: Backends) -> Result<Self, AppError> {
+        let read_model = Arc::new(AccountReadModel::new());
+        let retry = RetryPolicy {
+            max_attempts: config.command_max_attempts.max(1),
+            initial_delay: Duration::from_millis(5),
+            multiplier: 2.0,
+            max_delay: Duration::from_millis(500),
+            jitter: 0.5,
+        };
+        let mut builder = Repository::<Account>::builder(Arc::clone(&backends.store))
+            .retry(retry)
+            .validator(MaxTransactionAmount {
+                max: config.max_transaction_amount,
+            })
+            .handler(read_model.clone());
+        if let Some(cache) = &backends.cache {
+            builder = builder.cache(Arc::clone(cache));
+        }
+        let repo = builder.build();
+
+        // The read model lives in memory, so its checkpoint must too: a new
+        // process rebuilds it from the start of the log.
+        let projection: AccountProjection = ProjectionRunner::new(
+            Arc::clone(&backends.store),
+            Arc::clone(&read_model),
+            Arc::new(InMemoryCheckpointStore::new()),
+        )
+        .with_config(ProjectionConfig {
+            poll_interval: Duration::from_millis(250),
+            ..ProjectionConfig::default()
+        });
+        if let Err(e) = projection.catch_up().await {
+            tracing::error!(error = %e, "initial projection catch-up failed; the runner will retry");
+        }
+        let (stop_projection, stop_rx) = watch::channel(false);
+        let projection_task = tokio::spawn(follow(projection.clone(), stop_rx));
+
+        let mut validators = ValidatorRegistry::new();
+        validators.register::<CreateAccountRequest>(AccountCreationValidator {
+            max_amount: config.max_transaction_amount,
+        });
+        validators.register(TransactionValidator {
+            max_amount: config.max_transaction_amount,
+            ..TransactionValidator::default()
+        });
+        validators.register::<CloseAccountRequest>(CloseRequestValidator);
+
+        let state = AppState {
+            repo,
+            read_model,
+            projection,
+            validators: Arc::new(validators),
+            idempotency: Idempotency::new(Arc::clone(&backends.dedup), config.idempotency_wait),
+            limiter: Arc::clone(&backends.limiter),
+            metrics: metrics_handle(),
+            backends: backends.names.clone(),
+            config: Arc::new(config),
+        };
+        Ok(Self {
+            state,
+            stop_projection,
+            projection_task,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then finishes the
+    /// in-flight requests, stops the projection after a last catch-up.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let router = crate::api::router(self.state.clone());
+        let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = self.stop_projection.send(true);
+        if let Err(e) = self.projection_task.await {
+            tracing::warn!(error = %e, "projection task ended abnormally");
+        }
+        served.map_err(AppError::from)
+    }
+}
+
+/// Follows the log until told to stop; restarts after errors.
+async fn follow(projection: AccountProjection, mut stop: watch::Receiver<bool>) {
+    loop {
+        let mut stop_signal = stop.clone();
+        let result = projection
+            .run(async move {
+                let _ = stop_signal.wait_for(|s| *s).await;
+            })
+            .await;
+        if *stop.borrow() {
+            if let Err(e) = projection.catch_up().await {
+                tracing::warn!(error = %e, "final projection catch-up failed");
+            }
+            return;
+        }
+        if let Err(e) = result {
+            tracing::error!(error = %e, "projection failed; restarting in 1 s");
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// A server running in the background (for tests and embedding).
+pub struct RunningServer {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Handler state (read model, repository) for inspection.
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), AppError>>,
+}
+
+impl RunningServer {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts down gracefully and waits for the server to finish.
+    pub async fn stop(mut self) -> Result<(), AppError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(AppError::Io(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+/// Builds the app on `backends` and serves it on `config.bind_addr` (use
+/// port 0 for an ephemeral port) in a background task.
+pub async fn start(config: AppConfig, backends: Backends) -> Result<RunningServer, AppError> {
+    let listener = TcpListener::bind(config.bind_addr).await?;
+    let addr = listener.local_addr()?;
+    let app = App::build(config, backends).await?;
+    let state = app.state.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(app.serve(listener, async move {
+        let _ = rx.await;
+    }));
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown: Some(tx),
+        task,
+    })
+}

@@ -1,0 +1,207 @@
+//! Configuration: plain structs with defaults, and the environment loader
+//! used by the binary (`.env.example` documents every variable).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::domain::Money;
+use crate::rate_limit::RateLimitConfig;
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppConfig {
+    /// Address to listen on (`BIND_ADDR`, default `127.0.0.1:3000`).
+    pub bind_addr: SocketAddr,
+    /// PostgreSQL event store (`DATABASE_URL`); in-memory when unset.
+    pub database_url: Option<String>,
+    /// Redis for the state cache, de-duplication and the shared rate
+    /// limiter (`REDIS_URL`).
+    pub redis_url: Option<String>,
+    /// Kafka brokers to publish account events to (`KAFKA_BROKERS`).
+    pub kafka_brokers: Option<String>,
+    /// How events reach Kafka (`DATA_CAPTURE_METHOD`).
+    pub data_capture_method: DataCaptureMethod,
+    /// Rate limiting (`RATE_LIMIT_*`).
+    pub rate_limit: RateLimitConfig,
+    /// Largest amount one transaction may move (`MAX_TRANSACTION_AMOUNT`).
+    pub max_transaction_amount: Money,
+    /// How long an idempotency key's first response is kept
+    /// (`IDEMPOTENCY_TTL_SECS`).
+    pub idempotency_ttl: Duration,
+    /// How long a request waits for another one with the same key.
+    pub idempotency_wait: Duration,
+    /// Maximum accepted request body in bytes (64 KiB).
+    pub max_body_bytes: usize,
+    /// Per-request timeout (`REQUEST_TIMEOUT_SECS`).
+    pub request_timeout: Duration,
+    /// Conflict retries of commands without `expected_version`
+    /// (`COMMAND_MAX_ATTEMPTS`).
+    pub command_max_attempts: u32,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            bind_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            database_url: None,
+            redis_url: None,
+            kafka_brokers: None,
+            data_capture_method: DataCaptureMethod::default(),
+            rate_limit: RateLimitConfig::default(),
+            max_transaction_amount: Money::from_cents(100_000_000),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            idempotency_wait: Duration::from_secs(5),
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            command_max_attempts: 20,
+        }
+    }
+}
+
+/// How account events are captured for publishing to Kafka (once es-kafka
+/// lands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataCaptureMethod {
+    /// A transactional outbox written with the events (default).
+    #[default]
+    Outbox,
+    /// Change data capture from the database's log.
+    Cdc,
+    /// Published by a post-commit handler (at-most-once).
+    Direct,
+}
+
+impl std::str::FromStr for DataCaptureMethod {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "outbox" => Ok(Self::Outbox),
+            "cdc" => Ok(Self::Cdc),
+            "direct" => Ok(Self::Direct),
+            other => Err(ConfigError::Invalid {
+                name: "DATA_CAPTURE_METHOD",
+                reason: format!("unknown method {other:?} (expected outbox, cdc or direct)"),
+            }),
+        }
+    }
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The variable is set but unusable.
+    #[error("invalid {name}: {reason}")]
+    Invalid {
+        /// Variable name.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Requests per minute when `RATE_LIMIT_REQUESTS_PER_MINUTE` is unset: a
+/// generous local default (the library default, [`RateLimitConfig::default`],
+/// is the stricter 60/min with a burst of 10).
+pub const ENV_DEFAULT_REQUESTS_PER_MINUTE: u32 = 1200;
+/// Burst when `RATE_LIMIT_BURST` is unset.
+pub const ENV_DEFAULT_BURST: u32 = 200;
+
+impl AppConfig {
+    /// Reads the configuration from a variable lookup (the process
+    /// environment in the binary; a map in tests). Empty values count as
+    /// unset.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut c = AppConfig {
+            rate_limit: RateLimitConfig {
+                requests_per_minute: ENV_DEFAULT_REQUESTS_PER_MINUTE,
+                burst_size: ENV_DEFAULT_BURST,
+                ..RateLimitConfig::default()
+            },
+            ..AppConfig::default()
+        };
+        if let Some(v) = get("BIND_ADDR") {
+            c.bind_addr = parse("BIND_ADDR", &v)?;
+        }
+        c.database_url = get("DATABASE_URL");
+        c.redis_url = get("REDIS_URL");
+        c.kafka_brokers = get("KAFKA_BROKERS");
+        if let Some(v) = get("DATA_CAPTURE_METHOD") {
+            c.data_capture_method = v.parse()?;
+        }
+        if let Some(v) = get("RATE_LIMIT_REQUESTS_PER_MINUTE") {
+            c.rate_limit.requests_per_minute = parse("RATE_LIMIT_REQUESTS_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = get("RATE_LIMIT_BURST") {
+            c.rate_limit.burst_size = parse("RATE_LIMIT_BURST", &v)?;
+        }
+        if let Some(v) = get("RATE_LIMIT_WINDOW_SECS") {
+            c.rate_limit.window_size = Duration::from_secs(parse("RATE_LIMIT_WINDOW_SECS", &v)?);
+        }
+        if let Some(v) = get("RATE_LIMIT_MAX_CLIENTS") {
+            c.rate_limit.max_clients = parse("RATE_LIMIT_MAX_CLIENTS", &v)?;
+        }
+        if let Some(v) = get("MAX_TRANSACTION_AMOUNT") {
+            c.max_transaction_amount = v.parse().map_err(|e| ConfigError::Invalid {
+                name: "MAX_TRANSACTION_AMOUNT",
+                reason: format!("{v:?} {e}"),
+            })?;
+        }
+        if let Some(v) = get("IDEMPOTENCY_TTL_SECS") {
+            c.idempotency_ttl = Duration::from_secs(parse("IDEMPOTENCY_TTL_SECS", &v)?);
+        }
+        if let Some(v) = get("REQUEST_TIMEOUT_SECS") {
+            c.request_timeout = Duration::from_secs(parse("REQUEST_TIMEOUT_SECS", &v)?);
+        }
+        if let Some(v) = get("COMMAND_MAX_ATTEMPTS") {
+            c.command_max_attempts = parse("COMMAND_MAX_ATTEMPTS", &v)?;
+        }
+        Ok(c)
+    }
+
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+}
+
+fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| ConfigError::Invalid {
+        name,
+        reason: format!("{value:?}: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn reads_variables_with_defaults() {
+        let vars: HashMap<&str, &str> = [
+            ("BIND_ADDR", "0.0.0.0:8080"),
+            ("RATE_LIMIT_REQUESTS_PER_MINUTE", "0"),
+            ("DATA_CAPTURE_METHOD", "CDC"),
+            ("REDIS_URL", " "),
+        ]
+        .into();
+        let c = AppConfig::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.bind_addr.port(), 8080);
+        assert_eq!(c.rate_limit.requests_per_minute, 0);
+        assert_eq!(c.rate_limit.burst_size, ENV_DEFAULT_BURST);
+        assert_eq!(c.data_capture_method, DataCaptureMethod::Cdc);
+        assert_eq!(c.redis_url, None);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let err = AppConfig::from_lookup(|k| (k == "RATE_LIMIT_BURST").then(|| "many".to_string())).unwrap_err();
+        assert!(err.to_string().contains("RATE_LIMIT_BURST"));
+        assert!(AppConfig::from_lookup(|k| (k == "MAX_TRANSACTION_AMOUNT").then(|| "1.001".into())).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! The accounts domain: the [`Account`] aggregate, its commands and events,
+//! exact [`Money`], and the per-transaction limit policy.
+
+mod account;
+mod commands;
+mod events;
+mod money;
+mod policy;
+
+pub use account::{Account, AccountStatus};
+pub use commands::{AccountCommand, AccountError};
+pub use events::{AccountClosed, AccountCreated, AccountEvent, MoneyDeposited, MoneyWithdrawn};
+pub use money::{parse_decimal, Amount, Money, MoneyError, SCALE};
+pub use policy::MaxTransactionAmount;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! Money: exact decimal amounts with at most two decimal places.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Number of decimal places every amount is kept at.
+pub const SCALE: u32 = 2;
+
+/// Why a decimal is not a valid amount of money.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    /// More than two decimal places.
+    #[error("must have at most 2 decimal places")]
+    TooPrecise,
+    /// Below zero.
+    #[error("must be non-negative")]
+    Negative,
+    /// Too large to be represented.
+    #[error("is out of range")]
+    OutOfRange,
+}
+
+/// A non-negative amount of money, exact, always carried at two decimal
+/// places (so `0.1 + 0.2` is `0.30`). Serialized as a JSON number that
+/// keeps its digits (`1500.00`), never through a float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Money(Decimal);
+
+impl Money {
+    /// Zero.
+    pub const ZERO: Money = Money(Decimal::from_parts(0, 0, 0, false, SCALE));
+
+    /// An amount from a decimal: non-negative with at most two decimal
+    /// places (trailing zeros beyond them are fine: `1.500` is `1.50`).
+    pub fn new(value: Decimal) -> Result<Self, MoneyError> {
+        if value.is_sign_negative() && !value.is_zero() {
+            return Err(MoneyError::Negative);
+        }
+        let normalized = value.normalize();
+        if normalized.scale() > SCALE {
+            return Err(MoneyError::TooPrecise);
+        }
+        let mut v = normalized;
+        v.rescale(SCALE);
+        if v.normalize() != normalized {
+            return Err(MoneyError::OutOfRange);
+        }
+        Ok(Self(v))
+    }
+
+    /// An amount from a whole number of cents.
+    pub fn from_cents(cents: u64) -> Self {
+        Self(Decimal::new(i64::try_from(cents).unwrap_or(i64::MAX), SCALE))
+    }
+
+    /// The decimal value (scale 2).
+    pub fn value(self) -> Decimal {
+        self.0
+    }
+
+    /// Whether the amount is zero.
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+
+    /// `self + other`, or `None` on overflow.
+    pub fn checked_add(self, other: Money) -> Option<Money> {
+        self.0.checked_add(other.0).map(Self::rescaled)
+    }
+
+    /// `self - other`, or `None` when the result would be negative.
+    pub fn checked_sub(self, other: Money) -> Option<Money> {
+        if other.0 > self.0 {
+            return None;
+        }
+        self.0.checked_sub(other.0).map(Self::rescaled)
+    }
+
+    fn rescaled(mut v: Decimal) -> Money {
+        v.rescale(SCALE);
+        Money(v)
+    }
+}
+
+impl Default for Money {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for Money {
+    type Err = MoneyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let d = parse_decimal(s).ok_or(MoneyError::OutOfRange)?;
+        Money::new(d)
+    }
+}
+
+/// Parses a JSON number's text (plain or scientific) into an exact decimal.
+pub fn parse_decimal(text: &str) -> Option<Decimal> {
+    if text.contains(['e', 'E']) {
+        Decimal::from_scientific(text).ok()
+    } else {
+        Decimal::from_str_exact(text).ok()
+    }
+}
+
+/// Serializes an exact decimal as a JSON number keeping its digits.
+pub(crate) fn serialize_decimal<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    rust_decimal::serde::arbitrary_precision::serialize(value, s)
+}
+
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_decimal(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let amount = Amount::deserialize(d)?;
+        Money::new(amount.0).map_err(|e| serde::de::Error::custom(format!("amount {e}")))
+    }
+}
+
+/// A decimal read exactly from a JSON number (strings, floats rounded by a
+/// parser, and other types are rejected). Unlike [`Money`] it may be
+/// negative or too precise: request validation reports those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amount(pub Decimal);
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let number = serde_json::Number::deserialize(d)?;
+        let text = number.to_string();
+        parse_decimal(&text)
+            .map(Amount)
+            .ok_or_else(|| serde::de::Error::custom("number is out of range for an amount"))
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_decimal(&self.0, s)
+    }
+}
+
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        number_schema("An exact amount with at most 2 decimal places (JSON number, e.g. 1500.00).")
+    }
+}
+
+impl utoipa::ToSchema for Money {}
+
+impl utoipa::PartialSchema for Amount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        number_schema("An exact decimal amount (JSON number); must be positive with at most 2 decimal places.")
+    }
+}
+
+impl utoipa::ToSchema for Amount {}
+
+fn number_schema(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .multiple_of(Some(0.01))
+        .description(Some(description))
+        .examples([serde_json::json!(1500.00)])
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str) -> Money {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn sums_exactly_at_two_places() {
+        let sum = m("0.1").checked_add(m("0.2")).unwrap();
+        assert_eq!(serde_json::to_string(&sum).unwrap(), "0.30");
+        assert_eq!(m("1000").to_string(), "1000.00");
+    }
+
+    #[test]
+    fn rejects_bad_amounts() {
+        assert_eq!("0.001".parse::<Money>(), Err(MoneyError::TooPrecise));
+        assert_eq!("-1".parse::<Money>(), Err(MoneyError::Negative));
+        assert_eq!(m("1.500"), m("1.5"));
+        assert!(m("1").checked_sub(m("1.01")).is_none());
+    }
+
+    #[test]
+    fn json_numbers_keep_digits() {
+        let a: Amount = serde_json::from_str("12345678901234567.89").unwrap();
+        assert_eq!(a.0.to_string(), "12345678901234567.89");
+        let e: Amount = serde_json::from_str("1.5e2").unwrap();
+        assert_eq!(e.0, Decimal::new(150, 0));
+        assert!(serde_json::from_str::<Amount>("\"10\"").is_err());
+        assert!(serde_json::from_str::<Amount>("true").is_err());
+    }
+}

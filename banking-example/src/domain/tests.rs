@@ -1,0 +1,154 @@
+//! Given/when/then and property tests of the account aggregate.
+
+use es_core::testing::{AggregateTest, Properties};
+use es_core::EventValidator;
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+
+use super::*;
+
+fn m(s: &str) -> Money {
+    s.parse().unwrap()
+}
+
+fn created(balance: &str) -> AccountEvent {
+    AccountEvent::AccountCreated(AccountCreated {
+        owner_name: "Ada".into(),
+        initial_balance: m(balance),
+    })
+}
+
+#[test]
+fn opens_with_trimmed_name() {
+    AggregateTest::<Account>::given_no_events()
+        .when(AccountCommand::Open {
+            owner_name: "  Ada ".into(),
+            initial_balance: m("10"),
+        })
+        .then_expect_events(vec![created("10")]);
+}
+
+#[test]
+fn cannot_open_twice_or_without_name() {
+    AggregateTest::<Account>::given([created("0")])
+        .when(AccountCommand::Open {
+            owner_name: "Bob".into(),
+            initial_balance: m("1"),
+        })
+        .then_expect_error(|e| *e == AccountError::AlreadyExists);
+    AggregateTest::<Account>::given_no_events()
+        .when(AccountCommand::Open {
+            owner_name: "  ".into(),
+            initial_balance: m("1"),
+        })
+        .then_expect_error_message("owner_name is required");
+}
+
+#[test]
+fn deposit_and_withdraw_move_the_balance() {
+    AggregateTest::<Account>::given([created("0.1")])
+        .when(AccountCommand::Deposit { amount: m("0.2") })
+        .then_expect_state(|a| assert_eq!(a.balance.to_string(), "0.30"));
+    AggregateTest::<Account>::given([created("5")])
+        .when(AccountCommand::Withdraw { amount: m("5") })
+        .then_expect_state(|a| assert!(a.balance.is_zero()));
+}
+
+#[test]
+fn no_overdraft() {
+    AggregateTest::<Account>::given([created("5")])
+        .when(AccountCommand::Withdraw { amount: m("5.01") })
+        .then_expect_error_message("insufficient funds: balance 5.00, requested 5.01");
+}
+
+#[test]
+fn zero_amounts_and_unknown_accounts_are_refused() {
+    AggregateTest::<Account>::given([created("5")])
+        .when(AccountCommand::Deposit { amount: Money::ZERO })
+        .then_expect_error(|e| matches!(e, AccountError::Invalid(_)));
+    AggregateTest::<Account>::given_no_events()
+        .when(AccountCommand::Deposit { amount: m("1") })
+        .then_expect_error(|e| *e == AccountError::NotFound);
+}
+
+#[test]
+fn closing_needs_zero_balance_and_is_final() {
+    AggregateTest::<Account>::given([created("5")])
+        .when(AccountCommand::Close { reason: "bye".into() })
+        .then_expect_error(|e| matches!(e, AccountError::NonZeroBalance { .. }));
+    let closed = AccountEvent::AccountClosed(AccountClosed { reason: "bye".into() });
+    AggregateTest::<Account>::given([created("0"), closed.clone()])
+        .when(AccountCommand::Deposit { amount: m("1") })
+        .then_expect_error(|e| *e == AccountError::Closed);
+    AggregateTest::<Account>::given([created("0"), closed])
+        .when(AccountCommand::Close { reason: "again".into() })
+        .then_expect_error(|e| *e == AccountError::Closed);
+}
+
+#[test]
+fn max_transaction_policy() {
+    let policy = MaxTransactionAmount { max: m("100") };
+    let state = Account::default();
+    assert!(policy.validate(&state, &[created("100")]).is_ok());
+    let err = policy
+        .validate(
+            &state,
+            &[AccountEvent::MoneyDeposited(MoneyDeposited { amount: m("100.01") })],
+        )
+        .unwrap_err();
+    assert_eq!(err, "amount must not exceed 100.00");
+}
+
+fn command() -> impl Strategy<Value = AccountCommand> {
+    let cents = 0u64..50_000;
+    prop_oneof![
+        1 => ("[ a-z]{0,6}", cents.clone()).prop_map(|(n, c)| AccountCommand::Open {
+            owner_name: n,
+            initial_balance: Money::from_cents(c),
+        }),
+        4 => cents.clone().prop_map(|c| AccountCommand::Deposit { amount: Money::from_cents(c) }),
+        4 => cents.prop_map(|c| AccountCommand::Withdraw { amount: Money::from_cents(c) }),
+        1 => "[a-z]{0,4}".prop_map(|reason| AccountCommand::Close { reason }),
+    ]
+}
+
+fn signed_sum(events: &[AccountEvent]) -> Decimal {
+    events.iter().fold(Decimal::ZERO, |acc, e| match e {
+        AccountEvent::AccountCreated(c) => acc + c.initial_balance.value(),
+        AccountEvent::MoneyDeposited(d) => acc + d.amount.value(),
+        AccountEvent::MoneyWithdrawn(w) => acc - w.amount.value(),
+        AccountEvent::AccountClosed(_) => acc,
+    })
+}
+
+proptest! {
+    #[test]
+    fn balance_is_never_negative_and_is_the_sum_of_events(cmds in proptest::collection::vec(command(), 0..60)) {
+        let outcome = Properties::<Account>::new()
+            .invariant("balance never negative", |a| {
+                if a.balance.value().is_sign_negative() && !a.balance.is_zero() {
+                    Err(format!("balance {}", a.balance))
+                } else {
+                    Ok(())
+                }
+            })
+            .invariant("a closed account is empty", |a| {
+                if a.status == AccountStatus::Closed && !a.balance.is_zero() {
+                    Err("closed with money".into())
+                } else {
+                    Ok(())
+                }
+            })
+            .invariant("two decimal places", |a| {
+                if a.balance.value().scale() == SCALE { Ok(()) } else { Err("scale".into()) }
+            })
+            .check(&cmds)?;
+        prop_assert_eq!(outcome.state.balance.value(), signed_sum(&outcome.events));
+        // At most one AccountCreated, and nothing after AccountClosed.
+        let opens = outcome.events.iter().filter(|e| matches!(e, AccountEvent::AccountCreated(_))).count();
+        prop_assert!(opens <= 1);
+        if let Some(i) = outcome.events.iter().position(|e| matches!(e, AccountEvent::AccountClosed(_))) {
+            prop_assert_eq!(i + 1, outcome.events.len());
+        }
+    }
+}

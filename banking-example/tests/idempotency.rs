@@ -1,0 +1,139 @@
+//! Idempotency keys: a retry gets the first response and money moves once,
+//! also across a restart that lost the de-duplicator's memory.
+
+mod common;
+
+use banking_example::{AppConfig, Backends};
+use common::{expect_error, read, Api};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn same_key_twice_returns_the_same_response_and_moves_money_once() {
+    let server = common::start().await;
+    let api = Api::new(&server, "idem-client");
+    let id = api.open("Ida", json!(100)).await;
+    let path = format!("/accounts/{id}/deposit");
+    let first = api.post_keyed(&path, "dep-1", json!({"amount": 25.50})).await;
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let (s1, b1) = read(first).await;
+    let second = api.post_keyed(&path, "dep-1", json!({"amount": 25.50})).await;
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    let (s2, b2) = read(second).await;
+    assert_eq!((s1, &b1), (s2, &b2));
+    assert_eq!(b1["version"], 2);
+    let (_, now) = read(api.get(&format!("/accounts/{id}")).await).await;
+    assert_eq!(now["version"], 2);
+    assert_eq!(now["balance"].to_string(), "125.50");
+
+    // Errors are replayed too: a refused withdrawal stays refused.
+    let w = format!("/accounts/{id}/withdraw");
+    let e1 = expect_error(
+        api.post_keyed(&w, "w-1", json!({"amount": 1000})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    api.post(&path, json!({"amount": 2000})).await;
+    let e2 = expect_error(
+        api.post_keyed(&w, "w-1", json!({"amount": 1000})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(e1, e2);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn keys_are_scoped_per_client_and_request() {
+    let server = common::start().await;
+    let a = Api::new(&server, "client-a");
+    let b = Api::new(&server, "client-b");
+    let id = a.open("Shared", json!(0)).await;
+    let path = format!("/accounts/{id}/deposit");
+    assert_eq!(
+        a.post_keyed(&path, "k", json!({"amount": 1})).await.status(),
+        StatusCode::OK
+    );
+    // Another client's same key is another command.
+    let (status, body) = read(b.post_keyed(&path, "k", json!({"amount": 1})).await).await;
+    assert_eq!((status, body["version"].as_u64()), (StatusCode::OK, Some(3)));
+    // The same key for a different body is refused.
+    let msg = expect_error(
+        a.post_keyed(&path, "k", json!({"amount": 2})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(msg, "Idempotency-Key was already used for a different request");
+    let msg = expect_error(
+        a.post_keyed("/accounts", "bad key", json!({"owner_name": "A", "initial_balance": 1}))
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(msg.contains("Idempotency-Key"), "{msg}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn keyed_account_creation_is_idempotent() {
+    let server = common::start().await;
+    let api = Api::new(&server, "creator");
+    let body = json!({"owner_name": "Once", "initial_balance": 10});
+    let (s1, b1) = read(api.post_keyed("/accounts", "open-1", body.clone()).await).await;
+    let (s2, b2) = read(api.post_keyed("/accounts", "open-1", body).await).await;
+    assert_eq!(s1, StatusCode::CREATED);
+    assert_eq!((s1, b1), (s2, b2));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_one_key_apply_once() {
+    let server = common::start().await;
+    let api = Api::new(&server, "racer");
+    let id = api.open("Race", json!(0)).await;
+    let path = format!("/accounts/{id}/deposit");
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let api = api.clone();
+            let path = path.clone();
+            tokio::spawn(async move { read(api.post_keyed(&path, "same", json!({"amount": 5})).await).await })
+        })
+        .collect();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["version"], 2);
+    }
+    let (_, now) = read(api.get(&format!("/accounts/{id}")).await).await;
+    assert_eq!(now["balance"].to_string(), "5.00");
+    server.stop().await.unwrap();
+}
+
+/// The server applied the command and died before answering (its
+/// de-duplicator memory is gone); the client retries against a new
+/// process on the same event store. The store recognises the command by
+/// the ids derived from the key, and the money moves once.
+#[tokio::test]
+async fn retry_after_a_crash_is_recognised_by_the_store() {
+    let config: AppConfig = common::config();
+    let first_backends = Backends::in_memory(&config);
+    let store = first_backends.store.clone();
+    let first = banking_example::start(config.clone(), first_backends).await.unwrap();
+    let api = Api::new(&first, "crashy");
+    let id = api.open("Crash", json!(50)).await;
+    let path = format!("/accounts/{id}/withdraw");
+    let (status, answered) = read(api.post_keyed(&path, "wd-1", json!({"amount": 20})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    first.stop().await.unwrap();
+
+    let mut backends = Backends::in_memory(&config);
+    backends.store = store;
+    let second = banking_example::start(config, backends).await.unwrap();
+    let api = Api::new(&second, "crashy");
+    let (status, retried) = read(api.post_keyed(&path, "wd-1", json!({"amount": 20})).await).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried, answered);
+    let (_, history) = read(api.get(&format!("/accounts/{id}/events")).await).await;
+    assert_eq!(history["events"].as_array().unwrap().len(), 2);
+    second.stop().await.unwrap();
+}
