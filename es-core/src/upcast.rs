@@ -20,7 +20,7 @@ pub trait Upcaster: Send + Sync {
     /// The event type this upcaster applies to.
     fn event_type(&self) -> &str;
     /// The schema version it reads (it produces `from_version + 1`).
-    fn from_version(&self) -> u32;
+    fn source_version(&self) -> u32;
     /// Transforms the payload.
     fn upcast(&self, payload: Value) -> Result<Value, UpcastError>;
 }
@@ -70,7 +70,7 @@ where
     fn event_type(&self) -> &str {
         &self.event_type
     }
-    fn from_version(&self) -> u32 {
+    fn source_version(&self) -> u32 {
         self.from_version
     }
     fn upcast(&self, payload: Value) -> Result<Value, UpcastError> {
@@ -100,7 +100,7 @@ impl UpcasterRegistry {
 
     /// Registers an upcaster, replacing any other for the same key.
     pub fn register(&mut self, upcaster: impl Upcaster + 'static) -> &mut Self {
-        let key = (upcaster.event_type().to_owned(), upcaster.from_version());
+        let key = (upcaster.event_type().to_owned(), upcaster.source_version());
         self.by_key.insert(key, Arc::new(upcaster));
         self
     }
