@@ -1,0 +1,85 @@
+//! Errors of Redis calls made through [`RedisBackend`](crate::RedisBackend).
+
+/// Why a Redis call did not produce a result.
+///
+/// Every variant names the operation that failed. None of them is ever
+/// surfaced by the cache (it degrades to a miss); the de-duplicator and the
+/// lock manager wrap them in es-core's error types.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// The circuit breaker is open: Redis failed repeatedly and is not
+    /// asked again until the cool-down ends. Nothing was sent.
+    #[error("redis circuit open; {operation} not attempted")]
+    CircuitOpen {
+        /// The operation refused.
+        operation: &'static str,
+    },
+    /// Too many Redis calls were in flight; this one was shed without being
+    /// sent.
+    #[error("redis overloaded ({max_in_flight} calls in flight); {operation} shed")]
+    Shed {
+        /// The operation refused.
+        operation: &'static str,
+        /// The configured bound.
+        max_in_flight: usize,
+    },
+    /// The call did not complete within the response timeout. It may or may
+    /// not have taken effect.
+    #[error("redis {operation} timed out after {timeout_ms} ms")]
+    Timeout {
+        /// The operation.
+        operation: &'static str,
+        /// The timeout in milliseconds.
+        timeout_ms: u128,
+    },
+    /// Redis (or the connection to it) reported an error.
+    #[error("redis {operation} failed: {source}")]
+    Redis {
+        /// The operation.
+        operation: &'static str,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A stored value could not be encoded or decoded.
+    #[error("cannot {direction} value for redis key {key}: {source}")]
+    Codec {
+        /// `"encode"` or `"decode"`.
+        direction: &'static str,
+        /// The Redis key.
+        key: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Redis answered something this crate never writes (a foreign value
+    /// under one of its keys).
+    #[error("unexpected reply to {operation}: {detail}")]
+    Protocol {
+        /// The operation.
+        operation: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl RedisError {
+    /// Whether nothing was sent to Redis (open circuit or shed), so the
+    /// call certainly had no effect.
+    pub fn not_attempted(&self) -> bool {
+        matches!(self, Self::CircuitOpen { .. } | Self::Shed { .. })
+    }
+
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::CircuitOpen { .. } => "circuit_open",
+            Self::Shed { .. } => "shed",
+            Self::Timeout { .. } => "timeout",
+            Self::Redis { .. } => "redis",
+            Self::Codec { .. } => "codec",
+            Self::Protocol { .. } => "protocol",
+        }
+    }
+}

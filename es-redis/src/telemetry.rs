@@ -1,0 +1,47 @@
+//! Names of the metrics this crate records (through the `metrics` facade;
+//! install any recorder, e.g. a Prometheus exporter, to collect them).
+//!
+//! | name | kind | labels |
+//! | --- | --- | --- |
+//! | `es_redis_cache_hits_total` | counter | `cache` (`state`/`query`), `level` (`l1`/`l2`) |
+//! | `es_redis_cache_misses_total` | counter | `cache`, `level` |
+//! | `es_redis_cache_stale_total` | counter | `cache` (L2 entry older than this process's own last write, ignored) |
+//! | `es_redis_cache_evictions_total` | counter | `cache`, `cause` (`size`/`expired`/`replaced`/`explicit`) |
+//! | `es_redis_errors_total` | counter | `op`, `kind` (see [`RedisError::kind`](crate::RedisError::kind)) |
+//! | `es_redis_op_duration_seconds` | histogram | `op` |
+//! | `es_redis_shed_total` | counter | `op` |
+//! | `es_redis_circuit_state` | gauge | `name`: 0 closed, 1 half-open, 2 open |
+//! | `es_redis_circuit_transitions_total` | counter | `name`, `to` |
+//! | `es_redis_dedup_total` | counter | `outcome` (`started`/`in_progress`/`completed`/`fail_open`/`fail_closed`) |
+//! | `es_redis_lock_total` | counter | `outcome` (`acquired`/`contended`/`released`/`lost`/`extended`) |
+
+/// Cache hits, labelled by cache and level.
+pub const CACHE_HITS: &str = "es_redis_cache_hits_total";
+/// Cache misses, labelled by cache and level.
+pub const CACHE_MISSES: &str = "es_redis_cache_misses_total";
+/// L2 entries ignored because they are older than this process's own write.
+pub const CACHE_STALE: &str = "es_redis_cache_stale_total";
+/// L1 evictions, labelled by cache and cause.
+pub const CACHE_EVICTIONS: &str = "es_redis_cache_evictions_total";
+/// Failed Redis calls, labelled by operation and error kind.
+pub const ERRORS: &str = "es_redis_errors_total";
+/// Latency of Redis calls in seconds, labelled by operation.
+pub const OP_DURATION: &str = "es_redis_op_duration_seconds";
+/// Calls shed by the in-flight bound.
+pub const SHED: &str = "es_redis_shed_total";
+/// Circuit state: 0 closed, 1 half-open, 2 open.
+pub const CIRCUIT_STATE: &str = "es_redis_circuit_state";
+/// Circuit state transitions.
+pub const CIRCUIT_TRANSITIONS: &str = "es_redis_circuit_transitions_total";
+/// De-duplication outcomes.
+pub const DEDUP: &str = "es_redis_dedup_total";
+/// Lock outcomes.
+pub const LOCK: &str = "es_redis_lock_total";
+
+pub(crate) fn hit(cache: &'static str, level: &'static str) {
+    metrics::counter!(CACHE_HITS, "cache" => cache, "level" => level).increment(1);
+}
+
+pub(crate) fn miss(cache: &'static str, level: &'static str) {
+    metrics::counter!(CACHE_MISSES, "cache" => cache, "level" => level).increment(1);
+}

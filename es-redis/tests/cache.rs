@@ -1,0 +1,283 @@
+//! Two-level cache against the real Redis.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use es_core::{InMemoryEventStore, Repository, StateCache, StreamId, Versioned};
+use es_redis::{CacheConfig, EvictionPolicy, InvalidateOnEvents, QueryCache, RedisStateCache};
+
+fn acct(balance: i64, version: u64) -> Versioned<Account> {
+    Versioned {
+        state: Account { balance },
+        version,
+    }
+}
+
+async fn l2_version(cache: &RedisStateCache<Account>, id: &StreamId) -> Option<u64> {
+    let mut c = raw().await;
+    redis::cmd("HGET")
+        .arg(cache.redis_key(id))
+        .arg("v")
+        .query_async(&mut c)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn l1_hit_then_l2_hit_then_miss() {
+    let p = prefix();
+    let cache = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
+    let id = StreamId::from("a-1");
+    assert_eq!(cache.get(&id).await, None, "empty cache misses");
+
+    cache.put(&id, &acct(70, 3)).await;
+    assert_eq!(cache.get_l1(&id), Some(acct(70, 3)), "put fills L1");
+    assert_eq!(l2_version(&cache, &id).await, Some(3), "put writes through to Redis");
+
+    cache.clear_l1();
+    assert_eq!(cache.get_l1(&id), None);
+    assert_eq!(cache.get(&id).await, Some(acct(70, 3)), "L1 miss is served by L2");
+    assert_eq!(cache.get_l1(&id), Some(acct(70, 3)), "an L2 hit fills L1");
+
+    // A second process (own L1) sees the entry through L2.
+    let other = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
+    assert_eq!(other.get_l1(&id), None);
+    assert_eq!(other.get(&id).await, Some(acct(70, 3)));
+
+    assert_eq!(cache.get(&StreamId::from("a-unknown")).await, None);
+    cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn put_never_replaces_a_newer_version() {
+    let p = prefix();
+    let cache = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
+    let other = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
+    let id = StreamId::from("a-2");
+    cache.put(&id, &acct(50, 5)).await;
+    other.put(&id, &acct(30, 3)).await;
+    cache.put(&id, &acct(30, 3)).await;
+    assert_eq!(cache.get(&id).await, Some(acct(50, 5)), "L1 kept the newer version");
+    assert_eq!(l2_version(&cache, &id).await, Some(5), "L2 kept the newer version");
+    assert_eq!(other.get_l1(&id), Some(acct(30, 3)));
+    other.clear_l1();
+    assert_eq!(other.get(&id).await, Some(acct(50, 5)));
+    cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn repository_writes_through_and_invalidates_on_conflict() {
+    let p = prefix();
+    let store = Arc::new(InMemoryEventStore::new());
+    let cache = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
+    let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store))
+        .cache(Arc::new(cache.clone()))
+        .build();
+    let id = StreamId::from("a-3");
+    for _ in 0..3 {
+        repo.execute(&id, AccountCommand::Deposit(10)).await.unwrap();
+    }
+    assert_eq!(l2_version(&cache, &id).await, Some(3));
+    assert_eq!(cache.get_l1(&id), Some(acct(30, 3)));
+
+    // Another writer without the cache moves the stream on: the cached
+    // state is stale. The next command conflicts, invalidates, re-reads.
+    let bare = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store)).build();
+    bare.execute(&id, AccountCommand::Deposit(5)).await.unwrap();
+    let out = repo.execute(&id, AccountCommand::Withdraw(35)).await.unwrap();
+    assert_eq!((out.state.balance, out.version), (0, 5));
+    assert_eq!(cache.get(&id).await, Some(acct(0, 5)));
+    assert_eq!(l2_version(&cache, &id).await, Some(5));
+    cleanup(&p).await;
+}
+
+/// Two app instances (own repository, own cache, one Redis, one store):
+/// neither ever starts from a state older than its own last write, even
+/// when the shared L2 holds an older entry (a reordered or lost write).
+#[tokio::test]
+async fn two_repositories_never_older_than_own_last_write() {
+    let p = prefix();
+    let store = Arc::new(InMemoryEventStore::new());
+    let caches: Vec<RedisStateCache<Account>> = (0..2)
+        .map(|_| RedisStateCache::new(cache_config(&p)).unwrap())
+        .collect();
+    let repos: Vec<_> = caches
+        .iter()
+        .map(|c| {
+            Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store))
+                .cache(Arc::new(c.clone()))
+                .build()
+        })
+        .collect();
+    let id = StreamId::from("shared");
+    let mut last_written = [0u64; 2];
+    let mut expected_balance = 0;
+    for i in 0..40usize {
+        let who = (i * 7 + i / 3) % 2;
+        let out = repos[who].execute(&id, AccountCommand::Deposit(1)).await.unwrap();
+        expected_balance += 1;
+        assert_eq!(
+            out.state.balance, expected_balance,
+            "every command decided on the current state"
+        );
+        last_written[who] = out.version;
+        // Sometimes simulate an older entry landing in L2 after ours, and a
+        // restart of this instance's L1.
+        if i % 5 == 4 {
+            let stale = caches[who].redis_key(&id);
+            let mut c = raw().await;
+            let _: () = redis::cmd("HSET")
+                .arg(&stale)
+                .arg("v")
+                .arg(1)
+                .arg("s")
+                .arg(r#"{"balance":1}"#)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            caches[who].clear_l1();
+        }
+        for k in 0..2 {
+            if let Some(seen) = caches[k].get(&id).await {
+                assert!(
+                    seen.version >= last_written[k],
+                    "instance {k} served v{} after writing v{}",
+                    seen.version,
+                    last_written[k]
+                );
+            }
+            let loaded = repos[k].load(id.as_str()).await.unwrap();
+            assert_eq!(
+                (loaded.state.balance, loaded.version),
+                (expected_balance, (i + 1) as u64)
+            );
+        }
+    }
+    assert!(last_written.iter().all(|v| *v > 0), "both instances wrote");
+    cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn ttl_policy_expires_l1_entries() {
+    let p = prefix();
+    let config = CacheConfig {
+        ttl: Duration::from_millis(50),
+        eviction_policy: EvictionPolicy::Ttl,
+        ..cache_config(&p)
+    };
+    let cache = RedisStateCache::<Account>::new(config).unwrap();
+    let id = StreamId::from("a-ttl");
+    cache.put(&id, &acct(1, 1)).await;
+    assert!(cache.get_l1(&id).is_some());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(cache.get_l1(&id), None, "L1 entry expired");
+    assert_eq!(cache.get(&id).await, Some(acct(1, 1)), "L2 still serves");
+    cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn warming_fills_l1_from_redis_and_from_a_loader() {
+    let p = prefix();
+    let writer = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
+    for i in 0..20 {
+        writer.put(&StreamId::from(format!("w-{i}")), &acct(i, 1)).await;
+    }
+    let fresh = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
+    let report = fresh.warm_recent(10).await.unwrap();
+    assert_eq!((report.requested, report.from_cache), (10, 10));
+    let warmed = (0..20)
+        .filter(|i| fresh.get_l1(&StreamId::from(format!("w-{i}"))).is_some())
+        .count();
+    assert_eq!(warmed, 10, "exactly the 10 most recent keys are in L1");
+    assert!(fresh.get_l1(&StreamId::from("w-19")).is_some(), "newest first");
+
+    let keys = vec![
+        StreamId::from("w-0"),
+        StreamId::from("absent-1"),
+        StreamId::from("absent-2"),
+    ];
+    let report = fresh
+        .warm_with(keys, |id| async move {
+            if id.as_str() == "absent-1" {
+                Ok(Some(acct(99, 4)))
+            } else {
+                Ok::<_, std::io::Error>(None)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!((report.from_cache, report.from_source, report.missing), (1, 1, 1));
+    assert_eq!(
+        writer.get(&StreamId::from("absent-1")).await,
+        Some(acct(99, 4)),
+        "loaded keys reach L2"
+    );
+    cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn query_cache_loads_once_and_invalidates_on_events() {
+    let p = prefix();
+    let views = QueryCache::<serde_json::Value>::new("account-view", cache_config(&p)).unwrap();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let store = Arc::new(InMemoryEventStore::new());
+    let handler = InvalidateOnEvents::<Account, _, _>::new(views.clone(), |id: &StreamId, _events: &[_]| {
+        vec![format!("view:{id}")]
+    });
+    let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store))
+        .handler(Arc::new(handler))
+        .build();
+    repo.execute("q-1", AccountCommand::Deposit(10)).await.unwrap();
+
+    let view = |repo: Repository<Account, InMemoryEventStore>, loads: Arc<AtomicUsize>| async move {
+        loads.fetch_add(1, Ordering::SeqCst);
+        let s = repo.load("q-1").await?;
+        Ok::<_, es_core::RepositoryError<InsufficientFunds>>(serde_json::json!({ "balance": s.state.balance }))
+    };
+    for _ in 0..3 {
+        let v = views
+            .get_or_load("view:q-1", || view(repo.clone(), Arc::clone(&loads)))
+            .await
+            .unwrap();
+        assert_eq!(v["balance"], 10);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "loaded once, then cached");
+
+    // Another instance sees the cached view through L2.
+    let other = QueryCache::<serde_json::Value>::new("account-view", cache_config(&p)).unwrap();
+    assert_eq!(other.get("view:q-1").await.unwrap()["balance"], 10);
+
+    repo.execute("q-1", AccountCommand::Deposit(5)).await.unwrap();
+    let v = views
+        .get_or_load("view:q-1", || view(repo.clone(), Arc::clone(&loads)))
+        .await
+        .unwrap();
+    assert_eq!(v["balance"], 15, "the commit invalidated the view");
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn l1_can_be_disabled() {
+    let p = prefix();
+    let cache = RedisStateCache::<Account>::new(CacheConfig {
+        l1_enabled: false,
+        ..cache_config(&p)
+    })
+    .unwrap();
+    let writer = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
+    let id = StreamId::from("no-l1");
+    cache.put(&id, &acct(1, 1)).await;
+    assert_eq!(cache.get_l1(&id), None, "nothing kept in process");
+    writer.put(&id, &acct(2, 2)).await;
+    assert_eq!(
+        cache.get(&id).await,
+        Some(acct(2, 2)),
+        "every read sees the latest L2 entry"
+    );
+    cleanup(&p).await;
+}

@@ -1,0 +1,223 @@
+//! Redis going away: the cache degrades to the store and recovers; the
+//! de-duplicator fails closed (or open when configured); locks report
+//! backend errors; excess load is shed. The real Redis is never stopped:
+//! clients point at a dead port or at a proxy that is stopped.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use es_core::{
+    CommandDeduplicator, DedupError, DedupStatus, InMemoryEventStore, LockError, LockManager, Repository, StateCache,
+    StreamId,
+};
+use es_redis::{
+    CacheConfig, CircuitState, DedupConfig, Idempotency, LockConfig, RedisBackend, RedisDeduplicator, RedisError,
+    RedisLockManager, RedisStateCache, ResilienceConfig, WhenUnavailable,
+};
+
+fn config_at(url: String, prefix: &str) -> CacheConfig {
+    CacheConfig {
+        redis: redis_config(url),
+        resilience: fast_resilience(),
+        ..cache_config(prefix)
+    }
+}
+
+#[tokio::test]
+async fn unreachable_redis_degrades_to_the_store() {
+    let p = prefix();
+    let cache = RedisStateCache::<Account>::new(config_at(dead_url().await, &p)).unwrap();
+    let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::new(InMemoryEventStore::new()))
+        .cache(Arc::new(cache.clone()))
+        .build();
+    let started = Instant::now();
+    for _ in 0..20 {
+        repo.execute("a", AccountCommand::Deposit(5)).await.unwrap();
+    }
+    assert_eq!(repo.load("a").await.unwrap().state.balance, 100);
+    assert_eq!(
+        cache.circuit_state(),
+        CircuitState::Open,
+        "repeated failures opened the circuit"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "open circuit keeps calls fast"
+    );
+    cache.clear_l1();
+    assert_eq!(
+        cache.get(&StreamId::from("a")).await,
+        None,
+        "Redis down is a miss, not an error"
+    );
+}
+
+#[tokio::test]
+async fn cache_degrades_when_redis_goes_away_and_resumes_when_it_returns() {
+    let p = prefix();
+    let proxy = Proxy::start().await;
+    let cache = RedisStateCache::<Account>::new(config_at(proxy.url(), &p)).unwrap();
+    let direct = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
+    let store = Arc::new(InMemoryEventStore::new());
+    let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store))
+        .cache(Arc::new(cache.clone()))
+        .build();
+    let id = StreamId::from("b");
+
+    repo.execute(&id, AccountCommand::Deposit(10)).await.unwrap();
+    assert_eq!(
+        direct.get(&id).await.map(|v| v.version),
+        Some(1),
+        "write-through via the proxy"
+    );
+
+    proxy.stop();
+    for _ in 0..10 {
+        repo.execute(&id, AccountCommand::Deposit(10)).await.unwrap();
+    }
+    assert_eq!(
+        repo.load(id.as_str()).await.unwrap().state.balance,
+        110,
+        "store keeps serving"
+    );
+    assert_eq!(cache.circuit_state(), CircuitState::Open);
+    direct.clear_l1();
+    assert_eq!(
+        direct.get(&id).await.map(|v| v.version),
+        Some(1),
+        "nothing reached Redis while down"
+    );
+
+    proxy.restart().await;
+    tokio::time::sleep(Duration::from_millis(250)).await; // past `open_for`
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        repo.execute(&id, AccountCommand::Deposit(1)).await.unwrap();
+        direct.clear_l1();
+        let seen = direct.get(&id).await.map(|v| v.version).unwrap_or(0);
+        if seen >= 12 && cache.circuit_state() == CircuitState::Closed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cache did not resume (L2 at v{seen}, {:?})",
+            cache.circuit_state()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cache.clear_l1();
+    let from_l2 = cache.get(&id).await.expect("L2 serves again");
+    assert_eq!(from_l2.version, store_version(&store, &id).await);
+    cleanup(&p).await;
+}
+
+async fn store_version(store: &InMemoryEventStore, id: &StreamId) -> u64 {
+    es_core::EventStore::stream_version(store, id).await.unwrap()
+}
+
+#[tokio::test]
+async fn dedup_fails_closed_by_default_and_open_when_configured() {
+    let p = prefix();
+    let url = dead_url().await;
+    let closed = RedisDeduplicator::new(DedupConfig {
+        redis: redis_config(url.clone()),
+        resilience: fast_resilience(),
+        ..dedup_config(&p)
+    })
+    .unwrap();
+    let err = closed.begin("k").await.unwrap_err();
+    assert!(
+        matches!(err, DedupError::Unavailable { operation: "begin", .. }),
+        "{err}"
+    );
+    assert!(closed.complete("k", &serde_json::json!(1)).await.is_err());
+    let ran = closed
+        .run("k", Duration::from_secs(1), || async {
+            Ok::<_, std::io::Error>(serde_json::json!("ran"))
+        })
+        .await;
+    assert!(ran.is_err(), "fail closed: the command does not run");
+
+    let open = RedisDeduplicator::new(DedupConfig {
+        redis: redis_config(url),
+        resilience: fast_resilience(),
+        when_unavailable: WhenUnavailable::FailOpen,
+        ..dedup_config(&p)
+    })
+    .unwrap();
+    assert_eq!(open.begin("k").await.unwrap(), DedupStatus::Started);
+    open.complete("k", &serde_json::json!(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn locks_report_backend_errors_when_redis_is_down() {
+    let p = prefix();
+    let locks = RedisLockManager::new(LockConfig {
+        redis: redis_config(dead_url().await),
+        resilience: fast_resilience(),
+        ..lock_config(&p)
+    })
+    .unwrap();
+    let err = locks.try_acquire("k", Duration::from_secs(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LockError::Backend {
+                operation: "acquire",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = locks.acquire("k", Duration::from_secs(1)).await.unwrap_err();
+    assert!(
+        matches!(err, LockError::Backend { .. }),
+        "backend errors are not retried as contention: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_calls_are_shed() {
+    let backend = Arc::new(
+        RedisBackend::new(
+            "shed-test",
+            &redis_config(redis_url()),
+            &ResilienceConfig {
+                max_in_flight: 2,
+                ..ResilienceConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let b = Arc::clone(&backend);
+        tasks.push(tokio::spawn(async move {
+            b.run("slow", Idempotency::Once, |mut c| async move {
+                // A slow command holds its slot (50 ms, well under the timeout).
+                redis::cmd("PING").query_async::<String>(&mut c).await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(())
+            })
+            .await
+        }));
+    }
+    let mut shed = 0;
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(RedisError::Shed { max_in_flight: 2, .. }) => shed += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(ok >= 2 && shed >= 10, "ok {ok}, shed {shed}");
+    assert_eq!(
+        backend.circuit_state(),
+        CircuitState::Closed,
+        "shedding is not a Redis failure"
+    );
+}

@@ -1,0 +1,208 @@
+//! Distributed locks and the locked repository against the real Redis.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use es_core::{CommandContext, InMemoryEventStore, Lease, LockManager, Repository, RepositoryError};
+use es_redis::{LockConfig, LockedRepository, RedisLockManager, FENCING_TOKEN_HEADER};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mutual_exclusion_under_contention() {
+    let p = prefix();
+    let inside = Arc::new(AtomicUsize::new(0));
+    let max_inside = Arc::new(AtomicUsize::new(0));
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        // One manager per task: as many "processes" as tasks.
+        let locks = RedisLockManager::new(LockConfig {
+            retry_attempts: 2000,
+            retry_delay: Duration::from_millis(2),
+            ..lock_config(&p)
+        })
+        .unwrap();
+        let (inside, max_inside, tokens) = (Arc::clone(&inside), Arc::clone(&max_inside), Arc::clone(&tokens));
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let guard = locks.acquire("hot", Duration::from_secs(5)).await.unwrap();
+                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                max_inside.fetch_max(now, Ordering::SeqCst);
+                tokens.lock().unwrap().push(guard.fencing_token());
+                if t % 3 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+                inside.fetch_sub(1, Ordering::SeqCst);
+                assert!(guard.release().await.unwrap());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(max_inside.load(Ordering::SeqCst), 1, "never two holders at once");
+    let tokens = tokens.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 160);
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "tokens increase in acquisition order"
+    );
+    cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn stalled_holder_loses_the_lock_and_its_token_is_older() {
+    let p = prefix();
+    let locks = RedisLockManager::new(lock_config(&p)).unwrap();
+    let stale = locks.acquire("k", Duration::from_millis(100)).await.unwrap();
+    assert!(locks.try_acquire("k", Duration::from_secs(5)).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(200)).await; // the holder stalls past its TTL
+    let fresh = locks
+        .try_acquire("k", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("expired lock is free");
+    assert!(
+        fresh.fencing_token() > stale.fencing_token(),
+        "stale token is detectably older"
+    );
+    assert!(
+        !stale.extend(Duration::from_secs(5)).await.unwrap(),
+        "stale holder cannot extend"
+    );
+    assert!(!stale.release().await.unwrap(), "stale holder cannot release");
+    assert!(
+        locks.try_acquire("k", Duration::from_secs(5)).await.unwrap().is_none(),
+        "fresh holder still holds"
+    );
+    assert!(fresh.release().await.unwrap());
+    cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn release_by_non_owner_is_refused_and_extend_works() {
+    let p = prefix();
+    let locks = RedisLockManager::new(lock_config(&p)).unwrap();
+    let guard = locks.acquire("k", Duration::from_millis(300)).await.unwrap();
+    let forged = Lease {
+        owner: uuid::Uuid::new_v4(),
+        ..guard.lease().clone()
+    };
+    assert!(!locks.release(&forged).await.unwrap(), "non-owner release refused");
+    assert!(
+        !locks.extend(&forged, Duration::from_secs(5)).await.unwrap(),
+        "non-owner extend refused"
+    );
+    assert!(
+        locks.try_acquire("k", Duration::from_secs(1)).await.unwrap().is_none(),
+        "still held"
+    );
+
+    assert!(guard.extend(Duration::from_secs(2)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await; // past the original TTL
+    assert!(
+        locks.try_acquire("k", Duration::from_secs(1)).await.unwrap().is_none(),
+        "extended lease holds"
+    );
+    assert!(guard.release().await.unwrap());
+    assert!(
+        locks.try_acquire("k", Duration::from_secs(1)).await.unwrap().is_some(),
+        "released"
+    );
+
+    // Contended acquire gives up after the configured attempts.
+    let few = RedisLockManager::new(LockConfig {
+        retry_attempts: 3,
+        retry_delay: Duration::from_millis(5),
+        ..lock_config(&p)
+    })
+    .unwrap();
+    let _held = few.acquire("busy", Duration::from_secs(5)).await.unwrap();
+    let err = few.acquire("busy", Duration::from_secs(5)).await.unwrap_err();
+    assert!(
+        matches!(err, es_core::LockError::Contended { attempts: 3, .. }),
+        "{err}"
+    );
+    cleanup(&p).await;
+}
+
+/// The store's optimistic concurrency is the final guard: a holder whose
+/// lease expired cannot append at the version it read.
+#[tokio::test]
+async fn stale_holder_append_is_refused_by_the_store() {
+    let p = prefix();
+    let store = Arc::new(InMemoryEventStore::new());
+    let locks = RedisLockManager::new(lock_config(&p)).unwrap();
+    let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store)).build();
+    repo.execute("s", AccountCommand::Deposit(10)).await.unwrap();
+
+    let stale = locks.acquire("account:s", Duration::from_millis(80)).await.unwrap();
+    let read = repo.load("s").await.unwrap().version;
+    tokio::time::sleep(Duration::from_millis(150)).await; // stall past TTL
+
+    let other = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store)).build();
+    let locked = LockedRepository::new(other, Arc::new(locks.clone()), Duration::from_secs(5));
+    let fresh = locked.execute("s", AccountCommand::Withdraw(10)).await.unwrap();
+    let fresh_token: u64 = fresh.events[0].metadata.headers[FENCING_TOKEN_HEADER].parse().unwrap();
+    assert!(fresh_token > stale.fencing_token());
+
+    let ctx = CommandContext::default().expect_version(read);
+    let err = repo
+        .execute_in("s", AccountCommand::Withdraw(10), ctx)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RepositoryError::Conflict { .. }), "{err}");
+    assert_eq!(repo.load("s").await.unwrap().state.balance, 0, "no double withdrawal");
+    cleanup(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locked_repositories_serialize_a_hot_stream_and_record_tokens() {
+    let p = prefix();
+    let store = Arc::new(InMemoryEventStore::new());
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        // Four instances: own repository (own in-process queue), own locks.
+        let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store))
+            .retry(es_core::RetryPolicy::never())
+            .build();
+        let locks = Arc::new(
+            RedisLockManager::new(LockConfig {
+                retry_attempts: 2000,
+                retry_delay: Duration::from_millis(2),
+                ..lock_config(&p)
+            })
+            .unwrap(),
+        );
+        let locked = LockedRepository::new(repo, locks, Duration::from_secs(5));
+        for _ in 0..3 {
+            let locked = locked.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..10 {
+                    locked.execute("hot", AccountCommand::Deposit(1)).await.unwrap();
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store)).build();
+    let history = repo.history("hot").await.unwrap();
+    assert_eq!(
+        history.len(),
+        120,
+        "all accepted without conflict retries (retry policy: never)"
+    );
+    let tokens: Vec<u64> = history
+        .iter()
+        .map(|e| e.metadata.headers[FENCING_TOKEN_HEADER].parse().unwrap())
+        .collect();
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "token order is version order");
+    cleanup(&p).await;
+}
