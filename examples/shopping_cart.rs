@@ -34,7 +34,10 @@ impl Projector for CheckoutCounter {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Arc::new(InMemoryEventStore::new());
     let carts: Repository<Cart, InMemoryEventStore> = Repository::builder(Arc::clone(&store))
-        .snapshots(Arc::new(InMemorySnapshotStore::new()), SnapshotPolicy::EveryNEvents(100))
+        .snapshots(
+            Arc::new(InMemorySnapshotStore::new()),
+            SnapshotPolicy::EveryNEvents(100),
+        )
         .cache(Arc::new(InMemoryStateCache::new(10_000)))
         .build();
 
@@ -77,9 +80,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     carts.execute("cart-2", CartCommand::CheckOut).await?;
 
     let counter = Arc::new(CheckoutCounter::default());
-    let runner = ProjectionRunner::new(Arc::clone(&store), Arc::clone(&counter), Arc::new(InMemoryCheckpointStore::new()));
+    let runner = ProjectionRunner::new(
+        Arc::clone(&store),
+        Arc::clone(&counter),
+        Arc::new(InMemoryCheckpointStore::new()),
+    );
     runner.catch_up().await?;
-    println!("checked-out carts: {}", counter.0.load(std::sync::atomic::Ordering::SeqCst));
+    println!(
+        "checked-out carts: {}",
+        counter.0.load(std::sync::atomic::Ordering::SeqCst)
+    );
 
     for e in carts.history("cart-1").await? {
         println!("  v{} {:?}", e.version, e.event);

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use es_core::{Aggregate, DomainEvent, EventCodec, EventStore, ExpectedVersion, InMemoryEventStore, NewEvent, StreamId};
+use es_core::{
+    Aggregate, DomainEvent, EventCodec, EventStore, ExpectedVersion, InMemoryEventStore, NewEvent, StreamId,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -56,14 +58,23 @@ fn rehydrate(c: &mut Criterion) {
             let events = (0..1000)
                 .map(|i| {
                     let e = if i % 3 == 0 {
-                        AccountEvent::Withdrawn { amount: 5, reference: format!("tx-{chunk}-{i}") }
+                        AccountEvent::Withdrawn {
+                            amount: 5,
+                            reference: format!("tx-{chunk}-{i}"),
+                        }
                     } else {
-                        AccountEvent::Deposited { amount: 10, reference: format!("tx-{chunk}-{i}") }
+                        AccountEvent::Deposited {
+                            amount: 10,
+                            reference: format!("tx-{chunk}-{i}"),
+                        }
                     };
                     NewEvent::new(e.event_type(), codec.encode(&e).expect("encode"))
                 })
                 .collect();
-            store.append("account", &id, ExpectedVersion::Any, events).await.expect("append");
+            store
+                .append("account", &id, ExpectedVersion::Any, events)
+                .await
+                .expect("append");
         }
     });
     let records = runtime.block_on(async {
@@ -122,7 +133,12 @@ fn append(c: &mut Criterion) {
                                     let id = StreamId::from(format!("s-{t}"));
                                     for v in 0..per_task as u64 {
                                         store
-                                            .append("account", &id, ExpectedVersion::Exact(v), vec![NewEvent::new("Deposited", payload.clone())])
+                                            .append(
+                                                "account",
+                                                &id,
+                                                ExpectedVersion::Exact(v),
+                                                vec![NewEvent::new("Deposited", payload.clone())],
+                                            )
                                             .await
                                             .expect("append");
                                     }

@@ -178,11 +178,17 @@ pub async fn idempotent_appends<S: EventStore>(store: S) {
     let dup = store.append("t", &other, ExpectedVersion::Any, second).await;
     assert!(matches!(dup, Err(StoreError::DuplicateEventId { .. })), "got {dup:?}");
     assert_eq!(store.stream_version(&other).await.expect("version"), 0);
-    assert_eq!(count_all(&store, before + 1).await, before + 1, "only the one legitimate append was stored");
+    assert_eq!(
+        count_all(&store, before + 1).await,
+        before + 1,
+        "only the one legitimate append was stored"
+    );
 }
 
 async fn count_all<S: EventStore>(store: &S, at_least: usize) -> usize {
-    settled_read_all(store, 0, 100_000, &EventFilter::all(), at_least).await.len()
+    settled_read_all(store, 0, 100_000, &EventFilter::all(), at_least)
+        .await
+        .len()
 }
 
 /// Reads the global log, retrying for up to 10 s until at least
@@ -320,11 +326,7 @@ pub async fn long_stream_paging<S: EventStore>(store: S) {
     let read: Vec<_> = store.read_stream(&id, 1).try_collect().await.expect("read");
     assert_eq!(read.len() as u64, total);
     assert!(read.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
-    let from: Vec<_> = store
-        .read_stream(&id, page + 1)
-        .try_collect()
-        .await
-        .expect("read");
+    let from: Vec<_> = store.read_stream(&id, page + 1).try_collect().await.expect("read");
     assert_eq!(from.len() as u64, total - page);
     assert_eq!(from[0].version, page + 1);
 }

@@ -46,9 +46,18 @@ async fn expired_holder_loses_the_lock_and_its_token_is_older() {
     tokio::time::sleep(Duration::from_millis(60)).await;
     let fresh = locks.acquire("k", Duration::from_secs(5)).await.unwrap();
     assert!(fresh.fencing_token() > stale.fencing_token());
-    assert!(!stale.extend(Duration::from_secs(5)).await.unwrap(), "lost lease cannot be extended");
-    assert!(!locks.release(stale.lease()).await.unwrap(), "non-owner release refused");
-    assert!(locks.try_acquire("k", Duration::from_secs(1)).await.unwrap().is_none(), "fresh holder still holds it");
+    assert!(
+        !stale.extend(Duration::from_secs(5)).await.unwrap(),
+        "lost lease cannot be extended"
+    );
+    assert!(
+        !locks.release(stale.lease()).await.unwrap(),
+        "non-owner release refused"
+    );
+    assert!(
+        locks.try_acquire("k", Duration::from_secs(1)).await.unwrap().is_none(),
+        "fresh holder still holds it"
+    );
     assert!(fresh.extend(Duration::from_secs(5)).await.unwrap());
     assert!(fresh.release().await.unwrap());
     assert!(locks.try_acquire("k", Duration::from_secs(1)).await.unwrap().is_some());

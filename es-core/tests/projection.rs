@@ -48,7 +48,12 @@ impl Projector for Counts {
 
 async fn append(store: &InMemoryEventStore, stream_type: &str, id: &str, kind: &str, payload: serde_json::Value) {
     store
-        .append(stream_type, &StreamId::from(id), ExpectedVersion::Any, vec![NewEvent::new(kind, payload)])
+        .append(
+            stream_type,
+            &StreamId::from(id),
+            ExpectedVersion::Any,
+            vec![NewEvent::new(kind, payload)],
+        )
         .await
         .unwrap();
 }
@@ -78,7 +83,11 @@ async fn catches_up_from_checkpoint_and_filters() {
     let runner = ProjectionRunner::new(store.clone(), projector.clone(), checkpoints.clone())
         .with_config(fast_config(OnFailure::Stop));
     assert_eq!(runner.catch_up().await.unwrap(), 7);
-    assert_eq!(checkpoints.load("counts").await.unwrap(), 14, "checkpoint moves past unmatched events");
+    assert_eq!(
+        checkpoints.load("counts").await.unwrap(),
+        14,
+        "checkpoint moves past unmatched events"
+    );
     assert_eq!(runner.catch_up().await.unwrap(), 0, "nothing applied twice");
     append(&store, "order", "o0", "Shipped", json!({})).await;
     assert_eq!(runner.catch_up().await.unwrap(), 1);
@@ -91,8 +100,12 @@ async fn catches_up_from_checkpoint_and_filters() {
 async fn follows_live_events_until_shutdown() {
     let store = Arc::new(InMemoryEventStore::new());
     let projector = Arc::new(Counts::default());
-    let runner = ProjectionRunner::new(store.clone(), projector.clone(), Arc::new(InMemoryCheckpointStore::new()))
-        .with_config(fast_config(OnFailure::Stop));
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        projector.clone(),
+        Arc::new(InMemoryCheckpointStore::new()),
+    )
+    .with_config(fast_config(OnFailure::Stop));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         runner
@@ -123,8 +136,12 @@ async fn full_incremental_and_selective_replay() {
         append(&store, "order", "o", "Paid", json!({})).await;
     }
     let projector = Arc::new(Counts::default());
-    let runner = ProjectionRunner::new(store.clone(), projector.clone(), Arc::new(InMemoryCheckpointStore::new()))
-        .with_config(fast_config(OnFailure::Stop));
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        projector.clone(),
+        Arc::new(InMemoryCheckpointStore::new()),
+    )
+    .with_config(fast_config(OnFailure::Stop));
     runner.catch_up().await.unwrap();
     let key = |t: &str| ("o".to_owned(), t.to_owned());
     assert_eq!(projector.seen.lock().unwrap()[&key("Paid")], 3);
@@ -133,7 +150,11 @@ async fn full_incremental_and_selective_replay() {
     assert_eq!(projector.seen.lock().unwrap()[&key("Paid")], 3, "reset then rebuilt");
 
     assert_eq!(runner.replay(ReplayMode::From(4)).await.unwrap(), 2);
-    assert_eq!(projector.seen.lock().unwrap()[&key("Paid")], 4, "events 5 and 6 applied again");
+    assert_eq!(
+        projector.seen.lock().unwrap()[&key("Paid")],
+        4,
+        "events 5 and 6 applied again"
+    );
     assert_eq!(runner.position().await.unwrap(), 6);
 
     let n = runner
@@ -146,7 +167,11 @@ async fn full_incremental_and_selective_replay() {
     assert_eq!(n, 3);
     assert_eq!(projector.seen.lock().unwrap()[&key("Placed")], 7);
     assert_eq!(projector.seen.lock().unwrap()[&key("Paid")], 4, "other types untouched");
-    assert_eq!(runner.position().await.unwrap(), 6, "selective replay keeps the checkpoint");
+    assert_eq!(
+        runner.position().await.unwrap(),
+        6,
+        "selective replay keeps the checkpoint"
+    );
 }
 
 #[tokio::test]
@@ -169,7 +194,11 @@ async fn failing_events_are_dead_lettered_or_stop_the_runner() {
         ProjectionError::Stopped { position, .. } => assert_eq!(position, 2),
         other => panic!("{other:?}"),
     }
-    assert_eq!(stopper.position().await.unwrap(), 1, "checkpoint stays before the failing event");
+    assert_eq!(
+        stopper.position().await.unwrap(),
+        1,
+        "checkpoint stays before the failing event"
+    );
 
     let projector = Arc::new(Counts::default());
     let checkpoints = Arc::new(InMemoryCheckpointStore::new());

@@ -34,7 +34,11 @@ async fn executes_commands_and_reloads_state() {
     assert_eq!((loaded.state.balance, loaded.version), (70, 2));
     let err = r.execute("w", WalletCommand::Debit(1000)).await.unwrap_err();
     assert!(matches!(err, RepositoryError::Rejected(WalletError::InsufficientFunds)));
-    assert_eq!(store.stream_version(&"w".into()).await.unwrap(), 2, "a rejection appends nothing");
+    assert_eq!(
+        store.stream_version(&"w".into()).await.unwrap(),
+        2,
+        "a rejection appends nothing"
+    );
     let noop = r.execute("w", WalletCommand::Nothing).await.unwrap();
     assert!(noop.events.is_empty());
     assert_eq!(noop.version, 2);
@@ -44,8 +48,9 @@ async fn executes_commands_and_reloads_state() {
 async fn events_carry_metadata_and_clock_time() {
     let store = Arc::new(InMemoryEventStore::new());
     let clock = ManualClock::at("2030-01-02T03:04:05Z".parse().unwrap());
-    let r: Repository<Wallet, InMemoryEventStore> =
-        Repository::builder(Arc::clone(&store)).clock(Arc::new(clock.clone())).build();
+    let r: Repository<Wallet, InMemoryEventStore> = Repository::builder(Arc::clone(&store))
+        .clock(Arc::new(clock.clone()))
+        .build();
     let correlation = Uuid::now_v7();
     let ctx = CommandContext::default().with_metadata(Metadata::correlated(correlation).with_header("client", "c1"));
     r.execute_in("w", WalletCommand::Credit(5), ctx).await.unwrap();
@@ -72,7 +77,11 @@ async fn expected_version_mismatch_is_a_conflict_with_both_versions() {
     let r = repo(&store);
     r.execute("w", WalletCommand::Credit(10)).await.unwrap();
     let err = r
-        .execute_in("w", WalletCommand::Credit(1), CommandContext::default().expect_version(5))
+        .execute_in(
+            "w",
+            WalletCommand::Credit(1),
+            CommandContext::default().expect_version(5),
+        )
         .await
         .unwrap_err();
     match err {
@@ -80,7 +89,11 @@ async fn expected_version_mismatch_is_a_conflict_with_both_versions() {
         other => panic!("{other:?}"),
     }
     let ok = r
-        .execute_in("w", WalletCommand::Credit(1), CommandContext::default().expect_version(1))
+        .execute_in(
+            "w",
+            WalletCommand::Credit(1),
+            CommandContext::default().expect_version(1),
+        )
         .await
         .unwrap();
     assert_eq!(ok.version, 2);
@@ -97,7 +110,11 @@ async fn concurrent_commands_on_one_stream_are_serialized_and_batched() {
     for i in 0..400 {
         let r = r.clone();
         tasks.push(tokio::spawn(async move {
-            let cmd = if i % 2 == 0 { WalletCommand::Credit(3) } else { WalletCommand::Debit(7) };
+            let cmd = if i % 2 == 0 {
+                WalletCommand::Credit(3)
+            } else {
+                WalletCommand::Debit(7)
+            };
             (i, r.execute("hot", cmd).await)
         }));
     }
@@ -153,13 +170,15 @@ async fn two_processes_with_caches_never_lose_an_update() {
     let (a, b) = (make(), make());
     a.execute("w", WalletCommand::Credit(1)).await.unwrap();
     b.execute("w", WalletCommand::Credit(1)).await.unwrap(); // b's cache now at v2, a's at v1
-    // a's cached state is stale (v1): the command still lands on v3.
+                                                             // a's cached state is stale (v1): the command still lands on v3.
     let out = a.execute("w", WalletCommand::Credit(1)).await.unwrap();
     assert_eq!((out.version, out.state.balance), (3, 3));
     let mut tasks = Vec::new();
     for i in 0..200 {
         let r = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move { r.execute("w", WalletCommand::Credit(1)).await }));
+        tasks.push(tokio::spawn(
+            async move { r.execute("w", WalletCommand::Credit(1)).await },
+        ));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
@@ -207,7 +226,9 @@ async fn conflicts_exhaust_retries_and_report_both_versions() {
     let store = Arc::new(InMemoryEventStore::new());
     repo(&store).execute("w", WalletCommand::Credit(1)).await.unwrap();
     // Another writer wins the race before every append.
-    let racer = Racer { store: Arc::clone(&store) };
+    let racer = Racer {
+        store: Arc::clone(&store),
+    };
     let r: Repository<Wallet, Racer> = Repository::builder(Arc::new(racer))
         .retry(RetryPolicy {
             max_attempts: 3,
@@ -220,7 +241,11 @@ async fn conflicts_exhaust_retries_and_report_both_versions() {
         RepositoryError::Conflict { expected, actual, .. } => assert_eq!((expected, actual), (3, 4)),
         other => panic!("{other:?}"),
     }
-    assert_eq!(store.stream_version(&"w".into()).await.unwrap(), 4, "only the racer's events landed");
+    assert_eq!(
+        store.stream_version(&"w".into()).await.unwrap(),
+        4,
+        "only the racer's events landed"
+    );
 }
 
 /// A store wrapper that sneaks in a competing event before every append.
@@ -284,8 +309,12 @@ async fn command_ids_apply_once_even_when_sent_concurrently() {
     for _ in 0..50 {
         let r = r.clone();
         tasks.push(tokio::spawn(async move {
-            r.execute_in("w", WalletCommand::Debit(60), CommandContext::default().with_command_id(key))
-                .await
+            r.execute_in(
+                "w",
+                WalletCommand::Debit(60),
+                CommandContext::default().with_command_id(key),
+            )
+            .await
         }));
     }
     let mut applied = 0;
@@ -301,7 +330,11 @@ async fn command_ids_apply_once_even_when_sent_concurrently() {
     // the store itself: a fresh repository has no memory of it.
     let fresh = repo(&store);
     let again = fresh
-        .execute_in("w", WalletCommand::Debit(60), CommandContext::default().with_command_id(key))
+        .execute_in(
+            "w",
+            WalletCommand::Debit(60),
+            CommandContext::default().with_command_id(key),
+        )
         .await
         .unwrap();
     assert!(again.already_applied);
@@ -313,7 +346,12 @@ async fn validators_reject_before_append_and_handlers_run_after() {
     struct Count(AtomicUsize);
     #[async_trait]
     impl EventHandler<Wallet> for Count {
-        async fn on_committed(&self, _: &StreamId, _: &Wallet, e: &[CommittedEvent<WalletEvent>]) -> Result<(), BoxError> {
+        async fn on_committed(
+            &self,
+            _: &StreamId,
+            _: &Wallet,
+            e: &[CommittedEvent<WalletEvent>],
+        ) -> Result<(), BoxError> {
             self.0.fetch_add(e.len(), Ordering::SeqCst);
             Err("handler failures do not fail the command".into())
         }
@@ -322,7 +360,10 @@ async fn validators_reject_before_append_and_handlers_run_after() {
     let seen = Arc::new(Count(AtomicUsize::new(0)));
     let r: Repository<Wallet, InMemoryEventStore> = Repository::builder(Arc::clone(&store))
         .validator(|_: &Wallet, events: &[WalletEvent]| {
-            if events.iter().any(|e| matches!(e, WalletEvent::Credited { amount } if *amount > 1000)) {
+            if events
+                .iter()
+                .any(|e| matches!(e, WalletEvent::Credited { amount } if *amount > 1000))
+            {
                 Err("credit above limit".to_owned())
             } else {
                 Ok(())
@@ -332,7 +373,10 @@ async fn validators_reject_before_append_and_handlers_run_after() {
         .build();
     r.execute("w", WalletCommand::Credit(10)).await.unwrap();
     let err = r.execute("w", WalletCommand::Credit(5000)).await.unwrap_err();
-    assert!(matches!(err, RepositoryError::Invalid(ref m) if m == "credit above limit"), "{err:?}");
+    assert!(
+        matches!(err, RepositoryError::Invalid(ref m) if m == "credit above limit"),
+        "{err:?}"
+    );
     assert_eq!(store.len(), 1);
     assert_eq!(seen.0.load(Ordering::SeqCst), 1);
 }
@@ -372,7 +416,11 @@ async fn snapshots_are_taken_and_used_and_old_schemas_discarded() {
     let r2: Repository<Wallet, InMemoryEventStore> = Repository::builder(Arc::clone(&store))
         .snapshots(snaps.clone(), SnapshotPolicy::Never)
         .build();
-    assert_eq!(r2.load("w").await.unwrap().state.balance, 1002, "snapshot v24 + event 25");
+    assert_eq!(
+        r2.load("w").await.unwrap().state.balance,
+        1002,
+        "snapshot v24 + event 25"
+    );
     // A snapshot of another schema version is ignored.
     snaps
         .save(Snapshot {
@@ -408,8 +456,7 @@ async fn upcasters_chain_old_payloads_into_todays_events() {
             .ok_or_else(|| es_core::UpcastError("value is not a number".into()))?;
         Ok(json!({"Credited": {"amount": cents}}))
     }));
-    let r: Repository<Wallet, InMemoryEventStore> =
-        Repository::builder(Arc::clone(&store)).upcasters(registry).build();
+    let r: Repository<Wallet, InMemoryEventStore> = Repository::builder(Arc::clone(&store)).upcasters(registry).build();
     assert_eq!(r.load("w").await.unwrap().state.balance, 250);
     // Without the upcasters the payload is an error naming stream and version.
     let plain = repo(&store);

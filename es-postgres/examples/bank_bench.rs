@@ -46,7 +46,11 @@ enum Mix {
 
 #[derive(Parser, Debug)]
 struct Args {
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     database_url: String,
     #[arg(long, value_enum, default_value = "bank")]
     mode: Mode,
@@ -178,14 +182,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Mode::Rehydrate => rehydrate(&args, &store).await,
     };
     if !args.keep {
-        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(store.pool()).await?;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(store.pool())
+            .await?;
     }
     store.shutdown().await;
     result
 }
 
 async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
-    let accounts = if args.scenario == Scenario::Hot { 1 } else { args.accounts.max(1) };
+    let accounts = if args.scenario == Scenario::Hot {
+        1
+    } else {
+        args.accounts.max(1)
+    };
     let dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
     let mut builder = Repository::<Account, dyn EventStore>::builder(dyn_store)
         .cache(Arc::new(InMemoryStateCache::new(accounts as u64 + 16)))
@@ -195,7 +205,10 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
             ..RetryPolicy::default()
         });
     if args.snapshots {
-        builder = builder.snapshots(Arc::new(PostgresSnapshotStore::new(store)), SnapshotPolicy::EveryNEvents(100));
+        builder = builder.snapshots(
+            Arc::new(PostgresSnapshotStore::new(store)),
+            SnapshotPolicy::EveryNEvents(100),
+        );
     }
     let repo = builder.build();
     // Setup (not timed): open every account through the repository, as the
@@ -203,7 +216,11 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     let opened: Vec<_> = (0..accounts)
         .map(|i| {
             let repo = repo.clone();
-            tokio::spawn(async move { repo.execute(account_id(i), Command::Open(INITIAL)).await.map_err(|e| e.to_string()) })
+            tokio::spawn(async move {
+                repo.execute(account_id(i), Command::Open(INITIAL))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
         })
         .collect();
     for o in opened {
@@ -288,7 +305,9 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     // Verification: replay every account from the store.
     let mut failures = Vec::new();
     if events as u64 != accounts as u64 + accepted {
-        failures.push(format!("events in store {events} != accounts {accounts} + accepted {accepted}"));
+        failures.push(format!(
+            "events in store {events} != accounts {accounts} + accepted {accepted}"
+        ));
     }
     for (i, expected_net) in net.iter().enumerate() {
         let id = account_id(i);
@@ -339,7 +358,10 @@ async fn append_only(args: &Args, store: &PostgresEventStore) -> Result<(), Box<
                             "account",
                             &id,
                             ExpectedVersion::Exact(v),
-                            vec![NewEvent::new("MoneyDeposited", json!({"MoneyDeposited": {"amount": 1025}}))],
+                            vec![NewEvent::new(
+                                "MoneyDeposited",
+                                json!({"MoneyDeposited": {"amount": 1025}}),
+                            )],
                         )
                         .await
                         .map_err(|e| e.to_string())?;
@@ -382,7 +404,9 @@ async fn append_only(args: &Args, store: &PostgresEventStore) -> Result<(), Box<
 
 async fn rehydrate(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
     let id = account_id(0);
-    let created = AccountEvent::AccountCreated { initial_balance: INITIAL };
+    let created = AccountEvent::AccountCreated {
+        initial_balance: INITIAL,
+    };
     let mut batch = vec![NewEvent::new(created.event_type(), serde_json::to_value(&created)?)];
     let mut version = 0u64;
     let mut expected = INITIAL;
@@ -393,7 +417,12 @@ async fn rehydrate(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dy
         if batch.len() == 1000 || i + 1 == args.events {
             let n = batch.len() as u64;
             store
-                .append("account", &id, ExpectedVersion::Exact(version), std::mem::take(&mut batch))
+                .append(
+                    "account",
+                    &id,
+                    ExpectedVersion::Exact(version),
+                    std::mem::take(&mut batch),
+                )
                 .await?;
             version += n;
         }
@@ -406,7 +435,10 @@ async fn rehydrate(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dy
         let state = repo.load(id.as_str()).await?;
         times.push(t.elapsed().as_micros() as u64);
         if state.version != args.events as u64 || state.state.balance != expected {
-            eprintln!("VERIFY FAILED: loaded v{} balance {}", state.version, state.state.balance);
+            eprintln!(
+                "VERIFY FAILED: loaded v{} balance {}",
+                state.version, state.state.balance
+            );
             std::process::exit(1);
         }
     }

@@ -199,7 +199,8 @@ impl Columns {
             self.stream_types.push(r.job.stream_type.clone());
             self.event_ids.push(e.event_id);
             self.event_types.push(e.event_type.clone());
-            self.schema_versions.push(i32::try_from(e.schema_version).unwrap_or(i32::MAX));
+            self.schema_versions
+                .push(i32::try_from(e.schema_version).unwrap_or(i32::MAX));
             self.payloads.push(e.payload.to_string());
             self.metadata
                 .push(serde_json::to_string(&e.metadata).unwrap_or_else(|_| "{}".to_owned()));
@@ -261,7 +262,8 @@ async fn execute_with_retry(
 /// Writes one round; returns the `Any` appends that lost a race and must
 /// be resolved again.
 async fn write_round(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, round: Vec<Resolved>) -> Vec<AppendJob> {
-    metrics::histogram!("es_postgres_batch_events").record(round.iter().map(|r| r.job.events.len()).sum::<usize>() as f64);
+    metrics::histogram!("es_postgres_batch_events")
+        .record(round.iter().map(|r| r.job.events.len()).sum::<usize>() as f64);
     match execute_with_retry(pool, sql, config, &round).await {
         Ok(positions) => {
             let mut again = Vec::new();
@@ -358,12 +360,13 @@ async fn settle(pool: &PgPool, sql: &Sql, r: Resolved, positions: &HashMap<Uuid,
             }
         }
         let slots: Vec<_> = ids.iter().map(|id| by_id.get(id).cloned()).collect();
-        let answer = check_replay(&job.stream_id, job.expected, &job.events, &slots)
-            .and_then(|r| r.ok_or_else(|| StoreError::Corrupt {
+        let answer = check_replay(&job.stream_id, job.expected, &job.events, &slots).and_then(|r| {
+            r.ok_or_else(|| StoreError::Corrupt {
                 stream_id: job.stream_id.clone(),
                 version: base + 1,
                 reason: "stored ids vanished".into(),
-            }));
+            })
+        });
         let _ = job.reply.send(answer);
         return None;
     }

@@ -50,7 +50,10 @@ pub(crate) fn spawn_listener(pool: PgPool, channel: String) -> (watch::Receiver<
 /// Starts a task that sends one NOTIFY after appends were written,
 /// coalescing every append that happened while the previous NOTIFY was in
 /// flight. Off the append path: no commit waits for it.
-pub(crate) fn spawn_notifier(pool: PgPool, statement: String) -> (std::sync::Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>) {
+pub(crate) fn spawn_notifier(
+    pool: PgPool,
+    statement: String,
+) -> (std::sync::Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>) {
     let poke = std::sync::Arc::new(tokio::sync::Notify::new());
     let waiter = std::sync::Arc::clone(&poke);
     let handle = tokio::spawn(async move {

@@ -6,7 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use es_core::{BoxError, DeadLetter, EventFilter, EventStore, OnFailure, ProjectionConfig, ProjectionError, RecordedEvent, ReplayMode, StoreError};
+use es_core::{
+    BoxError, DeadLetter, EventFilter, EventStore, OnFailure, ProjectionConfig, ProjectionError, RecordedEvent,
+    ReplayMode, StoreError,
+};
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use crate::checkpoint::PostgresCheckpointStore;
@@ -239,10 +242,13 @@ impl<P: TransactionalProjector> PgProjectionRunner<P> {
         match mode {
             ReplayMode::Full => {
                 let mut tx = self.store.pool().begin().await.map_err(self.db("begin"))?;
-                self.projector.reset(&mut tx).await.map_err(|e| ProjectionError::Reset {
-                    projection: self.projector.name().to_owned(),
-                    error: e.to_string(),
-                })?;
+                self.projector
+                    .reset(&mut tx)
+                    .await
+                    .map_err(|e| ProjectionError::Reset {
+                        projection: self.projector.name().to_owned(),
+                        error: e.to_string(),
+                    })?;
                 self.save_checkpoint(&mut tx, 0).await?;
                 tx.commit().await.map_err(self.db("commit"))?;
                 self.catch_up().await
@@ -260,7 +266,10 @@ impl<P: TransactionalProjector> PgProjectionRunner<P> {
                     event_types: if base.event_types.is_empty() {
                         event_types
                     } else {
-                        event_types.into_iter().filter(|t| base.event_types.contains(t)).collect()
+                        event_types
+                            .into_iter()
+                            .filter(|t| base.event_types.contains(t))
+                            .collect()
                     },
                     stream_types: base.stream_types,
                 };
@@ -283,12 +292,15 @@ impl<P: TransactionalProjector> PgProjectionRunner<P> {
                     };
                     let mut tx = self.store.pool().begin().await.map_err(self.db("begin"))?;
                     for event in &batch {
-                        self.projector.apply(&mut tx, event).await.map_err(|e| ProjectionError::Stopped {
-                            projection: self.projector.name().to_owned(),
-                            position: event.global_position,
-                            event_type: event.event_type.clone(),
-                            error: e.to_string(),
-                        })?;
+                        self.projector
+                            .apply(&mut tx, event)
+                            .await
+                            .map_err(|e| ProjectionError::Stopped {
+                                projection: self.projector.name().to_owned(),
+                                position: event.global_position,
+                                event_type: event.event_type.clone(),
+                                error: e.to_string(),
+                            })?;
                     }
                     tx.commit().await.map_err(self.db("commit"))?;
                     applied += batch.len() as u64;

@@ -87,7 +87,9 @@ impl Sql {
 
     /// A migration script with the schema and channel filled in.
     pub(crate) fn render(&self, script: &str) -> String {
-        script.replace("{schema}", &self.schema).replace("{channel}", &self.channel)
+        script
+            .replace("{schema}", &self.schema)
+            .replace("{channel}", &self.channel)
     }
 }
 
@@ -108,13 +110,20 @@ mod tests {
     #[test]
     fn statements_use_the_schema_and_index_friendly_predicates() {
         let sql = Sql::new("bank", false);
-        assert!(sql.read_stream.contains("FROM bank.events WHERE stream_id = $1 AND version >= $2 ORDER BY version"));
-        assert!(sql.read_all.contains("global_position > $1 AND global_position < (pg_snapshot_xmin"));
+        assert!(sql
+            .read_stream
+            .contains("FROM bank.events WHERE stream_id = $1 AND version >= $2 ORDER BY version"));
+        assert!(sql
+            .read_all
+            .contains("global_position > $1 AND global_position < (pg_snapshot_xmin"));
         assert!(sql.append.starts_with("INSERT INTO bank.events"));
         assert!(sql.append.contains("ORDER BY c.version DESC LIMIT 1), 0) = i.base"));
         assert!(!sql.append.contains("outbox"));
         assert!(Sql::new("bank", true).append.contains("INSERT INTO bank.outbox"));
         assert_eq!(sql.channel, "es_events_bank");
-        assert_eq!(sql.render("CREATE TABLE {schema}.x; NOTIFY {channel}"), "CREATE TABLE bank.x; NOTIFY es_events_bank");
+        assert_eq!(
+            sql.render("CREATE TABLE {schema}.x; NOTIFY {channel}"),
+            "CREATE TABLE bank.x; NOTIFY es_events_bank"
+        );
     }
 }

@@ -4,7 +4,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use es_core::{AppendResult, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError, StreamId};
+use es_core::{
+    AppendResult, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError, StreamId,
+};
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -155,7 +157,11 @@ impl PostgresEventStore {
             .take();
         drop(sender);
         let workers: Vec<_> = std::mem::take(
-            &mut *self.inner.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            &mut *self
+                .inner
+                .workers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         for w in workers {
             let _ = w.await;
@@ -238,8 +244,7 @@ impl EventStore for PostgresEventStore {
             reason: reason.to_owned(),
         };
         let sender = self.sender().ok_or_else(|| unavailable("the store is shut down"))?;
-        metrics::gauge!("es_postgres_append_queue_length")
-            .set((sender.max_capacity() - sender.capacity()) as f64);
+        metrics::gauge!("es_postgres_append_queue_length").set((sender.max_capacity() - sender.capacity()) as f64);
         match tokio::time::timeout(self.inner.config.enqueue_timeout, sender.send(job)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(unavailable("the store is shut down")),

@@ -153,34 +153,49 @@ impl TransactionalProjector for CountsTable {
         .bind(e.stream_id.as_str())
         .execute(&mut *tx)
         .await?;
-        if self.fail_on == e.payload["n"].as_i64() && (self.fail_always || self.crash_after_apply.swap(false, Ordering::SeqCst)) {
+        if self.fail_on == e.payload["n"].as_i64()
+            && (self.fail_always || self.crash_after_apply.swap(false, Ordering::SeqCst))
+        {
             return Err(format!("cannot project n={:?}", self.fail_on).into());
         }
         Ok(())
     }
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
-        sqlx::query(&format!("DELETE FROM {}.counts", self.schema)).execute(&mut *tx).await?;
+        sqlx::query(&format!("DELETE FROM {}.counts", self.schema))
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 }
 
 async fn counts(store: &PostgresEventStore) -> Vec<(String, i64)> {
-    sqlx::query_as(&format!("SELECT stream_id, n::bigint FROM {}.counts ORDER BY stream_id", store.schema()))
-        .fetch_all(store.pool())
-        .await
-        .unwrap()
+    sqlx::query_as(&format!(
+        "SELECT stream_id, n::bigint FROM {}.counts ORDER BY stream_id",
+        store.schema()
+    ))
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
 }
 
 async fn setup_counts(store: &PostgresEventStore) {
-    sqlx::query(&format!("CREATE TABLE {}.counts (stream_id TEXT PRIMARY KEY, n INT NOT NULL)", store.schema()))
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "CREATE TABLE {}.counts (stream_id TEXT PRIMARY KEY, n INT NOT NULL)",
+        store.schema()
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
 }
 
 async fn append_n(store: &PostgresEventStore, stream: &str, n: i64) {
     store
-        .append("tally", &StreamId::from(stream), ExpectedVersion::Any, vec![NewEvent::new("Added", json!({"n": n}))])
+        .append(
+            "tally",
+            &StreamId::from(stream),
+            ExpectedVersion::Any,
+            vec![NewEvent::new("Added", json!({"n": n}))],
+        )
         .await
         .unwrap();
 }
@@ -222,11 +237,18 @@ async fn transactional_projection_never_applies_twice_or_skips() {
     assert_eq!(runner.catch_up().await.unwrap(), 10);
     assert_eq!(counts(&store).await, vec![("a".into(), 5), ("b".into(), 5)]);
     assert_eq!(runner.catch_up().await.unwrap(), 0);
-    assert_eq!(counts(&store).await, vec![("a".into(), 5), ("b".into(), 5)], "nothing applied twice");
+    assert_eq!(
+        counts(&store).await,
+        vec![("a".into(), 5), ("b".into(), 5)],
+        "nothing applied twice"
+    );
 
     // Incremental replay from a position, and full rebuild.
     let all = settled_read_all(&store, 0, 100, &EventFilter::all(), 10).await;
-    assert_eq!(runner.replay(ReplayMode::From(all[7].global_position)).await.unwrap(), 2);
+    assert_eq!(
+        runner.replay(ReplayMode::From(all[7].global_position)).await.unwrap(),
+        2
+    );
     assert_eq!(counts(&store).await, vec![("a".into(), 6), ("b".into(), 6)]);
     assert_eq!(runner.replay(ReplayMode::Full).await.unwrap(), 10);
     assert_eq!(counts(&store).await, vec![("a".into(), 5), ("b".into(), 5)]);
@@ -265,11 +287,22 @@ async fn poison_events_are_dead_lettered_with_the_checkpoint_past_them() {
         ProjectionError::Stopped { error, .. } => assert!(error.contains("n=Some(3)")),
         other => panic!("{other:?}"),
     }
-    assert_eq!(counts(&store).await, vec![("a".into(), 3)], "events before the poison applied, once");
+    assert_eq!(
+        counts(&store).await,
+        vec![("a".into(), 3)],
+        "events before the poison applied, once"
+    );
     let runner = poison(OnFailure::DeadLetter);
     assert_eq!(runner.catch_up().await.unwrap(), 3);
-    assert_eq!(counts(&store).await, vec![("a".into(), 5)], "poison skipped, the rest applied");
-    let dead = PostgresCheckpointStore::new(&store).dead_letters("counts").await.unwrap();
+    assert_eq!(
+        counts(&store).await,
+        vec![("a".into(), 5)],
+        "poison skipped, the rest applied"
+    );
+    let dead = PostgresCheckpointStore::new(&store)
+        .dead_letters("counts")
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].version, 4);
 }
@@ -340,19 +373,33 @@ async fn outbox_rows_are_written_with_the_events_and_only_with_them() {
             "tally",
             &StreamId::from("o1"),
             ExpectedVersion::NoStream,
-            vec![NewEvent::new("Added", json!({"n": 1})), NewEvent::new("Added", json!({"n": 2}))],
+            vec![
+                NewEvent::new("Added", json!({"n": 1})),
+                NewEvent::new("Added", json!({"n": 2})),
+            ],
         )
         .await
         .unwrap();
     // A conflicting append writes neither events nor outbox rows.
     let conflict = store
-        .append("tally", &StreamId::from("o1"), ExpectedVersion::NoStream, vec![NewEvent::new("Added", json!({}))])
+        .append(
+            "tally",
+            &StreamId::from("o1"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Added", json!({}))],
+        )
         .await;
     assert!(conflict.is_err());
     // A rolled-back transactional append neither.
     let mut tx = store.pool().begin().await.unwrap();
     store
-        .append_in_transaction(&mut tx, "tally", &StreamId::from("o2"), ExpectedVersion::NoStream, vec![NewEvent::new("Added", json!({}))])
+        .append_in_transaction(
+            &mut tx,
+            "tally",
+            &StreamId::from("o2"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Added", json!({}))],
+        )
         .await
         .unwrap();
     tx.rollback().await.unwrap();

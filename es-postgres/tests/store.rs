@@ -35,7 +35,13 @@ async fn global_log_reader_waits_at_the_gap_then_delivers_both_in_order() {
     // Writer A: opens a transaction and appends (takes the earlier position).
     let mut slow = store.pool().begin().await.unwrap();
     let a = store
-        .append_in_transaction(&mut slow, "t", &StreamId::from("slow"), ExpectedVersion::NoStream, vec![ev(1)])
+        .append_in_transaction(
+            &mut slow,
+            "t",
+            &StreamId::from("slow"),
+            ExpectedVersion::NoStream,
+            vec![ev(1)],
+        )
         .await
         .unwrap();
     // Writer B: appends later and commits first.
@@ -74,7 +80,13 @@ async fn rolled_back_append_is_never_seen() {
     let store = common::store().await;
     let mut tx = store.pool().begin().await.unwrap();
     store
-        .append_in_transaction(&mut tx, "t", &StreamId::from("x"), ExpectedVersion::NoStream, vec![ev(1)])
+        .append_in_transaction(
+            &mut tx,
+            "t",
+            &StreamId::from("x"),
+            ExpectedVersion::NoStream,
+            vec![ev(1)],
+        )
         .await
         .unwrap();
     tx.rollback().await.unwrap();
@@ -127,7 +139,12 @@ async fn thirty_two_racing_writers_produce_a_gapless_stream() {
         total_losses += losses;
     }
     assert_eq!(versions, (1..=32).collect::<HashSet<u64>>());
-    let stored: Vec<u64> = store.read_stream(&id, 1).map_ok(|e| e.version).try_collect().await.unwrap();
+    let stored: Vec<u64> = store
+        .read_stream(&id, 1)
+        .map_ok(|e| e.version)
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(stored, (1..=32).collect::<Vec<_>>());
     assert!(total_losses > 0, "the writers really raced");
 }
@@ -157,7 +174,12 @@ async fn one_conflict_in_a_batch_does_not_fail_the_others() {
             } else {
                 (format!("s{i}"), ExpectedVersion::NoStream)
             };
-            (i, store.append("t", &StreamId::from(id), expected, vec![ev(i), ev(i + 100)]).await)
+            (
+                i,
+                store
+                    .append("t", &StreamId::from(id), expected, vec![ev(i), ev(i + 100)])
+                    .await,
+            )
         }));
     }
     for t in tasks {
@@ -180,7 +202,12 @@ async fn one_conflict_in_a_batch_does_not_fail_the_others() {
         let dup = dup.clone();
         tasks.push(tokio::spawn(async move {
             let events = if i == 3 { vec![ev(i), dup] } else { vec![ev(i)] };
-            (i, store.append("t", &StreamId::from(format!("u{i}")), ExpectedVersion::NoStream, events).await)
+            (
+                i,
+                store
+                    .append("t", &StreamId::from(format!("u{i}")), ExpectedVersion::NoStream, events)
+                    .await,
+            )
         }));
     }
     for t in tasks {
@@ -220,7 +247,12 @@ async fn full_queue_applies_bounded_backpressure() {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
             store
-                .append("t", &StreamId::from(format!("bp{i}")), ExpectedVersion::NoStream, vec![ev(i)])
+                .append(
+                    "t",
+                    &StreamId::from(format!("bp{i}")),
+                    ExpectedVersion::NoStream,
+                    vec![ev(i)],
+                )
                 .await
         }));
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -275,8 +307,14 @@ async fn listen_notify_wakes_waiting_readers() {
         .append("t", &StreamId::from("n"), ExpectedVersion::NoStream, vec![ev(1)])
         .await
         .unwrap();
-    let waited = tokio::time::timeout(Duration::from_secs(30), waiter).await.unwrap().unwrap();
-    assert!(waited < Duration::from_secs(30), "woken by the notification, not the 60 s timeout");
+    let waited = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        waited < Duration::from_secs(30),
+        "woken by the notification, not the 60 s timeout"
+    );
 }
 
 #[tokio::test]

@@ -45,7 +45,12 @@ fn given_when_then() {
         sku: "apple".into(),
         quantity: 3,
     })
-    .then_expect_error(|e| *e == CartError::NotEnough { sku: "apple".into(), held: 2 });
+    .then_expect_error(|e| {
+        *e == CartError::NotEnough {
+            sku: "apple".into(),
+            held: 2,
+        }
+    });
 
     AggregateTest::<Cart>::given([
         CartEvent::ItemAdded {

@@ -21,7 +21,9 @@ pub async fn ensure_database() {
             let url = database_url();
             let (base, db) = url.rsplit_once('/').expect("database url has a database name");
             let db = db.split('?').next().unwrap_or(db).to_owned();
-            let mut conn = PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to postgres");
+            let mut conn = PgConnection::connect(&format!("{base}/postgres"))
+                .await
+                .expect("connect to postgres");
             let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                 .bind(&db)
                 .fetch_one(&mut conn)
@@ -36,7 +38,10 @@ pub async fn ensure_database() {
 
 /// A fresh schema name.
 pub fn schema(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple()).chars().take(40).collect()
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+        .chars()
+        .take(40)
+        .collect()
 }
 
 /// A migrated store in a fresh schema.
