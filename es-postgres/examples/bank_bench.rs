@@ -70,6 +70,9 @@ struct Args {
     /// Keep the benchmark schema afterwards.
     #[arg(long)]
     keep: bool,
+    /// Batch processors of the store (parallel group commits).
+    #[arg(long, default_value_t = EventStoreConfig::default().batch_processor_count)]
+    batch_processors: usize,
     /// Events in the stream of `--mode rehydrate`.
     #[arg(long, default_value_t = 10_000)]
     events: usize,
@@ -163,7 +166,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 async fn open_store(args: &Args, schema: &str) -> Result<PostgresEventStore, Box<dyn std::error::Error>> {
     let config = EventStoreConfig {
-        max_connections: 8,
+        max_connections: 8 + args.batch_processors as u32,
+        batch_processor_count: args.batch_processors,
         ..EventStoreConfig::with_schema(schema)
     };
     let store = PostgresEventStore::connect(&args.database_url, config).await?;
