@@ -127,7 +127,7 @@ pub use projection::{
 pub use repository::{CommandContext, CommandOutcome, Decide, Repository, RepositoryBuilder, RepositoryError};
 pub use retry::RetryPolicy;
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
-pub use store::{check_replay, AppendResult, EventFilter, EventStore, DEFAULT_READ_BATCH};
+pub use store::{check_replay, validate_append, AppendResult, EventFilter, EventStore, DEFAULT_READ_BATCH};
 pub use subscription::subscribe;
 pub use upcast::{FnUpcaster, UpcastError, Upcaster, UpcasterRegistry};
 pub use version::ExpectedVersion;

@@ -68,6 +68,24 @@ impl EventFilter {
         self
     }
 
+    /// This filter narrowed to `event_types` (intersected with its own event
+    /// types, if it has any); used by selective replays.
+    #[must_use]
+    pub fn narrowed_to(&self, event_types: Vec<String>) -> Self {
+        let event_types = if self.event_types.is_empty() {
+            event_types
+        } else {
+            event_types
+                .into_iter()
+                .filter(|t| self.event_types.contains(t))
+                .collect()
+        };
+        Self {
+            event_types,
+            stream_types: self.stream_types.clone(),
+        }
+    }
+
     /// Whether the filter lets every event through.
     pub fn is_all(&self) -> bool {
         self.event_types.is_empty() && self.stream_types.is_empty()
@@ -213,6 +231,26 @@ where
         }
     });
     pages.flat_map(stream::iter).boxed()
+}
+
+/// Checks the shape of an append before any backend work: it must have
+/// events, and no event id twice. Backends call this so that all of them
+/// refuse the same appends the same way.
+pub fn validate_append(stream_id: &StreamId, events: &[NewEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::InvalidAppend {
+            stream_id: stream_id.clone(),
+            reason: "no events to append".into(),
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    if let Some(dup) = events.iter().find(|e| !seen.insert(e.event_id)) {
+        return Err(StoreError::InvalidAppend {
+            stream_id: stream_id.clone(),
+            reason: format!("event id {} appears twice in one append", dup.event_id),
+        });
+    }
+    Ok(())
 }
 
 /// Decides whether an append whose first event id is already stored is a

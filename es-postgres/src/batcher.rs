@@ -175,9 +175,9 @@ impl std::error::Error for ArcError {
     }
 }
 
-/// The column arrays of one statement.
+/// The column arrays of one append statement.
 #[derive(Default)]
-struct Columns {
+pub(crate) struct Columns {
     stream_ids: Vec<String>,
     versions: Vec<i64>,
     bases: Vec<i64>,
@@ -191,12 +191,13 @@ struct Columns {
 }
 
 impl Columns {
-    fn push(&mut self, r: &Resolved) {
-        for (i, e) in r.job.events.iter().enumerate() {
-            self.stream_ids.push(r.job.stream_id.as_str().to_owned());
-            self.versions.push((r.base + 1 + i as u64) as i64);
-            self.bases.push(r.base as i64);
-            self.stream_types.push(r.job.stream_type.clone());
+    /// Adds the rows of one append whose events follow version `base`.
+    pub(crate) fn push(&mut self, stream_type: &str, stream_id: &StreamId, base: u64, events: &[NewEvent]) {
+        for (i, e) in events.iter().enumerate() {
+            self.stream_ids.push(stream_id.as_str().to_owned());
+            self.versions.push((base + 1 + i as u64) as i64);
+            self.bases.push(base as i64);
+            self.stream_types.push(stream_type.to_owned());
             self.event_ids.push(e.event_id);
             self.event_types.push(e.event_type.clone());
             self.schema_versions
@@ -207,6 +208,41 @@ impl Columns {
             self.recorded_at.push(e.recorded_at);
         }
     }
+
+    /// Binds the arrays to the append statement, in its parameter order.
+    pub(crate) fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.stream_ids)
+            .bind(&self.versions)
+            .bind(&self.bases)
+            .bind(&self.stream_types)
+            .bind(&self.event_ids)
+            .bind(&self.event_types)
+            .bind(&self.schema_versions)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+            .bind(&self.recorded_at)
+    }
+}
+
+/// Where each of `ids` is stored, from rows of the `find_events` statement,
+/// in the form `es_core::check_replay` takes.
+pub(crate) fn stored_slots(rows: &[sqlx::postgres::PgRow], ids: &[Uuid]) -> Vec<Option<(StreamId, u64, u64)>> {
+    let mut by_id = HashMap::with_capacity(rows.len());
+    for row in rows {
+        if let (Ok(id), Ok(sid), Ok(v), Ok(p)) = (
+            row.try_get::<Uuid, _>(0),
+            row.try_get::<String, _>(1),
+            row.try_get::<i64, _>(2),
+            row.try_get::<i64, _>(3),
+        ) {
+            by_id.insert(id, (StreamId::from(sid), v as u64, p as u64));
+        }
+    }
+    ids.iter().map(|id| by_id.get(id).cloned()).collect()
 }
 
 /// Executes the append statement for these appends; returns the position
@@ -214,21 +250,9 @@ impl Columns {
 async fn execute(pool: &PgPool, sql: &Sql, appends: &[Resolved]) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
     let mut c = Columns::default();
     for r in appends {
-        c.push(r);
+        c.push(&r.job.stream_type, &r.job.stream_id, r.base, &r.job.events);
     }
-    let rows = sqlx::query(&sql.append)
-        .bind(&c.stream_ids)
-        .bind(&c.versions)
-        .bind(&c.bases)
-        .bind(&c.stream_types)
-        .bind(&c.event_ids)
-        .bind(&c.event_types)
-        .bind(&c.schema_versions)
-        .bind(&c.payloads)
-        .bind(&c.metadata)
-        .bind(&c.recorded_at)
-        .fetch_all(pool)
-        .await?;
+    let rows = c.bind(sqlx::query(&sql.append)).fetch_all(pool).await?;
     let mut positions = HashMap::with_capacity(rows.len());
     for row in rows {
         let id: Uuid = row.try_get(0)?;
@@ -348,18 +372,7 @@ async fn settle(pool: &PgPool, sql: &Sql, r: Resolved, positions: &HashMap<Uuid,
         }
     };
     if !stored.is_empty() {
-        let mut by_id = HashMap::new();
-        for row in &stored {
-            if let (Ok(id), Ok(sid), Ok(v), Ok(p)) = (
-                row.try_get::<Uuid, _>(0),
-                row.try_get::<String, _>(1),
-                row.try_get::<i64, _>(2),
-                row.try_get::<i64, _>(3),
-            ) {
-                by_id.insert(id, (StreamId::from(sid), v as u64, p as u64));
-            }
-        }
-        let slots: Vec<_> = ids.iter().map(|id| by_id.get(id).cloned()).collect();
+        let slots = stored_slots(&stored, &ids);
         let answer = check_replay(&job.stream_id, job.expected, &job.events, &slots).and_then(|r| {
             r.ok_or_else(|| StoreError::Corrupt {
                 stream_id: job.stream_id.clone(),

@@ -32,6 +32,27 @@ impl PostgresCheckpointStore {
         )
     }
 
+    /// Records a dead letter through `executor` (the pool, or a runner's
+    /// transaction).
+    pub(crate) async fn insert_dead_letter<'e, E>(executor: E, sql: &str, l: &DeadLetter) -> Result<(), sqlx::Error>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+    {
+        sqlx::query(sql)
+            .bind(&l.projection)
+            .bind(l.global_position as i64)
+            .bind(l.stream_id.as_str())
+            .bind(l.version as i64)
+            .bind(l.event_id)
+            .bind(&l.event_type)
+            .bind(&l.error)
+            .bind(l.attempts as i32)
+            .bind(l.failed_at)
+            .execute(executor)
+            .await
+            .map(|_| ())
+    }
+
     /// The statement that records a dead letter.
     pub(crate) fn dead_letter_sql(schema: &str) -> String {
         format!(
@@ -68,20 +89,9 @@ impl CheckpointStore for PostgresCheckpointStore {
     }
 
     async fn dead_letter(&self, l: DeadLetter) -> Result<(), StoreError> {
-        sqlx::query(&Self::dead_letter_sql(&self.schema))
-            .bind(&l.projection)
-            .bind(l.global_position as i64)
-            .bind(l.stream_id.as_str())
-            .bind(l.version as i64)
-            .bind(l.event_id)
-            .bind(&l.event_type)
-            .bind(&l.error)
-            .bind(l.attempts as i32)
-            .bind(l.failed_at)
-            .execute(&self.pool)
+        Self::insert_dead_letter(&self.pool, &Self::dead_letter_sql(&self.schema), &l)
             .await
-            .map_err(|e| backend("record dead letter", e))?;
-        Ok(())
+            .map_err(|e| backend("record dead letter", e))
     }
 
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, StoreError> {

@@ -199,17 +199,7 @@ impl<P: TransactionalProjector> PgProjectionRunner<P> {
                 failed_at: chrono::Utc::now(),
             };
             let mut tx = self.store.pool().begin().await.map_err(self.db("begin"))?;
-            sqlx::query(&self.dead_letter)
-                .bind(&letter.projection)
-                .bind(letter.global_position as i64)
-                .bind(letter.stream_id.as_str())
-                .bind(letter.version as i64)
-                .bind(letter.event_id)
-                .bind(&letter.event_type)
-                .bind(&letter.error)
-                .bind(letter.attempts as i32)
-                .bind(letter.failed_at)
-                .execute(&mut *tx)
+            PostgresCheckpointStore::insert_dead_letter(&mut *tx, &self.dead_letter, &letter)
                 .await
                 .map_err(self.db("record dead letter"))?;
             self.save_checkpoint(&mut tx, event.global_position).await?;

@@ -217,19 +217,7 @@ impl EventStore for PostgresEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::InvalidAppend {
-                stream_id: stream_id.clone(),
-                reason: "no events to append".into(),
-            });
-        }
-        let mut ids = std::collections::HashSet::with_capacity(events.len());
-        if let Some(dup) = events.iter().find(|e| !ids.insert(e.event_id)) {
-            return Err(StoreError::InvalidAppend {
-                stream_id: stream_id.clone(),
-                reason: format!("event id {} appears twice in one append", dup.event_id),
-            });
-        }
+        es_core::validate_append(stream_id, &events)?;
         let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         let job = AppendJob {

@@ -4,6 +4,7 @@ use es_core::{check_replay, AppendResult, ExpectedVersion, NewEvent, StoreError,
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use crate::batcher::{stored_slots, Columns};
 use crate::error::backend;
 use crate::PostgresEventStore;
 
@@ -38,12 +39,7 @@ impl PostgresEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::InvalidAppend {
-                stream_id: stream_id.clone(),
-                reason: "no events to append".into(),
-            });
-        }
+        es_core::validate_append(stream_id, &events)?;
         let sql = &self.inner.sql;
         let current: i64 = sqlx::query_scalar(&sql.stream_version)
             .bind(stream_id.as_str())
@@ -68,31 +64,10 @@ impl PostgresEventStore {
             .await
             .map_err(|e| backend("savepoint", e))?;
         let n = events.len();
-        let mut q = sqlx::query(&sql.append);
-        let stream_ids = vec![stream_id.as_str().to_owned(); n];
-        let versions: Vec<i64> = (0..n).map(|i| (base + 1 + i as u64) as i64).collect();
-        let bases = vec![base as i64; n];
-        let types = vec![stream_type.to_owned(); n];
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let event_types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
-        let schema_versions: Vec<i32> = events.iter().map(|e| e.schema_version as i32).collect();
-        let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
-        let metadata: Vec<String> = events
-            .iter()
-            .map(|e| serde_json::to_string(&e.metadata).unwrap_or_else(|_| "{}".into()))
-            .collect();
-        let recorded: Vec<_> = events.iter().map(|e| e.recorded_at).collect();
-        q = q
-            .bind(&stream_ids)
-            .bind(&versions)
-            .bind(&bases)
-            .bind(&types)
-            .bind(&ids)
-            .bind(&event_types)
-            .bind(&schema_versions)
-            .bind(&payloads)
-            .bind(&metadata)
-            .bind(&recorded);
+        let mut columns = Columns::default();
+        columns.push(stream_type, stream_id, base, &events);
+        let q = columns.bind(sqlx::query(&sql.append));
         let inserted = match q.fetch_all(&mut *conn).await {
             Ok(rows) => rows,
             Err(e) => {
@@ -134,15 +109,7 @@ impl PostgresEventStore {
             .await
             .map_err(|e| backend("check replay", e))?;
         if !stored.is_empty() {
-            let mut by_id = std::collections::HashMap::new();
-            for row in &stored {
-                let id: Uuid = row.try_get(0).map_err(|e| backend("decode", e))?;
-                let sid: String = row.try_get(1).map_err(|e| backend("decode", e))?;
-                let v: i64 = row.try_get(2).map_err(|e| backend("decode", e))?;
-                let p: i64 = row.try_get(3).map_err(|e| backend("decode", e))?;
-                by_id.insert(id, (StreamId::from(sid), v as u64, p as u64));
-            }
-            let slots: Vec<_> = ids.iter().map(|id| by_id.get(id).cloned()).collect();
+            let slots = stored_slots(&stored, &ids);
             if let Some(result) = check_replay(stream_id, expected, &events, &slots)? {
                 return Ok(result);
             }

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{read, write};
-use crate::store::check_replay;
+use crate::store::{check_replay, validate_append};
 use crate::{AppendResult, EventFilter, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
 
 /// A thread-safe in-memory [`EventStore`] with a global log and wake-ups for
@@ -107,19 +107,7 @@ impl EventStore for InMemoryEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::InvalidAppend {
-                stream_id: stream_id.clone(),
-                reason: "no events to append".into(),
-            });
-        }
-        let mut seen = HashSet::with_capacity(events.len());
-        if let Some(dup) = events.iter().find(|e| !seen.insert(e.event_id)) {
-            return Err(StoreError::InvalidAppend {
-                stream_id: stream_id.clone(),
-                reason: format!("event id {} appears twice in one append", dup.event_id),
-            });
-        }
+        validate_append(stream_id, &events)?;
         let mut data = write(&self.inner.data);
         if events.iter().any(|e| data.ids.contains_key(&e.event_id)) {
             let stored: Vec<_> = events
