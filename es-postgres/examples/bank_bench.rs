@@ -70,6 +70,10 @@ struct Args {
     /// Keep the benchmark schema afterwards.
     #[arg(long)]
     keep: bool,
+    /// Also run a transactional projection following the log during the
+    /// timed phase, and report its lag (event recorded -> projected).
+    #[arg(long)]
+    follow: bool,
     /// Batch processors of the store (parallel group commits).
     #[arg(long, default_value_t = EventStoreConfig::default().batch_processor_count)]
     batch_processors: usize,
@@ -152,6 +156,33 @@ impl Aggregate for Account {
 
 const INITIAL: i64 = 100_000; // 1000.00
 
+/// A projection that only measures how late each event reaches it.
+#[derive(Default)]
+struct LagProbe {
+    lags: std::sync::Mutex<Vec<u64>>,
+}
+
+#[async_trait::async_trait]
+impl es_postgres::TransactionalProjector for LagProbe {
+    fn name(&self) -> &str {
+        "lag_probe"
+    }
+    fn filter(&self) -> es_core::EventFilter {
+        es_core::EventFilter::all().event_types(["MoneyDeposited", "MoneyWithdrawn"])
+    }
+    async fn apply(&self, _tx: &mut sqlx::PgConnection, e: &es_core::RecordedEvent) -> Result<(), es_core::BoxError> {
+        let lag = (chrono::Utc::now() - e.recorded_at)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0) as u64;
+        self.lags.lock().map_err(|e| e.to_string())?.push(lag);
+        Ok(())
+    }
+    async fn reset(&self, _tx: &mut sqlx::PgConnection) -> Result<(), es_core::BoxError> {
+        Ok(())
+    }
+}
+
 fn account_id(i: usize) -> StreamId {
     StreamId::from(format!("acc-{i:06}"))
 }
@@ -230,6 +261,28 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     for o in opened {
         o.await??;
     }
+    let probe = Arc::new(LagProbe::default());
+    let (stop_follow, follow_task) = if args.follow {
+        let runner = es_postgres::PgProjectionRunner::new(store.clone(), Arc::clone(&probe)).with_config(
+            es_core::ProjectionConfig {
+                poll_interval: Duration::from_millis(100),
+                ..es_core::ProjectionConfig::default()
+            },
+        );
+        runner.catch_up().await?;
+        probe.lags.lock().map_err(|e| e.to_string())?.clear();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            runner
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        (Some(tx), Some(task))
+    } else {
+        (None, None)
+    };
     let net: Arc<Vec<AtomicI64>> = Arc::new((0..accounts).map(|_| AtomicI64::new(0)).collect());
     let retries = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -284,6 +337,18 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
         .fetch_one(store.pool())
         .await?;
     let ops = (args.concurrency * args.ops_per_worker) as u64;
+    let mut lags = Vec::new();
+    if let (Some(stop), Some(task)) = (stop_follow, follow_task) {
+        // Let the projection reach the end of the log, then stop it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while probe.lags.lock().map_err(|e| e.to_string())?.len() < accepted as usize && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop.send(());
+        task.await??;
+        lags = probe.lags.lock().map_err(|e| e.to_string())?.clone();
+        lags.sort_unstable();
+    }
     println!(
         "{}",
         json!({
@@ -304,6 +369,10 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
             "conflict_retries": retries.load(Ordering::Relaxed),
             "events_in_store": events,
             "snapshots": args.snapshots,
+            "projection_lag_p50_us": percentile(&lags, 50.0),
+            "projection_lag_p99_us": percentile(&lags, 99.0),
+            "projection_lag_max_us": lags.last().copied().unwrap_or(0),
+            "projected": lags.len(),
         })
     );
     // Verification: replay every account from the store.
