@@ -48,3 +48,29 @@ pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
 pub(crate) fn backend(operation: &'static str, e: sqlx::Error) -> StoreError {
     StoreError::backend(operation, e)
 }
+
+/// Runs an idempotent database operation, retrying transient failures by
+/// `policy`; the error after the last attempt names the operation.
+pub(crate) async fn retry_transient<T, F, Fut>(
+    policy: &es_core::RetryPolicy,
+    operation: &'static str,
+    mut op: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_transient(&e) && policy.should_retry(attempt) => {
+                metrics::counter!("es_postgres_retries_total", "operation" => operation).increment(1);
+                tracing::warn!(error = %e, attempt, operation, "transient database failure; retrying");
+                tokio::time::sleep(policy.delay_after(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(backend(operation, e)),
+        }
+    }
+}

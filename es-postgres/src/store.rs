@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::batcher::{self, AppendJob};
-use crate::error::{backend, SetupError};
+use crate::error::{backend, retry_transient, SetupError};
 use crate::notify;
 use crate::sql::{valid_identifier, Sql};
 use crate::EventStoreConfig;
@@ -80,6 +80,9 @@ impl PostgresEventStore {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // No ping before every use (a round trip per append): a dead
+            // connection fails its statement, which is retried as transient.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|source| SetupError::Database {
@@ -255,13 +258,15 @@ impl EventStore for PostgresEventStore {
         from_version: u64,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(&self.inner.sql.read_stream)
-            .bind(stream_id.as_str())
-            .bind(to_i64(from_version))
-            .bind(to_i64(max_count as u64))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(|e| backend("read stream", e))?;
+        let inner = &self.inner;
+        let rows = retry_transient(&inner.config.transient_retry, "read stream", || {
+            sqlx::query(&inner.sql.read_stream)
+                .bind(stream_id.as_str())
+                .bind(to_i64(from_version))
+                .bind(to_i64(max_count as u64))
+                .fetch_all(&inner.pool)
+        })
+        .await?;
         rows.iter().map(decode_row).collect()
     }
 
@@ -273,40 +278,48 @@ impl EventStore for PostgresEventStore {
         filter: &EventFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let or_null = |v: &Vec<String>| if v.is_empty() { None } else { Some(v.clone()) };
-        let rows = sqlx::query(&self.inner.sql.read_all)
-            .bind(to_i64(after_position))
-            .bind(to_i64(max_count as u64))
-            .bind(or_null(&filter.event_types))
-            .bind(or_null(&filter.stream_types))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(|e| backend("read all", e))?;
+        let (event_types, stream_types) = (or_null(&filter.event_types), or_null(&filter.stream_types));
+        let inner = &self.inner;
+        let rows = retry_transient(&inner.config.transient_retry, "read all", || {
+            sqlx::query(&inner.sql.read_all)
+                .bind(to_i64(after_position))
+                .bind(to_i64(max_count as u64))
+                .bind(event_types.clone())
+                .bind(stream_types.clone())
+                .fetch_all(&inner.pool)
+        })
+        .await?;
         rows.iter().map(decode_row).collect()
     }
 
     async fn find_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
-        let row = sqlx::query(&self.inner.sql.find_event)
-            .bind(event_id)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(|e| backend("find event", e))?;
+        let inner = &self.inner;
+        let row = retry_transient(&inner.config.transient_retry, "find event", || {
+            sqlx::query(&inner.sql.find_event)
+                .bind(event_id)
+                .fetch_optional(&inner.pool)
+        })
+        .await?;
         row.as_ref().map(decode_row).transpose()
     }
 
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
-        let v: i64 = sqlx::query_scalar(&self.inner.sql.stream_version)
-            .bind(stream_id.as_str())
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(|e| backend("stream version", e))?;
+        let inner = &self.inner;
+        let v: i64 = retry_transient(&inner.config.transient_retry, "stream version", || {
+            sqlx::query_scalar(&inner.sql.stream_version)
+                .bind(stream_id.as_str())
+                .fetch_one(&inner.pool)
+        })
+        .await?;
         Ok(v.max(0) as u64)
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
-        let v: i64 = sqlx::query_scalar(&self.inner.sql.head)
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(|e| backend("head position", e))?;
+        let inner = &self.inner;
+        let v: i64 = retry_transient(&inner.config.transient_retry, "head position", || {
+            sqlx::query_scalar(&inner.sql.head).fetch_one(&inner.pool)
+        })
+        .await?;
         Ok(v.max(0) as u64)
     }
 

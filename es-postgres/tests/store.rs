@@ -337,3 +337,34 @@ async fn migrations_are_idempotent_and_concurrent_safe() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+/// Connections killed under the store (a server restart, a failover) are
+/// transient failures: the append is retried on a fresh connection and
+/// succeeds exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_survive_killed_connections() {
+    let store = common::store().await;
+    let id = StreamId::from("survivor");
+    store
+        .append("t", &id, ExpectedVersion::NoStream, vec![ev(1)])
+        .await
+        .unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND pid <> pg_backend_pid()) k",
+    )
+    .bind(store.schema())
+    .fetch_one(&sqlx::PgPool::connect(&common::database_url()).await.unwrap())
+    .await
+    .unwrap();
+    assert!(killed >= 1, "the store's connections were killed");
+    // Reads retry too (each on a connection that may have been killed).
+    assert_eq!(store.stream_version(&id).await.unwrap(), 1);
+    let r = store
+        .append("t", &id, ExpectedVersion::Exact(1), vec![ev(2)])
+        .await
+        .unwrap();
+    assert_eq!(r.new_version, 2);
+    let events: Vec<_> = store.read_stream(&id, 1).try_collect().await.unwrap();
+    assert_eq!(events.len(), 2);
+}

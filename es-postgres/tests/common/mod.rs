@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use es_postgres::{EventStoreConfig, PostgresEventStore};
-use sqlx::postgres::PgPoolOptions;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::OnceCell;
 
@@ -44,12 +46,17 @@ pub fn schema(prefix: &str) -> String {
         .collect()
 }
 
-/// A migrated store in a fresh schema.
+/// A migrated store in a fresh schema; its connections carry the schema
+/// name as `application_name`, so a test can find (and kill) them.
 pub async fn store_with(config: EventStoreConfig) -> PostgresEventStore {
     ensure_database().await;
+    let options = PgConnectOptions::from_str(&database_url())
+        .expect("url")
+        .application_name(&config.schema);
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
-        .connect(&database_url())
+        .test_before_acquire(false)
+        .connect_with(options)
         .await
         .expect("connect");
     let store = PostgresEventStore::with_pool(pool, config).expect("store");
