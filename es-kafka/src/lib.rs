@@ -4,8 +4,8 @@
 mod config;
 mod error;
 pub mod message;
-pub mod telemetry;
 mod publisher;
+pub mod telemetry;
 
 pub use config::{CdcRelayKind, DataCaptureMethod, PublisherConfig, TopicNaming};
 pub use error::{CdcError, ConsumerError, OutboxError, PublishError, SetupError};

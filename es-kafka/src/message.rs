@@ -67,12 +67,14 @@ pub fn event_headers(event: &RecordedEvent) -> OwnedHeaders {
     if let Some(id) = event.metadata.causation_id {
         pairs.push((headers::CAUSATION_ID, id.to_string()));
     }
-    pairs.into_iter().fold(OwnedHeaders::new_with_capacity(8), |h, (key, value)| {
-        h.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
+    pairs
+        .into_iter()
+        .fold(OwnedHeaders::new_with_capacity(8), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
         })
-    })
 }
 
 /// The value of header `name` as a string, if present and UTF-8.
@@ -112,7 +114,9 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<RecordedEvent, serde_json::Error>
     };
     let payload = match w.payload {
         // Debezium without `table.expand.json.payload` sends jsonb as a string.
-        Value::String(s) if s.starts_with('{') || s.starts_with('[') => serde_json::from_str(&s).unwrap_or(Value::String(s)),
+        Value::String(s) if s.starts_with('{') || s.starts_with('[') => {
+            serde_json::from_str(&s).unwrap_or(Value::String(s))
+        }
         other => other,
     };
     Ok(RecordedEvent {
@@ -172,7 +176,10 @@ mod tests {
         assert_eq!(header_str(&h, headers::STREAM_VERSION).as_deref(), Some("3"));
         assert_eq!(header_str(&h, headers::SCHEMA_VERSION).as_deref(), Some("2"));
         assert_eq!(header_str(&h, headers::GLOBAL_POSITION), Some((7u64 << 20).to_string()));
-        assert_eq!(header_str(&h, headers::CORRELATION_ID), e.metadata.correlation_id.map(|c| c.to_string()));
+        assert_eq!(
+            header_str(&h, headers::CORRELATION_ID),
+            e.metadata.correlation_id.map(|c| c.to_string())
+        );
         assert_eq!(header_str(&h, headers::CAUSATION_ID), None);
         assert_eq!(header_str(&h, headers::EVENT_TYPE).as_deref(), Some("MoneyDeposited"));
     }

@@ -45,7 +45,9 @@ pub struct KafkaPublisher {
 
 impl std::fmt::Debug for KafkaPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaPublisher").field("topics", &self.topics).finish_non_exhaustive()
+        f.debug_struct("KafkaPublisher")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,7 +153,11 @@ impl KafkaPublisher {
                 offset: d.offset,
                 acked_at: Utc::now(),
             }),
-            Ok(Err((source, _))) => Err(PublishError::Delivery { event_id, topic, source }),
+            Ok(Err((source, _))) => Err(PublishError::Delivery {
+                event_id,
+                topic,
+                source,
+            }),
             Err(_) => Err(PublishError::Canceled { event_id }),
         }))
     }

@@ -54,20 +54,31 @@ async fn relays_committed_events_from_a_real_slot_in_order_and_never_rolled_back
     append_n(&store, "account", "before", 1).await; // before the slot: not emitted
     let (store, kafka) = (&store, &kafka);
     with_slot(store, kafka, |slot| async move {
-        append_n(&store, "account", "c1", 4).await;
-        append_n(&store, "account", "c2", 2).await;
+        append_n(store, "account", "c1", 4).await;
+        append_n(store, "account", "c2", 2).await;
         let conflict = store
-            .append("account", &StreamId::from("c1"), ExpectedVersion::Exact(1), vec![NewEvent::new("X", json!({}))])
+            .append(
+                "account",
+                &StreamId::from("c1"),
+                ExpectedVersion::Exact(1),
+                vec![NewEvent::new("X", json!({}))],
+            )
             .await;
         assert!(conflict.is_err());
         let mut tx = store.pool().begin().await.unwrap();
         store
-            .append_in_transaction(&mut tx, "account", &StreamId::from("ghost"), ExpectedVersion::NoStream, vec![NewEvent::new("X", json!({}))])
+            .append_in_transaction(
+                &mut tx,
+                "account",
+                &StreamId::from("ghost"),
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("X", json!({}))],
+            )
             .await
             .unwrap();
         tx.rollback().await.unwrap();
 
-        let r = relay(&store, kafka.publisher(), &slot);
+        let r = relay(store, kafka.publisher(), &slot);
         assert_eq!(drain(&r).await, 6);
         let reads = kafka.read_topic(&topic).await;
         assert_eq!(reads.len(), 6);
@@ -89,17 +100,17 @@ async fn a_relay_killed_after_the_acks_but_before_advancing_republishes_everythi
     let store = common::store(false).await;
     let (store, kafka) = (&store, &kafka);
     with_slot(store, kafka, |slot| async move {
-        append_n(&store, "account", "r1", 3).await;
-        append_n(&store, "account", "r2", 2).await;
+        append_n(store, "account", "r1", 3).await;
+        append_n(store, "account", "r2", 2).await;
         let publisher = kafka.publisher();
-        let first = relay(&store, publisher.clone(), &slot);
+        let first = relay(store, publisher.clone(), &slot);
         let batch = first.read_batch().await.unwrap();
         assert_eq!(batch.events.len(), 5);
         let events: Vec<_> = batch.events.iter().map(|(e, _)| e.clone()).collect();
         assert!(publisher.publish(&events).await.iter().all(Result::is_ok));
         drop(first); // dies before pg_replication_slot_advance
 
-        let second = relay(&store, publisher.clone(), &slot);
+        let second = relay(store, publisher.clone(), &slot);
         assert_eq!(drain(&second).await, 5, "republished, nothing skipped");
         let reads = kafka.read_topic(&topic).await;
         assert_eq!(reads.len(), 10);
@@ -119,14 +130,18 @@ async fn the_slot_does_not_advance_past_unacknowledged_events() {
     let store = common::store(false).await;
     let (store, kafka) = (&store, &kafka);
     with_slot(store, kafka, |slot| async move {
-        append_n(&store, "account", "d1", 2).await;
-        let r = relay(&store, kafka.publisher(), &slot);
+        append_n(store, "account", "d1", 2).await;
+        let r = relay(store, kafka.publisher(), &slot);
         let before = r.slot_status().await.unwrap().confirmed_flush_lsn;
         let mock = kafka.mock.as_ref().unwrap();
         mock.broker_down(1).unwrap();
         let err = r.relay_once().await.unwrap_err();
         assert!(matches!(err, es_kafka::CdcError::Publish { failed: 2, .. }), "{err}");
-        assert_eq!(r.slot_status().await.unwrap().confirmed_flush_lsn, before, "slot held back");
+        assert_eq!(
+            r.slot_status().await.unwrap().confirmed_flush_lsn,
+            before,
+            "slot held back"
+        );
         mock.broker_up(1).unwrap();
         assert_eq!(drain(&r).await, 2);
         let reads = kafka.read_topic(&topic).await;

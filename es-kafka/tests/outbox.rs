@@ -14,7 +14,15 @@ use es_postgres::PostgresEventStore;
 use serde_json::json;
 
 fn poller(store: &PostgresEventStore, publisher: Arc<KafkaPublisher>, config: OutboxConfig) -> OutboxPoller {
-    OutboxPoller::new(store.pool().clone(), publisher, OutboxConfig { schema: store.schema().into(), ..config }).unwrap()
+    OutboxPoller::new(
+        store.pool().clone(),
+        publisher,
+        OutboxConfig {
+            schema: store.schema().into(),
+            ..config
+        },
+    )
+    .unwrap()
 }
 
 /// Polls until no row is pending. A claim that another poller (or a
@@ -45,17 +53,36 @@ async fn publishes_committed_events_in_stream_order_and_nothing_rolled_back() {
     append_n(&store, "account", "a2", 3).await;
     // A conflicting append and a rolled-back transactional append.
     let conflict = store
-        .append("account", &StreamId::from("a1"), ExpectedVersion::Exact(1), vec![NewEvent::new("X", json!({}))])
+        .append(
+            "account",
+            &StreamId::from("a1"),
+            ExpectedVersion::Exact(1),
+            vec![NewEvent::new("X", json!({}))],
+        )
         .await;
     assert!(conflict.is_err());
     let mut tx = store.pool().begin().await.unwrap();
     store
-        .append_in_transaction(&mut tx, "account", &StreamId::from("ghost"), ExpectedVersion::NoStream, vec![NewEvent::new("X", json!({}))])
+        .append_in_transaction(
+            &mut tx,
+            "account",
+            &StreamId::from("ghost"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("X", json!({}))],
+        )
         .await
         .unwrap();
     tx.rollback().await.unwrap();
 
-    let p = poller(&store, kafka.publisher(), OutboxConfig { max_streams: 1, batch_size: 2, ..OutboxConfig::default() });
+    let p = poller(
+        &store,
+        kafka.publisher(),
+        OutboxConfig {
+            max_streams: 1,
+            batch_size: 2,
+            ..OutboxConfig::default()
+        },
+    );
     p.migrate().await.unwrap();
     assert_eq!(drain(&p).await, 8);
 
@@ -63,16 +90,22 @@ async fn publishes_committed_events_in_stream_order_and_nothing_rolled_back() {
     assert_eq!(reads.len(), 8, "exactly once without failures");
     assert_complete_in_order(&reads, &BTreeMap::from([("a1".into(), 5), ("a2".into(), 3)]));
     for r in &reads {
-        assert_eq!(r.event_id_header.as_deref(), Some(r.event.event_id.to_string().as_str()));
+        assert_eq!(
+            r.event_id_header.as_deref(),
+            Some(r.event.event_id.to_string().as_str())
+        );
         assert_eq!(r.version_header, Some(r.event.version.to_string()));
     }
     // Marked, not deleted (default retention); nothing pending.
     let status = p.status().await.unwrap();
     assert_eq!((status.pending, status.parked), (0, 0));
-    let marked: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}.outbox WHERE published_at IS NOT NULL", store.schema()))
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let marked: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.outbox WHERE published_at IS NOT NULL",
+        store.schema()
+    ))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
     assert_eq!(marked, 8);
 }
 
@@ -87,7 +120,11 @@ async fn concurrent_pollers_own_disjoint_streams_and_publish_each_event_once_in_
         expected.insert(format!("s{s}"), 4);
     }
     let publisher = kafka.publisher();
-    let config = OutboxConfig { max_streams: 2, batch_size: 8, ..OutboxConfig::default() };
+    let config = OutboxConfig {
+        max_streams: 2,
+        batch_size: 8,
+        ..OutboxConfig::default()
+    };
     let a = poller(&store, publisher.clone(), config.clone());
     let b = poller(&store, publisher.clone(), config.clone());
     a.migrate().await.unwrap();
@@ -95,10 +132,20 @@ async fn concurrent_pollers_own_disjoint_streams_and_publish_each_event_once_in_
     // Deterministic part: while A holds a claim, B claims other streams only.
     let claim_a = a.claim().await.unwrap();
     let claim_b = b.claim().await.unwrap();
-    let streams = |c: &es_kafka::outbox::Claim| c.events().iter().map(|e| e.stream_id.to_string()).collect::<std::collections::BTreeSet<_>>();
+    let streams = |c: &es_kafka::outbox::Claim| {
+        c.events()
+            .iter()
+            .map(|e| e.stream_id.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
     assert_eq!(streams(&claim_a).len(), 2);
     assert_eq!(streams(&claim_b).len(), 2);
-    assert!(streams(&claim_a).is_disjoint(&streams(&claim_b)), "{:?} / {:?}", streams(&claim_a), streams(&claim_b));
+    assert!(
+        streams(&claim_a).is_disjoint(&streams(&claim_b)),
+        "{:?} / {:?}",
+        streams(&claim_a),
+        streams(&claim_b)
+    );
     drop(claim_b);
     let done = a.finish(claim_a).await.unwrap();
     assert_eq!(done.published, 8);
@@ -138,8 +185,19 @@ async fn a_poller_killed_after_publishing_but_before_marking_is_made_good_on_res
     drop(claim); // the claiming transaction rolls back, like a killed process
     drop(first);
 
-    let second = poller(&store, publisher.clone(), OutboxConfig { retention: Retention::DeleteOnPublish, ..OutboxConfig::default() });
-    assert_eq!(drain(&second).await, 5, "everything is published again, nothing skipped");
+    let second = poller(
+        &store,
+        publisher.clone(),
+        OutboxConfig {
+            retention: Retention::DeleteOnPublish,
+            ..OutboxConfig::default()
+        },
+    );
+    assert_eq!(
+        drain(&second).await,
+        5,
+        "everything is published again, nothing skipped"
+    );
     let reads = kafka.read_topic(&topic).await;
     assert_eq!(reads.len(), 10);
     assert_complete_in_order(&reads, &BTreeMap::from([("k1".into(), 3), ("k2".into(), 2)]));
@@ -160,7 +218,14 @@ async fn failures_are_counted_then_parked_blocking_only_their_stream_until_unpar
     let topic = kafka.topic("account", 2).await;
     let store = common::store(true).await;
     append_n(&store, "account", "p1", 2).await;
-    let p = poller(&store, kafka.publisher(), OutboxConfig { max_attempts: 2, ..OutboxConfig::default() });
+    let p = poller(
+        &store,
+        kafka.publisher(),
+        OutboxConfig {
+            max_attempts: 2,
+            ..OutboxConfig::default()
+        },
+    );
     p.migrate().await.unwrap();
     let mock = kafka.mock.as_ref().unwrap();
 
@@ -175,7 +240,10 @@ async fn failures_are_counted_then_parked_blocking_only_their_stream_until_unpar
     let status = p.status().await.unwrap();
     assert_eq!((status.pending, status.parked), (1, 1));
     let parked = &status.parked_rows[0];
-    assert_eq!((parked.stream_id.as_str(), parked.version, parked.attempts), ("p1", 1, 2));
+    assert_eq!(
+        (parked.stream_id.as_str(), parked.version, parked.attempts),
+        ("p1", 1, 2)
+    );
     assert!(!parked.last_error.is_empty());
 
     // Another stream flows; p1 stays blocked behind its parked head.

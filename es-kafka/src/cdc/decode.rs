@@ -63,7 +63,10 @@ fn parse_columns(mut s: &str) -> Result<Vec<(String, Option<String>)>, String> {
     while !s.is_empty() {
         let open = s.find('[').ok_or_else(|| format!("column without type near {s:?}"))?;
         let name = s[..open].trim().to_owned();
-        let close = s[open..].find("]:").ok_or_else(|| format!("unterminated type near {s:?}"))? + open;
+        let close = s[open..]
+            .find("]:")
+            .ok_or_else(|| format!("unterminated type near {s:?}"))?
+            + open;
         s = &s[close + 2..];
         let value;
         if let Some(quoted) = s.strip_prefix('\'') {
@@ -136,7 +139,9 @@ pub(crate) fn event_from_columns(columns: &[(String, Option<String>)]) -> Result
         version: num("version")?,
         event_id: get("event_id")?.parse().map_err(|e| format!("event_id: {e}"))?,
         event_type: get("event_type")?.to_owned(),
-        schema_version: get("schema_version")?.parse().map_err(|e| format!("schema_version: {e}"))?,
+        schema_version: get("schema_version")?
+            .parse()
+            .map_err(|e| format!("schema_version: {e}"))?,
         payload: serde_json::from_str(get("payload")?).map_err(|e| format!("payload: {e}"))?,
         metadata,
         recorded_at: parse_timestamp(get("recorded_at")?)?,
@@ -154,7 +159,9 @@ mod tests {
 
     #[test]
     fn parses_an_events_insert() {
-        let Change::Insert { table, columns } = parse_change(LINE).unwrap() else { panic!("not an insert") };
+        let Change::Insert { table, columns } = parse_change(LINE).unwrap() else {
+            panic!("not an insert")
+        };
         assert_eq!(table, "bank.events");
         let e = event_from_columns(&columns).unwrap();
         assert_eq!(e.global_position, 1_048_577);
@@ -173,7 +180,11 @@ mod tests {
         };
         assert_eq!(
             columns,
-            vec![("a".into(), None), ("b".into(), Some("multi\nline".into())), ("c".into(), Some("true".into()))]
+            vec![
+                ("a".into(), None),
+                ("b".into(), Some("multi\nline".into())),
+                ("c".into(), Some("true".into()))
+            ]
         );
         assert_eq!(parse_change("BEGIN").unwrap(), Change::Begin);
         let Change::Commit(Some(at)) = parse_change("COMMIT (at 2026-11-27 14:12:18.955557+05:30)").unwrap() else {

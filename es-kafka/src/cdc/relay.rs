@@ -158,7 +158,9 @@ impl CdcRelay {
         };
         for ((_, committed_at), result) in batch.events.iter().zip(&results).take(prefix) {
             if let Ok(d) = result {
-                outcome.lags.push(telemetry::record_lag(METHOD, *committed_at, d.acked_at));
+                outcome
+                    .lags
+                    .push(telemetry::record_lag(METHOD, *committed_at, d.acked_at));
             }
         }
         if let Some(lsn) = batch.safe_lsn(prefix) {
@@ -185,9 +187,12 @@ impl CdcRelay {
     pub async fn relay_once(&self) -> Result<RelayOutcome, CdcError> {
         let started = Instant::now();
         let span = tracing::debug_span!("cdc.relay", slot = %self.config.slot);
-        let outcome = async { self.publish_batch(&self.read_batch().await?).await }.instrument(span).await?;
+        let outcome = async { self.publish_batch(&self.read_batch().await?).await }
+            .instrument(span)
+            .await?;
         if outcome.transactions > 0 {
-            ::metrics::histogram!(telemetry::BATCH_DURATION, "method" => METHOD).record(started.elapsed().as_secs_f64());
+            ::metrics::histogram!(telemetry::BATCH_DURATION, "method" => METHOD)
+                .record(started.elapsed().as_secs_f64());
         }
         Ok(outcome)
     }

@@ -21,11 +21,12 @@ pub struct SlotStatus {
 /// Creates the slot with `test_decoding` unless it exists; returns whether
 /// it was created. Creating waits for running write transactions to end.
 pub(crate) async fn ensure(pool: &PgPool, slot: &str) -> Result<bool, CdcError> {
-    let exists: Option<String> =
-        sqlx::query_scalar("SELECT plugin::text FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()")
-            .bind(slot)
-            .fetch_optional(pool)
-            .await?;
+    let exists: Option<String> = sqlx::query_scalar(
+        "SELECT plugin::text FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+    )
+    .bind(slot)
+    .fetch_optional(pool)
+    .await?;
     if exists.is_some() {
         return Ok(false);
     }
@@ -50,7 +51,9 @@ pub(crate) async fn drop(pool: &PgPool, slot: &str) -> Result<(), CdcError> {
 pub(crate) async fn peek(pool: &PgPool, slot: &str, max_changes: i32) -> Result<Vec<PeekRow>, CdcError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL TimeZone = 'UTC'").execute(&mut *tx).await?;
-    sqlx::query("SET LOCAL DateStyle = 'ISO, YMD'").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL DateStyle = 'ISO, YMD'")
+        .execute(&mut *tx)
+        .await?;
     let rows = sqlx::query(
         "SELECT lsn::text, data FROM pg_logical_slot_peek_changes($1, NULL, $2, \
            'include-xids', '0', 'include-timestamp', '1', 'skip-empty-xacts', '1')",

@@ -28,7 +28,11 @@ pub(crate) async fn send(
     }
     let origin = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
     let attempts = attempts.to_string();
-    for (key, value) in [(headers::ERROR, error), (headers::ATTEMPTS, &attempts), (headers::ORIGIN, &origin)] {
+    for (key, value) in [
+        (headers::ERROR, error),
+        (headers::ATTEMPTS, &attempts),
+        (headers::ORIGIN, &origin),
+    ] {
         h = h.insert(Header {
             key,
             value: Some(value.as_bytes()),

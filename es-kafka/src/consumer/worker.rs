@@ -56,7 +56,9 @@ pub struct KafkaProjectionConsumer {
 
 impl std::fmt::Debug for KafkaProjectionConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaProjectionConsumer").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("KafkaProjectionConsumer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,7 +83,10 @@ impl KafkaProjectionConsumer {
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
-            .set("auto.commit.interval.ms", config.commit_interval.as_millis().to_string())
+            .set(
+                "auto.commit.interval.ms",
+                config.commit_interval.as_millis().to_string(),
+            )
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .create()?;
@@ -99,7 +104,12 @@ impl KafkaProjectionConsumer {
     /// Waits for the next message and handles it.
     pub async fn next(&self) -> Result<Handled, ConsumerError> {
         let msg = self.consumer.recv().await?;
-        let span = tracing::debug_span!("kafka.consume", topic = msg.topic(), partition = msg.partition(), offset = msg.offset());
+        let span = tracing::debug_span!(
+            "kafka.consume",
+            topic = msg.topic(),
+            partition = msg.partition(),
+            offset = msg.offset()
+        );
         let handled = self.handle(&msg).instrument(span).await?;
         self.consumer.store_offset_from_message(&msg)?;
         Ok(handled)
@@ -115,7 +125,12 @@ impl KafkaProjectionConsumer {
                 () = &mut shutdown => break,
                 msg = self.consumer.recv() => msg?,
             };
-            let span = tracing::debug_span!("kafka.consume", topic = msg.topic(), partition = msg.partition(), offset = msg.offset());
+            let span = tracing::debug_span!(
+                "kafka.consume",
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset()
+            );
             self.handle(&msg).instrument(span).await?;
             self.consumer.store_offset_from_message(&msg)?;
         }
@@ -124,7 +139,13 @@ impl KafkaProjectionConsumer {
 
     /// The partitions this member owns now, as `(topic, partition)`.
     pub fn assignment(&self) -> Result<Vec<(String, i32)>, ConsumerError> {
-        Ok(self.consumer.assignment()?.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect())
+        Ok(self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect())
     }
 
     /// Commits the offsets of every handled message now and waits.
@@ -146,7 +167,11 @@ impl KafkaProjectionConsumer {
                 return self.dead_letter(msg, &error, 0, &name).await;
             }
         };
-        let last = self.dedup.last_version(&event.stream_id).await.map_err(ConsumerError::Dedup)?;
+        let last = self
+            .dedup
+            .last_version(&event.stream_id)
+            .await
+            .map_err(ConsumerError::Dedup)?;
         match verdict(last, event.version) {
             Verdict::Duplicate => {
                 ::metrics::counter!(telemetry::CONSUMER_DUPLICATES, "projection" => name).increment(1);
@@ -170,7 +195,10 @@ impl KafkaProjectionConsumer {
                 Err((error, attempts)) => self.dead_letter(msg, &error.to_string(), attempts, &name).await?,
             }
         };
-        self.dedup.record(&event.stream_id, event.version).await.map_err(ConsumerError::Dedup)?;
+        self.dedup
+            .record(&event.stream_id, event.version)
+            .await
+            .map_err(ConsumerError::Dedup)?;
         Ok(handled)
     }
 
@@ -192,7 +220,13 @@ impl KafkaProjectionConsumer {
         }
     }
 
-    async fn dead_letter(&self, msg: &BorrowedMessage<'_>, error: &str, attempts: u32, name: &str) -> Result<Handled, ConsumerError> {
+    async fn dead_letter(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        error: &str,
+        attempts: u32,
+        name: &str,
+    ) -> Result<Handled, ConsumerError> {
         dead_letter::send(&self.producer, &self.config.dead_letter_topic, msg, error, attempts).await?;
         ::metrics::counter!(telemetry::CONSUMER_DEAD_LETTERS, "projection" => name.to_owned()).increment(1);
         Ok(Handled::DeadLettered)

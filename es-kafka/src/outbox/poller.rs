@@ -135,7 +135,9 @@ impl OutboxPoller {
         for &i in &ok {
             if let (Some(row), Some(Ok(delivered))) = (rows.get(i), results.get(i)) {
                 done.push(row.event.global_position as i64);
-                outcome.lags.push(telemetry::record_lag(METHOD, row.created_at, delivered.acked_at));
+                outcome
+                    .lags
+                    .push(telemetry::record_lag(METHOD, row.created_at, delivered.acked_at));
             }
         }
         // The first failure of each stream gets an attempt counted; rows
@@ -144,7 +146,9 @@ impl OutboxPoller {
         let (mut positions, mut errors) = (Vec::new(), Vec::new());
         for (row, result) in rows.iter().zip(&results) {
             if let Err(e) = result {
-                if failed_streams.insert(row.event.stream_id.clone()) && !matches!(e, crate::PublishError::Blocked { .. }) {
+                if failed_streams.insert(row.event.stream_id.clone())
+                    && !matches!(e, crate::PublishError::Blocked { .. })
+                {
                     positions.push(row.event.global_position as i64);
                     errors.push(e.to_string());
                 }
@@ -178,9 +182,12 @@ impl OutboxPoller {
     pub async fn poll_once(&self) -> Result<BatchOutcome, OutboxError> {
         let started = Instant::now();
         let span = tracing::debug_span!("outbox.poll", schema = %self.config.schema);
-        let outcome = async { self.finish(self.claim().await?).await }.instrument(span).await?;
+        let outcome = async { self.finish(self.claim().await?).await }
+            .instrument(span)
+            .await?;
         if outcome.claimed > 0 {
-            ::metrics::histogram!(telemetry::BATCH_DURATION, "method" => METHOD).record(started.elapsed().as_secs_f64());
+            ::metrics::histogram!(telemetry::BATCH_DURATION, "method" => METHOD)
+                .record(started.elapsed().as_secs_f64());
         }
         Ok(outcome)
     }
@@ -230,14 +237,20 @@ impl OutboxPoller {
 
     /// Deletes published rows older than `age`; returns how many.
     pub async fn purge_published(&self, age: Duration) -> Result<u64, OutboxError> {
-        let done = sqlx::query(&self.sql.purge).bind(age.as_secs_f64()).execute(&self.pool).await?;
+        let done = sqlx::query(&self.sql.purge)
+            .bind(age.as_secs_f64())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
     /// Releases a parked row: it is retried with a fresh attempt count.
     /// Returns whether the row was parked.
     pub async fn unpark(&self, global_position: u64) -> Result<bool, OutboxError> {
-        let done = sqlx::query(&self.sql.unpark).bind(global_position as i64).execute(&self.pool).await?;
+        let done = sqlx::query(&self.sql.unpark)
+            .bind(global_position as i64)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -248,5 +261,4 @@ impl OutboxPoller {
     pub(super) fn sql(&self) -> &OutboxSql {
         &self.sql
     }
-
 }

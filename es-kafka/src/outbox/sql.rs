@@ -86,7 +86,13 @@ mod tests {
         assert!(sql.claim.contains("FOR UPDATE OF o SKIP LOCKED"));
         assert!(sql.claim.contains("FROM bank.outbox o"));
         assert!(sql.index.contains("ON bank.outbox (stream_id, version)"));
-        for s in [&sql.mark_published, &sql.delete_published, &sql.record_failures, &sql.purge, &sql.unpark] {
+        for s in [
+            &sql.mark_published,
+            &sql.delete_published,
+            &sql.record_failures,
+            &sql.purge,
+            &sql.unpark,
+        ] {
             assert!(s.contains("bank.outbox"), "{s}");
         }
     }

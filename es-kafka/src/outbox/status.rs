@@ -8,6 +8,9 @@ use super::OutboxPoller;
 use crate::error::OutboxError;
 use crate::telemetry;
 
+/// `(position, stream, version, type, attempts, error, parked_at)`.
+type ParkedTuple = (i64, String, i64, String, i32, String, DateTime<Utc>);
+
 /// A row that failed too often and waits for an operator.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParkedRow {
@@ -46,8 +49,10 @@ impl OutboxPoller {
     pub async fn status(&self) -> Result<OutboxStatus, OutboxError> {
         let (pending, parked, oldest): (i64, i64, Option<DateTime<Utc>>) =
             sqlx::query_as(&self.sql().counts).fetch_one(self.pool()).await?;
-        let rows: Vec<(i64, String, i64, String, i32, String, DateTime<Utc>)> =
-            sqlx::query_as(&self.sql().parked).bind(100_i64).fetch_all(self.pool()).await?;
+        let rows: Vec<ParkedTuple> = sqlx::query_as(&self.sql().parked)
+            .bind(100_i64)
+            .fetch_all(self.pool())
+            .await?;
         ::metrics::gauge!(telemetry::OUTBOX_PENDING).set(pending as f64);
         ::metrics::gauge!(telemetry::OUTBOX_PARKED_ROWS).set(parked as f64);
         Ok(OutboxStatus {
@@ -56,15 +61,17 @@ impl OutboxPoller {
             oldest_pending_age: oldest.map(|t| (Utc::now() - t).to_std().unwrap_or_default()),
             parked_rows: rows
                 .into_iter()
-                .map(|(p, stream_id, version, event_type, attempts, last_error, parked_at)| ParkedRow {
-                    global_position: p.max(0) as u64,
-                    stream_id,
-                    version: version.max(0) as u64,
-                    event_type,
-                    attempts,
-                    last_error,
-                    parked_at,
-                })
+                .map(
+                    |(p, stream_id, version, event_type, attempts, last_error, parked_at)| ParkedRow {
+                        global_position: p.max(0) as u64,
+                        stream_id,
+                        version: version.max(0) as u64,
+                        event_type,
+                        attempts,
+                        last_error,
+                        parked_at,
+                    },
+                )
                 .collect(),
         })
     }

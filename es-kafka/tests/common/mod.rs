@@ -40,7 +40,9 @@ pub async fn ensure_database() {
             let url = database_url();
             let (base, db) = url.rsplit_once('/').expect("database url has a database name");
             let db = db.split('?').next().unwrap_or(db).to_owned();
-            let mut conn = PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to postgres");
+            let mut conn = PgConnection::connect(&format!("{base}/postgres"))
+                .await
+                .expect("connect to postgres");
             let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                 .bind(&db)
                 .fetch_one(&mut conn)
@@ -54,7 +56,10 @@ pub async fn ensure_database() {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple()).chars().take(40).collect()
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+        .chars()
+        .take(40)
+        .collect()
 }
 
 /// A migrated store in a fresh schema.
@@ -65,7 +70,11 @@ pub async fn store(outbox: bool) -> PostgresEventStore {
         max_connections: 6,
         ..EventStoreConfig::with_schema(unique("k"))
     };
-    let pool = PgPoolOptions::new().max_connections(8).connect(&database_url()).await.expect("connect");
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&database_url())
+        .await
+        .expect("connect");
     let store = PostgresEventStore::with_pool(pool, config).expect("store");
     store.migrate().await.expect("migrate");
     store
@@ -76,9 +85,18 @@ pub async fn append_n(store: &PostgresEventStore, stream_type: &str, stream: &st
     let id = StreamId::from(stream);
     for i in 0..n {
         let current = store.stream_version(&id).await.expect("version");
-        let expected = if current == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(current) };
+        let expected = if current == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(current)
+        };
         store
-            .append(stream_type, &id, expected, vec![NewEvent::new("Deposited", serde_json::json!({"i": i}))])
+            .append(
+                stream_type,
+                &id,
+                expected,
+                vec![NewEvent::new("Deposited", serde_json::json!({"i": i}))],
+            )
             .await
             .expect("append");
     }
@@ -97,11 +115,19 @@ impl Kafka {
         let prefix = unique("t").replace('_', "-");
         let topics = TopicNaming::new(format!("{prefix}.{{stream_type}}.events"));
         match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-            Ok(bootstrap) if !bootstrap.is_empty() => Self { mock: None, bootstrap, topics },
+            Ok(bootstrap) if !bootstrap.is_empty() => Self {
+                mock: None,
+                bootstrap,
+                topics,
+            },
             _ => {
                 let mock = MockCluster::new(1).expect("mock cluster");
                 let bootstrap = mock.bootstrap_servers();
-                Self { mock: Some(mock), bootstrap, topics }
+                Self {
+                    mock: Some(mock),
+                    bootstrap,
+                    topics,
+                }
             }
         }
     }
@@ -114,10 +140,15 @@ impl Kafka {
         match &self.mock {
             Some(mock) => mock.create_topic(topic, partitions, 1).expect("create topic"),
             None => {
-                let admin: AdminClient<DefaultClientContext> =
-                    ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().expect("admin");
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", &self.bootstrap)
+                    .create()
+                    .expect("admin");
                 let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-                let r = admin.create_topics([&t], &AdminOptions::new()).await.expect("create topics");
+                let r = admin
+                    .create_topics([&t], &AdminOptions::new())
+                    .await
+                    .expect("create topics");
                 for x in r {
                     if let Err((name, e)) = x {
                         assert_eq!(e, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "create {name}");
@@ -158,12 +189,16 @@ impl Kafka {
             .set("enable.auto.commit", "false")
             .create()
             .expect("reader");
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
         let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
         let mut high = BTreeMap::new();
         let mut tpl = TopicPartitionList::new();
         for p in &partitions {
-            let (_, h) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).expect("watermarks");
+            let (_, h) = consumer
+                .fetch_watermarks(topic, *p, Duration::from_secs(10))
+                .expect("watermarks");
             high.insert(*p, h);
             tpl.add_partition_offset(topic, *p, Offset::Beginning).expect("tpl");
         }
@@ -172,7 +207,11 @@ impl Kafka {
         let mut out: Vec<Read> = Vec::new();
         let deadline = std::time::Instant::now() + PATIENCE;
         while (out.len() as i64) < total {
-            assert!(std::time::Instant::now() < deadline, "read {} of {total} messages of {topic}", out.len());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "read {} of {total} messages of {topic}",
+                out.len()
+            );
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     let h = m.headers().expect("headers");
@@ -219,7 +258,11 @@ pub fn versions_by_stream(reads: &[Read]) -> BTreeMap<String, Vec<u64>> {
 /// already seen, each stream reads 1..=n exactly.
 pub fn assert_complete_in_order(reads: &[Read], expected: &BTreeMap<String, u64>) {
     let by_stream = versions_by_stream(reads);
-    assert_eq!(by_stream.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "streams on the topic");
+    assert_eq!(
+        by_stream.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "streams on the topic"
+    );
     for (stream, versions) in by_stream {
         let mut firsts = Vec::new();
         for v in versions {
