@@ -38,7 +38,11 @@ enum Method {
 
 #[derive(Parser, Debug)]
 struct Args {
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     database_url: String,
     #[arg(long, value_enum, default_value = "outbox")]
     method: Method,
@@ -90,10 +94,16 @@ fn pct(sorted: &[Duration], p: f64) -> u128 {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let schema = format!("kbench_{}", uuid::Uuid::new_v4().simple()).chars().take(30).collect::<String>();
+    let schema = format!("kbench_{}", uuid::Uuid::new_v4().simple())
+        .chars()
+        .take(30)
+        .collect::<String>();
     let store = PostgresEventStore::connect(
         &args.database_url,
-        EventStoreConfig { outbox: args.method == Method::Outbox, ..EventStoreConfig::with_schema(&schema) },
+        EventStoreConfig {
+            outbox: args.method == Method::Outbox,
+            ..EventStoreConfig::with_schema(&schema)
+        },
     )
     .await?;
     store.migrate().await?;
@@ -109,11 +119,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let topics = TopicNaming::new(format!("{schema}.{{stream_type}}.events"));
     let topic = topics.topic_for("account");
-    let publisher = Arc::new(KafkaPublisher::new(&PublisherConfig { bootstrap_servers: bootstrap.clone(), topics, ..PublisherConfig::default() })?);
+    let publisher = Arc::new(KafkaPublisher::new(&PublisherConfig {
+        bootstrap_servers: bootstrap.clone(),
+        topics,
+        ..PublisherConfig::default()
+    })?);
     let slot = format!("{schema}_slot");
     let capture = Arc::new(match args.method {
         Method::Outbox => {
-            let p = OutboxPoller::new(store.pool().clone(), publisher.clone(), OutboxConfig::with_schema(&schema))?;
+            let p = OutboxPoller::new(
+                store.pool().clone(),
+                publisher.clone(),
+                OutboxConfig::with_schema(&schema),
+            )?;
             p.migrate().await?;
             Capture::Outbox(p)
         }
@@ -127,7 +145,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Setup, not timed: open the accounts and publish them.
     let ids: Vec<StreamId> = (0..args.accounts).map(|i| StreamId::from(format!("acc-{i}"))).collect();
     for id in &ids {
-        store.append("account", id, ExpectedVersion::NoStream, vec![NewEvent::new("AccountOpened", json!({"balance": "1000.00"}))]).await?;
+        store
+            .append(
+                "account",
+                id,
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("AccountOpened", json!({"balance": "1000.00"}))],
+            )
+            .await?;
     }
     let mut setup_published = 0;
     while setup_published < args.accounts {
@@ -170,7 +195,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let cents = 100 + rng() % 9901;
                 loop {
                     let v = store.stream_version(id).await?;
-                    let e = NewEvent::new("MoneyDeposited", json!({"amount": format!("{}.{:02}", cents / 100, cents % 100)}));
+                    let e = NewEvent::new(
+                        "MoneyDeposited",
+                        json!({"amount": format!("{}.{:02}", cents / 100, cents % 100)}),
+                    );
                     match store.append("account", id, ExpectedVersion::Exact(v), vec![e]).await {
                         Ok(_) => break,
                         Err(StoreError::Conflict { .. }) => {
@@ -192,7 +220,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs = (last_ack - started).as_secs_f64();
     lags.sort();
     let ops = args.concurrency * args.ops_per_worker;
-    let events_in_store: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.events")).fetch_one(store.pool()).await?;
+    let events_in_store: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.events"))
+        .fetch_one(store.pool())
+        .await?;
     println!(
         "{}",
         json!({
@@ -212,7 +242,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Capture::Cdc(r) = &*capture {
         r.drop_slot().await?;
     }
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(store.pool()).await?;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(store.pool())
+        .await?;
     if !ok {
         std::process::exit(1);
     }
@@ -231,18 +263,26 @@ fn fastrand_like(seed: u64) -> impl FnMut() -> u64 {
 }
 
 async fn verify(bootstrap: &str, topic: &str, expected: usize) -> bool {
-    let consumer: BaseConsumer = match ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "kbench-verify").create() {
+    let consumer: BaseConsumer = match ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "kbench-verify")
+        .create()
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("verify: {e}");
             return false;
         }
     };
-    let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else { return false };
+    let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else {
+        return false;
+    };
     let mut tpl = TopicPartitionList::new();
     let mut total = 0;
     for p in md.topics()[0].partitions() {
-        let Ok((_, high)) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)) else { return false };
+        let Ok((_, high)) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)) else {
+            return false;
+        };
         total += high;
         let _ = tpl.add_partition_offset(topic, p.id(), Offset::Beginning);
     }
@@ -271,6 +311,9 @@ async fn verify(bootstrap: &str, topic: &str, expected: usize) -> bool {
         }
     }
     let ok = distinct == expected && bad == 0;
-    eprintln!("verify: {read} messages, {distinct} distinct in order, {bad} out of order, expected {expected}: {}", if ok { "OK" } else { "FAILED" });
+    eprintln!(
+        "verify: {read} messages, {distinct} distinct in order, {bad} out of order, expected {expected}: {}",
+        if ok { "OK" } else { "FAILED" }
+    );
     ok
 }

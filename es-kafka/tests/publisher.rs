@@ -17,7 +17,10 @@ fn event(stream_type: &str, stream: &str, version: u64) -> RecordedEvent {
         event_type: "Happened".into(),
         schema_version: 1,
         payload: json!({"n": version}),
-        metadata: Metadata { causation_id: Some(uuid::Uuid::now_v7()), ..Metadata::correlated(uuid::Uuid::now_v7()) },
+        metadata: Metadata {
+            causation_id: Some(uuid::Uuid::now_v7()),
+            ..Metadata::correlated(uuid::Uuid::now_v7())
+        },
         recorded_at: chrono::Utc::now(),
     }
 }
@@ -28,7 +31,11 @@ async fn routes_by_stream_type_keys_by_stream_and_acknowledges_every_event() {
     let accounts = kafka.topic("account", 2).await;
     let transfers = kafka.topic("transfer", 1).await;
     let publisher = kafka.publisher();
-    let events = vec![event("account", "a", 1), event("transfer", "t", 1), event("account", "a", 2)];
+    let events = vec![
+        event("account", "a", 1),
+        event("transfer", "t", 1),
+        event("account", "a", 2),
+    ];
     let results = publisher.publish(&events).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(published_prefix(&events, &results), vec![0, 1, 2]);
@@ -38,7 +45,10 @@ async fn routes_by_stream_type_keys_by_stream_and_acknowledges_every_event() {
     assert!(a1.offset < a2.offset);
 
     let read = kafka.read_topic(&accounts).await;
-    assert_eq!(read.iter().map(|r| r.event.clone()).collect::<Vec<_>>(), vec![events[0].clone(), events[2].clone()]);
+    assert_eq!(
+        read.iter().map(|r| r.event.clone()).collect::<Vec<_>>(),
+        vec![events[0].clone(), events[2].clone()]
+    );
     let read = kafka.read_topic(&transfers).await;
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].key, "t");

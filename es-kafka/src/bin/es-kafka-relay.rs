@@ -21,7 +21,10 @@ use es_kafka::{
 };
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 async fn shutdown() {
@@ -40,7 +43,9 @@ async fn shutdown() {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let method: DataCaptureMethod = env_or("DATA_CAPTURE_METHOD", "cdc_debezium").parse()?;
     let relay_kind: CdcRelayKind = env_or("CDC_RELAY", "builtin").parse()?;
     if method == DataCaptureMethod::CdcDebezium && relay_kind == CdcRelayKind::Debezium {
