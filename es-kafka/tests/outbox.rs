@@ -257,3 +257,36 @@ async fn failures_are_counted_then_parked_blocking_only_their_stream_until_unpar
     let reads = kafka.read_topic(&topic).await;
     assert_complete_in_order(&reads, &BTreeMap::from([("p1".into(), 2), ("p2".into(), 1)]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poller_killed_while_waiting_for_acks_leaves_its_rows_pending() {
+    let kafka = Kafka::start();
+    if !kafka.is_mock() {
+        eprintln!("skipped: needs the mock cluster to take the broker down");
+        return;
+    }
+    let topic = kafka.topic("account", 2).await;
+    let store = common::store(true).await;
+    append_n(&store, "account", "w1", 3).await;
+    let publisher = kafka.publisher();
+    let first = poller(&store, publisher.clone(), OutboxConfig::default());
+    first.migrate().await.unwrap();
+    let mock = kafka.mock.as_ref().unwrap();
+    mock.broker_down(1).unwrap();
+
+    // The messages are handed to the producer; no ack can come back.
+    let claim = first.claim().await.unwrap();
+    let events = claim.events();
+    tokio::select! {
+        _ = publisher.publish(&events) => panic!("acknowledged while the broker is down"),
+        () = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+    }
+    drop(claim); // killed between publish and ack
+    drop(first);
+    mock.broker_up(1).unwrap();
+
+    let second = poller(&store, kafka.publisher(), OutboxConfig::default());
+    assert_eq!(drain(&second).await, 3);
+    let reads = kafka.read_topic(&topic).await;
+    assert_complete_in_order(&reads, &BTreeMap::from([("w1".into(), 3)]));
+}

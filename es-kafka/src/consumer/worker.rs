@@ -111,7 +111,7 @@ impl KafkaProjectionConsumer {
             offset = msg.offset()
         );
         let handled = self.handle(&msg).instrument(span).await?;
-        self.consumer.store_offset_from_message(&msg)?;
+        self.store_offset(&msg);
         Ok(handled)
     }
 
@@ -132,7 +132,7 @@ impl KafkaProjectionConsumer {
                 offset = msg.offset()
             );
             self.handle(&msg).instrument(span).await?;
-            self.consumer.store_offset_from_message(&msg)?;
+            self.store_offset(&msg);
         }
         self.commit().await
     }
@@ -154,6 +154,15 @@ impl KafkaProjectionConsumer {
             // Nothing stored since the last commit.
             Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
             other => Ok(other?),
+        }
+    }
+
+    /// Marks `msg` handled, for the next commit. Fails only when the
+    /// partition was revoked meanwhile; its new owner then gets the message
+    /// again (at least once), so that is logged, not fatal.
+    fn store_offset(&self, msg: &BorrowedMessage<'_>) {
+        if let Err(e) = self.consumer.store_offset_from_message(msg) {
+            tracing::warn!(error = %e, partition = msg.partition(), offset = msg.offset(), "offset not stored");
         }
     }
 
