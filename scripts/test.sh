@@ -4,6 +4,8 @@
 #   PostgreSQL: 127.0.0.1:5432, user postgres (ES_TEST_DATABASE_URL overrides
 #               the test database, default postgres://postgres@127.0.0.1:5432/es_test)
 #   Redis:      127.0.0.1:6379 (REDIS_URL overrides)
+#   Kafka:      rdkafka's in-process mock cluster, or the broker named by
+#               KAFKA_BOOTSTRAP_SERVERS (es-kafka tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,8 +32,21 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
 fi
 
+# es-kafka's CDC relay needs logical decoding: wal_level=logical takes a
+# restart (about 3 s), done only when the server is not set up yet.
+if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -tAc "SHOW wal_level")" != "logical" ]; then
+  echo "setting wal_level=logical and restarting PostgreSQL"
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "ALTER SYSTEM SET wal_level = logical"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main restart
+  wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432
+fi
+
 # A fresh database for the tests (each test then works in its own schema).
 if [ -z "${ES_TEST_DATABASE_URL:-}" ]; then
+  # Replication slots left by an interrupted es-kafka run would block the
+  # DROP DATABASE (and hold WAL): drop the inactive ones of es_test first.
+  psql -q -h 127.0.0.1 -U postgres -d postgres -tAc \
+    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'es_test' AND NOT active" >/dev/null
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS es_test WITH (FORCE)" \
        -c "CREATE DATABASE es_test" >/dev/null
 fi

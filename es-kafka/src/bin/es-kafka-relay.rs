@@ -1,0 +1,76 @@
+//! `es-kafka-relay`: publishes the event log of one es-postgres schema to
+//! Kafka, with the method chosen by the environment:
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `DATA_CAPTURE_METHOD` | `cdc_debezium` | `outbox_poller` or `cdc_debezium` |
+//! | `CDC_RELAY` | `builtin` | with `cdc_debezium`: `builtin` (this process relays) or `debezium` (Kafka Connect does; this process exits) |
+//! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/postgres` | the store's database |
+//! | `ES_SCHEMA` | `es` | the store's schema |
+//! | `KAFKA_BOOTSTRAP_SERVERS` | `127.0.0.1:9092` | brokers |
+//! | `KAFKA_TOPIC_TEMPLATE` | `banking.{stream_type}.events` | topic naming |
+//! | `CDC_SLOT` | `es_kafka_<schema>` | replication slot of the built-in relay |
+//!
+//! Stops cleanly on Ctrl-C / SIGTERM.
+
+use std::sync::Arc;
+
+use es_kafka::{
+    CdcConfig, CdcRelay, CdcRelayKind, DataCaptureMethod, KafkaPublisher, OutboxConfig, OutboxPoller, PublisherConfig,
+    TopicNaming,
+};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let method: DataCaptureMethod = env_or("DATA_CAPTURE_METHOD", "cdc_debezium").parse()?;
+    let relay_kind: CdcRelayKind = env_or("CDC_RELAY", "builtin").parse()?;
+    if method == DataCaptureMethod::CdcDebezium && relay_kind == CdcRelayKind::Debezium {
+        println!("CDC_RELAY=debezium: Kafka Connect publishes the events (es-kafka/deploy); nothing to do here");
+        return Ok(());
+    }
+    let schema = env_or("ES_SCHEMA", "es");
+    let pool = sqlx::PgPool::connect(&env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")).await?;
+    let publisher = Arc::new(KafkaPublisher::new(&PublisherConfig {
+        bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        topics: TopicNaming::new(env_or("KAFKA_TOPIC_TEMPLATE", "banking.{stream_type}.events")),
+        ..PublisherConfig::default()
+    })?);
+    tracing::info!(%method, %relay_kind, %schema, "starting");
+    match method {
+        DataCaptureMethod::OutboxPoller => {
+            let poller = OutboxPoller::new(pool, publisher, OutboxConfig::with_schema(schema))?;
+            poller.migrate().await?;
+            poller.run(shutdown()).await;
+        }
+        DataCaptureMethod::CdcDebezium => {
+            let slot = env_or("CDC_SLOT", &format!("es_kafka_{schema}"));
+            let relay = CdcRelay::new(pool, publisher, CdcConfig::new(schema, slot))?;
+            relay.run(shutdown()).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! [`CdcRelay`]: peek the slot, publish, wait for acknowledgements, advance.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use es_core::RecordedEvent;
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use super::decode::{event_from_columns, parse_change, Change};
+use super::slot::{self, SlotStatus};
+use super::CdcConfig;
+use crate::error::{CdcError, SetupError};
+use crate::publisher::KafkaPublisher;
+use crate::telemetry;
+
+const METHOD: &str = "cdc_builtin";
+
+/// Relays committed inserts of `{schema}.events` from a logical
+/// replication slot (`test_decoding`, read with
+/// `pg_logical_slot_peek_changes`) to Kafka.
+///
+/// Guarantees:
+/// - **only committed events**: logical decoding emits a transaction at
+///   its commit; a rolled-back append is never decoded;
+/// - **at least once, restart-safe**: the slot is advanced
+///   (`pg_replication_slot_advance`) only past transactions whose events
+///   Kafka has all acknowledged, after the acknowledgement. Changes are
+///   never consumed with `get_changes`, so a relay that dies at any point
+///   reads and publishes them again;
+/// - **per-stream order**: changes arrive in commit order, and a stream's
+///   versions commit in order;
+/// - events committed before the slot existed are not emitted (publish
+///   history once with [`KafkaPublisher::publish`] if needed).
+///
+/// Run one relay per slot. Its `wal_level` must be `logical`.
+#[derive(Debug, Clone)]
+pub struct CdcRelay {
+    pool: PgPool,
+    publisher: Arc<KafkaPublisher>,
+    config: CdcConfig,
+    table: String,
+}
+
+/// The events of whole transactions read from the slot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeBatch {
+    /// Events of the captured table, in commit order, with their commit time.
+    pub events: Vec<(RecordedEvent, DateTime<Utc>)>,
+    /// Per complete transaction: its commit LSN and how many of `events`
+    /// it contributed (transactions of other tables contribute 0).
+    pub transactions: Vec<(String, usize)>,
+}
+
+impl ChangeBatch {
+    /// The LSN to advance to once events `..published` are acknowledged:
+    /// the commit of the last transaction all of whose events are in.
+    pub fn safe_lsn(&self, published: usize) -> Option<&str> {
+        let mut covered = 0;
+        let mut lsn = None;
+        for (commit, n) in &self.transactions {
+            covered += n;
+            if covered > published {
+                break;
+            }
+            lsn = Some(commit.as_str());
+        }
+        lsn
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RelayOutcome {
+    /// Transactions read.
+    pub transactions: usize,
+    /// Events acknowledged by Kafka.
+    pub published: usize,
+    /// The LSN the slot was advanced to, if it moved.
+    pub advanced_to: Option<String>,
+    /// Commit-to-acknowledgement lag of each published event.
+    pub lags: Vec<Duration>,
+}
+
+impl CdcRelay {
+    /// A relay for `config`. Does not touch the database.
+    pub fn new(pool: PgPool, publisher: Arc<KafkaPublisher>, config: CdcConfig) -> Result<Self, SetupError> {
+        let schema = crate::ident::check(&config.schema)?;
+        crate::ident::check(&config.slot)?;
+        Ok(Self {
+            table: format!("{schema}.events"),
+            pool,
+            publisher,
+            config,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CdcConfig {
+        &self.config
+    }
+
+    /// Creates the replication slot unless it exists; returns whether it
+    /// was created. Events committed from then on will be relayed.
+    pub async fn ensure_slot(&self) -> Result<bool, CdcError> {
+        slot::ensure(&self.pool, &self.config.slot).await
+    }
+
+    /// Drops the slot (decommissioning; a forgotten slot keeps WAL forever).
+    pub async fn drop_slot(&self) -> Result<(), CdcError> {
+        slot::drop(&self.pool, &self.config.slot).await
+    }
+
+    /// The slot's confirmed position and the WAL it retains.
+    pub async fn slot_status(&self) -> Result<SlotStatus, CdcError> {
+        slot::status(&self.pool, &self.config.slot).await
+    }
+
+    /// Reads (peeks, without consuming) the next whole transactions.
+    pub async fn read_batch(&self) -> Result<ChangeBatch, CdcError> {
+        let rows = slot::peek(&self.pool, &self.config.slot, self.config.max_changes).await?;
+        let mut batch = ChangeBatch::default();
+        let mut open: Vec<RecordedEvent> = Vec::new();
+        for (lsn, data) in rows {
+            let decode_err = |reason: String| CdcError::Decode {
+                lsn: lsn.clone(),
+                reason,
+            };
+            match parse_change(&data).map_err(decode_err)? {
+                Change::Begin => open.clear(),
+                Change::Insert { table, columns } if table == self.table => {
+                    open.push(event_from_columns(&columns).map_err(decode_err)?);
+                }
+                Change::Insert { .. } | Change::Other => {}
+                Change::Commit(at) => {
+                    let at = at.unwrap_or_else(Utc::now);
+                    batch.transactions.push((lsn.clone(), open.len()));
+                    batch.events.extend(open.drain(..).map(|e| (e, at)));
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Publishes a batch, waits for every acknowledgement, and advances the
+    /// slot past the transactions that are fully acknowledged. Fails (after
+    /// advancing past the acknowledged prefix) if any event was not.
+    pub async fn publish_batch(&self, batch: &ChangeBatch) -> Result<RelayOutcome, CdcError> {
+        let events: Vec<RecordedEvent> = batch.events.iter().map(|(e, _)| e.clone()).collect();
+        let results = self.publisher.publish(&events).await;
+        let prefix = results.iter().take_while(|r| r.is_ok()).count();
+        let mut outcome = RelayOutcome {
+            transactions: batch.transactions.len(),
+            published: prefix,
+            ..RelayOutcome::default()
+        };
+        for ((_, committed_at), result) in batch.events.iter().zip(&results).take(prefix) {
+            if let Ok(d) = result {
+                outcome
+                    .lags
+                    .push(telemetry::record_lag(METHOD, *committed_at, d.acked_at));
+            }
+        }
+        if let Some(lsn) = batch.safe_lsn(prefix) {
+            slot::advance(&self.pool, &self.config.slot, lsn).await?;
+            outcome.advanced_to = Some(lsn.to_owned());
+        }
+        ::metrics::counter!(telemetry::PUBLISHED, "method" => METHOD).increment(prefix as u64);
+        let failed = results.len() - prefix;
+        if failed > 0 {
+            ::metrics::counter!(telemetry::PUBLISH_FAILURES, "method" => METHOD).increment(failed as u64);
+            if let Some(Err(first)) = results.into_iter().nth(prefix) {
+                return Err(CdcError::Publish {
+                    failed,
+                    total: events.len(),
+                    first,
+                });
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// One round: [`read_batch`](Self::read_batch) then
+    /// [`publish_batch`](Self::publish_batch).
+    pub async fn relay_once(&self) -> Result<RelayOutcome, CdcError> {
+        let started = Instant::now();
+        let span = tracing::debug_span!("cdc.relay", slot = %self.config.slot);
+        let outcome = async { self.publish_batch(&self.read_batch().await?).await }
+            .instrument(span)
+            .await?;
+        if outcome.transactions > 0 {
+            ::metrics::histogram!(telemetry::BATCH_DURATION, "method" => METHOD)
+                .record(started.elapsed().as_secs_f64());
+        }
+        Ok(outcome)
+    }
+
+    /// Relays until `shutdown` completes: again at once after a busy
+    /// round, after `poll_interval` when idle, with back-off after errors
+    /// (logged, never returned). Creates the slot first if needed.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut failures: u32 = 0;
+        let mut ready = false;
+        loop {
+            let result = if ready {
+                self.relay_once().await
+            } else {
+                self.ensure_slot().await.map(|_| {
+                    ready = true;
+                    RelayOutcome::default()
+                })
+            };
+            let wait = match result {
+                Ok(o) if o.transactions > 0 => {
+                    failures = 0;
+                    Duration::ZERO
+                }
+                Ok(_) => {
+                    failures = 0;
+                    self.config.poll_interval
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::error!(error = %e, "cdc relay round failed");
+                    self.config.backoff.delay_after(failures)
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_lsn_stops_before_a_partly_published_transaction() {
+        let batch = ChangeBatch {
+            events: Vec::new(),
+            transactions: vec![("0/1".into(), 2), ("0/2".into(), 0), ("0/3".into(), 3)],
+        };
+        assert_eq!(batch.safe_lsn(0), None);
+        assert_eq!(batch.safe_lsn(1), None);
+        assert_eq!(batch.safe_lsn(2), Some("0/2"));
+        assert_eq!(batch.safe_lsn(4), Some("0/2"));
+        assert_eq!(batch.safe_lsn(5), Some("0/3"));
+    }
+}

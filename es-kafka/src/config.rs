@@ -1,0 +1,175 @@
+//! Plain configuration structs with sensible defaults. Reading them from the
+//! environment is the binary's job (`src/bin/es-kafka-relay.rs`); the enums
+//! parse the documented setting values with [`FromStr`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::SetupError;
+
+/// How committed events are captured from PostgreSQL (`DATA_CAPTURE_METHOD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataCaptureMethod {
+    /// `outbox_poller`: es-postgres writes outbox rows in the append's own
+    /// statement; an [`OutboxPoller`](crate::OutboxPoller) publishes them.
+    OutboxPoller,
+    /// `cdc_debezium` (the default): change data capture from the
+    /// write-ahead log, by Debezium or the built-in relay ([`CdcRelayKind`]).
+    #[default]
+    CdcDebezium,
+}
+
+/// Which program reads the write-ahead log when the method is
+/// [`DataCaptureMethod::CdcDebezium`] (`CDC_RELAY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CdcRelayKind {
+    /// `builtin` (the default): the Rust [`CdcRelay`](crate::CdcRelay)
+    /// (logical decoding over SQL), no Kafka Connect needed.
+    #[default]
+    Builtin,
+    /// `debezium`: the Debezium connector in `deploy/` does it; this
+    /// process publishes nothing.
+    Debezium,
+}
+
+impl FromStr for DataCaptureMethod {
+    type Err = SetupError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "outbox_poller" | "outbox" => Ok(Self::OutboxPoller),
+            "cdc_debezium" | "cdc" => Ok(Self::CdcDebezium),
+            _ => Err(invalid("DATA_CAPTURE_METHOD", s, "outbox_poller or cdc_debezium")),
+        }
+    }
+}
+
+impl FromStr for CdcRelayKind {
+    type Err = SetupError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "builtin" => Ok(Self::Builtin),
+            "debezium" => Ok(Self::Debezium),
+            _ => Err(invalid("CDC_RELAY", s, "builtin or debezium")),
+        }
+    }
+}
+
+impl fmt::Display for DataCaptureMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::OutboxPoller => "outbox_poller",
+            Self::CdcDebezium => "cdc_debezium",
+        })
+    }
+}
+
+impl fmt::Display for CdcRelayKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Builtin => "builtin",
+            Self::Debezium => "debezium",
+        })
+    }
+}
+
+fn invalid(name: &str, value: &str, expected: &str) -> SetupError {
+    SetupError::InvalidSetting {
+        name: name.into(),
+        value: value.into(),
+        expected: expected.into(),
+    }
+}
+
+/// Where events of a stream type go.
+///
+/// The default, `banking.{stream_type}.events`, gives one topic per stream
+/// type (`banking.account.events`); a template without `{stream_type}`
+/// sends everything to one topic. Debezium's outbox router is configured
+/// with the same pattern (`route.topic.replacement`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicNaming {
+    /// The template; `{stream_type}` is replaced by the event's stream type.
+    pub template: String,
+}
+
+impl Default for TopicNaming {
+    fn default() -> Self {
+        Self {
+            template: "banking.{stream_type}.events".into(),
+        }
+    }
+}
+
+impl TopicNaming {
+    /// A template, e.g. `"shop.{stream_type}"` or `"all-events"`.
+    pub fn new(template: impl Into<String>) -> Self {
+        Self {
+            template: template.into(),
+        }
+    }
+
+    /// The topic of events of `stream_type`.
+    pub fn topic_for(&self, stream_type: &str) -> String {
+        self.template.replace("{stream_type}", stream_type)
+    }
+}
+
+/// Settings of a [`KafkaPublisher`](crate::KafkaPublisher).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublisherConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// `client.id`.
+    pub client_id: String,
+    /// Topic of each stream type.
+    pub topics: TopicNaming,
+    /// `message.timeout.ms`: how long librdkafka retries one message
+    /// before reporting it failed (the poller or relay then retries the
+    /// whole batch later).
+    pub message_timeout: Duration,
+    /// `linger.ms`: how long messages wait to be batched.
+    pub linger: Duration,
+    /// Any other librdkafka producer settings (security, compression ...).
+    /// The idempotence settings cannot be overridden.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            client_id: "es-kafka".into(),
+            topics: TopicNaming::default(),
+            message_timeout: Duration::from_secs(30),
+            linger: Duration::from_millis(2),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_and_print_round_trip() {
+        for m in [DataCaptureMethod::OutboxPoller, DataCaptureMethod::CdcDebezium] {
+            assert_eq!(m.to_string().parse::<DataCaptureMethod>().unwrap(), m);
+        }
+        for r in [CdcRelayKind::Builtin, CdcRelayKind::Debezium] {
+            assert_eq!(r.to_string().parse::<CdcRelayKind>().unwrap(), r);
+        }
+        assert_eq!(DataCaptureMethod::default(), DataCaptureMethod::CdcDebezium);
+        assert!(" Outbox_Poller ".parse::<DataCaptureMethod>().is_ok());
+        assert!("kafka".parse::<DataCaptureMethod>().is_err());
+        assert!("wal2json".parse::<CdcRelayKind>().is_err());
+    }
+
+    #[test]
+    fn topics_per_stream_type_or_single() {
+        assert_eq!(TopicNaming::default().topic_for("account"), "banking.account.events");
+        assert_eq!(TopicNaming::new("all").topic_for("account"), "all");
+    }
+}

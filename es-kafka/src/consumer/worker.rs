@@ -1,0 +1,243 @@
+//! The consume-apply-commit loop.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use es_core::{BoxError, Projector, RecordedEvent};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::FutureProducer;
+use tracing::Instrument;
+
+use super::dedup::{verdict, DedupStore, Verdict};
+use super::{dead_letter, ConsumerConfig};
+use crate::error::{ConsumerError, SetupError};
+use crate::message::decode_envelope;
+use crate::telemetry;
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// The projector applied the event.
+    Applied,
+    /// The projector's filter does not want the event.
+    Filtered,
+    /// The event was handled before (redelivery or duplicate publish).
+    Duplicate,
+    /// An earlier version of the stream has not arrived yet; skipped, it
+    /// is delivered again after the missing one.
+    Early,
+    /// The event failed every attempt (or could not be decoded) and was
+    /// sent to the dead-letter topic.
+    DeadLettered,
+}
+
+/// A consumer-group member that feeds an es-core [`Projector`].
+///
+/// Guarantees:
+/// - a message's offset is stored for commit only after it was handled
+///   (applied, skipped as duplicate, or dead-lettered), and only stored
+///   offsets are committed: after a crash, consumption resumes at or
+///   before the first unhandled message (at least once);
+/// - redelivery is harmless: each stream's last handled version is kept in
+///   a [`DedupStore`] and older or equal versions are skipped;
+/// - a poison event is retried `retry.max_attempts` times with back-off,
+///   then copied to `dead_letter_topic` with the error in the `es-error`
+///   header, and consumption moves on;
+/// - partitions are split between the group's members by Kafka.
+pub struct KafkaProjectionConsumer {
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    projector: Arc<dyn Projector>,
+    dedup: Arc<dyn DedupStore>,
+    config: ConsumerConfig,
+}
+
+impl std::fmt::Debug for KafkaProjectionConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaProjectionConsumer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaProjectionConsumer {
+    /// Creates the consumer and subscribes to `config.topics`.
+    pub fn new(
+        config: ConsumerConfig,
+        projector: Arc<dyn Projector>,
+        dedup: Arc<dyn DedupStore>,
+    ) -> Result<Self, SetupError> {
+        let mut cc = ClientConfig::new();
+        for (k, v) in &config.extra {
+            cc.set(k, v);
+        }
+        cc.set("bootstrap.servers", &config.bootstrap_servers);
+        let producer: FutureProducer = cc
+            .clone()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()?;
+        let consumer: StreamConsumer = cc
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.commit.interval.ms",
+                config.commit_interval.as_millis().to_string(),
+            )
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create()?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(Self {
+            consumer,
+            producer,
+            projector,
+            dedup,
+            config,
+        })
+    }
+
+    /// Waits for the next message and handles it.
+    pub async fn next(&self) -> Result<Handled, ConsumerError> {
+        let msg = self.consumer.recv().await?;
+        let span = tracing::debug_span!(
+            "kafka.consume",
+            topic = msg.topic(),
+            partition = msg.partition(),
+            offset = msg.offset()
+        );
+        let handled = self.handle(&msg).instrument(span).await?;
+        self.store_offset(&msg);
+        Ok(handled)
+    }
+
+    /// Handles messages until `shutdown` completes (checked between
+    /// messages, never in the middle of one), then commits the handled
+    /// offsets synchronously.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumerError> {
+        tokio::pin!(shutdown);
+        loop {
+            let msg = tokio::select! {
+                () = &mut shutdown => break,
+                msg = self.consumer.recv() => msg?,
+            };
+            let span = tracing::debug_span!(
+                "kafka.consume",
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset()
+            );
+            self.handle(&msg).instrument(span).await?;
+            self.store_offset(&msg);
+        }
+        self.commit().await
+    }
+
+    /// The partitions this member owns now, as `(topic, partition)`.
+    pub fn assignment(&self) -> Result<Vec<(String, i32)>, ConsumerError> {
+        Ok(self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect())
+    }
+
+    /// Commits the offsets of every handled message now and waits.
+    pub async fn commit(&self) -> Result<(), ConsumerError> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Marks `msg` handled, for the next commit. Fails only when the
+    /// partition was revoked meanwhile; its new owner then gets the message
+    /// again (at least once), so that is logged, not fatal.
+    fn store_offset(&self, msg: &BorrowedMessage<'_>) {
+        if let Err(e) = self.consumer.store_offset_from_message(msg) {
+            tracing::warn!(error = %e, partition = msg.partition(), offset = msg.offset(), "offset not stored");
+        }
+    }
+
+    async fn handle(&self, msg: &BorrowedMessage<'_>) -> Result<Handled, ConsumerError> {
+        let name = self.projector.name().to_owned();
+        let event = match decode_envelope(msg.payload().unwrap_or_default()) {
+            Ok(e) => e,
+            Err(e) => {
+                let error = format!("undecodable envelope: {e}");
+                tracing::warn!(%error, "dead-lettering message");
+                return self.dead_letter(msg, &error, 0, &name).await;
+            }
+        };
+        let last = self
+            .dedup
+            .last_version(&event.stream_id)
+            .await
+            .map_err(ConsumerError::Dedup)?;
+        match verdict(last, event.version) {
+            Verdict::Duplicate => {
+                ::metrics::counter!(telemetry::CONSUMER_DUPLICATES, "projection" => name).increment(1);
+                return Ok(Handled::Duplicate);
+            }
+            Verdict::Early => {
+                tracing::warn!(stream = %event.stream_id, version = event.version, ?last, "event ahead of its stream, skipped");
+                ::metrics::counter!(telemetry::CONSUMER_EARLY, "projection" => name).increment(1);
+                return Ok(Handled::Early);
+            }
+            Verdict::Apply => {}
+        }
+        let handled = if !self.projector.filter().matches(&event.stream_type, &event.event_type) {
+            Handled::Filtered
+        } else {
+            match self.apply_with_retry(&event, &name).await {
+                Ok(()) => {
+                    ::metrics::counter!(telemetry::CONSUMER_APPLIED, "projection" => name.clone()).increment(1);
+                    Handled::Applied
+                }
+                Err((error, attempts)) => self.dead_letter(msg, &error.to_string(), attempts, &name).await?,
+            }
+        };
+        self.dedup
+            .record(&event.stream_id, event.version)
+            .await
+            .map_err(ConsumerError::Dedup)?;
+        Ok(handled)
+    }
+
+    async fn apply_with_retry(&self, event: &RecordedEvent, name: &str) -> Result<(), (BoxError, u32)> {
+        let mut attempt = 1;
+        loop {
+            match self.projector.apply(event).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    ::metrics::counter!(telemetry::CONSUMER_FAILURES, "projection" => name.to_owned()).increment(1);
+                    tracing::warn!(error = %e, attempt, event_id = %event.event_id, "projector failed");
+                    if !self.config.retry.should_retry(attempt) {
+                        return Err((e, attempt));
+                    }
+                    tokio::time::sleep(self.config.retry.delay_after(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        error: &str,
+        attempts: u32,
+        name: &str,
+    ) -> Result<Handled, ConsumerError> {
+        dead_letter::send(&self.producer, &self.config.dead_letter_topic, msg, error, attempts).await?;
+        ::metrics::counter!(telemetry::CONSUMER_DEAD_LETTERS, "projection" => name.to_owned()).increment(1);
+        Ok(Handled::DeadLettered)
+    }
+}

@@ -1,0 +1,136 @@
+//! Errors of the publisher, the outbox poller, the CDC relay and the
+//! projection consumer.
+
+use es_core::BoxError;
+use rdkafka::error::KafkaError;
+
+/// A Kafka client could not be created or configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// librdkafka rejected the configuration.
+    #[error("kafka client configuration: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A setting has a value the library does not understand.
+    #[error("invalid setting {name}={value:?}: expected {expected}")]
+    InvalidSetting {
+        /// Name of the setting (e.g. `DATA_CAPTURE_METHOD`).
+        name: String,
+        /// The value given.
+        value: String,
+        /// What would have been accepted.
+        expected: String,
+    },
+    /// A schema or slot name is not a plain lowercase identifier.
+    #[error("invalid identifier {0:?}: use lowercase letters, digits and '_' (at most 48)")]
+    InvalidIdentifier(String),
+    /// Preparing the database (index, slot) failed.
+    #[error("database setup: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Why one event could not be published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The envelope could not be encoded.
+    #[error("encoding event {event_id}: {source}")]
+    Encode {
+        /// The event.
+        event_id: uuid::Uuid,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Kafka refused or did not acknowledge the message in time.
+    #[error("delivery of event {event_id} to {topic}: {source}")]
+    Delivery {
+        /// The event.
+        event_id: uuid::Uuid,
+        /// The topic.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The producer went away before reporting the delivery.
+    #[error("delivery report of event {event_id} lost (producer closed)")]
+    Canceled {
+        /// The event.
+        event_id: uuid::Uuid,
+    },
+    /// An earlier event of the same stream in the same batch failed, so
+    /// this one was not sent (per-stream order).
+    #[error("not sent: an earlier event of stream {stream_id} failed in this batch")]
+    Blocked {
+        /// The stream.
+        stream_id: String,
+    },
+}
+
+/// Errors of the outbox poller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// Reading, claiming or marking outbox rows failed.
+    #[error("outbox database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// An outbox row could not be turned into an event.
+    #[error("outbox row {position}: {reason}")]
+    BadRow {
+        /// Its global position.
+        position: i64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Errors of the built-in CDC relay.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CdcError {
+    /// Talking to PostgreSQL (slot, peek, advance) failed.
+    #[error("cdc database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A change line from logical decoding could not be parsed.
+    #[error("cdc decode at lsn {lsn}: {reason}")]
+    Decode {
+        /// LSN of the change.
+        lsn: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Some events of the batch were not acknowledged; the slot was not
+    /// advanced and the whole batch will be read and published again.
+    #[error("cdc publish: {failed} of {total} events not acknowledged, first: {first}")]
+    Publish {
+        /// Events that failed.
+        failed: usize,
+        /// Events in the batch.
+        total: usize,
+        /// The first failure.
+        first: PublishError,
+    },
+}
+
+/// Errors that stop the projection consumer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// The Kafka consumer failed (subscribe, receive, commit).
+    #[error("kafka consumer: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The de-duplication store failed.
+    #[error("dedup store: {0}")]
+    Dedup(#[source] BoxError),
+    /// A poison event could not be written to the dead-letter topic (the
+    /// offset is not committed; the event will be consumed again).
+    #[error("dead-letter publish to {topic}: {source}")]
+    DeadLetter {
+        /// The dead-letter topic.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+}

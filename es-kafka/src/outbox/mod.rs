@@ -1,0 +1,84 @@
+//! The `outbox_poller` capture method: publishes es-postgres outbox rows.
+
+mod poller;
+mod row;
+mod sql;
+mod status;
+
+use std::time::Duration;
+
+use es_core::RetryPolicy;
+
+pub use poller::{BatchOutcome, Claim, OutboxPoller};
+pub use status::{OutboxStatus, ParkedRow};
+
+/// What happens to an outbox row once Kafka has acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Delete the row in the transaction that would have marked it.
+    DeleteOnPublish,
+    /// Set `published_at`; [`OutboxPoller::run`] deletes published rows
+    /// older than `purge_after` (never, if `None`).
+    MarkPublished {
+        /// Age after which published rows are deleted.
+        purge_after: Option<Duration>,
+    },
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self::MarkPublished {
+            purge_after: Some(Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+}
+
+/// Settings of an [`OutboxPoller`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxConfig {
+    /// Schema of the es-postgres tables.
+    pub schema: String,
+    /// Most streams claimed by one batch.
+    pub max_streams: i64,
+    /// Most rows published by one batch.
+    pub batch_size: i64,
+    /// Wait between polls when nothing was pending.
+    pub poll_interval: Duration,
+    /// Failed attempts after which a row is parked (it then blocks its
+    /// stream until [`OutboxPoller::unpark`]).
+    pub max_attempts: i32,
+    /// Back-off of the poller after a batch with failures or an error.
+    pub backoff: RetryPolicy,
+    /// What happens to published rows.
+    pub retention: Retention,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            schema: "es".into(),
+            max_streams: 500,
+            batch_size: 1000,
+            poll_interval: Duration::from_millis(20),
+            max_attempts: 5,
+            backoff: RetryPolicy {
+                max_attempts: u32::MAX,
+                initial_delay: Duration::from_millis(50),
+                multiplier: 2.0,
+                max_delay: Duration::from_secs(5),
+                jitter: 0.5,
+            },
+            retention: Retention::default(),
+        }
+    }
+}
+
+impl OutboxConfig {
+    /// The default configuration for another schema.
+    pub fn with_schema(schema: impl Into<String>) -> Self {
+        Self {
+            schema: schema.into(),
+            ..Self::default()
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The outbox status query: what is pending, what is parked and why.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::OutboxPoller;
+use crate::error::OutboxError;
+use crate::telemetry;
+
+/// `(position, stream, version, type, attempts, error, parked_at)`.
+type ParkedTuple = (i64, String, i64, String, i32, String, DateTime<Utc>);
+
+/// A row that failed too often and waits for an operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParkedRow {
+    /// Global position of the event.
+    pub global_position: u64,
+    /// Its stream (blocked behind this row).
+    pub stream_id: String,
+    /// Its stream version.
+    pub version: u64,
+    /// Its event type.
+    pub event_type: String,
+    /// Failed attempts.
+    pub attempts: i32,
+    /// The last error.
+    pub last_error: String,
+    /// When it was parked.
+    pub parked_at: DateTime<Utc>,
+}
+
+/// A snapshot of the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxStatus {
+    /// Unpublished rows that are not parked.
+    pub pending: u64,
+    /// Parked rows.
+    pub parked: u64,
+    /// Age of the oldest pending row (how far behind publishing is).
+    pub oldest_pending_age: Option<Duration>,
+    /// The parked rows, oldest first (at most 100).
+    pub parked_rows: Vec<ParkedRow>,
+}
+
+impl OutboxPoller {
+    /// Counts pending and parked rows, lists parked rows with their errors,
+    /// and sets the `es_kafka_outbox_pending` / `_parked_rows` gauges.
+    pub async fn status(&self) -> Result<OutboxStatus, OutboxError> {
+        let (pending, parked, oldest): (i64, i64, Option<DateTime<Utc>>) =
+            sqlx::query_as(&self.sql().counts).fetch_one(self.pool()).await?;
+        let rows: Vec<ParkedTuple> = sqlx::query_as(&self.sql().parked)
+            .bind(100_i64)
+            .fetch_all(self.pool())
+            .await?;
+        ::metrics::gauge!(telemetry::OUTBOX_PENDING).set(pending as f64);
+        ::metrics::gauge!(telemetry::OUTBOX_PARKED_ROWS).set(parked as f64);
+        Ok(OutboxStatus {
+            pending: pending.max(0) as u64,
+            parked: parked.max(0) as u64,
+            oldest_pending_age: oldest.map(|t| (Utc::now() - t).to_std().unwrap_or_default()),
+            parked_rows: rows
+                .into_iter()
+                .map(
+                    |(p, stream_id, version, event_type, attempts, last_error, parked_at)| ParkedRow {
+                        global_position: p.max(0) as u64,
+                        stream_id,
+                        version: version.max(0) as u64,
+                        event_type,
+                        attempts,
+                        last_error,
+                        parked_at,
+                    },
+                )
+                .collect(),
+        })
+    }
+}

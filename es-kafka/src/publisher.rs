@@ -1,0 +1,188 @@
+//! [`KafkaPublisher`]: the idempotent producer every capture method uses.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use es_core::RecordedEvent;
+use futures::future::join_all;
+use futures::FutureExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tracing::Instrument;
+
+use crate::config::{PublisherConfig, TopicNaming};
+use crate::error::{PublishError, SetupError};
+use crate::message::{encode_envelope, event_headers};
+
+/// Where and when Kafka acknowledged one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Partition of the message.
+    pub partition: i32,
+    /// Offset of the message.
+    pub offset: i64,
+    /// When the acknowledgement arrived.
+    pub acked_at: DateTime<Utc>,
+}
+
+/// Publishes events to Kafka with an idempotent producer
+/// (`enable.idempotence=true`, `acks=all`): within a partition messages are
+/// neither duplicated nor reordered by the producer's own retries.
+///
+/// Guarantees of [`publish`](Self::publish): a result is `Ok` only once
+/// Kafka has acknowledged the message (all in-sync replicas); the message
+/// key is the stream id, so all events of a stream land in one partition
+/// in the order given; the partitioner is `murmur2_random`, the Java
+/// client's, so Debezium and this publisher put a stream in the same
+/// partition.
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+    topics: TopicNaming,
+}
+
+impl std::fmt::Debug for KafkaPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaPublisher")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaPublisher {
+    /// A publisher for `config`. Creating it does not contact the brokers.
+    pub fn new(config: &PublisherConfig) -> Result<Self, SetupError> {
+        let mut cc = ClientConfig::new();
+        for (k, v) in &config.extra {
+            cc.set(k, v);
+        }
+        cc.set("bootstrap.servers", &config.bootstrap_servers)
+            .set("client.id", &config.client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("partitioner", "murmur2_random")
+            .set("message.timeout.ms", config.message_timeout.as_millis().to_string())
+            .set("linger.ms", config.linger.as_millis().to_string());
+        Ok(Self {
+            producer: cc.create()?,
+            topics: config.topics.clone(),
+        })
+    }
+
+    /// The topic naming in use.
+    pub fn topics(&self) -> &TopicNaming {
+        &self.topics
+    }
+
+    /// The underlying producer (for flushing, metrics or raw sends).
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Publishes `events` and waits for every acknowledgement. Returns one
+    /// result per event, in input order.
+    ///
+    /// Events are handed to the producer in input order. If one cannot even
+    /// be queued (e.g. too large), the later events of the *same stream* in
+    /// this batch are not sent ([`PublishError::Blocked`]), so a caller that
+    /// counts, per stream, only the prefix up to the first failure as
+    /// published never leaves a hole it would not fill by publishing again.
+    pub async fn publish(&self, events: &[RecordedEvent]) -> Vec<Result<Delivered, PublishError>> {
+        let span = tracing::debug_span!("kafka.publish", events = events.len());
+        async {
+            let mut blocked: HashSet<&str> = HashSet::new();
+            let mut pending = Vec::with_capacity(events.len());
+            for event in events {
+                if blocked.contains(event.stream_id.as_str()) {
+                    pending.push(
+                        futures::future::ready(Err(PublishError::Blocked {
+                            stream_id: event.stream_id.to_string(),
+                        }))
+                        .boxed(),
+                    );
+                    continue;
+                }
+                match self.enqueue(event).await {
+                    Ok(fut) => pending.push(fut.boxed()),
+                    Err(e) => {
+                        blocked.insert(event.stream_id.as_str());
+                        pending.push(futures::future::ready(Err(e)).boxed());
+                    }
+                }
+            }
+            join_all(pending).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Queues one event; the returned future resolves at its acknowledgement.
+    async fn enqueue(
+        &self,
+        event: &RecordedEvent,
+    ) -> Result<impl std::future::Future<Output = Result<Delivered, PublishError>> + Send + 'static, PublishError> {
+        let event_id = event.event_id;
+        let payload = encode_envelope(event).map_err(|source| PublishError::Encode { event_id, source })?;
+        let topic = self.topics.topic_for(&event.stream_type);
+        let headers: OwnedHeaders = event_headers(event);
+        let key = event.stream_id.as_str();
+        let mut record = FutureRecord::to(&topic).key(key).payload(&payload).headers(headers);
+        let delivery = loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // Local queue full: let deliveries drain, then retry.
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((source, _)) => {
+                    return Err(PublishError::Delivery {
+                        event_id,
+                        topic: topic.clone(),
+                        source,
+                    })
+                }
+            }
+        };
+        Ok(delivery.map(move |outcome| match outcome {
+            Ok(Ok(d)) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+                acked_at: Utc::now(),
+            }),
+            Ok(Err((source, _))) => Err(PublishError::Delivery {
+                event_id,
+                topic,
+                source,
+            }),
+            Err(_) => Err(PublishError::Canceled { event_id }),
+        }))
+    }
+
+    /// Waits up to `timeout` for every queued message to be acknowledged.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+}
+
+/// Given events and their publish results (same order), the indexes of the
+/// events that count as published: per stream, the acknowledged prefix up
+/// to the first failure. Everything after a stream's first failure must be
+/// published again, so the stream's order on the topic is never broken by
+/// a hole.
+pub fn published_prefix(events: &[RecordedEvent], results: &[Result<Delivered, PublishError>]) -> Vec<usize> {
+    let mut failed: HashSet<&str> = HashSet::new();
+    let mut ok = Vec::with_capacity(events.len());
+    for (i, (event, result)) in events.iter().zip(results).enumerate() {
+        let stream = event.stream_id.as_str();
+        if result.is_ok() && !failed.contains(stream) {
+            ok.push(i);
+        } else {
+            failed.insert(stream);
+        }
+    }
+    ok
+}

@@ -1,0 +1,151 @@
+//! The built-in CDC relay reading a real logical replication slot on the
+//! real PostgreSQL (wal_level=logical, see scripts/test.sh). Every test
+//! drops its slot, also when it fails.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use common::{append_n, assert_complete_in_order, Kafka};
+use es_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use es_kafka::{CdcConfig, CdcRelay, KafkaPublisher};
+use es_postgres::PostgresEventStore;
+use futures::FutureExt;
+use serde_json::json;
+
+fn relay(store: &PostgresEventStore, publisher: Arc<KafkaPublisher>, slot: &str) -> CdcRelay {
+    CdcRelay::new(store.pool().clone(), publisher, CdcConfig::new(store.schema(), slot)).unwrap()
+}
+
+/// Runs `body` with a fresh slot and drops the slot afterwards, even if
+/// `body` panics.
+async fn with_slot<F, Fut>(store: &PostgresEventStore, kafka: &Kafka, body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let slot = common::unique("es_kafka_test");
+    assert!(relay(store, kafka.publisher(), &slot).ensure_slot().await.unwrap());
+    let outcome = std::panic::AssertUnwindSafe(body(slot.clone())).catch_unwind().await;
+    relay(store, kafka.publisher(), &slot).drop_slot().await.unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn drain(r: &CdcRelay) -> usize {
+    let mut published = 0;
+    loop {
+        let o = r.relay_once().await.unwrap();
+        if o.transactions == 0 {
+            return published;
+        }
+        published += o.published;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relays_committed_events_from_a_real_slot_in_order_and_never_rolled_back_ones() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 3).await;
+    let store = common::store(false).await;
+    append_n(&store, "account", "before", 1).await; // before the slot: not emitted
+    let (store, kafka) = (&store, &kafka);
+    with_slot(store, kafka, |slot| async move {
+        append_n(store, "account", "c1", 4).await;
+        append_n(store, "account", "c2", 2).await;
+        let conflict = store
+            .append(
+                "account",
+                &StreamId::from("c1"),
+                ExpectedVersion::Exact(1),
+                vec![NewEvent::new("X", json!({}))],
+            )
+            .await;
+        assert!(conflict.is_err());
+        let mut tx = store.pool().begin().await.unwrap();
+        store
+            .append_in_transaction(
+                &mut tx,
+                "account",
+                &StreamId::from("ghost"),
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("X", json!({}))],
+            )
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+
+        let r = relay(store, kafka.publisher(), &slot);
+        assert_eq!(drain(&r).await, 6);
+        let reads = kafka.read_topic(&topic).await;
+        assert_eq!(reads.len(), 6);
+        assert_complete_in_order(&reads, &BTreeMap::from([("c1".into(), 4), ("c2".into(), 2)]));
+        // Same envelope as the store holds.
+        let stored = store.find_event(reads[0].event.event_id).await.unwrap().unwrap();
+        assert_eq!(reads[0].event, stored);
+        // The slot moved: nothing is decoded twice.
+        assert!(r.slot_status().await.unwrap().confirmed_flush_lsn.is_some());
+        assert_eq!(r.relay_once().await.unwrap().published, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_killed_after_the_acks_but_before_advancing_republishes_everything() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 2).await;
+    let store = common::store(false).await;
+    let (store, kafka) = (&store, &kafka);
+    with_slot(store, kafka, |slot| async move {
+        append_n(store, "account", "r1", 3).await;
+        append_n(store, "account", "r2", 2).await;
+        let publisher = kafka.publisher();
+        let first = relay(store, publisher.clone(), &slot);
+        let batch = first.read_batch().await.unwrap();
+        assert_eq!(batch.events.len(), 5);
+        let events: Vec<_> = batch.events.iter().map(|(e, _)| e.clone()).collect();
+        assert!(publisher.publish(&events).await.iter().all(Result::is_ok));
+        drop(first); // dies before pg_replication_slot_advance
+
+        let second = relay(store, publisher.clone(), &slot);
+        assert_eq!(drain(&second).await, 5, "republished, nothing skipped");
+        let reads = kafka.read_topic(&topic).await;
+        assert_eq!(reads.len(), 10);
+        assert_complete_in_order(&reads, &BTreeMap::from([("r1".into(), 3), ("r2".into(), 2)]));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_slot_does_not_advance_past_unacknowledged_events() {
+    let kafka = Kafka::start();
+    if !kafka.is_mock() {
+        eprintln!("skipped: needs the mock cluster to take the broker down");
+        return;
+    }
+    let topic = kafka.topic("account", 2).await;
+    let store = common::store(false).await;
+    let (store, kafka) = (&store, &kafka);
+    with_slot(store, kafka, |slot| async move {
+        append_n(store, "account", "d1", 2).await;
+        let r = relay(store, kafka.publisher(), &slot);
+        let before = r.slot_status().await.unwrap().confirmed_flush_lsn;
+        let mock = kafka.mock.as_ref().unwrap();
+        mock.broker_down(1).unwrap();
+        let err = r.relay_once().await.unwrap_err();
+        assert!(matches!(err, es_kafka::CdcError::Publish { failed: 2, .. }), "{err}");
+        assert_eq!(
+            r.slot_status().await.unwrap().confirmed_flush_lsn,
+            before,
+            "slot held back"
+        );
+        mock.broker_up(1).unwrap();
+        assert_eq!(drain(&r).await, 2);
+        let reads = kafka.read_topic(&topic).await;
+        assert_complete_in_order(&reads, &BTreeMap::from([("d1".into(), 2)]));
+    })
+    .await;
+}

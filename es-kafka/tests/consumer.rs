@@ -1,0 +1,288 @@
+//! The projection consumer: order, duplicates, resume from committed
+//! offsets, dead letters, and a group splitting partitions.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{Kafka, PATIENCE};
+use es_core::{BoxError, Metadata, Projector, RecordedEvent, RetryPolicy, StreamId};
+use es_kafka::message::{header_str, headers};
+use es_kafka::{ConsumerConfig, Handled, InMemoryDedup, KafkaProjectionConsumer};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use serde_json::json;
+
+/// Records what it applied; fails on `Poison` events.
+#[derive(Default)]
+struct Recorder {
+    applied: Mutex<Vec<(String, u64)>>,
+    attempts_on_poison: Mutex<u32>,
+}
+
+#[async_trait]
+impl Projector for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    async fn apply(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        if event.event_type == "Poison" {
+            *self.attempts_on_poison.lock().unwrap() += 1;
+            return Err("cannot digest poison".into());
+        }
+        self.applied
+            .lock()
+            .unwrap()
+            .push((event.stream_id.to_string(), event.version));
+        Ok(())
+    }
+}
+
+fn event(stream: &str, version: u64, event_type: &str) -> RecordedEvent {
+    RecordedEvent {
+        global_position: version,
+        stream_id: StreamId::from(stream),
+        stream_type: "account".into(),
+        version,
+        event_id: uuid::Uuid::now_v7(),
+        event_type: event_type.into(),
+        schema_version: 1,
+        payload: json!({"v": version}),
+        metadata: Metadata::default(),
+        recorded_at: chrono::Utc::now(),
+    }
+}
+
+fn config(kafka: &Kafka, group: &str, topic: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        retry: RetryPolicy {
+            max_attempts: 3,
+            initial_delay: Duration::from_millis(1),
+            ..RetryPolicy::default()
+        },
+        ..ConsumerConfig::new(&kafka.bootstrap, group, vec![topic.to_owned()])
+    }
+}
+
+async fn next(c: &KafkaProjectionConsumer) -> Handled {
+    tokio::time::timeout(PATIENCE, c.next())
+        .await
+        .expect("a message within PATIENCE")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn applies_in_order_absorbs_duplicates_and_resumes_after_committed_offsets() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 1).await;
+    let publisher = kafka.publisher();
+    let batch: Vec<_> = (1..=3).map(|v| event("s1", v, "Deposited")).collect();
+    assert!(publisher.publish(&batch).await.iter().all(Result::is_ok));
+    // A republished batch (a poller or relay restarted before its mark).
+    assert!(publisher.publish(&batch).await.iter().all(Result::is_ok));
+
+    let group = common::unique("g");
+    let projector = Arc::new(Recorder::default());
+    let c = KafkaProjectionConsumer::new(
+        config(&kafka, &group, &topic),
+        projector.clone(),
+        Arc::new(InMemoryDedup::new()),
+    )
+    .unwrap();
+    let mut handled = Vec::new();
+    for _ in 0..6 {
+        handled.push(next(&c).await);
+    }
+    assert_eq!(handled.iter().filter(|h| **h == Handled::Applied).count(), 3);
+    assert_eq!(handled.iter().filter(|h| **h == Handled::Duplicate).count(), 3);
+    assert_eq!(
+        *projector.applied.lock().unwrap(),
+        vec![("s1".into(), 1), ("s1".into(), 2), ("s1".into(), 3)]
+    );
+    c.commit().await.unwrap();
+    drop(c);
+
+    // A new member of the group, with an empty dedup store, starts after
+    // the committed offsets: it sees only what is new.
+    assert!(publisher
+        .publish(&[event("s1", 4, "Deposited")])
+        .await
+        .iter()
+        .all(Result::is_ok));
+    let projector2 = Arc::new(Recorder::default());
+    let c2 = KafkaProjectionConsumer::new(
+        config(&kafka, &group, &topic),
+        projector2.clone(),
+        Arc::new(InMemoryDedup::new()),
+    )
+    .unwrap();
+    assert_eq!(next(&c2).await, Handled::Applied);
+    assert_eq!(*projector2.applied.lock().unwrap(), vec![("s1".into(), 4)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_ahead_of_a_missing_version_waits_for_the_republication() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 1).await;
+    let publisher = kafka.publisher();
+    // v2 was lost the first time; the publisher republishes from v2.
+    let order = [
+        event("s", 1, "D"),
+        event("s", 3, "D"),
+        event("s", 2, "D"),
+        event("s", 3, "D"),
+    ];
+    assert!(publisher.publish(&order).await.iter().all(Result::is_ok));
+    let projector = Arc::new(Recorder::default());
+    let c = KafkaProjectionConsumer::new(
+        config(&kafka, &common::unique("g"), &topic),
+        projector.clone(),
+        Arc::new(InMemoryDedup::new()),
+    )
+    .unwrap();
+    let mut handled = Vec::new();
+    for _ in 0..4 {
+        handled.push(next(&c).await);
+    }
+    assert_eq!(
+        handled,
+        vec![Handled::Applied, Handled::Early, Handled::Applied, Handled::Applied]
+    );
+    assert_eq!(
+        *projector.applied.lock().unwrap(),
+        vec![("s".into(), 1), ("s".into(), 2), ("s".into(), 3)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_events_go_to_the_dead_letter_topic_with_the_error_and_consumption_moves_on() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 1).await;
+    let group = common::unique("g");
+    let cfg = config(&kafka, &group, &topic);
+    kafka.create_topic(&cfg.dead_letter_topic, 1).await;
+    let publisher = kafka.publisher();
+    let events = [
+        event("s", 1, "Deposited"),
+        event("s", 2, "Poison"),
+        event("s", 3, "Deposited"),
+    ];
+    assert!(publisher.publish(&events).await.iter().all(Result::is_ok));
+    // And a message that is not an envelope at all.
+    publisher
+        .producer()
+        .send(
+            FutureRecord::to(&topic).key("junk").payload("not json"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    let projector = Arc::new(Recorder::default());
+    let c = KafkaProjectionConsumer::new(cfg.clone(), projector.clone(), Arc::new(InMemoryDedup::new())).unwrap();
+    let mut handled = Vec::new();
+    for _ in 0..4 {
+        handled.push(next(&c).await);
+    }
+    assert_eq!(
+        handled,
+        vec![
+            Handled::Applied,
+            Handled::DeadLettered,
+            Handled::Applied,
+            Handled::DeadLettered
+        ]
+    );
+    assert_eq!(*projector.attempts_on_poison.lock().unwrap(), 3);
+    assert_eq!(
+        *projector.applied.lock().unwrap(),
+        vec![("s".into(), 1), ("s".into(), 3)]
+    );
+
+    let dead: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("group.id", common::unique("dlt"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    dead.subscribe(&[&cfg.dead_letter_topic]).unwrap();
+    let mut letters = Vec::new();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while letters.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "dead letters not found");
+        if let Some(m) = dead.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let h = m.headers().unwrap();
+            letters.push((
+                header_str(h, headers::EVENT_TYPE),
+                header_str(h, headers::ERROR),
+                header_str(h, headers::ATTEMPTS),
+            ));
+        }
+    }
+    assert_eq!(
+        letters[0],
+        (
+            Some("Poison".into()),
+            Some("cannot digest poison".into()),
+            Some("3".into())
+        )
+    );
+    assert_eq!(letters[1].0, None);
+    assert!(
+        letters[1].1.as_deref().unwrap().starts_with("undecodable envelope"),
+        "{letters:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_of_one_group_split_the_partitions() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 4).await;
+    let group = common::unique("g");
+    let projector = Arc::new(Recorder::default());
+    let make = || {
+        Arc::new(
+            KafkaProjectionConsumer::new(
+                config(&kafka, &group, &topic),
+                projector.clone(),
+                Arc::new(InMemoryDedup::new()),
+            )
+            .unwrap(),
+        )
+    };
+    let (a, b) = (make(), make());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let spawn = |c: Arc<KafkaProjectionConsumer>| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            c.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    };
+    let (ta, tb) = (spawn(a.clone()), spawn(b.clone()));
+    common::eventually("both members to own partitions", || async {
+        let (pa, pb) = (a.assignment().unwrap(), b.assignment().unwrap());
+        (!pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 4).then_some(())
+    })
+    .await;
+    let events: Vec<_> = (0..40).map(|i| event(&format!("s{i}"), 1, "Deposited")).collect();
+    assert!(kafka.publisher().publish(&events).await.iter().all(Result::is_ok));
+    common::eventually("all events applied", || async {
+        (projector.applied.lock().unwrap().len() == 40).then_some(())
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    ta.await.unwrap().unwrap();
+    tb.await.unwrap().unwrap();
+    let mut applied = projector.applied.lock().unwrap().clone();
+    applied.sort();
+    applied.dedup();
+    assert_eq!(applied.len(), 40, "each event applied once");
+}
