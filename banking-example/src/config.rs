@@ -14,6 +14,9 @@ pub struct AppConfig {
     pub bind_addr: SocketAddr,
     /// PostgreSQL event store (`DATABASE_URL`); in-memory when unset.
     pub database_url: Option<String>,
+    /// PostgreSQL schema holding the event store, the read model and the
+    /// auth tables (`DATABASE_SCHEMA`, default `bank`).
+    pub database_schema: String,
     /// Redis for the state cache, de-duplication and the shared rate
     /// limiter (`REDIS_URL`).
     pub redis_url: Option<String>,
@@ -44,6 +47,7 @@ impl Default for AppConfig {
         Self {
             bind_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             database_url: None,
+            database_schema: "bank".into(),
             redis_url: None,
             kafka_brokers: None,
             data_capture_method: DataCaptureMethod::default(),
@@ -125,6 +129,9 @@ impl AppConfig {
             c.bind_addr = parse("BIND_ADDR", &v)?;
         }
         c.database_url = get("DATABASE_URL");
+        if let Some(v) = get("DATABASE_SCHEMA") {
+            c.database_schema = v;
+        }
         c.redis_url = get("REDIS_URL");
         c.kafka_brokers = get("KAFKA_BROKERS");
         if let Some(v) = get("DATA_CAPTURE_METHOD") {

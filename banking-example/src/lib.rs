@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod app;
+pub mod backends;
 pub mod config;
 pub mod domain;
 pub mod idempotency;

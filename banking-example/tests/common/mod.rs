@@ -118,3 +118,5 @@ pub fn raw_number(body_text: &str, field: &str) -> String {
         .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
         .collect()
 }
+
+pub mod pg;
