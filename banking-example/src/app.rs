@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{CloseAccountRequest, CreateAccountRequest};
+use crate::auth::AuthService;
 pub use crate::backends::{BackendNames, Backends};
 use crate::config::AppConfig;
 use crate::domain::{Account, MaxTransactionAmount};
@@ -56,6 +57,8 @@ pub struct AppState {
     pub read_model: Arc<AccountReadModel>,
     /// The runner keeping the read model current.
     pub projection: AccountProjection,
+    /// Authentication and users.
+    pub auth: Arc<AuthService>,
     /// Request validation rules.
     pub validators: Arc<ValidatorRegistry>,
     /// Idempotency keys.
@@ -151,7 +154,10 @@ impl App {
         });
         validators.register::<CloseAccountRequest>(CloseRequestValidator);
 
+        let auth = AuthService::new(config.auth.clone(), Arc::clone(&backends.clock), backends.auth.clone())
+            .map_err(|e| AppError::Unsupported(format!("auth setup: {e}")))?;
         let state = AppState {
+            auth: Arc::new(auth),
             repo,
             read_model,
             projection,

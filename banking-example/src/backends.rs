@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use es_core::{
-    CommandDeduplicator, EventStore, InMemoryDeduplicator, InMemoryEventStore, InMemoryStateCache, SnapshotPolicy,
-    SnapshotStore, StateCache,
+    Clock, CommandDeduplicator, EventStore, InMemoryDeduplicator, InMemoryEventStore, InMemoryStateCache,
+    SnapshotPolicy, SnapshotStore, StateCache, SystemClock,
 };
 use es_postgres::{EventStoreConfig, PostgresEventStore, PostgresSnapshotStore};
 
 use crate::app::AppError;
+use crate::auth::blacklist::RedisBlacklist;
+use crate::auth::pg::PgAuthStore;
+use crate::auth::AuthStores;
 use crate::config::AppConfig;
 use crate::domain::Account;
 use crate::rate_limit::{InMemoryRateLimiter, NoRateLimit, RateLimiter, RedisRateLimiter};
@@ -41,6 +44,10 @@ pub struct Backends {
     /// The PostgreSQL event store when configured: its pool and schema
     /// also hold the auth tables, and shutdown flushes its batcher.
     pub postgres: Option<PostgresEventStore>,
+    /// The auth stores (users, tokens, blacklist, auth rate limiter).
+    pub auth: AuthStores,
+    /// The clock of the auth service (tests inject a manual one).
+    pub clock: Arc<dyn Clock>,
     /// Names for the readiness report.
     pub names: BackendNames,
 }
@@ -74,6 +81,8 @@ impl Backends {
             cache: Some(Arc::new(InMemoryStateCache::<Account>::new(100_000))),
             snapshots: None,
             postgres: None,
+            auth: AuthStores::in_memory(&config.auth),
+            clock: Arc::new(SystemClock),
             names: BackendNames {
                 store: "memory".into(),
                 dedup: "memory".into(),
@@ -97,6 +106,12 @@ impl Backends {
         let mut backends = Self::in_memory(config);
         backends.snapshots = Some(Arc::new(PostgresSnapshotStore::new(&store)));
         backends.store = Arc::new(store.clone());
+        let auth = PgAuthStore::new(store.pool().clone(), store.schema());
+        auth.migrate().await.map_err(|e| AppError::Connect {
+            backend: "postgres",
+            reason: format!("auth migration: {e}"),
+        })?;
+        backends.auth = AuthStores::postgres(&config.auth, auth);
         backends.postgres = Some(store);
         backends.names.store = "postgres".into();
         Ok(backends)
@@ -120,6 +135,25 @@ impl Backends {
                         reason: e.to_string(),
                     })?;
                 backends.limiter = Arc::new(limiter);
+            }
+            backends.auth.blacklist =
+                Arc::new(
+                    RedisBlacklist::connect(url, "banking:jti:")
+                        .await
+                        .map_err(|e| AppError::Connect {
+                            backend: "redis",
+                            reason: e.to_string(),
+                        })?,
+                );
+            let auth_limits = AuthStores::rate_limit_config(&config.auth);
+            if !auth_limits.is_disabled() {
+                let limiter = RedisRateLimiter::connect(url, "banking:auth-rl:", auth_limits)
+                    .await
+                    .map_err(|e| AppError::Connect {
+                        backend: "redis",
+                        reason: e.to_string(),
+                    })?;
+                backends.auth.limiter = Arc::new(limiter);
             }
             tracing::warn!("REDIS_URL is set: the rate limiter is shared through Redis; the state cache and de-duplicator stay in memory until es-redis is wired in");
         }

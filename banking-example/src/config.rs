@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
 use crate::domain::Money;
 use crate::rate_limit::RateLimitConfig;
 
@@ -40,6 +41,8 @@ pub struct AppConfig {
     /// Conflict retries of commands without `expected_version`
     /// (`COMMAND_MAX_ATTEMPTS`).
     pub command_max_attempts: u32,
+    /// Authentication (`JWT_SECRET`, ...; see [`AuthConfig`]).
+    pub auth: AuthConfig,
 }
 
 impl Default for AppConfig {
@@ -58,6 +61,7 @@ impl Default for AppConfig {
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             command_max_attempts: 20,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -164,6 +168,7 @@ impl AppConfig {
         if let Some(v) = get("COMMAND_MAX_ATTEMPTS") {
             c.command_max_attempts = parse("COMMAND_MAX_ATTEMPTS", &v)?;
         }
+        c.auth = AuthConfig::from_lookup(&get, c.database_url.is_some())?;
         Ok(c)
     }
 

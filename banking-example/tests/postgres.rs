@@ -20,7 +20,7 @@ async fn start_pg(schema: &str) -> RunningServer {
 async fn happy_path_survives_a_restart() {
     let schema = pg::schema();
     let server = start_pg(&schema).await;
-    let api = Api::new(&server, "pg-happy");
+    let api = Api::new(&server, "pg-happy").await;
     let id = api.open("Ada", json!(100)).await;
     let (status, after) = read(
         api.post(
@@ -59,7 +59,8 @@ async fn happy_path_survives_a_restart() {
     // log (or, while an older transaction elsewhere in the cluster holds
     // the gap-safe log back, reads the account through from its stream).
     let server = start_pg(&schema).await;
-    let api = Api::new(&server, "pg-happy");
+    // Users persist too: the same user logs in again.
+    let api = Api::login(&server, "pg-happy", &api.username).await;
     let (status, view) = read(api.get(&format!("/accounts/{id}")).await).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(view["balance"].to_string(), "150.00");
@@ -71,11 +72,11 @@ async fn happy_path_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_clients_depositing_lose_nothing() {
     let server = start_pg(&pg::schema()).await;
-    let owner = Api::new(&server, "pg-owner");
+    let owner = Api::new(&server, "pg-owner").await;
     let id = owner.open("Hot", json!(0)).await;
     let tasks: Vec<_> = (0..20)
         .map(|c| {
-            let api = Api::new(&server, &format!("pg-client-{c}"));
+            let api = owner.as_client(&format!("pg-client-{c}"));
             let path = format!("/accounts/{id}/deposit");
             tokio::spawn(async move {
                 for _ in 0..10 {
@@ -100,7 +101,7 @@ async fn twenty_clients_depositing_lose_nothing() {
 async fn idempotent_retry_across_a_restart_moves_money_once() {
     let schema = pg::schema();
     let server = start_pg(&schema).await;
-    let api = Api::new(&server, "pg-idem");
+    let api = Api::new(&server, "pg-idem").await;
     let id = api.open("Ida", json!(10)).await;
     let path = format!("/accounts/{id}/deposit");
     let (status, first) = read(api.post_keyed(&path, "dep-restart", json!({"amount": 5})).await).await;
@@ -110,7 +111,7 @@ async fn idempotent_retry_across_a_restart_moves_money_once() {
 
     // The de-duplicator's memory is gone; the store recognises the retry.
     let server = start_pg(&schema).await;
-    let api = Api::new(&server, "pg-idem");
+    let api = api.on(&server);
     let (status, retry) = read(api.post_keyed(&path, "dep-restart", json!({"amount": 5})).await).await;
     assert_eq!(status, StatusCode::OK, "{retry}");
     assert_eq!(retry["version"], 2, "{retry}");
