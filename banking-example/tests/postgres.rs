@@ -120,3 +120,85 @@ async fn idempotent_retry_across_a_restart_moves_money_once() {
     assert_eq!(history["events"].as_array().unwrap().len(), 2);
     server.stop().await.unwrap();
 }
+
+/// Users, refresh tokens, resets, lockouts and the mail outbox live in
+/// PostgreSQL: they survive a restart and behave as in memory.
+#[tokio::test]
+async fn auth_state_lives_in_postgres() {
+    let schema = pg::schema();
+    let server = start_pg(&schema).await;
+    let base = server.url();
+    let api = Api::new(&server, "pg-auth").await;
+    let id = api.open("Owned", json!(1)).await;
+    let (status, rotated) = read(
+        common::post_json(
+            &base,
+            "/auth/refresh",
+            None,
+            json!({"refresh_token": api.refresh_token}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    server.stop().await.unwrap();
+
+    let server = start_pg(&schema).await;
+    let base = server.url();
+    // Reuse of the rotated token after the restart revokes the family.
+    let r = common::post_json(
+        &base,
+        "/auth/refresh",
+        None,
+        json!({"refresh_token": api.refresh_token}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = common::post_json(
+        &base,
+        "/auth/refresh",
+        None,
+        json!({"refresh_token": rotated["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Ownership survives: another user cannot see the account.
+    let other = Api::new(&server, "pg-other").await;
+    assert_eq!(
+        other.get(&format!("/accounts/{id}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let owner = Api::login(&server, "pg-auth", &api.username).await;
+    assert_eq!(owner.get(&format!("/accounts/{id}")).await.status(), StatusCode::OK);
+    // Lockout counts in PostgreSQL.
+    for _ in 0..5 {
+        let r = common::post_json(
+            &base,
+            "/auth/login",
+            None,
+            json!({"username": api.username, "password": "wrong password!"}),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = common::post_json(
+        &base,
+        "/auth/login",
+        None,
+        json!({"username": api.username, "password": common::PASSWORD}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // A reset through the PostgreSQL outbox clears the lockout.
+    let r = common::post_json(&base, "/auth/reset-password", None, json!({"email": api.username})).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let mails = server.state.auth.reset_mails_to(&api.username).await.unwrap();
+    assert_eq!(mails.len(), 1);
+    let confirm = json!({"token": mails[0].token, "new_password": "brand new passphrase"});
+    let r = common::post_json(&base, "/auth/reset-password/confirm", None, confirm.clone()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = common::post_json(&base, "/auth/reset-password/confirm", None, confirm).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "single use");
+    common::login(&base, &api.username, "brand new passphrase").await;
+    server.stop().await.unwrap();
+}

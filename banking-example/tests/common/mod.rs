@@ -170,6 +170,16 @@ impl Api {
         self.authed(self.http.get(self.url(path))).send().await.unwrap()
     }
 
+    /// GET with the token only (no client id).
+    pub async fn get_raw(&self, path: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Opens an account and returns its id.
     pub async fn open(&self, owner: &str, balance: Value) -> String {
         let r = self
@@ -211,3 +221,20 @@ pub fn raw_number(body_text: &str, field: &str) -> String {
 }
 
 pub mod pg;
+
+/// A server on in-memory backends whose auth service tells time by
+/// `clock`.
+pub async fn start_with_clock(config: AppConfig, clock: es_core::ManualClock) -> RunningServer {
+    let mut backends = Backends::in_memory(&config);
+    backends.clock = std::sync::Arc::new(clock);
+    banking_example::start(config, backends).await.unwrap()
+}
+
+/// POSTs JSON to `path` with an optional bearer token.
+pub async fn post_json(base: &str, path: &str, token: Option<&str>, body: Value) -> Response {
+    let mut rb = Client::new().post(format!("{base}{path}")).json(&body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    rb.send().await.unwrap()
+}
