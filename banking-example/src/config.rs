@@ -168,7 +168,7 @@ impl AppConfig {
         if let Some(v) = get("COMMAND_MAX_ATTEMPTS") {
             c.command_max_attempts = parse("COMMAND_MAX_ATTEMPTS", &v)?;
         }
-        c.auth = AuthConfig::from_lookup(&get, c.database_url.is_some())?;
+        c.auth = AuthConfig::from_lookup(get, c.database_url.is_some())?;
         Ok(c)
     }
 

@@ -146,9 +146,11 @@ impl AuthConfig {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>, persistent: bool) -> Result<Self, ConfigError> {
         let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let dev = get("AUTH_ALLOW_INSECURE_SECRETS").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
-        let mut c = Self::default();
-        c.jwt_secret = secret(get("JWT_SECRET"), "JWT_SECRET", persistent, dev)?;
-        c.refresh_token_secret = secret(get("REFRESH_TOKEN_SECRET"), "REFRESH_TOKEN_SECRET", persistent, dev)?;
+        let mut c = Self {
+            jwt_secret: secret(get("JWT_SECRET"), "JWT_SECRET", persistent, dev)?,
+            refresh_token_secret: secret(get("REFRESH_TOKEN_SECRET"), "REFRESH_TOKEN_SECRET", persistent, dev)?,
+            ..Self::default()
+        };
         if c.jwt_secret == c.refresh_token_secret {
             tracing::warn!("JWT_SECRET and REFRESH_TOKEN_SECRET are equal; use two different secrets");
         }
