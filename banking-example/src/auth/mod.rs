@@ -23,8 +23,9 @@ pub mod users;
 
 pub use config::AuthConfig;
 pub use rbac::Role;
-pub use service::{AuthService, Identity, TokenPair};
+pub use service::AuthService;
 pub use stores::AuthStores;
+pub use tokens::{Identity, TokenPair};
 
 use std::time::Duration;
 

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use es_core::Clock;
-use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::lockout::LockoutPolicy;
@@ -17,38 +15,10 @@ use super::rbac::Role;
 use super::refresh::RefreshRecord;
 use super::reset::{ResetMail, ResetRecord};
 use super::stores::AuthStores;
-use super::tokens::{opaque_token, token_hash, AccessTokens, TokenError};
+use super::tokens::{opaque_token, token_hash, AccessTokens, Identity, TokenError, TokenPair};
 use super::users::{is_email, normalize_username, User};
 use super::{count, AuthConfig, AuthError};
 use crate::rate_limit::RateLimitDecision;
-
-/// Who a valid access token says is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The user id (`sub`).
-    pub user_id: Uuid,
-    /// Roles from the token.
-    pub roles: Vec<Role>,
-    /// Token id (`jti`).
-    pub jti: Uuid,
-    /// Session id (`sid`): the refresh token family.
-    pub sid: Uuid,
-    /// Token expiry.
-    pub expires_at: DateTime<Utc>,
-}
-
-/// Body of a successful login or refresh.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TokenPair {
-    /// JWT access token (HS256).
-    pub access_token: String,
-    /// Opaque refresh token (single use).
-    pub refresh_token: String,
-    /// Always `Bearer`.
-    pub token_type: String,
-    /// Access token lifetime in seconds.
-    pub expires_in: i64,
-}
 
 /// The authentication service.
 pub struct AuthService {

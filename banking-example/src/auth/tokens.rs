@@ -19,9 +19,38 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::rbac::Role;
+
+/// Who a valid access token says is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user id (`sub`).
+    pub user_id: Uuid,
+    /// Roles from the token.
+    pub roles: Vec<Role>,
+    /// Token id (`jti`).
+    pub jti: Uuid,
+    /// Session id (`sid`): the refresh token family.
+    pub sid: Uuid,
+    /// Token expiry.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Body of a successful login or refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenPair {
+    /// JWT access token (HS256).
+    pub access_token: String,
+    /// Opaque refresh token (single use).
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Access token lifetime in seconds.
+    pub expires_in: i64,
+}
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
