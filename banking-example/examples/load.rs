@@ -6,6 +6,12 @@
 //! the read model (from the `projection_lag_seconds` summary), and the
 //! cross-instance visibility lag: a second instance on the same store
 //! polled until it shows each write.
+//!
+//! With `DATABASE_URL` set, both instances run on PostgreSQL (schema
+//! `DATABASE_SCHEMA`, default `bank_load`), each with its own connection
+//! pool and append batcher: a real two-instance deployment.
+//! Requests are authenticated as one admin user (tokens are verified on
+//! both instances; they share the secret).
 
 use std::time::{Duration, Instant};
 
@@ -19,26 +25,64 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clients = args.first().copied().unwrap_or(32);
     let per_client = args.get(1).copied().unwrap_or(200);
     let accounts = args.get(2).copied().unwrap_or(8).max(1);
-    let config = AppConfig {
+    let mut config = AppConfig {
         bind_addr: "127.0.0.1:0".parse()?,
         rate_limit: RateLimitConfig {
             requests_per_minute: 0,
             ..RateLimitConfig::default()
         },
+        database_url: std::env::var("DATABASE_URL").ok(),
+        database_schema: std::env::var("DATABASE_SCHEMA").unwrap_or_else(|_| "bank_load".into()),
         ..AppConfig::default()
     };
-    let a_backends = Backends::in_memory(&config);
-    let mut b_backends = Backends::in_memory(&config);
-    b_backends.store = a_backends.store.clone();
+    config.auth.rate_limit_requests = 0;
+    let (a_backends, b_backends) = if config.database_url.is_some() {
+        (
+            Backends::from_config(&config).await?,
+            Backends::from_config(&config).await?,
+        )
+    } else {
+        let a = Backends::in_memory(&config);
+        let mut b = Backends::in_memory(&config);
+        b.store = a.store.clone();
+        (a, b)
+    };
+    println!("store: {}", a_backends.names.store);
     let a = banking_example::start(config.clone(), a_backends).await?;
     let b = banking_example::start(config, b_backends).await?;
     let http = reqwest::Client::new();
+    let username = format!("load-{}@example.com", uuid::Uuid::new_v4().simple());
+    let password = "load test passphrase";
+    a.state
+        .auth
+        .create_user(&username, password, &[banking_example::auth::Role::Admin])
+        .await?;
+    let login: Value = http
+        .post(format!("{}/auth/login", a.url()))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = login["access_token"].as_str().unwrap_or_default().to_owned();
+    let t0 = Instant::now();
+    for _ in 0..20 {
+        http.post(format!("{}/auth/login", a.url()))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await?;
+    }
+    println!(
+        "login (Argon2id default cost, sequential): {:.2?} per login",
+        t0.elapsed() / 20
+    );
 
     let mut ids = Vec::new();
     for i in 0..accounts {
         let r: Value = http
             .post(format!("{}/accounts", a.url()))
             .header("x-client-id", "load-setup")
+            .bearer_auth(&token)
             .json(&json!({"owner_name": format!("load-{i}"), "initial_balance": 0}))
             .send()
             .await?
@@ -53,6 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let http = http.clone();
             let url = a.url();
             let ids = ids.clone();
+            let token = token.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(per_client);
                 let mut errors = 0usize;
@@ -62,6 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let ok = http
                         .post(format!("{url}/accounts/{id}/deposit"))
                         .header("x-client-id", format!("load-{c}"))
+                        .bearer_auth(&token)
                         .json(&json!({"amount": 1.25}))
                         .send()
                         .await
@@ -109,6 +155,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let written: Value = http
             .post(format!("{}/accounts/{id}/deposit", a.url()))
             .header("x-client-id", "lag-probe")
+            .bearer_auth(&token)
             .json(&json!({"amount": 1}))
             .send()
             .await?
@@ -120,6 +167,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let seen: Value = http
                 .get(format!("{}/accounts/{id}", b.url()))
                 .header("x-client-id", "lag-probe")
+                .bearer_auth(&token)
                 .send()
                 .await?
                 .json()

@@ -9,20 +9,20 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use es_core::{
-    CommandDeduplicator, EventStore, InMemoryCheckpointStore, InMemoryDeduplicator, InMemoryEventStore,
-    InMemoryStateCache, ProjectionConfig, ProjectionRunner, Repository, RetryPolicy, StateCache,
-};
+use es_core::{EventStore, InMemoryCheckpointStore, ProjectionConfig, ProjectionRunner, Repository, RetryPolicy};
+use es_postgres::PostgresEventStore;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{CloseAccountRequest, CreateAccountRequest};
+use crate::auth::AuthService;
+pub use crate::backends::{BackendNames, Backends};
 use crate::config::AppConfig;
 use crate::domain::{Account, MaxTransactionAmount};
 use crate::idempotency::Idempotency;
-use crate::rate_limit::{InMemoryRateLimiter, NoRateLimit, RateLimiter, RedisRateLimiter};
+use crate::rate_limit::RateLimiter;
 use crate::read_model::AccountReadModel;
 use crate::validation::{AccountCreationValidator, CloseRequestValidator, TransactionValidator, ValidatorRegistry};
 
@@ -45,98 +45,6 @@ pub enum AppError {
     Io(#[from] std::io::Error),
 }
 
-/// Names of the chosen backends, for logs and the readiness report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendNames {
-    /// Event store backend.
-    pub store: String,
-    /// De-duplicator backend.
-    pub dedup: String,
-}
-
-/// The backends the application runs on.
-#[derive(Clone)]
-pub struct Backends {
-    /// The event store.
-    pub store: Arc<dyn EventStore>,
-    /// Idempotency-key de-duplication.
-    pub dedup: Arc<dyn CommandDeduplicator>,
-    /// The rate limiter.
-    pub limiter: Arc<dyn RateLimiter>,
-    /// The aggregate-state cache of the repository.
-    pub cache: Option<Arc<dyn StateCache<Account>>>,
-    /// Names for the readiness report.
-    pub names: BackendNames,
-}
-
-impl std::fmt::Debug for Backends {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backends")
-            .field("names", &self.names)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Backends {
-    /// Everything in process: nothing is persisted.
-    pub fn in_memory(config: &AppConfig) -> Self {
-        let limiter: Arc<dyn RateLimiter> = if config.rate_limit.is_disabled() {
-            Arc::new(NoRateLimit)
-        } else {
-            Arc::new(InMemoryRateLimiter::new(config.rate_limit.clone()))
-        };
-        Self {
-            store: Arc::new(InMemoryEventStore::new()),
-            dedup: Arc::new(InMemoryDeduplicator::new(
-                config.idempotency_ttl,
-                Duration::from_secs(30),
-            )),
-            limiter,
-            cache: Some(Arc::new(InMemoryStateCache::<Account>::new(100_000))),
-            names: BackendNames {
-                store: "memory".into(),
-                dedup: "memory".into(),
-            },
-        }
-    }
-
-    /// The backends the configuration asks for.
-    ///
-    /// Wiring points for the backend crates (the rest of the application
-    /// only sees the trait objects):
-    /// - `DATABASE_URL` → `es_postgres::PostgresEventStore` (run its
-    ///   migrations first) as `store`;
-    /// - `REDIS_URL` → es-redis's `RedisStateCache` as `cache` and its
-    ///   de-duplicator as `dedup`; the shared [`RedisRateLimiter`] is
-    ///   already wired here.
-    pub async fn from_config(config: &AppConfig) -> Result<Self, AppError> {
-        let mut backends = Self::in_memory(config);
-        if config.database_url.is_some() {
-            return Err(AppError::Unsupported(
-                "DATABASE_URL is set, but this build has no PostgreSQL event store wired in yet (es-postgres); \
-                 unset it to run in memory"
-                    .into(),
-            ));
-        }
-        if let Some(url) = &config.redis_url {
-            if !config.rate_limit.is_disabled() {
-                let limiter = RedisRateLimiter::connect(url, "banking:rl:", config.rate_limit.clone())
-                    .await
-                    .map_err(|e| AppError::Connect {
-                        backend: "redis",
-                        reason: e.to_string(),
-                    })?;
-                backends.limiter = Arc::new(limiter);
-            }
-            tracing::warn!("REDIS_URL is set: the rate limiter is shared through Redis; the state cache and de-duplicator stay in memory until es-redis is wired in");
-        }
-        if config.kafka_brokers.is_some() {
-            tracing::warn!(method = ?config.data_capture_method, "KAFKA_BROKERS is set, but event publishing (es-kafka) is not available in this build; events are not published");
-        }
-        Ok(backends)
-    }
-}
-
 /// The projection runner type of the account read model.
 pub type AccountProjection = ProjectionRunner<dyn EventStore, AccountReadModel, InMemoryCheckpointStore>;
 
@@ -149,6 +57,8 @@ pub struct AppState {
     pub read_model: Arc<AccountReadModel>,
     /// The runner keeping the read model current.
     pub projection: AccountProjection,
+    /// Authentication and users.
+    pub auth: Arc<AuthService>,
     /// Request validation rules.
     pub validators: Arc<ValidatorRegistry>,
     /// Idempotency keys.
@@ -185,6 +95,7 @@ pub struct App {
     pub state: AppState,
     stop_projection: watch::Sender<bool>,
     projection_task: JoinHandle<()>,
+    postgres: Option<PostgresEventStore>,
 }
 
 impl App {
@@ -210,6 +121,9 @@ impl App {
             .handler(read_model.clone());
         if let Some(cache) = &backends.cache {
             builder = builder.cache(Arc::clone(cache));
+        }
+        if let Some(snapshots) = &backends.snapshots {
+            builder = builder.snapshots(Arc::clone(snapshots), crate::backends::SNAPSHOT_POLICY);
         }
         let repo = builder.build();
 
@@ -240,7 +154,10 @@ impl App {
         });
         validators.register::<CloseAccountRequest>(CloseRequestValidator);
 
+        let auth = AuthService::new(config.auth.clone(), Arc::clone(&backends.clock), backends.auth.clone())
+            .map_err(|e| AppError::Unsupported(format!("auth setup: {e}")))?;
         let state = AppState {
+            auth: Arc::new(auth),
             repo,
             read_model,
             projection,
@@ -255,11 +172,13 @@ impl App {
             state,
             stop_projection,
             projection_task,
+            postgres: backends.postgres.clone(),
         })
     }
 
     /// Serves on `listener` until `shutdown` completes, then finishes the
-    /// in-flight requests, stops the projection after a last catch-up.
+    /// in-flight requests, stops the projection after a last catch-up and
+    /// flushes the PostgreSQL append batcher.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -272,6 +191,10 @@ impl App {
         let _ = self.stop_projection.send(true);
         if let Err(e) = self.projection_task.await {
             tracing::warn!(error = %e, "projection task ended abnormally");
+        }
+        if let Some(store) = &self.postgres {
+            store.shutdown().await;
+            tracing::info!("PostgreSQL event store flushed");
         }
         served.map_err(AppError::from)
     }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
 use crate::domain::Money;
 use crate::rate_limit::RateLimitConfig;
 
@@ -14,6 +15,9 @@ pub struct AppConfig {
     pub bind_addr: SocketAddr,
     /// PostgreSQL event store (`DATABASE_URL`); in-memory when unset.
     pub database_url: Option<String>,
+    /// PostgreSQL schema holding the event store, the read model and the
+    /// auth tables (`DATABASE_SCHEMA`, default `bank`).
+    pub database_schema: String,
     /// Redis for the state cache, de-duplication and the shared rate
     /// limiter (`REDIS_URL`).
     pub redis_url: Option<String>,
@@ -37,6 +41,8 @@ pub struct AppConfig {
     /// Conflict retries of commands without `expected_version`
     /// (`COMMAND_MAX_ATTEMPTS`).
     pub command_max_attempts: u32,
+    /// Authentication (`JWT_SECRET`, ...; see [`AuthConfig`]).
+    pub auth: AuthConfig,
 }
 
 impl Default for AppConfig {
@@ -44,6 +50,7 @@ impl Default for AppConfig {
         Self {
             bind_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             database_url: None,
+            database_schema: "bank".into(),
             redis_url: None,
             kafka_brokers: None,
             data_capture_method: DataCaptureMethod::default(),
@@ -54,6 +61,7 @@ impl Default for AppConfig {
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             command_max_attempts: 20,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -125,6 +133,9 @@ impl AppConfig {
             c.bind_addr = parse("BIND_ADDR", &v)?;
         }
         c.database_url = get("DATABASE_URL");
+        if let Some(v) = get("DATABASE_SCHEMA") {
+            c.database_schema = v;
+        }
         c.redis_url = get("REDIS_URL");
         c.kafka_brokers = get("KAFKA_BROKERS");
         if let Some(v) = get("DATA_CAPTURE_METHOD") {
@@ -157,6 +168,7 @@ impl AppConfig {
         if let Some(v) = get("COMMAND_MAX_ATTEMPTS") {
             c.command_max_attempts = parse("COMMAND_MAX_ATTEMPTS", &v)?;
         }
+        c.auth = AuthConfig::from_lookup(get, c.database_url.is_some())?;
         Ok(c)
     }
 

@@ -9,6 +9,8 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
+pub mod backends;
 pub mod config;
 pub mod domain;
 pub mod idempotency;

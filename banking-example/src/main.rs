@@ -2,14 +2,42 @@
 //!
 //! Configuration from the environment and an optional `.env` (see
 //! `.env.example`); graceful shutdown on SIGINT/SIGTERM.
+//!
+//! `banking-example create-admin --username admin@example.com` creates an
+//! admin user in the configured store (PostgreSQL: `DATABASE_URL`); the
+//! password comes from `ADMIN_PASSWORD` or, when unset, the first line of
+//! stdin.
 
 use std::process::ExitCode;
 
+use banking_example::auth::{AuthService, Role};
 use banking_example::{AppConfig, Backends};
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+/// The banking example server.
+#[derive(Debug, Parser)]
+#[command(name = "banking-example", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Create an admin user; the password comes from ADMIN_PASSWORD or stdin.
+    CreateAdmin {
+        /// The admin's username (an email address).
+        #[arg(long)]
+        username: String,
+    },
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     let dotenv = dotenvy::dotenv();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=info")))
@@ -19,7 +47,11 @@ async fn main() -> ExitCode {
         Err(e) if e.not_found() => {}
         Err(e) => tracing::warn!(error = %e, "could not read .env"),
     }
-    match run().await {
+    let result = match cli.command {
+        None | Some(Command::Serve) => run().await,
+        Some(Command::CreateAdmin { username }) => create_admin(&username).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
@@ -44,6 +76,31 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let app = banking_example::App::build(config, backends).await?;
     app.serve(listener, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn create_admin(username: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let config = AppConfig::from_env()?;
+    if config.database_url.is_none() {
+        return Err("create-admin needs DATABASE_URL: in memory the user would be lost when this command exits".into());
+    }
+    let password = match std::env::var("ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            eprintln!("admin password (one line on stdin):");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let backends = Backends::from_config(&config).await?;
+    let auth = AuthService::new(config.auth.clone(), backends.clock.clone(), backends.auth.clone())?;
+    let id = auth.create_user(username, &password, &[Role::Admin]).await?;
+    if let Some(store) = &backends.postgres {
+        store.shutdown().await;
+    }
+    tracing::info!(user_id = %id, "admin created");
+    println!("{id}");
     Ok(())
 }
 

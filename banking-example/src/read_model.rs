@@ -26,6 +26,9 @@ use uuid::Uuid;
 use crate::api::AccountView;
 use crate::domain::{Account, AccountEvent};
 
+/// Event metadata header holding the owner's user id (on `AccountCreated`).
+pub const OWNER_HEADER: &str = "owner_id";
+
 /// Name (and checkpoint key) of the projection.
 pub const PROJECTION_NAME: &str = "account_view";
 
@@ -33,6 +36,7 @@ pub const PROJECTION_NAME: &str = "account_view";
 #[derive(Debug, Default)]
 pub struct AccountReadModel {
     views: RwLock<HashMap<Uuid, Versioned<Account>>>,
+    owners: RwLock<HashMap<Uuid, Uuid>>,
     codec: EventCodec,
     projected_position: AtomicU64,
 }
@@ -49,6 +53,46 @@ impl AccountReadModel {
         views
             .get(&id)
             .and_then(|v| AccountView::from_state(id, &v.state, v.version))
+            .map(|v| v.owned_by(self.owner(id)))
+    }
+
+    /// The owner (user id) of an account, if known.
+    pub fn owner(&self, id: Uuid) -> Option<Uuid> {
+        let owners = self.owners.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        owners.get(&id).copied()
+    }
+
+    /// Records the owner of an account (owners never change).
+    pub fn set_owner(&self, id: Uuid, owner: Uuid) {
+        let mut owners = self.owners.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        owners.insert(id, owner);
+    }
+
+    fn record_owner(&self, id: Uuid, version: u64, metadata: &es_core::Metadata) {
+        if version == 1 {
+            if let Some(owner) = metadata.headers.get(OWNER_HEADER).and_then(|o| Uuid::parse_str(o).ok()) {
+                self.set_owner(id, owner);
+            }
+        }
+    }
+
+    /// A page of the accounts owned by `owner` (all accounts for `None`),
+    /// ordered by id (creation order for UUIDv7 ids), and their count.
+    pub fn list(&self, owner: Option<Uuid>, offset: usize, limit: usize) -> (Vec<AccountView>, usize) {
+        let mut ids: Vec<Uuid> = {
+            let owners = self.owners.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match owner {
+                Some(o) => owners.iter().filter(|(_, v)| **v == o).map(|(k, _)| *k).collect(),
+                None => {
+                    let views = self.views.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    views.keys().copied().collect()
+                }
+            }
+        };
+        ids.sort_unstable();
+        let views: Vec<AccountView> = ids.into_iter().filter_map(|id| self.get(id)).collect();
+        let total = views.len();
+        (views.into_iter().skip(offset).take(limit).collect(), total)
     }
 
     /// Number of accounts in the model.
@@ -115,6 +159,7 @@ impl Projector for AccountReadModel {
             tracing::warn!(stream_id = %event.stream_id, "account stream id is not a UUID; skipped");
             return Ok(());
         };
+        self.record_owner(id, event.version, &event.metadata);
         let decoded: AccountEvent = self.codec.decode(event)?;
         if !self.apply_event(id, event.version, &decoded) {
             tracing::debug!(%id, version = event.version, "gap in account view; left to read-through");
@@ -127,6 +172,10 @@ impl Projector for AccountReadModel {
 
     async fn reset(&self) -> Result<(), BoxError> {
         self.views
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        self.owners
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
@@ -146,6 +195,9 @@ impl EventHandler<Account> for AccountReadModel {
         let (Ok(id), Some(last)) = (Uuid::parse_str(stream_id.as_str()), events.last()) else {
             return Ok(());
         };
+        for e in events {
+            self.record_owner(id, e.version, &e.metadata);
+        }
         self.upsert(
             id,
             Versioned {

@@ -10,11 +10,11 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_clients_depositing_to_one_account_lose_nothing() {
     let server = common::start().await;
-    let owner = Api::new(&server, "owner");
+    let owner = Api::new(&server, "owner").await;
     let id = owner.open("Hot", json!(0)).await;
     let tasks: Vec<_> = (0..20)
         .map(|c| {
-            let api = Api::new(&server, &format!("client-{c}"));
+            let api = owner.as_client(&format!("client-{c}"));
             let path = format!("/accounts/{id}/deposit");
             tokio::spawn(async move {
                 for _ in 0..10 {
@@ -44,10 +44,11 @@ async fn two_instances_on_one_store_lose_nothing() {
     // Separate caches would be stale; the repository verifies them anyway.
     let a = banking_example::start(config.clone(), a_backends).await.unwrap();
     let b = banking_example::start(config, b_backends).await.unwrap();
-    let id = Api::new(&a, "setup").open("Multi", json!(0)).await;
+    let setup = Api::new(&a, "setup").await;
+    let id = setup.open("Multi", json!(0)).await;
     let tasks: Vec<_> = (0..20)
         .map(|c| {
-            let api = Api::new(if c % 2 == 0 { &a } else { &b }, &format!("mc-{c}"));
+            let api = setup.on(if c % 2 == 0 { &a } else { &b }).as_client(&format!("mc-{c}"));
             let path = format!("/accounts/{id}/deposit");
             tokio::spawn(async move {
                 for _ in 0..5 {
@@ -61,10 +62,10 @@ async fn two_instances_on_one_store_lose_nothing() {
         t.await.unwrap();
     }
     // Instance b may serve a lagging view; the events are the truth.
-    let (_, history) = read(Api::new(&b, "check").get(&format!("/accounts/{id}/events")).await).await;
+    let (_, history) = read(setup.on(&b).get(&format!("/accounts/{id}/events")).await).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 101);
     // Instance a sees b's writes through its projection: eventually current.
-    let check = Api::new(&a, "check");
+    let check = setup.on(&a).as_client("check");
     let mut version = 0;
     for _ in 0..200 {
         let (_, account) = read(check.get(&format!("/accounts/{id}")).await).await;

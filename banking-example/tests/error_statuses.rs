@@ -18,7 +18,7 @@ use serde_json::json;
 #[tokio::test]
 async fn validation_errors_are_400_with_all_messages() {
     let server = common::start().await;
-    let api = Api::new(&server, "v-client");
+    let api = Api::new(&server, "v-client").await;
     let msg = expect_error(
         api.post("/accounts", json!({"owner_name": "  ", "initial_balance": -1}))
             .await,
@@ -61,11 +61,12 @@ async fn validation_errors_are_400_with_all_messages() {
 #[tokio::test]
 async fn malformed_payloads_are_400() {
     let server = common::start().await;
-    let api = Api::new(&server, "m-client");
+    let api = Api::new(&server, "m-client").await;
     let send_raw = |body: &'static str| {
         api.http
             .post(api.url("/accounts"))
             .header("x-client-id", "m-client")
+            .bearer_auth(&api.token)
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -97,6 +98,7 @@ async fn malformed_payloads_are_400() {
         .http
         .post(api.url("/accounts"))
         .header("x-client-id", "m-client")
+        .bearer_auth(&api.token)
         .body(r#"{"owner_name": "A", "initial_balance": 1}"#)
         .send()
         .await
@@ -108,7 +110,7 @@ async fn malformed_payloads_are_400() {
 #[tokio::test]
 async fn client_id_is_required_and_checked() {
     let server = common::start().await;
-    let api = Api::new(&server, "c");
+    let api = Api::new(&server, "c").await;
     let body = json!({"owner_name": "A", "initial_balance": 1});
     let r = api.http.post(api.url("/accounts")).json(&body).send().await.unwrap();
     assert_eq!(
@@ -135,7 +137,7 @@ async fn client_id_is_required_and_checked() {
         .unwrap();
     expect_error(r, StatusCode::BAD_REQUEST).await;
     // 128 characters is fine.
-    let ok = Api::new(&server, &"y".repeat(128));
+    let ok = Api::new(&server, &"y".repeat(128)).await;
     ok.open("A", json!(1)).await;
     server.stop().await.unwrap();
 }
@@ -143,7 +145,7 @@ async fn client_id_is_required_and_checked() {
 #[tokio::test]
 async fn unknown_accounts_and_bad_ids_are_404() {
     let server = common::start().await;
-    let api = Api::new(&server, "nf");
+    let api = Api::new(&server, "nf").await;
     let unknown = uuid::Uuid::new_v4();
     for path in [
         format!("/accounts/{unknown}"),
@@ -171,6 +173,7 @@ async fn unknown_accounts_and_bad_ids_are_404() {
         .http
         .delete(api.url("/accounts"))
         .header("x-client-id", "nf")
+        .bearer_auth(&api.token)
         .send()
         .await
         .unwrap();
@@ -181,7 +184,7 @@ async fn unknown_accounts_and_bad_ids_are_404() {
 #[tokio::test]
 async fn conflicts_are_409() {
     let server = common::start().await;
-    let api = Api::new(&server, "cf");
+    let api = Api::new(&server, "cf").await;
     let id = api.open("Con", json!(10)).await;
     let msg = expect_error(
         api.post(
@@ -211,7 +214,7 @@ async fn conflicts_are_409() {
 #[tokio::test]
 async fn business_rules_are_422() {
     let server = common::start().await;
-    let api = Api::new(&server, "bf");
+    let api = Api::new(&server, "bf").await;
     let id = api.open("Poor", json!(10)).await;
     let msg = expect_error(
         api.post(&format!("/accounts/{id}/withdraw"), json!({"amount": 10.01}))
@@ -232,7 +235,7 @@ async fn business_rules_are_422() {
 #[tokio::test]
 async fn bodies_over_64_kib_are_413() {
     let server = common::start().await;
-    let api = Api::new(&server, "big");
+    let api = Api::new(&server, "big").await;
     let huge = "x".repeat(70 * 1024);
     expect_error(
         api.post("/accounts", json!({"owner_name": huge, "initial_balance": 1}))
@@ -246,6 +249,7 @@ async fn bodies_over_64_kib_are_413() {
         .http
         .post(api.url("/accounts"))
         .header("x-client-id", "big")
+        .bearer_auth(&api.token)
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
@@ -298,7 +302,7 @@ async fn internal_errors_are_500_without_details() {
     let mut backends = Backends::in_memory(&config);
     backends.store = Arc::new(BrokenStore(InMemoryEventStore::new()));
     let server = banking_example::start(config, backends).await.unwrap();
-    let api = Api::new(&server, "broken");
+    let api = Api::new(&server, "broken").await;
     let r = api
         .post("/accounts", json!({"owner_name": "A", "initial_balance": 1}))
         .await;

@@ -9,7 +9,7 @@ use serde_json::json;
 #[tokio::test]
 async fn open_deposit_withdraw_close() {
     let server = common::start().await;
-    let api = Api::new(&server, "happy-client");
+    let api = Api::new(&server, "happy-client").await;
 
     let r = api
         .post(
@@ -92,7 +92,7 @@ async fn open_deposit_withdraw_close() {
 #[tokio::test]
 async fn amounts_are_exact_decimals() {
     let server = common::start().await;
-    let api = Api::new(&server, "decimal-client");
+    let api = Api::new(&server, "decimal-client").await;
     let id = api.open("Bob", json!(0.1)).await;
     let r = api
         .post(&format!("/accounts/{id}/deposit"), json!({"amount": 0.2}))
@@ -110,11 +110,10 @@ async fn amounts_are_exact_decimals() {
 #[tokio::test]
 async fn metadata_carries_client_user_and_correlation() {
     let server = common::start().await;
-    let api = Api::new(&server, "meta-client");
+    let api = Api::new(&server, "meta-client").await;
+    // Identity comes from the token: an `x-user-id` header is ignored.
     let r = api
-        .http
-        .post(api.url("/accounts"))
-        .header("x-client-id", "meta-client")
+        .authed(api.http.post(api.url("/accounts")))
         .header("x-user-id", "user-7")
         .header("x-request-id", "trace-abc")
         .json(&json!({"owner_name": "Cy", "initial_balance": 1}))
@@ -132,7 +131,10 @@ async fn metadata_carries_client_user_and_correlation() {
         .await
         .unwrap();
     let meta = &events[0].metadata;
-    assert_eq!(meta.actor_id.as_deref(), Some("user-7"));
+    let user_id = api.user_id().await;
+    assert_eq!(meta.actor_id.as_deref(), Some(user_id.as_str()));
+    assert_eq!(meta.headers["owner_id"], user_id);
+    assert_eq!(account["owner_id"], user_id.as_str());
     assert_eq!(meta.headers["client_id"], "meta-client");
     assert_eq!(meta.headers["request_id"], "trace-abc");
     assert!(meta.correlation_id.is_some());
@@ -142,7 +144,7 @@ async fn metadata_carries_client_user_and_correlation() {
 #[tokio::test]
 async fn health_metrics_and_docs() {
     let server = common::start().await;
-    let api = Api::new(&server, "ops");
+    let api = Api::new(&server, "ops").await;
     let (status, body) = read(api.http.get(api.url("/health")).send().await.unwrap()).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
     api.open("Dee", json!(5)).await;

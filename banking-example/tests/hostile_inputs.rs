@@ -9,7 +9,7 @@ use serde_json::json;
 #[tokio::test]
 async fn odd_payloads_never_cause_a_500() {
     let server = common::start().await;
-    let api = Api::new(&server, "hostile");
+    let api = Api::new(&server, "hostile").await;
     let id = api.open("Target", json!(100)).await;
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let bodies: Vec<String> = vec![
@@ -32,6 +32,7 @@ async fn odd_payloads_never_cause_a_500() {
             .http
             .post(api.url(&format!("/accounts/{id}/deposit")))
             .header("x-client-id", "hostile")
+            .bearer_auth(&api.token)
             .header("content-type", "application/json")
             .body(body.clone())
             .send()
@@ -55,7 +56,7 @@ async fn odd_payloads_never_cause_a_500() {
 #[tokio::test]
 async fn odd_names_and_ids() {
     let server = common::start().await;
-    let api = Api::new(&server, "names");
+    let api = Api::new(&server, "names").await;
     let msg = expect_error(
         api.post(
             "/accounts",

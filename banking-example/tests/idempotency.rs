@@ -11,7 +11,7 @@ use serde_json::json;
 #[tokio::test]
 async fn same_key_twice_returns_the_same_response_and_moves_money_once() {
     let server = common::start().await;
-    let api = Api::new(&server, "idem-client");
+    let api = Api::new(&server, "idem-client").await;
     let id = api.open("Ida", json!(100)).await;
     let path = format!("/accounts/{id}/deposit");
     let first = api.post_keyed(&path, "dep-1", json!({"amount": 25.50})).await;
@@ -46,8 +46,8 @@ async fn same_key_twice_returns_the_same_response_and_moves_money_once() {
 #[tokio::test]
 async fn keys_are_scoped_per_client_and_request() {
     let server = common::start().await;
-    let a = Api::new(&server, "client-a");
-    let b = Api::new(&server, "client-b");
+    let a = Api::new(&server, "client-a").await;
+    let b = a.as_client("client-b");
     let id = a.open("Shared", json!(0)).await;
     let path = format!("/accounts/{id}/deposit");
     assert_eq!(
@@ -77,7 +77,7 @@ async fn keys_are_scoped_per_client_and_request() {
 #[tokio::test]
 async fn keyed_account_creation_is_idempotent() {
     let server = common::start().await;
-    let api = Api::new(&server, "creator");
+    let api = Api::new(&server, "creator").await;
     let body = json!({"owner_name": "Once", "initial_balance": 10});
     let (s1, b1) = read(api.post_keyed("/accounts", "open-1", body.clone()).await).await;
     let (s2, b2) = read(api.post_keyed("/accounts", "open-1", body).await).await;
@@ -89,7 +89,7 @@ async fn keyed_account_creation_is_idempotent() {
 #[tokio::test]
 async fn concurrent_retries_of_one_key_apply_once() {
     let server = common::start().await;
-    let api = Api::new(&server, "racer");
+    let api = Api::new(&server, "racer").await;
     let id = api.open("Race", json!(0)).await;
     let path = format!("/accounts/{id}/deposit");
     let tasks: Vec<_> = (0..10)
@@ -119,7 +119,7 @@ async fn retry_after_a_crash_is_recognised_by_the_store() {
     let first_backends = Backends::in_memory(&config);
     let store = first_backends.store.clone();
     let first = banking_example::start(config.clone(), first_backends).await.unwrap();
-    let api = Api::new(&first, "crashy");
+    let api = Api::new(&first, "crashy").await;
     let id = api.open("Crash", json!(50)).await;
     let path = format!("/accounts/{id}/withdraw");
     let (status, answered) = read(api.post_keyed(&path, "wd-1", json!({"amount": 20})).await).await;
@@ -129,7 +129,7 @@ async fn retry_after_a_crash_is_recognised_by_the_store() {
     let mut backends = Backends::in_memory(&config);
     backends.store = store;
     let second = banking_example::start(config, backends).await.unwrap();
-    let api = Api::new(&second, "crashy");
+    let api = api.on(&second);
     let (status, retried) = read(api.post_keyed(&path, "wd-1", json!({"amount": 20})).await).await;
     assert_eq!(status, StatusCode::OK, "{retried}");
     assert_eq!(retried, answered);

@@ -21,7 +21,7 @@ fn limited_config() -> banking_example::AppConfig {
 #[tokio::test]
 async fn clients_are_limited_separately() {
     let server = common::start_with(limited_config()).await;
-    let a = Api::new(&server, "limited-a");
+    let a = Api::new(&server, "limited-a").await;
     let id = a.open("Lim", json!(1)).await;
     assert_eq!(a.get(&format!("/accounts/{id}")).await.status(), StatusCode::OK);
     assert_eq!(a.get(&format!("/accounts/{id}")).await.status(), StatusCode::OK);
@@ -33,7 +33,7 @@ async fn clients_are_limited_separately() {
         "Rate limit exceeded"
     );
     // Another client id is not affected.
-    let b = Api::new(&server, "limited-b");
+    let b = a.as_client("limited-b");
     assert_eq!(b.get(&format!("/accounts/{id}")).await.status(), StatusCode::OK);
     // Violations are counted.
     let metrics = b
@@ -52,11 +52,11 @@ async fn clients_are_limited_separately() {
 #[tokio::test]
 async fn other_routes_are_limited_per_ip() {
     let server = common::start_with(limited_config()).await;
-    let api = Api::new(&server, "ip");
-    let statuses: Vec<u16> = futures::future::join_all(
-        (0..5).map(|_| async { api.http.get(api.url("/health")).send().await.unwrap().status().as_u16() }),
-    )
-    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/health", server.url());
+    let statuses: Vec<u16> =
+        futures::future::join_all((0..5).map(|_| async { http.get(&url).send().await.unwrap().status().as_u16() }))
+            .await;
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2, "{statuses:?}");
     server.stop().await.unwrap();

@@ -87,7 +87,7 @@ async fn server_with_redis_url_uses_the_shared_limiter() {
     let backends = Backends::from_config(&config).await.unwrap();
     assert_eq!(backends.limiter.name(), "redis");
     let server = banking_example::start(config, backends).await.unwrap();
-    let api = Api::new(&server, &format!("redis-{}", uuid::Uuid::new_v4()));
+    let api = Api::new(&server, &format!("redis-{}", uuid::Uuid::new_v4())).await;
     let id = api.open("Red", json!(1)).await;
     api.get(&format!("/accounts/{id}")).await;
     api.get(&format!("/accounts/{id}")).await;

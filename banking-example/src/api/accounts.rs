@@ -7,28 +7,32 @@ use axum::Json;
 use es_core::{CommandContext, Metadata};
 use uuid::Uuid;
 
+use super::access::authorize;
 use super::dto::{
     AccountView, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory, EventView, TransactionRequest,
 };
 use super::errors::ApiError;
 use super::extract::{AccountId, ApiJson, Caller, IdempotencyKey};
 use crate::app::AppState;
+use crate::auth::rbac::AccountAction;
 use crate::domain::{AccountCommand, Money};
 use crate::idempotency::{Idempotency, Reply};
+use crate::read_model::OWNER_HEADER;
 use crate::validation::{TransactionInput, ValidationReport};
 
 /// Opens an account.
 #[utoipa::path(
     post, path = "/accounts", tag = "accounts",
+    security(("bearer" = [])),
     request_body = CreateAccountRequest,
     params(
         ("x-client-id" = String, Header, description = "Calling client: 1-128 visible ASCII characters"),
-        ("x-user-id" = Option<String>, Header, description = "End user, recorded in the event metadata"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the request idempotent: a retry returns the first response"),
     ),
     responses(
         (status = 201, description = "Account opened", body = AccountView),
         (status = 400, description = "Invalid payload or validation failure", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
         (status = 409, description = "Idempotency key in use", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 422, description = "Idempotency key reused for another request", body = ErrorBody),
@@ -53,7 +57,7 @@ pub async fn create_account(
         Err(e) => return ApiError::BadRequest(format!("initial_balance {e}")).into_response(),
     };
     let id = match &key {
-        Some(k) => Idempotency::derived_id(&caller.client_id, k, "account"),
+        Some(k) => Idempotency::derived_id(&caller.idempotency_scope(), k, "account"),
         None => Uuid::now_v7(),
     };
     let command = AccountCommand::Open {
@@ -72,6 +76,7 @@ pub async fn create_account(
         &request,
         StatusCode::CREATED,
         "open",
+        Some(caller.user.user_id),
     )
     .await
 }
@@ -79,23 +84,29 @@ pub async fn create_account(
 /// Reads an account from the read model.
 #[utoipa::path(
     get, path = "/accounts/{id}", tag = "accounts",
+    security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "Account id"),
         ("x-client-id" = String, Header, description = "Calling client"),
     ),
     responses(
         (status = 200, description = "The account", body = AccountView),
-        (status = 404, description = "Unknown account or invalid id", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 404, description = "Unknown account, not yours, or invalid id", body = ErrorBody),
     )
 )]
-pub async fn get_account(State(state): State<AppState>, _caller: Caller, AccountId(id): AccountId) -> Response {
+pub async fn get_account(State(state): State<AppState>, caller: Caller, AccountId(id): AccountId) -> Response {
+    let owner = match authorize(&state, &caller, id, AccountAction::Read).await {
+        Ok(owner) => owner,
+        Err(e) => return e.into_response(),
+    };
     if let Some(view) = state.read_model.get(id) {
         return Json(view).into_response();
     }
     // Read-through: written by another instance and not projected yet.
     match state.repo.load(id.to_string()).await {
         Ok(loaded) => {
-            let view = AccountView::from_state(id, &loaded.state, loaded.version);
+            let view = AccountView::from_state(id, &loaded.state, loaded.version).map(|v| v.owned_by(owner));
             state.read_model.upsert(id, loaded);
             match view {
                 Some(view) => Json(view).into_response(),
@@ -109,16 +120,21 @@ pub async fn get_account(State(state): State<AppState>, _caller: Caller, Account
 /// Lists an account's events.
 #[utoipa::path(
     get, path = "/accounts/{id}/events", tag = "accounts",
+    security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "Account id"),
         ("x-client-id" = String, Header, description = "Calling client"),
     ),
     responses(
         (status = 200, description = "The event history, oldest first", body = EventHistory),
-        (status = 404, description = "Unknown account or invalid id", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 404, description = "Unknown account, not yours, or invalid id", body = ErrorBody),
     )
 )]
-pub async fn list_events(State(state): State<AppState>, _caller: Caller, AccountId(id): AccountId) -> Response {
+pub async fn list_events(State(state): State<AppState>, caller: Caller, AccountId(id): AccountId) -> Response {
+    if let Err(e) = authorize(&state, &caller, id, AccountAction::Read).await {
+        return e.into_response();
+    }
     let history = match state.repo.history(id.to_string()).await {
         Ok(h) => h,
         Err(e) => return ApiError::from_repository(e, id).into_response(),
@@ -141,17 +157,19 @@ pub async fn list_events(State(state): State<AppState>, _caller: Caller, Account
 /// Pays money in.
 #[utoipa::path(
     post, path = "/accounts/{id}/deposit", tag = "accounts",
+    security(("bearer" = [])),
     request_body = TransactionRequest,
     params(
         ("id" = Uuid, Path, description = "Account id"),
         ("x-client-id" = String, Header, description = "Calling client"),
-        ("x-user-id" = Option<String>, Header, description = "End user"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the request idempotent"),
     ),
     responses(
         (status = 200, description = "The account after the deposit", body = AccountView),
         (status = 400, description = "Invalid payload or validation failure", body = ErrorBody),
-        (status = 404, description = "Unknown account", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Your role may not do this to the account", body = ErrorBody),
+        (status = 404, description = "Unknown account or not yours", body = ErrorBody),
         (status = 409, description = "Version conflict or closed account", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
     )
@@ -169,17 +187,19 @@ pub async fn deposit(
 /// Takes money out.
 #[utoipa::path(
     post, path = "/accounts/{id}/withdraw", tag = "accounts",
+    security(("bearer" = [])),
     request_body = TransactionRequest,
     params(
         ("id" = Uuid, Path, description = "Account id"),
         ("x-client-id" = String, Header, description = "Calling client"),
-        ("x-user-id" = Option<String>, Header, description = "End user"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the request idempotent"),
     ),
     responses(
         (status = 200, description = "The account after the withdrawal", body = AccountView),
         (status = 400, description = "Invalid payload or validation failure", body = ErrorBody),
-        (status = 404, description = "Unknown account", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Your role may not do this to the account", body = ErrorBody),
+        (status = 404, description = "Unknown account or not yours", body = ErrorBody),
         (status = 409, description = "Version conflict or closed account", body = ErrorBody),
         (status = 422, description = "Insufficient funds", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
@@ -198,17 +218,19 @@ pub async fn withdraw(
 /// Closes an account (its balance must be zero).
 #[utoipa::path(
     post, path = "/accounts/{id}/close", tag = "accounts",
+    security(("bearer" = [])),
     request_body = CloseAccountRequest,
     params(
         ("id" = Uuid, Path, description = "Account id"),
         ("x-client-id" = String, Header, description = "Calling client"),
-        ("x-user-id" = Option<String>, Header, description = "End user"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the request idempotent"),
     ),
     responses(
         (status = 200, description = "The closed account", body = AccountView),
         (status = 400, description = "Invalid payload or validation failure", body = ErrorBody),
-        (status = 404, description = "Unknown account", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Your role may not do this to the account", body = ErrorBody),
+        (status = 404, description = "Unknown account or not yours", body = ErrorBody),
         (status = 409, description = "Version conflict or already closed", body = ErrorBody),
         (status = 422, description = "Balance is not zero", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
@@ -221,6 +243,10 @@ pub async fn close_account(
     AccountId(id): AccountId,
     ApiJson(body): ApiJson<CloseAccountRequest>,
 ) -> Response {
+    let owner = match authorize(&state, &caller, id, AccountAction::Close).await {
+        Ok(owner) => owner,
+        Err(e) => return e.into_response(),
+    };
     let report = state.validators.validate(&body).await;
     if !report.is_valid() {
         return ApiError::BadRequest(report.error_message()).into_response();
@@ -241,6 +267,7 @@ pub async fn close_account(
         &request,
         StatusCode::OK,
         "close",
+        owner,
     )
     .await
 }
@@ -253,6 +280,15 @@ async fn transaction(
     body: TransactionRequest,
     deposit: bool,
 ) -> Response {
+    let action = if deposit {
+        AccountAction::Deposit
+    } else {
+        AccountAction::Withdraw
+    };
+    let owner = match authorize(&state, &caller, id, action).await {
+        Ok(owner) => owner,
+        Err(e) => return e.into_response(),
+    };
     let input = TransactionInput {
         account_id: id.to_string(),
         amount: body.amount,
@@ -284,6 +320,7 @@ async fn transaction(
         &request,
         StatusCode::OK,
         name,
+        owner,
     )
     .await
 }
@@ -301,12 +338,17 @@ async fn run(
     request: &str,
     success: StatusCode,
     name: &'static str,
+    owner: Option<Uuid>,
 ) -> Response {
     let warnings = (!report.warnings.is_empty()).then(|| report.warning_message());
-    let metadata = metadata(caller, key.as_deref());
+    let mut metadata = metadata(caller, key.as_deref());
+    if name == "open" {
+        metadata = metadata.with_header(OWNER_HEADER, caller.user_id());
+    }
+    let scope = caller.idempotency_scope();
     let response = state
         .idempotency
-        .execute(&caller.client_id, key.as_deref(), request, |command_id| async move {
+        .execute(&scope, key.as_deref(), request, |command_id| async move {
             let ctx = CommandContext {
                 metadata,
                 expected_version,
@@ -321,6 +363,7 @@ async fn run(
                 tracing::info!(account_id = %id, "command already applied (retry recognised by the store)");
             }
             let view = AccountView::from_state(id, &outcome.state, outcome.version)
+                .map(|v| v.owned_by(owner))
                 .ok_or_else(|| ApiError::Internal(format!("account {id} has no state after {name}")))?;
             let body = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
             Ok(Reply {
@@ -338,10 +381,8 @@ async fn run(
 /// Event metadata of a request: correlation id, actor, client, key.
 fn metadata(caller: &Caller, key: Option<&str>) -> Metadata {
     let mut m = Metadata::correlated(caller.correlation_id).with_header("client_id", &caller.client_id);
-    m.actor_id = Some(caller.user_id.clone().unwrap_or_else(|| caller.client_id.clone()));
-    if let Some(user) = &caller.user_id {
-        m = m.with_header("user_id", user);
-    }
+    m.actor_id = Some(caller.user_id());
+    m = m.with_header("user_id", caller.user_id());
     if caller.request_id != caller.correlation_id.to_string() {
         m = m.with_header("request_id", &caller.request_id);
     }

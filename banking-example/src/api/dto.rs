@@ -68,6 +68,23 @@ pub struct AccountView {
     pub version: u64,
     /// `open` or `closed`.
     pub status: AccountViewStatus,
+    /// The owner's user id (absent for accounts opened before
+    /// authentication existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<Uuid>,
+}
+
+/// Answer of `GET /accounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccountPage {
+    /// Accounts ordered by id.
+    pub accounts: Vec<AccountView>,
+    /// Accounts in total (for the caller).
+    pub total: usize,
+    /// Page size used.
+    pub limit: usize,
+    /// Offset used.
+    pub offset: usize,
 }
 
 impl AccountView {
@@ -84,7 +101,15 @@ impl AccountView {
             balance: state.balance,
             version,
             status,
+            owner_id: None,
         })
+    }
+
+    /// The view with its owner set.
+    #[must_use]
+    pub fn owned_by(mut self, owner: Option<Uuid>) -> Self {
+        self.owner_id = owner;
+        self
     }
 }
 

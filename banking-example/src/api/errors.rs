@@ -16,6 +16,13 @@ pub enum ApiError {
     /// 400: invalid payload or validation failure.
     #[error("{0}")]
     BadRequest(String),
+    /// 401 with `WWW-Authenticate: Bearer`: missing, invalid, expired or
+    /// revoked credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated, but the role does not allow it.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: unknown account or route.
     #[error("{0}")]
     NotFound(String),
@@ -37,6 +44,14 @@ pub enum ApiError {
         /// When the client may try again.
         retry_after: Duration,
     },
+    /// 429 with `Retry-After` and a specific message (login lockout).
+    #[error("{message}")]
+    TooManyRequests {
+        /// What the client sees.
+        message: String,
+        /// When the client may try again.
+        retry_after: Duration,
+    },
     /// 503: a backend is unavailable (safe to retry).
     #[error("{0}")]
     Unavailable(String),
@@ -50,12 +65,14 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -99,6 +116,25 @@ impl ApiError {
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError as A;
+        let message = e.to_string();
+        match e {
+            A::InvalidCredentials | A::Unauthenticated(_) | A::InvalidRefreshToken => Self::Unauthorized(message),
+            A::Locked { retry_after } => Self::TooManyRequests { message, retry_after },
+            A::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            A::InvalidResetToken | A::Invalid(_) => Self::BadRequest(message),
+            A::UsernameTaken => Self::Conflict(message),
+            A::Forbidden(_) => Self::Forbidden(message),
+            A::Backend(detail) => {
+                tracing::warn!(error = %detail, "auth backend failed");
+                Self::Unavailable("service temporarily unavailable".into())
+            }
+        }
+    }
+}
+
 /// The `{"error": ...}` response for a status and message.
 pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(ErrorBody { error: message.into() })).into_response()
@@ -113,7 +149,12 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = error_response(status, self.public_message());
-        if let Self::RateLimited { retry_after } = self {
+        if matches!(self, Self::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::RateLimited { retry_after } | Self::TooManyRequests { retry_after, .. } = self {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);

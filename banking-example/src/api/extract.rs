@@ -1,23 +1,23 @@
 //! Extractors that turn request parts into typed values or API errors.
 //!
-//! [`Caller`] is the one place that says who is calling. Today the identity
-//! comes from the `x-client-id` / `x-user-id` headers; authentication
-//! (issue 7) will fill [`Caller::user_id`] from a verified token instead,
-//! without touching the handlers.
+//! [`AuthUser`] and [`Caller`] are the one place that says who is calling:
+//! the identity comes from the verified Bearer access token, never from a
+//! header. `x-client-id` still names the calling client (rate-limit key,
+//! event metadata, idempotency scope).
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::errors::ApiError;
+use crate::app::AppState;
+use crate::auth::Identity;
 
 /// Header naming the calling client (required on `/accounts` routes).
 pub const CLIENT_ID_HEADER: &str = "x-client-id";
-/// Header naming the end user (optional until authentication lands).
-pub const USER_ID_HEADER: &str = "x-user-id";
 /// Correlation header, generated when absent and echoed back.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Header making a POST idempotent.
@@ -46,35 +46,72 @@ pub fn client_id(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
-/// Who is calling, and under which correlation id.
+/// The identity of a valid `Authorization: Bearer <access token>`; 401
+/// with `WWW-Authenticate: Bearer` otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser(pub Identity);
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let missing = || ApiError::Unauthorized("missing bearer token".into());
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(missing)?
+        .to_str()
+        .map_err(|_| missing())?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
+        _ => Err(missing()),
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(user.clone());
+        }
+        let token = bearer_token(&parts.headers)?;
+        let identity = state.auth.authenticate(token).await?;
+        let user = AuthUser(identity);
+        parts.extensions.insert(user.clone());
+        Ok(user)
+    }
+}
+
+/// Who is calling on an `/accounts` route, and under which correlation id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The `x-client-id` (validated).
     pub client_id: String,
-    /// The end user, if known (`x-user-id` today, the token subject later).
-    pub user_id: Option<String>,
+    /// The authenticated user.
+    pub user: Identity,
     /// The `x-request-id` as received or generated.
     pub request_id: String,
     /// The request id as a UUID (derived by UUIDv5 when it is not one).
     pub correlation_id: Uuid,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl Caller {
+    /// The user id as a string (event metadata, ownership).
+    pub fn user_id(&self) -> String {
+        self.user.user_id.to_string()
+    }
+
+    /// The idempotency scope: keys are per user and client, so one user
+    /// can never be served another's stored response.
+    pub fn idempotency_scope(&self) -> String {
+        format!("{}:{}", self.user.user_id, self.client_id)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let AuthUser(user) = AuthUser::from_request_parts(parts, state).await?;
         let client_id = client_id(&parts.headers)?;
-        let user_id = match parts.headers.get(USER_ID_HEADER) {
-            None => None,
-            Some(v) => match v.to_str() {
-                Ok(v) if is_visible_ascii(v, 128) => Some(v.to_owned()),
-                _ => {
-                    return Err(ApiError::BadRequest(
-                        "x-user-id must be 1-128 visible ASCII characters".into(),
-                    ))
-                }
-            },
-        };
         let request_id = parts
             .headers
             .get(REQUEST_ID_HEADER)
@@ -85,7 +122,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             Uuid::parse_str(&request_id).unwrap_or_else(|_| Uuid::new_v5(&REQUEST_ID_NAMESPACE, request_id.as_bytes()));
         Ok(Self {
             client_id,
-            user_id,
+            user,
             request_id,
             correlation_id,
         })

@@ -1,5 +1,6 @@
 //! The HTTP API (axum): routes, handlers, extractors, errors, OpenAPI.
 
+pub mod access;
 pub mod accounts;
 mod dto;
 pub mod errors;
@@ -9,8 +10,8 @@ pub mod openapi;
 pub mod routes;
 
 pub use dto::{
-    AccountView, AccountViewStatus, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory, EventView,
-    TransactionRequest,
+    AccountPage, AccountView, AccountViewStatus, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory,
+    EventView, TransactionRequest,
 };
 pub use errors::ApiError;
 pub use routes::router;

@@ -2,9 +2,30 @@
 
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
-use super::{accounts, health};
+use super::{access, accounts, health};
+use crate::auth::routes as auth;
+
+/// Adds the `bearer` security scheme (JWT access tokens).
+#[derive(Debug, Clone, Copy)]
+pub struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The API description (`GET /openapi.json`).
 #[derive(OpenApi)]
@@ -12,10 +33,21 @@ use super::{accounts, health};
     info(
         title = "es-rs banking example",
         description = "Reference banking API on the es-rs event-sourcing toolkit. Every `/accounts` request \
-                       carries `x-client-id`; errors are always `{\"error\": \"...\"}`; amounts are exact JSON \
+                       carries a Bearer access token (from `/auth/login`) and `x-client-id`; errors are always `{\"error\": \"...\"}`; amounts are exact JSON \
                        numbers with at most 2 decimal places."
     ),
+    modifiers(&BearerScheme),
     paths(
+        auth::register,
+        auth::login,
+        auth::refresh,
+        auth::change_password,
+        auth::reset_password,
+        auth::reset_confirm,
+        auth::logout,
+        auth::me,
+        auth::list_users,
+        access::list_accounts,
         accounts::create_account,
         accounts::get_account,
         accounts::list_events,
@@ -29,6 +61,7 @@ use super::{accounts, health};
         docs,
     ),
     tags(
+        (name = "auth", description = "Registration, login, tokens, password change and reset"),
         (name = "accounts", description = "Accounts: open, read, deposit, withdraw, close"),
         (name = "operations", description = "Health, metrics and API documentation"),
     )

@@ -21,13 +21,24 @@ use tower_http::trace::TraceLayer;
 
 use super::errors::{ensure_json_errors, ApiError};
 use super::extract::{client_id, REQUEST_ID_HEADER};
-use super::{accounts, health, openapi};
+use super::{access, accounts, health, openapi};
 use crate::app::AppState;
+use crate::auth::routes as auth;
 use crate::rate_limit::RateLimitDecision;
 
 /// Every route of the API as `(method, path)`, as in the OpenAPI document.
 pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/auth/register"),
+    ("post", "/auth/login"),
+    ("post", "/auth/refresh"),
+    ("post", "/auth/change-password"),
+    ("post", "/auth/reset-password"),
+    ("post", "/auth/reset-password/confirm"),
+    ("post", "/auth/logout"),
+    ("get", "/auth/me"),
+    ("get", "/auth/users"),
     ("post", "/accounts"),
+    ("get", "/accounts"),
     ("get", "/accounts/{id}"),
     ("get", "/accounts/{id}/events"),
     ("post", "/accounts/{id}/deposit"),
@@ -46,7 +57,16 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
     Router::new()
-        .route("/accounts", post(accounts::create_account))
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/change-password", post(auth::change_password))
+        .route("/auth/reset-password", post(auth::reset_password))
+        .route("/auth/reset-password/confirm", post(auth::reset_confirm))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/me", get(auth::me))
+        .route("/auth/users", get(auth::list_users))
+        .route("/accounts", post(accounts::create_account).get(access::list_accounts))
         .route("/accounts/{id}", get(accounts::get_account))
         .route("/accounts/{id}/events", get(accounts::list_events))
         .route("/accounts/{id}/deposit", post(accounts::deposit))

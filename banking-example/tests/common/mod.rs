@@ -2,10 +2,31 @@
 //! port, driven over HTTP.
 #![allow(dead_code)]
 
+use banking_example::auth::config::Argon2Params;
+use banking_example::auth::AuthConfig;
 use banking_example::rate_limit::RateLimitConfig;
 use banking_example::{AppConfig, Backends, RunningServer};
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
+
+/// The password of every test user.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Test auth settings: fixed secrets (so tokens work across restarts and
+/// on several instances), cheap Argon2, no auth rate limit.
+pub fn auth_config() -> AuthConfig {
+    AuthConfig {
+        jwt_secret: b"test-only-jwt-secret-0123456789abcdef".to_vec(),
+        refresh_token_secret: b"test-only-refresh-secret-0123456789abcdef".to_vec(),
+        rate_limit_requests: 0,
+        argon2: Argon2Params {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..AuthConfig::default()
+    }
+}
 
 /// A config on 127.0.0.1:0 with rate limiting off.
 pub fn config() -> AppConfig {
@@ -15,8 +36,40 @@ pub fn config() -> AppConfig {
             requests_per_minute: 0,
             ..RateLimitConfig::default()
         },
+        auth: auth_config(),
         ..AppConfig::default()
     }
+}
+
+/// A fresh unique username.
+pub fn username() -> String {
+    format!("u{}@test.example", uuid::Uuid::new_v4().simple())
+}
+
+/// Registers `username` and logs in; returns the login body.
+pub async fn register_and_login(base: &str, username: &str) -> Value {
+    let http = Client::new();
+    let r = http
+        .post(format!("{base}/auth/register"))
+        .json(&json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    login(base, username, PASSWORD).await
+}
+
+/// Logs in; returns the token pair.
+pub async fn login(base: &str, username: &str, password: &str) -> Value {
+    let r = Client::new()
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(r).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
 }
 
 pub async fn start_with(config: AppConfig) -> RunningServer {
@@ -28,21 +81,68 @@ pub async fn start() -> RunningServer {
     start_with(config()).await
 }
 
-/// A test client bound to one server and one client id.
+/// A test client bound to one server, one client id and one user.
 #[derive(Clone)]
 pub struct Api {
     pub http: Client,
     pub base: String,
     pub client_id: String,
+    pub username: String,
+    pub token: String,
+    pub refresh_token: String,
 }
 
 impl Api {
-    pub fn new(server: &RunningServer, client_id: &str) -> Self {
+    /// A new customer (registered and logged in) calling as `client_id`.
+    pub async fn new(server: &RunningServer, client_id: &str) -> Self {
+        let username = username();
+        let tokens = register_and_login(&server.url(), &username).await;
+        Self::with_tokens(server, client_id, &username, &tokens)
+    }
+
+    /// A client for an existing user.
+    pub async fn login(server: &RunningServer, client_id: &str, username: &str) -> Self {
+        let tokens = login(&server.url(), username, PASSWORD).await;
+        Self::with_tokens(server, client_id, username, &tokens)
+    }
+
+    fn with_tokens(server: &RunningServer, client_id: &str, username: &str, tokens: &Value) -> Self {
         Self {
             http: Client::new(),
             base: server.url(),
             client_id: client_id.into(),
+            username: username.into(),
+            token: tokens["access_token"].as_str().unwrap().into(),
+            refresh_token: tokens["refresh_token"].as_str().unwrap().into(),
         }
+    }
+
+    /// The same user calling as another client.
+    pub fn as_client(&self, client_id: &str) -> Self {
+        Self {
+            client_id: client_id.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The same user and token against another server.
+    pub fn on(&self, server: &RunningServer) -> Self {
+        Self {
+            base: server.url(),
+            ..self.clone()
+        }
+    }
+
+    /// The user id (from `/auth/me`).
+    pub async fn user_id(&self) -> String {
+        let (status, me) = read(self.authed(self.http.get(self.url("/auth/me"))).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{me}");
+        me["user_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Adds the client id and the bearer token.
+    pub fn authed(&self, rb: RequestBuilder) -> RequestBuilder {
+        rb.header("x-client-id", &self.client_id).bearer_auth(&self.token)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -50,9 +150,7 @@ impl Api {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Response {
-        self.http
-            .post(self.url(path))
-            .header("x-client-id", &self.client_id)
+        self.authed(self.http.post(self.url(path)))
             .json(&body)
             .send()
             .await
@@ -60,9 +158,7 @@ impl Api {
     }
 
     pub async fn post_keyed(&self, path: &str, key: &str, body: Value) -> Response {
-        self.http
-            .post(self.url(path))
-            .header("x-client-id", &self.client_id)
+        self.authed(self.http.post(self.url(path)))
             .header("idempotency-key", key)
             .json(&body)
             .send()
@@ -71,9 +167,14 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> Response {
+        self.authed(self.http.get(self.url(path))).send().await.unwrap()
+    }
+
+    /// GET with the token only (no client id).
+    pub async fn get_raw(&self, path: &str) -> Response {
         self.http
             .get(self.url(path))
-            .header("x-client-id", &self.client_id)
+            .bearer_auth(&self.token)
             .send()
             .await
             .unwrap()
@@ -117,4 +218,23 @@ pub fn raw_number(body_text: &str, field: &str) -> String {
         .chars()
         .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
         .collect()
+}
+
+pub mod pg;
+
+/// A server on in-memory backends whose auth service tells time by
+/// `clock`.
+pub async fn start_with_clock(config: AppConfig, clock: es_core::ManualClock) -> RunningServer {
+    let mut backends = Backends::in_memory(&config);
+    backends.clock = std::sync::Arc::new(clock);
+    banking_example::start(config, backends).await.unwrap()
+}
+
+/// POSTs JSON to `path` with an optional bearer token.
+pub async fn post_json(base: &str, path: &str, token: Option<&str>, body: Value) -> Response {
+    let mut rb = Client::new().post(format!("{base}{path}")).json(&body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    rb.send().await.unwrap()
 }

@@ -1,0 +1,96 @@
+//! Who may touch which account: ownership lookup, the RBAC check, and
+//! `GET /accounts`.
+//!
+//! The owner is recorded in the `AccountCreated` event's metadata
+//! (`owner_id`) and kept by the read model; a miss (an account written by
+//! another instance, not projected yet) reads the stream's first event.
+//! An account the caller may not read is answered exactly like an unknown
+//! one (404), so ids cannot be probed.
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use uuid::Uuid;
+
+use super::dto::{AccountPage, ErrorBody};
+use super::errors::ApiError;
+use super::extract::Caller;
+use crate::app::AppState;
+use crate::auth::rbac::{can_read, may, sees_all_accounts, AccountAction};
+use crate::auth::routes::Page;
+use crate::read_model::OWNER_HEADER;
+
+/// The account's existence and owner: `Ok(None)` when there is no such
+/// account, `Ok(Some(None))` for an account without a recorded owner.
+pub async fn owner_of(state: &AppState, id: Uuid) -> Result<Option<Option<Uuid>>, ApiError> {
+    if let Some(owner) = state.read_model.owner(id) {
+        return Ok(Some(Some(owner)));
+    }
+    let first = state
+        .repo
+        .store()
+        .read_stream_batch(&id.to_string().into(), 1, 1)
+        .await
+        .map_err(|e| ApiError::Internal(format!("read account {id}: {e}")))?;
+    let Some(created) = first.first() else {
+        return Ok(None);
+    };
+    let owner = created
+        .metadata
+        .headers
+        .get(OWNER_HEADER)
+        .and_then(|o| Uuid::parse_str(o).ok());
+    if let Some(o) = owner {
+        state.read_model.set_owner(id, o);
+    }
+    Ok(Some(owner))
+}
+
+/// Checks that the caller may do `action` on account `id`; returns its
+/// owner. 404 when the account does not exist or the caller may not see
+/// it, 403 when they may see it but not do `action`.
+pub async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    action: AccountAction,
+) -> Result<Option<Uuid>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("account {id} not found"));
+    let owner = owner_of(state, id).await?.ok_or_else(not_found)?;
+    let is_owner = owner == Some(caller.user.user_id);
+    if !can_read(&caller.user.roles, is_owner) {
+        tracing::info!(account_id = %id, user_id = %caller.user.user_id, ?action, "access to another user's account refused");
+        metrics::counter!("authorization_denials_total", "reason" => "not_owner").increment(1);
+        return Err(not_found());
+    }
+    if !may(&caller.user.roles, action, is_owner) {
+        metrics::counter!("authorization_denials_total", "reason" => "role").increment(1);
+        return Err(ApiError::Forbidden(
+            format!("your role may not {action:?} this account").to_lowercase(),
+        ));
+    }
+    Ok(owner)
+}
+
+/// Lists the caller's accounts (every account for tellers and admins).
+#[utoipa::path(
+    get, path = "/accounts", tag = "accounts", params(Page),
+    security(("bearer" = [])),
+    params(("x-client-id" = String, Header, description = "Calling client")),
+    responses(
+        (status = 200, description = "A page of accounts, ordered by id", body = AccountPage),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+    )
+)]
+pub async fn list_accounts(State(state): State<AppState>, caller: Caller, Query(page): Query<Page>) -> Response {
+    let (offset, limit) = page.bounds();
+    let owner = (!sees_all_accounts(&caller.user.roles)).then_some(caller.user.user_id);
+    let (accounts, total) = state.read_model.list(owner, offset, limit);
+    Json(AccountPage {
+        accounts,
+        total,
+        limit,
+        offset,
+    })
+    .into_response()
+}

@@ -1,0 +1,290 @@
+//! [`AuthConfig`]: secrets, token lifetimes, lockout and rate limits, and
+//! the environment rules for secrets.
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `JWT_SECRET` | random per process (in memory only) | HS256 key of access tokens, >= 32 bytes |
+//! | `REFRESH_TOKEN_SECRET` | random per process (in memory only) | HMAC key hashing refresh and reset tokens, >= 32 bytes |
+//! | `ACCESS_TOKEN_EXPIRY_SECS` | 3600 | access token lifetime |
+//! | `REFRESH_TOKEN_EXPIRY_SECS` | 604800 (7 days) | refresh token lifetime |
+//! | `RESET_TOKEN_EXPIRY_SECS` | 1800 | password reset token lifetime |
+//! | `AUTH_RATE_LIMIT_PER_MINUTE` | 20 | per IP and per username on the auth routes; 0 disables |
+//! | `AUTH_RATE_LIMIT_WINDOW_SECS` | 60 | window of that limit |
+//! | `MAX_LOGIN_ATTEMPTS` | 5 | failed logins before a lockout |
+//! | `LOCKOUT_DURATION_SECS` | 300 | lockout length |
+//! | `JWT_LEEWAY_SECS` | 30 | clock skew tolerated on `exp`/`nbf` |
+//! | `ARGON2_MEMORY_KIB`, `ARGON2_ITERATIONS`, `ARGON2_PARALLELISM` | 19456, 2, 1 | Argon2id cost (OWASP minimum) |
+//! | `AUTH_ALLOW_INSECURE_SECRETS` | unset | `1`/`true`: with a persistent store, start even without proper secrets (development only; logs a loud warning) |
+
+use std::time::Duration;
+
+use rand::RngCore;
+
+use crate::config::ConfigError;
+
+/// Shortest accepted secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Values that are never accepted as secrets with a persistent store.
+const KNOWN_DEFAULTS: &[&str] = &[
+    "secret",
+    "changeme",
+    "change-me",
+    "please-change-me",
+    "your-secret-key",
+    "jwt-secret",
+    "dev-secret",
+];
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB (default 19456 = 19 MiB, the OWASP recommendation).
+    pub memory_kib: u32,
+    /// Passes over memory (default 2).
+    pub iterations: u32,
+    /// Lanes (default 1).
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// Authentication settings. `Debug` never prints the secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// HS256 key of access tokens.
+    pub jwt_secret: Vec<u8>,
+    /// HMAC key under which refresh and reset tokens are stored hashed.
+    pub refresh_token_secret: Vec<u8>,
+    /// Access token lifetime (1 h).
+    pub access_token_expiry: Duration,
+    /// Refresh token lifetime (7 days).
+    pub refresh_token_expiry: Duration,
+    /// Password reset token lifetime (30 min).
+    pub reset_token_expiry: Duration,
+    /// Requests per window on the auth routes, per IP and per username
+    /// (0 disables).
+    pub rate_limit_requests: u32,
+    /// The window of `rate_limit_requests`.
+    pub rate_limit_window: Duration,
+    /// Failed logins before a lockout (5).
+    pub max_login_attempts: u32,
+    /// How long a lockout lasts (5 min).
+    pub lockout_duration: Duration,
+    /// Clock skew tolerated when checking `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Password hashing cost.
+    pub argon2: Argon2Params,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &"<redacted>")
+            .field("refresh_token_secret", &"<redacted>")
+            .field("access_token_expiry", &self.access_token_expiry)
+            .field("refresh_token_expiry", &self.refresh_token_expiry)
+            .field("reset_token_expiry", &self.reset_token_expiry)
+            .field("rate_limit_requests", &self.rate_limit_requests)
+            .field("max_login_attempts", &self.max_login_attempts)
+            .field("lockout_duration", &self.lockout_duration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AuthConfig {
+    /// Random per-process secrets (tokens do not survive a restart).
+    fn default() -> Self {
+        Self {
+            jwt_secret: random_secret(),
+            refresh_token_secret: random_secret(),
+            access_token_expiry: Duration::from_secs(3600),
+            refresh_token_expiry: Duration::from_secs(7 * 24 * 3600),
+            reset_token_expiry: Duration::from_secs(30 * 60),
+            rate_limit_requests: 20,
+            rate_limit_window: Duration::from_secs(60),
+            max_login_attempts: 5,
+            lockout_duration: Duration::from_secs(300),
+            leeway: Duration::from_secs(30),
+            argon2: Argon2Params::default(),
+        }
+    }
+}
+
+/// 32 random bytes from the operating system.
+pub fn random_secret() -> Vec<u8> {
+    let mut bytes = vec![0u8; MIN_SECRET_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Why a configured secret is not acceptable, if it is not.
+pub fn secret_problem(secret: &str) -> Option<String> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Some(format!("shorter than {MIN_SECRET_BYTES} bytes"));
+    }
+    let lower = secret.to_ascii_lowercase();
+    if KNOWN_DEFAULTS.iter().any(|d| lower.contains(d)) {
+        return Some("a well-known default value".into());
+    }
+    None
+}
+
+impl AuthConfig {
+    /// Reads the auth settings (names in the module docs). `persistent`
+    /// says whether a persistent store is configured: then a missing,
+    /// default or short secret is an error unless
+    /// `AUTH_ALLOW_INSECURE_SECRETS` is set.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>, persistent: bool) -> Result<Self, ConfigError> {
+        let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let dev = get("AUTH_ALLOW_INSECURE_SECRETS").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+        let mut c = Self {
+            jwt_secret: secret(get("JWT_SECRET"), "JWT_SECRET", persistent, dev)?,
+            refresh_token_secret: secret(get("REFRESH_TOKEN_SECRET"), "REFRESH_TOKEN_SECRET", persistent, dev)?,
+            ..Self::default()
+        };
+        if c.jwt_secret == c.refresh_token_secret {
+            tracing::warn!("JWT_SECRET and REFRESH_TOKEN_SECRET are equal; use two different secrets");
+        }
+        let secs = |name: &'static str, d: &mut Duration| -> Result<(), ConfigError> {
+            if let Some(v) = get(name) {
+                *d = Duration::from_secs(parse(name, &v)?);
+            }
+            Ok(())
+        };
+        secs("ACCESS_TOKEN_EXPIRY_SECS", &mut c.access_token_expiry)?;
+        secs("REFRESH_TOKEN_EXPIRY_SECS", &mut c.refresh_token_expiry)?;
+        secs("RESET_TOKEN_EXPIRY_SECS", &mut c.reset_token_expiry)?;
+        secs("AUTH_RATE_LIMIT_WINDOW_SECS", &mut c.rate_limit_window)?;
+        secs("LOCKOUT_DURATION_SECS", &mut c.lockout_duration)?;
+        secs("JWT_LEEWAY_SECS", &mut c.leeway)?;
+        let num = |name: &'static str, n: &mut u32| -> Result<(), ConfigError> {
+            if let Some(v) = get(name) {
+                *n = parse(name, &v)?;
+            }
+            Ok(())
+        };
+        num("AUTH_RATE_LIMIT_PER_MINUTE", &mut c.rate_limit_requests)?;
+        num("MAX_LOGIN_ATTEMPTS", &mut c.max_login_attempts)?;
+        num("ARGON2_MEMORY_KIB", &mut c.argon2.memory_kib)?;
+        num("ARGON2_ITERATIONS", &mut c.argon2.iterations)?;
+        num("ARGON2_PARALLELISM", &mut c.argon2.parallelism)?;
+        if c.access_token_expiry.is_zero() || c.refresh_token_expiry.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "ACCESS_TOKEN_EXPIRY_SECS",
+                reason: "token lifetimes must be positive".into(),
+            });
+        }
+        Ok(c)
+    }
+}
+
+fn secret(value: Option<String>, name: &'static str, persistent: bool, dev: bool) -> Result<Vec<u8>, ConfigError> {
+    let problem = match &value {
+        None => Some("not set".to_owned()),
+        Some(v) => secret_problem(v),
+    };
+    match (problem, persistent, dev) {
+        (None, _, _) => Ok(value.unwrap_or_default().into_bytes()),
+        (Some(problem), true, false) => Err(ConfigError::Invalid {
+            name,
+            reason: format!(
+                "{problem}: with DATABASE_URL a secret of at least {MIN_SECRET_BYTES} random bytes is required \
+                 (set AUTH_ALLOW_INSECURE_SECRETS=1 for development only)"
+            ),
+        }),
+        (Some(problem), true, true) => {
+            tracing::warn!(
+                variable = name,
+                problem = %problem,
+                "INSECURE: AUTH_ALLOW_INSECURE_SECRETS is set; never run like this in production"
+            );
+            Ok(value
+                .filter(|v| v.len() >= MIN_SECRET_BYTES)
+                .map_or_else(random_secret, String::into_bytes))
+        }
+        (Some(_), false, _) if value.is_none() => {
+            tracing::warn!(
+                variable = name,
+                "not set: using a random secret for this process; tokens will not survive a restart"
+            );
+            Ok(random_secret())
+        }
+        (Some(problem), false, _) => {
+            tracing::warn!(variable = name, problem = %problem, "weak secret (accepted because nothing is persisted)");
+            Ok(value.unwrap_or_default().into_bytes())
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| ConfigError::Invalid {
+        name,
+        reason: format!("{value:?}: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)], persistent: bool) -> Result<AuthConfig, ConfigError> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        AuthConfig::from_lookup(|k| vars.get(k).cloned(), persistent)
+    }
+
+    const GOOD: &str = "0123456789abcdef0123456789abcdef-x";
+
+    #[test]
+    fn in_memory_without_secrets_uses_random_ones() {
+        let a = load(&[], false).unwrap();
+        let b = load(&[], false).unwrap();
+        assert_eq!(a.jwt_secret.len(), MIN_SECRET_BYTES);
+        assert_ne!(a.jwt_secret, b.jwt_secret);
+        assert_ne!(a.jwt_secret, a.refresh_token_secret);
+    }
+
+    #[test]
+    fn persistent_store_requires_strong_secrets() {
+        let err = load(&[("REFRESH_TOKEN_SECRET", GOOD)], true).unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET"), "{err}");
+        let err = load(&[("JWT_SECRET", "short"), ("REFRESH_TOKEN_SECRET", GOOD)], true).unwrap_err();
+        assert!(err.to_string().contains("shorter"), "{err}");
+        let default = "changeme-changeme-changeme-changeme";
+        assert!(load(&[("JWT_SECRET", default), ("REFRESH_TOKEN_SECRET", GOOD)], true).is_err());
+        let ok = load(&[("JWT_SECRET", GOOD), ("REFRESH_TOKEN_SECRET", &GOOD.repeat(2))], true).unwrap();
+        assert_eq!(ok.jwt_secret, GOOD.as_bytes());
+        // The development flag lets it start (with a random secret).
+        let dev = load(&[("AUTH_ALLOW_INSECURE_SECRETS", "1")], true).unwrap();
+        assert_eq!(dev.jwt_secret.len(), MIN_SECRET_BYTES);
+    }
+
+    #[test]
+    fn reads_durations_and_limits() {
+        let c = load(
+            &[
+                ("ACCESS_TOKEN_EXPIRY_SECS", "60"),
+                ("MAX_LOGIN_ATTEMPTS", "3"),
+                ("AUTH_RATE_LIMIT_PER_MINUTE", "0"),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.access_token_expiry, Duration::from_secs(60));
+        assert_eq!((c.max_login_attempts, c.rate_limit_requests), (3, 0));
+        assert!(load(&[("LOCKOUT_DURATION_SECS", "soon")], false).is_err());
+        assert!(!format!("{c:?}").contains(&format!("{:?}", c.jwt_secret)));
+    }
+}

@@ -1,0 +1,392 @@
+//! The auth tables in PostgreSQL, in the application's schema: users,
+//! refresh tokens, reset tokens, login attempts and the mail outbox.
+//! [`PgAuthStore`] implements every auth store trait over one pool.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::lockout::{Attempts, LockoutPolicy, LoginAttempts};
+use super::rbac::Role;
+use super::refresh::{RefreshRecord, RefreshStore};
+use super::reset::{Mailer, ResetMail, ResetRecord, ResetStore};
+use super::users::{User, UserStore};
+use super::AuthStoreError;
+
+/// The migration creating the auth tables (`{s}` is the schema).
+const MIGRATION: &str = include_str!("pg_schema.sql");
+
+fn db(e: sqlx::Error) -> AuthStoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => AuthStoreError::Duplicate,
+        _ => AuthStoreError::Backend(format!("postgres: {e}")),
+    }
+}
+
+/// Every auth store on PostgreSQL, in one schema.
+#[derive(Debug, Clone)]
+pub struct PgAuthStore {
+    pool: PgPool,
+    s: String,
+}
+
+impl PgAuthStore {
+    /// The store in `schema` (an identifier already validated by
+    /// es-postgres, which created the schema).
+    pub fn new(pool: PgPool, schema: &str) -> Self {
+        Self {
+            pool,
+            s: schema.to_owned(),
+        }
+    }
+
+    /// Creates the tables if missing (idempotent; serialized across
+    /// processes by an advisory lock).
+    pub async fn migrate(&self) -> Result<(), AuthStoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("banking-auth-migrate-{}", self.s))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::raw_sql(&MIGRATION.replace("{s}", &self.s))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// The queued reset mails to `to` (tokens included), oldest first.
+    pub async fn outbox_to(&self, to: &str) -> Result<Vec<ResetMail>, AuthStoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT recipient, token, expires_at FROM {}.auth_mail_outbox WHERE recipient = $1 ORDER BY id",
+            self.s
+        ))
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ResetMail {
+                    to: r.try_get(0).map_err(db)?,
+                    token: r.try_get(1).map_err(db)?,
+                    expires_at: r.try_get(2).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn user(row: &PgRow) -> Result<User, AuthStoreError> {
+    let roles: Vec<String> = row.try_get("roles").map_err(db)?;
+    Ok(User {
+        id: row.try_get("id").map_err(db)?,
+        username: row.try_get("username").map_err(db)?,
+        password_hash: row.try_get("password_hash").map_err(db)?,
+        roles: roles.iter().filter_map(|r| Role::parse(r)).collect(),
+        created_at: row.try_get("created_at").map_err(db)?,
+    })
+}
+
+fn role_names(roles: &[Role]) -> Vec<String> {
+    roles.iter().map(|r| r.as_str().to_owned()).collect()
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, roles, created_at";
+
+#[async_trait]
+impl UserStore for PgAuthStore {
+    async fn create(&self, u: User) -> Result<(), AuthStoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO {}.auth_users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
+            self.s
+        ))
+        .bind(u.id)
+        .bind(&u.username)
+        .bind(&u.password_hash)
+        .bind(role_names(&u.roles))
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn by_username(&self, username: &str) -> Result<Option<User>, AuthStoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM {}.auth_users WHERE username = $1", self.s);
+        let row = sqlx::query(&sql)
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn by_id(&self, id: Uuid) -> Result<Option<User>, AuthStoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM {}.auth_users WHERE id = $1", self.s);
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn set_password(&self, id: Uuid, password_hash: &str) -> Result<(), AuthStoreError> {
+        let sql = format!("UPDATE {}.auth_users SET password_hash = $2 WHERE id = $1", self.s);
+        let done = sqlx::query(&sql)
+            .bind(id)
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(AuthStoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn set_roles(&self, id: Uuid, roles: &[Role]) -> Result<(), AuthStoreError> {
+        let sql = format!("UPDATE {}.auth_users SET roles = $2 WHERE id = $1", self.s);
+        let done = sqlx::query(&sql)
+            .bind(id)
+            .bind(role_names(roles))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(AuthStoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn list(&self, offset: usize, limit: usize) -> Result<(Vec<User>, usize), AuthStoreError> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM {}.auth_users ORDER BY username OFFSET $1 LIMIT $2",
+            self.s
+        );
+        let rows = sqlx::query(&sql)
+            .bind(offset as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}.auth_users", self.s))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let users = rows.iter().map(user).collect::<Result<_, _>>()?;
+        Ok((users, usize::try_from(total).unwrap_or(0)))
+    }
+}
+
+#[async_trait]
+impl RefreshStore for PgAuthStore {
+    async fn insert(&self, r: RefreshRecord) -> Result<(), AuthStoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO {}.auth_refresh_tokens (token_hash, user_id, family_id, expires_at, used_at, revoked) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            self.s
+        ))
+        .bind(&r.token_hash)
+        .bind(r.user_id)
+        .bind(r.family_id)
+        .bind(r.expires_at)
+        .bind(r.used_at)
+        .bind(r.revoked)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn consume(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<RefreshRecord>, AuthStoreError> {
+        // The row lock makes concurrent uses of one token see each other:
+        // exactly one gets `used_at` NULL.
+        let sql = format!(
+            "UPDATE {s}.auth_refresh_tokens t SET used_at = COALESCE(t.used_at, $2) \
+             FROM (SELECT token_hash, used_at FROM {s}.auth_refresh_tokens WHERE token_hash = $1 FOR UPDATE) old \
+             WHERE t.token_hash = old.token_hash \
+             RETURNING t.user_id, t.family_id, t.expires_at, old.used_at, t.revoked",
+            s = self.s
+        );
+        let row = sqlx::query(&sql)
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| {
+            Ok(RefreshRecord {
+                token_hash: token_hash.to_owned(),
+                user_id: r.try_get(0).map_err(db)?,
+                family_id: r.try_get(1).map_err(db)?,
+                expires_at: r.try_get(2).map_err(db)?,
+                used_at: r.try_get(3).map_err(db)?,
+                revoked: r.try_get(4).map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn revoke_family(&self, family_id: Uuid) -> Result<(), AuthStoreError> {
+        let sql = format!(
+            "UPDATE {}.auth_refresh_tokens SET revoked = true WHERE family_id = $1",
+            self.s
+        );
+        sqlx::query(&sql)
+            .bind(family_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn revoke_user(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<(), AuthStoreError> {
+        let sql = format!(
+            "UPDATE {}.auth_refresh_tokens SET revoked = true WHERE user_id = $1 \
+             AND ($2::uuid IS NULL OR family_id <> $2)",
+            self.s
+        );
+        sqlx::query(&sql)
+            .bind(user_id)
+            .bind(keep)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ResetStore for PgAuthStore {
+    async fn insert(&self, r: ResetRecord) -> Result<(), AuthStoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO {}.auth_password_resets (token_hash, user_id, expires_at, used_at) VALUES ($1, $2, $3, $4)",
+            self.s
+        ))
+        .bind(&r.token_hash)
+        .bind(r.user_id)
+        .bind(r.expires_at)
+        .bind(r.used_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn consume(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<ResetRecord>, AuthStoreError> {
+        let sql = format!(
+            "UPDATE {s}.auth_password_resets t SET used_at = COALESCE(t.used_at, $2) \
+             FROM (SELECT token_hash, used_at FROM {s}.auth_password_resets WHERE token_hash = $1 FOR UPDATE) old \
+             WHERE t.token_hash = old.token_hash RETURNING t.user_id, t.expires_at, old.used_at",
+            s = self.s
+        );
+        let row = sqlx::query(&sql)
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| {
+            Ok(ResetRecord {
+                token_hash: token_hash.to_owned(),
+                user_id: r.try_get(0).map_err(db)?,
+                expires_at: r.try_get(1).map_err(db)?,
+                used_at: r.try_get(2).map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl LoginAttempts for PgAuthStore {
+    async fn get(&self, username: &str) -> Result<Attempts, AuthStoreError> {
+        let sql = format!(
+            "SELECT failures, locked_until FROM {}.auth_login_attempts WHERE username = $1",
+            self.s
+        );
+        let row = sqlx::query(&sql)
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(match row {
+            None => Attempts::default(),
+            Some(r) => Attempts {
+                failures: u32::try_from(r.try_get::<i32, _>(0).map_err(db)?).unwrap_or(0),
+                locked_until: r.try_get(1).map_err(db)?,
+            },
+        })
+    }
+
+    async fn record_failure(
+        &self,
+        username: &str,
+        policy: LockoutPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Attempts, AuthStoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(&format!(
+            "INSERT INTO {}.auth_login_attempts (username, failures) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            self.s
+        ))
+        .bind(username)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let row = sqlx::query(&format!(
+            "SELECT failures, locked_until FROM {}.auth_login_attempts WHERE username = $1 FOR UPDATE",
+            self.s
+        ))
+        .bind(username)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let before = Attempts {
+            failures: u32::try_from(row.try_get::<i32, _>(0).map_err(db)?).unwrap_or(0),
+            locked_until: row.try_get(1).map_err(db)?,
+        };
+        let next = policy.after_failure(before, now);
+        sqlx::query(&format!(
+            "UPDATE {}.auth_login_attempts SET failures = $2, locked_until = $3 WHERE username = $1",
+            self.s
+        ))
+        .bind(username)
+        .bind(i32::try_from(next.failures).unwrap_or(i32::MAX))
+        .bind(next.locked_until)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(next)
+    }
+
+    async fn clear(&self, username: &str) -> Result<(), AuthStoreError> {
+        let sql = format!("DELETE FROM {}.auth_login_attempts WHERE username = $1", self.s);
+        sqlx::query(&sql).bind(username).execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Mailer for PgAuthStore {
+    async fn send_reset(&self, mail: ResetMail) -> Result<(), AuthStoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO {}.auth_mail_outbox (recipient, kind, token, expires_at) VALUES ($1, 'password_reset', $2, $3)",
+            self.s
+        ))
+        .bind(&mail.to)
+        .bind(&mail.token)
+        .bind(mail.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        tracing::info!(expires_at = %mail.expires_at, "password reset mail queued in auth_mail_outbox");
+        Ok(())
+    }
+}

@@ -1,0 +1,374 @@
+//! [`AuthService`]: registration, login, token refresh and revocation,
+//! password change and reset, and token verification for every request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use es_core::Clock;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use super::lockout::LockoutPolicy;
+use super::password::{check_policy, PasswordHasher};
+use super::rbac::Role;
+use super::refresh::RefreshRecord;
+use super::reset::{ResetMail, ResetRecord};
+use super::stores::AuthStores;
+use super::tokens::{opaque_token, token_hash, AccessTokens, Identity, TokenError, TokenPair};
+use super::users::{is_email, normalize_username, User};
+use super::{count, AuthConfig, AuthError};
+use crate::rate_limit::RateLimitDecision;
+
+/// The authentication service.
+pub struct AuthService {
+    config: AuthConfig,
+    clock: Arc<dyn Clock>,
+    hasher: PasswordHasher,
+    tokens: AccessTokens,
+    stores: AuthStores,
+    lockout: LockoutPolicy,
+    dummy_hash: OnceCell<String>,
+}
+
+impl std::fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService")
+            .field("config", &self.config)
+            .field("stores", &self.stores)
+            .finish_non_exhaustive()
+    }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl AuthService {
+    /// A service over `stores`, telling time by `clock`.
+    pub fn new(config: AuthConfig, clock: Arc<dyn Clock>, stores: AuthStores) -> Result<Self, AuthError> {
+        let hasher = PasswordHasher::new(config.argon2).map_err(|e| AuthError::Backend(e.to_string()))?;
+        let tokens = AccessTokens::new(&config.jwt_secret, config.access_token_expiry, config.leeway);
+        let lockout = LockoutPolicy {
+            max_attempts: config.max_login_attempts,
+            duration: chrono_duration(config.lockout_duration),
+        };
+        Ok(Self {
+            config,
+            clock,
+            hasher,
+            tokens,
+            stores,
+            lockout,
+            dummy_hash: OnceCell::new(),
+        })
+    }
+
+    /// The stores.
+    pub fn stores(&self) -> &AuthStores {
+        &self.stores
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Counts one request against the auth limit of `key` (`ip:...` or
+    /// `user:...`).
+    pub async fn check_rate(&self, key: &str) -> Result<(), AuthError> {
+        match self.stores.limiter.check(&format!("auth:{key}")).await {
+            RateLimitDecision::Allowed { .. } => Ok(()),
+            RateLimitDecision::Limited { retry_after } => {
+                count("rate_limited");
+                tracing::warn!(kind = key.split(':').next().unwrap_or(""), "auth rate limit exceeded");
+                Err(AuthError::RateLimited { retry_after })
+            }
+        }
+    }
+
+    /// Creates a user with `roles` (registration, the `create-admin`
+    /// command, tests).
+    #[tracing::instrument(name = "auth.create_user", skip_all, fields(roles = ?roles))]
+    pub async fn create_user(&self, username: &str, password: &str, roles: &[Role]) -> Result<Uuid, AuthError> {
+        let username = normalize_username(username);
+        let mut problems = Vec::new();
+        if !is_email(&username) {
+            problems.push("username must be an email address".to_owned());
+        }
+        if let Err(p) = check_policy(&username, password) {
+            problems.push(p);
+        }
+        if !problems.is_empty() {
+            return Err(AuthError::Invalid(problems.join(", ")));
+        }
+        let password_hash = self
+            .hasher
+            .hash(password)
+            .await
+            .map_err(|e| AuthError::Backend(e.to_string()))?;
+        let user = User {
+            id: Uuid::now_v7(),
+            username,
+            password_hash,
+            roles: roles.to_vec(),
+            created_at: self.now(),
+        };
+        let id = user.id;
+        self.stores.users.create(user).await?;
+        count("user_created");
+        tracing::info!(user_id = %id, "user created");
+        Ok(id)
+    }
+
+    /// Registers a customer.
+    pub async fn register(&self, username: &str, password: &str) -> Result<Uuid, AuthError> {
+        self.create_user(username, password, &[Role::Customer]).await
+    }
+
+    async fn dummy_hash(&self) -> &str {
+        self.dummy_hash
+            .get_or_init(|| async {
+                self.hasher
+                    .hash(&opaque_token())
+                    .await
+                    .unwrap_or_else(|_| "$argon2id$v=19$m=8,t=1,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAA".into())
+            })
+            .await
+    }
+
+    /// Checks the credentials and opens a session. Unknown users cost a
+    /// hash verification too, and get the same answer as a bad password.
+    #[tracing::instrument(name = "auth.login", skip_all)]
+    pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair, AuthError> {
+        let username = normalize_username(username);
+        let now = self.now();
+        let attempts = self.stores.attempts.get(&username).await?;
+        if let Some(until) = self.lockout.locked_until(&attempts, now) {
+            count("login_locked");
+            tracing::warn!("login refused: username is locked out");
+            return Err(AuthError::Locked {
+                retry_after: (until - now).to_std().unwrap_or(Duration::from_secs(1)),
+            });
+        }
+        let user = self.stores.users.by_username(&username).await?;
+        let valid = match &user {
+            Some(u) => self.hasher.verify(password, &u.password_hash).await,
+            None => {
+                let dummy = self.dummy_hash().await.to_owned();
+                let _ = self.hasher.verify(password, &dummy).await;
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| valid) else {
+            count("login_failure");
+            let after = self
+                .stores
+                .attempts
+                .record_failure(&username, self.lockout, now)
+                .await?;
+            if let Some(until) = self.lockout.locked_until(&after, now) {
+                count("lockout");
+                tracing::warn!(until = %until, "login failed; username locked out");
+            } else {
+                tracing::info!(failures = after.failures, "login failed");
+            }
+            return Err(AuthError::InvalidCredentials);
+        };
+        self.stores.attempts.clear(&username).await?;
+        count("login_success");
+        tracing::info!(user_id = %user.id, "login succeeded");
+        self.issue_pair(&user, Uuid::new_v4()).await
+    }
+
+    async fn issue_pair(&self, user: &User, family_id: Uuid) -> Result<TokenPair, AuthError> {
+        let now = self.now();
+        let (access_token, _) = self
+            .tokens
+            .issue(user.id, &user.roles, family_id, now)
+            .map_err(AuthError::Backend)?;
+        let refresh_token = opaque_token();
+        self.stores
+            .refresh
+            .insert(RefreshRecord {
+                token_hash: token_hash(&self.config.refresh_token_secret, &refresh_token),
+                user_id: user.id,
+                family_id,
+                expires_at: now + chrono_duration(self.config.refresh_token_expiry),
+                used_at: None,
+                revoked: false,
+            })
+            .await?;
+        Ok(TokenPair {
+            access_token,
+            refresh_token,
+            token_type: "Bearer".into(),
+            expires_in: self.tokens.expires_in(),
+        })
+    }
+
+    /// Rotates a refresh token. A token used before revokes its family.
+    #[tracing::instrument(name = "auth.refresh", skip_all)]
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
+        let now = self.now();
+        let hash = token_hash(&self.config.refresh_token_secret, refresh_token);
+        let Some(record) = self.stores.refresh.consume(&hash, now).await? else {
+            count("refresh_invalid");
+            return Err(AuthError::InvalidRefreshToken);
+        };
+        if record.used_at.is_some() {
+            self.stores.refresh.revoke_family(record.family_id).await?;
+            count("token_reuse_detected");
+            tracing::warn!(user_id = %record.user_id, family = %record.family_id, "refresh token reuse detected; session revoked");
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        if record.revoked || record.expires_at <= now {
+            count("refresh_invalid");
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        let Some(user) = self.stores.users.by_id(record.user_id).await? else {
+            return Err(AuthError::InvalidRefreshToken);
+        };
+        count("refresh");
+        self.issue_pair(&user, record.family_id).await
+    }
+
+    /// The identity of a bearer token, or why it is refused.
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        let now = self.now();
+        let refuse = |e: TokenError| {
+            metrics::counter!("auth_token_rejections_total", "reason" => e.label()).increment(1);
+            tracing::debug!(reason = e.label(), "access token rejected");
+            AuthError::Unauthenticated(match e {
+                TokenError::Expired => "token expired".into(),
+                TokenError::Revoked => "token revoked".into(),
+                _ => "invalid token".into(),
+            })
+        };
+        let claims = self.tokens.verify(token, now).map_err(refuse)?;
+        if self.stores.blacklist.is_revoked(&claims.jti.to_string(), now).await? {
+            return Err(refuse(TokenError::Revoked));
+        }
+        Ok(Identity {
+            user_id: claims.sub,
+            roles: claims.roles,
+            jti: claims.jti,
+            sid: claims.sid,
+            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),
+        })
+    }
+
+    /// Revokes the access token (until its expiry) and its session's
+    /// refresh tokens.
+    pub async fn logout(&self, who: &Identity) -> Result<(), AuthError> {
+        let now = self.now();
+        self.stores
+            .blacklist
+            .revoke(&who.jti.to_string(), who.expires_at, now)
+            .await?;
+        self.stores.refresh.revoke_family(who.sid).await?;
+        count("logout");
+        tracing::info!(user_id = %who.user_id, "logged out");
+        Ok(())
+    }
+
+    /// Changes the password after checking the current one; revokes the
+    /// refresh tokens of every other session.
+    #[tracing::instrument(name = "auth.change_password", skip_all, fields(user_id = %who.user_id))]
+    pub async fn change_password(&self, who: &Identity, current: &str, new: &str) -> Result<(), AuthError> {
+        let user = self
+            .stores
+            .users
+            .by_id(who.user_id)
+            .await?
+            .ok_or_else(|| AuthError::Unauthenticated("invalid token".into()))?;
+        if !self.hasher.verify(current, &user.password_hash).await {
+            count("password_change_failure");
+            return Err(AuthError::InvalidCredentials);
+        }
+        check_policy(&user.username, new).map_err(AuthError::Invalid)?;
+        let hash = self
+            .hasher
+            .hash(new)
+            .await
+            .map_err(|e| AuthError::Backend(e.to_string()))?;
+        self.stores.users.set_password(user.id, &hash).await?;
+        self.stores.refresh.revoke_user(user.id, Some(who.sid)).await?;
+        count("password_changed");
+        tracing::info!("password changed; other sessions revoked");
+        Ok(())
+    }
+
+    /// Sends a reset token when `email` is a user; does the same visible
+    /// nothing otherwise.
+    #[tracing::instrument(name = "auth.reset_request", skip_all)]
+    pub async fn request_reset(&self, email: &str) -> Result<(), AuthError> {
+        count("reset_requested");
+        let username = normalize_username(email);
+        let Some(user) = self.stores.users.by_username(&username).await? else {
+            tracing::info!("password reset requested for an unknown address");
+            return Ok(());
+        };
+        let token = opaque_token();
+        let expires_at = self.now() + chrono_duration(self.config.reset_token_expiry);
+        self.stores
+            .resets
+            .insert(ResetRecord {
+                token_hash: token_hash(&self.config.refresh_token_secret, &token),
+                user_id: user.id,
+                expires_at,
+                used_at: None,
+            })
+            .await?;
+        self.stores
+            .mailer
+            .send_reset(ResetMail {
+                to: user.username,
+                token,
+                expires_at,
+            })
+            .await?;
+        tracing::info!(user_id = %user.id, "password reset token issued");
+        Ok(())
+    }
+
+    /// Sets a new password with a reset token (single use); revokes every
+    /// session of the user and clears a lockout.
+    #[tracing::instrument(name = "auth.reset_confirm", skip_all)]
+    pub async fn confirm_reset(&self, token: &str, new_password: &str) -> Result<(), AuthError> {
+        let now = self.now();
+        let hash = token_hash(&self.config.refresh_token_secret, token);
+        let record = self.stores.resets.consume(&hash, now).await?;
+        let Some(record) = record.filter(|r| r.used_at.is_none() && r.expires_at > now) else {
+            count("reset_invalid");
+            return Err(AuthError::InvalidResetToken);
+        };
+        let Some(user) = self.stores.users.by_id(record.user_id).await? else {
+            return Err(AuthError::InvalidResetToken);
+        };
+        check_policy(&user.username, new_password).map_err(AuthError::Invalid)?;
+        let new_hash = self
+            .hasher
+            .hash(new_password)
+            .await
+            .map_err(|e| AuthError::Backend(e.to_string()))?;
+        self.stores.users.set_password(user.id, &new_hash).await?;
+        self.stores.refresh.revoke_user(user.id, None).await?;
+        self.stores.attempts.clear(&user.username).await?;
+        count("reset_completed");
+        tracing::info!(user_id = %user.id, "password reset completed; sessions revoked");
+        Ok(())
+    }
+
+    /// The queued reset mails to `email` (from the in-memory or the
+    /// PostgreSQL outbox).
+    pub async fn reset_mails_to(&self, email: &str) -> Result<Vec<ResetMail>, AuthError> {
+        let to = normalize_username(email);
+        if let Some(outbox) = &self.stores.outbox {
+            return Ok(outbox.messages_to(&to));
+        }
+        match &self.stores.pg {
+            Some(pg) => Ok(pg.outbox_to(&to).await?),
+            None => Ok(Vec::new()),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! [`AuthStores`]: the stores behind the auth service, in memory or in
+//! PostgreSQL.
+
+use std::sync::Arc;
+
+use super::blacklist::{InMemoryBlacklist, TokenBlacklist};
+use super::lockout::{InMemoryLoginAttempts, LoginAttempts};
+use super::pg::PgAuthStore;
+use super::refresh::{InMemoryRefreshStore, RefreshStore};
+use super::reset::{InMemoryResetStore, Mailer, OutboxMailer, ResetStore};
+use super::users::{InMemoryUserStore, UserStore};
+use super::AuthConfig;
+use crate::rate_limit::{InMemoryRateLimiter, NoRateLimit, RateLimitConfig, RateLimiter};
+
+/// The stores the service works on.
+#[derive(Clone)]
+pub struct AuthStores {
+    /// Users.
+    pub users: Arc<dyn UserStore>,
+    /// Refresh tokens.
+    pub refresh: Arc<dyn RefreshStore>,
+    /// Reset tokens.
+    pub resets: Arc<dyn ResetStore>,
+    /// Failed login counts.
+    pub attempts: Arc<dyn LoginAttempts>,
+    /// Revoked access tokens.
+    pub blacklist: Arc<dyn TokenBlacklist>,
+    /// Reset mail delivery.
+    pub mailer: Arc<dyn Mailer>,
+    /// The stricter limiter of the auth routes (per IP and per username).
+    pub limiter: Arc<dyn RateLimiter>,
+    /// The in-memory outbox, when that is the mailer.
+    pub outbox: Option<Arc<OutboxMailer>>,
+    /// The PostgreSQL store, when used.
+    pub pg: Option<PgAuthStore>,
+}
+
+impl std::fmt::Debug for AuthStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthStores")
+            .field("postgres", &self.pg.is_some())
+            .field("blacklist", &self.blacklist.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthStores {
+    /// Everything in memory.
+    pub fn in_memory(config: &AuthConfig) -> Self {
+        let outbox = Arc::new(OutboxMailer::new());
+        Self {
+            users: Arc::new(InMemoryUserStore::new()),
+            refresh: Arc::new(InMemoryRefreshStore::new()),
+            resets: Arc::new(InMemoryResetStore::new()),
+            attempts: Arc::new(InMemoryLoginAttempts::new()),
+            blacklist: Arc::new(InMemoryBlacklist::new()),
+            mailer: outbox.clone(),
+            limiter: Self::memory_limiter(config),
+            outbox: Some(outbox),
+            pg: None,
+        }
+    }
+
+    /// Users, tokens, attempts and the mail outbox in PostgreSQL.
+    pub fn postgres(config: &AuthConfig, pg: PgAuthStore) -> Self {
+        let shared = Arc::new(pg.clone());
+        Self {
+            users: shared.clone(),
+            refresh: shared.clone(),
+            resets: shared.clone(),
+            attempts: shared.clone(),
+            mailer: shared,
+            outbox: None,
+            pg: Some(pg),
+            ..Self::in_memory(config)
+        }
+    }
+
+    /// The limits of the auth routes (`burst` = the per-minute count).
+    pub fn rate_limit_config(config: &AuthConfig) -> RateLimitConfig {
+        RateLimitConfig {
+            requests_per_minute: config.rate_limit_requests,
+            burst_size: config.rate_limit_requests,
+            window_size: config.rate_limit_window,
+            ..RateLimitConfig::default()
+        }
+    }
+
+    fn memory_limiter(config: &AuthConfig) -> Arc<dyn RateLimiter> {
+        let limits = Self::rate_limit_config(config);
+        if limits.is_disabled() {
+            Arc::new(NoRateLimit)
+        } else {
+            Arc::new(InMemoryRateLimiter::new(limits))
+        }
+    }
+}

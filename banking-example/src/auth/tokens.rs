@@ -1,0 +1,258 @@
+//! Access tokens (JWT, HS256 only) and opaque tokens (refresh, reset).
+//!
+//! Access token claims: `sub` (user id), `roles`, `iat`, `nbf`, `exp`,
+//! `jti` (unique id, the blacklist key) and `sid` (the session, i.e. the
+//! refresh token family, so logout can end the session). Verification
+//! accepts HS256 only — `alg: none`, RS*/ES* and every other algorithm
+//! are rejected before the signature is looked at — and checks `exp` and
+//! `nbf` against the injected clock with a small leeway (`iat` must not be
+//! in the future either).
+//!
+//! Opaque tokens are 32 random bytes, base64url; the server stores only
+//! their HMAC-SHA256 under `REFRESH_TOKEN_SECRET`.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::rbac::Role;
+
+/// Who a valid access token says is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user id (`sub`).
+    pub user_id: Uuid,
+    /// Roles from the token.
+    pub roles: Vec<Role>,
+    /// Token id (`jti`).
+    pub jti: Uuid,
+    /// Session id (`sid`): the refresh token family.
+    pub sid: Uuid,
+    /// Token expiry.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Body of a successful login or refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenPair {
+    /// JWT access token (HS256).
+    pub access_token: String,
+    /// Opaque refresh token (single use).
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Access token lifetime in seconds.
+    pub expires_in: i64,
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: Uuid,
+    /// The user's roles when the token was issued.
+    pub roles: Vec<Role>,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Expiry.
+    pub exp: i64,
+    /// Unique token id.
+    pub jti: Uuid,
+    /// Session (refresh token family) id.
+    pub sid: Uuid,
+}
+
+/// Why a token was refused (the reason is logged and counted; clients see
+/// a generic message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a well-formed JWT of ours (bad encoding, missing claims).
+    #[error("malformed token")]
+    Malformed,
+    /// `alg` is not HS256.
+    #[error("unexpected signing algorithm")]
+    Algorithm,
+    /// The signature does not match our key.
+    #[error("invalid signature")]
+    Signature,
+    /// Past `exp`.
+    #[error("token expired")]
+    Expired,
+    /// Before `nbf` or issued in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// Revoked (logout).
+    #[error("token revoked")]
+    Revoked,
+}
+
+impl TokenError {
+    /// Short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Algorithm => "algorithm",
+            Self::Signature => "signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// Issues and verifies access tokens.
+#[derive(Clone)]
+pub struct AccessTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    expiry: chrono::Duration,
+    leeway: i64,
+}
+
+impl std::fmt::Debug for AccessTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessTokens")
+            .field("expiry", &self.expiry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessTokens {
+    /// Tokens signed with `secret`, valid for `expiry`.
+    pub fn new(secret: &[u8], expiry: std::time::Duration, leeway: std::time::Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Time is checked against the injected clock below.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            expiry: chrono::Duration::from_std(expiry).unwrap_or(chrono::Duration::hours(1)),
+            leeway: i64::try_from(leeway.as_secs()).unwrap_or(0),
+        }
+    }
+
+    /// Lifetime of a new token, in seconds.
+    pub fn expires_in(&self) -> i64 {
+        self.expiry.num_seconds()
+    }
+
+    /// A new token for `user` in session `sid`, issued `now`.
+    pub fn issue(&self, user: Uuid, roles: &[Role], sid: Uuid, now: DateTime<Utc>) -> Result<(String, Claims), String> {
+        let iat = now.timestamp();
+        let claims = Claims {
+            sub: user,
+            roles: roles.to_vec(),
+            iat,
+            nbf: iat,
+            exp: (now + self.expiry).timestamp(),
+            jti: Uuid::new_v4(),
+            sid,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map(|t| (t, claims))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The claims of a valid token at `now` (revocation is checked by the
+    /// caller).
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                _ => TokenError::Malformed,
+            })?;
+        let claims = data.claims;
+        let now = now.timestamp();
+        if claims.exp <= now - self.leeway {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf > now + self.leeway || claims.iat > now + self.leeway {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+}
+
+/// A fresh opaque token: 32 random bytes, base64url without padding.
+pub fn opaque_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The stored form of an opaque token: hex HMAC-SHA256 under `key`.
+pub fn token_hash(key: &[u8], token: &str) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new(); // HMAC accepts keys of any length
+    };
+    mac.update(token.as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn tokens(secret: &[u8]) -> AccessTokens {
+        AccessTokens::new(secret, Duration::from_secs(3600), Duration::from_secs(30))
+    }
+
+    fn b64(v: &serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    #[test]
+    fn round_trip_and_time_checks() {
+        let t = tokens(&[7; 32]);
+        let now = Utc::now();
+        let (token, claims) = t.issue(Uuid::new_v4(), &[Role::Customer], Uuid::new_v4(), now).unwrap();
+        assert_eq!(t.verify(&token, now).unwrap(), claims);
+        let later = now + chrono::Duration::seconds(3600 + 31);
+        assert_eq!(t.verify(&token, later), Err(TokenError::Expired));
+        let earlier = now - chrono::Duration::seconds(60);
+        assert_eq!(t.verify(&token, earlier), Err(TokenError::NotYetValid));
+        assert_eq!(tokens(&[8; 32]).verify(&token, now), Err(TokenError::Signature));
+        assert_eq!(t.verify("garbage", now), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn rejects_alg_none_and_other_algorithms() {
+        let t = tokens(&[7; 32]);
+        let now = Utc::now();
+        let (token, _) = t.issue(Uuid::new_v4(), &[Role::Admin], Uuid::new_v4(), now).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let none = format!("{}.{payload}.", b64(&serde_json::json!({"alg": "none", "typ": "JWT"})));
+        assert!(t.verify(&none, now).is_err());
+        let hs512 = format!(
+            "{}.{payload}.c2ln",
+            b64(&serde_json::json!({"alg": "HS512", "typ": "JWT"}))
+        );
+        assert_eq!(t.verify(&hs512, now), Err(TokenError::Algorithm));
+    }
+
+    #[test]
+    fn opaque_tokens_are_random_and_hashed_with_a_key() {
+        let a = opaque_token();
+        assert_ne!(a, opaque_token());
+        assert_eq!(a.len(), 43);
+        assert_eq!(token_hash(b"k", &a), token_hash(b"k", &a));
+        assert_ne!(token_hash(b"k", &a), token_hash(b"j", &a));
+        assert_eq!(token_hash(b"k", &a).len(), 64);
+    }
+}

@@ -1,0 +1,165 @@
+//! The backends the application runs on, chosen from the configuration:
+//! in memory by default, PostgreSQL with `DATABASE_URL`, the shared rate
+//! limiter with `REDIS_URL`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use es_core::{
+    Clock, CommandDeduplicator, EventStore, InMemoryDeduplicator, InMemoryEventStore, InMemoryStateCache,
+    SnapshotPolicy, SnapshotStore, StateCache, SystemClock,
+};
+use es_postgres::{EventStoreConfig, PostgresEventStore, PostgresSnapshotStore};
+
+use crate::app::AppError;
+use crate::auth::blacklist::RedisBlacklist;
+use crate::auth::pg::PgAuthStore;
+use crate::auth::AuthStores;
+use crate::config::AppConfig;
+use crate::domain::Account;
+use crate::rate_limit::{InMemoryRateLimiter, NoRateLimit, RateLimiter, RedisRateLimiter};
+
+/// Names of the chosen backends, for logs and the readiness report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendNames {
+    /// Event store backend.
+    pub store: String,
+    /// De-duplicator backend.
+    pub dedup: String,
+}
+
+/// The backends the application runs on.
+#[derive(Clone)]
+pub struct Backends {
+    /// The event store.
+    pub store: Arc<dyn EventStore>,
+    /// Idempotency-key de-duplication.
+    pub dedup: Arc<dyn CommandDeduplicator>,
+    /// The rate limiter.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// The aggregate-state cache of the repository.
+    pub cache: Option<Arc<dyn StateCache<Account>>>,
+    /// Snapshots of the repository (PostgreSQL only).
+    pub snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// The PostgreSQL event store when configured: its pool and schema
+    /// also hold the auth tables, and shutdown flushes its batcher.
+    pub postgres: Option<PostgresEventStore>,
+    /// The auth stores (users, tokens, blacklist, auth rate limiter).
+    pub auth: AuthStores,
+    /// The clock of the auth service (tests inject a manual one).
+    pub clock: Arc<dyn Clock>,
+    /// Names for the readiness report.
+    pub names: BackendNames,
+}
+
+/// The snapshot policy used with a snapshot store.
+pub const SNAPSHOT_POLICY: SnapshotPolicy = SnapshotPolicy::EveryNEvents(100);
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backends {
+    /// Everything in process: nothing is persisted.
+    pub fn in_memory(config: &AppConfig) -> Self {
+        let limiter: Arc<dyn RateLimiter> = if config.rate_limit.is_disabled() {
+            Arc::new(NoRateLimit)
+        } else {
+            Arc::new(InMemoryRateLimiter::new(config.rate_limit.clone()))
+        };
+        Self {
+            store: Arc::new(InMemoryEventStore::new()),
+            dedup: Arc::new(InMemoryDeduplicator::new(
+                config.idempotency_ttl,
+                Duration::from_secs(30),
+            )),
+            limiter,
+            cache: Some(Arc::new(InMemoryStateCache::<Account>::new(100_000))),
+            snapshots: None,
+            postgres: None,
+            auth: AuthStores::in_memory(&config.auth),
+            clock: Arc::new(SystemClock),
+            names: BackendNames {
+                store: "memory".into(),
+                dedup: "memory".into(),
+            },
+        }
+    }
+
+    /// PostgreSQL as the event store (schema `config.database_schema`,
+    /// migrated here) with snapshots every 100 events; the rest as
+    /// [`Backends::in_memory`].
+    pub async fn postgres(config: &AppConfig, url: &str) -> Result<Self, AppError> {
+        let connect = |e: es_postgres::SetupError| AppError::Connect {
+            backend: "postgres",
+            reason: e.to_string(),
+        };
+        let store = PostgresEventStore::connect(url, EventStoreConfig::with_schema(config.database_schema.clone()))
+            .await
+            .map_err(connect)?;
+        store.migrate().await.map_err(connect)?;
+        tracing::info!(schema = %config.database_schema, "PostgreSQL event store ready (migrations applied)");
+        let mut backends = Self::in_memory(config);
+        backends.snapshots = Some(Arc::new(PostgresSnapshotStore::new(&store)));
+        backends.store = Arc::new(store.clone());
+        let auth = PgAuthStore::new(store.pool().clone(), store.schema());
+        auth.migrate().await.map_err(|e| AppError::Connect {
+            backend: "postgres",
+            reason: format!("auth migration: {e}"),
+        })?;
+        backends.auth = AuthStores::postgres(&config.auth, auth);
+        backends.postgres = Some(store);
+        backends.names.store = "postgres".into();
+        Ok(backends)
+    }
+
+    /// The backends the configuration asks for: [`Backends::postgres`]
+    /// with `DATABASE_URL`, else [`Backends::in_memory`]; with
+    /// `REDIS_URL` the shared [`RedisRateLimiter`] (es-redis's cache and
+    /// de-duplicator are wired once that crate lands).
+    pub async fn from_config(config: &AppConfig) -> Result<Self, AppError> {
+        let mut backends = match &config.database_url {
+            Some(url) => Self::postgres(config, url).await?,
+            None => Self::in_memory(config),
+        };
+        if let Some(url) = &config.redis_url {
+            if !config.rate_limit.is_disabled() {
+                let limiter = RedisRateLimiter::connect(url, "banking:rl:", config.rate_limit.clone())
+                    .await
+                    .map_err(|e| AppError::Connect {
+                        backend: "redis",
+                        reason: e.to_string(),
+                    })?;
+                backends.limiter = Arc::new(limiter);
+            }
+            backends.auth.blacklist =
+                Arc::new(
+                    RedisBlacklist::connect(url, "banking:jti:")
+                        .await
+                        .map_err(|e| AppError::Connect {
+                            backend: "redis",
+                            reason: e.to_string(),
+                        })?,
+                );
+            let auth_limits = AuthStores::rate_limit_config(&config.auth);
+            if !auth_limits.is_disabled() {
+                let limiter = RedisRateLimiter::connect(url, "banking:auth-rl:", auth_limits)
+                    .await
+                    .map_err(|e| AppError::Connect {
+                        backend: "redis",
+                        reason: e.to_string(),
+                    })?;
+                backends.auth.limiter = Arc::new(limiter);
+            }
+            tracing::warn!("REDIS_URL is set: the rate limiter is shared through Redis; the state cache and de-duplicator stay in memory until es-redis is wired in");
+        }
+        if config.kafka_brokers.is_some() {
+            tracing::warn!(method = ?config.data_capture_method, "KAFKA_BROKERS is set, but event publishing (es-kafka) is not available in this build; events are not published");
+        }
+        Ok(backends)
+    }
+}

@@ -1,0 +1,135 @@
+//! Ownership and roles: one customer can neither see nor move money in
+//! another's account (404, nothing changes); tellers read and deposit;
+//! admins do everything; `GET /accounts` lists what the caller may see.
+
+mod common;
+
+use banking_example::auth::Role;
+use common::{expect_error, read, Api};
+use reqwest::StatusCode;
+use serde_json::json;
+
+async fn make_role(server: &banking_example::RunningServer, api: &Api, role: Role) -> Api {
+    let id = api.user_id().await.parse().unwrap();
+    server.state.auth.stores().users.set_roles(id, &[role]).await.unwrap();
+    // Roles are carried by the token: log in again.
+    Api::login(server, &api.client_id, &api.username).await
+}
+
+#[tokio::test]
+async fn another_customers_account_is_404_and_unchanged() {
+    let server = common::start().await;
+    let alice = Api::new(&server, "alice-app").await;
+    let bob = Api::new(&server, "bob-app").await;
+    let id = alice.open("Alice", json!(100)).await;
+    let (_, before) = read(alice.get(&format!("/accounts/{id}")).await).await;
+
+    let not_found = format!("account {id} not found");
+    assert_eq!(
+        expect_error(bob.get(&format!("/accounts/{id}")).await, StatusCode::NOT_FOUND).await,
+        not_found
+    );
+    assert_eq!(
+        expect_error(bob.get(&format!("/accounts/{id}/events")).await, StatusCode::NOT_FOUND).await,
+        not_found
+    );
+    for (path, body) in [
+        ("deposit", json!({"amount": 5})),
+        ("withdraw", json!({"amount": 5})),
+        ("close", json!({"reason": "mine now"})),
+    ] {
+        let r = bob.post(&format!("/accounts/{id}/{path}"), body.clone()).await;
+        assert_eq!(expect_error(r, StatusCode::NOT_FOUND).await, not_found, "{path}");
+        // Idempotency keys do not cross users either.
+        let r = bob.post_keyed(&format!("/accounts/{id}/{path}"), "k-1", body).await;
+        expect_error(r, StatusCode::NOT_FOUND).await;
+    }
+    // Indistinguishable from an account that does not exist.
+    let unknown = uuid::Uuid::now_v7();
+    let msg = expect_error(bob.get(&format!("/accounts/{unknown}")).await, StatusCode::NOT_FOUND).await;
+    assert_eq!(msg, format!("account {unknown} not found"));
+
+    let (_, after) = read(alice.get(&format!("/accounts/{id}")).await).await;
+    assert_eq!(after, before);
+    assert_eq!(after["version"], 1);
+    let (_, history) = read(alice.get(&format!("/accounts/{id}/events")).await).await;
+    assert_eq!(history["events"].as_array().unwrap().len(), 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn list_shows_own_accounts_paginated() {
+    let server = common::start().await;
+    let alice = Api::new(&server, "a").await;
+    let bob = Api::new(&server, "b").await;
+    let mine: Vec<String> = futures::future::join_all((0..3).map(|i| alice.open("A", json!(i)))).await;
+    bob.open("B", json!(1)).await;
+    let (status, page) = read(alice.get("/accounts?limit=2").await).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!((page["total"].as_u64(), page["limit"].as_u64()), (Some(3), Some(2)));
+    let (_, rest) = read(alice.get("/accounts?limit=2&offset=2").await).await;
+    let mut seen: Vec<String> = page["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["accounts"].as_array().unwrap())
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    seen.sort();
+    let mut mine = mine;
+    mine.sort();
+    assert_eq!(seen, mine);
+    let (_, bobs) = read(bob.get("/accounts").await).await;
+    assert_eq!(bobs["total"], 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn tellers_read_and_deposit_admins_do_everything() {
+    let server = common::start().await;
+    let alice = Api::new(&server, "a").await;
+    let id = alice.open("Alice", json!(10)).await;
+    let teller = make_role(&server, &Api::new(&server, "t").await, Role::Teller).await;
+    let admin = make_role(&server, &Api::new(&server, "adm").await, Role::Admin).await;
+
+    assert_eq!(teller.get(&format!("/accounts/{id}")).await.status(), StatusCode::OK);
+    let (status, after) = read(
+        teller
+            .post(&format!("/accounts/{id}/deposit"), json!({"amount": 5}))
+            .await,
+    )
+    .await;
+    assert_eq!((status, after["balance"].to_string()), (StatusCode::OK, "15.00".into()));
+    let r = teller
+        .post(&format!("/accounts/{id}/withdraw"), json!({"amount": 5}))
+        .await;
+    expect_error(r, StatusCode::FORBIDDEN).await;
+    let r = teller
+        .post(&format!("/accounts/{id}/close"), json!({"reason": "x"}))
+        .await;
+    expect_error(r, StatusCode::FORBIDDEN).await;
+    let (_, all) = read(teller.get("/accounts").await).await;
+    assert!(all["total"].as_u64().unwrap() >= 1);
+    let r = teller.get_raw("/auth/users").await;
+    expect_error(r, StatusCode::FORBIDDEN).await;
+
+    let (status, _) = read(
+        admin
+            .post(&format!("/accounts/{id}/withdraw"), json!({"amount": 15}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, closed) = read(
+        admin
+            .post(&format!("/accounts/{id}/close"), json!({"reason": "admin"}))
+            .await,
+    )
+    .await;
+    assert_eq!((status, closed["status"].as_str()), (StatusCode::OK, Some("closed")));
+    let (status, users) = read(admin.get_raw("/auth/users?limit=10").await).await;
+    assert_eq!(status, StatusCode::OK, "{users}");
+    assert_eq!(users["total"], 3);
+    assert!(users["users"][0]["password_hash"].is_null(), "never exposed");
+    server.stop().await.unwrap();
+}
