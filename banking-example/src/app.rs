@@ -96,6 +96,7 @@ pub struct App {
     stop_projection: watch::Sender<bool>,
     projection_task: JoinHandle<()>,
     postgres: Option<PostgresEventStore>,
+    publishing: Option<crate::publishing::EventPublishing>,
 }
 
 impl App {
@@ -168,11 +169,16 @@ impl App {
             backends: backends.names.clone(),
             config: Arc::new(config),
         };
+        let publishing = match &backends.postgres {
+            Some(store) => crate::publishing::EventPublishing::start(&state.config, store).await?,
+            None => None,
+        };
         Ok(Self {
             state,
             stop_projection,
             projection_task,
             postgres: backends.postgres.clone(),
+            publishing,
         })
     }
 
@@ -195,6 +201,9 @@ impl App {
         if let Some(store) = &self.postgres {
             store.shutdown().await;
             tracing::info!("PostgreSQL event store flushed");
+        }
+        if let Some(publishing) = self.publishing {
+            publishing.stop().await;
         }
         served.map_err(AppError::from)
     }

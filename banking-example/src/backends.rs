@@ -1,6 +1,7 @@
 //! The backends the application runs on, chosen from the configuration:
-//! in memory by default, PostgreSQL with `DATABASE_URL`, the shared rate
-//! limiter with `REDIS_URL`.
+//! in memory by default, PostgreSQL with `DATABASE_URL`, and with
+//! `REDIS_URL` the two-level state cache, the de-duplicator, the shared
+//! rate limiters and the token blacklist in Redis.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use es_core::{
     SnapshotPolicy, SnapshotStore, StateCache, SystemClock,
 };
 use es_postgres::{EventStoreConfig, PostgresEventStore, PostgresSnapshotStore};
+use es_redis::{CacheConfig, DedupConfig, RedisConfig, RedisDeduplicator, RedisStateCache};
 
 use crate::app::AppError;
 use crate::auth::blacklist::RedisBlacklist;
@@ -98,9 +100,11 @@ impl Backends {
             backend: "postgres",
             reason: e.to_string(),
         };
-        let store = PostgresEventStore::connect(url, EventStoreConfig::with_schema(config.database_schema.clone()))
-            .await
-            .map_err(connect)?;
+        let store_config = EventStoreConfig {
+            outbox: crate::publishing::needs_outbox(config),
+            ..EventStoreConfig::with_schema(config.database_schema.clone())
+        };
+        let store = PostgresEventStore::connect(url, store_config).await.map_err(connect)?;
         store.migrate().await.map_err(connect)?;
         tracing::info!(schema = %config.database_schema, "PostgreSQL event store ready (migrations applied)");
         let mut backends = Self::in_memory(config);
@@ -118,15 +122,40 @@ impl Backends {
     }
 
     /// The backends the configuration asks for: [`Backends::postgres`]
-    /// with `DATABASE_URL`, else [`Backends::in_memory`]; with
-    /// `REDIS_URL` the shared [`RedisRateLimiter`] (es-redis's cache and
-    /// de-duplicator are wired once that crate lands).
+    /// with `DATABASE_URL`, else [`Backends::in_memory`]; with `REDIS_URL`
+    /// es-redis's two-level [`RedisStateCache`] and [`RedisDeduplicator`]
+    /// (fails closed when Redis is down), the shared [`RedisRateLimiter`]s
+    /// and the Redis token blacklist.
     pub async fn from_config(config: &AppConfig) -> Result<Self, AppError> {
         let mut backends = match &config.database_url {
             Some(url) => Self::postgres(config, url).await?,
             None => Self::in_memory(config),
         };
         if let Some(url) = &config.redis_url {
+            let redis_err = |e: es_redis::RedisError| AppError::Connect {
+                backend: "redis",
+                reason: e.to_string(),
+            };
+            let redis = RedisConfig {
+                url: url.clone(),
+                ..RedisConfig::default()
+            };
+            let cache = RedisStateCache::<Account>::new(CacheConfig {
+                key_prefix: "banking".into(),
+                redis: redis.clone(),
+                ..CacheConfig::default()
+            })
+            .map_err(redis_err)?;
+            backends.cache = Some(Arc::new(cache));
+            let dedup = RedisDeduplicator::new(DedupConfig {
+                key_prefix: "banking".into(),
+                window: config.idempotency_ttl,
+                redis,
+                ..DedupConfig::default()
+            })
+            .map_err(redis_err)?;
+            backends.dedup = Arc::new(dedup);
+            backends.names.dedup = "redis".into();
             if !config.rate_limit.is_disabled() {
                 let limiter = RedisRateLimiter::connect(url, "banking:rl:", config.rate_limit.clone())
                     .await
@@ -155,10 +184,10 @@ impl Backends {
                     })?;
                 backends.auth.limiter = Arc::new(limiter);
             }
-            tracing::warn!("REDIS_URL is set: the rate limiter is shared through Redis; the state cache and de-duplicator stay in memory until es-redis is wired in");
+            tracing::info!("Redis: state cache (L1 + L2), de-duplication, rate limits and token blacklist are shared");
         }
-        if config.kafka_brokers.is_some() {
-            tracing::warn!(method = ?config.data_capture_method, "KAFKA_BROKERS is set, but event publishing (es-kafka) is not available in this build; events are not published");
+        if config.kafka_brokers.is_some() && backends.postgres.is_none() {
+            tracing::warn!("KAFKA_BROKERS is set, but publishing needs DATABASE_URL (the outbox or the WAL of PostgreSQL); events are not published");
         }
         Ok(backends)
     }

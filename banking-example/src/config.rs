@@ -23,8 +23,12 @@ pub struct AppConfig {
     pub redis_url: Option<String>,
     /// Kafka brokers to publish account events to (`KAFKA_BROKERS`).
     pub kafka_brokers: Option<String>,
-    /// How events reach Kafka (`DATA_CAPTURE_METHOD`).
+    /// How events reach Kafka (`DATA_CAPTURE_METHOD`: `cdc_debezium`,
+    /// the default, or `outbox_poller`).
     pub data_capture_method: DataCaptureMethod,
+    /// With `cdc_debezium`, who relays the changes (`CDC_RELAY`: `builtin`,
+    /// the default, or `debezium`).
+    pub cdc_relay: CdcRelayKind,
     /// Rate limiting (`RATE_LIMIT_*`).
     pub rate_limit: RateLimitConfig,
     /// Largest amount one transaction may move (`MAX_TRANSACTION_AMOUNT`).
@@ -54,6 +58,7 @@ impl Default for AppConfig {
             redis_url: None,
             kafka_brokers: None,
             data_capture_method: DataCaptureMethod::default(),
+            cdc_relay: CdcRelayKind::default(),
             rate_limit: RateLimitConfig::default(),
             max_transaction_amount: Money::from_cents(100_000_000),
             idempotency_ttl: Duration::from_secs(24 * 3600),
@@ -66,34 +71,7 @@ impl Default for AppConfig {
     }
 }
 
-/// How account events are captured for publishing to Kafka (once es-kafka
-/// lands).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DataCaptureMethod {
-    /// A transactional outbox written with the events (default).
-    #[default]
-    Outbox,
-    /// Change data capture from the database's log.
-    Cdc,
-    /// Published by a post-commit handler (at-most-once).
-    Direct,
-}
-
-impl std::str::FromStr for DataCaptureMethod {
-    type Err = ConfigError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "outbox" => Ok(Self::Outbox),
-            "cdc" => Ok(Self::Cdc),
-            "direct" => Ok(Self::Direct),
-            other => Err(ConfigError::Invalid {
-                name: "DATA_CAPTURE_METHOD",
-                reason: format!("unknown method {other:?} (expected outbox, cdc or direct)"),
-            }),
-        }
-    }
-}
+pub use es_kafka::{CdcRelayKind, DataCaptureMethod};
 
 /// A configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,8 +116,17 @@ impl AppConfig {
         }
         c.redis_url = get("REDIS_URL");
         c.kafka_brokers = get("KAFKA_BROKERS");
+        if let Some(v) = get("CDC_RELAY") {
+            c.cdc_relay = v.parse().map_err(|e: es_kafka::SetupError| ConfigError::Invalid {
+                name: "CDC_RELAY",
+                reason: e.to_string(),
+            })?;
+        }
         if let Some(v) = get("DATA_CAPTURE_METHOD") {
-            c.data_capture_method = v.parse()?;
+            c.data_capture_method = v.parse().map_err(|e: es_kafka::SetupError| ConfigError::Invalid {
+                name: "DATA_CAPTURE_METHOD",
+                reason: e.to_string(),
+            })?;
         }
         if let Some(v) = get("RATE_LIMIT_REQUESTS_PER_MINUTE") {
             c.rate_limit.requests_per_minute = parse("RATE_LIMIT_REQUESTS_PER_MINUTE", &v)?;
@@ -198,7 +185,7 @@ mod tests {
         let vars: HashMap<&str, &str> = [
             ("BIND_ADDR", "0.0.0.0:8080"),
             ("RATE_LIMIT_REQUESTS_PER_MINUTE", "0"),
-            ("DATA_CAPTURE_METHOD", "CDC"),
+            ("DATA_CAPTURE_METHOD", "outbox_poller"),
             ("REDIS_URL", " "),
         ]
         .into();
@@ -206,7 +193,7 @@ mod tests {
         assert_eq!(c.bind_addr.port(), 8080);
         assert_eq!(c.rate_limit.requests_per_minute, 0);
         assert_eq!(c.rate_limit.burst_size, ENV_DEFAULT_BURST);
-        assert_eq!(c.data_capture_method, DataCaptureMethod::Cdc);
+        assert_eq!(c.data_capture_method, DataCaptureMethod::OutboxPoller);
         assert_eq!(c.redis_url, None);
     }
 

@@ -14,6 +14,7 @@ pub mod backends;
 pub mod config;
 pub mod domain;
 pub mod idempotency;
+pub mod publishing;
 pub mod rate_limit;
 pub mod read_model;
 pub mod validation;
