@@ -57,6 +57,8 @@ mod projection;
 mod snapshot;
 mod sql;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod transaction;
 
 pub use checkpoint::PostgresCheckpointStore;

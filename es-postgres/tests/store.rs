@@ -319,7 +319,7 @@ async fn listen_notify_wakes_waiting_readers() {
 
 #[tokio::test]
 async fn invalid_schema_names_are_refused() {
-    common::ensure_database().await;
+    common::ensure_database().await.unwrap();
     let pool = sqlx::PgPool::connect_lazy(&common::database_url()).unwrap();
     let r = es_postgres::PostgresEventStore::with_pool(pool, EventStoreConfig::with_schema("x; drop table y"));
     assert!(matches!(r, Err(es_postgres::SetupError::InvalidSchema(_))));

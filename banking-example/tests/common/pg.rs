@@ -1,46 +1,18 @@
-//! PostgreSQL support: the test database (`ES_TEST_DATABASE_URL`, default
-//! `postgres://postgres@127.0.0.1:5432/es_test`, created when missing) and
-//! a fresh schema per test, so tests run in parallel.
+//! PostgreSQL support: the test database and a fresh schema per test
+//! (`es_postgres::testing`), so tests run in parallel.
 
 use banking_example::AppConfig;
-use sqlx::{Connection, PgConnection};
-use tokio::sync::OnceCell;
 
-/// The test database URL.
-pub fn database_url() -> String {
-    std::env::var("ES_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/es_test".into())
-}
+pub use es_postgres::testing::database_url;
 
-static CREATED: OnceCell<()> = OnceCell::const_new();
-
-/// Creates the test database once per test binary (tolerating races).
+/// Creates the test database when missing.
 pub async fn ensure_database() {
-    CREATED
-        .get_or_init(|| async {
-            let url = database_url();
-            let (base, db) = url.rsplit_once('/').expect("database url has a database name");
-            let db = db.split('?').next().unwrap_or(db).to_owned();
-            let mut conn = PgConnection::connect(&format!("{base}/postgres"))
-                .await
-                .expect("connect to postgres");
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(&db)
-                .fetch_one(&mut conn)
-                .await
-                .expect("check database");
-            if !exists {
-                let _ = sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await;
-            }
-        })
-        .await;
+    es_postgres::testing::ensure_database().await.expect("test database");
 }
 
 /// A fresh schema name (at most 40 characters).
 pub fn schema() -> String {
-    format!("bank_{}", uuid::Uuid::new_v4().simple())
-        .chars()
-        .take(40)
-        .collect()
+    es_postgres::testing::fresh_schema("bank")
 }
 
 /// The test config on PostgreSQL in `schema`.

@@ -21,38 +21,15 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection};
-use tokio::sync::OnceCell;
 
 /// Upper bound on any wait in a test (a hang guard, not an assertion on
 /// speed).
 pub const PATIENCE: Duration = Duration::from_secs(90);
 
-pub fn database_url() -> String {
-    std::env::var("ES_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/es_test".into())
-}
-
-static CREATED: OnceCell<()> = OnceCell::const_new();
+pub use es_postgres::testing::database_url;
 
 pub async fn ensure_database() {
-    CREATED
-        .get_or_init(|| async {
-            let url = database_url();
-            let (base, db) = url.rsplit_once('/').expect("database url has a database name");
-            let db = db.split('?').next().unwrap_or(db).to_owned();
-            let mut conn = PgConnection::connect(&format!("{base}/postgres"))
-                .await
-                .expect("connect to postgres");
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(&db)
-                .fetch_one(&mut conn)
-                .await
-                .expect("check database");
-            if !exists {
-                let _ = sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await;
-            }
-        })
-        .await;
+    es_postgres::testing::ensure_database().await.expect("test database");
 }
 
 pub fn unique(prefix: &str) -> String {
