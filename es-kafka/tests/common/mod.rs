@@ -183,7 +183,17 @@ impl Kafka {
         let total: i64 = high.values().sum();
         let mut out: Vec<Read> = Vec::new();
         let deadline = std::time::Instant::now() + PATIENCE;
-        while (out.len() as i64) < total {
+        // Some brokers (tansu 0.6) report high watermarks that lag what a
+        // fetch returns: after reaching them, keep reading until the topic
+        // has been quiet for a moment.
+        let mut quiet_since: Option<std::time::Instant> = None;
+        loop {
+            if (out.len() as i64) >= total {
+                let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= Duration::from_millis(500) {
+                    break;
+                }
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "read {} of {total} messages of {topic}",
@@ -191,6 +201,7 @@ impl Kafka {
             );
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
+                    quiet_since = None;
                     let h = m.headers().expect("headers");
                     out.push(Read {
                         partition: m.partition(),
