@@ -54,7 +54,12 @@ async fn events_carry_metadata_and_clock_time() {
     let correlation = Uuid::now_v7();
     let ctx = CommandContext::default().with_metadata(Metadata::correlated(correlation).with_header("client", "c1"));
     r.execute_in("w", WalletCommand::Credit(5), ctx).await.unwrap();
+    let out = r.execute("w", WalletCommand::Credit(6)).await.unwrap();
     let stored: Vec<_> = store.read_stream(&"w".into(), 1).try_collect().await.unwrap();
+    // The outcome describes the events exactly as stored.
+    assert_eq!(out.events[0].event_id, stored[1].event_id);
+    assert_eq!(out.events[0].recorded_at, stored[1].recorded_at);
+    assert_eq!(out.events[0].global_position, stored[1].global_position);
     assert_eq!(stored[0].metadata.correlation_id, Some(correlation));
     assert_eq!(stored[0].metadata.headers["client"], "c1");
     assert_eq!(stored[0].recorded_at, clock.now_for_test());

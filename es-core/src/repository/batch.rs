@@ -64,7 +64,7 @@ pub(crate) async fn process<A: Aggregate, S: EventStore + ?Sized>(
     let mut attempt = 1;
     let mut conflicts = 0u32;
     loop {
-        let (decisions, new_events) = match decide_all(inner, id, &batch, &state).await {
+        let (decisions, new_events, stamps) = match decide_all(inner, id, &batch, &state).await {
             Ok(d) => d,
             Err(e) => {
                 fail_all(batch, &e);
@@ -92,7 +92,7 @@ pub(crate) async fn process<A: Aggregate, S: EventStore + ?Sized>(
             .append(A::TYPE, id, ExpectedVersion::Exact(expected), new_events)
             .await
         {
-            Ok(result) => return Some(commit(inner, id, batch, decisions, state, result, conflicts).await),
+            Ok(result) => return Some(commit(inner, id, batch, (decisions, &stamps), state, result, conflicts).await),
             Err(StoreError::Conflict { actual, .. }) => {
                 conflicts += 1;
                 if let Some(cache) = &inner.cache {
@@ -156,8 +156,9 @@ async fn decide_all<A: Aggregate, S: EventStore + ?Sized>(
     id: &StreamId,
     batch: &[Pending<A>],
     state: &Versioned<A>,
-) -> Result<(Vec<Decision<A>>, Vec<NewEvent>), RepositoryError<A::Error>> {
+) -> Result<(Vec<Decision<A>>, Vec<NewEvent>, Vec<Stamp>), RepositoryError<A::Error>> {
     let mut working = state.clone();
+    let mut stamps = Vec::new();
     let mut decisions = Vec::with_capacity(batch.len());
     let mut new_events = Vec::new();
     let mut command_ids: HashSet<Uuid> = HashSet::new();
@@ -220,14 +221,20 @@ async fn decide_all<A: Aggregate, S: EventStore + ?Sized>(
             if metadata.causation_id.is_none() {
                 metadata.causation_id = p.ctx.command_id;
             }
-            encoded.push(NewEvent {
+            let stamp = Stamp {
                 event_id: p.ctx.event_id(i),
+                metadata,
+                recorded_at: inner.clock.now(),
+            };
+            encoded.push(NewEvent {
+                event_id: stamp.event_id,
                 event_type: event.event_type().to_owned(),
                 schema_version: event.schema_version(),
                 payload,
-                metadata,
-                recorded_at: inner.clock.now(),
+                metadata: stamp.metadata.clone(),
+                recorded_at: stamp.recorded_at,
             });
+            stamps.push(stamp);
         }
         for event in &events {
             working.state.apply(event);
@@ -240,7 +247,15 @@ async fn decide_all<A: Aggregate, S: EventStore + ?Sized>(
             state_after: working.state.clone(),
         });
     }
-    Ok((decisions, new_events))
+    Ok((decisions, new_events, stamps))
+}
+
+/// The envelope fields chosen for an event before its append, kept to
+/// describe the committed event exactly as stored.
+struct Stamp {
+    event_id: uuid::Uuid,
+    metadata: crate::Metadata,
+    recorded_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// After a successful append: update the cache, snapshot, run handlers,
@@ -249,7 +264,7 @@ async fn commit<A: Aggregate, S: EventStore + ?Sized>(
     inner: &Inner<A, S>,
     id: &StreamId,
     batch: Vec<Pending<A>>,
-    decisions: Vec<Decision<A>>,
+    (decisions, stamps): (Vec<Decision<A>>, &[Stamp]),
     before: Versioned<A>,
     result: AppendResult,
     conflicts: u32,
@@ -272,7 +287,7 @@ async fn commit<A: Aggregate, S: EventStore + ?Sized>(
             save_snapshot(Arc::clone(store), id, &after, inner.clock.now());
         }
     }
-    let committed = committed_events(&batch, &decisions, &result, before.version);
+    let committed = committed_events(&decisions, stamps, &result, before.version);
     if !inner.handlers.is_empty() {
         let all: Vec<_> = committed.iter().flatten().cloned().collect();
         for handler in &inner.handlers {
@@ -304,34 +319,31 @@ async fn commit<A: Aggregate, S: EventStore + ?Sized>(
 }
 
 /// The committed events of each command of the batch (empty for commands
-/// that appended nothing).
+/// that appended nothing), with the ids, metadata and times they were
+/// stored with.
 fn committed_events<A: Aggregate>(
-    batch: &[Pending<A>],
     decisions: &[Decision<A>],
+    stamps: &[Stamp],
     result: &AppendResult,
     base_version: u64,
 ) -> Vec<Vec<CommittedEvent<A::Event>>> {
-    batch
+    decisions
         .iter()
-        .zip(decisions)
-        .map(|(p, d)| match d {
+        .map(|d| match d {
             Decision::Accepted { events, first, .. } => events
                 .iter()
                 .enumerate()
-                .map(|(i, event)| {
+                .filter_map(|(i, event)| {
                     let k = first + i;
-                    let mut metadata = p.ctx.metadata.clone();
-                    if metadata.causation_id.is_none() {
-                        metadata.causation_id = p.ctx.command_id;
-                    }
-                    CommittedEvent {
+                    let stamp = stamps.get(k)?;
+                    Some(CommittedEvent {
                         event: event.clone(),
-                        event_id: p.ctx.event_id(i),
+                        event_id: stamp.event_id,
                         version: base_version + 1 + k as u64,
                         global_position: result.positions.get(k).copied().unwrap_or_default(),
-                        metadata,
-                        recorded_at: chrono::Utc::now(),
-                    }
+                        metadata: stamp.metadata.clone(),
+                        recorded_at: stamp.recorded_at,
+                    })
                 })
                 .collect(),
             _ => Vec::new(),
