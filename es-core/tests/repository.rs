@@ -344,6 +344,17 @@ async fn command_ids_apply_once_even_when_sent_concurrently() {
         .unwrap();
     assert!(again.already_applied);
     assert_eq!(fresh.load("w").await.unwrap().state.balance, 40);
+    // The same command id on another stream is another command.
+    let other = fresh
+        .execute_in(
+            "w2",
+            WalletCommand::Credit(5),
+            CommandContext::default().with_command_id(key),
+        )
+        .await
+        .unwrap();
+    assert!(!other.already_applied);
+    assert_eq!(other.state.balance, 5);
 }
 
 #[tokio::test]

@@ -168,7 +168,7 @@ async fn decide_all<A: Aggregate, S: EventStore + ?Sized>(
             if seen_here
                 || inner
                     .store
-                    .find_event(p.ctx.event_id(0))
+                    .find_event(p.ctx.event_id(id, 0))
                     .await?
                     .is_some_and(|e| &e.stream_id == id)
             {
@@ -222,7 +222,7 @@ async fn decide_all<A: Aggregate, S: EventStore + ?Sized>(
                 metadata.causation_id = p.ctx.command_id;
             }
             let stamp = Stamp {
-                event_id: p.ctx.event_id(i),
+                event_id: p.ctx.event_id(id, i),
                 metadata,
                 recorded_at: inner.clock.now(),
             };

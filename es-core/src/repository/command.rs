@@ -45,11 +45,19 @@ impl CommandContext {
         self
     }
 
-    /// The id of the `index`-th event of this command: derived from the
-    /// command id when there is one (UUIDv5), else a fresh UUIDv7.
-    pub fn event_id(&self, index: usize) -> Uuid {
+    /// The id of the `index`-th event this command appends to `stream_id`:
+    /// derived from the command id when there is one (UUIDv5 of the stream
+    /// and the index, so the same command id on two streams never
+    /// collides), else a fresh UUIDv7.
+    pub fn event_id(&self, stream_id: &StreamId, index: usize) -> Uuid {
         match self.command_id {
-            Some(cid) => Uuid::new_v5(&cid, &(index as u64).to_be_bytes()),
+            Some(cid) => {
+                let mut name = Vec::with_capacity(stream_id.as_str().len() + 9);
+                name.extend_from_slice(stream_id.as_str().as_bytes());
+                name.push(0);
+                name.extend_from_slice(&(index as u64).to_be_bytes());
+                Uuid::new_v5(&cid, &name)
+            }
             None => Uuid::now_v7(),
         }
     }
