@@ -298,9 +298,11 @@ async fn write_round(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, round:
             }
             again
         }
-        Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) && round.len() > 1 => {
-            // Someone else's row is in the way: go append by append so only
-            // the affected append fails.
+        Err(e) if round.len() > 1 && matches!(e, sqlx::Error::Database(_)) => {
+            // The database refused the statement because of some append in
+            // it (someone else's row in the way, a payload PostgreSQL cannot
+            // store): go append by append so only the offender fails.
+            tracing::debug!(error = %e, appends = round.len(), "batch statement refused; writing append by append");
             let mut again = Vec::new();
             for r in round {
                 again.extend(write_one(pool, sql, config, r).await);
@@ -313,6 +315,15 @@ async fn write_round(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, round:
                 again.extend(settle(pool, sql, r, &HashMap::new()).await);
             }
             again
+        }
+        Err(e) if sqlstate(&e).is_some_and(|c| c.starts_with("22")) => {
+            for r in round {
+                let _ = r.job.reply.send(Err(StoreError::InvalidAppend {
+                    stream_id: r.job.stream_id.clone(),
+                    reason: format!("PostgreSQL refused the data: {e}"),
+                }));
+            }
+            Vec::new()
         }
         Err(e) => {
             tracing::error!(error = %e, appends = round.len(), "append statement failed");
@@ -338,6 +349,16 @@ async fn write_one(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, r: Resol
         Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
             let [r] = single;
             settle(pool, sql, r, &HashMap::new()).await
+        }
+        Err(e) if sqlstate(&e).is_some_and(|c| c.starts_with("22")) => {
+            // A data exception: PostgreSQL cannot store this append's data
+            // (for example a NUL character in a JSON string).
+            let [r] = single;
+            let _ = r.job.reply.send(Err(StoreError::InvalidAppend {
+                stream_id: r.job.stream_id.clone(),
+                reason: format!("PostgreSQL refused the data: {e}"),
+            }));
+            None
         }
         Err(e) => {
             let [r] = single;

@@ -368,3 +368,50 @@ async fn appends_survive_killed_connections() {
     let events: Vec<_> = store.read_stream(&id, 1).try_collect().await.unwrap();
     assert_eq!(events.len(), 2);
 }
+
+/// An append PostgreSQL cannot store (a NUL in a JSON string) fails alone,
+/// with a clear error; its batch-mates are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unstorable_data_fails_alone_with_a_clear_error() {
+    let store = Arc::new(
+        common::store_with(EventStoreConfig {
+            batch_timeout_ms: 50,
+            batch_processor_count: 1,
+            max_connections: 4,
+            ..EventStoreConfig::with_schema(common::schema("nul"))
+        })
+        .await,
+    );
+    let mut tasks = Vec::new();
+    for i in 0..8u64 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let payload = if i == 5 {
+                json!({ "text": "nul \u{0} here" })
+            } else {
+                json!({ "n": i })
+            };
+            let e = NewEvent::new("Happened", payload);
+            (
+                i,
+                store
+                    .append(
+                        "t",
+                        &StreamId::from(format!("n{i}")),
+                        ExpectedVersion::NoStream,
+                        vec![e],
+                    )
+                    .await,
+            )
+        }));
+    }
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        if i == 5 {
+            assert!(matches!(r, Err(StoreError::InvalidAppend { .. })), "{r:?}");
+        } else {
+            assert_eq!(r.unwrap().new_version, 1);
+        }
+    }
+    assert_eq!(store.stream_version(&StreamId::from("n5")).await.unwrap(), 0);
+}
