@@ -96,6 +96,9 @@ impl ApiError {
                     Self::Conflict("Idempotency-Key was already used for a different request".into())
                 }
                 StoreError::Unavailable { .. } => Self::Unavailable("service temporarily unavailable".into()),
+                StoreError::InvalidAppend { .. } => {
+                    Self::BadRequest("the request contains data that cannot be stored".into())
+                }
                 other => Self::Internal(other.to_string()),
             },
             other => Self::Internal(other.to_string()),
