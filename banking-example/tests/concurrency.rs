@@ -12,24 +12,7 @@ async fn twenty_clients_depositing_to_one_account_lose_nothing() {
     let server = common::start().await;
     let owner = Api::new(&server, "owner").await;
     let id = owner.open("Hot", json!(0)).await;
-    let tasks: Vec<_> = (0..20)
-        .map(|c| {
-            let api = owner.as_client(&format!("client-{c}"));
-            let path = format!("/accounts/{id}/deposit");
-            tokio::spawn(async move {
-                for _ in 0..10 {
-                    let (status, body) = read(api.post(&path, json!({"amount": 1.01})).await).await;
-                    assert_eq!(status, StatusCode::OK, "{body}");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let (_, account) = read(owner.get(&format!("/accounts/{id}")).await).await;
-    assert_eq!(account["balance"].to_string(), "202.00");
-    assert_eq!(account["version"], 201);
+    common::twenty_clients_deposit(&owner, &id, "client").await;
     server.stop().await.unwrap();
 }
 

@@ -122,7 +122,8 @@ pub use memory::{
     InMemoryStateCache,
 };
 pub use projection::{
-    CheckpointStore, DeadLetter, OnFailure, ProjectionConfig, ProjectionError, ProjectionRunner, Projector, ReplayMode,
+    checkpoint_after_page, CheckpointStore, DeadLetter, OnFailure, ProjectionConfig, ProjectionError, ProjectionRunner,
+    Projector, ReplayMode,
 };
 pub use repository::{CommandContext, CommandOutcome, Decide, Repository, RepositoryBuilder, RepositoryError};
 pub use retry::RetryPolicy;

@@ -57,22 +57,17 @@ where
                 Ok(h) => h,
                 Err(e) => return Some((Err(e), st)),
             };
-            match st
-                .store
-                .read_all(st.position, crate::store::DEFAULT_READ_BATCH, &st.filter)
-                .await
-            {
-                Ok(batch) if !batch.is_empty() => {
-                    if let Some(last) = batch.last() {
-                        st.position = last.global_position;
+            let page_size = st.store.read_page_size();
+            match st.store.read_all(st.position, page_size, &st.filter).await {
+                Ok(batch) => {
+                    let (next, _) = crate::checkpoint_after_page(st.position, head, &batch, page_size);
+                    st.position = next;
+                    if batch.is_empty() {
+                        if let Err(e) = st.store.wait_for_events(st.position, poll_interval).await {
+                            return Some((Err(e), st));
+                        }
                     }
                     st.buffer.extend(batch);
-                }
-                Ok(_) => {
-                    st.position = st.position.max(head);
-                    if let Err(e) = st.store.wait_for_events(st.position, poll_interval).await {
-                        return Some((Err(e), st));
-                    }
                 }
                 Err(e) => return Some((Err(e), st)),
             }

@@ -110,12 +110,7 @@ impl<P: TransactionalProjector> PgProjectionRunner<P> {
                 .read_all(position, self.config.batch_size, &filter)
                 .await
                 .map_err(|e| self.err(e))?;
-            let full = batch.len() >= self.config.batch_size;
-            let next = match batch.last() {
-                Some(last) if full => last.global_position,
-                Some(last) => last.global_position.max(head),
-                None => head.max(position),
-            };
+            let (next, full) = es_core::checkpoint_after_page(position, head, &batch, self.config.batch_size);
             if !batch.is_empty() {
                 applied += self.apply_batch(&batch, next).await?;
             } else if next != position {

@@ -238,3 +238,27 @@ pub async fn post_json(base: &str, path: &str, token: Option<&str>, body: Value)
     }
     rb.send().await.unwrap()
 }
+
+/// 20 clients each deposit 1.01 ten times into `id` at once; asserts every
+/// deposit succeeded and none was lost (balance 202.00, version 201 on an
+/// account opened with 0).
+pub async fn twenty_clients_deposit(owner: &Api, id: &str, client_prefix: &str) {
+    let tasks: Vec<_> = (0..20)
+        .map(|c| {
+            let api = owner.as_client(&format!("{client_prefix}-{c}"));
+            let path = format!("/accounts/{id}/deposit");
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let (status, body) = read(api.post(&path, serde_json::json!({"amount": 1.01})).await).await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (_, account) = read(owner.get(&format!("/accounts/{id}")).await).await;
+    assert_eq!(account["balance"].to_string(), "202.00");
+    assert_eq!(account["version"], 201);
+}
