@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use es_core::{check_replay, AppendResult, ExpectedVersion, NewEvent, StoreError, StreamId};
-use sqlx::postgres::PgPool;
-use sqlx::Row;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{Postgres, Row};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
@@ -39,6 +40,90 @@ struct Resolved {
     base: u64,
 }
 
+/// How long a processor keeps its connection while no append comes.
+const KEEP_IDLE_CONNECTION: Duration = Duration::from_millis(500);
+
+/// A batch processor's own connection, kept while appends keep coming:
+/// a connection given back to the pool costs a round trip (sqlx pings it
+/// on release), which would double the round trips of every append.
+struct Writer {
+    pool: PgPool,
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl Writer {
+    /// The connection, taken from the pool if the processor has none.
+    async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    /// Looks at a statement's result: a connection that failed for any
+    /// reason but the statement's data is given up (it may be broken), so
+    /// the next statement takes a fresh one.
+    fn check<T>(&mut self, result: &Result<T, sqlx::Error>) {
+        if let Err(e) = result {
+            let data_error = sqlstate(e).is_some_and(|c| c.starts_with("22") || c.starts_with("23"));
+            if !data_error {
+                self.conn = None;
+            }
+        }
+    }
+
+    /// Gives the connection back to the pool while the processor idles.
+    fn release(&mut self) {
+        self.conn = None;
+    }
+}
+
+/// Takes the next batch off the queue: waits for one append, then takes
+/// whatever else is queued (up to `batch_size`, or until
+/// `batch_timeout_ms`). `None` when the queue is closed and drained.
+async fn next_batch(
+    queue: &Mutex<mpsc::Receiver<AppendJob>>,
+    config: &EventStoreConfig,
+    writer: &mut Writer,
+) -> Option<Vec<AppendJob>> {
+    let batch_size = config.batch_size.max(1);
+    let first = async {
+        let mut rx = queue.lock().await;
+        let job = rx.recv().await;
+        (rx, job)
+    };
+    // Hold on to the connection while appends keep coming; give it back
+    // to the pool for readers when the writer idles.
+    let (mut rx, first) = match tokio::time::timeout(KEEP_IDLE_CONNECTION, first).await {
+        Ok(got) => got,
+        Err(_) => {
+            writer.release();
+            let mut rx = queue.lock().await;
+            let job = rx.recv().await;
+            (rx, job)
+        }
+    };
+    let mut batch = Vec::with_capacity(batch_size);
+    batch.push(first?);
+    if config.batch_timeout_ms > 0 {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(config.batch_timeout_ms);
+        while batch.len() < batch_size {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(job)) => batch.push(job),
+                _ => break,
+            }
+        }
+    } else {
+        while batch.len() < batch_size {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+    }
+    Some(batch)
+}
+
 /// A batch processor: runs until the queue is closed and drained.
 pub(crate) async fn run(
     pool: PgPool,
@@ -47,56 +132,32 @@ pub(crate) async fn run(
     queue: Arc<Mutex<mpsc::Receiver<AppendJob>>>,
     wake_readers: Arc<tokio::sync::Notify>,
 ) {
-    let batch_size = config.batch_size.max(1);
-    loop {
-        let mut batch = Vec::with_capacity(batch_size);
-        {
-            let mut rx = queue.lock().await;
-            match rx.recv().await {
-                Some(job) => batch.push(job),
-                None => return,
-            }
-            if config.batch_timeout_ms > 0 {
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(config.batch_timeout_ms);
-                while batch.len() < batch_size {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(job)) => batch.push(job),
-                        _ => break,
-                    }
-                }
-            } else {
-                while batch.len() < batch_size {
-                    match rx.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-            }
-        }
+    let mut writer = Writer { pool, conn: None };
+    while let Some(batch) = next_batch(&queue, &config, &mut writer).await {
         let span = tracing::debug_span!("es.pg.batch", appends = batch.len());
         let _enter = span.enter();
         drop(_enter);
         metrics::histogram!("es_postgres_batch_appends").record(batch.len() as f64);
-        write_batch(&pool, &sql, &config, batch).await;
+        write_batch(&mut writer, &sql, &config, batch).await;
         wake_readers.notify_one();
     }
 }
 
 /// Writes a batch, in rounds: one append per stream per round (a row's
 /// predecessor check cannot see rows of its own statement).
-async fn write_batch(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, mut batch: Vec<AppendJob>) {
+async fn write_batch(writer: &mut Writer, sql: &Sql, config: &EventStoreConfig, mut batch: Vec<AppendJob>) {
     while !batch.is_empty() {
         let mut seen = HashSet::with_capacity(batch.len());
         let (round, later): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| seen.insert(j.stream_id.clone()));
         batch = later;
-        let resolved = match resolve(pool, sql, round).await {
+        let resolved = match resolve(writer, sql, round).await {
             Ok(r) => r,
             Err(()) => continue,
         };
         if resolved.is_empty() {
             continue;
         }
-        let retry_later = write_round(pool, sql, config, resolved).await;
+        let retry_later = write_round(writer, sql, config, resolved).await;
         batch.extend(retry_later);
     }
 }
@@ -104,7 +165,7 @@ async fn write_batch(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, mut ba
 /// Turns each expectation into a base version; answers the appends whose
 /// expectation already fails. `Err` when the version lookup failed (every
 /// job has been answered).
-async fn resolve(pool: &PgPool, sql: &Sql, jobs: Vec<AppendJob>) -> Result<Vec<Resolved>, ()> {
+async fn resolve(writer: &mut Writer, sql: &Sql, jobs: Vec<AppendJob>) -> Result<Vec<Resolved>, ()> {
     let lookup: Vec<String> = jobs
         .iter()
         .filter(|j| j.expected.exact().is_none())
@@ -117,7 +178,12 @@ async fn resolve(pool: &PgPool, sql: &Sql, jobs: Vec<AppendJob>) -> Result<Vec<R
              FROM unnest($1::text[]) AS s(id)",
             sql.schema
         );
-        match sqlx::query(&query).bind(&lookup).fetch_all(pool).await {
+        let result = match writer.get().await {
+            Ok(conn) => sqlx::query(&query).bind(&lookup).fetch_all(conn).await,
+            Err(e) => Err(e),
+        };
+        writer.check(&result);
+        match result {
             Ok(rows) => {
                 for row in rows {
                     let id: String = row.try_get(0).unwrap_or_default();
@@ -247,12 +313,12 @@ pub(crate) fn stored_slots(rows: &[sqlx::postgres::PgRow], ids: &[Uuid]) -> Vec<
 
 /// Executes the append statement for these appends; returns the position
 /// of every inserted event id.
-async fn execute(pool: &PgPool, sql: &Sql, appends: &[Resolved]) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
+async fn execute(conn: &mut PgConnection, sql: &Sql, appends: &[Resolved]) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
     let mut c = Columns::default();
     for r in appends {
         c.push(&r.job.stream_type, &r.job.stream_id, r.base, &r.job.events);
     }
-    let rows = c.bind(sqlx::query(&sql.append)).fetch_all(pool).await?;
+    let rows = c.bind(sqlx::query(&sql.append)).fetch_all(conn).await?;
     let mut positions = HashMap::with_capacity(rows.len());
     for row in rows {
         let id: Uuid = row.try_get(0)?;
@@ -264,14 +330,19 @@ async fn execute(pool: &PgPool, sql: &Sql, appends: &[Resolved]) -> Result<HashM
 
 /// Executes with retries of transient failures.
 async fn execute_with_retry(
-    pool: &PgPool,
+    writer: &mut Writer,
     sql: &Sql,
     config: &EventStoreConfig,
     appends: &[Resolved],
 ) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
     let mut attempt = 1;
     loop {
-        match execute(pool, sql, appends).await {
+        let result = match writer.get().await {
+            Ok(conn) => execute(conn, sql, appends).await,
+            Err(e) => Err(e),
+        };
+        writer.check(&result);
+        match result {
             Err(e) if is_transient(&e) && config.transient_retry.should_retry(attempt) => {
                 metrics::counter!("es_postgres_append_retries_total").increment(1);
                 tracing::warn!(error = %e, attempt, "transient append failure; retrying");
@@ -285,14 +356,14 @@ async fn execute_with_retry(
 
 /// Writes one round; returns the `Any` appends that lost a race and must
 /// be resolved again.
-async fn write_round(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, round: Vec<Resolved>) -> Vec<AppendJob> {
+async fn write_round(writer: &mut Writer, sql: &Sql, config: &EventStoreConfig, round: Vec<Resolved>) -> Vec<AppendJob> {
     metrics::histogram!("es_postgres_batch_events")
         .record(round.iter().map(|r| r.job.events.len()).sum::<usize>() as f64);
-    match execute_with_retry(pool, sql, config, &round).await {
+    match execute_with_retry(writer, sql, config, &round).await {
         Ok(positions) => {
             let mut again = Vec::new();
             for r in round {
-                if let Some(job) = settle(pool, sql, r, &positions).await {
+                if let Some(job) = settle(writer, sql, r, &positions).await {
                     again.push(job);
                 }
             }
@@ -305,14 +376,14 @@ async fn write_round(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, round:
             tracing::debug!(error = %e, appends = round.len(), "batch statement refused; writing append by append");
             let mut again = Vec::new();
             for r in round {
-                again.extend(write_one(pool, sql, config, r).await);
+                again.extend(write_one(writer, sql, config, r).await);
             }
             again
         }
         Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
             let mut again = Vec::new();
             for r in round {
-                again.extend(settle(pool, sql, r, &HashMap::new()).await);
+                again.extend(settle(writer, sql, r, &HashMap::new()).await);
             }
             again
         }
@@ -339,16 +410,16 @@ async fn write_round(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, round:
     }
 }
 
-async fn write_one(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, r: Resolved) -> Option<AppendJob> {
+async fn write_one(writer: &mut Writer, sql: &Sql, config: &EventStoreConfig, r: Resolved) -> Option<AppendJob> {
     let single = [r];
-    match execute_with_retry(pool, sql, config, &single).await {
+    match execute_with_retry(writer, sql, config, &single).await {
         Ok(positions) => {
             let [r] = single;
-            settle(pool, sql, r, &positions).await
+            settle(writer, sql, r, &positions).await
         }
         Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
             let [r] = single;
-            settle(pool, sql, r, &HashMap::new()).await
+            settle(writer, sql, r, &HashMap::new()).await
         }
         Err(e) if sqlstate(&e).is_some_and(|c| c.starts_with("22")) => {
             // A data exception: PostgreSQL cannot store this append's data
@@ -371,7 +442,7 @@ async fn write_one(pool: &PgPool, sql: &Sql, config: &EventStoreConfig, r: Resol
 /// Answers one append after its statement: success when all its rows went
 /// in; otherwise a replay, a duplicate, or a conflict with the real
 /// version. Returns the job if it must be resolved and written again.
-async fn settle(pool: &PgPool, sql: &Sql, r: Resolved, positions: &HashMap<Uuid, u64>) -> Option<AppendJob> {
+async fn settle(writer: &mut Writer, sql: &Sql, r: Resolved, positions: &HashMap<Uuid, u64>) -> Option<AppendJob> {
     let Resolved { job, base } = r;
     let got: Vec<Option<u64>> = job.events.iter().map(|e| positions.get(&e.event_id).copied()).collect();
     if got.iter().all(Option::is_some) {
@@ -385,7 +456,12 @@ async fn settle(pool: &PgPool, sql: &Sql, r: Resolved, positions: &HashMap<Uuid,
     }
     // Skipped: is it a replay of an append already stored?
     let ids: Vec<Uuid> = job.events.iter().map(|e| e.event_id).collect();
-    let stored = match sqlx::query(&sql.find_events).bind(&ids).fetch_all(pool).await {
+    let result = match writer.get().await {
+        Ok(conn) => sqlx::query(&sql.find_events).bind(&ids).fetch_all(conn).await,
+        Err(e) => Err(e),
+    };
+    writer.check(&result);
+    let stored = match result {
         Ok(rows) => rows,
         Err(e) => {
             let _ = job.reply.send(Err(backend("check replay", e)));
@@ -404,11 +480,17 @@ async fn settle(pool: &PgPool, sql: &Sql, r: Resolved, positions: &HashMap<Uuid,
         let _ = job.reply.send(answer);
         return None;
     }
-    let actual: i64 = match sqlx::query_scalar(&sql.stream_version)
-        .bind(job.stream_id.as_str())
-        .fetch_one(pool)
-        .await
-    {
+    let result = match writer.get().await {
+        Ok(conn) => {
+            sqlx::query_scalar::<_, i64>(&sql.stream_version)
+                .bind(job.stream_id.as_str())
+                .fetch_one(conn)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    writer.check(&result);
+    let actual: i64 = match result {
         Ok(v) => v,
         Err(e) => {
             let _ = job.reply.send(Err(backend("read version after conflict", e)));

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgListener, PgPool};
+use sqlx::Postgres;
 use tokio::sync::watch;
 
 /// Starts a task that LISTENs on `channel` and bumps the returned counter
@@ -49,7 +51,9 @@ pub(crate) fn spawn_listener(pool: PgPool, channel: String) -> (watch::Receiver<
 
 /// Starts a task that sends one NOTIFY after appends were written,
 /// coalescing every append that happened while the previous NOTIFY was in
-/// flight. Off the append path: no commit waits for it.
+/// flight. Off the append path: no commit waits for it. The task keeps its
+/// connection (a connection given back to the pool costs a ping) and
+/// takes a fresh one after a failure.
 pub(crate) fn spawn_notifier(
     pool: PgPool,
     statement: String,
@@ -57,14 +61,30 @@ pub(crate) fn spawn_notifier(
     let poke = std::sync::Arc::new(tokio::sync::Notify::new());
     let waiter = std::sync::Arc::clone(&poke);
     let handle = tokio::spawn(async move {
+        let mut conn: Option<PoolConnection<Postgres>> = None;
         loop {
-            waiter.notified().await;
+            if tokio::time::timeout(KEEP_IDLE_CONNECTION, waiter.notified()).await.is_err() {
+                // Idle: give the connection back for readers.
+                conn = None;
+                waiter.notified().await;
+            }
             // Coalesce a burst of appends into one NOTIFY.
             tokio::time::sleep(Duration::from_millis(2)).await;
-            if let Err(e) = sqlx::query(&statement).execute(&pool).await {
+            if conn.is_none() {
+                conn = pool.acquire().await.ok();
+            }
+            let Some(c) = conn.as_deref_mut() else {
+                tracing::debug!("no connection for NOTIFY; readers fall back to polling");
+                continue;
+            };
+            if let Err(e) = sqlx::query(&statement).execute(c).await {
                 tracing::debug!(error = %e, "NOTIFY failed; readers fall back to polling");
+                conn = None;
             }
         }
     });
     (poke, handle)
 }
+
+/// How long the notifier keeps its connection while nothing is appended.
+const KEEP_IDLE_CONNECTION: Duration = Duration::from_millis(500);
