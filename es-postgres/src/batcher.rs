@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use crate::error::{backend, is_transient, sqlstate, UNIQUE_VIOLATION};
+use crate::notify::Notifier;
 use crate::sql::Sql;
 use crate::EventStoreConfig;
 
@@ -49,6 +50,7 @@ const KEEP_IDLE_CONNECTION: Duration = Duration::from_millis(500);
 struct Writer {
     pool: PgPool,
     conn: Option<PoolConnection<Postgres>>,
+    notifier: Arc<Notifier>,
 }
 
 impl Writer {
@@ -130,16 +132,19 @@ pub(crate) async fn run(
     sql: Arc<Sql>,
     config: EventStoreConfig,
     queue: Arc<Mutex<mpsc::Receiver<AppendJob>>>,
-    wake_readers: Arc<tokio::sync::Notify>,
+    notifier: Arc<Notifier>,
 ) {
-    let mut writer = Writer { pool, conn: None };
+    let mut writer = Writer {
+        pool,
+        conn: None,
+        notifier,
+    };
     while let Some(batch) = next_batch(&queue, &config, &mut writer).await {
         let span = tracing::debug_span!("es.pg.batch", appends = batch.len());
         let _enter = span.enter();
         drop(_enter);
         metrics::histogram!("es_postgres_batch_appends").record(batch.len() as f64);
         write_batch(&mut writer, &sql, &config, batch).await;
-        wake_readers.notify_one();
     }
 }
 
@@ -313,12 +318,18 @@ pub(crate) fn stored_slots(rows: &[sqlx::postgres::PgRow], ids: &[Uuid]) -> Vec<
 
 /// Executes the append statement for these appends; returns the position
 /// of every inserted event id.
-async fn execute(conn: &mut PgConnection, sql: &Sql, appends: &[Resolved]) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
+async fn execute(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    appends: &[Resolved],
+    notify: bool,
+) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
     let mut c = Columns::default();
     for r in appends {
         c.push(&r.job.stream_type, &r.job.stream_id, r.base, &r.job.events);
     }
-    let rows = c.bind(sqlx::query(&sql.append)).fetch_all(conn).await?;
+    let statement = if notify { &sql.append_notify } else { &sql.append };
+    let rows = c.bind(sqlx::query(statement)).fetch_all(conn).await?;
     let mut positions = HashMap::with_capacity(rows.len());
     for row in rows {
         let id: Uuid = row.try_get(0)?;
@@ -337,10 +348,15 @@ async fn execute_with_retry(
 ) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
     let mut attempt = 1;
     loop {
+        // Carry the LISTENers' notification when one is due.
+        let carry = writer.notifier.claim();
         let result = match writer.get().await {
-            Ok(conn) => execute(conn, sql, appends).await,
+            Ok(conn) => execute(conn, sql, appends, carry.is_some()).await,
             Err(e) => Err(e),
         };
+        // The notification went out only if the statement inserted rows.
+        let notified = matches!(&result, Ok(positions) if !positions.is_empty());
+        writer.notifier.finished(carry.map(|c| (c, notified)));
         writer.check(&result);
         match result {
             Err(e) if is_transient(&e) && config.transient_retry.should_retry(attempt) => {
@@ -356,7 +372,12 @@ async fn execute_with_retry(
 
 /// Writes one round; returns the `Any` appends that lost a race and must
 /// be resolved again.
-async fn write_round(writer: &mut Writer, sql: &Sql, config: &EventStoreConfig, round: Vec<Resolved>) -> Vec<AppendJob> {
+async fn write_round(
+    writer: &mut Writer,
+    sql: &Sql,
+    config: &EventStoreConfig,
+    round: Vec<Resolved>,
+) -> Vec<AppendJob> {
     metrics::histogram!("es_postgres_batch_events")
         .record(round.iter().map(|r| r.job.events.len()).sum::<usize>() as f64);
     match execute_with_retry(writer, sql, config, &round).await {

@@ -22,9 +22,11 @@ pub(crate) struct Sql {
     pub(crate) schema: String,
     pub(crate) channel: String,
     pub(crate) append: String,
+    pub(crate) append_notify: String,
     pub(crate) read_stream: String,
     pub(crate) read_all: String,
     pub(crate) head: String,
+    pub(crate) heads: String,
     pub(crate) stream_version: String,
     pub(crate) find_event: String,
     pub(crate) find_events: String,
@@ -50,19 +52,31 @@ impl Sql {
              WHERE coalesce((SELECT c.version FROM {s}.events c WHERE c.stream_id = i.stream_id \
                              ORDER BY c.version DESC LIMIT 1), 0) = i.base"
         );
-        let append = if outbox {
-            format!(
+        // The append statement, and the same statement also notifying the
+        // channel (once, when it inserted rows: an uncorrelated subquery is
+        // evaluated at the first returned row).
+        let notify_column = format!(", (SELECT pg_notify('es_events_{s}', '')) IS NULL");
+        let (append, append_notify) = if outbox {
+            let with = format!(
                 "WITH ins AS ({insert} RETURNING {EVENT_COLUMNS}), \
                  ob AS (INSERT INTO {s}.outbox ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM ins) \
-                 SELECT event_id, global_position FROM ins"
-            )
+                 SELECT event_id, global_position"
+            );
+            (format!("{with} FROM ins"), format!("{with}{notify_column} FROM ins"))
         } else {
-            format!("{insert} RETURNING event_id, global_position")
+            (
+                format!("{insert} RETURNING event_id, global_position"),
+                format!(
+                    "WITH ins AS ({insert} RETURNING event_id, global_position) \
+                     SELECT event_id, global_position{notify_column} FROM ins"
+                ),
+            )
         };
         Self {
             schema: s.to_owned(),
             channel: format!("es_events_{s}"),
             append,
+            append_notify,
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
             ),
@@ -75,6 +89,10 @@ impl Sql {
             ),
             head: format!(
                 "SELECT coalesce(max(global_position), 0) FROM {s}.events WHERE global_position < {VISIBLE_LIMIT}"
+            ),
+            heads: format!(
+                "SELECT coalesce((SELECT max(global_position) FROM {s}.events WHERE global_position < {VISIBLE_LIMIT}), 0), \
+                        coalesce((SELECT max(global_position) FROM {s}.events), 0)"
             ),
             stream_version: format!("SELECT coalesce(max(version), 0) FROM {s}.events WHERE stream_id = $1"),
             find_event: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = $1"),
@@ -120,6 +138,12 @@ mod tests {
         assert!(sql.append.contains("ORDER BY c.version DESC LIMIT 1), 0) = i.base"));
         assert!(!sql.append.contains("outbox"));
         assert!(Sql::new("bank", true).append.contains("INSERT INTO bank.outbox"));
+        assert!(sql
+            .append_notify
+            .contains("(SELECT pg_notify('es_events_bank', '')) IS NULL FROM ins"));
+        assert!(Sql::new("bank", true)
+            .append_notify
+            .contains("(SELECT pg_notify('es_events_bank', '')) IS NULL FROM ins"));
         assert_eq!(sql.channel, "es_events_bank");
         assert_eq!(
             sql.render("CREATE TABLE {schema}.x; NOTIFY {channel}"),

@@ -100,7 +100,8 @@ impl PostgresEventStore {
         let sql = Arc::new(Sql::new(&config.schema, config.outbox));
         let (tx, rx) = mpsc::channel(config.max_batch_queue_size.max(1));
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let (poke, notifier) = notify::spawn_notifier(pool.clone(), sql.notify.clone());
+        let notices = Arc::new(notify::Notifier::new());
+        let notifier = notify::spawn_trailing(pool.clone(), sql.notify.clone(), Arc::clone(&notices));
         let workers = (0..config.batch_processor_count.max(1))
             .map(|_| {
                 tokio::spawn(batcher::run(
@@ -108,7 +109,7 @@ impl PostgresEventStore {
                     Arc::clone(&sql),
                     config.clone(),
                     Arc::clone(&rx),
-                    Arc::clone(&poke),
+                    Arc::clone(&notices),
                 ))
             })
             .collect();
@@ -171,6 +172,17 @@ impl PostgresEventStore {
         }
     }
 
+    /// The highest position readers may see, and the highest committed
+    /// one (higher while a gap is open).
+    async fn heads(&self) -> Result<(u64, u64), StoreError> {
+        let inner = &self.inner;
+        let (visible, committed): (i64, i64) = retry_transient(&inner.config.transient_retry, "head position", || {
+            sqlx::query_as(&inner.sql.heads).fetch_one(&inner.pool)
+        })
+        .await?;
+        Ok((visible.max(0) as u64, committed.max(0) as u64))
+    }
+
     fn sender(&self) -> Option<mpsc::Sender<AppendJob>> {
         self.inner
             .sender
@@ -181,6 +193,19 @@ impl PostgresEventStore {
 }
 
 /// Decodes one row of [`crate::sql`]'s event columns.
+/// First and longest pause between two looks at the log while a gap hides
+/// committed events from a waiting reader.
+const GAP_POLL_FIRST: Duration = Duration::from_millis(2);
+const GAP_POLL_MAX: Duration = Duration::from_millis(50);
+
+/// Waits for a wake-up from the LISTEN task, at most `wait` (the whole of
+/// it if that task is gone).
+async fn wake_or_sleep(rx: &mut tokio::sync::watch::Receiver<u64>, wait: Duration) {
+    if let Ok(Err(_)) = tokio::time::timeout(wait, rx.changed()).await {
+        tokio::time::sleep(wait).await;
+    }
+}
+
 pub(crate) fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let get_err = |e: sqlx::Error| backend("decode row", e);
     let stream_id: String = row.try_get(1).map_err(get_err)?;
@@ -324,13 +349,27 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn wait_for_events(&self, after_position: u64, timeout: Duration) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.inner.wakeups.clone();
-        rx.mark_unchanged();
-        if self.head_position().await? > after_position {
+        let mut gap_poll = GAP_POLL_FIRST;
+        loop {
+            rx.mark_unchanged();
+            let (visible, committed) = self.heads().await?;
+            let now = tokio::time::Instant::now();
+            if visible > after_position || now >= deadline {
+                return Ok(());
+            }
+            if committed > after_position {
+                // Events are committed but hidden behind a transaction still
+                // in flight (a gap): no notification comes when it ends, so
+                // look again soon, backing off while it stays open.
+                wake_or_sleep(&mut rx, gap_poll.min(deadline - now)).await;
+                gap_poll = (gap_poll * 2).min(GAP_POLL_MAX);
+                continue;
+            }
+            wake_or_sleep(&mut rx, deadline - now).await;
             return Ok(());
         }
-        let _ = tokio::time::timeout(timeout, rx.changed()).await;
-        Ok(())
     }
 
     fn read_page_size(&self) -> usize {

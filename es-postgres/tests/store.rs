@@ -317,6 +317,94 @@ async fn listen_notify_wakes_waiting_readers() {
     );
 }
 
+/// A follower in another process (its own store, so its own LISTEN
+/// connection) keeps up with bursts of concurrent appends by wake-ups
+/// alone: batches carry the notification in their own statement, and a
+/// trailing NOTIFY covers the statements after the last carried one. A
+/// missed wake-up would leave the follower waiting out its 120 s timeout,
+/// far beyond the 30 s this test allows per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_elsewhere_is_woken_for_the_last_events_of_every_burst() {
+    let writer = Arc::new(common::store().await);
+    let follower = common::store_with(EventStoreConfig {
+        max_connections: 6,
+        ..EventStoreConfig::with_schema(writer.schema())
+    })
+    .await;
+    let mut position = follower.head_position().await.unwrap();
+    let mut seen = 0usize;
+    for round in 0..6u64 {
+        let bursts = (0..8u64).map(|w| {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move {
+                let stream = StreamId::from(format!("r{round}-w{w}"));
+                for i in 0..10u64 {
+                    let expected = if i == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(i)
+                    };
+                    writer.append("t", &stream, expected, vec![ev(i)]).await.unwrap();
+                }
+            })
+        });
+        for b in bursts.collect::<Vec<_>>() {
+            b.await.unwrap();
+        }
+        let expected = (round as usize + 1) * 80;
+        let caught_up = tokio::time::timeout(Duration::from_secs(30), async {
+            while seen < expected {
+                follower
+                    .wait_for_events(position, Duration::from_secs(120))
+                    .await
+                    .unwrap();
+                let page = follower.read_all(position, 1000, &EventFilter::all()).await.unwrap();
+                seen += page.len();
+                if let Some(last) = page.last() {
+                    position = last.global_position;
+                }
+            }
+        })
+        .await;
+        assert!(
+            caught_up.is_ok(),
+            "round {round}: the follower saw {seen} of {expected} events: a wake-up was missed"
+        );
+        assert_eq!(seen, expected);
+    }
+}
+
+/// A reader waiting at a gap held by a transaction that appends nothing
+/// (any transaction with an id holds back the visible limit) is woken soon
+/// after it ends, though no notification comes then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_waiting_at_a_gap_is_woken_when_it_closes() {
+    let store = Arc::new(common::store().await);
+    let head = store.head_position().await.unwrap();
+    let mut unrelated = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *unrelated)
+        .await
+        .unwrap();
+    store
+        .append("t", &StreamId::from("behind"), ExpectedVersion::NoStream, vec![ev(1)])
+        .await
+        .unwrap();
+    let waiter = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.wait_for_events(head, Duration::from_secs(120)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the event is hidden while the gap is open");
+    unrelated.commit().await.unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(30), waiter).await;
+    assert!(
+        matches!(woken, Ok(Ok(Ok(())))),
+        "woken after the gap closed, not by the 120 s timeout: {woken:?}"
+    );
+    assert!(store.head_position().await.unwrap() > head);
+}
+
 #[tokio::test]
 async fn invalid_schema_names_are_refused() {
     common::ensure_database().await.unwrap();
