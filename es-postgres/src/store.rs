@@ -1,6 +1,6 @@
 //! [`PostgresEventStore`]: the es-core `EventStore` on PostgreSQL.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -45,14 +45,18 @@ pub(crate) struct Inner {
     pub(crate) config: EventStoreConfig,
     sender: RwLock<Option<mpsc::Sender<AppendJob>>>,
     workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    wakeups: watch::Receiver<u64>,
-    listener: tokio::task::JoinHandle<()>,
+    /// The LISTEN task and its wake-up counter, started by the first
+    /// reader that waits (a store that only writes holds no LISTEN
+    /// connection).
+    listener: OnceLock<(watch::Receiver<u64>, tokio::task::JoinHandle<()>)>,
     notifier: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.listener.abort();
+        if let Some((_, listener)) = self.listener.get() {
+            listener.abort();
+        }
         self.notifier.abort();
     }
 }
@@ -113,7 +117,6 @@ impl PostgresEventStore {
                 ))
             })
             .collect();
-        let (wakeups, listener) = notify::spawn_listener(pool.clone(), sql.channel.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -121,8 +124,7 @@ impl PostgresEventStore {
                 config,
                 sender: RwLock::new(Some(tx)),
                 workers: std::sync::Mutex::new(workers),
-                wakeups,
-                listener,
+                listener: OnceLock::new(),
                 notifier,
             }),
         })
@@ -350,7 +352,12 @@ impl EventStore for PostgresEventStore {
 
     async fn wait_for_events(&self, after_position: u64, timeout: Duration) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = self.inner.wakeups.clone();
+        let inner = &self.inner;
+        let mut rx = inner
+            .listener
+            .get_or_init(|| notify::spawn_listener(inner.pool.clone(), inner.sql.channel.clone()))
+            .0
+            .clone();
         let mut gap_poll = GAP_POLL_FIRST;
         loop {
             rx.mark_unchanged();
