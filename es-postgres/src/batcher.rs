@@ -50,6 +50,9 @@ const KEEP_IDLE_CONNECTION: Duration = Duration::from_millis(500);
 struct Writer {
     pool: PgPool,
     conn: Option<PoolConnection<Postgres>>,
+    /// Whether the pool is big enough to keep the connection between
+    /// batches (otherwise readers could starve).
+    keep: bool,
     notifier: Arc<Notifier>,
 }
 
@@ -133,10 +136,12 @@ pub(crate) async fn run(
     config: EventStoreConfig,
     queue: Arc<Mutex<mpsc::Receiver<AppendJob>>>,
     notifier: Arc<Notifier>,
+    keep_connection: bool,
 ) {
     let mut writer = Writer {
         pool,
         conn: None,
+        keep: keep_connection,
         notifier,
     };
     while let Some(batch) = next_batch(&queue, &config, &mut writer).await {
@@ -145,6 +150,9 @@ pub(crate) async fn run(
         drop(_enter);
         metrics::histogram!("es_postgres_batch_appends").record(batch.len() as f64);
         write_batch(&mut writer, &sql, &config, batch).await;
+        if !writer.keep {
+            writer.release();
+        }
     }
 }
 

@@ -145,7 +145,12 @@ impl Notifier {
 /// Starts the task that sends a trailing NOTIFY for statements no carried
 /// notification covered. It keeps its connection (one given back to the
 /// pool costs a ping) and takes a fresh one after a failure.
-pub(crate) fn spawn_trailing(pool: PgPool, statement: String, notifier: Arc<Notifier>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_trailing(
+    pool: PgPool,
+    statement: String,
+    notifier: Arc<Notifier>,
+    keep_connection: bool,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut conn: Option<PoolConnection<Postgres>> = None;
         loop {
@@ -179,6 +184,9 @@ pub(crate) fn spawn_trailing(pool: PgPool, statement: String, notifier: Arc<Noti
                 };
                 if notifier.covered.load(Ordering::Acquire) < must_cover {
                     send(&pool, &statement, &notifier, &mut conn).await;
+                    if !keep_connection {
+                        conn = None;
+                    }
                 }
                 if paused {
                     break;

@@ -105,8 +105,12 @@ impl PostgresEventStore {
         let (tx, rx) = mpsc::channel(config.max_batch_queue_size.max(1));
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let notices = Arc::new(notify::Notifier::new());
-        let notifier = notify::spawn_trailing(pool.clone(), sql.notify.clone(), Arc::clone(&notices));
-        let workers = (0..config.batch_processor_count.max(1))
+        // Writers keep their connections between statements only if the
+        // pool leaves at least one for readers.
+        let processors = config.batch_processor_count.max(1);
+        let keep = pool.options().get_max_connections() as usize > processors + 2;
+        let notifier = notify::spawn_trailing(pool.clone(), sql.notify.clone(), Arc::clone(&notices), keep);
+        let workers = (0..processors)
             .map(|_| {
                 tokio::spawn(batcher::run(
                     pool.clone(),
@@ -114,6 +118,7 @@ impl PostgresEventStore {
                     config.clone(),
                     Arc::clone(&rx),
                     Arc::clone(&notices),
+                    keep,
                 ))
             })
             .collect();

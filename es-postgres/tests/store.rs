@@ -405,6 +405,55 @@ async fn a_reader_waiting_at_a_gap_is_woken_when_it_closes() {
     assert!(store.head_position().await.unwrap() > head);
 }
 
+/// Batch processors keep their connections between statements only when
+/// the pool leaves some for readers: with a pool of 3 and 2 processors,
+/// reads still get through while appends never pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_pool_still_serves_readers_under_continuous_appends() {
+    let store = Arc::new(
+        common::store_with(EventStoreConfig {
+            max_connections: 3,
+            batch_processor_count: 2,
+            ..EventStoreConfig::with_schema(common::schema("small"))
+        })
+        .await,
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appenders: Vec<_> = (0..8u64)
+        .map(|w| {
+            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let stream = StreamId::from(format!("busy-{w}"));
+                let mut version = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let expected = if version == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(version)
+                    };
+                    store.append("t", &stream, expected, vec![ev(version)]).await.unwrap();
+                    version += 1;
+                }
+                version
+            })
+        })
+        .collect();
+    let reads = tokio::time::timeout(Duration::from_secs(30), async {
+        for _ in 0..20 {
+            store.stream_version(&StreamId::from("busy-0")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut written = 0;
+    for a in appenders {
+        written += a.await.unwrap();
+    }
+    assert!(reads.is_ok(), "readers starved while appends kept coming");
+    assert!(written > 0);
+}
+
 #[tokio::test]
 async fn invalid_schema_names_are_refused() {
     common::ensure_database().await.unwrap();
