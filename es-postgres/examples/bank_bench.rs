@@ -74,10 +74,13 @@ struct Args {
     /// timed phase, and report its lag (event recorded -> projected).
     #[arg(long)]
     follow: bool,
-    /// Tokio worker threads of the benchmark process. The default, 1, leaves
-    /// the other core of a 2-core machine to PostgreSQL and keeps the
-    /// command path's task hand-offs on one thread (measured: about 20%
-    /// more c16 throughput than 2 threads here); raise it on bigger boxes.
+    /// Tokio threads of the benchmark process. The default, 1, runs every
+    /// task on one current-thread runtime: it leaves the other core of a
+    /// 2-core machine to PostgreSQL and keeps the command path's task
+    /// hand-offs on one thread (measured here: 2 multi-thread workers about
+    /// 20% below 1, and 1 multi-thread worker 5-20% below the
+    /// current-thread runtime). More than 1 uses the multi-thread runtime;
+    /// raise it on bigger boxes.
     #[arg(long, default_value_t = 1)]
     runtime_threads: usize,
     /// Batch processors of the store (parallel group commits).
@@ -214,6 +217,12 @@ async fn open_store(args: &Args, schema: &str) -> Result<PostgresEventStore, Box
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if args.runtime_threads <= 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(args));
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.runtime_threads.max(1))
         .enable_all()
