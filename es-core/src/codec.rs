@@ -90,8 +90,16 @@ impl EventCodec {
         serde_json::from_value(payload).map_err(|e| decode_err(e.to_string()))
     }
 
-    /// Decodes a recorded event (cloning its payload).
+    /// Decodes a recorded event; its payload is cloned only if an upcaster
+    /// must change it.
     pub fn decode<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<E, CodecError> {
-        self.decode_payload(&event.event_type, event.schema_version, event.payload.clone())
+        if self.upcasters.applies_to(&event.event_type, event.schema_version) {
+            return self.decode_payload(&event.event_type, event.schema_version, event.payload.clone());
+        }
+        E::deserialize(&event.payload).map_err(|e| CodecError::Decode {
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            reason: e.to_string(),
+        })
     }
 }

@@ -203,6 +203,10 @@ pub trait EventStore: Send + Sync + 'static {
 }
 
 /// Builds a stream that pages through a batch reader until a short page.
+///
+/// As soon as a full page arrives, the next page is requested, and it is
+/// polled whenever the consumer asks for an item: the backend reads and
+/// sends page N+1 while the consumer works through page N.
 fn paged<'a, F, Fut>(
     page: usize,
     start: u64,
@@ -213,24 +217,43 @@ where
     F: Fn(u64, usize) -> Fut + Send + 'a,
     Fut: std::future::Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send + 'a,
 {
-    let pages = stream::unfold(Some(start), move |cursor| {
-        let fut = cursor.map(|c| fetch(c, page));
-        async move {
-            let batch = match fut?.await {
-                Ok(batch) => batch,
-                Err(e) => return Some((vec![Err(e)], None)),
-            };
-            let next = match batch.last() {
-                Some(last) if batch.len() >= page => Some(next_cursor(last)),
-                _ => None,
-            };
-            if batch.is_empty() {
-                return None;
+    use std::task::Poll;
+    let mut current = Vec::new().into_iter();
+    let mut pending: Option<std::pin::Pin<Box<Fut>>> = Some(Box::pin(fetch(start, page)));
+    let mut arrived: Option<Result<Vec<RecordedEvent>, StoreError>> = None;
+    stream::poll_fn(move |cx| loop {
+        if arrived.is_none() {
+            if let Some(fut) = pending.as_mut() {
+                if let Poll::Ready(result) = fut.as_mut().poll(cx) {
+                    pending = None;
+                    arrived = Some(result);
+                }
             }
-            Some((batch.into_iter().map(Ok).collect::<Vec<_>>(), next))
         }
-    });
-    pages.flat_map(stream::iter).boxed()
+        if let Some(event) = current.next() {
+            return Poll::Ready(Some(Ok(event)));
+        }
+        match arrived.take() {
+            Some(Ok(batch)) => {
+                if let Some(last) = batch.last() {
+                    if batch.len() >= page {
+                        pending = Some(Box::pin(fetch(next_cursor(last), page)));
+                    }
+                }
+                current = batch.into_iter();
+                if current.len() == 0 && pending.is_none() {
+                    return Poll::Ready(None);
+                }
+            }
+            Some(Err(e)) => {
+                pending = None;
+                return Poll::Ready(Some(Err(e)));
+            }
+            None if pending.is_some() => return Poll::Pending,
+            None => return Poll::Ready(None),
+        }
+    })
+    .boxed()
 }
 
 /// Checks the shape of an append before any backend work: it must have
@@ -309,4 +332,89 @@ pub fn check_replay(
         new_version: first_version + events.len() as u64 - 1,
         positions,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use futures::TryStreamExt;
+
+    use super::*;
+
+    fn recorded(version: u64) -> RecordedEvent {
+        RecordedEvent {
+            global_position: version,
+            stream_id: StreamId::from("s"),
+            stream_type: "t".into(),
+            version,
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "E".into(),
+            schema_version: 1,
+            payload: serde_json::Value::Null,
+            metadata: crate::Metadata::default(),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    /// A reader over versions 1..=total that fails at `fail_from`, counting
+    /// its calls.
+    fn reader(
+        total: u64,
+        fail_from: Option<u64>,
+        calls: Arc<AtomicUsize>,
+    ) -> impl Fn(u64, usize) -> futures::future::Ready<Result<Vec<RecordedEvent>, StoreError>> {
+        move |from, n| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if fail_from.is_some_and(|f| from >= f) {
+                return futures::future::ready(Err(StoreError::Unavailable {
+                    operation: "read",
+                    reason: "reader down".into(),
+                }));
+            }
+            futures::future::ready(Ok((from..=total).take(n).map(recorded).collect()))
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_through_every_event_once_in_order_even_when_the_last_page_is_full() {
+        for total in [0u64, 1, 9, 10, 11, 30, 31] {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let read: Vec<_> = paged(10, 1, reader(total, None, Arc::clone(&calls)), |e| e.version + 1)
+                .try_collect()
+                .await
+                .expect("read");
+            assert_eq!(
+                read.iter().map(|e| e.version).collect::<Vec<_>>(),
+                (1..=total).collect::<Vec<_>>()
+            );
+            // One call per full page, plus the short (or empty) last one.
+            assert_eq!(calls.load(Ordering::SeqCst) as u64, total / 10 + 1, "total {total}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_page_is_requested_before_the_current_one_is_consumed() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut events = paged(10, 1, reader(25, None, Arc::clone(&calls)), |e| e.version + 1);
+        let first = events.try_next().await.expect("read").expect("an event");
+        assert_eq!(first.version, 1);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "page 2 requested while page 1 is being read"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_page_is_reported_after_the_pages_before_it_and_ends_the_stream() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let items: Vec<_> = paged(10, 1, reader(35, Some(21), Arc::clone(&calls)), |e| e.version + 1)
+            .collect()
+            .await;
+        assert_eq!(items.len(), 21);
+        assert!(items[..20].iter().all(Result::is_ok));
+        assert!(matches!(items[20], Err(StoreError::Unavailable { .. })));
+    }
 }

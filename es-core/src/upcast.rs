@@ -110,6 +110,12 @@ impl UpcasterRegistry {
         self.by_key.is_empty()
     }
 
+    /// Whether a payload of `event_type` stored at `schema_version` would
+    /// be changed by the chain.
+    pub fn applies_to(&self, event_type: &str, schema_version: u32) -> bool {
+        !self.by_key.is_empty() && self.by_key.contains_key(&(event_type.to_owned(), schema_version))
+    }
+
     /// Runs the chain for a payload stored at `schema_version`; returns the
     /// payload and the version it ends at.
     pub fn upcast(

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use es_core::{
     AppendResult, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError, StreamId,
 };
+use futures::TryStreamExt;
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -217,12 +218,18 @@ pub(crate) fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let get_err = |e: sqlx::Error| backend("decode row", e);
     let stream_id: String = row.try_get(1).map_err(get_err)?;
     let version: i64 = row.try_get(2).map_err(get_err)?;
-    let metadata: serde_json::Value = row.try_get(8).map_err(get_err)?;
-    let metadata: Metadata = serde_json::from_value(metadata).map_err(|e| StoreError::Corrupt {
-        stream_id: StreamId::from(stream_id.as_str()),
-        version: version as u64,
-        reason: format!("metadata: {e}"),
-    })?;
+    // Straight from the column's JSON text to `Metadata` (no `Value` tree).
+    let metadata: Metadata = match row.try_get::<sqlx::types::Json<Metadata>, _>(8) {
+        Ok(sqlx::types::Json(m)) => m,
+        Err(sqlx::Error::ColumnDecode { source, .. }) => {
+            return Err(StoreError::Corrupt {
+                stream_id: StreamId::from(stream_id.as_str()),
+                version: version as u64,
+                reason: format!("metadata: {source}"),
+            })
+        }
+        Err(e) => return Err(get_err(e)),
+    };
     let schema_version: i32 = row.try_get(6).map_err(get_err)?;
     Ok(RecordedEvent {
         global_position: row.try_get::<i64, _>(0).map_err(get_err)? as u64,
@@ -236,6 +243,25 @@ pub(crate) fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         metadata,
         recorded_at: row.try_get(9).map_err(get_err)?,
     })
+}
+
+/// Runs a query returning event rows and decodes each row as it arrives
+/// (no intermediate `Vec` of rows). The outer error is the database's (to
+/// be retried if transient); the inner one a row that does not decode.
+async fn fetch_events<'q>(
+    pool: &PgPool,
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    expected: usize,
+) -> Result<Result<Vec<RecordedEvent>, StoreError>, sqlx::Error> {
+    let mut rows = query.fetch(pool);
+    let mut events = Vec::with_capacity(expected.min(10_000));
+    while let Some(row) = rows.try_next().await? {
+        match decode_row(&row) {
+            Ok(event) => events.push(event),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(events))
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -292,14 +318,14 @@ impl EventStore for PostgresEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let inner = &self.inner;
         let rows = retry_transient(&inner.config.transient_retry, "read stream", || {
-            sqlx::query(&inner.sql.read_stream)
+            let query = sqlx::query(&inner.sql.read_stream)
                 .bind(stream_id.as_str())
                 .bind(to_i64(from_version))
-                .bind(to_i64(max_count as u64))
-                .fetch_all(&inner.pool)
+                .bind(to_i64(max_count as u64));
+            fetch_events(&inner.pool, query, max_count)
         })
         .await?;
-        rows.iter().map(decode_row).collect()
+        rows
     }
 
     #[tracing::instrument(name = "es.pg.read_all", skip(self, filter))]
@@ -313,15 +339,15 @@ impl EventStore for PostgresEventStore {
         let (event_types, stream_types) = (or_null(&filter.event_types), or_null(&filter.stream_types));
         let inner = &self.inner;
         let rows = retry_transient(&inner.config.transient_retry, "read all", || {
-            sqlx::query(&inner.sql.read_all)
+            let query = sqlx::query(&inner.sql.read_all)
                 .bind(to_i64(after_position))
                 .bind(to_i64(max_count as u64))
                 .bind(event_types.clone())
-                .bind(stream_types.clone())
-                .fetch_all(&inner.pool)
+                .bind(stream_types.clone());
+            fetch_events(&inner.pool, query, max_count)
         })
         .await?;
-        rows.iter().map(decode_row).collect()
+        rows
     }
 
     async fn find_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
