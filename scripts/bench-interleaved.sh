@@ -7,12 +7,14 @@
 #
 # Usage: scripts/bench-interleaved.sh [rounds=6] [seconds-per-ceiling=3]
 # Env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres),
-#      PGHOST/PGPORT/PGUSER for pgbench (default 127.0.0.1/5432/postgres).
+#      PGHOST/PGPORT/PGUSER/PGSSLMODE for pgbench (default 127.0.0.1/5432/postgres/disable).
 set -euo pipefail
 rounds="${1:-6}"
 secs="${2:-3}"
 cd "$(dirname "$0")/.."
-export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
+# Without TLS on both sides, as shared/bench/WORKLOAD.md sets up (libpq would
+# otherwise negotiate TLS with this server; sqlx here is built without it).
+export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}" PGSSLMODE="${PGSSLMODE:-disable}"
 url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 cargo build --quiet --release -p es-postgres --example bank_bench
 bench="${CARGO_TARGET_DIR:-target}/release/examples/bank_bench"
