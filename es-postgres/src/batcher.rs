@@ -288,6 +288,35 @@ impl Columns {
         }
     }
 
+    /// How many rows the columns hold.
+    pub(crate) fn len(&self) -> usize {
+        self.stream_ids.len()
+    }
+
+    /// Binds the only row, value by value, to the one-row append statement
+    /// (`Sql::append_one`); `None` unless the columns hold exactly one row.
+    pub(crate) fn bind_one<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Option<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>> {
+        if self.len() != 1 {
+            return None;
+        }
+        Some(
+            query
+                .bind(self.stream_ids.first()?)
+                .bind(self.versions.first()?)
+                .bind(self.bases.first()?)
+                .bind(self.stream_types.first()?)
+                .bind(self.event_ids.first()?)
+                .bind(self.event_types.first()?)
+                .bind(self.schema_versions.first()?)
+                .bind(self.payloads.first()?)
+                .bind(self.metadata.first()?)
+                .bind(self.recorded_at.first()?),
+        )
+    }
+
     /// Binds the arrays to the append statement, in its parameter order.
     pub(crate) fn bind<'q>(
         &'q self,
@@ -336,8 +365,16 @@ async fn execute(
     for r in appends {
         c.push(&r.job.stream_type, &r.job.stream_id, r.base, &r.job.events);
     }
-    let statement = if notify { &sql.append_notify } else { &sql.append };
-    let rows = c.bind(sqlx::query(statement)).fetch_all(conn).await?;
+    let one = if notify {
+        &sql.append_one_notify
+    } else {
+        &sql.append_one
+    };
+    let query = match c.bind_one(sqlx::query(one)) {
+        Some(query) => query,
+        None => c.bind(sqlx::query(if notify { &sql.append_notify } else { &sql.append })),
+    };
+    let rows = query.fetch_all(conn).await?;
     let mut positions = HashMap::with_capacity(rows.len());
     for row in rows {
         let id: Uuid = row.try_get(0)?;

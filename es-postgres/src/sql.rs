@@ -23,6 +23,8 @@ pub(crate) struct Sql {
     pub(crate) channel: String,
     pub(crate) append: String,
     pub(crate) append_notify: String,
+    pub(crate) append_one: String,
+    pub(crate) append_one_notify: String,
     pub(crate) read_stream: String,
     pub(crate) read_all: String,
     pub(crate) head: String,
@@ -41,42 +43,61 @@ impl Sql {
         // backward probe of the (stream_id, version) index) is the append's
         // expected version; the same test holds for all its rows, so an
         // append is all or nothing.
-        let insert = format!(
-            "INSERT INTO {s}.events ({EVENT_COLUMNS}) \
-             SELECT (pg_current_xact_id()::text::bigint << 20) + i.ord, i.stream_id, i.version, i.stream_type, \
-                    i.event_id, i.event_type, i.schema_version, i.payload::jsonb, i.metadata::jsonb, i.recorded_at \
-             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::uuid[], $6::text[], $7::int[], \
-                         $8::text[], $9::text[], $10::timestamptz[]) \
-                  WITH ORDINALITY AS i(stream_id, version, base, stream_type, event_id, event_type, schema_version, \
-                                       payload, metadata, recorded_at, ord) \
-             WHERE coalesce((SELECT c.version FROM {s}.events c WHERE c.stream_id = i.stream_id \
-                             ORDER BY c.version DESC LIMIT 1), 0) = i.base"
-        );
-        // The append statement, and the same statement also notifying the
-        // channel (once, when it inserted rows: an uncorrelated subquery is
-        // evaluated at the first returned row).
-        let notify_column = format!(", (SELECT pg_notify('es_events_{s}', '')) IS NULL");
-        let (append, append_notify) = if outbox {
-            let with = format!(
-                "WITH ins AS ({insert} RETURNING {EVENT_COLUMNS}), \
-                 ob AS (INSERT INTO {s}.outbox ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM ins) \
-                 SELECT event_id, global_position"
-            );
-            (format!("{with} FROM ins"), format!("{with}{notify_column} FROM ins"))
-        } else {
-            (
-                format!("{insert} RETURNING event_id, global_position"),
-                format!(
-                    "WITH ins AS ({insert} RETURNING event_id, global_position) \
-                     SELECT event_id, global_position{notify_column} FROM ins"
-                ),
+        let insert = |rows: &str| {
+            format!(
+                "INSERT INTO {s}.events ({EVENT_COLUMNS}) \
+                 SELECT (pg_current_xact_id()::text::bigint << 20) + i.ord, i.stream_id, i.version, i.stream_type, \
+                        i.event_id, i.event_type, i.schema_version, i.payload::jsonb, i.metadata::jsonb, i.recorded_at \
+                 FROM {rows} \
+                 WHERE coalesce((SELECT c.version FROM {s}.events c WHERE c.stream_id = i.stream_id \
+                                 ORDER BY c.version DESC LIMIT 1), 0) = i.base"
             )
         };
+        // Many rows come as one array per column; a lone event (the common
+        // case at low load) as plain parameters, which PostgreSQL takes
+        // without building and unnesting ten arrays.
+        let many = insert(
+            "unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::uuid[], $6::text[], $7::int[], \
+                    $8::text[], $9::text[], $10::timestamptz[]) \
+             WITH ORDINALITY AS i(stream_id, version, base, stream_type, event_id, event_type, schema_version, \
+                                  payload, metadata, recorded_at, ord)",
+        );
+        let one = insert(
+            "(SELECT $1::text AS stream_id, $2::bigint AS version, $3::bigint AS base, $4::text AS stream_type, \
+                     $5::uuid AS event_id, $6::text AS event_type, $7::int AS schema_version, $8::text AS payload, \
+                     $9::text AS metadata, $10::timestamptz AS recorded_at, 1::bigint AS ord) AS i",
+        );
+        // Each statement also comes in a version that notifies the channel
+        // (once, when it inserted rows: an uncorrelated subquery is
+        // evaluated at the first returned row).
+        let notify_column = format!(", (SELECT pg_notify('es_events_{s}', '')) IS NULL");
+        let variants = |insert: &str| -> (String, String) {
+            if outbox {
+                let with = format!(
+                    "WITH ins AS ({insert} RETURNING {EVENT_COLUMNS}), \
+                     ob AS (INSERT INTO {s}.outbox ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM ins) \
+                     SELECT event_id, global_position"
+                );
+                (format!("{with} FROM ins"), format!("{with}{notify_column} FROM ins"))
+            } else {
+                (
+                    format!("{insert} RETURNING event_id, global_position"),
+                    format!(
+                        "WITH ins AS ({insert} RETURNING event_id, global_position) \
+                         SELECT event_id, global_position{notify_column} FROM ins"
+                    ),
+                )
+            }
+        };
+        let (append, append_notify) = variants(&many);
+        let (append_one, append_one_notify) = variants(&one);
         Self {
             schema: s.to_owned(),
             channel: format!("es_events_{s}"),
             append,
             append_notify,
+            append_one,
+            append_one_notify,
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
             ),
