@@ -191,10 +191,7 @@ async fn resolve(writer: &mut Writer, sql: &Sql, jobs: Vec<AppendJob>) -> Result
              FROM unnest($1::text[]) AS s(id)",
             sql.schema
         );
-        let result = match writer.get().await {
-            Ok(conn) => sqlx::query(&query).bind(&lookup).fetch_all(conn).await,
-            Err(e) => Err(e),
-        };
+        let result = async { sqlx::query(&query).bind(&lookup).fetch_all(writer.get().await?).await }.await;
         writer.check(&result);
         match result {
             Ok(rows) => {
@@ -395,10 +392,7 @@ async fn execute_with_retry(
     loop {
         // Carry the LISTENers' notification when one is due.
         let carry = writer.notifier.claim();
-        let result = match writer.get().await {
-            Ok(conn) => execute(conn, sql, appends, carry.is_some()).await,
-            Err(e) => Err(e),
-        };
+        let result = async { execute(writer.get().await?, sql, appends, carry.is_some()).await }.await;
         // The notification went out only if the statement inserted rows.
         let notified = matches!(&result, Ok(positions) if !positions.is_empty());
         writer.notifier.finished(carry.map(|c| (c, notified)));
@@ -522,10 +516,13 @@ async fn settle(writer: &mut Writer, sql: &Sql, r: Resolved, positions: &HashMap
     }
     // Skipped: is it a replay of an append already stored?
     let ids: Vec<Uuid> = job.events.iter().map(|e| e.event_id).collect();
-    let result = match writer.get().await {
-        Ok(conn) => sqlx::query(&sql.find_events).bind(&ids).fetch_all(conn).await,
-        Err(e) => Err(e),
-    };
+    let result = async {
+        sqlx::query(&sql.find_events)
+            .bind(&ids)
+            .fetch_all(writer.get().await?)
+            .await
+    }
+    .await;
     writer.check(&result);
     let stored = match result {
         Ok(rows) => rows,
@@ -546,15 +543,13 @@ async fn settle(writer: &mut Writer, sql: &Sql, r: Resolved, positions: &HashMap
         let _ = job.reply.send(answer);
         return None;
     }
-    let result = match writer.get().await {
-        Ok(conn) => {
-            sqlx::query_scalar::<_, i64>(&sql.stream_version)
-                .bind(job.stream_id.as_str())
-                .fetch_one(conn)
-                .await
-        }
-        Err(e) => Err(e),
-    };
+    let result = async {
+        sqlx::query_scalar::<_, i64>(&sql.stream_version)
+            .bind(job.stream_id.as_str())
+            .fetch_one(writer.get().await?)
+            .await
+    }
+    .await;
     writer.check(&result);
     let actual: i64 = match result {
         Ok(v) => v,
