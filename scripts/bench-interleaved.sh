@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The issue's c1 and c16 ratios, measured so that disk noise cannot decide
 # them: each round runs the 1-row/tx pgbench ceiling (the SQL of
-# shared/bench/pg-ceiling.sh) right before the matching bank_bench run, and
+# scripts/pg-ceiling.sh) right before the matching bank_bench run, and
 # prints both with their ratio. Commit latency on these machines swings by
 # 2x within seconds, so read the totals line, not one round.
 #
@@ -12,7 +12,7 @@ set -euo pipefail
 rounds="${1:-6}"
 secs="${2:-3}"
 cd "$(dirname "$0")/.."
-# Without TLS on both sides, as shared/bench/WORKLOAD.md sets up (libpq would
+# Without TLS on both sides, as docs/bench/WORKLOAD.md sets up (libpq would
 # otherwise negotiate TLS with this server; sqlx here is built without it).
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}" PGSSLMODE="${PGSSLMODE:-disable}"
 url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The 1-row/tx INSERT ceiling only (the same SQL as shared/bench/pg-ceiling.sh), 5 s per
+# The 1-row/tx INSERT ceiling only (the same SQL as scripts/pg-ceiling.sh), 5 s per
 # client count, for interleaving with bench runs. Usage: scripts/pg-ceiling-1row.sh 1 16
 set -euo pipefail
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT

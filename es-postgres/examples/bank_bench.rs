@@ -1,4 +1,4 @@
-//! The standard bank workload (shared/bench/WORKLOAD.md) on PostgreSQL,
+//! The standard bank workload (docs/bench/WORKLOAD.md) on PostgreSQL,
 //! through es-core's repository: load, decide, append with optimistic
 //! concurrency and conflict retries. Prints one JSON line, then verifies
 //! every account by replaying it from the store (exit 1 on a mismatch).

@@ -1,4 +1,4 @@
-//! The hot-account scenario of `shared/bench/WORKLOAD.md`: optimistic
+//! The hot-account scenario of `docs/bench/WORKLOAD.md`: optimistic
 //! retries vs the pessimistic per-stream Redis lock.
 //!
 //! ```text
