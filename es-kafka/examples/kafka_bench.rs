@@ -1,5 +1,5 @@
 //! Publish throughput and commit-to-ack lag of both capture methods under
-//! the standard bank workload (shared/bench/WORKLOAD.md, `--mix deposit`):
+//! the standard bank workload (docs/bench/WORKLOAD.md, `--mix deposit`):
 //! C workers each issue K deposits (read the version, append with
 //! optimistic concurrency, retry on conflict) while the outbox poller or
 //! the CDC relay publishes. Prints one JSON line, then verifies the topic
@@ -12,6 +12,8 @@
 //! ```text
 //! cargo run --release -p es-kafka --example kafka_bench -- --method outbox --accounts 1000 --concurrency 16 --ops-per-worker 500
 //! cargo run --release -p es-kafka --example kafka_bench -- --method cdc --accounts 1000 --concurrency 16 --ops-per-worker 500
+//! # a backlog of 40,000 events over 5 streams, drained, refilled and drained again
+//! cargo run --release -p es-kafka --example kafka_bench -- --method outbox --backlog --refills 1 --accounts 5 --concurrency 5 --ops-per-worker 8000
 //! ```
 
 use std::collections::BTreeMap;
@@ -58,6 +60,11 @@ struct Args {
     /// publish ceiling; lags then include the wait and are not reported).
     #[arg(long)]
     backlog: bool,
+    /// With --backlog: after the first drain, append the same load again
+    /// and time draining it, this many times (the table then holds the
+    /// dead rows of the earlier cycles, as after an outage and its drain).
+    #[arg(long, default_value_t = 0)]
+    refills: usize,
 }
 
 enum Capture {
@@ -195,12 +202,85 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
     };
+    append_phase(&store, &ids, args.concurrency, args.ops_per_worker, 0, &conflicts).await?;
+    let appended_secs = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Release);
+    let _ = go_tx.send(Instant::now());
+    let (mut published, mut lags, publish_time) = publisher_task.await?;
+    let secs = publish_time.as_secs_f64();
+    // Drain/refill cycles: the same load again, drained with the dead rows
+    // of the cycles before it still in the table and its indexes.
+    let mut cycles = vec![json!({"published": published, "secs": secs, "per_sec": published as f64 / secs})];
+    for cycle in 1..=if backlog { args.refills } else { 0 } {
+        append_phase(&store, &ids, args.concurrency, args.ops_per_worker, cycle, &conflicts).await?;
+        let t = Instant::now();
+        let (mut n, mut last_ack) = (0usize, Instant::now());
+        loop {
+            let (claimed, p, _) = capture.round().await;
+            if p > 0 {
+                last_ack = Instant::now();
+            }
+            n += p;
+            if claimed == 0 {
+                break;
+            }
+        }
+        let secs = (last_ack - t).as_secs_f64();
+        published += n;
+        cycles.push(json!({"published": n, "secs": secs, "per_sec": n as f64 / secs}));
+    }
+    lags.sort();
+    if backlog {
+        lags.clear();
+    }
+    let ops = args.concurrency * args.ops_per_worker * (1 + if backlog { args.refills } else { 0 });
+    let events_in_store: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.events"))
+        .fetch_one(store.pool())
+        .await?;
+    println!(
+        "{}",
+        json!({
+            "system": format!("es-kafka/{}", match args.method { Method::Outbox => "outbox_poller", Method::Cdc => "cdc_builtin" }),
+            "scenario": if backlog { "uniform_backlog" } else { "uniform" }, "mix": "deposit", "accounts": args.accounts, "concurrency": args.concurrency,
+            "ops": ops, "accepted": ops, "rejected": 0, "conflict_retries": conflicts.load(Ordering::Relaxed),
+            "append_secs": appended_secs, "append_ops_per_sec": ops as f64 / appended_secs,
+            "published": published, "publish_secs": secs, "published_per_sec": published as f64 / secs,
+            "lag_p50_us": pct(&lags, 50.0), "lag_p90_us": pct(&lags, 90.0), "lag_p99_us": pct(&lags, 99.0),
+            "lag_max_us": lags.last().map_or(0, Duration::as_micros), "events_in_store": events_in_store,
+            "drain_cycles": cycles,
+            "kafka": if std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok() { "broker" } else { "mock_cluster" },
+        })
+    );
+
+    // Verification: the topic holds every stored event, each stream in order.
+    let ok = verify(&bootstrap, &topic, events_in_store as usize).await;
+    if let Capture::Cdc(r) = &*capture {
+        r.drop_slot().await?;
+    }
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(store.pool())
+        .await?;
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `concurrency` workers each append `ops` deposits to random accounts
+/// (read the version, append, retry on conflict).
+async fn append_phase(
+    store: &PostgresEventStore,
+    ids: &[StreamId],
+    concurrency: usize,
+    ops: usize,
+    cycle: usize,
+    conflicts: &Arc<AtomicU64>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut workers = Vec::new();
-    for w in 0..args.concurrency {
-        let (store, ids, conflicts) = (store.clone(), ids.clone(), conflicts.clone());
-        let ops = args.ops_per_worker;
+    for w in 0..concurrency {
+        let (store, ids, conflicts) = (store.clone(), ids.to_vec(), conflicts.clone());
         workers.push(tokio::spawn(async move {
-            let mut rng = fastrand_like(w as u64 + 1);
+            let mut rng = fastrand_like((cycle * concurrency + w) as u64 + 1);
             for _ in 0..ops {
                 let id = &ids[(rng() % ids.len() as u64) as usize];
                 let cents = 100 + rng() % 9901;
@@ -224,44 +304,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for w in workers {
         w.await??;
-    }
-    let appended_secs = started.elapsed().as_secs_f64();
-    done.store(true, Ordering::Release);
-    let _ = go_tx.send(Instant::now());
-    let (published, mut lags, publish_time) = publisher_task.await?;
-    let secs = publish_time.as_secs_f64();
-    lags.sort();
-    if backlog {
-        lags.clear();
-    }
-    let ops = args.concurrency * args.ops_per_worker;
-    let events_in_store: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.events"))
-        .fetch_one(store.pool())
-        .await?;
-    println!(
-        "{}",
-        json!({
-            "system": format!("es-kafka/{}", match args.method { Method::Outbox => "outbox_poller", Method::Cdc => "cdc_builtin" }),
-            "scenario": if backlog { "uniform_backlog" } else { "uniform" }, "mix": "deposit", "accounts": args.accounts, "concurrency": args.concurrency,
-            "ops": ops, "accepted": ops, "rejected": 0, "conflict_retries": conflicts.load(Ordering::Relaxed),
-            "append_secs": appended_secs, "append_ops_per_sec": ops as f64 / appended_secs,
-            "published": published, "publish_secs": secs, "published_per_sec": published as f64 / secs,
-            "lag_p50_us": pct(&lags, 50.0), "lag_p90_us": pct(&lags, 90.0), "lag_p99_us": pct(&lags, 99.0),
-            "lag_max_us": lags.last().map_or(0, Duration::as_micros), "events_in_store": events_in_store,
-            "kafka": if std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok() { "broker" } else { "mock_cluster" },
-        })
-    );
-
-    // Verification: the topic holds every stored event, each stream in order.
-    let ok = verify(&bootstrap, &topic, events_in_store as usize).await;
-    if let Capture::Cdc(r) = &*capture {
-        r.drop_slot().await?;
-    }
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(store.pool())
-        .await?;
-    if !ok {
-        std::process::exit(1);
     }
     Ok(())
 }

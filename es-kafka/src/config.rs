@@ -131,6 +131,10 @@ pub struct PublisherConfig {
     pub message_timeout: Duration,
     /// `linger.ms`: how long messages wait to be batched.
     pub linger: Duration,
+    /// `reconnect.backoff.max.ms`: the longest wait between attempts to
+    /// reach a broker that is down, so publishing resumes this soon after
+    /// the broker returns (librdkafka's own default is 10 s).
+    pub reconnect_backoff_max: Duration,
     /// Any other librdkafka producer settings (security, compression ...).
     /// The idempotence settings cannot be overridden.
     pub extra: BTreeMap<String, String>,
@@ -144,6 +148,7 @@ impl Default for PublisherConfig {
             topics: TopicNaming::default(),
             message_timeout: Duration::from_secs(30),
             linger: Duration::from_millis(2),
+            reconnect_backoff_max: Duration::from_secs(1),
             extra: BTreeMap::new(),
         }
     }

@@ -68,6 +68,36 @@ pub enum PublishError {
     },
 }
 
+impl PublishError {
+    /// Whether the failure is the message's own fault, so that publishing
+    /// it again cannot succeed (it cannot be encoded, or the broker refuses
+    /// it as too large or invalid). Everything else — brokers down or
+    /// unreachable, timeouts, a producer that had to be recreated, a
+    /// stream blocked behind an earlier failure — is transient: the outbox
+    /// poller retries it without counting an attempt, so an outage never
+    /// parks healthy rows.
+    pub fn is_permanent(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match self {
+            Self::Encode { .. } => true,
+            Self::Delivery { source, .. } => matches!(
+                source.rdkafka_error_code(),
+                Some(
+                    C::MessageSizeTooLarge
+                        | C::InvalidMessage
+                        | C::InvalidMessageSize
+                        | C::InvalidRecord
+                        | C::MessageBatchTooLarge
+                        | C::BadMessage
+                        | C::TopicAuthorizationFailed
+                        | C::InvalidTopic
+                )
+            ),
+            Self::Canceled { .. } | Self::Blocked { .. } => false,
+        }
+    }
+}
+
 /// Errors of the outbox poller.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -92,6 +122,23 @@ pub enum CdcError {
     /// Talking to PostgreSQL (slot, peek, advance) failed.
     #[error("cdc database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The slot name is taken by a slot of another database of the cluster
+    /// (or one with another output plugin): replication slots belong to
+    /// the whole PostgreSQL cluster, not to a database.
+    #[error(
+        "replication slot {slot:?} already exists for database {database:?} (plugin {plugin:?}); \
+         give this deployment its own slot name (CdcConfig::slot, CDC_SLOT_NAME in the banking example; \
+         the default es_{{database}}_{{schema}} is unique per database), or, if that deployment is retired, \
+         drop its slot: psql -d {database} -c \"SELECT pg_drop_replication_slot('{slot}')\""
+    )]
+    SlotConflict {
+        /// The slot name.
+        slot: String,
+        /// The database the existing slot decodes.
+        database: String,
+        /// Its output plugin.
+        plugin: String,
+    },
     /// A change line from logical decoding could not be parsed.
     #[error("cdc decode at lsn {lsn}: {reason}")]
     Decode {

@@ -49,15 +49,18 @@ pub mod cdc;
 mod config;
 pub mod consumer;
 mod error;
+pub mod health;
 mod ident;
 pub mod message;
 pub mod outbox;
 mod publisher;
+mod rounds;
 pub mod telemetry;
 
 pub use cdc::{CdcConfig, CdcRelay};
 pub use config::{CdcRelayKind, DataCaptureMethod, PublisherConfig, TopicNaming};
 pub use consumer::{ConsumerConfig, DedupStore, Handled, InMemoryDedup, KafkaProjectionConsumer};
 pub use error::{CdcError, ConsumerError, OutboxError, PublishError, SetupError};
+pub use health::{HealthSnapshot, PublishHealth};
 pub use outbox::{OutboxConfig, OutboxPoller, OutboxStatus};
 pub use publisher::{published_prefix, Delivered, KafkaPublisher};

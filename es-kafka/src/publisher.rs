@@ -1,6 +1,7 @@
 //! [`KafkaPublisher`]: the idempotent producer every capture method uses.
 
 use std::collections::HashSet;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,6 +17,7 @@ use tracing::Instrument;
 use crate::config::{PublisherConfig, TopicNaming};
 use crate::error::{PublishError, SetupError};
 use crate::message::{encode_envelope, event_headers};
+use crate::telemetry;
 
 /// Where and when Kafka acknowledged one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +40,16 @@ pub struct Delivered {
 /// in the order given; the partitioner is `murmur2_random`, the Java
 /// client's, so Debezium and this publisher put a stream in the same
 /// partition.
+///
+/// A producer that librdkafka declares fatally failed (the idempotent
+/// producer can end up so after a broker outage that lost in-flight
+/// requests) is replaced by a fresh one before the next publish, with an
+/// error log and the [`telemetry::PRODUCER_RECREATED`] counter: without
+/// that, every later message would fail at once and nothing would be
+/// published until a restart.
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    producer: RwLock<FutureProducer>,
+    client_config: ClientConfig,
     topics: TopicNaming,
 }
 
@@ -66,8 +76,15 @@ impl KafkaPublisher {
             .set("partitioner", "murmur2_random")
             .set("message.timeout.ms", config.message_timeout.as_millis().to_string())
             .set("linger.ms", config.linger.as_millis().to_string());
+        if !config.extra.contains_key("reconnect.backoff.max.ms") {
+            cc.set(
+                "reconnect.backoff.max.ms",
+                config.reconnect_backoff_max.as_millis().max(1).to_string(),
+            );
+        }
         Ok(Self {
-            producer: cc.create()?,
+            producer: RwLock::new(cc.create()?),
+            client_config: cc,
             topics: config.topics.clone(),
         })
     }
@@ -77,9 +94,37 @@ impl KafkaPublisher {
         &self.topics
     }
 
-    /// The underlying producer (for flushing, metrics or raw sends).
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
+    /// The underlying producer (for flushing, metrics or raw sends): the
+    /// current one, which a fatal error replaces.
+    pub fn producer(&self) -> FutureProducer {
+        match self.producer.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the producer if librdkafka reports it fatally failed.
+    /// Messages still queued in the old one fail and are published again by
+    /// the caller's retry (at least once).
+    fn renew_if_fatal(&self) {
+        let current = self.producer();
+        let Some((code, reason)) = current.client().fatal_error() else {
+            return;
+        };
+        match self.client_config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::error!(?code, %reason, "kafka producer failed fatally; replaced by a new producer");
+                ::metrics::counter!(telemetry::PRODUCER_RECREATED).increment(1);
+                let mut slot = match self.producer.write() {
+                    Ok(p) => p,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *slot = fresh;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ?code, %reason, "kafka producer failed fatally and cannot be recreated")
+            }
+        }
     }
 
     /// Publishes `events` and waits for every acknowledgement. Returns one
@@ -92,6 +137,8 @@ impl KafkaPublisher {
     /// published never leaves a hole it would not fill by publishing again.
     pub async fn publish(&self, events: &[RecordedEvent]) -> Vec<Result<Delivered, PublishError>> {
         let span = tracing::debug_span!("kafka.publish", events = events.len());
+        self.renew_if_fatal();
+        let producer = self.producer();
         async {
             let mut blocked: HashSet<&str> = HashSet::new();
             let mut pending = Vec::with_capacity(events.len());
@@ -105,7 +152,7 @@ impl KafkaPublisher {
                     );
                     continue;
                 }
-                match self.enqueue(event).await {
+                match self.enqueue(&producer, event).await {
                     Ok(fut) => pending.push(fut.boxed()),
                     Err(e) => {
                         blocked.insert(event.stream_id.as_str());
@@ -122,6 +169,7 @@ impl KafkaPublisher {
     /// Queues one event; the returned future resolves at its acknowledgement.
     async fn enqueue(
         &self,
+        producer: &FutureProducer,
         event: &RecordedEvent,
     ) -> Result<impl std::future::Future<Output = Result<Delivered, PublishError>> + Send + 'static, PublishError> {
         let event_id = event.event_id;
@@ -131,7 +179,7 @@ impl KafkaPublisher {
         let key = event.stream_id.as_str();
         let mut record = FutureRecord::to(&topic).key(key).payload(&payload).headers(headers);
         let delivery = loop {
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // Local queue full: let deliveries drain, then retry.
@@ -164,7 +212,7 @@ impl KafkaPublisher {
 
     /// Waits up to `timeout` for every queued message to be acknowledged.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
+        self.producer().flush(timeout)
     }
 }
 

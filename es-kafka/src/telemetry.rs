@@ -22,6 +22,24 @@ pub const OUTBOX_PARKED: &str = "es_kafka_outbox_parked_total";
 pub const OUTBOX_PENDING: &str = "es_kafka_outbox_pending";
 /// Gauge: parked outbox rows (set by the status query).
 pub const OUTBOX_PARKED_ROWS: &str = "es_kafka_outbox_parked_rows";
+/// Counter: producers replaced after librdkafka declared them fatally
+/// failed.
+pub const PRODUCER_RECREATED: &str = "es_kafka_producer_recreated_total";
+/// Counter, label `method`: rounds of the poller or relay that published
+/// nothing although events were pending (an error, or no acknowledgement).
+pub const FAILED_ROUNDS: &str = "es_kafka_failed_rounds_total";
+/// Gauge, label `method`: seconds since the last acknowledged event (set
+/// when health is read, e.g. on each scrape of the banking example).
+pub const SECONDS_SINCE_PUBLISH: &str = "es_kafka_seconds_since_last_publish";
+/// Gauge, seconds: age of the oldest pending outbox row (set by the status
+/// query).
+pub const OUTBOX_OLDEST_AGE: &str = "es_kafka_outbox_oldest_pending_seconds";
+/// Gauge, bytes: WAL between the server's current position and the CDC
+/// slot's confirmed position (what the relay still has to read).
+pub const CDC_LAG_BYTES: &str = "es_kafka_cdc_lag_bytes";
+/// Gauge, events: events committed after the last one the CDC relay
+/// published (an estimate by global position; set with the lag bytes).
+pub const CDC_LAG_EVENTS: &str = "es_kafka_cdc_lag_events";
 /// Counter, label `projection`: events applied by a projection consumer.
 pub const CONSUMER_APPLIED: &str = "es_kafka_consumer_applied_total";
 /// Counter, label `projection`: redelivered events skipped.

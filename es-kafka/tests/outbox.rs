@@ -209,33 +209,46 @@ async fn a_poller_killed_after_publishing_but_before_marking_is_made_good_on_res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn failures_are_counted_then_parked_blocking_only_their_stream_until_unparked() {
+async fn a_row_failing_by_its_own_fault_is_counted_then_parked_blocking_only_its_stream_until_unparked() {
     let kafka = Kafka::start();
-    if !kafka.is_mock() {
-        eprintln!("skipped: needs the mock cluster to take the broker down");
-        return;
-    }
     let topic = kafka.topic("account", 2).await;
     let store = common::store(true).await;
-    append_n(&store, "account", "p1", 2).await;
+    // p1's first event is larger than the producer accepts: a permanent
+    // failure, the row's own fault.
+    let big = "x".repeat(8_000);
+    store
+        .append(
+            "account",
+            &StreamId::from("p1"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Deposited", json!({ "memo": big }))],
+        )
+        .await
+        .unwrap();
+    append_n(&store, "account", "p1", 1).await;
+    append_n(&store, "account", "p2", 1).await;
+    let mut small = kafka.publisher_config();
+    small.extra.insert("message.max.bytes".into(), "4000".into());
+    let strict = Arc::new(KafkaPublisher::new(&small).unwrap());
     let p = poller(
         &store,
-        kafka.publisher(),
+        strict,
         OutboxConfig {
             max_attempts: 2,
             ..OutboxConfig::default()
         },
     );
     p.migrate().await.unwrap();
-    let mock = kafka.mock.as_ref().unwrap();
 
-    // Broker down: deliveries time out (message_timeout 3 s in tests).
-    mock.broker_down(1).unwrap();
     let o = p.poll_once().await.unwrap();
-    assert_eq!((o.claimed, o.published, o.failed, o.parked), (2, 0, 2, 0));
+    assert_eq!((o.claimed, o.published, o.failed, o.parked), (3, 1, 2, 0), "{o:?}");
+    assert!(o.first_error.as_deref().unwrap_or("").contains("too large"), "{o:?}");
     let o = p.poll_once().await.unwrap();
-    assert_eq!((o.published, o.parked), (0, 1), "second failure of the head parks it");
-    mock.broker_up(1).unwrap();
+    assert_eq!(
+        (o.claimed, o.published, o.parked),
+        (2, 0, 1),
+        "second failure of the head parks it"
+    );
 
     let status = p.status().await.unwrap();
     assert_eq!((status.pending, status.parked), (1, 1));
@@ -244,7 +257,7 @@ async fn failures_are_counted_then_parked_blocking_only_their_stream_until_unpar
         (parked.stream_id.as_str(), parked.version, parked.attempts),
         ("p1", 1, 2)
     );
-    assert!(!parked.last_error.is_empty());
+    assert!(parked.last_error.contains("too large"), "{}", parked.last_error);
 
     // Another stream flows; p1 stays blocked behind its parked head.
     append_n(&store, "account", "p2", 1).await;
@@ -252,10 +265,54 @@ async fn failures_are_counted_then_parked_blocking_only_their_stream_until_unpar
     assert_eq!((o.claimed, o.published), (1, 1));
     assert_eq!(p.poll_once().await.unwrap().claimed, 0);
 
+    // The operator raises the limit and releases the row.
     assert!(p.unpark(parked.global_position).await.unwrap());
+    let fixed = poller(&store, kafka.publisher(), OutboxConfig::default());
+    assert_eq!(drain(&fixed).await, 2);
+    let reads = kafka.read_topic(&topic).await;
+    assert_complete_in_order(&reads, &BTreeMap::from([("p1".into(), 2), ("p2".into(), 2)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_outage_counts_no_attempts_and_parks_nothing() {
+    let kafka = Kafka::start();
+    if !kafka.is_mock() {
+        eprintln!("skipped: needs the mock cluster to take the broker down");
+        return;
+    }
+    let topic = kafka.topic("account", 2).await;
+    let store = common::store(true).await;
+    append_n(&store, "account", "o1", 2).await;
+    let p = poller(
+        &store,
+        kafka.publisher(),
+        OutboxConfig {
+            max_attempts: 1,
+            ..OutboxConfig::default()
+        },
+    );
+    p.migrate().await.unwrap();
+    let mock = kafka.mock.as_ref().unwrap();
+
+    // Broker down: deliveries time out (message_timeout 3 s in tests).
+    mock.broker_down(1).unwrap();
+    for _ in 0..2 {
+        let o = p.poll_once().await.unwrap();
+        assert_eq!((o.claimed, o.published, o.failed, o.parked), (2, 0, 2, 0), "{o:?}");
+    }
+    mock.broker_up(1).unwrap();
+    let attempts: Vec<i32> = sqlx::query_scalar(&format!(
+        "SELECT attempts FROM {}.outbox ORDER BY version",
+        store.schema()
+    ))
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(attempts, vec![0, 0], "an outage is no row's fault");
+    assert_eq!(p.status().await.unwrap().parked, 0);
     assert_eq!(drain(&p).await, 2);
     let reads = kafka.read_topic(&topic).await;
-    assert_complete_in_order(&reads, &BTreeMap::from([("p1".into(), 2), ("p2".into(), 1)]));
+    assert_complete_in_order(&reads, &BTreeMap::from([("o1".into(), 2)]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

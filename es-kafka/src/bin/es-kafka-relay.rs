@@ -9,7 +9,7 @@
 //! | `ES_SCHEMA` | `es` | the store's schema |
 //! | `KAFKA_BOOTSTRAP_SERVERS` | `127.0.0.1:9092` | brokers |
 //! | `KAFKA_TOPIC_TEMPLATE` | `banking.{stream_type}.events` | topic naming |
-//! | `CDC_SLOT` | `es_kafka_<schema>` | replication slot of the built-in relay |
+//! | `CDC_SLOT_NAME` (or `CDC_SLOT`) | `es_<database>_<schema>` | replication slot of the built-in relay; slots belong to the whole cluster, so the default includes the database |
 //!
 //! Stops cleanly on Ctrl-C / SIGTERM.
 
@@ -67,7 +67,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             poller.run(shutdown()).await;
         }
         DataCaptureMethod::CdcDebezium => {
-            let slot = env_or("CDC_SLOT", &format!("es_kafka_{schema}"));
+            let slot = match std::env::var("CDC_SLOT_NAME").or_else(|_| std::env::var("CDC_SLOT")) {
+                Ok(name) if !name.is_empty() => name,
+                _ => es_kafka::cdc::default_slot_name_for(&pool, &schema).await?,
+            };
             let relay = CdcRelay::new(pool, publisher, CdcConfig::new(schema, slot))?;
             relay.run(shutdown()).await;
         }

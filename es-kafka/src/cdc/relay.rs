@@ -1,6 +1,7 @@
 //! [`CdcRelay`]: peek the slot, publish, wait for acknowledgements, advance.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,10 +11,12 @@ use sqlx::PgPool;
 use tracing::Instrument;
 
 use super::decode::{event_from_columns, parse_change, Change};
-use super::slot::{self, SlotStatus};
+use super::slot::{self, OtherSlot, SlotStatus};
 use super::CdcConfig;
 use crate::error::{CdcError, SetupError};
+use crate::health::{HealthSnapshot, PublishHealth};
 use crate::publisher::KafkaPublisher;
+use crate::rounds::{self, Pace, Progress};
 use crate::telemetry;
 
 const METHOD: &str = "cdc_builtin";
@@ -42,6 +45,21 @@ pub struct CdcRelay {
     publisher: Arc<KafkaPublisher>,
     config: CdcConfig,
     table: String,
+    health: Arc<PublishHealth>,
+    /// Highest global position acknowledged so far (0: none yet).
+    acked_position: Arc<AtomicU64>,
+}
+
+/// The relay's lag, for readiness checks and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayStatus {
+    /// The slot.
+    pub slot: SlotStatus,
+    /// Events committed with a global position above the highest one
+    /// published since this relay started (`None` before its first
+    /// publish). An estimate: positions follow transaction ids, not commit
+    /// order.
+    pub lag_events: Option<u64>,
 }
 
 /// The events of whole transactions read from the slot.
@@ -91,10 +109,75 @@ impl CdcRelay {
         crate::ident::check(&config.slot)?;
         Ok(Self {
             table: format!("{schema}.events"),
+            health: Arc::new(PublishHealth::new(METHOD, config.unhealthy_after)),
+            acked_position: Arc::new(AtomicU64::new(0)),
             pool,
             publisher,
             config,
         })
+    }
+
+    /// Progress of [`run`](Self::run): failed rounds, the last error, the
+    /// last publish (for readiness checks).
+    pub fn health(&self) -> HealthSnapshot {
+        self.health.snapshot()
+    }
+
+    /// The slot's lag in bytes and events; sets the
+    /// [`telemetry::CDC_LAG_BYTES`] and [`telemetry::CDC_LAG_EVENTS`]
+    /// gauges.
+    pub async fn status(&self) -> Result<RelayStatus, CdcError> {
+        let slot = self.slot_status().await?;
+        let acked = self.acked_position.load(Ordering::Relaxed);
+        let lag_events = if acked == 0 {
+            None
+        } else {
+            let n: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {} WHERE global_position > $1 LIMIT 10000000) x",
+                self.table
+            ))
+            .bind(acked as i64)
+            .fetch_one(&self.pool)
+            .await?;
+            Some(n.max(0) as u64)
+        };
+        if let Some(b) = slot.lag_bytes {
+            ::metrics::gauge!(telemetry::CDC_LAG_BYTES).set(b as f64);
+        }
+        if let Some(n) = lag_events {
+            ::metrics::gauge!(telemetry::CDC_LAG_EVENTS).set(n as f64);
+        }
+        Ok(RelayStatus { slot, lag_events })
+    }
+
+    /// The startup check: fails with [`CdcError::SlotConflict`] when the
+    /// slot name is taken in another database of the cluster (or by another
+    /// plugin), and warns, with the command to drop them, about other
+    /// logical slots that hold back more than `abandoned_slot_bytes` of WAL
+    /// (a retired deployment's slot keeps WAL forever). Returns those.
+    pub async fn check_slot(&self) -> Result<Vec<OtherSlot>, CdcError> {
+        let (same, here, heavy) =
+            slot::inspect(&self.pool, &self.config.slot, self.config.abandoned_slot_bytes).await?;
+        if let Some(existing) = same {
+            if !here || existing.plugin.as_deref() != Some("test_decoding") {
+                return Err(CdcError::SlotConflict {
+                    slot: existing.name,
+                    database: existing.database.unwrap_or_default(),
+                    plugin: existing.plugin.unwrap_or_default(),
+                });
+            }
+        }
+        for other in &heavy {
+            tracing::warn!(
+                slot = %other.name,
+                database = ?other.database,
+                retained_bytes = ?other.retained_bytes,
+                "a replication slot holds back WAL; if its deployment is retired, drop it: \
+                 SELECT pg_drop_replication_slot('{}') (connected to its database)",
+                other.name
+            );
+        }
+        Ok(heavy)
     }
 
     /// The settings.
@@ -102,9 +185,11 @@ impl CdcRelay {
         &self.config
     }
 
-    /// Creates the replication slot unless it exists; returns whether it
-    /// was created. Events committed from then on will be relayed.
+    /// Checks the slot name ([`check_slot`](Self::check_slot)) and creates
+    /// the slot unless it exists; returns whether it was created. Events
+    /// committed from then on will be relayed.
     pub async fn ensure_slot(&self) -> Result<bool, CdcError> {
+        self.check_slot().await?;
         slot::ensure(&self.pool, &self.config.slot).await
     }
 
@@ -156,7 +241,8 @@ impl CdcRelay {
             published: prefix,
             ..RelayOutcome::default()
         };
-        for ((_, committed_at), result) in batch.events.iter().zip(&results).take(prefix) {
+        for ((event, committed_at), result) in batch.events.iter().zip(&results).take(prefix) {
+            self.acked_position.fetch_max(event.global_position, Ordering::Relaxed);
             if let Ok(d) = result {
                 outcome
                     .lags
@@ -199,40 +285,48 @@ impl CdcRelay {
 
     /// Relays until `shutdown` completes: again at once after a busy
     /// round, after `poll_interval` when idle, with back-off after errors
-    /// (logged, never returned). Creates the slot first if needed.
+    /// (logged, counted in [`health`](Self::health), never returned).
+    /// Checks and creates the slot first. Shutdown lets the round in
+    /// progress finish for at most `shutdown_grace`.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let mut failures: u32 = 0;
-        let mut ready = false;
-        loop {
-            let result = if ready {
-                self.relay_once().await
-            } else {
-                self.ensure_slot().await.map(|_| {
-                    ready = true;
-                    RelayOutcome::default()
-                })
-            };
-            let wait = match result {
-                Ok(o) if o.transactions > 0 => {
-                    failures = 0;
-                    Duration::ZERO
-                }
-                Ok(_) => {
-                    failures = 0;
-                    self.config.poll_interval
+        let ready = AtomicBool::new(false);
+        let pace = Pace {
+            poll_interval: self.config.poll_interval,
+            backoff: &self.config.backoff,
+            shutdown_grace: self.config.shutdown_grace,
+            what: METHOD,
+        };
+        rounds::run(pace, shutdown, || async {
+            if !ready.load(Ordering::Relaxed) {
+                return match self.ensure_slot().await {
+                    Ok(_) => {
+                        ready.store(true, Ordering::Relaxed);
+                        Progress::Busy
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, slot = %self.config.slot, "cdc relay cannot start");
+                        self.health.failed(e.to_string());
+                        Progress::Failed
+                    }
+                };
+            }
+            match self.relay_once().await {
+                Ok(o) => {
+                    self.health.progress(o.published);
+                    if o.transactions > 0 {
+                        Progress::Busy
+                    } else {
+                        Progress::Idle
+                    }
                 }
                 Err(e) => {
-                    failures += 1;
                     tracing::error!(error = %e, "cdc relay round failed");
-                    self.config.backoff.delay_after(failures)
+                    self.health.failed(e.to_string());
+                    Progress::Failed
                 }
-            };
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(wait) => {}
             }
-        }
+        })
+        .await;
     }
 }
 

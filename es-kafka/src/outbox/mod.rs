@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use es_core::RetryPolicy;
 
-pub use poller::{BatchOutcome, Claim, OutboxPoller};
+pub use poller::{BatchOutcome, Claim, OutboxPoller, CLAIM_WINDOWS};
 pub use status::{OutboxStatus, ParkedRow};
 
 /// What happens to an outbox row once Kafka has acknowledged it.
@@ -45,12 +45,27 @@ pub struct OutboxConfig {
     /// Wait between polls when nothing was pending.
     pub poll_interval: Duration,
     /// Failed attempts after which a row is parked (it then blocks its
-    /// stream until [`OutboxPoller::unpark`]).
+    /// stream until [`OutboxPoller::unpark`]). Only failures that are the
+    /// row's own fault count ([`PublishError::is_permanent`]: too large,
+    /// not encodable, refused as invalid); a broker outage never parks a
+    /// row.
+    ///
+    /// [`PublishError::is_permanent`]: crate::PublishError::is_permanent
     pub max_attempts: i32,
     /// Back-off of the poller after a batch with failures or an error.
     pub backoff: RetryPolicy,
     /// What happens to published rows.
     pub retention: Retention,
+    /// Published rows deleted per statement by the purge (small batches
+    /// keep locks and WAL bursts short).
+    pub purge_batch: i64,
+    /// Consecutive rounds without progress after which
+    /// [`OutboxPoller::health`] reports unhealthy.
+    pub unhealthy_after: u32,
+    /// How long [`OutboxPoller::run`] lets the round in progress finish
+    /// after shutdown is requested; then the round is dropped (its claim
+    /// rolls back and the rows are published by the next start).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for OutboxConfig {
@@ -69,6 +84,9 @@ impl Default for OutboxConfig {
                 jitter: 0.5,
             },
             retention: Retention::default(),
+            purge_batch: 10_000,
+            unhealthy_after: crate::health::DEFAULT_UNHEALTHY_AFTER,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! [`OutboxPoller`]: claim, publish, wait for acknowledgements, mark.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +13,16 @@ use super::row::{cut_at_parked, OutboxRow};
 use super::sql::OutboxSql;
 use super::{OutboxConfig, Retention};
 use crate::error::{OutboxError, SetupError};
+use crate::health::{HealthSnapshot, PublishHealth};
 use crate::publisher::{published_prefix, KafkaPublisher};
+use crate::rounds::{self, Pace, Progress};
 use crate::telemetry;
 
 const METHOD: &str = "outbox_poller";
+
+/// Most windows of pending rows one claim looks through for streams that
+/// no other poller owns.
+pub const CLAIM_WINDOWS: usize = 8;
 
 /// Publishes the outbox rows es-postgres writes in each append's own
 /// statement (`EventStoreConfig { outbox: true, .. }`).
@@ -31,15 +38,21 @@ const METHOD: &str = "outbox_poller";
 ///   once, and a stream's rows are published in version order; after a
 ///   failure only the acknowledged prefix of the stream is marked;
 /// - **nothing uncommitted**: rows of a rolled-back append never exist;
-/// - a row failing `max_attempts` times is **parked** with its error and
-///   blocks only its own stream ([`status`](Self::status) lists it,
-///   [`unpark`](Self::unpark) releases it).
+/// - a row failing `max_attempts` times through its own fault
+///   ([`PublishError::is_permanent`](crate::PublishError::is_permanent)) is
+///   **parked** with its error and blocks only its own stream
+///   ([`status`](Self::status) lists it, [`unpark`](Self::unpark) releases
+///   it); a broker outage counts no attempts, so it parks nothing;
+/// - **a claim costs O(batch)**, not O(backlog): it reads the oldest
+///   `batch_size` pending rows by global position and one head per stream
+///   (see the statements in `outbox/sql.rs`).
 #[derive(Debug, Clone)]
 pub struct OutboxPoller {
     pool: PgPool,
     publisher: Arc<KafkaPublisher>,
     sql: Arc<OutboxSql>,
     config: OutboxConfig,
+    health: Arc<PublishHealth>,
 }
 
 /// Rows claimed by one poller: their streams are owned until the claim is
@@ -74,6 +87,8 @@ pub struct BatchOutcome {
     pub parked: usize,
     /// Commit-to-acknowledgement lag of each published row.
     pub lags: Vec<Duration>,
+    /// The first publish error of the batch, if any.
+    pub first_error: Option<String>,
 }
 
 impl OutboxPoller {
@@ -82,17 +97,26 @@ impl OutboxPoller {
         let schema = crate::ident::check(&config.schema)?;
         Ok(Self {
             sql: Arc::new(OutboxSql::new(schema)),
+            health: Arc::new(PublishHealth::new(METHOD, config.unhealthy_after)),
             pool,
             publisher,
             config,
         })
     }
 
-    /// Creates the poller's index (idempotent). Run after es-postgres'
-    /// own migration.
+    /// Creates the poller's indexes and sets the table's autovacuum
+    /// settings (idempotent). Run after es-postgres' own migration.
     pub async fn migrate(&self) -> Result<(), SetupError> {
-        sqlx::query(&self.sql.index).execute(&self.pool).await?;
+        for statement in &self.sql.migrate {
+            sqlx::query(statement).execute(&self.pool).await?;
+        }
         Ok(())
+    }
+
+    /// Progress of [`run`](Self::run): failed rounds, the last error, the
+    /// last publish (for readiness checks).
+    pub fn health(&self) -> HealthSnapshot {
+        self.health.snapshot()
     }
 
     /// The settings.
@@ -100,12 +124,53 @@ impl OutboxPoller {
         &self.config
     }
 
-    /// Claims the next batch (see the type's guarantees).
+    /// Claims the next batch (see the type's guarantees): up to
+    /// `max_streams` streams, oldest pending row first, and up to
+    /// `batch_size` of their rows (an equal share per stream).
+    ///
+    /// Candidates come from windows of `batch_size` pending rows in global
+    /// order; when other pollers own every stream of a window, the next
+    /// window is tried (at most [`CLAIM_WINDOWS`] of them), so several
+    /// pollers share a backlog that sits in a few streams.
     pub async fn claim(&self) -> Result<Claim, OutboxError> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(&self.sql.claim)
-            .bind(self.config.max_streams)
-            .bind(self.config.batch_size)
+        let batch = self.config.batch_size.max(1);
+        let max_streams = usize::try_from(self.config.max_streams.max(1)).unwrap_or(1);
+        let mut owned: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut after = i64::MIN;
+        for _ in 0..CLAIM_WINDOWS {
+            let window: Vec<(String, i64, i64, i64)> = sqlx::query_as(&self.sql.window)
+                .bind(after)
+                .bind(batch)
+                .fetch_all(&mut *tx)
+                .await?;
+            let rows_in_window: i64 = window.iter().map(|w| w.2).sum();
+            let candidates: Vec<String> = window
+                .iter()
+                .filter(|w| seen.insert(w.0.clone()))
+                .map(|w| w.0.clone())
+                .collect();
+            if !candidates.is_empty() {
+                let locked: Vec<String> = sqlx::query_scalar(&self.sql.lock_heads)
+                    .bind(&candidates)
+                    .bind((max_streams - owned.len()) as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                owned.extend(locked);
+            }
+            match window.iter().map(|w| w.3).max() {
+                Some(last) if owned.len() < max_streams && rows_in_window >= batch => after = last,
+                _ => break,
+            }
+        }
+        if owned.is_empty() {
+            return Ok(Claim { tx, rows: Vec::new() });
+        }
+        let share = (batch / owned.len() as i64).max(1);
+        let rows = sqlx::query(&self.sql.rows)
+            .bind(&owned)
+            .bind(share)
             .fetch_all(&mut *tx)
             .await?;
         let rows = rows.iter().map(OutboxRow::decode).collect::<Result<Vec<_>, _>>()?;
@@ -140,15 +205,16 @@ impl OutboxPoller {
                     .push(telemetry::record_lag(METHOD, row.created_at, delivered.acked_at));
             }
         }
-        // The first failure of each stream gets an attempt counted; rows
-        // behind it were not at fault.
+        // The first failure of each stream gets an attempt counted if it
+        // was the row's own fault; rows behind it were not at fault, and a
+        // broker outage is nobody's row's fault.
         let mut failed_streams = std::collections::HashSet::new();
         let (mut positions, mut errors) = (Vec::new(), Vec::new());
+        let mut first_error = None;
         for (row, result) in rows.iter().zip(&results) {
             if let Err(e) = result {
-                if failed_streams.insert(row.event.stream_id.clone())
-                    && !matches!(e, crate::PublishError::Blocked { .. })
-                {
+                first_error.get_or_insert_with(|| e.to_string());
+                if failed_streams.insert(row.event.stream_id.clone()) && e.is_permanent() {
                     positions.push(row.event.global_position as i64);
                     errors.push(e.to_string());
                 }
@@ -159,8 +225,10 @@ impl OutboxPoller {
             Retention::MarkPublished { .. } => &self.sql.mark_published,
         };
         sqlx::query(mark).bind(&done).execute(&mut *tx).await?;
+        if let Some(first) = &first_error {
+            tracing::warn!(failed = rows.len() - done.len(), first_error = %first, "outbox publish failures");
+        }
         if !positions.is_empty() {
-            tracing::warn!(failed = positions.len(), first_error = %errors[0], "outbox publish failures");
             let parked: Vec<bool> = sqlx::query_scalar(&self.sql.record_failures)
                 .bind(&positions)
                 .bind(&errors)
@@ -172,6 +240,7 @@ impl OutboxPoller {
         tx.commit().await?;
         outcome.published = done.len();
         outcome.failed = rows.len() - done.len();
+        outcome.first_error = first_error;
         ::metrics::counter!(telemetry::PUBLISHED, "method" => METHOD).increment(done.len() as u64);
         ::metrics::counter!(telemetry::PUBLISH_FAILURES, "method" => METHOD).increment(outcome.failed as u64);
         ::metrics::counter!(telemetry::OUTBOX_PARKED).increment(outcome.parked as u64);
@@ -194,54 +263,84 @@ impl OutboxPoller {
 
     /// Polls until `shutdown` completes: immediately again after a full
     /// batch, after `poll_interval` when idle, with exponential back-off
-    /// after failures and errors. Purges old published rows when the
-    /// retention says so. Errors are logged and retried, never returned.
+    /// after failures and errors. Every round that publishes nothing while
+    /// rows are pending is logged and counted ([`health`](Self::health)).
+    /// Purges old published rows when the retention says so. Errors are
+    /// logged and retried, never returned.
+    ///
+    /// Shutdown lets the round in progress finish for at most
+    /// `shutdown_grace`, then drops it: its claim rolls back, and its rows
+    /// are published (again, at least once) by the next start.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let mut failures: u32 = 0;
-        let mut last_purge = Instant::now();
-        loop {
-            let wait = match self.poll_once().await {
-                Ok(o) if o.failed > 0 => {
-                    failures += 1;
-                    self.config.backoff.delay_after(failures)
-                }
-                Ok(o) => {
-                    failures = 0;
-                    if o.claimed > 0 {
-                        Duration::ZERO
-                    } else {
-                        self.config.poll_interval
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::error!(error = %e, "outbox poll failed");
-                    self.config.backoff.delay_after(failures)
-                }
-            };
+        let last_purge = std::sync::Mutex::new(Instant::now());
+        let pace = Pace {
+            poll_interval: self.config.poll_interval,
+            backoff: &self.config.backoff,
+            shutdown_grace: self.config.shutdown_grace,
+            what: METHOD,
+        };
+        rounds::run(pace, shutdown, || async {
+            let progress = self.record(&self.poll_once().await);
             if let Retention::MarkPublished { purge_after: Some(age) } = self.config.retention {
-                if last_purge.elapsed() > Duration::from_secs(60) {
-                    last_purge = Instant::now();
+                let due = match last_purge.lock() {
+                    Ok(mut last) if last.elapsed() > Duration::from_secs(60) => {
+                        *last = Instant::now();
+                        true
+                    }
+                    _ => false,
+                };
+                if due {
                     if let Err(e) = self.purge_published(age).await {
                         tracing::warn!(error = %e, "outbox purge failed");
                     }
                 }
             }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(wait) => {}
+            progress
+        })
+        .await;
+    }
+
+    /// Records a round's outcome in the health record.
+    fn record(&self, result: &Result<BatchOutcome, OutboxError>) -> Progress {
+        match result {
+            Ok(o) if o.claimed > 0 && o.published == 0 => {
+                let reason = o.first_error.clone().unwrap_or_else(|| "no row acknowledged".into());
+                self.health
+                    .failed(format!("{} rows claimed, none published: {reason}", o.claimed));
+                Progress::Failed
+            }
+            Ok(o) => {
+                self.health.progress(o.published);
+                match (o.failed, o.claimed) {
+                    (f, _) if f > 0 => Progress::Failed,
+                    (_, 0) => Progress::Idle,
+                    _ => Progress::Busy,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox poll failed");
+                self.health.failed(e.to_string());
+                Progress::Failed
             }
         }
     }
 
-    /// Deletes published rows older than `age`; returns how many.
+    /// Deletes published rows older than `age`, `purge_batch` rows per
+    /// statement; returns how many.
     pub async fn purge_published(&self, age: Duration) -> Result<u64, OutboxError> {
-        let done = sqlx::query(&self.sql.purge)
-            .bind(age.as_secs_f64())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(&self.sql.purge)
+                .bind(age.as_secs_f64())
+                .bind(self.config.purge_batch.max(1))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            total += done;
+            if done < self.config.purge_batch.max(1) as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Releases a parked row: it is retried with a fresh attempt count.

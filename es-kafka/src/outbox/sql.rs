@@ -1,13 +1,15 @@
 //! The outbox poller's statements, built once per schema.
 
 /// Columns read from an outbox row, in the order `row::OutboxRow` decodes them.
-pub(crate) const COLUMNS: &str = "global_position, event_id, stream_id, stream_type, version, event_type, \
-     schema_version, payload, metadata, recorded_at, created_at, attempts, parked_at";
+const ROW_COLUMNS: &str = "r.global_position, r.event_id, r.stream_id, r.stream_type, r.version, r.event_type, \
+     r.schema_version, r.payload, r.metadata, r.recorded_at, r.created_at, r.attempts, r.parked_at";
 
 #[derive(Debug, Clone)]
 pub(crate) struct OutboxSql {
-    pub(crate) index: String,
-    pub(crate) claim: String,
+    pub(crate) migrate: Vec<String>,
+    pub(crate) window: String,
+    pub(crate) lock_heads: String,
+    pub(crate) rows: String,
     pub(crate) mark_published: String,
     pub(crate) delete_published: String,
     pub(crate) record_failures: String,
@@ -20,27 +22,68 @@ pub(crate) struct OutboxSql {
 impl OutboxSql {
     pub(crate) fn new(s: &str) -> Self {
         Self {
-            // Finds a stream's oldest unpublished row (its head) in one probe.
-            index: format!(
-                "CREATE INDEX IF NOT EXISTS outbox_unpublished_stream ON {s}.outbox (stream_id, version) \
-                 WHERE published_at IS NULL"
+            migrate: vec![
+                // A stream's oldest unpublished row (its head) in one probe.
+                format!(
+                    "CREATE INDEX IF NOT EXISTS outbox_unpublished_stream ON {s}.outbox (stream_id, version) \
+                     WHERE published_at IS NULL"
+                ),
+                // Streams blocked behind a parked row: a tiny index.
+                format!(
+                    "CREATE INDEX IF NOT EXISTS outbox_parked_stream ON {s}.outbox (stream_id) \
+                     WHERE parked_at IS NOT NULL AND published_at IS NULL"
+                ),
+                // Published rows leave the partial indexes only when vacuum
+                // removes their entries: vacuum the table after a few
+                // thousand changes, not after 20% of it, and at full speed.
+                format!(
+                    "ALTER TABLE {s}.outbox SET (autovacuum_vacuum_scale_factor = 0, \
+                     autovacuum_vacuum_threshold = 5000, autovacuum_vacuum_insert_scale_factor = 0, \
+                     autovacuum_vacuum_insert_threshold = 20000, autovacuum_vacuum_cost_delay = 0)"
+                ),
+            ],
+            // A claim costs O(batch) whatever the backlog, in three steps
+            // (`OutboxPoller::claim` drives them):
+            // 1. `window`: the streams of the oldest $2 pending rows after
+            //    position $1 (the `outbox_pending` partial index), skipping
+            //    streams blocked by a parked row, oldest first, with the
+            //    window's row count and last position (to look further when
+            //    other pollers own all of them);
+            window: format!(
+                "SELECT stream_id, min(global_position) AS first, count(*) AS n, max(global_position) AS last \
+                 FROM (SELECT o.stream_id, o.global_position FROM {s}.outbox o \
+                       WHERE o.published_at IS NULL AND o.parked_at IS NULL AND o.global_position > $1 \
+                         AND NOT EXISTS (SELECT 1 FROM {s}.outbox b WHERE b.stream_id = o.stream_id \
+                                         AND b.parked_at IS NOT NULL AND b.published_at IS NULL) \
+                       ORDER BY o.global_position LIMIT $2) w \
+                 GROUP BY stream_id ORDER BY first"
             ),
-            // Locks the heads of up to $1 streams (oldest first), skipping
-            // heads another poller holds: holding a stream's head is owning
-            // the stream until commit, so no two pollers publish one stream
-            // at once. Parked heads block their stream. Then reads up to $2
-            // unpublished rows of the owned streams in version order.
-            claim: format!(
-                "WITH heads AS MATERIALIZED ( \
-                   SELECT o.stream_id FROM {s}.outbox o \
-                   WHERE o.published_at IS NULL AND o.parked_at IS NULL \
-                     AND NOT EXISTS (SELECT 1 FROM {s}.outbox p WHERE p.stream_id = o.stream_id \
-                                     AND p.published_at IS NULL AND p.version < o.version) \
-                   ORDER BY o.global_position LIMIT $1 \
-                   FOR UPDATE OF o SKIP LOCKED) \
-                 SELECT {COLUMNS} FROM {s}.outbox r \
-                 WHERE r.stream_id IN (SELECT stream_id FROM heads) AND r.published_at IS NULL \
-                 ORDER BY r.stream_id, r.version LIMIT $2"
+            // 2. `lock_heads`: each candidate stream's oldest unpublished row
+            //    (one probe of `outbox_unpublished_stream`), locked unless
+            //    another poller holds it, at most $2 of them. Holding a
+            //    stream's head is owning the stream until commit; a head
+            //    published meanwhile fails the re-check after the lock, so a
+            //    stream is only ever owned from its true head;
+            lock_heads: format!(
+                "WITH heads AS ( \
+                   SELECT h.global_position FROM unnest($1::text[]) AS c(stream_id) CROSS JOIN LATERAL ( \
+                     SELECT p.global_position FROM {s}.outbox p \
+                     WHERE p.stream_id = c.stream_id AND p.published_at IS NULL \
+                     ORDER BY p.version LIMIT 1) h) \
+                 SELECT o.stream_id FROM {s}.outbox o \
+                 WHERE o.global_position IN (SELECT global_position FROM heads) \
+                   AND o.published_at IS NULL AND o.parked_at IS NULL \
+                 ORDER BY o.global_position LIMIT $2 \
+                 FOR UPDATE OF o SKIP LOCKED"
+            ),
+            // 3. `rows`: per owned stream, up to $2 unpublished rows in
+            //    version order.
+            rows: format!(
+                "SELECT {ROW_COLUMNS} FROM unnest($1::text[]) WITH ORDINALITY AS w(stream_id, ord) \
+                 CROSS JOIN LATERAL ( \
+                   SELECT * FROM {s}.outbox r WHERE r.stream_id = w.stream_id AND r.published_at IS NULL \
+                   ORDER BY r.version LIMIT $2) r \
+                 ORDER BY w.ord, r.version"
             ),
             mark_published: format!(
                 "UPDATE {s}.outbox SET published_at = now(), last_error = NULL WHERE global_position = ANY($1)"
@@ -54,9 +97,11 @@ impl OutboxSql {
                  WHERE o.global_position = f.position \
                  RETURNING o.parked_at IS NOT NULL"
             ),
+            // $1 age in seconds, $2 rows per statement.
             purge: format!(
-                "DELETE FROM {s}.outbox WHERE published_at IS NOT NULL \
-                 AND published_at < now() - make_interval(secs => $1)"
+                "DELETE FROM {s}.outbox WHERE global_position IN ( \
+                   SELECT global_position FROM {s}.outbox WHERE published_at IS NOT NULL \
+                   AND published_at < now() - make_interval(secs => $1) LIMIT $2)"
             ),
             unpark: format!(
                 "UPDATE {s}.outbox SET parked_at = NULL, attempts = 0 \
@@ -72,28 +117,6 @@ impl OutboxSql {
                  FROM {s}.outbox WHERE published_at IS NULL AND parked_at IS NOT NULL \
                  ORDER BY global_position LIMIT $1"
             ),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statements_use_the_schema_and_skip_locked_heads() {
-        let sql = OutboxSql::new("bank");
-        assert!(sql.claim.contains("FOR UPDATE OF o SKIP LOCKED"));
-        assert!(sql.claim.contains("FROM bank.outbox o"));
-        assert!(sql.index.contains("ON bank.outbox (stream_id, version)"));
-        for s in [
-            &sql.mark_published,
-            &sql.delete_published,
-            &sql.record_failures,
-            &sql.purge,
-            &sql.unpark,
-        ] {
-            assert!(s.contains("bank.outbox"), "{s}");
         }
     }
 }

@@ -45,7 +45,8 @@ pub struct OutboxStatus {
 
 impl OutboxPoller {
     /// Counts pending and parked rows, lists parked rows with their errors,
-    /// and sets the `es_kafka_outbox_pending` / `_parked_rows` gauges.
+    /// and sets the `es_kafka_outbox_pending`, `_parked_rows` and
+    /// `_oldest_pending_seconds` gauges.
     pub async fn status(&self) -> Result<OutboxStatus, OutboxError> {
         let (pending, parked, oldest): (i64, i64, Option<DateTime<Utc>>) =
             sqlx::query_as(&self.sql().counts).fetch_one(self.pool()).await?;
@@ -53,12 +54,14 @@ impl OutboxPoller {
             .bind(100_i64)
             .fetch_all(self.pool())
             .await?;
+        let oldest_pending_age = oldest.map(|t| (Utc::now() - t).to_std().unwrap_or_default());
         ::metrics::gauge!(telemetry::OUTBOX_PENDING).set(pending as f64);
         ::metrics::gauge!(telemetry::OUTBOX_PARKED_ROWS).set(parked as f64);
+        ::metrics::gauge!(telemetry::OUTBOX_OLDEST_AGE).set(oldest_pending_age.unwrap_or_default().as_secs_f64());
         Ok(OutboxStatus {
             pending: pending.max(0) as u64,
             parked: parked.max(0) as u64,
-            oldest_pending_age: oldest.map(|t| (Utc::now() - t).to_std().unwrap_or_default()),
+            oldest_pending_age,
             parked_rows: rows
                 .into_iter()
                 .map(

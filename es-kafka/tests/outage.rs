@@ -1,0 +1,222 @@
+//! Both publishing loops through a broker outage (the mock cluster's broker
+//! taken down while appends continue, then brought back): every event
+//! reaches the topic in stream order, nothing is parked, the health record
+//! reports the failed rounds while Kafka is down and recovers after.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{append_n, assert_complete_in_order, eventually, Kafka};
+use es_kafka::{CdcConfig, CdcRelay, HealthSnapshot, OutboxConfig, OutboxPoller};
+use es_postgres::PostgresEventStore;
+use futures::FutureExt;
+use tokio::sync::watch;
+
+const STREAMS: usize = 12;
+
+/// Appends to `STREAMS` streams round-robin until `stop`; returns the
+/// version each stream reached.
+async fn append_until(store: PostgresEventStore, stop: Arc<AtomicBool>) -> BTreeMap<String, u64> {
+    let mut versions = BTreeMap::new();
+    let mut round = 0_u64;
+    while !stop.load(Ordering::Relaxed) {
+        for s in 0..STREAMS {
+            let stream = format!("s{s:02}");
+            append_n(&store, "account", &stream, 1).await;
+            *versions.entry(stream).or_insert(0) += 1;
+        }
+        round += 1;
+        if round % 4 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    versions
+}
+
+/// Runs the outage scenario around a publishing loop: load before, during
+/// and after the broker is down; `health` reads the loop's record.
+async fn outage<H>(kafka: &Kafka, store: &PostgresEventStore, topic: &str, health: H)
+where
+    H: Fn() -> HealthSnapshot,
+{
+    let mock = kafka.mock.as_ref().expect("mock cluster");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(append_until(store.clone(), Arc::clone(&stop)));
+    eventually("first publishes", || async {
+        (health().published_total > 0).then_some(())
+    })
+    .await;
+
+    mock.broker_down(1).unwrap();
+    // Deliveries time out (message_timeout 3 s in tests): rounds fail and
+    // the record turns unhealthy (unhealthy_after = 2).
+    let down = eventually("unhealthy while the broker is down", || async {
+        let h = health();
+        (!h.healthy).then_some(h)
+    })
+    .await;
+    assert!(down.consecutive_failed_rounds >= 2, "{down:?}");
+    assert!(down.last_error.is_some(), "{down:?}");
+    mock.broker_up(1).unwrap();
+    eventually("healthy again", || async { health().healthy.then_some(()) }).await;
+    stop.store(true, Ordering::Relaxed);
+    let expected = load.await.unwrap();
+    let total: u64 = expected.values().sum();
+
+    eventually("everything published", || async {
+        (health().published_total >= total).then_some(())
+    })
+    .await;
+    let reads = kafka.read_topic(topic).await;
+    assert_complete_in_order(&reads, &expected);
+}
+
+fn stopper() -> (watch::Sender<bool>, impl std::future::Future<Output = ()>) {
+    let (tx, mut rx) = watch::channel(false);
+    (tx, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_outbox_poller_resumes_after_an_outage_and_parks_nothing() {
+    let kafka = Kafka::start();
+    if !kafka.is_mock() {
+        eprintln!("skipped: needs the mock cluster to take the broker down");
+        return;
+    }
+    let topic = kafka.topic("account", 3).await;
+    let store = common::store(true).await;
+    let poller = OutboxPoller::new(
+        store.pool().clone(),
+        kafka.publisher(),
+        OutboxConfig {
+            max_attempts: 1,
+            unhealthy_after: 2,
+            ..OutboxConfig::with_schema(store.schema())
+        },
+    )
+    .unwrap();
+    poller.migrate().await.unwrap();
+    let (stop, shutdown) = stopper();
+    let running = poller.clone();
+    let task = tokio::spawn(async move { running.run(shutdown).await });
+
+    outage(&kafka, &store, &topic, || poller.health()).await;
+    let status = poller.status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.parked),
+        (0, 0),
+        "max_attempts 1, yet nothing parked"
+    );
+
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cdc_relay_resumes_after_an_outage() {
+    let kafka = Kafka::start();
+    if !kafka.is_mock() {
+        eprintln!("skipped: needs the mock cluster to take the broker down");
+        return;
+    }
+    let topic = kafka.topic("account", 3).await;
+    let store = common::store(false).await;
+    let slot = common::unique("es_outage");
+    let relay = CdcRelay::new(
+        store.pool().clone(),
+        kafka.publisher(),
+        CdcConfig {
+            unhealthy_after: 2,
+            ..CdcConfig::new(store.schema(), slot)
+        },
+    )
+    .unwrap();
+    relay.ensure_slot().await.unwrap();
+    let (stop, shutdown) = stopper();
+    let running = relay.clone();
+    let task = tokio::spawn(async move { running.run(shutdown).await });
+
+    let outcome = std::panic::AssertUnwindSafe(outage(&kafka, &store, &topic, || relay.health()))
+        .catch_unwind()
+        .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let status = relay.status().await;
+    relay.drop_slot().await.unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    let status = status.unwrap();
+    assert_eq!(status.lag_events, Some(0), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_during_an_outage_returns_within_the_grace_period_and_leaves_rows_pending() {
+    let kafka = Kafka::start();
+    if !kafka.is_mock() {
+        eprintln!("skipped: needs the mock cluster to take the broker down");
+        return;
+    }
+    let topic = kafka.topic("account", 2).await;
+    let store = common::store(true).await;
+    append_n(&store, "account", "g1", 3).await;
+    let mut slow = kafka.publisher_config();
+    slow.message_timeout = Duration::from_secs(300); // librdkafka's default
+    let poller = OutboxPoller::new(
+        store.pool().clone(),
+        Arc::new(es_kafka::KafkaPublisher::new(&slow).unwrap()),
+        OutboxConfig {
+            shutdown_grace: Duration::from_millis(200),
+            ..OutboxConfig::with_schema(store.schema())
+        },
+    )
+    .unwrap();
+    poller.migrate().await.unwrap();
+    let mock = kafka.mock.as_ref().unwrap();
+    mock.broker_down(1).unwrap();
+    let (stop, shutdown) = stopper();
+    let running = poller.clone();
+    let task = tokio::spawn(async move { running.run(shutdown).await });
+    // Wait until a round holds the rows (they are locked by its claim).
+    eventually("a round in progress", || async {
+        let locked: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {}.outbox WHERE published_at IS NULL \
+             AND global_position NOT IN (SELECT global_position FROM {}.outbox FOR UPDATE SKIP LOCKED)",
+            store.schema(),
+            store.schema()
+        ))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        (locked > 0).then_some(())
+    })
+    .await;
+    stop.send(true).unwrap();
+    // A hang guard, not a speed check: without the grace the round would
+    // wait for the 300 s message timeout.
+    tokio::time::timeout(common::PATIENCE, task)
+        .await
+        .expect("run returned after shutdown")
+        .unwrap();
+    mock.broker_up(1).unwrap();
+    assert_eq!(poller.status().await.unwrap().pending, 3, "left for the next start");
+    let next = OutboxPoller::new(
+        store.pool().clone(),
+        kafka.publisher(),
+        OutboxConfig::with_schema(store.schema()),
+    )
+    .unwrap();
+    eventually("the next start publishes them", || async {
+        next.poll_once().await.unwrap();
+        (next.status().await.unwrap().pending == 0).then_some(())
+    })
+    .await;
+    let reads = kafka.read_topic(&topic).await;
+    assert_complete_in_order(&reads, &BTreeMap::from([("g1".into(), 3)]));
+}
