@@ -71,6 +71,8 @@ pub struct AppState {
     pub backends: BackendNames,
     /// The configuration.
     pub config: Arc<AppConfig>,
+    /// Health and backlog of Kafka publishing, when this process publishes.
+    pub publishing: Option<crate::publishing::PublishingProbe>,
 }
 
 /// The process-wide Prometheus recorder (installed once; later calls, as in
@@ -157,6 +159,15 @@ impl App {
 
         let auth = AuthService::new(config.auth.clone(), Arc::clone(&backends.clock), backends.auth.clone())
             .map_err(|e| AppError::Unsupported(format!("auth setup: {e}")))?;
+        let publishing = match &backends.postgres {
+            Some(store) => crate::publishing::EventPublishing::start(&config, store)
+                .await
+                .map_err(|e| AppError::Connect {
+                    backend: "kafka",
+                    reason: e.to_string(),
+                })?,
+            None => None,
+        };
         let state = AppState {
             auth: Arc::new(auth),
             repo,
@@ -168,10 +179,7 @@ impl App {
             metrics: metrics_handle(),
             backends: backends.names.clone(),
             config: Arc::new(config),
-        };
-        let publishing = match &backends.postgres {
-            Some(store) => crate::publishing::EventPublishing::start(&state.config, store).await?,
-            None => None,
+            publishing: publishing.as_ref().map(|p| p.probe()),
         };
         Ok(Self {
             state,
@@ -183,17 +191,33 @@ impl App {
     }
 
     /// Serves on `listener` until `shutdown` completes, then finishes the
-    /// in-flight requests, stops the projection after a last catch-up and
-    /// flushes the PostgreSQL append batcher.
+    /// in-flight requests (for at most `shutdown_grace`), stops the
+    /// projection after a last catch-up, flushes the PostgreSQL append
+    /// batcher and stops Kafka publishing (its round in progress gets
+    /// `shutdown_grace` too).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let router = crate::api::router(self.state.clone());
-        let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let (signalled_tx, mut signalled) = watch::channel(false);
+        let serving = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = signalled_tx.send(true);
+            });
+        let grace = self.state.config.shutdown_grace;
+        let served = tokio::select! {
+            served = serving => served,
+            () = async {
+                let _ = signalled.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(?grace, "requests still in flight after the shutdown grace period; closing them");
+                Ok(())
+            }
+        };
         let _ = self.stop_projection.send(true);
         if let Err(e) = self.projection_task.await {
             tracing::warn!(error = %e, "projection task ended abnormally");

@@ -29,6 +29,24 @@ pub struct AppConfig {
     /// With `cdc_debezium`, who relays the changes (`CDC_RELAY`: `builtin`,
     /// the default, or `debezium`).
     pub cdc_relay: CdcRelayKind,
+    /// How long the Kafka producer retries a message before the publishing
+    /// round counts it failed and retries it later
+    /// (`KAFKA_MESSAGE_TIMEOUT_MS`, default 10 s).
+    pub kafka_message_timeout: Duration,
+    /// Replication slot of the built-in CDC relay (`CDC_SLOT_NAME`);
+    /// default `es_{database}_{schema}`, unique per database of the
+    /// PostgreSQL cluster (slots belong to the cluster).
+    pub cdc_slot_name: Option<String>,
+    /// Consecutive publishing rounds without progress after which
+    /// `/health/ready` reports Kafka publishing down
+    /// (`PUBLISH_UNHEALTHY_AFTER_ROUNDS`, default 5).
+    pub publish_unhealthy_after: u32,
+    /// How long shutdown (SIGTERM) may take (`SHUTDOWN_GRACE_SECS`, default
+    /// 10): in-flight requests get this long to finish, then the Kafka
+    /// publisher's round in progress gets the same; whatever is not
+    /// published then stays in the outbox or the replication slot for the
+    /// next start.
+    pub shutdown_grace: Duration,
     /// Rate limiting (`RATE_LIMIT_*`).
     pub rate_limit: RateLimitConfig,
     /// Largest amount one transaction may move (`MAX_TRANSACTION_AMOUNT`).
@@ -59,6 +77,10 @@ impl Default for AppConfig {
             kafka_brokers: None,
             data_capture_method: DataCaptureMethod::default(),
             cdc_relay: CdcRelayKind::default(),
+            kafka_message_timeout: Duration::from_secs(10),
+            cdc_slot_name: None,
+            publish_unhealthy_after: es_kafka::health::DEFAULT_UNHEALTHY_AFTER,
+            shutdown_grace: Duration::from_secs(10),
             rate_limit: RateLimitConfig::default(),
             max_transaction_amount: Money::from_cents(100_000_000),
             idempotency_ttl: Duration::from_secs(24 * 3600),
@@ -127,6 +149,16 @@ impl AppConfig {
                 name: "DATA_CAPTURE_METHOD",
                 reason: e.to_string(),
             })?;
+        }
+        c.cdc_slot_name = get("CDC_SLOT_NAME");
+        if let Some(v) = get("KAFKA_MESSAGE_TIMEOUT_MS") {
+            c.kafka_message_timeout = Duration::from_millis(parse("KAFKA_MESSAGE_TIMEOUT_MS", &v)?);
+        }
+        if let Some(v) = get("PUBLISH_UNHEALTHY_AFTER_ROUNDS") {
+            c.publish_unhealthy_after = parse("PUBLISH_UNHEALTHY_AFTER_ROUNDS", &v)?;
+        }
+        if let Some(v) = get("SHUTDOWN_GRACE_SECS") {
+            c.shutdown_grace = Duration::from_secs(parse("SHUTDOWN_GRACE_SECS", &v)?);
         }
         if let Some(v) = get("RATE_LIMIT_REQUESTS_PER_MINUTE") {
             c.rate_limit.requests_per_minute = parse("RATE_LIMIT_REQUESTS_PER_MINUTE", &v)?;

@@ -54,7 +54,8 @@ fn component(up: bool, backend: &str, details: BTreeMap<String, serde_json::Valu
     }
 }
 
-/// Readiness: every backend answers; the projection's position and lag.
+/// Readiness: every backend answers; the projection's position and lag;
+/// Kafka publishing (when configured) makes progress, with its backlog.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
@@ -99,6 +100,13 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         "deduplicator".into(),
         component(true, &state.backends.dedup, BTreeMap::new()),
     );
+    if let Some(probe) = &state.publishing {
+        let report = probe.report().await;
+        components.insert(
+            "kafka_publishing".into(),
+            component(report.up, report.method, report.details),
+        );
+    }
 
     let all_up = components.values().all(|c| c.status == "up");
     let status = if all_up {
@@ -117,6 +125,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(probe) = &state.publishing {
+        // Refreshes the publishing gauges (backlog, lag, time since the
+        // last publish) before rendering.
+        probe.report().await;
+    }
     state.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
