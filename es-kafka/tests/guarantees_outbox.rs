@@ -239,3 +239,77 @@ async fn an_older_transaction_committing_after_a_younger_one_is_published_once_i
     );
     assert_complete_in_order(&reads, &BTreeMap::from([("a".into(), 4), ("b".into(), 2)]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_refused_max_attempts_times_is_parked_and_blocks_only_its_stream_until_unparked() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 2).await;
+    let store = common::store(true).await;
+    append_one(&store, "m", oversized()).await;
+    append_one(&store, "m", json!({"i": 2})).await;
+    append_n(&store, "account", "z", 1).await;
+    let limited = OutboxPoller::new(
+        store.pool().clone(),
+        limited_publisher(&kafka),
+        OutboxConfig {
+            max_attempts: 2,
+            ..OutboxConfig::with_schema(store.schema())
+        },
+    )
+    .unwrap();
+    limited.migrate().await.unwrap();
+
+    limited.poll_once().await.unwrap();
+    let first = rows(&store).await;
+    assert_eq!(
+        (row(&first, "m", 1).attempts, row(&first, "m", 1).parked),
+        (1, false),
+        "{first:?}"
+    );
+    limited.poll_once().await.unwrap();
+    let second = rows(&store).await;
+    let head = row(&second, "m", 1);
+    assert_eq!(
+        (head.published, head.attempts, head.parked),
+        (false, 2, true),
+        "{head:?}"
+    );
+    let behind = row(&second, "m", 2);
+    assert_eq!(
+        (behind.published, behind.attempts, behind.parked),
+        (false, 0, false),
+        "{behind:?}"
+    );
+    assert!(row(&second, "z", 1).published);
+    let status = limited.status().await.unwrap();
+    assert_eq!((status.pending, status.parked), (1, 1));
+    let parked = &status.parked_rows[0];
+    assert_eq!(
+        (parked.stream_id.as_str(), parked.version, parked.attempts),
+        ("m", 1, 2)
+    );
+    assert!(parked.last_error.to_lowercase().contains("too large"), "{parked:?}");
+
+    // Other streams flow; m stays behind its parked head, even for a
+    // poller that could publish it.
+    append_n(&store, "account", "z", 1).await;
+    let fixed = poller(&store, kafka.publisher());
+    fixed.poll_once().await.unwrap();
+    fixed.poll_once().await.unwrap();
+    let third = rows(&store).await;
+    assert!(row(&third, "z", 2).published, "{third:?}");
+    assert!(
+        !row(&third, "m", 1).published && !row(&third, "m", 2).published,
+        "{third:?}"
+    );
+
+    assert!(fixed.unpark(parked.global_position).await.unwrap());
+    drain(&fixed).await;
+    assert!(rows(&store).await.iter().all(|r| r.published && !r.parked));
+    let reads = kafka.read_topic(&topic).await;
+    assert_eq!(
+        versions_by_stream(&reads),
+        BTreeMap::from([("m".into(), vec![1, 2]), ("z".into(), vec![1, 2])]),
+        "each event once, in stream order"
+    );
+}
