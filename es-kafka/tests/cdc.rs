@@ -5,35 +5,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::sync::Arc;
 
-use common::{append_n, assert_complete_in_order, Kafka};
+use common::{append_n, assert_complete_in_order, relay, with_slot, Kafka};
 use es_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
-use es_kafka::{CdcConfig, CdcRelay, KafkaPublisher};
-use es_postgres::PostgresEventStore;
-use futures::FutureExt;
+use es_kafka::CdcRelay;
 use serde_json::json;
-
-fn relay(store: &PostgresEventStore, publisher: Arc<KafkaPublisher>, slot: &str) -> CdcRelay {
-    CdcRelay::new(store.pool().clone(), publisher, CdcConfig::new(store.schema(), slot)).unwrap()
-}
-
-/// Runs `body` with a fresh slot and drops the slot afterwards, even if
-/// `body` panics.
-async fn with_slot<F, Fut>(store: &PostgresEventStore, kafka: &Kafka, body: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let slot = common::unique("es_kafka_test");
-    assert!(relay(store, kafka.publisher(), &slot).ensure_slot().await.unwrap());
-    let outcome = std::panic::AssertUnwindSafe(body(slot.clone())).catch_unwind().await;
-    relay(store, kafka.publisher(), &slot).drop_slot().await.unwrap();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 async fn drain(r: &CdcRelay) -> usize {
     let mut published = 0;

@@ -6,40 +6,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 
-use common::{append_n, assert_complete_in_order, versions_by_stream, Kafka, PATIENCE};
+use common::{append_n, assert_complete_in_order, relay, versions_by_stream, with_slot, Kafka, PATIENCE};
 use es_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
-use es_kafka::{CdcConfig, CdcRelay, KafkaPublisher};
+use es_kafka::{CdcRelay, KafkaPublisher};
 use es_postgres::PostgresEventStore;
-use futures::FutureExt;
 use serde_json::json;
 use sqlx::PgPool;
-
-fn relay(store: &PostgresEventStore, publisher: Arc<KafkaPublisher>, slot: &str) -> CdcRelay {
-    CdcRelay::new(store.pool().clone(), publisher, CdcConfig::new(store.schema(), slot)).unwrap()
-}
-
-/// Runs `body` with a fresh slot of its own name and drops the slot
-/// afterwards, even if `body` panics (slots belong to the whole cluster).
-async fn with_slot<F, Fut>(store: &PostgresEventStore, kafka: &Kafka, body: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let slot = common::unique("es_kafka_g");
-    assert!(relay(store, kafka.publisher(), &slot).ensure_slot().await.unwrap());
-    let outcome = std::panic::AssertUnwindSafe(body(slot.clone())).catch_unwind().await;
-    sqlx::query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1")
-        .bind(&slot)
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 /// An LSN (`X/Y`) as a number, to compare positions.
 fn lsn(text: &str) -> u64 {

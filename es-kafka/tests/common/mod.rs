@@ -279,3 +279,36 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A relay of `store`'s events through `slot`.
+pub fn relay(store: &PostgresEventStore, publisher: Arc<KafkaPublisher>, slot: &str) -> es_kafka::CdcRelay {
+    es_kafka::CdcRelay::new(
+        store.pool().clone(),
+        publisher,
+        es_kafka::CdcConfig::new(store.schema(), slot),
+    )
+    .expect("relay")
+}
+
+/// Runs `body` with a fresh slot of its own name and drops the slot
+/// afterwards, even if `body` panics (slots belong to the whole cluster).
+pub async fn with_slot<F, Fut>(store: &PostgresEventStore, kafka: &Kafka, body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use futures::FutureExt;
+    let slot = unique("es_kafka_test");
+    assert!(relay(store, kafka.publisher(), &slot)
+        .ensure_slot()
+        .await
+        .expect("slot"));
+    let outcome = std::panic::AssertUnwindSafe(body(slot.clone())).catch_unwind().await;
+    relay(store, kafka.publisher(), &slot)
+        .drop_slot()
+        .await
+        .expect("drop slot");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
