@@ -27,6 +27,7 @@ pub(crate) struct Sql {
     pub(crate) append_one_notify: String,
     pub(crate) read_stream: String,
     pub(crate) read_all: String,
+    pub(crate) append_in_transaction: String,
     pub(crate) head: String,
     pub(crate) heads: String,
     pub(crate) stream_version: String,
@@ -34,6 +35,12 @@ pub(crate) struct Sql {
     pub(crate) find_events: String,
     pub(crate) notify: String,
 }
+
+/// The rows of a statement appending many events: one array per column.
+const MANY_ROWS: &str = "unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::uuid[], $6::text[], \
+     $7::int[], $8::text[], $9::text[], $10::timestamptz[]) \
+     WITH ORDINALITY AS i(stream_id, version, base, stream_type, event_id, event_type, schema_version, \
+                          payload, metadata, recorded_at, ord)";
 
 impl Sql {
     pub(crate) fn new(schema: &str, outbox: bool) -> Self {
@@ -43,25 +50,30 @@ impl Sql {
         // backward probe of the (stream_id, version) index) is the append's
         // expected version; the same test holds for all its rows, so an
         // append is all or nothing.
-        let insert = |rows: &str| {
+        let insert_at = |rows: &str, offset: &str| {
             format!(
                 "INSERT INTO {s}.events ({EVENT_COLUMNS}) \
-                 SELECT (pg_current_xact_id()::text::bigint << 20) + i.ord, i.stream_id, i.version, i.stream_type, \
+                 SELECT (pg_current_xact_id()::text::bigint << 20) + {offset}i.ord, i.stream_id, i.version, i.stream_type, \
                         i.event_id, i.event_type, i.schema_version, i.payload::jsonb, i.metadata::jsonb, i.recorded_at \
                  FROM {rows} \
                  WHERE coalesce((SELECT c.version FROM {s}.events c WHERE c.stream_id = i.stream_id \
                                  ORDER BY c.version DESC LIMIT 1), 0) = i.base"
             )
         };
+        let insert = |rows: &str| insert_at(rows, "");
+        // A caller's transaction may append several times: its later
+        // statements number their rows after the ones it already wrote
+        // (one probe of the primary key), so positions never collide.
+        let after_own_rows = format!(
+            "coalesce((SELECT max(w.global_position) FROM {s}.events w \
+                       WHERE w.global_position >= (pg_current_xact_id()::text::bigint << 20) \
+                         AND w.global_position < ((pg_current_xact_id()::text::bigint + 1) << 20)) \
+                      - (pg_current_xact_id()::text::bigint << 20), 0) + "
+        );
         // Many rows come as one array per column; a lone event (the common
         // case at low load) as plain parameters, which PostgreSQL takes
         // without building and unnesting ten arrays.
-        let many = insert(
-            "unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::uuid[], $6::text[], $7::int[], \
-                    $8::text[], $9::text[], $10::timestamptz[]) \
-             WITH ORDINALITY AS i(stream_id, version, base, stream_type, event_id, event_type, schema_version, \
-                                  payload, metadata, recorded_at, ord)",
-        );
+        let many = insert(MANY_ROWS);
         let one = insert(
             "(SELECT $1::text AS stream_id, $2::bigint AS version, $3::bigint AS base, $4::text AS stream_type, \
                      $5::uuid AS event_id, $6::text AS event_type, $7::int AS schema_version, $8::text AS payload, \
@@ -90,12 +102,14 @@ impl Sql {
             }
         };
         let (append, append_notify) = variants(&many);
+        let (append_in_transaction, _) = variants(&insert_at(MANY_ROWS, &after_own_rows));
         let (append_one, append_one_notify) = variants(&one);
         Self {
             schema: s.to_owned(),
             channel: format!("es_events_{s}"),
             append,
             append_notify,
+            append_in_transaction,
             append_one,
             append_one_notify,
             read_stream: format!(

@@ -67,7 +67,7 @@ impl PostgresEventStore {
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         let mut columns = Columns::default();
         columns.push(stream_type, stream_id, base, &events);
-        let q = columns.bind(sqlx::query(&sql.append));
+        let q = columns.bind(sqlx::query(&sql.append_in_transaction));
         let inserted = match q.fetch_all(&mut *conn).await {
             Ok(rows) => rows,
             Err(e) => {

@@ -1,0 +1,71 @@
+//! Several appends inside one caller's transaction (`append_in_transaction`
+//! more than once before the commit): each gets its own global positions.
+
+use es_core::{EventFilter, EventStore, ExpectedVersion, NewEvent, StreamId};
+use es_postgres::{testing, EventStoreConfig};
+use serde_json::json;
+
+#[tokio::test]
+async fn appends_in_one_transaction_get_distinct_increasing_positions() {
+    for outbox in [false, true] {
+        let store = testing::store(EventStoreConfig {
+            outbox,
+            ..EventStoreConfig::with_schema(testing::fresh_schema("txa"))
+        })
+        .await
+        .unwrap();
+        let mut tx = store.pool().begin().await.unwrap();
+        let p = store
+            .append_in_transaction(
+                &mut tx,
+                "account",
+                &StreamId::from("p"),
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("Opened", json!({}))],
+            )
+            .await
+            .unwrap();
+        let q = store
+            .append_in_transaction(
+                &mut tx,
+                "account",
+                &StreamId::from("q"),
+                ExpectedVersion::NoStream,
+                (0..3).map(|i| NewEvent::new("Deposited", json!({ "i": i }))).collect(),
+            )
+            .await
+            .unwrap();
+        let again = store
+            .append_in_transaction(
+                &mut tx,
+                "account",
+                &StreamId::from("p"),
+                ExpectedVersion::Exact(1),
+                vec![NewEvent::new("Deposited", json!({}))],
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let all = store.read_all(0, 100, &EventFilter::default()).await.unwrap();
+        let positions: Vec<u64> = all.iter().map(|e| e.global_position).collect();
+        assert_eq!(positions.len(), 5, "outbox {outbox}: {positions:?}");
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+        let streams: Vec<(&str, u64)> = all.iter().map(|e| (e.stream_id.as_str(), e.version)).collect();
+        assert_eq!(
+            streams,
+            vec![("p", 1), ("q", 1), ("q", 2), ("q", 3), ("p", 2)],
+            "in append order"
+        );
+        assert_eq!((p.new_version, q.new_version, again.new_version), (1, 3, 2));
+        let returned: Vec<u64> = [p.positions, q.positions, again.positions].concat();
+        assert_eq!(returned, positions, "the positions returned are the stored ones");
+        if outbox {
+            let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}.outbox", store.schema()))
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(rows, 5);
+        }
+    }
+}
