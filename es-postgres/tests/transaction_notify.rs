@@ -44,7 +44,7 @@ async fn a_transactional_append_wakes_waiting_readers_at_commit() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     warm.await.unwrap().unwrap();
-    let head = common::settled_head(&*store).await;
+    let head = common::settled_head(&store).await;
 
     // A reader waiting for events after `head`, each wait an hour long;
     // a wake-up with nothing new to read (allowed) makes it wait again.
