@@ -53,6 +53,14 @@ impl ManualClock {
     }
 }
 
+/// `now + ttl`, saturating at the latest representable time.
+pub(crate) fn deadline(now: DateTime<Utc>, ttl: std::time::Duration) -> DateTime<Utc> {
+    Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.now.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -125,7 +125,9 @@ pub use projection::{
     checkpoint_after_page, CheckpointStore, DeadLetter, OnFailure, ProjectionConfig, ProjectionError, ProjectionRunner,
     Projector, ReplayMode,
 };
-pub use repository::{CommandContext, CommandOutcome, Decide, Repository, RepositoryBuilder, RepositoryError};
+pub use repository::{
+    CommandContext, CommandOutcome, Decide, Repository, RepositoryBuilder, RepositoryError, FENCING_TOKEN_HEADER,
+};
 pub use retry::RetryPolicy;
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 pub use store::{check_replay, validate_append, AppendResult, EventFilter, EventStore, DEFAULT_READ_BATCH};

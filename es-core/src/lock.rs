@@ -5,9 +5,12 @@
 //! act after another has taken the lock. The **fencing token** handles that:
 //! every acquisition gets a strictly larger token, the holder sends it with
 //! its writes, and the resource rejects tokens older than one it has seen.
-//! In this library the event store's optimistic concurrency is the final
-//! guard: even a stale lock holder cannot append at a version it did not
-//! read.
+//! In this library the repository is that resource: a command fenced with
+//! [`CommandContext::with_fencing_token`](crate::CommandContext::with_fencing_token)
+//! fails with [`RepositoryError::Fenced`](crate::RepositoryError::Fenced)
+//! once the stream holds events of a newer token, and the store's
+//! optimistic concurrency (an append pins the exact version the check
+//! read) makes the check and the append one atomic step.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,8 +3,10 @@
 //! - [`AggregateTest`]: given events, when a command, then expect events,
 //!   an error, or a state.
 //! - [`Properties`]: checks, for any command sequence proptest generates,
-//!   that `handle` is deterministic, events survive the codec, replaying the
-//!   events reproduces the state, and your invariants hold after every step.
+//!   that `handle` is deterministic, a state restored from a snapshot
+//!   decides like the live one, events survive the codec (and apply alike
+//!   after it), replaying the stored events reproduces the state, and your
+//!   invariants hold after every step.
 //!
 //! ```
 //! use es_core::testing::{AggregateTest, Properties};
@@ -142,10 +144,12 @@ impl<A: Aggregate> AggregateTestResult<A> {
 }
 
 type Invariant<A> = Box<dyn Fn(&A) -> Result<(), String>>;
+type HistoryInvariant<A> = Box<dyn Fn(&A, &[<A as Aggregate>::Event]) -> Result<(), String>>;
 
 /// Property checks over a command sequence (use inside `proptest!`).
 pub struct Properties<A: Aggregate> {
     invariants: Vec<(String, Invariant<A>)>,
+    history_invariants: Vec<(String, HistoryInvariant<A>)>,
     codec: EventCodec,
 }
 
@@ -176,11 +180,25 @@ fn json<T: serde::Serialize + Debug>(value: &T) -> Result<serde_json::Value, Tes
     serde_json::to_value(value).map_err(|e| fail(format!("{value:?} does not serialize: {e}")))
 }
 
+/// Compares two decisions: the same events (as JSON) or the same error
+/// message.
+fn same_decision<A: Aggregate>(
+    a: &Result<Vec<A::Event>, A::Error>,
+    b: &Result<Vec<A::Event>, A::Error>,
+) -> Result<bool, TestCaseError> {
+    Ok(match (a, b) {
+        (Ok(a), Ok(b)) => json(a)? == json(b)?,
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    })
+}
+
 impl<A: Aggregate> Properties<A> {
     /// No invariants yet; the built-in properties always run.
     pub fn new() -> Self {
         Self {
             invariants: Vec::new(),
+            history_invariants: Vec::new(),
             codec: EventCodec::default(),
         }
     }
@@ -199,42 +217,80 @@ impl<A: Aggregate> Properties<A> {
         self
     }
 
+    /// Adds an invariant relating the state to every event recorded so far
+    /// (a model of what `apply` must do), checked after every step: for
+    /// example "the balance is the sum of the amounts". It catches an
+    /// `apply` that drops what an event says, which replaying cannot (the
+    /// replay runs the same `apply`).
+    #[must_use]
+    pub fn history_invariant(
+        mut self,
+        name: impl Into<String>,
+        check: impl Fn(&A, &[A::Event]) -> Result<(), String> + 'static,
+    ) -> Self {
+        self.history_invariants.push((name.into(), Box::new(check)));
+        self
+    }
+
     /// Runs the commands from the default state, checking after each:
-    /// `handle` gives the same answer twice; each event survives the codec;
-    /// every invariant holds. At the end, replaying all events from the
-    /// default state gives the same state, and the state survives serde
-    /// (snapshots).
+    /// `handle` gives the same answer twice; a state restored from a
+    /// snapshot (serde) gives the same answer as the live one; each event
+    /// survives the codec, and applying the decoded event has the same
+    /// effect as applying the original; every invariant holds. At the end,
+    /// replaying the decoded events (what a load from the store sees) from
+    /// the default state gives the same state, and the state survives
+    /// serde (snapshots).
+    ///
+    /// Broken aggregates this catches: a nondeterministic `handle`; a state
+    /// field lost by snapshots (`#[serde(skip)]`) that decisions depend on;
+    /// an event field lost by the codec even when both sides serialize
+    /// alike; with invariants, an `apply` that drops part of an event.
     pub fn check(&self, commands: &[A::Command]) -> Result<SequenceOutcome<A>, TestCaseError>
     where
         A: Debug,
     {
         let mut state = A::default();
         let mut all = Vec::new();
+        let mut decoded_all = Vec::new();
         let (mut accepted, mut rejected) = (0, 0);
-        self.check_invariants(&state, 0)?;
+        self.check_invariants(&state, &all, 0)?;
         for (step, command) in commands.iter().enumerate() {
             let first = state.handle(command);
             let second = state.handle(command);
-            match (&first, &second) {
-                (Ok(a), Ok(b)) if json(a)? == json(b)? => {}
-                (Err(a), Err(b)) if a.to_string() == b.to_string() => {}
-                _ => return Err(fail(format!("step {step}: handle is not deterministic"))),
+            if !same_decision::<A>(&first, &second)? {
+                return Err(fail(format!("step {step}: handle is not deterministic")));
+            }
+            let restored = self.restore(&state)?;
+            if !same_decision::<A>(&first, &restored.handle(command))? {
+                return Err(fail(format!(
+                    "step {step}: a state restored from a snapshot decides differently (a field lost by serde?): \
+                     live {state:?}, restored {restored:?}"
+                )));
             }
             match first {
                 Ok(events) => {
                     accepted += 1;
                     for event in events {
-                        self.check_codec(&event, step)?;
+                        let decoded = self.check_codec(&event, step)?;
+                        let mut via_store = state.clone();
+                        via_store.apply(&decoded);
                         state.apply(&event);
+                        if json(&via_store)? != json(&state)? {
+                            return Err(fail(format!(
+                                "step {step}: {event:?} decoded from the store applies differently \
+                                 (a field lost by serde?): {via_store:?}, not {state:?}"
+                            )));
+                        }
                         all.push(event);
+                        decoded_all.push(decoded);
                     }
                 }
                 Err(_) => rejected += 1,
             }
-            self.check_invariants(&state, step + 1)?;
+            self.check_invariants(&state, &all, step + 1)?;
         }
         let mut replayed = A::default();
-        for e in &all {
+        for e in &decoded_all {
             replayed.apply(e);
         }
         if json(&replayed)? != json(&state)? {
@@ -243,8 +299,7 @@ impl<A: Aggregate> Properties<A> {
                 all.len()
             )));
         }
-        let restored: A = serde_json::from_value(json(&state)?)
-            .map_err(|e| fail(format!("state does not deserialize (snapshots would fail): {e}")))?;
+        let restored = self.restore(&state)?;
         if json(&restored)? != json(&state)? {
             return Err(fail("state changes through serde (snapshots would drift)".into()));
         }
@@ -256,21 +311,34 @@ impl<A: Aggregate> Properties<A> {
         })
     }
 
-    fn check_invariants(&self, state: &A, step: usize) -> Result<(), TestCaseError>
+    /// The state as a snapshot would bring it back.
+    fn restore(&self, state: &A) -> Result<A, TestCaseError>
     where
         A: Debug,
     {
+        serde_json::from_value(json(state)?)
+            .map_err(|e| fail(format!("state does not deserialize (snapshots would fail): {e}")))
+    }
+
+    fn check_invariants(&self, state: &A, events: &[A::Event], step: usize) -> Result<(), TestCaseError>
+    where
+        A: Debug,
+    {
+        let broken = |name: &str, why: String| {
+            fail(format!(
+                "after step {step}: invariant {name:?} broken: {why}; state {state:?}"
+            ))
+        };
         for (name, check) in &self.invariants {
-            check(state).map_err(|why| {
-                fail(format!(
-                    "after step {step}: invariant {name:?} broken: {why}; state {state:?}"
-                ))
-            })?;
+            check(state).map_err(|why| broken(name, why))?;
+        }
+        for (name, check) in &self.history_invariants {
+            check(state, events).map_err(|why| broken(name, why))?;
         }
         Ok(())
     }
 
-    fn check_codec(&self, event: &A::Event, step: usize) -> Result<(), TestCaseError> {
+    fn check_codec(&self, event: &A::Event, step: usize) -> Result<A::Event, TestCaseError> {
         let payload = self
             .codec
             .encode(event)
@@ -284,6 +352,6 @@ impl<A: Aggregate> Properties<A> {
                 "step {step}: {event:?} changes through the codec: {back:?}"
             )));
         }
-        Ok(())
+        Ok(back)
     }
 }

@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use es_core::{InMemoryLockManager, LockManager, LockRetry};
+use es_core::{InMemoryLockManager, LockManager, LockRetry, ManualClock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mutual_exclusion_under_contention() {
@@ -41,9 +41,15 @@ async fn mutual_exclusion_under_contention() {
 
 #[tokio::test]
 async fn expired_holder_loses_the_lock_and_its_token_is_older() {
-    let locks = InMemoryLockManager::new();
-    let stale = locks.acquire("k", Duration::from_millis(30)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    let clock = ManualClock::at("2026-01-01T00:00:00Z".parse().unwrap());
+    let locks = InMemoryLockManager::with_retry_and_clock(LockRetry::default(), Arc::new(clock.clone()));
+    let stale = locks.acquire("k", Duration::from_secs(30)).await.unwrap();
+    clock.advance(chrono::Duration::seconds(29));
+    assert!(
+        locks.try_acquire("k", Duration::from_secs(5)).await.unwrap().is_none(),
+        "held until its TTL ends"
+    );
+    clock.advance(chrono::Duration::seconds(1));
     let fresh = locks.acquire("k", Duration::from_secs(5)).await.unwrap();
     assert!(fresh.fencing_token() > stale.fencing_token());
     assert!(
@@ -72,12 +78,14 @@ async fn dropped_guard_releases_and_contention_errors() {
     let held = locks.acquire("k", Duration::from_secs(5)).await.unwrap();
     assert!(locks.acquire("k", Duration::from_secs(5)).await.is_err());
     drop(held);
-    for _ in 0..100 {
+    // The release runs in a task of its own: poll (a minute at most).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
         if let Some(g) = locks.try_acquire("k", Duration::from_secs(1)).await.unwrap() {
             assert!(g.release().await.unwrap());
             return;
         }
+        assert!(std::time::Instant::now() < deadline, "drop did not release the lock");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    panic!("drop did not release the lock");
 }

@@ -117,10 +117,8 @@ async fn follows_live_events_until_shutdown() {
     for _ in 0..5 {
         append(&store, "order", "o", "Placed", json!({})).await;
     }
-    for _ in 0..500 {
-        if projector.applied.lock().unwrap().len() == 5 {
-            break;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while projector.applied.lock().unwrap().len() < 5 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(projector.applied.lock().unwrap().len(), 5);

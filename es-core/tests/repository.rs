@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::counting::CountingStore;
 use common::{Wallet, WalletCommand, WalletError, WalletEvent};
 use es_core::{
     BoxError, CommandContext, CommittedEvent, EventHandler, EventStore, ExpectedVersion, FnUpcaster,
@@ -106,37 +107,71 @@ async fn expected_version_mismatch_is_a_conflict_with_both_versions() {
 
 /// Hundreds of concurrent commands on one stream from one process: none is
 /// lost, none conflicts, versions stay gapless, and rejections are exact.
+/// The store counts what it was asked: not one append conflicted (no retry
+/// hid a conflict) and commands shared appends (they were batched).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commands_on_one_stream_are_serialized_and_batched() {
-    let store = Arc::new(InMemoryEventStore::new());
-    let r = repo(&store);
-    r.execute("hot", WalletCommand::Credit(100)).await.unwrap();
+    let store = CountingStore::new();
+    let r: Repository<Wallet, CountingStore> = Repository::builder(Arc::clone(&store))
+        .retry(RetryPolicy::never())
+        .build();
+    r.execute("hot", WalletCommand::Credit(99)).await.unwrap();
+    // Hold the stream's worker inside a decision while 400 commands queue.
+    let gate = Gate::new();
+    let first = tokio::spawn({
+        let (r, gate) = (r.clone(), Arc::clone(&gate));
+        async move {
+            r.execute_with("hot", GatedCredit(gate), CommandContext::default())
+                .await
+        }
+    });
+    gate.started.notified().await;
     let mut tasks = Vec::new();
     for i in 0..400 {
         let r = r.clone();
-        tasks.push(tokio::spawn(async move {
+        let mut task = Box::pin(async move {
             let cmd = if i % 2 == 0 {
                 WalletCommand::Credit(3)
             } else {
                 WalletCommand::Debit(7)
             };
             (i, r.execute("hot", cmd).await)
-        }));
+        });
+        // The first poll queues the command; its answer waits for the gate.
+        assert!(futures::poll!(task.as_mut()).is_pending());
+        tasks.push(task);
     }
+    gate.open.notify_one();
+    assert_eq!(first.await.unwrap().unwrap().version, 2);
     let (mut credits, mut debits, mut rejected) = (0, 0, 0);
-    for t in tasks {
-        let (i, res) = t.await.unwrap();
+    for (i, res) in futures::future::join_all(tasks).await {
         match res {
-            Ok(_) if i % 2 == 0 => credits += 1,
-            Ok(_) => debits += 1,
+            Ok(out) => {
+                assert_eq!(out.conflict_retries, 0);
+                if i % 2 == 0 {
+                    credits += 1
+                } else {
+                    debits += 1
+                }
+            }
             Err(RepositoryError::Rejected(WalletError::InsufficientFunds)) => rejected += 1,
             Err(e) => panic!("unexpected: {e}"),
         }
     }
     assert_eq!(credits + debits + rejected, 400);
+    assert_eq!(store.conflicts(), 0, "no append of the hot stream conflicted");
+    // One append before the gate, one for the gated command, then the 400
+    // queued commands in batches of at most 256.
+    assert_eq!(
+        store.appends(),
+        4,
+        "{} appends for {} accepted commands: commands were batched",
+        store.appends(),
+        2 + credits + debits
+    );
     let state = r.load("hot").await.unwrap();
     assert_eq!(state.state.balance, 100 + 3 * credits - 7 * debits);
-    assert_eq!(state.version, 1 + (credits + debits) as u64);
+    assert_eq!(state.version, 2 + (credits + debits) as u64);
     assert!(state.state.balance >= 0);
     let versions: Vec<u64> = store
         .read_stream(&"hot".into(), 1)
@@ -154,6 +189,34 @@ async fn concurrent_commands_on_one_stream_are_serialized_and_batched() {
             WalletEvent::Closed => {}
         }
         assert!(balance >= 0);
+    }
+}
+
+/// Signals between a test and a decision that waits in the middle of a
+/// batch.
+struct Gate {
+    started: tokio::sync::Notify,
+    open: tokio::sync::Notify,
+}
+
+impl Gate {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            started: tokio::sync::Notify::new(),
+            open: tokio::sync::Notify::new(),
+        })
+    }
+}
+
+/// Credits 1, after saying it started and waiting for the gate to open.
+struct GatedCredit(Arc<Gate>);
+
+#[async_trait]
+impl es_core::Decide<Wallet> for GatedCredit {
+    async fn decide(&self, _: &Wallet) -> Result<Vec<WalletEvent>, WalletError> {
+        self.0.started.notify_one();
+        self.0.open.notified().await;
+        Ok(vec![WalletEvent::Credited { amount: 1 }])
     }
 }
 

@@ -305,6 +305,20 @@ async fn poison_events_are_dead_lettered_with_the_checkpoint_past_them() {
         .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].version, 4);
+    // The checkpoint moved past the dead letter, to the last event.
+    let all = settled_read_all(&store, 0, 100, &EventFilter::all(), 6).await;
+    assert_eq!(dead[0].global_position, all[3].global_position);
+    assert_eq!(runner.position().await.unwrap(), all[5].global_position);
+    // A second catch-up (by a new runner too) applies nothing and does not
+    // meet the poison again.
+    assert_eq!(runner.catch_up().await.unwrap(), 0);
+    assert_eq!(poison(OnFailure::Stop).catch_up().await.unwrap(), 0);
+    assert_eq!(counts(&store).await, vec![("a".into(), 5)], "nothing applied twice");
+    let dead = PostgresCheckpointStore::new(&store)
+        .dead_letters("counts")
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "the poison was dead-lettered once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

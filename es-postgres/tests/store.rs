@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use es_core::conformance::settled_read_all;
 use es_core::{EventFilter, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
-use es_postgres::EventStoreConfig;
+use es_postgres::{EventStoreConfig, PostgresEventStore};
 use futures::TryStreamExt;
 use serde_json::json;
 
@@ -149,41 +149,71 @@ async fn thirty_two_racing_writers_produce_a_gapless_stream() {
     assert!(total_losses > 0, "the writers really raced");
 }
 
-/// In one group commit, a conflicting append fails alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_conflict_in_a_batch_does_not_fail_the_others() {
-    let store = Arc::new(
+/// Holds the store's single writer inside its first statement (behind a
+/// table lock) so that the appends queued meanwhile form one batch.
+async fn busy_writer(
+    store: &Arc<PostgresEventStore>,
+    observer: &sqlx::PgPool,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    tokio::task::JoinHandle<Result<es_core::AppendResult, StoreError>>,
+) {
+    let blocker = common::lock_events(observer, store.schema()).await;
+    let first = tokio::spawn({
+        let store = Arc::clone(store);
+        async move {
+            store
+                .append("t", &StreamId::from("first"), ExpectedVersion::NoStream, vec![ev(0)])
+                .await
+        }
+    });
+    common::wait_for_blocked(observer, store.schema(), 1).await;
+    (blocker, first)
+}
+
+/// One writer taking everything queued into one batch.
+async fn batching_store(prefix: &str) -> Arc<PostgresEventStore> {
+    Arc::new(
         common::store_with(EventStoreConfig {
-            batch_timeout_ms: 50, // gather everything below into one batch
+            batch_size: 100,
+            batch_timeout_ms: 0,
             batch_processor_count: 1,
             max_connections: 4,
-            ..EventStoreConfig::with_schema(common::schema("b"))
+            ..EventStoreConfig::with_schema(common::schema(prefix))
         })
         .await,
-    );
+    )
+}
+
+/// In one group commit (the appends queue behind a busy writer, so they
+/// are one batch), a conflicting append fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_conflict_in_a_batch_does_not_fail_the_others() {
+    let store = batching_store("b").await;
+    let observer = common::observer().await;
     store
         .append("t", &StreamId::from("taken"), ExpectedVersion::NoStream, vec![ev(0)])
         .await
         .unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..20u64 {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            let (id, expected) = if i == 7 {
-                ("taken".to_owned(), ExpectedVersion::NoStream)
-            } else {
-                (format!("s{i}"), ExpectedVersion::NoStream)
-            };
-            (
-                i,
-                store
-                    .append("t", &StreamId::from(id), expected, vec![ev(i), ev(i + 100)])
-                    .await,
-            )
-        }));
+    let (blocker, first) = busy_writer(&store, &observer).await;
+    let ids: Vec<StreamId> = (0..20u64)
+        .map(|i| StreamId::from(if i == 7 { "taken".to_owned() } else { format!("s{i}") }))
+        .collect();
+    let mut queued = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let i = i as u64;
+        let mut append = Box::pin(tokio::task::unconstrained(store.append(
+            "t",
+            id,
+            ExpectedVersion::NoStream,
+            vec![ev(i), ev(i + 100)],
+        )));
+        assert!(futures::poll!(append.as_mut()).is_pending());
+        queued.push(append);
     }
-    for t in tasks {
-        let (i, r) = t.await.unwrap();
+    blocker.rollback().await.unwrap();
+    first.await.unwrap().unwrap();
+    for (i, r) in futures::future::join_all(queued).await.into_iter().enumerate() {
         if i == 7 {
             assert!(matches!(r, Err(StoreError::Conflict { actual: 1, .. })), "{r:?}");
         } else {
@@ -196,22 +226,38 @@ async fn one_conflict_in_a_batch_does_not_fail_the_others() {
         .append("t", &StreamId::from("d1"), ExpectedVersion::NoStream, vec![dup.clone()])
         .await
         .unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..10u64 {
-        let store = Arc::clone(&store);
-        let dup = dup.clone();
-        tasks.push(tokio::spawn(async move {
-            let events = if i == 3 { vec![ev(i), dup] } else { vec![ev(i)] };
-            (
-                i,
+    let (blocker, _) = {
+        let blocker = common::lock_events(&observer, store.schema()).await;
+        let held = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move {
                 store
-                    .append("t", &StreamId::from(format!("u{i}")), ExpectedVersion::NoStream, events)
-                    .await,
-            )
-        }));
+                    .append("t", &StreamId::from("second"), ExpectedVersion::NoStream, vec![ev(0)])
+                    .await
+            }
+        });
+        common::wait_for_blocked(&observer, store.schema(), 1).await;
+        (blocker, held)
+    };
+    let ids: Vec<StreamId> = (0..10u64).map(|i| StreamId::from(format!("u{i}"))).collect();
+    let mut queued = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let events = if i == 3 {
+            vec![ev(i as u64), dup.clone()]
+        } else {
+            vec![ev(i as u64)]
+        };
+        let mut append = Box::pin(tokio::task::unconstrained(store.append(
+            "t",
+            id,
+            ExpectedVersion::NoStream,
+            events,
+        )));
+        assert!(futures::poll!(append.as_mut()).is_pending());
+        queued.push(append);
     }
-    for t in tasks {
-        let (i, r) = t.await.unwrap();
+    blocker.rollback().await.unwrap();
+    for (i, r) in futures::future::join_all(queued).await.into_iter().enumerate() {
         if i == 3 {
             assert!(matches!(r, Err(StoreError::DuplicateEventId { .. })), "{r:?}");
         } else {
@@ -222,7 +268,7 @@ async fn one_conflict_in_a_batch_does_not_fail_the_others() {
 }
 
 /// A full queue makes callers wait rather than grow memory; the wait is
-/// bounded.
+/// bounded (`enqueue_timeout`), and what was queued is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn full_queue_applies_bounded_backpressure() {
     let store = Arc::new(
@@ -236,57 +282,38 @@ async fn full_queue_applies_bounded_backpressure() {
         })
         .await,
     );
-    // Block the single writer: hold a lock its next statement needs.
-    let mut blocker = store.pool().begin().await.unwrap();
-    sqlx::query(&format!("LOCK TABLE {}.events IN EXCLUSIVE MODE", store.schema()))
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..6u64 {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            store
-                .append(
-                    "t",
-                    &StreamId::from(format!("bp{i}")),
-                    ExpectedVersion::NoStream,
-                    vec![ev(i)],
-                )
-                .await
-        }));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let observer = common::observer().await;
+    let (blocker, first) = busy_writer(&store, &observer).await;
+    // Two appends fill the queue.
+    let ids: Vec<StreamId> = (0..2u64).map(|i| StreamId::from(format!("bp{i}"))).collect();
+    let mut queued = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let mut append = Box::pin(tokio::task::unconstrained(store.append(
+            "t",
+            id,
+            ExpectedVersion::NoStream,
+            vec![ev(i as u64)],
+        )));
+        assert!(futures::poll!(append.as_mut()).is_pending());
+        queued.push(append);
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    blocker.rollback().await.unwrap();
-    let (mut ok, mut refused) = (0, 0);
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(StoreError::Unavailable { .. }) => refused += 1,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    // One in the writer + two queued made it; the rest timed out waiting.
-    assert!(refused >= 1, "some callers were refused after waiting");
-    assert_eq!(ok + refused, 6);
-    let stored = settled_read_all(&*store, 0, 100, &EventFilter::all(), ok).await;
-    assert_eq!(stored.len(), ok, "every success is stored, every refusal is not");
-}
-
-/// Appends after shutdown are refused; queued ones were written.
-#[tokio::test]
-async fn shutdown_flushes_and_refuses_new_appends() {
-    let store = common::store().await;
-    store
-        .append("t", &StreamId::from("a"), ExpectedVersion::NoStream, vec![ev(1)])
-        .await
-        .unwrap();
-    store.shutdown().await;
-    let r = store
-        .append("t", &StreamId::from("b"), ExpectedVersion::NoStream, vec![ev(2)])
+    // The next one waits for room, then gives up: nothing of it is stored.
+    let refused = store
+        .append("t", &StreamId::from("refused"), ExpectedVersion::NoStream, vec![ev(9)])
         .await;
-    assert!(matches!(r, Err(StoreError::Unavailable { .. })), "{r:?}");
+    assert!(matches!(refused, Err(StoreError::Unavailable { .. })), "{refused:?}");
+    blocker.rollback().await.unwrap();
+    first.await.unwrap().unwrap();
+    for r in futures::future::join_all(queued).await {
+        assert_eq!(r.unwrap().new_version, 1, "a queued append is written");
+    }
+    let stored = settled_read_all(&*store, 0, 100, &EventFilter::all(), 3).await;
+    let streams: Vec<&str> = stored.iter().map(|e| e.stream_id.as_str()).collect();
+    assert_eq!(
+        streams,
+        ["first", "bp0", "bp1"],
+        "every success is stored, the refusal is not"
+    );
 }
 
 /// Live readers are woken by NOTIFY without waiting for the poll interval.
@@ -462,19 +489,6 @@ async fn invalid_schema_names_are_refused() {
     assert!(matches!(r, Err(es_postgres::SetupError::InvalidSchema(_))));
 }
 
-#[tokio::test]
-async fn migrations_are_idempotent_and_concurrent_safe() {
-    let store = common::store().await;
-    let (a, b) = tokio::join!(store.migrate(), store.migrate());
-    a.unwrap();
-    b.unwrap();
-    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}.schema_migrations", store.schema()))
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
-}
-
 /// Connections killed under the store (a server restart, a failover) are
 /// transient failures: the append is retried on a fresh connection and
 /// succeeds exactly once.
@@ -510,40 +524,29 @@ async fn appends_survive_killed_connections() {
 /// with a clear error; its batch-mates are written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unstorable_data_fails_alone_with_a_clear_error() {
-    let store = Arc::new(
-        common::store_with(EventStoreConfig {
-            batch_timeout_ms: 50,
-            batch_processor_count: 1,
-            max_connections: 4,
-            ..EventStoreConfig::with_schema(common::schema("nul"))
-        })
-        .await,
-    );
-    let mut tasks = Vec::new();
-    for i in 0..8u64 {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            let payload = if i == 5 {
-                json!({ "text": "nul \u{0} here" })
-            } else {
-                json!({ "n": i })
-            };
-            let e = NewEvent::new("Happened", payload);
-            (
-                i,
-                store
-                    .append(
-                        "t",
-                        &StreamId::from(format!("n{i}")),
-                        ExpectedVersion::NoStream,
-                        vec![e],
-                    )
-                    .await,
-            )
-        }));
+    let store = batching_store("nul").await;
+    let observer = common::observer().await;
+    let (blocker, first) = busy_writer(&store, &observer).await;
+    let ids: Vec<StreamId> = (0..8u64).map(|i| StreamId::from(format!("n{i}"))).collect();
+    let mut queued = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let payload = if i == 5 {
+            json!({ "text": "nul \u{0} here" })
+        } else {
+            json!({ "n": i })
+        };
+        let mut append = Box::pin(tokio::task::unconstrained(store.append(
+            "t",
+            id,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Happened", payload)],
+        )));
+        assert!(futures::poll!(append.as_mut()).is_pending());
+        queued.push(append);
     }
-    for t in tasks {
-        let (i, r) = t.await.unwrap();
+    blocker.rollback().await.unwrap();
+    first.await.unwrap().unwrap();
+    for (i, r) in futures::future::join_all(queued).await.into_iter().enumerate() {
         if i == 5 {
             assert!(matches!(r, Err(StoreError::InvalidAppend { .. })), "{r:?}");
         } else {

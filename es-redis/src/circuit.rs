@@ -1,8 +1,10 @@
 //! A circuit breaker and an in-flight bound (load shedding) around Redis.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use es_core::{Clock, SystemClock};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::telemetry;
@@ -39,7 +41,7 @@ impl CircuitState {
 #[derive(Debug)]
 enum Inner {
     Closed { failures: u32 },
-    Open { until: Instant },
+    Open { since: DateTime<Utc> },
     HalfOpen { probing: bool },
 }
 
@@ -50,22 +52,58 @@ enum Inner {
 /// Guarantees: while open, [`allow`](Self::allow) is `false` without any
 /// I/O; at most one probe is in flight while half-open. Every transition is
 /// logged (tracing) and published as the `es_redis_circuit_state` gauge.
-#[derive(Debug)]
+///
+/// The cool-down is measured on a [`Clock`] (the system clock unless one
+/// is given with [`with_clock`](Self::with_clock)); a clock that goes
+/// backwards ends the cool-down rather than stretching it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use es_core::ManualClock;
+/// use es_redis::{CircuitBreaker, CircuitState};
+///
+/// let clock = ManualClock::at("2026-01-01T00:00:00Z".parse().unwrap());
+/// let breaker = CircuitBreaker::with_clock("doc", 1, Duration::from_secs(30), Arc::new(clock.clone()));
+/// breaker.failure();
+/// assert!(!breaker.allow());
+/// clock.advance(chrono::Duration::seconds(30));
+/// assert_eq!(breaker.state(), CircuitState::HalfOpen);
+/// ```
 pub struct CircuitBreaker {
     name: &'static str,
     threshold: u32,
     open_for: Duration,
+    clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
 }
 
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.name)
+            .field("threshold", &self.threshold)
+            .field("open_for", &self.open_for)
+            .field("inner", &*self.lock())
+            .finish_non_exhaustive()
+    }
+}
+
 impl CircuitBreaker {
-    /// A closed breaker; `name` labels its metrics and logs.
+    /// A closed breaker on the system clock; `name` labels its metrics and
+    /// logs.
     pub fn new(name: &'static str, failure_threshold: u32, open_for: Duration) -> Self {
+        Self::with_clock(name, failure_threshold, open_for, Arc::new(SystemClock))
+    }
+
+    /// A closed breaker whose cool-down is measured on `clock`.
+    pub fn with_clock(name: &'static str, failure_threshold: u32, open_for: Duration, clock: Arc<dyn Clock>) -> Self {
         metrics::gauge!(telemetry::CIRCUIT_STATE, "name" => name).set(0.0);
         Self {
             name,
             threshold: failure_threshold.max(1),
             open_for,
+            clock,
             inner: Mutex::new(Inner::Closed { failures: 0 }),
         }
     }
@@ -74,12 +112,21 @@ impl CircuitBreaker {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether the cool-down of a circuit opened at `since` is over.
+    fn cooled_down(&self, since: DateTime<Utc>) -> bool {
+        match (self.clock.now() - since).to_std() {
+            Ok(elapsed) => elapsed >= self.open_for,
+            // The clock went backwards: do not stay open indefinitely.
+            Err(_) => true,
+        }
+    }
+
     /// The current state (an open breaker whose cool-down has ended reports
     /// half-open).
     pub fn state(&self) -> CircuitState {
         match &*self.lock() {
             Inner::Closed { .. } => CircuitState::Closed,
-            Inner::Open { until } if Instant::now() >= *until => CircuitState::HalfOpen,
+            Inner::Open { since } if self.cooled_down(*since) => CircuitState::HalfOpen,
             Inner::Open { .. } => CircuitState::Open,
             Inner::HalfOpen { .. } => CircuitState::HalfOpen,
         }
@@ -92,8 +139,8 @@ impl CircuitBreaker {
         let mut inner = self.lock();
         match &mut *inner {
             Inner::Closed { .. } => true,
-            Inner::Open { until } => {
-                if Instant::now() >= *until {
+            Inner::Open { since } => {
+                if self.cooled_down(*since) {
                     *inner = Inner::HalfOpen { probing: true };
                     drop(inner);
                     self.transition(CircuitState::HalfOpen);
@@ -137,7 +184,7 @@ impl CircuitBreaker {
         };
         if open {
             *inner = Inner::Open {
-                until: Instant::now() + self.open_for,
+                since: self.clock.now(),
             };
             drop(inner);
             self.transition(CircuitState::Open);
@@ -196,25 +243,56 @@ impl LoadShedder {
 mod tests {
     use super::*;
 
+    use es_core::ManualClock;
+
+    fn clock() -> ManualClock {
+        ManualClock::at("2026-01-01T00:00:00Z".parse().unwrap())
+    }
+
     #[test]
     fn opens_after_threshold_and_probes_once() {
-        let b = CircuitBreaker::new("t", 2, Duration::from_millis(20));
+        let clock = clock();
+        let b = CircuitBreaker::with_clock("t", 2, Duration::from_secs(30), Arc::new(clock.clone()));
         assert!(b.allow());
         b.failure();
         assert_eq!(b.state(), CircuitState::Closed);
         b.failure();
         assert_eq!(b.state(), CircuitState::Open);
         assert!(!b.allow());
-        std::thread::sleep(Duration::from_millis(25));
+        clock.advance(chrono::Duration::seconds(29));
+        assert!(!b.allow(), "still cooling down");
+        clock.advance(chrono::Duration::seconds(1));
         assert!(b.allow(), "first call after cool-down is the probe");
         assert!(!b.allow(), "only one probe at a time");
         b.failure();
-        assert_eq!(b.state(), CircuitState::Open);
-        std::thread::sleep(Duration::from_millis(25));
+        assert_eq!(b.state(), CircuitState::Open, "a failed probe opens it again");
+        assert!(!b.allow(), "for a whole new cool-down");
+        clock.advance(chrono::Duration::seconds(30));
         assert!(b.allow());
         b.success();
         assert_eq!(b.state(), CircuitState::Closed);
         assert!(b.allow());
+    }
+
+    #[test]
+    fn a_cancelled_probe_frees_the_slot() {
+        let clock = clock();
+        let b = CircuitBreaker::with_clock("t3", 1, Duration::from_secs(30), Arc::new(clock.clone()));
+        b.failure();
+        clock.advance(chrono::Duration::seconds(30));
+        assert!(b.allow());
+        assert!(!b.allow());
+        b.cancelled();
+        assert!(b.allow(), "the next caller probes");
+    }
+
+    #[test]
+    fn a_clock_going_backwards_ends_the_cool_down() {
+        let clock = clock();
+        let b = CircuitBreaker::with_clock("t4", 1, Duration::from_secs(30), Arc::new(clock.clone()));
+        b.failure();
+        clock.advance(chrono::Duration::seconds(-3600));
+        assert_eq!(b.state(), CircuitState::HalfOpen);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use es_core::{
 };
 
 /// The event-metadata header carrying the fencing token of the lock under
-/// which the events were decided.
-pub const FENCING_TOKEN_HEADER: &str = "fencing_token";
+/// which the events were decided (es-core's, re-exported).
+pub use es_core::FENCING_TOKEN_HEADER;
 
 /// Why a locked command was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -36,15 +36,18 @@ pub enum LockedError<E: std::error::Error + 'static> {
 /// load-decide-append.
 ///
 /// Each command: acquire `"{A::TYPE}:{stream_id}"` (retrying by the lock
-/// manager's policy), put the lease's fencing token into
-/// `metadata.headers["fencing_token"]` of every event, run the command
-/// through [`Repository::execute_in`], extend the lease every `ttl / 2`
-/// while it runs, release.
+/// manager's policy), fence the command with the lease's token
+/// ([`CommandContext::with_fencing_token`]: recorded in
+/// `metadata.headers["fencing_token"]` of every event), run it through
+/// [`Repository::execute_in`], extend the lease every `ttl / 2` while it
+/// runs, release.
 ///
 /// The lock is an optimisation, not the correctness guard: the repository
-/// still appends with the exact expected version, so a holder that lost
-/// its lease (stall past TTL, Redis failover) gets a version conflict, not
-/// a lost update; the token in the metadata shows which holder wrote what.
+/// still appends with the exact expected version, and refuses a command
+/// whose token is older than one already in the stream. A holder that lost
+/// its lease (a pause past the TTL, a Redis failover) while a newer holder
+/// wrote gets [`RepositoryError::Fenced`] and writes nothing, even after
+/// catching up on the version conflict.
 ///
 /// **When each mode wins** (measured by `examples/hot_account.rs`; figures
 /// in the README): with one or a few processes per stream, es-core's
@@ -134,9 +137,7 @@ impl<A: Aggregate, S: EventStore + ?Sized> LockedRepository<A, S> {
             })?;
         let token = guard.fencing_token();
         tracing::debug!(stream_id = %id, fencing_token = token, "stream locked");
-        ctx.metadata
-            .headers
-            .insert(FENCING_TOKEN_HEADER.to_owned(), token.to_string());
+        ctx = ctx.with_fencing_token(token);
         let result = keep_alive(&guard, self.ttl, self.repo.execute_in(id.clone(), command, ctx)).await;
         match guard.release().await {
             Ok(true) => {}

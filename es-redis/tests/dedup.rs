@@ -27,10 +27,9 @@ async fn fifty_concurrent_identical_commands_apply_exactly_once() {
                 tokio::task::yield_now().await;
             }
             dedup
-                .run("deposit-req-1", Duration::from_secs(10), || async move {
+                .run("deposit-req-1", Duration::from_secs(60), || async move {
                     runs.fetch_add(1, Ordering::SeqCst);
                     let out = repo.execute("acct-1", AccountCommand::Deposit(100)).await?;
-                    tokio::time::sleep(Duration::from_millis(30)).await;
                     Ok::<_, es_core::RepositoryError<InsufficientFunds>>(
                         json!({ "version": out.version, "balance": out.state.balance }),
                     )
@@ -59,12 +58,12 @@ async fn in_progress_then_completed() {
     let err = dedup.begin_or_wait("k", Duration::from_millis(60)).await.unwrap_err();
     assert!(matches!(err, DedupError::InProgress { ref key } if key == "k"), "{err}");
 
-    // A waiter gets the outcome once the owner completes.
+    // A waiter gets the outcome once the owner completes (whether it
+    // started waiting before or after).
     let waiter = {
         let dedup = dedup.clone();
-        tokio::spawn(async move { dedup.begin_or_wait("k", Duration::from_secs(5)).await })
+        tokio::spawn(async move { dedup.begin_or_wait("k", Duration::from_secs(60)).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
     dedup.complete("k", &json!({ "ok": 1 })).await.unwrap();
     assert_eq!(
         waiter.await.unwrap().unwrap(),
@@ -121,15 +120,26 @@ async fn abandoned_in_flight_mark_expires_and_window_ends() {
     };
     let dedup = RedisDeduplicator::new(config).unwrap();
     assert_eq!(dedup.begin("k").await.unwrap(), DedupStatus::Started);
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(
-        dedup.begin("k").await.unwrap(),
-        DedupStatus::Started,
-        "owner died: mark expired"
-    );
+    // The owner died: its in-flight mark expires in Redis. Asking again
+    // while it lives changes nothing (in progress), so poll.
+    let status = until_not(&dedup, |s| *s == DedupStatus::InProgress).await;
+    assert_eq!(status, DedupStatus::Started, "owner died: mark expired");
     dedup.complete("k", &json!(1)).await.unwrap();
     assert_eq!(dedup.begin("k").await.unwrap(), DedupStatus::Completed(json!(1)));
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(dedup.begin("k").await.unwrap(), DedupStatus::Started, "window ended");
+    let status = until_not(&dedup, |s| *s == DedupStatus::Completed(json!(1))).await;
+    assert_eq!(status, DedupStatus::Started, "window ended");
     cleanup(&p).await;
+}
+
+/// `begin("k")` polled (a minute at most) until its answer is not `still`.
+async fn until_not(dedup: &RedisDeduplicator, still: impl Fn(&DedupStatus) -> bool) -> DedupStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = dedup.begin("k").await.unwrap();
+        if !still(&status) {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

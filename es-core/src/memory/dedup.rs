@@ -1,12 +1,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use async_trait::async_trait;
 use serde_json::Value;
 
 use super::lock;
-use crate::{CommandDeduplicator, DedupError, DedupStatus};
+use crate::clock::deadline;
+use crate::{Clock, CommandDeduplicator, DedupError, DedupStatus, SystemClock};
 
 /// In-process [`CommandDeduplicator`] with a time window; clones share
 /// the same keys. Expired entries are swept on writes, so memory stays
@@ -31,12 +34,13 @@ pub struct InMemoryDeduplicator {
 struct Inner {
     window: Duration,
     in_flight_ttl: Duration,
+    clock: Arc<dyn Clock>,
     entries: Mutex<Entries>,
 }
 
 #[derive(Default)]
 struct Entries {
-    map: HashMap<String, (Option<Value>, Instant)>,
+    map: HashMap<String, (Option<Value>, DateTime<Utc>)>,
     writes: u64,
 }
 
@@ -52,10 +56,17 @@ impl InMemoryDeduplicator {
     /// Outcomes are kept for `window`; an in-flight mark expires after
     /// `in_flight_ttl`.
     pub fn new(window: Duration, in_flight_ttl: Duration) -> Self {
+        Self::with_clock(window, in_flight_ttl, Arc::new(SystemClock))
+    }
+
+    /// Like [`new`](Self::new), with windows measured on `clock` (a
+    /// [`ManualClock`](crate::ManualClock) in tests).
+    pub fn with_clock(window: Duration, in_flight_ttl: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 window,
                 in_flight_ttl,
+                clock,
                 entries: Mutex::default(),
             }),
         }
@@ -63,7 +74,7 @@ impl InMemoryDeduplicator {
 }
 
 impl Entries {
-    fn sweep(&mut self, now: Instant) {
+    fn sweep(&mut self, now: DateTime<Utc>) {
         self.writes += 1;
         if self.writes % 1024 == 0 {
             self.map.retain(|_, (_, expiry)| *expiry > now);
@@ -74,7 +85,7 @@ impl Entries {
 #[async_trait]
 impl CommandDeduplicator for InMemoryDeduplicator {
     async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let mut entries = lock(&self.inner.entries);
         match entries.map.get(key) {
             Some((Some(outcome), expiry)) if *expiry > now => return Ok(DedupStatus::Completed(outcome.clone())),
@@ -84,17 +95,18 @@ impl CommandDeduplicator for InMemoryDeduplicator {
         entries.sweep(now);
         entries
             .map
-            .insert(key.to_owned(), (None, now + self.inner.in_flight_ttl));
+            .insert(key.to_owned(), (None, deadline(now, self.inner.in_flight_ttl)));
         Ok(DedupStatus::Started)
     }
 
     async fn complete(&self, key: &str, outcome: &Value) -> Result<(), DedupError> {
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let mut entries = lock(&self.inner.entries);
         entries.sweep(now);
-        entries
-            .map
-            .insert(key.to_owned(), (Some(outcome.clone()), now + self.inner.window));
+        entries.map.insert(
+            key.to_owned(),
+            (Some(outcome.clone()), deadline(now, self.inner.window)),
+        );
         Ok(())
     }
 

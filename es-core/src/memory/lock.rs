@@ -1,12 +1,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::lock;
-use crate::{Lease, LockError, LockGuard, LockManager, LockRetry};
+use crate::clock::deadline;
+use crate::{Clock, Lease, LockError, LockGuard, LockManager, LockRetry, SystemClock};
 
 /// In-process [`LockManager`] with TTLs and fencing tokens; clones share
 /// the same locks.
@@ -29,16 +32,26 @@ pub struct InMemoryLockManager {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     state: Mutex<State>,
     retry: LockRetry,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            retry: LockRetry::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
     next_token: u64,
-    held: HashMap<String, (Uuid, Instant)>,
+    held: HashMap<String, (Uuid, DateTime<Utc>)>,
 }
 
 impl std::fmt::Debug for InMemoryLockManager {
@@ -55,10 +68,18 @@ impl InMemoryLockManager {
 
     /// A manager that retries `acquire` by `retry`.
     pub fn with_retry(retry: LockRetry) -> Self {
+        Self::with_retry_and_clock(retry, Arc::new(SystemClock))
+    }
+
+    /// A manager whose leases expire by `clock` (a
+    /// [`ManualClock`](crate::ManualClock) in tests), retrying `acquire`
+    /// by `retry`.
+    pub fn with_retry_and_clock(retry: LockRetry, clock: Arc<dyn Clock>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::default(),
                 retry,
+                clock,
             }),
         }
     }
@@ -67,14 +88,14 @@ impl InMemoryLockManager {
 #[async_trait]
 impl LockManager for InMemoryLockManager {
     async fn try_acquire(&self, key: &str, ttl: Duration) -> Result<Option<LockGuard>, LockError> {
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let mut state = lock(&self.inner.state);
         if matches!(state.held.get(key), Some((_, expiry)) if *expiry > now) {
             return Ok(None);
         }
         state.next_token += 1;
         let owner = Uuid::new_v4();
-        state.held.insert(key.to_owned(), (owner, now + ttl));
+        state.held.insert(key.to_owned(), (owner, deadline(now, ttl)));
         let lease = Lease {
             key: key.to_owned(),
             owner,
@@ -90,7 +111,7 @@ impl LockManager for InMemoryLockManager {
 
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
         let mut state = lock(&self.inner.state);
-        let owned = matches!(state.held.get(&lease.key), Some((owner, expiry)) if *owner == lease.owner && *expiry > Instant::now());
+        let owned = matches!(state.held.get(&lease.key), Some((owner, expiry)) if *owner == lease.owner && *expiry > self.inner.clock.now());
         if owned {
             state.held.remove(&lease.key);
         }
@@ -98,11 +119,11 @@ impl LockManager for InMemoryLockManager {
     }
 
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, LockError> {
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         let mut state = lock(&self.inner.state);
         match state.held.get_mut(&lease.key) {
             Some((owner, expiry)) if *owner == lease.owner && *expiry > now => {
-                *expiry = now + ttl;
+                *expiry = deadline(now, ttl);
                 Ok(true)
             }
             _ => Ok(false),

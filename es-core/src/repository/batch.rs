@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::fence::Fence;
 use super::mailbox::Pending;
 use super::{CommandOutcome, Inner, RepositoryError};
 use crate::{
@@ -35,13 +36,21 @@ enum Decision<A: Aggregate> {
         state: A,
         version: u64,
     },
+    /// Decided under a lock whose token is older than one in the stream.
+    Fenced {
+        token: u64,
+        newer: u64,
+    },
 }
 
 impl<A: Aggregate> Decision<A> {
     /// Whether the answer rests on the state being current, which only an
     /// append or a read of the tail can prove.
     fn needs_current_state(&self) -> bool {
-        !matches!(self, Self::Accepted { .. } | Self::AlreadyApplied { .. })
+        !matches!(
+            self,
+            Self::Accepted { .. } | Self::AlreadyApplied { .. } | Self::Fenced { .. }
+        )
     }
 }
 
@@ -162,6 +171,7 @@ async fn decide_all<A: Aggregate, S: EventStore + ?Sized>(
     let mut decisions = Vec::with_capacity(batch.len());
     let mut new_events = Vec::new();
     let mut command_ids: HashSet<Uuid> = HashSet::new();
+    let mut fence = Fence::default();
     for p in batch {
         if let Some(cid) = p.ctx.command_id {
             let seen_here = !command_ids.insert(cid);
@@ -185,6 +195,13 @@ async fn decide_all<A: Aggregate, S: EventStore + ?Sized>(
                     expected,
                     actual: working.version,
                 });
+                continue;
+            }
+        }
+        let token = p.ctx.fencing_token();
+        if let Some(token) = token {
+            if let Some(newer) = fence.newer_than(&*inner.store, id, state.version, token).await? {
+                decisions.push(Decision::Fenced { token, newer });
                 continue;
             }
         }
@@ -241,6 +258,7 @@ async fn decide_all<A: Aggregate, S: EventStore + ?Sized>(
         }
         working.version += events.len() as u64;
         new_events.extend(encoded);
+        fence.accepted(token);
         decisions.push(Decision::Accepted {
             events,
             first,
@@ -410,6 +428,11 @@ fn settle<A: Aggregate>(
             stream_id: id.clone(),
             expected,
             actual,
+        }),
+        Decision::Fenced { token, newer } => Err(RepositoryError::Fenced {
+            stream_id: id.clone(),
+            token,
+            newer,
         }),
         Decision::Accepted { .. } => Err(RepositoryError::Aborted("accepted command was not committed".into())),
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::{Aggregate, AppendResult, CodecError, CommittedEvent, Metadata, StoreError, StreamId};
+use crate::{Aggregate, AppendResult, CodecError, CommittedEvent, FencingToken, Metadata, StoreError, StreamId};
 
 /// Per-command context: metadata for the events, optional expected version
 /// and optional command id.
@@ -43,6 +43,24 @@ impl CommandContext {
     pub fn with_metadata(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
         self
+    }
+
+    /// Returns `self` fenced by a lock's token: the token is recorded on
+    /// every event (header [`FENCING_TOKEN_HEADER`](crate::FENCING_TOKEN_HEADER)),
+    /// and the command fails with [`RepositoryError::Fenced`] instead of
+    /// appending when the stream already holds events of a newer token
+    /// (a newer lock holder wrote while this one was stalled).
+    #[must_use]
+    pub fn with_fencing_token(mut self, token: FencingToken) -> Self {
+        self.metadata
+            .headers
+            .insert(super::fence::FENCING_TOKEN_HEADER.to_owned(), token.to_string());
+        self
+    }
+
+    /// The fencing token set by [`with_fencing_token`](Self::with_fencing_token).
+    pub fn fencing_token(&self) -> Option<FencingToken> {
+        super::fence::token_of(&self.metadata)
     }
 
     /// The id of the `index`-th event this command appends to `stream_id`:
@@ -115,6 +133,18 @@ pub enum RepositoryError<E: std::error::Error + 'static> {
         #[source]
         source: CodecError,
     },
+    /// The command was decided under a lock whose fencing token is older
+    /// than one already recorded in the stream: its holder lost the lock
+    /// while a newer holder wrote. Nothing was appended; not retried.
+    #[error("stream {stream_id} holds events of fencing token {newer}, newer than this command's {token}")]
+    Fenced {
+        /// The stream.
+        stream_id: StreamId,
+        /// The command's fencing token.
+        token: FencingToken,
+        /// The newer token found in the stream.
+        newer: FencingToken,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(Arc<StoreError>),
@@ -154,6 +184,15 @@ impl<E: std::error::Error + 'static> RepositoryError<E> {
                 stream_id: stream_id.clone(),
                 version: *version,
                 source: source.clone(),
+            },
+            Self::Fenced {
+                stream_id,
+                token,
+                newer,
+            } => Self::Fenced {
+                stream_id: stream_id.clone(),
+                token: *token,
+                newer: *newer,
             },
             Self::Store(e) => Self::Store(Arc::clone(e)),
             Self::Aborted(r) => Self::Aborted(r.clone()),

@@ -3,9 +3,11 @@
 
 mod batch;
 mod command;
+mod fence;
 mod mailbox;
 
 pub use command::{CommandContext, CommandOutcome, Decide, RepositoryError};
+pub use fence::FENCING_TOKEN_HEADER;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

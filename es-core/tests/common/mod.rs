@@ -1,6 +1,8 @@
 //! A small bank-account aggregate used by the es-core tests.
 #![allow(dead_code)]
 
+pub mod counting;
+
 use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 

@@ -73,9 +73,13 @@ impl Aggregate for Account {
     }
 }
 
+/// Generous timeouts: a loaded test machine must not turn a slow answer
+/// into a failure (the fault tests use dead ports, which fail at once).
 pub fn redis_config(url: String) -> RedisConfig {
     RedisConfig {
         url,
+        connect_timeout: Duration::from_secs(10),
+        response_timeout: Duration::from_secs(10),
         ..RedisConfig::default()
     }
 }
@@ -225,5 +229,67 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A redis-server of the test's own on a spare port (never the shared one),
+/// for tests that take Redis down. Killed when dropped.
+pub struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    /// Starts `redis-server` without persistence and waits (a minute at
+    /// most) until it answers PING.
+    pub async fn start() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let server = Self { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ping = async {
+                let mut c = redis::Client::open(server.url())?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            };
+            if ping.await.is_ok() {
+                return server;
+            }
+            assert!(std::time::Instant::now() < deadline, "own redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
