@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::process::{pg_env, ServerProcess};
-use common::{pg, read, Api};
+use common::{pg, read, view_at_least, Api};
 use reqwest::StatusCode;
 use serde_json::json;
+use sqlx::Connection;
 use tokio::sync::Notify;
 
 const ACCOUNTS: usize = 4;
@@ -149,10 +150,11 @@ async fn kill_during_deposits_then_retry_unknown_outcomes() {
         let mut logged = logged_deposits(&owner, account).await;
         logged.sort_unstable();
         assert_eq!(logged, want, "account {account}");
-        let (_, view) = read(owner.get(&format!("/accounts/{account}")).await).await;
+        let version = want.len() as u64 + 1;
+        let view = view_at_least(&owner, account, version).await;
         let sum: u64 = want.iter().sum();
         assert_eq!(view["balance"].to_string(), format!("{sum}.00"), "{view}");
-        assert_eq!(view["version"].as_u64(), Some(want.len() as u64 + 1), "{view}");
+        assert_eq!(view["version"].as_u64(), Some(version), "{view}");
     }
 }
 
@@ -161,7 +163,8 @@ async fn kill_during_deposits_then_retry_unknown_outcomes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_account_creation_across_a_restart() {
     pg::ensure_database().await;
-    let env = pg_env(&pg::schema());
+    let schema = pg::schema();
+    let env = pg_env(&schema);
     let mut first = ServerProcess::start(&env).await;
     let api = Api::register_at(&first.base, "restart-creator").await;
     let body = json!({"owner_name": "Once", "initial_balance": 10});
@@ -175,9 +178,32 @@ async fn keyed_account_creation_across_a_restart() {
     assert!(status.is_success(), "{status} {again}");
     assert_eq!(again["id"], created["id"]);
     assert_eq!(again["balance"].to_string(), "10.00");
-    let (_, mine) = read(api.get("/accounts").await).await;
-    assert_eq!(mine["total"], 1, "{mine}");
     let id = created["id"].as_str().unwrap();
     let (_, history) = read(api.get(&format!("/accounts/{id}/events")).await).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 1, "{history}");
+    // One account in the whole log (this schema is the test's own).
+    let mut db = sqlx::PgConnection::connect(&pg::database_url()).await.unwrap();
+    let opened: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.events WHERE event_type = 'AccountCreated'"
+    ))
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(opened, 1);
+    // The list (the rebuilt read model) shows that one account.
+    view_at_least(&api, id, 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, mine) = read(api.get("/accounts").await).await;
+        if mine["total"] != 0 {
+            assert_eq!(mine["total"], 1, "{mine}");
+            assert_eq!(mine["accounts"][0]["id"], created["id"]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list never showed the account"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

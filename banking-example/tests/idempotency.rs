@@ -129,8 +129,11 @@ async fn retry_after_a_restart_moves_money_once(backend: Backend) {
     assert_eq!(retried, answered);
     let (_, history) = read(api.get(&format!("/accounts/{id}/events")).await).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 2);
-    let (_, now) = read(api.get(&format!("/accounts/{id}")).await).await;
-    assert_eq!(now["balance"].to_string(), "30.00");
+    let now = common::view_at_least(&api, &id, 2).await;
+    assert_eq!(
+        (now["version"].as_u64(), now["balance"].to_string()),
+        (Some(2), "30.00".into())
+    );
     second.stop().await.unwrap();
 }
 

@@ -62,8 +62,7 @@ async fn happy_path_survives_a_restart() {
     let server = start_pg(&schema).await;
     // Users persist too: the same user logs in again.
     let api = Api::login(&server, "pg-happy", &api.username).await;
-    let (status, view) = read(api.get(&format!("/accounts/{id}")).await).await;
-    assert_eq!(status, StatusCode::OK);
+    let view = common::view_at_least(&api, &id, 3).await;
     assert_eq!(view["balance"].to_string(), "150.00");
     let (_, history) = read(api.get(&format!("/accounts/{id}/events")).await).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 3);

@@ -209,6 +209,25 @@ impl Api {
     }
 }
 
+/// The account's view once it has reached `version`: a server started on
+/// an existing database rebuilds its read model from the log, which an
+/// open transaction elsewhere in the cluster may hold back a moment.
+pub async fn view_at_least(api: &Api, account: &str, version: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, view) = read(api.get(&format!("/accounts/{account}")).await).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        if view["version"].as_u64().is_some_and(|v| v >= version) {
+            return view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the view never reached version {version}: {view}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Status and JSON body (the body is always JSON in this API).
 pub async fn read(r: Response) -> (StatusCode, Value) {
     let status = r.status();
