@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against the local PostgreSQL and Redis,
-# starting them first when they are installed but not running.
+# starting them first when they are installed but not running. When they
+# are not installed: as root with apt-get (CI machines), installs them
+# (and creates the cluster, trusting user postgres on loopback); otherwise
+# prints the command that does. No suite is skipped: a test that needs
+# PostgreSQL or Redis fails when they are not there.
 #   PostgreSQL: 127.0.0.1:5432, user postgres (ES_TEST_DATABASE_URL overrides
 #               the test database, default postgres://postgres@127.0.0.1:5432/es_test)
 #   Redis:      127.0.0.1:6379 (REDIS_URL overrides)
@@ -15,20 +19,62 @@ wait_for() { # name, command...
   echo "error: $name is not reachable" >&2; return 1
 }
 
+# The tools the run needs: the clients, and the servers themselves (some
+# tests start their own PostgreSQL cluster or redis-server on a spare port).
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true; }
+missing=()
+{ command -v psql && command -v pg_isready; } >/dev/null || missing+=(postgresql-client)
+{ [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ]; } || command -v initdb >/dev/null || missing+=(postgresql)
+{ command -v redis-server && command -v redis-cli; } >/dev/null || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  install="apt-get install -y --no-install-recommends ${missing[*]}"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $install
+  else
+    echo "error: missing ${missing[*]}; install with:" >&2
+    echo "  sudo apt-get update && sudo $install" >&2
+    exit 1
+  fi
+fi
+
+# The first PostgreSQL cluster (Debian layout), created when there is none.
+pg_cluster() { ls /etc/postgresql 2>/dev/null | sort -V | tail -n1 || true; }
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
-    echo "starting PostgreSQL"
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  if command -v pg_ctlcluster >/dev/null; then
+    if [ -z "$(pg_cluster)" ] || [ ! -d "/etc/postgresql/$(pg_cluster)/main" ]; then
+      if [ "$(id -u)" = 0 ]; then
+        version=$(basename "$(dirname "$(pg_bin)")")
+        echo "creating PostgreSQL $version cluster main"
+        pg_createcluster "$version" main
+      fi
+    fi
+    if [ -n "$(pg_cluster)" ]; then
+      echo "starting PostgreSQL"
+      pg_ctlcluster --skip-systemctl-redirect "$(pg_cluster)" main start || true
+    fi
   fi
   wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432
 fi
-if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  if command -v redis-server >/dev/null; then
-    echo "starting Redis"
-    mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
-    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
-      --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+# User postgres must connect over TCP without a password (Debian's default
+# is scram-sha-256 on 127.0.0.1): trust it for loopback when allowed to.
+if ! psql -w -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1" >/dev/null 2>&1; then
+  hba="/etc/postgresql/$(pg_cluster)/main/pg_hba.conf"
+  if [ "$(id -u)" = 0 ] && [ -n "$(pg_cluster)" ] && [ -f "$hba" ]; then
+    echo "trusting user postgres from 127.0.0.1 and ::1 in $hba"
+    { printf 'host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust\n'; cat "$hba"; } >"$hba.new"
+    chown --reference="$hba" "$hba.new"; chmod --reference="$hba" "$hba.new"; mv "$hba.new" "$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$(pg_cluster)" main reload
   fi
+  wait_for "PostgreSQL as user postgres without a password" \
+    psql -w -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1"
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "starting Redis"
+  mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
   wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
 fi
 
@@ -37,7 +83,7 @@ fi
 if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -tAc "SHOW wal_level")" != "logical" ]; then
   echo "setting wal_level=logical and restarting PostgreSQL"
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "ALTER SYSTEM SET wal_level = logical"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main restart
+  pg_ctlcluster --skip-systemctl-redirect "$(pg_cluster)" main restart
   wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432
 fi
 

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Backend;
+
 use banking_example::auth::Role;
 use common::{expect_error, read, Api};
 use reqwest::StatusCode;
@@ -16,9 +18,8 @@ async fn make_role(server: &banking_example::RunningServer, api: &Api, role: Rol
     Api::login(server, &api.client_id, &api.username).await
 }
 
-#[tokio::test]
-async fn another_customers_account_is_404_and_unchanged() {
-    let server = common::start().await;
+async fn another_customers_account_is_404_and_unchanged(backend: Backend) {
+    let server = backend.start().await;
     let alice = Api::new(&server, "alice-app").await;
     let bob = Api::new(&server, "bob-app").await;
     let id = alice.open("Alice", json!(100)).await;
@@ -57,9 +58,8 @@ async fn another_customers_account_is_404_and_unchanged() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn list_shows_own_accounts_paginated() {
-    let server = common::start().await;
+async fn list_shows_own_accounts_paginated(backend: Backend) {
+    let server = backend.start().await;
     let alice = Api::new(&server, "a").await;
     let bob = Api::new(&server, "b").await;
     let mine: Vec<String> = futures::future::join_all((0..3).map(|i| alice.open("A", json!(i)))).await;
@@ -84,9 +84,8 @@ async fn list_shows_own_accounts_paginated() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn tellers_read_and_deposit_admins_do_everything() {
-    let server = common::start().await;
+async fn tellers_read_and_deposit_admins_do_everything(backend: Backend) {
+    let server = backend.start().await;
     let alice = Api::new(&server, "a").await;
     let id = alice.open("Alice", json!(10)).await;
     let teller = make_role(&server, &Api::new(&server, "t").await, Role::Teller).await;
@@ -133,3 +132,9 @@ async fn tellers_read_and_deposit_admins_do_everything() {
     assert!(users["users"][0]["password_hash"].is_null(), "never exposed");
     server.stop().await.unwrap();
 }
+
+crate::on_every_backend!(
+    another_customers_account_is_404_and_unchanged,
+    list_shows_own_accounts_paginated,
+    tellers_read_and_deposit_admins_do_everything,
+);

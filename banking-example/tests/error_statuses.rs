@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::Backend;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +17,8 @@ use es_core::{
 use reqwest::StatusCode;
 use serde_json::json;
 
-#[tokio::test]
-async fn validation_errors_are_400_with_all_messages() {
-    let server = common::start().await;
+async fn validation_errors_are_400_with_all_messages(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "v-client").await;
     let msg = expect_error(
         api.post("/accounts", json!({"owner_name": "  ", "initial_balance": -1}))
@@ -58,9 +59,8 @@ async fn validation_errors_are_400_with_all_messages() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn malformed_payloads_are_400() {
-    let server = common::start().await;
+async fn malformed_payloads_are_400(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "m-client").await;
     let send_raw = |body: &'static str| {
         api.http
@@ -107,9 +107,8 @@ async fn malformed_payloads_are_400() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn client_id_is_required_and_checked() {
-    let server = common::start().await;
+async fn client_id_is_required_and_checked(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "c").await;
     let body = json!({"owner_name": "A", "initial_balance": 1});
     let r = api.http.post(api.url("/accounts")).json(&body).send().await.unwrap();
@@ -142,9 +141,8 @@ async fn client_id_is_required_and_checked() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn unknown_accounts_and_bad_ids_are_404() {
-    let server = common::start().await;
+async fn unknown_accounts_and_bad_ids_are_404(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "nf").await;
     let unknown = uuid::Uuid::new_v4();
     for path in [
@@ -181,9 +179,8 @@ async fn unknown_accounts_and_bad_ids_are_404() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn conflicts_are_409() {
-    let server = common::start().await;
+async fn conflicts_are_409(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "cf").await;
     let id = api.open("Con", json!(10)).await;
     let msg = expect_error(
@@ -211,9 +208,8 @@ async fn conflicts_are_409() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn business_rules_are_422() {
-    let server = common::start().await;
+async fn business_rules_are_422(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "bf").await;
     let id = api.open("Poor", json!(10)).await;
     let msg = expect_error(
@@ -232,9 +228,8 @@ async fn business_rules_are_422() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn bodies_over_64_kib_are_413() {
-    let server = common::start().await;
+async fn bodies_over_64_kib_are_413(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "big").await;
     let huge = "x".repeat(70 * 1024);
     expect_error(
@@ -310,3 +305,13 @@ async fn internal_errors_are_500_without_details() {
     assert_eq!(msg, "internal server error");
     server.stop().await.unwrap();
 }
+
+crate::on_every_backend!(
+    validation_errors_are_400_with_all_messages,
+    malformed_payloads_are_400,
+    client_id_is_required_and_checked,
+    unknown_accounts_and_bad_ids_are_404,
+    conflicts_are_409,
+    business_rules_are_422,
+    bodies_over_64_kib_are_413,
+);

@@ -2,13 +2,14 @@
 
 mod common;
 
+use common::Backend;
+
 use common::{expect_error, read, Api};
 use reqwest::StatusCode;
 use serde_json::json;
 
-#[tokio::test]
-async fn odd_payloads_never_cause_a_500() {
-    let server = common::start().await;
+async fn odd_payloads_never_cause_a_500(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "hostile").await;
     let id = api.open("Target", json!(100)).await;
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
@@ -53,9 +54,8 @@ async fn odd_payloads_never_cause_a_500() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn odd_names_and_ids() {
-    let server = common::start().await;
+async fn odd_names_and_ids(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "names").await;
     let msg = expect_error(
         api.post(
@@ -102,3 +102,5 @@ async fn odd_names_and_ids() {
     }
     server.stop().await.unwrap();
 }
+
+crate::on_every_backend!(odd_payloads_never_cause_a_500, odd_names_and_ids,);

@@ -3,14 +3,14 @@
 
 mod common;
 
-use banking_example::{AppConfig, Backends};
+use common::Backend;
+
 use common::{expect_error, read, Api};
 use reqwest::StatusCode;
 use serde_json::json;
 
-#[tokio::test]
-async fn same_key_twice_returns_the_same_response_and_moves_money_once() {
-    let server = common::start().await;
+async fn same_key_twice_returns_the_same_response_and_moves_money_once(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "idem-client").await;
     let id = api.open("Ida", json!(100)).await;
     let path = format!("/accounts/{id}/deposit");
@@ -43,9 +43,8 @@ async fn same_key_twice_returns_the_same_response_and_moves_money_once() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn keys_are_scoped_per_client_and_request() {
-    let server = common::start().await;
+async fn keys_are_scoped_per_client_and_request(backend: Backend) {
+    let server = backend.start().await;
     let a = Api::new(&server, "client-a").await;
     let b = a.as_client("client-b");
     let id = a.open("Shared", json!(0)).await;
@@ -74,9 +73,8 @@ async fn keys_are_scoped_per_client_and_request() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn keyed_account_creation_is_idempotent() {
-    let server = common::start().await;
+async fn keyed_account_creation_is_idempotent(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "creator").await;
     let body = json!({"owner_name": "Once", "initial_balance": 10});
     let (s1, b1) = read(api.post_keyed("/accounts", "open-1", body.clone()).await).await;
@@ -86,9 +84,8 @@ async fn keyed_account_creation_is_idempotent() {
     server.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn concurrent_retries_of_one_key_apply_once() {
-    let server = common::start().await;
+async fn concurrent_retries_of_one_key_apply_once(backend: Backend) {
+    let server = backend.start().await;
     let api = Api::new(&server, "racer").await;
     let id = api.open("Race", json!(0)).await;
     let path = format!("/accounts/{id}/deposit");
@@ -109,16 +106,15 @@ async fn concurrent_retries_of_one_key_apply_once() {
     server.stop().await.unwrap();
 }
 
-/// The server applied the command and died before answering (its
-/// de-duplicator memory is gone); the client retries against a new
-/// process on the same event store. The store recognises the command by
-/// the ids derived from the key, and the money moves once.
-#[tokio::test]
-async fn retry_after_a_crash_is_recognised_by_the_store() {
-    let config: AppConfig = common::config();
-    let first_backends = Backends::in_memory(&config);
-    let store = first_backends.store.clone();
-    let first = banking_example::start(config.clone(), first_backends).await.unwrap();
+/// The server applied the command and stopped before the client got the
+/// answer; the client retries against a new server on the same storage,
+/// whose de-duplicator has forgotten the key (in memory and on
+/// PostgreSQL; with Redis the key is still there and replays). Either
+/// way the answer is the same and the money moves once. (A SIGKILLed
+/// process: `tests/crash_recovery.rs`.)
+async fn retry_after_a_restart_moves_money_once(backend: Backend) {
+    let storage = backend.storage().await;
+    let first = storage.start(common::config()).await;
     let api = Api::new(&first, "crashy").await;
     let id = api.open("Crash", json!(50)).await;
     let path = format!("/accounts/{id}/withdraw");
@@ -126,14 +122,25 @@ async fn retry_after_a_crash_is_recognised_by_the_store() {
     assert_eq!(status, StatusCode::OK);
     first.stop().await.unwrap();
 
-    let mut backends = Backends::in_memory(&config);
-    backends.store = store;
-    let second = banking_example::start(config, backends).await.unwrap();
+    let second = storage.start(common::config()).await;
     let api = api.on(&second);
     let (status, retried) = read(api.post_keyed(&path, "wd-1", json!({"amount": 20})).await).await;
     assert_eq!(status, StatusCode::OK, "{retried}");
     assert_eq!(retried, answered);
     let (_, history) = read(api.get(&format!("/accounts/{id}/events")).await).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 2);
+    let now = common::view_at_least(&api, &id, 2).await;
+    assert_eq!(
+        (now["version"].as_u64(), now["balance"].to_string()),
+        (Some(2), "30.00".into())
+    );
     second.stop().await.unwrap();
 }
+
+crate::on_every_backend!(
+    same_key_twice_returns_the_same_response_and_moves_money_once,
+    keys_are_scoped_per_client_and_request,
+    keyed_account_creation_is_idempotent,
+    concurrent_retries_of_one_key_apply_once,
+    retry_after_a_restart_moves_money_once,
+);

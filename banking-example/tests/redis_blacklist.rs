@@ -1,7 +1,6 @@
-//! The Redis token blacklist against a real Redis (`BANKING_TEST_REDIS_URL`,
-//! default `redis://127.0.0.1:6379`; skipped with a message when none
-//! answers, a failure with `BANKING_REQUIRE_REDIS=1`): a token revoked on
-//! one instance is refused by another.
+//! The Redis token blacklist against a real Redis (see `common::redis`:
+//! an unreachable Redis fails this test): a token revoked on one instance
+//! is refused by another.
 
 mod common;
 
@@ -10,31 +9,23 @@ use std::time::Duration;
 
 use banking_example::auth::blacklist::{RedisBlacklist, TokenBlacklist};
 use banking_example::Backends;
-use common::{post_json, Api};
+use common::{post_json, redis, Api};
 use reqwest::StatusCode;
 use serde_json::json;
 
-fn url() -> String {
-    std::env::var("BANKING_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-async fn connect(prefix: &str) -> Option<RedisBlacklist> {
-    match tokio::time::timeout(Duration::from_secs(3), RedisBlacklist::connect(&url(), prefix)).await {
-        Ok(Ok(b)) => Some(b),
-        _ if std::env::var_os("BANKING_REQUIRE_REDIS").is_some() => panic!("Redis required at {}", url()),
-        _ => {
-            eprintln!("SKIPPED: no Redis at {}", url());
-            None
-        }
-    }
+async fn connect(prefix: &str) -> RedisBlacklist {
+    tokio::time::timeout(Duration::from_secs(10), RedisBlacklist::connect(&redis::url(), prefix))
+        .await
+        .expect("connecting to Redis timed out")
+        .unwrap()
 }
 
 #[tokio::test]
 async fn logout_on_one_instance_is_seen_by_another() {
-    let prefix = format!("banking-test:jti:{}:", uuid::Uuid::new_v4().simple());
-    let Some(blacklist) = connect(&prefix).await else {
+    if !redis::required().await {
         return;
-    };
+    }
+    let blacklist = connect(&redis::prefix("jti")).await;
     let now = chrono::Utc::now();
     assert!(!blacklist.is_revoked("x", now).await.unwrap());
     blacklist

@@ -96,6 +96,10 @@ impl ApiError {
                     Self::Conflict("Idempotency-Key was already used for a different request".into())
                 }
                 StoreError::Unavailable { .. } => Self::Unavailable("service temporarily unavailable".into()),
+                StoreError::Backend { source, .. } if database_unreachable(source.as_ref()) => {
+                    tracing::warn!(error = %store, "event store unreachable");
+                    Self::Unavailable("service temporarily unavailable".into())
+                }
                 StoreError::InvalidAppend { .. } => {
                     Self::BadRequest("the request contains data that cannot be stored".into())
                 }
@@ -117,6 +121,32 @@ impl ApiError {
             e @ (AccountError::Invalid(_) | AccountError::Overflow) => Self::BadRequest(e.to_string()),
         }
     }
+}
+
+/// Whether a backend failure means the database could not be reached
+/// (connection refused or lost, no pooled connection in time, server
+/// shutting down): safe to retry later, so 503 rather than 500.
+fn database_unreachable(source: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(source);
+    while let Some(e) = next {
+        if let Some(db) = e.downcast_ref::<sqlx::Error>() {
+            return match db {
+                sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                // Connection exceptions (08...) and operator intervention
+                // (57P01 admin shutdown, 57P02 crash shutdown, 57P03
+                // cannot connect now).
+                sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")),
+                _ => false,
+            };
+        }
+        if e.is::<std::io::Error>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl From<crate::auth::AuthError> for ApiError {
@@ -197,4 +227,30 @@ pub async fn ensure_json_errors(response: Response) -> Response {
     let (fresh_parts, body) = fresh.into_parts();
     parts.headers.extend(fresh_parts.headers);
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn store_failure(source: impl Into<es_core::BoxError>) -> StatusCode {
+        let err = RepositoryError::<AccountError>::Store(Arc::new(StoreError::backend("append", source)));
+        ApiError::from_repository(err, uuid::Uuid::nil()).status()
+    }
+
+    #[test]
+    fn an_unreachable_database_is_503_other_backend_failures_500() {
+        assert_eq!(
+            store_failure(sqlx::Error::PoolTimedOut),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(store_failure(sqlx::Error::Io(refused)), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            store_failure(sqlx::Error::ColumnNotFound("x".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(store_failure("disk on fire"), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::handler::Handler;
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -26,57 +27,105 @@ use crate::app::AppState;
 use crate::auth::routes as auth;
 use crate::rate_limit::RateLimitDecision;
 
-/// Every route of the API as `(method, path)`, as in the OpenAPI document.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("post", "/auth/register"),
-    ("post", "/auth/login"),
-    ("post", "/auth/refresh"),
-    ("post", "/auth/change-password"),
-    ("post", "/auth/reset-password"),
-    ("post", "/auth/reset-password/confirm"),
-    ("post", "/auth/logout"),
-    ("get", "/auth/me"),
-    ("get", "/auth/users"),
-    ("post", "/accounts"),
-    ("get", "/accounts"),
-    ("get", "/accounts/{id}"),
-    ("get", "/accounts/{id}/events"),
-    ("post", "/accounts/{id}/deposit"),
-    ("post", "/accounts/{id}/withdraw"),
-    ("post", "/accounts/{id}/close"),
-    ("get", "/health"),
-    ("get", "/health/ready"),
-    ("get", "/metrics"),
-    ("get", "/openapi.json"),
-    ("get", "/docs"),
-];
+/// An HTTP method of the API (the only two it uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+}
+
+impl Verb {
+    /// Lowercase, as the keys of an OpenAPI path item.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Post => "post",
+        }
+    }
+
+    /// The [`axum::http::Method`].
+    pub fn method(self) -> Method {
+        match self {
+            Self::Get => Method::GET,
+            Self::Post => Method::POST,
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Self::Get => MethodFilter::GET,
+            Self::Post => MethodFilter::POST,
+        }
+    }
+}
+
+/// One route: method, path template, handler.
+pub struct Route {
+    /// The method.
+    pub verb: Verb,
+    /// The path template (`/accounts/{id}`), as in the OpenAPI document.
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.verb.as_str(), self.path)
+    }
+}
+
+fn route<H, T>(verb: Verb, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    Route {
+        verb,
+        path,
+        handler: on(verb.filter(), handler),
+    }
+}
+
+/// Every route of the API. [`router`] is built from this table and
+/// nothing else, so it is the list of what the server answers.
+pub fn route_table() -> Vec<Route> {
+    use Verb::{Get, Post};
+    vec![
+        route(Post, "/auth/register", auth::register),
+        route(Post, "/auth/login", auth::login),
+        route(Post, "/auth/refresh", auth::refresh),
+        route(Post, "/auth/change-password", auth::change_password),
+        route(Post, "/auth/reset-password", auth::reset_password),
+        route(Post, "/auth/reset-password/confirm", auth::reset_confirm),
+        route(Post, "/auth/logout", auth::logout),
+        route(Get, "/auth/me", auth::me),
+        route(Get, "/auth/users", auth::list_users),
+        route(Post, "/accounts", accounts::create_account),
+        route(Get, "/accounts", access::list_accounts),
+        route(Get, "/accounts/{id}", accounts::get_account),
+        route(Get, "/accounts/{id}/events", accounts::list_events),
+        route(Post, "/accounts/{id}/deposit", accounts::deposit),
+        route(Post, "/accounts/{id}/withdraw", accounts::withdraw),
+        route(Post, "/accounts/{id}/close", accounts::close_account),
+        route(Get, "/health", health::live),
+        route(Get, "/health/ready", health::ready),
+        route(Get, "/metrics", health::metrics),
+        route(Get, "/openapi.json", openapi::openapi_json),
+        route(Get, "/docs", openapi::docs),
+    ]
+}
 
 /// Builds the application router over `state`.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let max_body = state.config.max_body_bytes;
     let timeout = state.config.request_timeout;
-    Router::new()
-        .route("/auth/register", post(auth::register))
-        .route("/auth/login", post(auth::login))
-        .route("/auth/refresh", post(auth::refresh))
-        .route("/auth/change-password", post(auth::change_password))
-        .route("/auth/reset-password", post(auth::reset_password))
-        .route("/auth/reset-password/confirm", post(auth::reset_confirm))
-        .route("/auth/logout", post(auth::logout))
-        .route("/auth/me", get(auth::me))
-        .route("/auth/users", get(auth::list_users))
-        .route("/accounts", post(accounts::create_account).get(access::list_accounts))
-        .route("/accounts/{id}", get(accounts::get_account))
-        .route("/accounts/{id}/events", get(accounts::list_events))
-        .route("/accounts/{id}/deposit", post(accounts::deposit))
-        .route("/accounts/{id}/withdraw", post(accounts::withdraw))
-        .route("/accounts/{id}/close", post(accounts::close_account))
-        .route("/health", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/docs", get(openapi::docs))
+    // Routes sharing a path (`/accounts`: GET and POST) merge.
+    route_table()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .fallback(|| async { ApiError::NotFound("not found".into()) })
         .layer(
             ServiceBuilder::new()

@@ -11,6 +11,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::AuthStoreError;
+use crate::rate_limit::bounded_redis_call;
 
 /// The token blacklist.
 #[async_trait]
@@ -74,9 +75,8 @@ impl std::fmt::Debug for RedisBlacklist {
 impl RedisBlacklist {
     /// Connects to `url`; keys are `<prefix><jti>`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
         Ok(Self {
-            conn: ConnectionManager::new(client).await?,
+            conn: crate::rate_limit::connect_redis(url).await?,
             prefix: prefix.to_owned(),
         })
     }
@@ -94,14 +94,16 @@ impl TokenBlacklist for RedisBlacklist {
             return Ok(());
         }
         let mut conn = self.conn.clone();
-        conn.set_ex::<_, _, ()>(format!("{}{jti}", self.prefix), 1, secs.unsigned_abs())
+        bounded_redis_call(conn.set_ex::<_, _, ()>(format!("{}{jti}", self.prefix), 1, secs.unsigned_abs()))
             .await
             .map_err(redis_err)
     }
 
     async fn is_revoked(&self, jti: &str, _now: DateTime<Utc>) -> Result<bool, AuthStoreError> {
         let mut conn = self.conn.clone();
-        conn.exists(format!("{}{jti}", self.prefix)).await.map_err(redis_err)
+        bounded_redis_call(conn.exists(format!("{}{jti}", self.prefix)))
+            .await
+            .map_err(redis_err)
     }
 
     fn name(&self) -> &'static str {

@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{RateLimitConfig, RateLimitDecision, RateLimiter};
+use super::{MonotonicClock, RateLimitConfig, RateLimitDecision, RateLimiter, SystemMonotonicClock};
 
 /// In-process limiter: one "theoretical arrival time" per client.
 #[derive(Debug)]
@@ -15,6 +15,7 @@ pub struct InMemoryRateLimiter {
     config: RateLimitConfig,
     clients: Mutex<HashMap<String, Instant>>,
     checks: AtomicU64,
+    clock: Arc<dyn MonotonicClock>,
 }
 
 /// Every this many checks, idle clients are swept inline.
@@ -23,10 +24,17 @@ const SWEEP_EVERY: u64 = 4096;
 impl InMemoryRateLimiter {
     /// A limiter with these limits.
     pub fn new(config: RateLimitConfig) -> Self {
+        Self::with_clock(config, Arc::new(SystemMonotonicClock))
+    }
+
+    /// A limiter telling time by `clock` (tests pass a
+    /// [`ManualMonotonicClock`](super::ManualMonotonicClock)).
+    pub fn with_clock(config: RateLimitConfig, clock: Arc<dyn MonotonicClock>) -> Self {
         Self {
             config,
             clients: Mutex::new(HashMap::new()),
             checks: AtomicU64::new(0),
+            clock,
         }
     }
 
@@ -38,7 +46,7 @@ impl InMemoryRateLimiter {
     /// Drops every idle client (one whose allowance is full again, so
     /// forgetting it changes nothing). Returns how many were dropped.
     pub fn cleanup(&self) -> usize {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut clients = self.lock();
         let before = clients.len();
         clients.retain(|_, tat| *tat > now);
@@ -71,7 +79,7 @@ impl InMemoryRateLimiter {
 #[async_trait]
 impl RateLimiter for InMemoryRateLimiter {
     async fn check(&self, key: &str) -> RateLimitDecision {
-        let now = Instant::now();
+        let now = self.clock.now();
         let t = self.config.emission_interval();
         let tolerance = t * (self.config.capacity() - 1);
         let mut clients = self.lock();
@@ -109,36 +117,57 @@ impl RateLimiter for InMemoryRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rate_limit::ManualMonotonicClock;
     use std::time::Duration;
 
-    fn limiter(rpm: u32, burst: u32, max_clients: usize) -> InMemoryRateLimiter {
-        InMemoryRateLimiter::new(RateLimitConfig {
+    fn limiter(rpm: u32, burst: u32, max_clients: usize) -> (InMemoryRateLimiter, ManualMonotonicClock) {
+        let clock = ManualMonotonicClock::new();
+        let config = RateLimitConfig {
             requests_per_minute: rpm,
             burst_size: burst,
             window_size: Duration::from_secs(60),
             max_clients,
-        })
+        };
+        (InMemoryRateLimiter::with_clock(config, Arc::new(clock.clone())), clock)
     }
 
     #[tokio::test]
-    async fn allows_a_burst_then_limits() {
-        let l = limiter(60, 3, 10);
+    async fn allows_a_burst_then_limits_then_refills() {
+        let (l, clock) = limiter(60, 3, 10);
         for expected in [2, 1, 0] {
             assert_eq!(l.check("a").await, RateLimitDecision::Allowed { remaining: expected });
         }
-        match l.check("a").await {
-            RateLimitDecision::Limited { retry_after } => {
-                assert!(retry_after > Duration::from_millis(900) && retry_after <= Duration::from_secs(1));
+        assert_eq!(
+            l.check("a").await,
+            RateLimitDecision::Limited {
+                retry_after: Duration::from_secs(1)
             }
-            other => panic!("expected a limit, got {other:?}"),
-        }
+        );
         // Another client has its own allowance.
         assert!(matches!(l.check("b").await, RateLimitDecision::Allowed { .. }));
+        // Just before the next emission: still limited, for the rest.
+        clock.advance(Duration::from_millis(999));
+        assert_eq!(
+            l.check("a").await,
+            RateLimitDecision::Limited {
+                retry_after: Duration::from_millis(1)
+            }
+        );
+        // One emission interval later exactly one more request passes.
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(l.check("a").await, RateLimitDecision::Allowed { remaining: 0 });
+        assert!(matches!(l.check("a").await, RateLimitDecision::Limited { .. }));
+        // A whole burst's worth of time refills the whole burst, no more.
+        clock.advance(Duration::from_secs(60));
+        for expected in [2, 1, 0] {
+            assert_eq!(l.check("a").await, RateLimitDecision::Allowed { remaining: expected });
+        }
+        assert!(matches!(l.check("a").await, RateLimitDecision::Limited { .. }));
     }
 
     #[tokio::test]
     async fn memory_stays_bounded() {
-        let l = limiter(60, 5, 100);
+        let (l, _clock) = limiter(60, 5, 100);
         for i in 0..1_000 {
             l.check(&format!("client-{i}")).await;
             assert!(l.tracked_clients() <= 100);
@@ -147,10 +176,15 @@ mod tests {
 
     #[tokio::test]
     async fn idle_clients_are_cleaned_up() {
-        let l = limiter(60_000, 1, 100);
+        let (l, clock) = limiter(60, 1, 100);
         l.check("a").await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(l.cleanup(), 1);
-        assert_eq!(l.tracked_clients(), 0);
+        l.check("b").await;
+        assert_eq!(l.cleanup(), 0, "both are still within their interval");
+        clock.advance(Duration::from_millis(999));
+        assert_eq!(l.cleanup(), 0);
+        clock.advance(Duration::from_millis(1));
+        assert!(matches!(l.check("b").await, RateLimitDecision::Allowed { .. }));
+        assert_eq!(l.cleanup(), 1, "a is idle, b is not");
+        assert_eq!(l.tracked_clients(), 1);
     }
 }

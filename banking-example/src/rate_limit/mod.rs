@@ -14,11 +14,14 @@
 //! and at `max_clients` idle ones are evicted first, then the ones closest
 //! to idle.
 
+mod clock;
 mod memory;
 mod redis;
 
+pub use clock::{ManualMonotonicClock, MonotonicClock, SystemMonotonicClock};
 pub use memory::InMemoryRateLimiter;
 pub use redis::RedisRateLimiter;
+pub(crate) use redis::{bounded as bounded_redis_call, connect_manager as connect_redis};
 
 use std::time::Duration;
 

@@ -2,10 +2,11 @@
 //! behind a load balancer shares the same limits. Time comes from the Redis
 //! server (`TIME`), so instances' clocks do not matter.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{RateLimitConfig, RateLimitDecision, RateLimiter};
 
@@ -24,6 +25,35 @@ local new = tat + t
 redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.ceil((new - now) / 1000) + 1)
 return {1, cap - math.ceil((new - now) / t)}
 ";
+
+/// Upper bound on one Redis call of the limiter and of the token
+/// blacklist, reconnection included: a Redis that is down costs a request
+/// at most this long, then the caller's failure policy applies.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A connection manager that gives up quickly when Redis is away (bounded
+/// connect and response times, one reconnection attempt per failure)
+/// instead of holding requests through a long reconnection backoff.
+pub(crate) async fn connect_manager(url: &str) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_millis(400))
+        .set_response_timeout(Duration::from_millis(250))
+        .set_number_of_retries(1)
+        .set_max_delay(100);
+    ConnectionManager::new_with_config(client, config).await
+}
+
+/// `call`, failed with a timeout error after [`CALL_TIMEOUT`].
+pub(crate) async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::IoError,
+            "redis call timed out",
+        ))),
+    }
+}
 
 /// A [`RateLimiter`] shared through Redis. Keys expire as soon as the
 /// client is idle, so Redis memory stays bounded by the active clients.
@@ -47,8 +77,7 @@ impl std::fmt::Debug for RedisRateLimiter {
 impl RedisRateLimiter {
     /// Connects to `url`; keys are `<prefix><client key>`.
     pub async fn connect(url: &str, prefix: &str, config: RateLimitConfig) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let conn = connect_manager(url).await?;
         Ok(Self {
             conn,
             script: redis::Script::new(SCRIPT),
@@ -65,13 +94,9 @@ impl RateLimiter for RedisRateLimiter {
             .unwrap_or(u64::MAX)
             .max(1);
         let mut conn = self.conn.clone();
-        let result: Result<(i64, i64), _> = self
-            .script
-            .key(format!("{}{key}", self.prefix))
-            .arg(t)
-            .arg(self.config.capacity())
-            .invoke_async(&mut conn)
-            .await;
+        let mut invocation = self.script.key(format!("{}{key}", self.prefix));
+        invocation.arg(t).arg(self.config.capacity());
+        let result: Result<(i64, i64), _> = bounded(invocation.invoke_async(&mut conn)).await;
         match result {
             Ok((1, remaining)) => RateLimitDecision::Allowed {
                 remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
@@ -93,8 +118,7 @@ impl RateLimiter for RedisRateLimiter {
 
     async fn health(&self) -> Result<(), String> {
         let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
+        bounded(redis::cmd("PING").query_async::<String>(&mut conn))
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

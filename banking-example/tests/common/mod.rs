@@ -5,7 +5,7 @@
 use banking_example::auth::config::Argon2Params;
 use banking_example::auth::AuthConfig;
 use banking_example::rate_limit::RateLimitConfig;
-use banking_example::{AppConfig, Backends, RunningServer};
+use banking_example::{AppConfig, RunningServer};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -72,11 +72,12 @@ pub async fn login(base: &str, username: &str, password: &str) -> Value {
     body
 }
 
+/// A server on in-memory backends with `config`.
 pub async fn start_with(config: AppConfig) -> RunningServer {
-    let backends = Backends::in_memory(&config);
-    banking_example::start(config, backends).await.unwrap()
+    Backend::Memory.start_with(config).await
 }
 
+/// A server on in-memory backends with the test config.
 pub async fn start() -> RunningServer {
     start_with(config()).await
 }
@@ -106,10 +107,22 @@ impl Api {
         Self::with_tokens(server, client_id, username, &tokens)
     }
 
+    /// A new customer (registered and logged in) of the server at `base`
+    /// (a server process).
+    pub async fn register_at(base: &str, client_id: &str) -> Self {
+        let username = username();
+        let tokens = register_and_login(base, &username).await;
+        Self::at(base, client_id, &username, &tokens)
+    }
+
     fn with_tokens(server: &RunningServer, client_id: &str, username: &str, tokens: &Value) -> Self {
+        Self::at(&server.url(), client_id, username, tokens)
+    }
+
+    fn at(base: &str, client_id: &str, username: &str, tokens: &Value) -> Self {
         Self {
             http: Client::new(),
-            base: server.url(),
+            base: base.to_owned(),
             client_id: client_id.into(),
             username: username.into(),
             token: tokens["access_token"].as_str().unwrap().into(),
@@ -127,8 +140,13 @@ impl Api {
 
     /// The same user and token against another server.
     pub fn on(&self, server: &RunningServer) -> Self {
+        self.at_base(&server.url())
+    }
+
+    /// The same user and token against the server at `base`.
+    pub fn at_base(&self, base: &str) -> Self {
         Self {
-            base: server.url(),
+            base: base.to_owned(),
             ..self.clone()
         }
     }
@@ -191,6 +209,25 @@ impl Api {
     }
 }
 
+/// The account's view once it has reached `version`: a server started on
+/// an existing database rebuilds its read model from the log, which an
+/// open transaction elsewhere in the cluster may hold back a moment.
+pub async fn view_at_least(api: &Api, account: &str, version: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, view) = read(api.get(&format!("/accounts/{account}")).await).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        if view["version"].as_u64().is_some_and(|v| v >= version) {
+            return view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the view never reached version {version}: {view}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Status and JSON body (the body is always JSON in this API).
 pub async fn read(r: Response) -> (StatusCode, Value) {
     let status = r.status();
@@ -220,14 +257,18 @@ pub fn raw_number(body_text: &str, field: &str) -> String {
         .collect()
 }
 
+pub mod backend;
+pub mod metrics;
 pub mod pg;
+pub mod process;
+pub mod redis;
+
+pub use backend::Backend;
 
 /// A server on in-memory backends whose auth service tells time by
 /// `clock`.
 pub async fn start_with_clock(config: AppConfig, clock: es_core::ManualClock) -> RunningServer {
-    let mut backends = Backends::in_memory(&config);
-    backends.clock = std::sync::Arc::new(clock);
-    banking_example::start(config, backends).await.unwrap()
+    Backend::Memory.start_with_clock(config, clock).await
 }
 
 /// POSTs JSON to `path` with an optional bearer token.

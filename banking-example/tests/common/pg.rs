@@ -24,3 +24,146 @@ pub async fn config(schema: &str) -> AppConfig {
         ..super::config()
     }
 }
+
+/// A private PostgreSQL cluster (initdb in a temporary directory, on a
+/// spare port), for tests that stop the database under a running server.
+/// Stopped and removed on drop.
+pub struct OwnPostgres {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    port: u16,
+    running: bool,
+}
+
+impl OwnPostgres {
+    /// Creates and starts a cluster (user `postgres`, trust auth).
+    pub async fn start() -> Self {
+        tokio::task::spawn_blocking(|| {
+            let bin = pg_bin_dir();
+            let dir = std::env::temp_dir().join(format!("es-rs-test-pg-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir(&dir).unwrap();
+            if as_root() {
+                // initdb refuses to run as root: the cluster belongs to postgres.
+                run(std::process::Command::new("chown").arg("postgres:postgres").arg(&dir));
+            }
+            let dir_s = dir.display().to_string();
+            run(&mut pg_command(
+                &bin,
+                "initdb",
+                &["-D", &dir_s, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
+            ));
+            let port = super::redis::spare_port();
+            start_cluster(&bin, &dir, port);
+            Self {
+                dir,
+                bin,
+                port,
+                running: true,
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops it at once (`pg_ctl stop -m immediate`: like a crash).
+    pub async fn stop(&mut self) {
+        let (bin, dir) = (self.bin.clone(), self.dir.display().to_string());
+        tokio::task::spawn_blocking(move || {
+            run(&mut pg_command(
+                &bin,
+                "pg_ctl",
+                &["-D", &dir, "-m", "immediate", "-w", "stop"],
+            ))
+        })
+        .await
+        .unwrap();
+        self.running = false;
+    }
+
+    /// Starts it again on the same port and waits until it accepts connections.
+    pub async fn restart(&mut self) {
+        let (bin, dir, port) = (self.bin.clone(), self.dir.clone(), self.port);
+        tokio::task::spawn_blocking(move || start_cluster(&bin, &dir, port))
+            .await
+            .unwrap();
+        self.running = true;
+    }
+}
+
+fn start_cluster(bin: &std::path::Path, dir: &std::path::Path, port: u16) {
+    let dir = dir.display().to_string();
+    let options = format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={dir} -c fsync=off");
+    let log = format!("{dir}/server.log");
+    run(&mut pg_command(
+        bin,
+        "pg_ctl",
+        &["-D", &dir, "-o", &options, "-l", &log, "-w", "start"],
+    ));
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        if self.running {
+            let dir = self.dir.display().to_string();
+            let _ = pg_command(&self.bin, "pg_ctl", &["-D", &dir, "-m", "immediate", "-w", "stop"]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// `PG_BIN_DIR`, else the newest `/usr/lib/postgresql/<version>/bin`,
+/// else the `PATH`.
+fn pg_bin_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
+        return dir.into();
+    }
+    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).unwrap_or_default()
+}
+
+/// A PostgreSQL tool, run as `postgres` when the tests run as root.
+fn pg_command(bin: &std::path::Path, tool: &str, args: &[&str]) -> std::process::Command {
+    let tool = if bin.as_os_str().is_empty() {
+        tool.into()
+    } else {
+        bin.join(tool)
+    };
+    let mut cmd = if as_root() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(tool);
+        c
+    } else {
+        std::process::Command::new(tool)
+    };
+    cmd.args(args);
+    cmd
+}
+
+fn run(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

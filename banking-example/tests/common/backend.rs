@@ -1,0 +1,161 @@
+//! The backends a test body runs on: the same test, in memory, on
+//! PostgreSQL, and on PostgreSQL + Redis ([`on_every_backend!`]).
+
+use std::sync::Arc;
+
+use banking_example::auth::AuthStores;
+use banking_example::{AppConfig, Backends, RunningServer};
+use es_core::EventStore;
+
+/// Which backends a server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Everything in process.
+    Memory,
+    /// PostgreSQL (events, users; own schema per storage), the rest in memory.
+    Postgres,
+    /// PostgreSQL, and Redis for the cache, de-duplication and the token
+    /// blacklist (the rate limiters stay as the config says; the test
+    /// config disables them).
+    PostgresRedis,
+}
+
+/// Data that outlives one server: a server started again on the same
+/// storage sees what the previous one wrote (as a restarted process on the
+/// same database would). In memory the store and the auth stores are
+/// shared; on PostgreSQL it is one schema.
+#[derive(Clone)]
+pub struct Storage {
+    backend: Backend,
+    schema: String,
+    memory: Option<(Arc<dyn EventStore>, AuthStores)>,
+}
+
+impl Backend {
+    /// Fresh, empty storage of this kind.
+    pub async fn storage(self) -> Storage {
+        let memory = (self == Backend::Memory).then(|| {
+            let b = Backends::in_memory(&super::config());
+            (b.store, b.auth)
+        });
+        if self != Backend::Memory {
+            super::pg::ensure_database().await;
+        }
+        Storage {
+            backend: self,
+            schema: super::pg::schema(),
+            memory,
+        }
+    }
+
+    /// A server on fresh storage with the test config.
+    pub async fn start(self) -> RunningServer {
+        self.start_with(super::config()).await
+    }
+
+    /// A server on fresh storage with `config`.
+    pub async fn start_with(self, config: AppConfig) -> RunningServer {
+        self.storage().await.start(config).await
+    }
+
+    /// A server on fresh storage whose auth service tells time by `clock`.
+    pub async fn start_with_clock(self, config: AppConfig, clock: es_core::ManualClock) -> RunningServer {
+        self.storage().await.start_with_clock(config, clock).await
+    }
+}
+
+impl Storage {
+    /// The backend kind.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// `config` pointed at this storage.
+    pub fn config(&self, config: AppConfig) -> AppConfig {
+        match self.backend {
+            Backend::Memory => config,
+            Backend::Postgres => AppConfig {
+                database_url: Some(super::pg::database_url()),
+                database_schema: self.schema.clone(),
+                ..config
+            },
+            Backend::PostgresRedis => AppConfig {
+                database_url: Some(super::pg::database_url()),
+                database_schema: self.schema.clone(),
+                redis_url: Some(super::redis::url()),
+                ..config
+            },
+        }
+    }
+
+    /// The backends of a server on this storage (`config` as given to
+    /// [`Storage::config`]).
+    pub async fn backends(&self, config: &AppConfig) -> Backends {
+        let mut backends = Backends::from_config(config).await.unwrap();
+        if let Some((store, auth)) = &self.memory {
+            backends.store = Arc::clone(store);
+            // The data is shared; the auth limiter follows this config.
+            let limiter = Arc::clone(&backends.auth.limiter);
+            backends.auth = auth.clone();
+            backends.auth.limiter = limiter;
+        }
+        let expected = match self.backend {
+            Backend::Memory => ("memory", "memory"),
+            Backend::Postgres => ("postgres", "memory"),
+            Backend::PostgresRedis => ("postgres", "redis"),
+        };
+        assert_eq!((backends.names.store.as_str(), backends.names.dedup.as_str()), expected);
+        backends
+    }
+
+    /// A server on this storage.
+    pub async fn start(&self, config: AppConfig) -> RunningServer {
+        let config = self.config(config);
+        let backends = self.backends(&config).await;
+        banking_example::start(config, backends).await.unwrap()
+    }
+
+    /// A server on this storage whose auth service tells time by `clock`.
+    pub async fn start_with_clock(&self, config: AppConfig, clock: es_core::ManualClock) -> RunningServer {
+        let config = self.config(config);
+        let mut backends = self.backends(&config).await;
+        backends.clock = Arc::new(clock);
+        banking_example::start(config, backends).await.unwrap()
+    }
+}
+
+/// Runs each named `async fn(Backend)` of the calling file as three tests:
+/// `memory::<name>`, `postgres::<name>` and `postgres_redis::<name>`.
+/// Redis unreachable fails the Redis variant (see [`super::redis`]).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Memory).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+        mod postgres_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if !$crate::common::redis::required().await {
+                        return;
+                    }
+                    super::$name($crate::common::Backend::PostgresRedis).await
+                }
+            )*
+        }
+    };
+}

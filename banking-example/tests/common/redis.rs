@@ -1,0 +1,118 @@
+//! Redis for the tests: the shared server (`BANKING_TEST_REDIS_URL`, else
+//! `REDIS_URL`, else `redis://127.0.0.1:6379`; each test its own key
+//! prefix), and private `redis-server` processes for tests that stop one.
+//!
+//! A test that needs Redis fails when none answers. Only an explicit
+//! `BANKING_TESTS_WITHOUT_REDIS=1` turns that into a skip (with a message);
+//! `scripts/test.sh` never sets it.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The opt-out variable: set to `1` to skip Redis tests when no Redis runs.
+pub const OPT_OUT: &str = "BANKING_TESTS_WITHOUT_REDIS";
+
+/// The shared Redis of the tests.
+pub fn url() -> String {
+    std::env::var("BANKING_TEST_REDIS_URL")
+        .or_else(|_| std::env::var("REDIS_URL"))
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Whether `url` answers PING within a few seconds.
+pub async fn answers(url: &str) -> bool {
+    let ping = async {
+        let client = ::redis::Client::open(url).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        ::redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(5), ping).await, Ok(Some(_)))
+}
+
+/// `true` when the shared Redis answers. When it does not: `false` (skip)
+/// if the opt-out variable is set, else the test fails here.
+pub async fn required() -> bool {
+    if answers(&url()).await {
+        return true;
+    }
+    if std::env::var(OPT_OUT).is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED: no Redis at {} and {OPT_OUT}=1", url());
+        return false;
+    }
+    panic!(
+        "Redis is not reachable at {} (start it, e.g. with scripts/test.sh; {OPT_OUT}=1 skips these tests)",
+        url()
+    );
+}
+
+/// A fresh key prefix.
+pub fn prefix(name: &str) -> String {
+    format!("banking-test:{name}:{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// A private `redis-server` on a spare port, killed on drop.
+pub struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    /// Starts one and waits until it answers.
+    pub async fn start() -> Self {
+        let port = spare_port();
+        let mut redis = Self { port, child: None };
+        redis.spawn().await;
+        redis
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL) and waits for the process to end.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: nothing is persisted).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !answers(&self.url()).await {
+            assert!(
+                Instant::now() < deadline,
+                "own redis-server on {} never answered",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn spare_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

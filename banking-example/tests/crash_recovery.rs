@@ -1,0 +1,209 @@
+//! The server process killed with SIGKILL between commit and reply: the
+//! real binary on PostgreSQL (its own schema), restarted on the same
+//! database; clients retry every request whose outcome they do not know
+//! with the same `Idempotency-Key`. Nothing is lost, nothing doubled.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::process::{pg_env, ServerProcess};
+use common::{pg, read, view_at_least, Api};
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::Connection;
+use tokio::sync::Notify;
+
+const ACCOUNTS: usize = 4;
+const WORKERS: usize = 8;
+/// Most deposits one worker sends (bounds the test if the kill is late).
+const PER_WORKER: usize = 200;
+/// The kill comes once this many deposits were acknowledged.
+const KILL_AFTER: usize = 60;
+
+/// One deposit: its account, key and amount (unique, so the log shows
+/// which request each event came from).
+#[derive(Debug, Clone)]
+struct Deposit {
+    account: String,
+    key: String,
+    amount: u64,
+}
+
+async fn send(api: &Api, d: &Deposit) -> Result<(StatusCode, serde_json::Value), reqwest::Error> {
+    let r = api
+        .authed(api.http.post(api.url(&format!("/accounts/{}/deposit", d.account))))
+        .header("idempotency-key", &d.key)
+        .json(&json!({ "amount": d.amount }))
+        .send()
+        .await?;
+    let status = r.status();
+    let text = r.text().await?;
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    Ok((status, body))
+}
+
+/// The deposit amounts in the account's log, from the events route.
+async fn logged_deposits(api: &Api, account: &str) -> Vec<u64> {
+    let (status, history) = read(api.get(&format!("/accounts/{account}/events")).await).await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "MoneyDeposited")
+        .map(|e| e["data"]["amount"].to_string().parse::<f64>().unwrap() as u64)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_during_deposits_then_retry_unknown_outcomes() {
+    pg::ensure_database().await;
+    let env = pg_env(&pg::schema());
+    let mut first = ServerProcess::start(&env).await;
+    let owner = Api::register_at(&first.base, "crash-owner").await;
+    let mut accounts = Vec::new();
+    for i in 0..ACCOUNTS {
+        accounts.push(owner.open(&format!("Crash {i}"), json!(0)).await);
+    }
+
+    let acked = Arc::new(AtomicUsize::new(0));
+    let kill_now = Arc::new(Notify::new());
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let api = owner.as_client(&format!("crash-client-{w}"));
+            let account = accounts[w % ACCOUNTS].clone();
+            let (acked, kill_now) = (Arc::clone(&acked), Arc::clone(&kill_now));
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for i in 0..PER_WORKER {
+                    let d = Deposit {
+                        account: account.clone(),
+                        key: format!("dep-{w}-{i}"),
+                        amount: (w * PER_WORKER + i + 1) as u64,
+                    };
+                    match send(&api, &d).await {
+                        Ok((status, body)) => {
+                            assert_eq!(status, StatusCode::OK, "{body}");
+                            answered.push(d);
+                            if acked.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
+                                kill_now.notify_one();
+                            }
+                        }
+                        // The server died: this one's outcome is unknown.
+                        Err(_) => return (answered, Some((api, d))),
+                    }
+                }
+                (answered, None)
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(120), kill_now.notified())
+        .await
+        .expect("the deposits never got going");
+    first.kill9();
+    let mut answered = Vec::new();
+    let mut unknown = Vec::new();
+    for w in workers {
+        let (a, u) = w.await.unwrap();
+        answered.extend(a);
+        unknown.extend(u);
+    }
+    assert!(answered.len() >= KILL_AFTER);
+    assert!(!unknown.is_empty(), "no request was in flight at the kill");
+
+    // A new process on the same database; the clients retry.
+    let second = ServerProcess::start(&env).await;
+    let owner = owner.at_base(&second.base);
+    let mut before_retry: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for account in &accounts {
+        before_retry.insert(account, logged_deposits(&owner, account).await);
+    }
+    let committed_unanswered = unknown
+        .iter()
+        .filter(|(_, d)| before_retry[d.account.as_str()].contains(&d.amount))
+        .count();
+    eprintln!(
+        "{} answered, {} unknown at the kill ({committed_unanswered} of them committed)",
+        answered.len(),
+        unknown.len()
+    );
+    for (api, d) in &unknown {
+        let (status, body) = send(&api.at_base(&second.base), d).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "retry of {d:?}: {body}");
+        answered.push(d.clone());
+    }
+
+    // Every acknowledged deposit is in its account's log exactly once,
+    // and nothing else is; the balance (rebuilt from the log by the new
+    // process) is their sum.
+    for account in &accounts {
+        let mut want: Vec<u64> = answered
+            .iter()
+            .filter(|d| &d.account == account)
+            .map(|d| d.amount)
+            .collect();
+        want.sort_unstable();
+        let mut logged = logged_deposits(&owner, account).await;
+        logged.sort_unstable();
+        assert_eq!(logged, want, "account {account}");
+        let version = want.len() as u64 + 1;
+        let view = view_at_least(&owner, account, version).await;
+        let sum: u64 = want.iter().sum();
+        assert_eq!(view["balance"].to_string(), format!("{sum}.00"), "{view}");
+        assert_eq!(view["version"].as_u64(), Some(version), "{view}");
+    }
+}
+
+/// Keyed account creation, the process restarted, the key retried: the
+/// same account, not a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_account_creation_across_a_restart() {
+    pg::ensure_database().await;
+    let schema = pg::schema();
+    let env = pg_env(&schema);
+    let mut first = ServerProcess::start(&env).await;
+    let api = Api::register_at(&first.base, "restart-creator").await;
+    let body = json!({"owner_name": "Once", "initial_balance": 10});
+    let (status, created) = read(api.post_keyed("/accounts", "open-once", body.clone()).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    first.kill9();
+
+    let second = ServerProcess::start(&env).await;
+    let api = api.at_base(&second.base);
+    let (status, again) = read(api.post_keyed("/accounts", "open-once", body).await).await;
+    assert!(status.is_success(), "{status} {again}");
+    assert_eq!(again["id"], created["id"]);
+    assert_eq!(again["balance"].to_string(), "10.00");
+    let id = created["id"].as_str().unwrap();
+    let (_, history) = read(api.get(&format!("/accounts/{id}/events")).await).await;
+    assert_eq!(history["events"].as_array().unwrap().len(), 1, "{history}");
+    // One account in the whole log (this schema is the test's own).
+    let mut db = sqlx::PgConnection::connect(&pg::database_url()).await.unwrap();
+    let opened: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.events WHERE event_type = 'AccountCreated'"
+    ))
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(opened, 1);
+    // The list (the rebuilt read model) shows that one account.
+    view_at_least(&api, id, 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, mine) = read(api.get("/accounts").await).await;
+        if mine["total"] != 0 {
+            assert_eq!(mine["total"], 1, "{mine}");
+            assert_eq!(mine["accounts"][0]["id"], created["id"]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list never showed the account"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
