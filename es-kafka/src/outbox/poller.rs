@@ -134,6 +134,7 @@ impl OutboxPoller {
     /// pollers share a backlog that sits in a few streams.
     pub async fn claim(&self) -> Result<Claim, OutboxError> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query(self.sql.custom_plans).execute(&mut *tx).await?;
         let batch = self.config.batch_size.max(1);
         let max_streams = usize::try_from(self.config.max_streams.max(1)).unwrap_or(1);
         let mut owned: Vec<String> = Vec::new();

@@ -7,6 +7,7 @@ const ROW_COLUMNS: &str = "r.global_position, r.event_id, r.stream_id, r.stream_
 #[derive(Debug, Clone)]
 pub(crate) struct OutboxSql {
     pub(crate) migrate: Vec<String>,
+    pub(crate) custom_plans: &'static str,
     pub(crate) window: String,
     pub(crate) lock_heads: String,
     pub(crate) rows: String,
@@ -43,12 +44,15 @@ impl OutboxSql {
                 ),
             ],
             // A claim costs O(batch) whatever the backlog, in three steps
-            // (`OutboxPoller::claim` drives them):
+            // (`OutboxPoller::claim` drives them, with custom plans: a
+            // generic plan made while the table was empty walks the whole
+            // backlog once the table is large):
             // 1. `window`: the streams of the oldest $2 pending rows after
             //    position $1 (the `outbox_pending` partial index), skipping
             //    streams blocked by a parked row, oldest first, with the
             //    window's row count and last position (to look further when
             //    other pollers own all of them);
+            custom_plans: "SET LOCAL plan_cache_mode = force_custom_plan",
             window: format!(
                 "SELECT stream_id, min(global_position) AS first, count(*) AS n, max(global_position) AS last \
                  FROM (SELECT o.stream_id, o.global_position FROM {s}.outbox o \
@@ -65,13 +69,13 @@ impl OutboxSql {
             //    published meanwhile fails the re-check after the lock, so a
             //    stream is only ever owned from its true head;
             lock_heads: format!(
-                "WITH heads AS ( \
+                "WITH heads AS MATERIALIZED ( \
                    SELECT h.global_position FROM unnest($1::text[]) AS c(stream_id) CROSS JOIN LATERAL ( \
                      SELECT p.global_position FROM {s}.outbox p \
                      WHERE p.stream_id = c.stream_id AND p.published_at IS NULL \
                      ORDER BY p.version LIMIT 1) h) \
                  SELECT o.stream_id FROM {s}.outbox o \
-                 WHERE o.global_position IN (SELECT global_position FROM heads) \
+                 WHERE o.global_position = ANY(ARRAY(SELECT global_position FROM heads)) \
                    AND o.published_at IS NULL AND o.parked_at IS NULL \
                  ORDER BY o.global_position LIMIT $2 \
                  FOR UPDATE OF o SKIP LOCKED"
