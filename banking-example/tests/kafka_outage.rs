@@ -12,11 +12,11 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::process::{pg_env, ServerProcess};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
@@ -35,85 +35,6 @@ const MIN_DRAIN_RATE: f64 = 5_000.0;
 const RECONNECT_ALLOWANCE: Duration = Duration::from_secs(6);
 /// A hang guard for any wait (not a speed check).
 const PATIENCE: Duration = Duration::from_secs(120);
-
-/// Random-looking secrets, the same for every process of a test (tokens
-/// survive a restart).
-const SECRETS: (&str, &str) = (
-    "9f2c4e7a1b8d3f6e0a5c2d9b7e4f1a3c8d6b0e2f5a7c9d1b",
-    "3b7e1d9a5f2c8e4b0d6a3f9c1e7b5d2a8f4c0e6b9d3a7f1c",
-);
-
-/// The server binary on its own port.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(env: &[(&str, String)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_banking-example"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn,banking_example=info,es_kafka=info")
-            .env("RATE_LIMIT_REQUESTS_PER_MINUTE", "0")
-            .env("AUTH_RATE_LIMIT_PER_MINUTE", "0")
-            .env("JWT_SECRET", SECRETS.0)
-            .env("REFRESH_TOKEN_SECRET", SECRETS.1)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Self {
-            child: cmd.spawn().expect("start the server binary"),
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_ready(&mut self, http: &Client) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the server exited at startup: {status} (its log is above)");
-            }
-            if let Ok(r) = http.get(format!("{}/health", self.base)).send().await {
-                if r.status() == StatusCode::OK {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "server did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGTERM, then the time until the process exited (bounded by PATIENCE).
-    async fn terminate(mut self) -> Duration {
-        let started = Instant::now();
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                return started.elapsed();
-            }
-            assert!(started.elapsed() < PATIENCE, "no exit after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Reads the topic in the background: (stream, version) with the instant
 /// it arrived.
@@ -329,20 +250,18 @@ async fn outage_scenario(method: &str) {
     let bootstrap = mock.bootstrap_servers();
     let schema = common::pg::schema();
     let slot = format!("es_outage_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let env = vec![
-        ("DATABASE_URL", common::pg::database_url()),
-        ("DATABASE_SCHEMA", schema.clone()),
+    let mut env = pg_env(&schema);
+    env.extend([
         ("KAFKA_BROKERS", bootstrap.clone()),
         ("DATA_CAPTURE_METHOD", method.to_owned()),
         ("CDC_SLOT_NAME", slot.clone()),
         ("KAFKA_MESSAGE_TIMEOUT_MS", "2000".to_owned()),
         ("PUBLISH_UNHEALTHY_AFTER_ROUNDS", "2".to_owned()),
         ("SHUTDOWN_GRACE_SECS", "2".to_owned()),
-    ];
+    ]);
     let http = Client::new();
     let reader = TopicReader::start(&bootstrap);
-    let mut server = Server::start(&env);
-    server.wait_ready(&http).await;
+    let mut server = ServerProcess::start(&env).await;
     publishing_becomes(&http, &server.base, "up").await;
     let (token, ids) = open_accounts(&http, &server.base).await;
 
@@ -421,14 +340,13 @@ async fn outage_scenario(method: &str) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     let more = more.await.unwrap();
-    let took = server.terminate().await;
+    let took = server.terminate(PATIENCE).await;
     // Grace 2 s for requests + 2 s for the publishing round, plus start-up
     // of the shutdown on a loaded machine.
     assert!(took < Duration::from_secs(15), "exit took {took:?} after SIGTERM");
     mock.broker_up(1).unwrap();
 
-    let mut server = Server::start(&env);
-    server.wait_ready(&http).await;
+    let server = ServerProcess::start(&env).await;
     let expected: BTreeMap<String, u64> = expected
         .iter()
         .zip(&more)

@@ -86,6 +86,27 @@ impl ServerProcess {
         }
     }
 
+    /// Sends SIGTERM and waits, at most `patience`, for a successful exit;
+    /// returns how long the graceful shutdown took.
+    pub async fn terminate(&mut self, patience: Duration) -> Duration {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}:\n{}", self.log());
+                return started.elapsed();
+            }
+            if started.elapsed() > patience {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no exit {patience:?} after SIGTERM:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Its output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
