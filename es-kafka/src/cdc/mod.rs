@@ -54,7 +54,7 @@ impl Default for CdcConfig {
                 max_attempts: u32::MAX,
                 initial_delay: Duration::from_millis(50),
                 multiplier: 2.0,
-                max_delay: Duration::from_secs(5),
+                max_delay: Duration::from_secs(1),
                 jitter: 0.5,
             },
             unhealthy_after: crate::health::DEFAULT_UNHEALTHY_AFTER,

@@ -52,7 +52,10 @@ pub struct OutboxConfig {
     ///
     /// [`PublishError::is_permanent`]: crate::PublishError::is_permanent
     pub max_attempts: i32,
-    /// Back-off of the poller after a batch with failures or an error.
+    /// Back-off of the poller after a batch with failures or an error
+    /// (50 ms doubling to 1 s: during an outage each round already waits
+    /// for its message timeout, so a longer back-off would only delay the
+    /// resumption).
     pub backoff: RetryPolicy,
     /// What happens to published rows.
     pub retention: Retention,
@@ -80,7 +83,7 @@ impl Default for OutboxConfig {
                 max_attempts: u32::MAX,
                 initial_delay: Duration::from_millis(50),
                 multiplier: 2.0,
-                max_delay: Duration::from_secs(5),
+                max_delay: Duration::from_secs(1),
                 jitter: 0.5,
             },
             retention: Retention::default(),
