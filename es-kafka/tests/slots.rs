@@ -16,25 +16,26 @@ use futures::FutureExt;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
 
+/// A pool on database `database` of the test server.
+async fn pool(database: &str, connections: u32) -> sqlx::PgPool {
+    let url = common::database_url();
+    let (base, _) = url.rsplit_once('/').expect("database url");
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(&format!("{base}/{database}"))
+        .await
+        .unwrap()
+}
+
 /// A fresh database named `name` with an es-postgres store in schema `bank`.
 async fn deployment(name: &str) -> PostgresEventStore {
     common::ensure_database().await;
-    let url = common::database_url();
-    let (base, _) = url.rsplit_once('/').expect("database url");
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("{base}/postgres"))
-        .await
-        .unwrap();
+    let admin = pool("postgres", 1).await;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
         .unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(6)
-        .connect(&format!("{base}/{name}"))
-        .await
-        .unwrap();
+    let pool = pool(name, 6).await;
     let store = PostgresEventStore::with_pool(pool, EventStoreConfig::with_schema("bank")).unwrap();
     store.migrate().await.unwrap();
     store
@@ -43,13 +44,7 @@ async fn deployment(name: &str) -> PostgresEventStore {
 /// Drops the databases (their slots first: a database with a slot cannot
 /// be dropped).
 async fn retire(names: &[String]) {
-    let url = common::database_url();
-    let (base, _) = url.rsplit_once('/').expect("database url");
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("{base}/postgres"))
-        .await
-        .unwrap();
+    let admin = pool("postgres", 1).await;
     for name in names {
         sqlx::query(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
