@@ -238,15 +238,20 @@ async fn bodies_over_64_kib_are_413(backend: Backend) {
         StatusCode::PAYLOAD_TOO_LARGE,
     )
     .await;
-    // Chunked, no Content-Length.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..80).map(|_| Ok(vec![b' '; 1024])).collect();
+    // Chunked, no Content-Length: 65 KiB, then the stream stays open, so
+    // the answer is read while the client is not writing (a client still
+    // writing when the server answers and closes may lose the answer).
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..65).map(|_| Ok(vec![b' '; 1024])).collect();
     let r = api
         .http
         .post(api.url("/accounts"))
         .header("x-client-id", "big")
         .bearer_auth(&api.token)
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures::stream::StreamExt::chain(
+            futures::stream::iter(chunks),
+            futures::stream::pending(),
+        )))
         .send()
         .await
         .unwrap();
