@@ -91,10 +91,25 @@ impl EventCodec {
     }
 
     /// Decodes a recorded event; its payload is cloned only if an upcaster
-    /// must change it.
+    /// must change it. Upcasters see the event's metadata
+    /// ([`Upcaster::upcast_event`](crate::Upcaster::upcast_event)).
     pub fn decode<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<E, CodecError> {
         if self.upcasters.applies_to(&event.event_type, event.schema_version) {
-            return self.decode_payload(&event.event_type, event.schema_version, event.payload.clone());
+            let decode_err = |reason: String| CodecError::Decode {
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                reason,
+            };
+            let (payload, _) = self
+                .upcasters
+                .upcast_event(
+                    &event.event_type,
+                    event.schema_version,
+                    event.payload.clone(),
+                    &event.metadata,
+                )
+                .map_err(|e| decode_err(format!("upcasting failed: {e}")))?;
+            return serde_json::from_value(payload).map_err(|e| decode_err(e.to_string()));
         }
         E::deserialize(&event.payload).map_err(|e| CodecError::Decode {
             event_type: event.event_type.clone(),

@@ -16,8 +16,11 @@
 //!   [`EventValidator`]s before and [`EventHandler`]s after the append.
 //!   Commands to one stream are serialized and batched in process.
 //! - [`Upcaster`]s turn old stored payloads into today's shape on read.
-//! - A [`Projector`] builds a read model from the global log, driven by a
-//!   [`ProjectionRunner`] with a checkpoint, replay and dead letters.
+//! - A projection builds a read model from the global log: one engine,
+//!   [`ProjectionRunner`], drives a [`ProjectionUnit`] (a page of events
+//!   and the checkpoint, atomically) through catch-up, live following,
+//!   replay, retries and dead letters. Write a [`TypedProjector`] to get
+//!   decoded events, or an untyped [`Projector`] across aggregates.
 //! - A [`LockManager`] hands out expiring locks with fencing tokens.
 //!
 //! ## Quick start
@@ -122,8 +125,9 @@ pub use memory::{
     InMemoryStateCache,
 };
 pub use projection::{
-    checkpoint_after_page, CheckpointStore, DeadLetter, OnFailure, ProjectionConfig, ProjectionError, ProjectionRunner,
-    Projector, ReplayMode,
+    checkpoint_after_page, Advance, CheckpointStore, DeadLetter, EventEnvelope, InMemoryViews, OnFailure, Progress,
+    ProjectionConfig, ProjectionError, ProjectionReport, ProjectionRunner, ProjectionUnit, Projector, ProjectorUnit,
+    ReplayMode, Typed, TypedProjector, Undecodable, UnitError, View,
 };
 pub use repository::{
     CommandContext, CommandOutcome, Decide, Repository, RepositoryBuilder, RepositoryError, FENCING_TOKEN_HEADER,

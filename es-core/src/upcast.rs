@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::Metadata;
+
 /// Why an upcaster could not transform a payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -23,6 +25,13 @@ pub trait Upcaster: Send + Sync {
     fn source_version(&self) -> u32;
     /// Transforms the payload.
     fn upcast(&self, payload: Value) -> Result<Value, UpcastError>;
+    /// Transforms the payload of a stored event, which may need the
+    /// event's metadata (a field that older versions kept in a header).
+    /// Defaults to [`upcast`](Upcaster::upcast).
+    fn upcast_event(&self, payload: Value, metadata: &Metadata) -> Result<Value, UpcastError> {
+        let _ = metadata;
+        self.upcast(payload)
+    }
 }
 
 /// An [`Upcaster`] made of a closure.
@@ -118,11 +127,28 @@ impl UpcasterRegistry {
 
     /// Runs the chain for a payload stored at `schema_version`; returns the
     /// payload and the version it ends at.
-    pub fn upcast(
+    pub fn upcast(&self, event_type: &str, schema_version: u32, payload: Value) -> Result<(Value, u32), UpcastError> {
+        self.chain(event_type, schema_version, payload, None)
+    }
+
+    /// Runs the chain for a stored event's payload, giving each upcaster
+    /// the event's metadata ([`Upcaster::upcast_event`]).
+    pub fn upcast_event(
+        &self,
+        event_type: &str,
+        schema_version: u32,
+        payload: Value,
+        metadata: &Metadata,
+    ) -> Result<(Value, u32), UpcastError> {
+        self.chain(event_type, schema_version, payload, Some(metadata))
+    }
+
+    fn chain(
         &self,
         event_type: &str,
         schema_version: u32,
         mut payload: Value,
+        metadata: Option<&Metadata>,
     ) -> Result<(Value, u32), UpcastError> {
         let mut version = schema_version;
         if self.by_key.is_empty() {
@@ -130,9 +156,11 @@ impl UpcasterRegistry {
         }
         let mut key = (event_type.to_owned(), version);
         while let Some(upcaster) = self.by_key.get(&key) {
-            payload = upcaster
-                .upcast(payload)
-                .map_err(|e| UpcastError(format!("{event_type} v{version} -> v{}: {e}", version + 1)))?;
+            let upcast = match metadata {
+                Some(m) => upcaster.upcast_event(payload, m),
+                None => upcaster.upcast(payload),
+            };
+            payload = upcast.map_err(|e| UpcastError(format!("{event_type} v{version} -> v{}: {e}", version + 1)))?;
             version += 1;
             key.1 = version;
         }

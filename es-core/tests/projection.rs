@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use es_core::{
     subscribe, BoxError, CheckpointStore, EventFilter, EventStore, ExpectedVersion, InMemoryCheckpointStore,
-    InMemoryEventStore, NewEvent, OnFailure, ProjectionConfig, ProjectionError, ProjectionRunner, Projector,
-    RecordedEvent, ReplayMode, RetryPolicy, StreamId,
+    InMemoryEventStore, NewEvent, OnFailure, ProjectionConfig, ProjectionError, ProjectionReport, ProjectionRunner,
+    Projector, ProjectorUnit, RecordedEvent, ReplayMode, RetryPolicy, StreamId,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -68,7 +68,23 @@ fn fast_config(on_failure: OnFailure) -> ProjectionConfig {
             ..RetryPolicy::default()
         },
         on_failure,
+        ..ProjectionConfig::default()
     }
+}
+
+fn runner(
+    store: &Arc<InMemoryEventStore>,
+    projector: &Arc<Counts>,
+    checkpoints: &Arc<InMemoryCheckpointStore>,
+    config: ProjectionConfig,
+) -> ProjectionRunner {
+    let unit = ProjectorUnit::new(projector.clone(), checkpoints.clone());
+    ProjectionRunner::new(store.clone(), Arc::new(unit)).with_config(config)
+}
+
+fn applied(r: ProjectionReport) -> u64 {
+    assert_eq!(r.dead_lettered, 0, "{r:?}");
+    r.applied
 }
 
 #[tokio::test]
@@ -80,17 +96,16 @@ async fn catches_up_from_checkpoint_and_filters() {
     }
     let projector = Arc::new(Counts::default());
     let checkpoints = Arc::new(InMemoryCheckpointStore::new());
-    let runner = ProjectionRunner::new(store.clone(), projector.clone(), checkpoints.clone())
-        .with_config(fast_config(OnFailure::Stop));
-    assert_eq!(runner.catch_up().await.unwrap(), 7);
+    let runner = runner(&store, &projector, &checkpoints, fast_config(OnFailure::Stop));
+    assert_eq!(applied(runner.catch_up().await.unwrap()), 7);
     assert_eq!(
         checkpoints.load("counts").await.unwrap(),
         14,
         "checkpoint moves past unmatched events"
     );
-    assert_eq!(runner.catch_up().await.unwrap(), 0, "nothing applied twice");
+    assert_eq!(applied(runner.catch_up().await.unwrap()), 0, "nothing applied twice");
     append(&store, "order", "o0", "Shipped", json!({})).await;
-    assert_eq!(runner.catch_up().await.unwrap(), 1);
+    assert_eq!(applied(runner.catch_up().await.unwrap()), 1);
     let applied = projector.applied.lock().unwrap().clone();
     assert!(applied.windows(2).all(|w| w[0] < w[1]), "global order");
     assert_eq!(applied.len(), 8);
@@ -100,12 +115,7 @@ async fn catches_up_from_checkpoint_and_filters() {
 async fn follows_live_events_until_shutdown() {
     let store = Arc::new(InMemoryEventStore::new());
     let projector = Arc::new(Counts::default());
-    let runner = ProjectionRunner::new(
-        store.clone(),
-        projector.clone(),
-        Arc::new(InMemoryCheckpointStore::new()),
-    )
-    .with_config(fast_config(OnFailure::Stop));
+    let runner = runner(&store, &projector, &Arc::default(), fast_config(OnFailure::Stop));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         runner
@@ -134,20 +144,15 @@ async fn full_incremental_and_selective_replay() {
         append(&store, "order", "o", "Paid", json!({})).await;
     }
     let projector = Arc::new(Counts::default());
-    let runner = ProjectionRunner::new(
-        store.clone(),
-        projector.clone(),
-        Arc::new(InMemoryCheckpointStore::new()),
-    )
-    .with_config(fast_config(OnFailure::Stop));
+    let runner = runner(&store, &projector, &Arc::default(), fast_config(OnFailure::Stop));
     runner.catch_up().await.unwrap();
     let key = |t: &str| ("o".to_owned(), t.to_owned());
     assert_eq!(projector.seen.lock().unwrap()[&key("Paid")], 3);
 
-    assert_eq!(runner.replay(ReplayMode::Full).await.unwrap(), 6);
+    assert_eq!(applied(runner.replay(ReplayMode::Full).await.unwrap()), 6);
     assert_eq!(projector.seen.lock().unwrap()[&key("Paid")], 3, "reset then rebuilt");
 
-    assert_eq!(runner.replay(ReplayMode::From(4)).await.unwrap(), 2);
+    assert_eq!(applied(runner.replay(ReplayMode::From(4)).await.unwrap()), 2);
     assert_eq!(
         projector.seen.lock().unwrap()[&key("Paid")],
         4,
@@ -162,7 +167,7 @@ async fn full_incremental_and_selective_replay() {
         })
         .await
         .unwrap();
-    assert_eq!(n, 3);
+    assert_eq!(applied(n), 3);
     assert_eq!(projector.seen.lock().unwrap()[&key("Placed")], 7);
     assert_eq!(projector.seen.lock().unwrap()[&key("Paid")], 4, "other types untouched");
     assert_eq!(
@@ -179,17 +184,17 @@ async fn failing_events_are_dead_lettered_or_stop_the_runner() {
     append(&store, "order", "o", "Placed", json!({"poison": true})).await;
     append(&store, "order", "o", "Placed", json!({})).await;
 
-    let stopper = ProjectionRunner::new(
-        store.clone(),
-        Arc::new(Counts::default()),
-        Arc::new(InMemoryCheckpointStore::new()),
-    )
-    .with_config(ProjectionConfig {
-        batch_size: 1,
-        ..fast_config(OnFailure::Stop)
-    });
+    let stopper = runner(
+        &store,
+        &Arc::default(),
+        &Arc::default(),
+        ProjectionConfig {
+            batch_size: 1,
+            ..fast_config(OnFailure::Stop)
+        },
+    );
     match stopper.catch_up().await.unwrap_err() {
-        ProjectionError::Stopped { position, .. } => assert_eq!(position, 2),
+        ProjectionError::Stopped { position, attempts, .. } => assert_eq!((position, attempts), (2, 3)),
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -200,9 +205,13 @@ async fn failing_events_are_dead_lettered_or_stop_the_runner() {
 
     let projector = Arc::new(Counts::default());
     let checkpoints = Arc::new(InMemoryCheckpointStore::new());
-    let runner = ProjectionRunner::new(store.clone(), projector.clone(), checkpoints.clone())
-        .with_config(fast_config(OnFailure::DeadLetter));
-    assert_eq!(runner.catch_up().await.unwrap(), 3);
+    let runner = runner(&store, &projector, &checkpoints, fast_config(OnFailure::DeadLetter));
+    let report = runner.catch_up().await.unwrap();
+    assert_eq!(
+        (report.applied, report.dead_lettered, report.position),
+        (2, 1, 3),
+        "counted apart"
+    );
     assert_eq!(*projector.applied.lock().unwrap(), vec![1, 3]);
     let dead = checkpoints.dead_letters("counts").await.unwrap();
     assert_eq!(dead.len(), 1);

@@ -25,7 +25,7 @@ impl PostgresCheckpointStore {
     }
 
     /// The statement that records a checkpoint (binds: projection, position).
-    pub(crate) fn save_sql(schema: &str) -> String {
+    fn save_sql(schema: &str) -> String {
         format!(
             "INSERT INTO {schema}.checkpoints (projection, position, updated_at) VALUES ($1, $2, now()) \
              ON CONFLICT (projection) DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
@@ -92,6 +92,20 @@ impl CheckpointStore for PostgresCheckpointStore {
         Self::insert_dead_letter(&self.pool, &Self::dead_letter_sql(&self.schema), &l)
             .await
             .map_err(|e| backend("record dead letter", e))
+    }
+
+    async fn remove_dead_letter(&self, projection: &str, global_position: u64) -> Result<bool, StoreError> {
+        let removed = sqlx::query(&format!(
+            "DELETE FROM {}.dead_letters WHERE projection = $1 AND global_position = $2",
+            self.schema
+        ))
+        .bind(projection)
+        .bind(global_position as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| backend("remove dead letter", e))?
+        .rows_affected();
+        Ok(removed > 0)
     }
 
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, StoreError> {

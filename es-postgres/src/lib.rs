@@ -5,9 +5,13 @@
 //!   one commit) with optimistic concurrency inside that same statement,
 //!   and the global log is **gap-safe** for readers.
 //! - [`PostgresSnapshotStore`] and a [`BackgroundSnapshotter`].
-//! - [`PostgresCheckpointStore`] for es-core's projection runner, and
-//!   [`PgProjectionRunner`], which commits a [`TransactionalProjector`]'s
-//!   read model and its checkpoint in one transaction.
+//! - [`PgProjectionUnit`]: es-core's projection runner commits a
+//!   [`TransactionalProjector`]'s (or a typed [`PgTypedProjector`]'s) page
+//!   of rows and its checkpoint in one transaction; [`PgViews`] keeps serde
+//!   views without SQL; [`BlueGreen`] rebuilds beside the serving version
+//!   and switches readers atomically; [`projection_statuses`] for operators.
+//!   [`PostgresCheckpointStore`] keeps checkpoints of at-least-once
+//!   projectors.
 //! - An optional outbox table written in the append's own statement.
 //!
 //! ```no_run
@@ -65,6 +69,9 @@ pub use checkpoint::PostgresCheckpointStore;
 pub use config::EventStoreConfig;
 pub use error::SetupError;
 pub use health::Health;
-pub use projection::{PgProjectionRunner, TransactionalProjector};
+pub use projection::{
+    projection_statuses, BlueGreen, BlueGreenError, PageFailure, PgProjectionUnit, PgTyped, PgTypedProjector, PgViews,
+    ProjectionStatus, SwitchOutcome, TransactionalProjector,
+};
 pub use snapshot::{BackgroundSnapshotter, PostgresSnapshotStore, SnapshotterConfig};
 pub use store::PostgresEventStore;

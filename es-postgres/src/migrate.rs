@@ -6,11 +6,18 @@ use crate::error::SetupError;
 use crate::sql::Sql;
 
 /// The migrations, in order. Never edit a released one: add a new one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "events, snapshots, checkpoints, outbox",
-    include_str!("sql/0001_events.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "events, snapshots, checkpoints, outbox",
+        include_str!("sql/0001_events.sql"),
+    ),
+    (
+        2,
+        "projection failures, blue/green versions",
+        include_str!("sql/0002_projections.sql"),
+    ),
+];
 
 fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> SetupError {
     move |source| SetupError::Database { operation, source }

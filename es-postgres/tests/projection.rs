@@ -14,7 +14,7 @@ use es_core::{
     SnapshotStore, StreamId,
 };
 use es_postgres::{
-    BackgroundSnapshotter, EventStoreConfig, PgProjectionRunner, PostgresCheckpointStore, PostgresEventStore,
+    BackgroundSnapshotter, EventStoreConfig, PgProjectionUnit, PostgresCheckpointStore, PostgresEventStore,
     PostgresSnapshotStore, SnapshotterConfig, TransactionalProjector,
 };
 use serde::{Deserialize, Serialize};
@@ -145,6 +145,15 @@ impl TransactionalProjector for CountsTable {
     fn name(&self) -> &str {
         "counts"
     }
+    async fn setup(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS {}.counts (stream_id TEXT PRIMARY KEY, n INT NOT NULL)",
+            self.schema
+        ))
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
     async fn apply(&self, tx: &mut PgConnection, e: &RecordedEvent) -> Result<(), BoxError> {
         sqlx::query(&format!(
             "INSERT INTO {}.counts (stream_id, n) VALUES ($1, 1) ON CONFLICT (stream_id) DO UPDATE SET n = counts.n + 1",
@@ -178,16 +187,6 @@ async fn counts(store: &PostgresEventStore) -> Vec<(String, i64)> {
     .unwrap()
 }
 
-async fn setup_counts(store: &PostgresEventStore) {
-    sqlx::query(&format!(
-        "CREATE TABLE {}.counts (stream_id TEXT PRIMARY KEY, n INT NOT NULL)",
-        store.schema()
-    ))
-    .execute(store.pool())
-    .await
-    .unwrap();
-}
-
 async fn append_n(store: &PostgresEventStore, stream: &str, n: i64) {
     store
         .append(
@@ -210,6 +209,7 @@ fn config(on_failure: OnFailure) -> ProjectionConfig {
             ..RetryPolicy::default()
         },
         on_failure,
+        ..ProjectionConfig::default()
     }
 }
 
@@ -220,7 +220,6 @@ async fn settle(store: &PostgresEventStore, n: usize) {
 #[tokio::test]
 async fn transactional_projection_never_applies_twice_or_skips() {
     let store = common::store().await;
-    setup_counts(&store).await;
     for i in 0..10 {
         append_n(&store, if i % 2 == 0 { "a" } else { "b" }, i).await;
     }
@@ -233,10 +232,12 @@ async fn transactional_projection_never_applies_twice_or_skips() {
         fail_always: false,
         crash_after_apply: AtomicBool::new(true),
     });
-    let runner = PgProjectionRunner::new(store.clone(), projector).with_config(config(OnFailure::Stop));
-    assert_eq!(runner.catch_up().await.unwrap(), 10);
+    let runner = PgProjectionUnit::new(&store, projector)
+        .runner()
+        .with_config(config(OnFailure::Stop));
+    assert_eq!(runner.catch_up().await.unwrap().applied, 10);
     assert_eq!(counts(&store).await, vec![("a".into(), 5), ("b".into(), 5)]);
-    assert_eq!(runner.catch_up().await.unwrap(), 0);
+    assert_eq!(runner.catch_up().await.unwrap().applied, 0);
     assert_eq!(
         counts(&store).await,
         vec![("a".into(), 5), ("b".into(), 5)],
@@ -246,11 +247,15 @@ async fn transactional_projection_never_applies_twice_or_skips() {
     // Incremental replay from a position, and full rebuild.
     let all = settled_read_all(&store, 0, 100, &EventFilter::all(), 10).await;
     assert_eq!(
-        runner.replay(ReplayMode::From(all[7].global_position)).await.unwrap(),
+        runner
+            .replay(ReplayMode::From(all[7].global_position))
+            .await
+            .unwrap()
+            .applied,
         2
     );
     assert_eq!(counts(&store).await, vec![("a".into(), 6), ("b".into(), 6)]);
-    assert_eq!(runner.replay(ReplayMode::Full).await.unwrap(), 10);
+    assert_eq!(runner.replay(ReplayMode::Full).await.unwrap().applied, 10);
     assert_eq!(counts(&store).await, vec![("a".into(), 5), ("b".into(), 5)]);
     let n = runner
         .replay(ReplayMode::Selective {
@@ -259,21 +264,20 @@ async fn transactional_projection_never_applies_twice_or_skips() {
         })
         .await
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!((n.applied, n.dead_lettered), (1, 0));
     assert_eq!(runner.position().await.unwrap(), all[9].global_position);
 }
 
 #[tokio::test]
 async fn poison_events_are_dead_lettered_with_the_checkpoint_past_them() {
     let store = common::store().await;
-    setup_counts(&store).await;
     for i in 0..6 {
         append_n(&store, "a", i).await;
     }
     settle(&store, 6).await;
     let poison = |on_failure| {
-        PgProjectionRunner::new(
-            store.clone(),
+        PgProjectionUnit::new(
+            &store,
             Arc::new(CountsTable {
                 schema: store.schema().to_owned(),
                 fail_on: Some(3),
@@ -281,6 +285,7 @@ async fn poison_events_are_dead_lettered_with_the_checkpoint_past_them() {
                 crash_after_apply: AtomicBool::new(false),
             }),
         )
+        .runner()
         .with_config(config(on_failure))
     };
     match poison(OnFailure::Stop).catch_up().await.unwrap_err() {
@@ -293,7 +298,8 @@ async fn poison_events_are_dead_lettered_with_the_checkpoint_past_them() {
         "events before the poison applied, once"
     );
     let runner = poison(OnFailure::DeadLetter);
-    assert_eq!(runner.catch_up().await.unwrap(), 3);
+    let report = runner.catch_up().await.unwrap();
+    assert_eq!((report.applied, report.dead_lettered), (2, 1));
     assert_eq!(
         counts(&store).await,
         vec![("a".into(), 5)],
@@ -311,8 +317,8 @@ async fn poison_events_are_dead_lettered_with_the_checkpoint_past_them() {
     assert_eq!(runner.position().await.unwrap(), all[5].global_position);
     // A second catch-up (by a new runner too) applies nothing and does not
     // meet the poison again.
-    assert_eq!(runner.catch_up().await.unwrap(), 0);
-    assert_eq!(poison(OnFailure::Stop).catch_up().await.unwrap(), 0);
+    assert_eq!(runner.catch_up().await.unwrap().applied, 0);
+    assert_eq!(poison(OnFailure::Stop).catch_up().await.unwrap().applied, 0);
     assert_eq!(counts(&store).await, vec![("a".into(), 5)], "nothing applied twice");
     let dead = PostgresCheckpointStore::new(&store)
         .dead_letters("counts")
@@ -324,10 +330,9 @@ async fn poison_events_are_dead_lettered_with_the_checkpoint_past_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_projection_follows_appends() {
     let store = common::store().await;
-    setup_counts(&store).await;
     let runner = Arc::new(
-        PgProjectionRunner::new(
-            store.clone(),
+        PgProjectionUnit::new(
+            &store,
             Arc::new(CountsTable {
                 schema: store.schema().to_owned(),
                 fail_on: None,
@@ -335,6 +340,7 @@ async fn live_projection_follows_appends() {
                 crash_after_apply: AtomicBool::new(false),
             }),
         )
+        .runner()
         .with_config(config(OnFailure::Stop)),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

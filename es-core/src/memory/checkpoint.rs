@@ -37,15 +37,25 @@ impl CheckpointStore for InMemoryCheckpointStore {
     }
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
-        write(&self.inner)
-            .dead
-            .entry(letter.projection.clone())
-            .or_default()
-            .push(letter);
+        let mut data = write(&self.inner);
+        let letters = data.dead.entry(letter.projection.clone()).or_default();
+        letters.retain(|l| l.global_position != letter.global_position);
+        letters.push(letter);
+        letters.sort_by_key(|l| l.global_position);
         Ok(())
     }
 
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, StoreError> {
         Ok(read(&self.inner).dead.get(projection).cloned().unwrap_or_default())
+    }
+
+    async fn remove_dead_letter(&self, projection: &str, global_position: u64) -> Result<bool, StoreError> {
+        let mut data = write(&self.inner);
+        let Some(letters) = data.dead.get_mut(projection) else {
+            return Ok(false);
+        };
+        let before = letters.len();
+        letters.retain(|l| l.global_position != global_position);
+        Ok(letters.len() != before)
     }
 }

@@ -1,0 +1,380 @@
+//! The one projection engine: pages per unit of work, loud failures,
+//! typed projections, concurrent runners, read-your-writes, dead letters.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use es_core::{
+    Advance, Aggregate, BoxError, DeadLetter, DomainEvent, EventCodec, EventEnvelope, EventFilter, EventStore,
+    ExpectedVersion, InMemoryCheckpointStore, InMemoryEventStore, Metadata, NewEvent, OnFailure, ProjectionConfig,
+    ProjectionError, ProjectionRunner, ProjectionUnit, Projector, ProjectorUnit, RecordedEvent, Repository,
+    RetryPolicy, StoreError, StreamId, Typed, TypedProjector, UnitError, UpcasterRegistry,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Records positions; fails on payloads marked poison while `poisoned`.
+struct Log {
+    positions: Mutex<Vec<u64>>,
+    poisoned: AtomicBool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            positions: Mutex::default(),
+            poisoned: AtomicBool::new(true),
+        }
+    }
+}
+
+#[async_trait]
+impl Projector for Log {
+    fn name(&self) -> &str {
+        "log"
+    }
+    async fn apply(&self, e: &RecordedEvent) -> Result<(), BoxError> {
+        if e.payload["poison"] == json!(true) && self.poisoned.load(Ordering::SeqCst) {
+            return Err(format!("poison at {}", e.global_position).into());
+        }
+        tokio::task::yield_now().await;
+        self.positions.lock().unwrap().push(e.global_position);
+        Ok(())
+    }
+    async fn reset(&self) -> Result<(), BoxError> {
+        self.positions.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+/// Counts the unit's `apply` calls.
+struct Counting<U> {
+    inner: U,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl<U: ProjectionUnit> ProjectionUnit for Counting<U> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn filter(&self) -> EventFilter {
+        self.inner.filter()
+    }
+    async fn position(&self) -> Result<u64, StoreError> {
+        self.inner.position().await
+    }
+    async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.apply(events, advance).await
+    }
+    async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
+        self.inner.dead_letter(letter, advance).await
+    }
+    async fn reset(&self) -> Result<(), UnitError> {
+        self.inner.reset().await
+    }
+    async fn seek(&self, position: u64) -> Result<(), StoreError> {
+        self.inner.seek(position).await
+    }
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters().await
+    }
+    async fn resolve_dead_letter(&self, position: u64, event: Option<&RecordedEvent>) -> Result<bool, UnitError> {
+        self.inner.resolve_dead_letter(position, event).await
+    }
+}
+
+async fn append(store: &InMemoryEventStore, payload: serde_json::Value) -> u64 {
+    store
+        .append(
+            "order",
+            &StreamId::from("o"),
+            ExpectedVersion::Any,
+            vec![NewEvent::new("Placed", payload)],
+        )
+        .await
+        .unwrap()
+        .positions[0]
+}
+
+fn fast(on_failure: OnFailure, batch_size: usize) -> ProjectionConfig {
+    ProjectionConfig {
+        batch_size,
+        poll_interval: Duration::from_millis(20),
+        retry: RetryPolicy {
+            max_attempts: 3,
+            initial_delay: Duration::from_millis(1),
+            ..RetryPolicy::default()
+        },
+        on_failure,
+        ..ProjectionConfig::default()
+    }
+}
+
+fn unit(log: &Arc<Log>) -> Arc<ProjectorUnit<Log, InMemoryCheckpointStore>> {
+    Arc::new(ProjectorUnit::new(
+        log.clone(),
+        Arc::new(InMemoryCheckpointStore::new()),
+    ))
+}
+
+#[tokio::test]
+async fn a_failing_projector_stops_the_runner_by_default() {
+    assert_eq!(ProjectionConfig::default().on_failure, OnFailure::Stop);
+    let store = Arc::new(InMemoryEventStore::new());
+    append(&store, json!({})).await;
+    append(&store, json!({"poison": true})).await;
+    let log = Arc::new(Log::default());
+    let config = ProjectionConfig {
+        retry: RetryPolicy {
+            initial_delay: Duration::from_millis(1),
+            ..ProjectionConfig::default().retry
+        },
+        ..ProjectionConfig::default()
+    };
+    let runner = ProjectionRunner::new(store.clone(), unit(&log)).with_config(config);
+    let err = runner.catch_up().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProjectionError::Stopped {
+                position: 2,
+                attempts: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(runner.position().await.unwrap(), 1, "the good event before it is kept");
+    assert!(runner.dead_letters().await.unwrap().is_empty());
+    // `run` returns the same error instead of spinning.
+    let err = runner.run(std::future::pending()).await.unwrap_err();
+    assert!(matches!(err, ProjectionError::Stopped { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn each_page_is_one_unit_of_work_and_a_bad_event_costs_only_itself() {
+    let store = Arc::new(InMemoryEventStore::new());
+    for i in 1..=100 {
+        append(&store, if i == 42 { json!({"poison": true}) } else { json!({}) }).await;
+    }
+    let log = Arc::new(Log::default());
+    let counting = Arc::new(Counting {
+        inner: ProjectorUnit::new(log.clone(), Arc::new(InMemoryCheckpointStore::new())),
+        calls: AtomicUsize::new(0),
+    });
+    let runner = ProjectionRunner::new(store.clone(), counting.clone()).with_config(fast(OnFailure::DeadLetter, 25));
+    let report = runner.catch_up().await.unwrap();
+    assert_eq!((report.applied, report.dead_lettered, report.position), (99, 1, 100));
+    // 4 pages; page 2 fails at event 42 (its first 16 applied with it),
+    // 42 is tried twice more alone, then the 8 after it in one call.
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 4 + 2 + 1);
+    let positions = log.positions.lock().unwrap().clone();
+    assert_eq!(positions, (1..=100).filter(|p| *p != 42).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runners_of_one_projection_apply_each_event_once() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let log = Arc::new(Log::default());
+    let unit = unit(&log);
+    let a = ProjectionRunner::new(store.clone(), unit.clone()).with_config(fast(OnFailure::Stop, 7));
+    let b = ProjectionRunner::new(store.clone(), unit.clone()).with_config(fast(OnFailure::Stop, 5));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let run = |r: ProjectionRunner, mut stop: tokio::sync::watch::Receiver<bool>| {
+        tokio::spawn(async move {
+            r.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    };
+    let ta = run(a.clone(), stop_rx.clone());
+    let tb = run(b.clone(), stop_rx);
+    let mut last = 0;
+    for _ in 0..300 {
+        last = append(&store, json!({})).await;
+        if last % 17 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(a.wait_for(last, Duration::from_secs(30)).await);
+    assert!(b.wait_for(last, Duration::from_secs(30)).await);
+    stop_tx.send(true).unwrap();
+    ta.await.unwrap().unwrap();
+    tb.await.unwrap().unwrap();
+    let positions = log.positions.lock().unwrap().clone();
+    assert_eq!(positions, (1..=300).collect::<Vec<_>>(), "every event once, in order");
+}
+
+#[tokio::test]
+async fn wait_for_reports_whether_the_projection_got_there() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let log = Arc::new(Log::default());
+    let runner = ProjectionRunner::new(store.clone(), unit(&log)).with_config(fast(OnFailure::Stop, 10));
+    let follower = runner.clone();
+    let task = tokio::spawn(async move { follower.run(std::future::pending()).await });
+    let position = append(&store, json!({})).await;
+    assert!(runner.wait_for(position, Duration::from_secs(10)).await);
+    assert_eq!(log.positions.lock().unwrap().as_slice(), &[position]);
+    assert!(!runner.wait_for(position + 1, Duration::from_millis(50)).await);
+    task.abort();
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_retried_or_skipped() {
+    let store = Arc::new(InMemoryEventStore::new());
+    append(&store, json!({"poison": true})).await;
+    append(&store, json!({"poison": true})).await;
+    append(&store, json!({})).await;
+    let log = Arc::new(Log::default());
+    let runner = ProjectionRunner::new(store.clone(), unit(&log)).with_config(fast(OnFailure::DeadLetter, 10));
+    let report = runner.catch_up().await.unwrap();
+    assert_eq!((report.applied, report.dead_lettered), (1, 2));
+    let letters = runner.dead_letters().await.unwrap();
+    assert_eq!(
+        letters.iter().map(|l| l.global_position).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+
+    // Still broken: the retry fails and the letter stays.
+    assert!(runner.retry_dead_letter(1).await.is_err());
+    assert_eq!(runner.dead_letters().await.unwrap().len(), 2);
+    // Fixed: the retry applies it and removes the letter.
+    log.poisoned.store(false, Ordering::SeqCst);
+    assert!(runner.retry_dead_letter(1).await.unwrap());
+    assert!(runner.skip_dead_letter(2).await.unwrap());
+    assert!(!runner.skip_dead_letter(2).await.unwrap(), "already gone");
+    assert!(runner.dead_letters().await.unwrap().is_empty());
+    assert_eq!(*log.positions.lock().unwrap(), vec![3, 1], "2 skipped, never applied");
+    assert!(matches!(
+        runner.retry_dead_letter(99).await,
+        Err(ProjectionError::NoSuchEvent { position: 99, .. })
+    ));
+}
+
+// ---- typed projections --------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum CartEvent {
+    Added { sku: String, owner: String },
+}
+
+impl DomainEvent for CartEvent {
+    fn event_type(&self) -> &'static str {
+        "Added"
+    }
+    fn schema_version(&self) -> u32 {
+        2
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Cart;
+
+impl Aggregate for Cart {
+    const TYPE: &'static str = "cart";
+    type Command = String;
+    type Event = CartEvent;
+    type Error = std::convert::Infallible;
+    fn handle(&self, sku: &String) -> Result<Vec<CartEvent>, Self::Error> {
+        Ok(vec![CartEvent::Added {
+            sku: sku.clone(),
+            owner: "ada".into(),
+        }])
+    }
+    fn apply(&mut self, _: &CartEvent) {}
+}
+
+#[derive(Default)]
+struct Skus(Mutex<Vec<(u64, String, String)>>);
+
+#[async_trait]
+impl TypedProjector for Skus {
+    type Aggregate = Cart;
+    fn name(&self) -> &str {
+        "skus"
+    }
+    async fn apply(&self, e: &EventEnvelope<CartEvent>) -> Result<(), BoxError> {
+        let CartEvent::Added { sku, owner } = &e.event;
+        self.0.lock().unwrap().push((e.version, sku.clone(), owner.clone()));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn typed_projections_get_decoded_upcast_events_and_undecodable_ones_are_not_retried() {
+    struct OwnerFromHeader;
+    impl es_core::Upcaster for OwnerFromHeader {
+        fn event_type(&self) -> &str {
+            "Added"
+        }
+        fn source_version(&self) -> u32 {
+            1
+        }
+        fn upcast(&self, payload: serde_json::Value) -> Result<serde_json::Value, es_core::UpcastError> {
+            self.upcast_event(payload, &Metadata::default())
+        }
+        fn upcast_event(
+            &self,
+            mut payload: serde_json::Value,
+            metadata: &Metadata,
+        ) -> Result<serde_json::Value, es_core::UpcastError> {
+            let owner = metadata.headers.get("owner").cloned().unwrap_or_default();
+            payload["Added"]["owner"] = json!(owner);
+            Ok(payload)
+        }
+    }
+    let mut upcasters = UpcasterRegistry::new();
+    upcasters.register(OwnerFromHeader);
+    let store = Arc::new(InMemoryEventStore::new());
+    let repo = Repository::<Cart>::builder(store.clone())
+        .upcasters(upcasters.clone())
+        .build();
+    // A v1 event kept its owner in a header; the upcaster moves it into the payload.
+    let mut v1 = NewEvent::new("Added", json!({"Added": {"sku": "old"}}))
+        .with_metadata(Metadata::default().with_header("owner", "grace"));
+    v1.schema_version = 1;
+    store
+        .append("cart", &StreamId::from("c"), ExpectedVersion::Exact(0), vec![v1])
+        .await
+        .unwrap();
+    repo.execute("c", "new".to_owned()).await.unwrap();
+    store
+        .append(
+            "cart",
+            &StreamId::from("c"),
+            ExpectedVersion::Any,
+            vec![NewEvent::new("Added", json!({"Added": {"sku": 7}}))],
+        )
+        .await
+        .unwrap();
+    // Another aggregate's events are not this projection's business.
+    store
+        .append(
+            "order",
+            &StreamId::from("o"),
+            ExpectedVersion::Any,
+            vec![NewEvent::new("X", json!(1))],
+        )
+        .await
+        .unwrap();
+
+    let skus = Arc::new(Skus::default());
+    let typed = Typed::new(skus.clone()).with_codec(EventCodec::new(upcasters));
+    let projector_unit = ProjectorUnit::new(Arc::new(typed), Arc::new(InMemoryCheckpointStore::new()));
+    let runner =
+        ProjectionRunner::new(store.clone(), Arc::new(projector_unit)).with_config(fast(OnFailure::DeadLetter, 10));
+    let report = runner.catch_up().await.unwrap();
+    assert_eq!((report.applied, report.dead_lettered, report.position), (2, 1, 4));
+    assert_eq!(
+        *skus.0.lock().unwrap(),
+        vec![(1, "old".into(), "grace".into()), (2, "new".into(), "ada".into())]
+    );
+    let letters = runner.dead_letters().await.unwrap();
+    assert_eq!((letters[0].global_position, letters[0].attempts), (3, 1), "not retried");
+    assert!(letters[0].error.contains("does not decode"), "{}", letters[0].error);
+}

@@ -1,0 +1,302 @@
+//! [`PgProjectionUnit`]: a page of events, the checkpoint and dead letters
+//! in one transaction.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use es_core::{
+    Advance, DeadLetter, EventFilter, ProjectionRunner, ProjectionUnit, RecordedEvent, StoreError, UnitError,
+};
+use sqlx::{Postgres, Transaction};
+use tokio::sync::OnceCell;
+
+use super::TransactionalProjector;
+use crate::checkpoint::PostgresCheckpointStore;
+use crate::error::backend;
+use crate::PostgresEventStore;
+
+/// es-core's `ProjectionUnit` for a [`TransactionalProjector`]: the rows a
+/// page writes, the checkpoint move and dead letters commit in one
+/// transaction.
+///
+/// Each transaction first locks the projection's checkpoint row and
+/// compares it with the position the runner read from; if another runner
+/// (another server instance) moved it, nothing is applied and the runner
+/// continues from there. So any number of instances may run the same
+/// projection: every event is applied exactly once.
+///
+/// ```no_run
+/// # async fn demo(store: es_postgres::PostgresEventStore, projector: std::sync::Arc<dyn es_postgres::TransactionalProjector>) -> Result<(), Box<dyn std::error::Error>> {
+/// use es_postgres::PgProjectionUnit;
+///
+/// let runner = PgProjectionUnit::new(&store, projector).runner();
+/// let report = runner.catch_up().await?;
+/// println!("applied {} events, checkpoint {}", report.applied, report.position);
+/// # Ok(()) }
+/// ```
+pub struct PgProjectionUnit<P: ?Sized> {
+    store: PostgresEventStore,
+    projector: Arc<P>,
+    setup: OnceCell<()>,
+    sql: UnitSql,
+}
+
+struct UnitSql {
+    lock: String,
+    advance: String,
+    dead_letter: String,
+    fail: String,
+    remove_letter: String,
+}
+
+impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
+    /// The unit of `projector` over `store`'s log, keeping its checkpoint
+    /// in the store's schema.
+    pub fn new(store: &PostgresEventStore, projector: Arc<P>) -> Self {
+        let s = store.schema();
+        Self {
+            store: store.clone(),
+            projector,
+            setup: OnceCell::new(),
+            sql: UnitSql {
+                lock: format!(
+                    "INSERT INTO {s}.checkpoints (projection, position) VALUES ($1, 0) \
+                     ON CONFLICT (projection) DO UPDATE SET projection = EXCLUDED.projection RETURNING position"
+                ),
+                advance: format!(
+                    "UPDATE {s}.checkpoints SET position = $2, updated_at = now(), last_error = NULL, failed_at = NULL \
+                     WHERE projection = $1"
+                ),
+                dead_letter: PostgresCheckpointStore::dead_letter_sql(s),
+                fail: format!(
+                    "INSERT INTO {s}.checkpoints (projection, position, last_error, failed_at) VALUES ($1, 0, $2, now()) \
+                     ON CONFLICT (projection) DO UPDATE SET last_error = EXCLUDED.last_error, failed_at = now()"
+                ),
+                remove_letter: format!("DELETE FROM {s}.dead_letters WHERE projection = $1 AND global_position = $2"),
+            },
+        }
+    }
+
+    /// The projector.
+    pub fn projector(&self) -> &Arc<P> {
+        &self.projector
+    }
+
+    /// Runs the projector's [`setup`](TransactionalProjector::setup) (its
+    /// DDL) in a transaction, once per unit; every other operation calls it
+    /// first.
+    pub async fn setup(&self) -> Result<(), StoreError> {
+        self.setup
+            .get_or_try_init(|| async {
+                let mut tx = self.begin().await?;
+                self.projector
+                    .setup(&mut tx)
+                    .await
+                    .map_err(|e| StoreError::backend("projection setup", e))?;
+                tx.commit().await.map_err(|e| backend("commit projection setup", e))
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// A runner of this unit over the same store.
+    pub fn runner(self) -> ProjectionRunner
+    where
+        P: Sized,
+    {
+        ProjectionRunner::new(Arc::new(self.store.clone()), Arc::new(self))
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.store
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| backend("begin projection transaction", e))
+    }
+
+    /// Locks the checkpoint row; with an advance, checks it.
+    async fn lock(&self, tx: &mut Transaction<'static, Postgres>, advance: Option<Advance>) -> Result<u64, UnitError> {
+        let stored: i64 = sqlx::query_scalar(&self.sql.lock)
+            .bind(self.projector.name())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| backend("lock checkpoint", e))?;
+        let stored = stored.max(0) as u64;
+        match advance {
+            Some(a) if a.from != stored => Err(UnitError::Moved { position: stored }),
+            _ => Ok(stored),
+        }
+    }
+
+    async fn move_to(&self, tx: &mut Transaction<'static, Postgres>, position: u64) -> Result<(), StoreError> {
+        sqlx::query(&self.sql.advance)
+            .bind(self.projector.name())
+            .bind(position as i64)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| backend("save checkpoint", e))?;
+        Ok(())
+    }
+
+    /// One transaction: lock, apply, move, commit.
+    async fn try_apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
+        let mut tx = self.begin().await?;
+        self.lock(&mut tx, advance).await?;
+        if !events.is_empty() {
+            if let Err(failure) = self.projector.apply_page(&mut tx, events).await {
+                let _ = tx.rollback().await;
+                return Err(UnitError::Apply {
+                    applied: 0,
+                    index: failure.index,
+                    error: failure.error,
+                });
+            }
+        }
+        if let Some(a) = advance {
+            self.move_to(&mut tx, a.to).await?;
+        }
+        tx.commit().await.map_err(|e| backend("commit projection page", e))?;
+        Ok(())
+    }
+}
+
+fn setup_failed(e: StoreError) -> UnitError {
+    UnitError::Store(e)
+}
+
+#[async_trait]
+impl<P: TransactionalProjector + ?Sized> ProjectionUnit for PgProjectionUnit<P> {
+    fn name(&self) -> &str {
+        self.projector.name()
+    }
+
+    fn filter(&self) -> EventFilter {
+        self.projector.filter()
+    }
+
+    async fn position(&self) -> Result<u64, StoreError> {
+        self.setup().await?;
+        es_core::CheckpointStore::load(&PostgresCheckpointStore::new(&self.store), self.projector.name()).await
+    }
+
+    #[tracing::instrument(name = "es.pg.projection.apply", skip_all, fields(projection = self.projector.name(), events = events.len()))]
+    async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
+        self.setup().await.map_err(setup_failed)?;
+        match self.try_apply(events, advance).await {
+            // The failing event is known: commit the events before it, so
+            // the runner retries only that one.
+            Err(UnitError::Apply {
+                index: Some(i), error, ..
+            }) if i > 0 && i <= events.len() => {
+                let prefix = advance.map(|a| Advance {
+                    from: a.from,
+                    to: events[i - 1].global_position,
+                });
+                match self.try_apply(&events[..i], prefix).await {
+                    Ok(()) => Err(UnitError::Apply {
+                        applied: i,
+                        index: Some(i),
+                        error,
+                    }),
+                    Err(UnitError::Apply { .. }) => Err(UnitError::Apply {
+                        applied: 0,
+                        index: None,
+                        error,
+                    }),
+                    Err(other) => Err(other),
+                }
+            }
+            Err(UnitError::Apply { index, error, .. }) => Err(UnitError::Apply {
+                applied: 0,
+                index: index.filter(|i| *i == 0),
+                error,
+            }),
+            other => other,
+        }
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
+        self.setup().await.map_err(setup_failed)?;
+        let mut tx = self.begin().await?;
+        self.lock(&mut tx, advance).await?;
+        PostgresCheckpointStore::insert_dead_letter(&mut *tx, &self.sql.dead_letter, &letter)
+            .await
+            .map_err(|e| backend("record dead letter", e))?;
+        if let Some(a) = advance {
+            self.move_to(&mut tx, a.to).await?;
+        }
+        tx.commit().await.map_err(|e| backend("commit dead letter", e))?;
+        metrics::counter!("es_postgres_projection_dead_letters_total").increment(1);
+        Ok(())
+    }
+
+    async fn reset(&self) -> Result<(), UnitError> {
+        self.setup().await.map_err(setup_failed)?;
+        let mut tx = self.begin().await?;
+        self.lock(&mut tx, None).await?;
+        self.projector.reset(&mut tx).await.map_err(|error| UnitError::Apply {
+            applied: 0,
+            index: None,
+            error,
+        })?;
+        self.move_to(&mut tx, 0).await?;
+        tx.commit().await.map_err(|e| backend("commit projection reset", e))?;
+        Ok(())
+    }
+
+    async fn seek(&self, position: u64) -> Result<(), StoreError> {
+        self.setup().await?;
+        let mut tx = self.begin().await?;
+        let name = self.projector.name();
+        sqlx::query_scalar::<_, i64>(&self.sql.lock)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| backend("lock checkpoint", e))?;
+        self.move_to(&mut tx, position).await?;
+        tx.commit().await.map_err(|e| backend("commit checkpoint", e))
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        es_core::CheckpointStore::dead_letters(&PostgresCheckpointStore::new(&self.store), self.projector.name()).await
+    }
+
+    async fn resolve_dead_letter(&self, position: u64, event: Option<&RecordedEvent>) -> Result<bool, UnitError> {
+        self.setup().await.map_err(setup_failed)?;
+        let mut tx = self.begin().await?;
+        self.lock(&mut tx, None).await?;
+        let removed = sqlx::query(&self.sql.remove_letter)
+            .bind(self.projector.name())
+            .bind(position as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| backend("remove dead letter", e))?
+            .rows_affected();
+        if removed == 0 {
+            return Ok(false);
+        }
+        if let Some(event) = event {
+            if let Err(failure) = self.projector.apply_page(&mut tx, std::slice::from_ref(event)).await {
+                let _ = tx.rollback().await;
+                return Err(UnitError::Apply {
+                    applied: 0,
+                    index: Some(0),
+                    error: failure.error,
+                });
+            }
+        }
+        tx.commit().await.map_err(|e| backend("commit dead letter", e))?;
+        Ok(true)
+    }
+
+    async fn record_failure(&self, error: &str) -> Result<(), StoreError> {
+        sqlx::query(&self.sql.fail)
+            .bind(self.projector.name())
+            .bind(error)
+            .execute(self.store.pool())
+            .await
+            .map_err(|e| backend("record projection failure", e))?;
+        Ok(())
+    }
+}
