@@ -1,5 +1,6 @@
-//! Wiring: choose the backends, build the repository, the read model and
-//! its projection runner, the validators, the router; serve.
+//! Wiring: choose the backends, build the repository, the read side (the
+//! account read model and its projection runner), the validators, the
+//! router; serve.
 //!
 //! Every backend sits behind a trait object chosen here, so PostgreSQL and
 //! Redis are configuration switches: see [`Backends::from_config`].
@@ -9,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use es_core::{EventStore, InMemoryCheckpointStore, ProjectionConfig, ProjectionRunner, Repository, RetryPolicy};
+use es_core::{ProjectionRunner, Repository, RetryPolicy};
 use es_postgres::PostgresEventStore;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -20,10 +21,10 @@ use crate::api::{CloseAccountRequest, CreateAccountRequest};
 use crate::auth::AuthService;
 pub use crate::backends::{BackendNames, Backends};
 use crate::config::AppConfig;
-use crate::domain::{Account, MaxTransactionAmount};
+use crate::domain::{upcasters, Account, MaxTransactionAmount};
 use crate::idempotency::Idempotency;
 use crate::rate_limit::RateLimiter;
-use crate::read_model::AccountReadModel;
+use crate::read_model::{AccountQueries, ReadModelError, ReadSide};
 use crate::validation::{AccountCreationValidator, CloseRequestValidator, TransactionValidator, ValidatorRegistry};
 
 /// Why the application could not start or serve.
@@ -32,6 +33,9 @@ pub enum AppError {
     /// A configured backend is not available in this build yet.
     #[error("{0}")]
     Unsupported(String),
+    /// The read model could not be built.
+    #[error("account read model: {0}")]
+    ReadModel(#[from] ReadModelError),
     /// A backend could not be reached.
     #[error("cannot connect to {backend}: {reason}")]
     Connect {
@@ -45,18 +49,19 @@ pub enum AppError {
     Io(#[from] std::io::Error),
 }
 
-/// The projection runner type of the account read model.
-pub type AccountProjection = ProjectionRunner<dyn EventStore, AccountReadModel, InMemoryCheckpointStore>;
-
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
     /// Commands and history.
     pub repo: Repository<Account>,
     /// The account views.
-    pub read_model: Arc<AccountReadModel>,
+    pub read_model: Arc<dyn AccountQueries>,
     /// The runner keeping the read model current.
-    pub projection: AccountProjection,
+    pub projection: ProjectionRunner,
+    /// Where the read model lives: `postgres` or `memory`.
+    pub read_model_backend: &'static str,
+    /// Why the projection stopped, if it did (an event it cannot apply).
+    pub projection_failure: Arc<std::sync::RwLock<Option<String>>>,
     /// Authentication and users.
     pub auth: Arc<AuthService>,
     /// Request validation rules.
@@ -103,12 +108,11 @@ pub struct App {
 
 impl App {
     /// Builds the application on `backends`: repository (with the
-    /// per-transaction limit, a conflict retry policy for multi-instance
-    /// deployments, and the read model as post-commit handler), the
-    /// projection (caught up before this returns, then followed in the
-    /// background), the validators.
+    /// per-transaction limit, the account upcasters and a conflict retry
+    /// policy for multi-instance deployments), the read side (see
+    /// [`read_model`](crate::read_model); followed in the background), the
+    /// validators.
     pub async fn build(config: AppConfig, backends: Backends) -> Result<Self, AppError> {
-        let read_model = Arc::new(AccountReadModel::new());
         let retry = RetryPolicy {
             max_attempts: config.command_max_attempts.max(1),
             initial_delay: Duration::from_millis(5),
@@ -118,10 +122,10 @@ impl App {
         };
         let mut builder = Repository::<Account>::builder(Arc::clone(&backends.store))
             .retry(retry)
+            .upcasters(upcasters())
             .validator(MaxTransactionAmount {
                 max: config.max_transaction_amount,
-            })
-            .handler(read_model.clone());
+            });
         if let Some(cache) = &backends.cache {
             builder = builder.cache(Arc::clone(cache));
         }
@@ -130,22 +134,17 @@ impl App {
         }
         let repo = builder.build();
 
-        // The read model lives in memory, so its checkpoint must too: a new
-        // process rebuilds it from the start of the log.
-        let projection: AccountProjection = ProjectionRunner::new(
-            Arc::clone(&backends.store),
-            Arc::clone(&read_model),
-            Arc::new(InMemoryCheckpointStore::new()),
-        )
-        .with_config(ProjectionConfig {
-            poll_interval: Duration::from_millis(250),
-            ..ProjectionConfig::default()
-        });
-        if let Err(e) = projection.catch_up().await {
-            tracing::error!(error = %e, "initial projection catch-up failed; the runner will retry");
-        }
+        let read_side: ReadSide = match &backends.postgres {
+            Some(store) => crate::read_model::postgres(store).await?,
+            None => crate::read_model::in_memory(Arc::clone(&backends.store)).await?,
+        };
+        let projection_failure = Arc::new(std::sync::RwLock::new(None));
         let (stop_projection, stop_rx) = watch::channel(false);
-        let projection_task = tokio::spawn(follow(projection.clone(), stop_rx));
+        let projection_task = tokio::spawn(follow(
+            read_side.runner.clone(),
+            Arc::clone(&projection_failure),
+            stop_rx,
+        ));
 
         let mut validators = ValidatorRegistry::new();
         validators.register::<CreateAccountRequest>(AccountCreationValidator {
@@ -171,8 +170,10 @@ impl App {
         let state = AppState {
             auth: Arc::new(auth),
             repo,
-            read_model,
-            projection,
+            read_model: read_side.queries,
+            projection: read_side.runner,
+            read_model_backend: read_side.backend,
+            projection_failure,
             validators: Arc::new(validators),
             idempotency: Idempotency::new(Arc::clone(&backends.dedup), config.idempotency_wait),
             limiter: Arc::clone(&backends.limiter),
@@ -233,27 +234,43 @@ impl App {
     }
 }
 
-/// Follows the log until told to stop; restarts after errors.
-async fn follow(projection: AccountProjection, mut stop: watch::Receiver<bool>) {
+/// Runs the projection until told to stop. The runner rides out store
+/// outages itself; it returns only when the projector fails on an event
+/// (it stops rather than skip a fact): that is recorded for
+/// `/health/ready`, and the runner tries again every 5 s, so a fixed
+/// cause (a restored table, say) resumes it.
+async fn follow(
+    projection: ProjectionRunner,
+    failure: Arc<std::sync::RwLock<Option<String>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let set = |value: Option<String>| {
+        *failure.write().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    };
     loop {
-        let mut stop_signal = stop.clone();
-        let result = projection
-            .run(async move {
-                let _ = stop_signal.wait_for(|s| *s).await;
-            })
-            .await;
-        if *stop.borrow() {
-            if let Err(e) = projection.catch_up().await {
-                tracing::warn!(error = %e, "final projection catch-up failed");
+        // A catch-up first, so a resumed projection clears its failure.
+        let result = match projection.catch_up().await {
+            Ok(_) => {
+                set(None);
+                let mut stop_signal = stop.clone();
+                projection
+                    .run(async move {
+                        let _ = stop_signal.wait_for(|s| *s).await;
+                    })
+                    .await
             }
-            return;
-        }
-        if let Err(e) = result {
-            tracing::error!(error = %e, "projection failed; restarting in 1 s");
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "account projection stopped; retrying in 5 s");
+                set(Some(e.to_string()));
+            }
         }
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
 }

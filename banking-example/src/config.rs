@@ -56,6 +56,11 @@ pub struct AppConfig {
     pub idempotency_ttl: Duration,
     /// How long a request waits for another one with the same key.
     pub idempotency_wait: Duration,
+    /// How long a command waits for the account read model to apply its
+    /// events before answering (`READ_YOUR_WRITES_WAIT_MS`, default 2000;
+    /// 0 turns the wait off). Past it the command still answers (from its
+    /// own outcome) and `read_your_writes_timeouts_total` counts it.
+    pub read_your_writes_wait: Duration,
     /// Maximum accepted request body in bytes (64 KiB).
     pub max_body_bytes: usize,
     /// Per-request timeout (`REQUEST_TIMEOUT_SECS`).
@@ -85,6 +90,7 @@ impl Default for AppConfig {
             max_transaction_amount: Money::from_cents(100_000_000),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             idempotency_wait: Duration::from_secs(5),
+            read_your_writes_wait: Duration::from_secs(2),
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             command_max_attempts: 20,
@@ -159,6 +165,9 @@ impl AppConfig {
         }
         if let Some(v) = get("SHUTDOWN_GRACE_SECS") {
             c.shutdown_grace = Duration::from_secs(parse("SHUTDOWN_GRACE_SECS", &v)?);
+        }
+        if let Some(v) = get("READ_YOUR_WRITES_WAIT_MS") {
+            c.read_your_writes_wait = Duration::from_millis(parse("READ_YOUR_WRITES_WAIT_MS", &v)?);
         }
         if let Some(v) = get("RATE_LIMIT_REQUESTS_PER_MINUTE") {
             c.rate_limit.requests_per_minute = parse("RATE_LIMIT_REQUESTS_PER_MINUTE", &v)?;

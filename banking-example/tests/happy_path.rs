@@ -132,7 +132,8 @@ async fn metadata_carries_client_user_and_correlation(backend: Backend) {
     let meta = &events[0].metadata;
     let user_id = api.user_id().await;
     assert_eq!(meta.actor_id.as_deref(), Some(user_id.as_str()));
-    assert_eq!(meta.headers["owner_id"], user_id);
+    assert_eq!(events[0].schema_version, 2);
+    assert_eq!(events[0].payload["AccountCreated"]["owner_id"], user_id.as_str());
     assert_eq!(account["owner_id"], user_id.as_str());
     assert_eq!(meta.headers["client_id"], "meta-client");
     assert_eq!(meta.headers["request_id"], "trace-abc");

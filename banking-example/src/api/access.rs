@@ -1,9 +1,10 @@
 //! Who may touch which account: ownership lookup, the RBAC check, and
 //! `GET /accounts`.
 //!
-//! The owner is recorded in the `AccountCreated` event's metadata
-//! (`owner_id`) and kept by the read model; a miss (an account written by
-//! another instance, not projected yet) reads the stream's first event.
+//! The owner is a field of the `AccountCreated` event (`owner_id`; older
+//! events carried it in a metadata header, which an upcaster reads) and a
+//! column of the read model; a miss (an account not projected yet) reads
+//! the stream's first event.
 //! An account the caller may not read is answered exactly like an unknown
 //! one (404), so ids cannot be probed.
 
@@ -18,32 +19,34 @@ use super::extract::Caller;
 use crate::app::AppState;
 use crate::auth::rbac::{can_read, may, sees_all_accounts, AccountAction};
 use crate::auth::routes::Page;
-use crate::read_model::OWNER_HEADER;
+use crate::domain::AccountEvent;
 
 /// The account's existence and owner: `Ok(None)` when there is no such
 /// account, `Ok(Some(None))` for an account without a recorded owner.
 pub async fn owner_of(state: &AppState, id: Uuid) -> Result<Option<Option<Uuid>>, ApiError> {
-    if let Some(owner) = state.read_model.owner(id) {
-        return Ok(Some(Some(owner)));
+    match state.read_model.get(id).await {
+        Ok(Some(view)) => return Ok(Some(view.owner_id)),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(account_id = %id, error = %e, "read model unavailable; reading the log"),
     }
     let first = state
         .repo
         .store()
         .read_stream_batch(&id.to_string().into(), 1, 1)
         .await
-        .map_err(|e| ApiError::Internal(format!("read account {id}: {e}")))?;
+        .map_err(|e| ApiError::from_store(&e))?;
     let Some(created) = first.first() else {
         return Ok(None);
     };
-    let owner = created
-        .metadata
-        .headers
-        .get(OWNER_HEADER)
-        .and_then(|o| Uuid::parse_str(o).ok());
-    if let Some(o) = owner {
-        state.read_model.set_owner(id, o);
-    }
-    Ok(Some(owner))
+    let event: AccountEvent = state
+        .repo
+        .codec()
+        .decode(created)
+        .map_err(|e| ApiError::Internal(format!("decode account {id}: {e}")))?;
+    Ok(Some(match event {
+        AccountEvent::AccountCreated(c) => c.owner_id,
+        _ => None,
+    }))
 }
 
 /// Checks that the caller may do `action` on account `id`; returns its
@@ -55,8 +58,18 @@ pub async fn authorize(
     id: Uuid,
     action: AccountAction,
 ) -> Result<Option<Uuid>, ApiError> {
+    let owner = owner_of(state, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("account {id} not found")))?;
+    check(caller, id, owner, action)?;
+    Ok(owner)
+}
+
+/// Whether the caller may do `action` on account `id` owned by `owner`:
+/// 404 when they may not see it, 403 when they may see it but not do
+/// `action`.
+pub fn check(caller: &Caller, id: Uuid, owner: Option<Uuid>, action: AccountAction) -> Result<(), ApiError> {
     let not_found = || ApiError::NotFound(format!("account {id} not found"));
-    let owner = owner_of(state, id).await?.ok_or_else(not_found)?;
     let is_owner = owner == Some(caller.user.user_id);
     if !can_read(&caller.user.roles, is_owner) {
         tracing::info!(account_id = %id, user_id = %caller.user.user_id, ?action, "access to another user's account refused");
@@ -69,7 +82,7 @@ pub async fn authorize(
             format!("your role may not {action:?} this account").to_lowercase(),
         ));
     }
-    Ok(owner)
+    Ok(())
 }
 
 /// Lists the caller's accounts (every account for tellers and admins).
@@ -80,12 +93,19 @@ pub async fn authorize(
     responses(
         (status = 200, description = "A page of accounts, ordered by id", body = AccountPage),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 503, description = "The read model is unavailable", body = ErrorBody),
     )
 )]
 pub async fn list_accounts(State(state): State<AppState>, caller: Caller, Query(page): Query<Page>) -> Response {
     let (offset, limit) = page.bounds();
     let owner = (!sees_all_accounts(&caller.user.roles)).then_some(caller.user.user_id);
-    let (accounts, total) = state.read_model.list(owner, offset, limit);
+    let (accounts, total) = match state.read_model.list(owner, offset, limit).await {
+        Ok(page) => page,
+        Err(e) => {
+            tracing::warn!(error = %e, "account read model unavailable");
+            return ApiError::Unavailable("account read model unavailable".into()).into_response();
+        }
+    };
     Json(AccountPage {
         accounts,
         total,

@@ -7,7 +7,7 @@ use axum::Json;
 use es_core::{CommandContext, Metadata};
 use uuid::Uuid;
 
-use super::access::authorize;
+use super::access::{authorize, check};
 use super::dto::{
     AccountView, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory, EventView, TransactionRequest,
 };
@@ -17,7 +17,6 @@ use crate::app::AppState;
 use crate::auth::rbac::AccountAction;
 use crate::domain::{AccountCommand, Money};
 use crate::idempotency::{Idempotency, Reply};
-use crate::read_model::OWNER_HEADER;
 use crate::validation::{TransactionInput, ValidationReport};
 
 /// Opens an account.
@@ -63,6 +62,7 @@ pub async fn create_account(
     let command = AccountCommand::Open {
         owner_name,
         initial_balance,
+        owner_id: Some(caller.user.user_id),
     };
     let request = fingerprint("POST /accounts", &body);
     run(
@@ -96,24 +96,29 @@ pub async fn create_account(
     )
 )]
 pub async fn get_account(State(state): State<AppState>, caller: Caller, AccountId(id): AccountId) -> Response {
-    let owner = match authorize(&state, &caller, id, AccountAction::Read).await {
-        Ok(owner) => owner,
-        Err(e) => return e.into_response(),
-    };
-    if let Some(view) = state.read_model.get(id) {
-        return Json(view).into_response();
-    }
-    // Read-through: written by another instance and not projected yet.
-    match state.repo.load(id.to_string()).await {
-        Ok(loaded) => {
-            let view = AccountView::from_state(id, &loaded.state, loaded.version).map(|v| v.owned_by(owner));
-            state.read_model.upsert(id, loaded);
-            match view {
-                Some(view) => Json(view).into_response(),
-                None => ApiError::NotFound(format!("account {id} not found")).into_response(),
+    match state.read_model.get(id).await {
+        Ok(Some(view)) => {
+            return match check(&caller, id, view.owner_id, AccountAction::Read) {
+                Ok(()) => Json(view).into_response(),
+                Err(e) => e.into_response(),
             }
         }
-        Err(e) => ApiError::from_repository(e, id).into_response(),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(account_id = %id, error = %e, "read model unavailable; reading the log"),
+    }
+    // Not projected (yet): a command whose read-your-writes wait timed
+    // out, or the read model is down. Answer from the log.
+    let loaded = match state.repo.load(id.to_string()).await {
+        Ok(loaded) => loaded,
+        Err(e) => return ApiError::from_repository(e, id).into_response(),
+    };
+    let Some(view) = AccountView::from_state(id, &loaded.state, loaded.version) else {
+        return ApiError::NotFound(format!("account {id} not found")).into_response();
+    };
+    let view = view.owned_by(loaded.state.owner_id);
+    match check(&caller, id, view.owner_id, AccountAction::Read) {
+        Ok(()) => Json(view).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -341,10 +346,7 @@ async fn run(
     owner: Option<Uuid>,
 ) -> Response {
     let warnings = (!report.warnings.is_empty()).then(|| report.warning_message());
-    let mut metadata = metadata(caller, key.as_deref());
-    if name == "open" {
-        metadata = metadata.with_header(OWNER_HEADER, caller.user_id());
-    }
+    let metadata = metadata(caller, key.as_deref());
     let scope = caller.idempotency_scope();
     let response = state
         .idempotency
@@ -362,6 +364,9 @@ async fn run(
             if outcome.already_applied {
                 tracing::info!(account_id = %id, "command already applied (retry recognised by the store)");
             }
+            if let Some(position) = outcome.append.as_ref().and_then(|a| a.positions.last()) {
+                read_your_writes(state, *position).await;
+            }
             let view = AccountView::from_state(id, &outcome.state, outcome.version)
                 .map(|v| v.owned_by(owner))
                 .ok_or_else(|| ApiError::Internal(format!("account {id} has no state after {name}")))?;
@@ -376,6 +381,23 @@ async fn run(
     let outcome = if response.status().is_success() { "ok" } else { "error" };
     metrics::counter!("commands_total", "command" => name, "outcome" => outcome).increment(1);
     response
+}
+
+/// Waits (bounded) until the read model has applied the event at
+/// `position`, so a `GET` after this answer sees it.
+async fn read_your_writes(state: &AppState, position: u64) {
+    let wait = state.config.read_your_writes_wait;
+    if wait.is_zero() || state.projection.known_position() >= position {
+        return;
+    }
+    if !state.projection.wait_for(position, wait).await {
+        tracing::warn!(
+            position,
+            ?wait,
+            "account read model did not reach the command's events in time"
+        );
+        metrics::counter!("read_your_writes_timeouts_total").increment(1);
+    }
 }
 
 /// Event metadata of a request: correlation id, actor, client, key.

@@ -101,7 +101,7 @@ impl AccountView {
             balance: state.balance,
             version,
             status,
-            owner_id: None,
+            owner_id: state.owner_id,
         })
     }
 

@@ -91,20 +91,26 @@ impl ApiError {
             RepositoryError::Conflict { expected, actual, .. } => Self::Conflict(format!(
                 "version conflict: expected version {expected}, current version {actual}"
             )),
-            RepositoryError::Store(store) => match &*store {
-                StoreError::DuplicateEventId { .. } => {
-                    Self::Conflict("Idempotency-Key was already used for a different request".into())
-                }
-                StoreError::Unavailable { .. } => Self::Unavailable("service temporarily unavailable".into()),
-                StoreError::Backend { source, .. } if database_unreachable(source.as_ref()) => {
-                    tracing::warn!(error = %store, "event store unreachable");
-                    Self::Unavailable("service temporarily unavailable".into())
-                }
-                StoreError::InvalidAppend { .. } => {
-                    Self::BadRequest("the request contains data that cannot be stored".into())
-                }
-                other => Self::Internal(other.to_string()),
-            },
+            RepositoryError::Store(store) => Self::from_store(&store),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+
+    /// Maps an event store (or read model) error: 503 when the database is
+    /// unreachable.
+    pub fn from_store(store: &StoreError) -> Self {
+        match store {
+            StoreError::DuplicateEventId { .. } => {
+                Self::Conflict("Idempotency-Key was already used for a different request".into())
+            }
+            StoreError::Unavailable { .. } => Self::Unavailable("service temporarily unavailable".into()),
+            StoreError::Backend { source, .. } if database_unreachable(source.as_ref()) => {
+                tracing::warn!(error = %store, "database unreachable");
+                Self::Unavailable("service temporarily unavailable".into())
+            }
+            StoreError::InvalidAppend { .. } => {
+                Self::BadRequest("the request contains data that cannot be stored".into())
+            }
             other => Self::Internal(other.to_string()),
         }
     }

@@ -77,15 +77,29 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
     let mut details = BTreeMap::new();
     let checkpoint = state.projection.position().await;
-    let projection_up = checkpoint.is_ok();
-    if let (Ok(h), Ok(p)) = (&head, &checkpoint) {
-        let lag = h.saturating_sub(*p);
-        metrics::gauge!("projection_lag_events").set(lag as f64);
-        details.insert("position".into(), (*p).into());
-        details.insert("lag_events".into(), lag.into());
+    let failure = state
+        .projection_failure
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let projection_up = checkpoint.is_ok() && failure.is_none();
+    match (&head, &checkpoint) {
+        (Ok(h), Ok(p)) => {
+            details.insert("position".into(), (*p).into());
+            details.insert("caught_up".into(), (p >= h).into());
+        }
+        (_, Err(e)) => {
+            details.insert("error".into(), e.to_string().into());
+        }
+        _ => {}
     }
-    details.insert("accounts".into(), state.read_model.len().into());
-    components.insert("projection".into(), component(projection_up, "memory", details));
+    if let Some(f) = failure {
+        details.insert("stopped".into(), f.into());
+    }
+    components.insert(
+        "projection".into(),
+        component(projection_up, state.read_model_backend, details),
+    );
 
     let limiter = state.limiter.health().await;
     let mut details = BTreeMap::new();

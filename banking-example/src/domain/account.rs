@@ -41,6 +41,9 @@ pub struct Account {
     pub balance: Money,
     /// Lifecycle.
     pub status: AccountStatus,
+    /// The owning user, when known.
+    #[serde(default)]
+    pub owner_id: Option<uuid::Uuid>,
 }
 
 impl Account {
@@ -71,6 +74,7 @@ impl Aggregate for Account {
             AccountCommand::Open {
                 owner_name,
                 initial_balance,
+                owner_id,
             } => {
                 if self.status != AccountStatus::NotOpened {
                     return Err(AccountError::AlreadyExists);
@@ -82,6 +86,7 @@ impl Aggregate for Account {
                 Ok(vec![AccountEvent::AccountCreated(AccountCreated {
                     owner_name: owner_name.to_owned(),
                     initial_balance: *initial_balance,
+                    owner_id: *owner_id,
                 })])
             }
             AccountCommand::Deposit { amount } => {
@@ -118,6 +123,7 @@ impl Aggregate for Account {
             AccountEvent::AccountCreated(e) => {
                 self.owner_name.clone_from(&e.owner_name);
                 self.balance = e.initial_balance;
+                self.owner_id = e.owner_id;
                 self.status = AccountStatus::Open;
             }
             // `handle` proved these stay in range; saturate defensively

@@ -1,5 +1,7 @@
 //! What can be asked of an account, and why it may refuse.
 
+use uuid::Uuid;
+
 use super::Money;
 
 /// A command to the account aggregate. Amounts are already valid
@@ -13,6 +15,8 @@ pub enum AccountCommand {
         owner_name: String,
         /// Opening balance (may be zero).
         initial_balance: Money,
+        /// The user who will own it.
+        owner_id: Option<Uuid>,
     },
     /// Pay money in.
     Deposit {

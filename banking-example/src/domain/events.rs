@@ -2,16 +2,25 @@
 
 use es_core::DomainEvent;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::Money;
 
 /// The account was opened.
+///
+/// Schema version 2 added `owner_id`; version 1 events kept it in the
+/// `owner_id` metadata header, and the [`OwnerIdFromHeader`](super::OwnerIdFromHeader)
+/// upcaster moves it into the payload on read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountCreated {
     /// Name of the owner, trimmed.
     pub owner_name: String,
     /// Opening balance.
     pub initial_balance: Money,
+    /// The user who owns the account (none for accounts opened without
+    /// authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<Uuid>,
 }
 
 /// Money was paid in.
@@ -70,6 +79,13 @@ impl DomainEvent for AccountEvent {
             Self::MoneyDeposited(_) => "MoneyDeposited",
             Self::MoneyWithdrawn(_) => "MoneyWithdrawn",
             Self::AccountClosed(_) => "AccountClosed",
+        }
+    }
+
+    fn schema_version(&self) -> u32 {
+        match self {
+            Self::AccountCreated(_) => 2,
+            _ => 1,
         }
     }
 }

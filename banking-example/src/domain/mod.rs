@@ -6,12 +6,14 @@ mod commands;
 mod events;
 mod money;
 mod policy;
+mod upcast;
 
 pub use account::{Account, AccountStatus};
 pub use commands::{AccountCommand, AccountError};
 pub use events::{AccountClosed, AccountCreated, AccountEvent, MoneyDeposited, MoneyWithdrawn};
 pub use money::{parse_decimal, Amount, Money, MoneyError, SCALE};
 pub use policy::MaxTransactionAmount;
+pub use upcast::{upcasters, OwnerIdFromHeader, OWNER_HEADER};
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ fn created(balance: &str) -> AccountEvent {
     AccountEvent::AccountCreated(AccountCreated {
         owner_name: "Ada".into(),
         initial_balance: m(balance),
+        owner_id: None,
     })
 }
 
@@ -24,6 +25,7 @@ fn opens_with_trimmed_name() {
         .when(AccountCommand::Open {
             owner_name: "  Ada ".into(),
             initial_balance: m("10"),
+            owner_id: None,
         })
         .then_expect_events(vec![created("10")]);
 }
@@ -34,12 +36,14 @@ fn cannot_open_twice_or_without_name() {
         .when(AccountCommand::Open {
             owner_name: "Bob".into(),
             initial_balance: m("1"),
+            owner_id: None,
         })
         .then_expect_error(|e| *e == AccountError::AlreadyExists);
     AggregateTest::<Account>::given_no_events()
         .when(AccountCommand::Open {
             owner_name: "  ".into(),
             initial_balance: m("1"),
+            owner_id: None,
         })
         .then_expect_error_message("owner_name is required");
 }
@@ -105,6 +109,7 @@ fn command() -> impl Strategy<Value = AccountCommand> {
         1 => ("[ a-z]{0,6}", cents.clone()).prop_map(|(n, c)| AccountCommand::Open {
             owner_name: n,
             initial_balance: Money::from_cents(c),
+            owner_id: None,
         }),
         4 => cents.clone().prop_map(|c| AccountCommand::Deposit { amount: Money::from_cents(c) }),
         4 => cents.prop_map(|c| AccountCommand::Withdraw { amount: Money::from_cents(c) }),

@@ -1,0 +1,197 @@
+//! The account read model that `GET /accounts` and `GET /accounts/{id}`
+//! are served from, kept by es-core's one projection runner.
+//!
+//! - With `DATABASE_URL`: the table `<schema>.accounts_v<N>` written by
+//!   [`AccountsTable`] through es-postgres's transactional unit (rows and
+//!   checkpoint in one transaction per page), read through the view
+//!   `<schema>.accounts`, which [`BlueGreen`] points at the active version.
+//!   A restart resumes from the stored checkpoint: start-up reads no log.
+//!   A new version of the projection is built beside the serving one and
+//!   readers switch when it has caught up.
+//! - Without: [`InMemoryAccounts`], rebuilt from the (in-memory) log.
+//!
+//! Read-your-writes: a command waits (bounded by
+//! `READ_YOUR_WRITES_WAIT_MS`) until the projection has applied its
+//! events before it answers, so a `GET` right after, on any instance,
+//! returns at least that version. The command's answer is always built
+//! from the command's own outcome.
+
+mod memory;
+mod postgres;
+mod row;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use es_core::{
+    EventCodec, EventStore, InMemoryCheckpointStore, ProjectionConfig, ProjectionError, ProjectionRunner,
+    ProjectorUnit, StoreError, Typed,
+};
+use es_postgres::{BlueGreen, BlueGreenError, PgProjectionUnit, PgTyped, PostgresEventStore, SwitchOutcome};
+use uuid::Uuid;
+
+pub use memory::InMemoryAccounts;
+pub use postgres::{AccountsTable, PgAccounts};
+pub use row::AccountRow;
+
+use crate::api::AccountView;
+use crate::domain::upcasters;
+
+/// Name (and checkpoint key) of the in-memory projection.
+pub const PROJECTION: &str = "account_view";
+/// The blue/green projection and its reader view in PostgreSQL.
+pub const ACCOUNTS: &str = "accounts";
+/// The version of the PostgreSQL accounts projection this build writes.
+/// Bump it when the table's shape or the fold changes: the new version is
+/// rebuilt beside the old one and readers switch when it has caught up.
+pub const ACCOUNTS_VERSION: u32 = 1;
+
+/// Queries of the account read model.
+#[async_trait]
+pub trait AccountQueries: Send + Sync + 'static {
+    /// The account, if it exists (and has been projected).
+    async fn get(&self, id: Uuid) -> Result<Option<AccountView>, StoreError>;
+    /// A page of the accounts owned by `owner` (all accounts for `None`),
+    /// in id order (creation order for UUIDv7 ids), and how many there are.
+    async fn list(
+        &self,
+        owner: Option<Uuid>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<AccountView>, usize), StoreError>;
+}
+
+/// Why the read side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    /// Catching up the projection failed.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// Reading or switching the active version failed.
+    #[error(transparent)]
+    BlueGreen(#[from] BlueGreenError),
+}
+
+/// The read side: queries and the runner that keeps them current.
+#[derive(Clone)]
+pub struct ReadSide {
+    /// The account queries.
+    pub queries: Arc<dyn AccountQueries>,
+    /// The projection runner.
+    pub runner: ProjectionRunner,
+    /// `postgres` or `memory`.
+    pub backend: &'static str,
+}
+
+/// How the account projection runs: pages of 1,000 events, live wake-ups
+/// with a 250 ms polling fallback, and (the default) stopping on an event
+/// it cannot apply rather than skipping it.
+pub fn projection_config() -> ProjectionConfig {
+    ProjectionConfig {
+        batch_size: 1000,
+        poll_interval: Duration::from_millis(250),
+        ..ProjectionConfig::default()
+    }
+}
+
+fn codec() -> EventCodec {
+    EventCodec::new(upcasters())
+}
+
+fn blue_green(store: &PostgresEventStore) -> Result<BlueGreen, BlueGreenError> {
+    BlueGreen::new(store, ACCOUNTS, &[ACCOUNTS])
+}
+
+/// The runner of version `version` of the PostgreSQL accounts projection.
+pub fn postgres_runner(store: &PostgresEventStore, version: u32) -> Result<ProjectionRunner, BlueGreenError> {
+    let bg = blue_green(store)?;
+    let table = AccountsTable::new(bg.projection_name(version), bg.table(ACCOUNTS, version));
+    let typed = PgTyped::new(Arc::new(table)).with_codec(codec());
+    Ok(PgProjectionUnit::new(store, Arc::new(typed))
+        .runner()
+        .with_config(projection_config()))
+}
+
+/// The projections of this application over `store`, for operators
+/// (`es-admin`): the accounts projection of this build's version.
+pub fn projection_runners(store: &PostgresEventStore) -> Vec<ProjectionRunner> {
+    match postgres_runner(store, ACCOUNTS_VERSION) {
+        Ok(runner) => vec![runner],
+        Err(e) => {
+            tracing::error!(error = %e, "accounts projection unavailable");
+            Vec::new()
+        }
+    }
+}
+
+/// The read side over PostgreSQL. On the very first start (no version
+/// serves readers yet) the projection is built before this returns; when
+/// an older version serves, this one is built in the background and
+/// readers switch once it has caught up.
+pub async fn postgres(store: &PostgresEventStore) -> Result<ReadSide, ReadModelError> {
+    let bg = blue_green(store)?;
+    let runner = postgres_runner(store, ACCOUNTS_VERSION)?;
+    match bg.active().await? {
+        None => {
+            tracing::info!(version = ACCOUNTS_VERSION, "building the accounts read model");
+            activate(&bg, &runner).await?;
+        }
+        Some(v) if v == ACCOUNTS_VERSION => {}
+        Some(v) if v < ACCOUNTS_VERSION => {
+            tracing::info!(
+                serving = v,
+                building = ACCOUNTS_VERSION,
+                "rebuilding the accounts read model beside the serving version"
+            );
+            let (bg, runner) = (bg.clone(), runner.clone());
+            tokio::spawn(async move {
+                if let Err(e) = activate(&bg, &runner).await {
+                    tracing::error!(error = %e, "switching readers to the new accounts version failed");
+                }
+            });
+        }
+        Some(v) => {
+            tracing::warn!(
+                serving = v,
+                ours = ACCOUNTS_VERSION,
+                "a newer accounts version serves readers; this process keeps its own version current"
+            );
+        }
+    }
+    Ok(ReadSide {
+        queries: Arc::new(PgAccounts::new(store, format!("{}.{ACCOUNTS}", store.schema()))),
+        runner,
+        backend: "postgres",
+    })
+}
+
+/// Catches `runner` up and switches readers to it, until it is not behind.
+async fn activate(bg: &BlueGreen, runner: &ProjectionRunner) -> Result<(), ReadModelError> {
+    loop {
+        runner.catch_up().await?;
+        match bg.switch(ACCOUNTS_VERSION).await? {
+            SwitchOutcome::Behind { .. } => continue,
+            SwitchOutcome::Switched { from, to } => {
+                tracing::info!(?from, to, "readers see the new accounts read model");
+                return Ok(());
+            }
+            SwitchOutcome::AlreadyActive => return Ok(()),
+        }
+    }
+}
+
+/// The read side in memory, over `store`'s log, caught up before it
+/// returns.
+pub async fn in_memory(store: Arc<dyn EventStore>) -> Result<ReadSide, ReadModelError> {
+    let model = Arc::new(InMemoryAccounts::new());
+    let typed = Typed::new(Arc::clone(&model)).with_codec(codec());
+    let unit = ProjectorUnit::new(Arc::new(typed), Arc::new(InMemoryCheckpointStore::new()));
+    let runner = ProjectionRunner::new(store, Arc::new(unit)).with_config(projection_config());
+    runner.catch_up().await?;
+    Ok(ReadSide {
+        queries: model,
+        runner,
+        backend: "memory",
+    })
+}

@@ -1,0 +1,239 @@
+//! The account read model in PostgreSQL (with `DATABASE_URL`): the table
+//! `<schema>.accounts_v<N>`, read through the view `<schema>.accounts`.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use es_core::{BoxError, EventEnvelope, StoreError};
+use es_postgres::{PageFailure, PgTypedProjector, PostgresEventStore};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::row::{account_id, AccountRow};
+use super::AccountQueries;
+use crate::api::AccountView;
+use crate::domain::{Account, AccountEvent, AccountStatus, Money};
+
+/// Version `version` of the accounts projection: writes
+/// `<schema>.accounts_v<version>`, one row per account, a page of events
+/// with three statements (read the rows it touches, fold, upsert).
+pub struct AccountsTable {
+    name: String,
+    table: String,
+    index: String,
+}
+
+impl AccountsTable {
+    /// The projection `name` (its checkpoint key) writing `table`
+    /// (schema-qualified).
+    pub fn new(name: String, table: String) -> Self {
+        let index = format!("{}_owner_idx", table.rsplit('.').next().unwrap_or("accounts"));
+        Self { name, table, index }
+    }
+}
+
+fn status_text(s: AccountStatus) -> &'static str {
+    match s {
+        AccountStatus::NotOpened => "not_opened",
+        AccountStatus::Open => "open",
+        AccountStatus::Closed => "closed",
+    }
+}
+
+fn status_of(text: &str) -> AccountStatus {
+    match text {
+        "open" => AccountStatus::Open,
+        "closed" => AccountStatus::Closed,
+        _ => AccountStatus::NotOpened,
+    }
+}
+
+const COLUMNS: &str = "id, owner_id, owner_name, balance::text, status, version";
+
+fn row_of(r: &sqlx::postgres::PgRow) -> Result<AccountRow, StoreError> {
+    let d = |e: sqlx::Error| StoreError::backend("decode account row", e);
+    let balance: String = r.try_get(3).map_err(d)?;
+    let balance = Money::from_str(&balance).map_err(|e| StoreError::backend("decode account balance", e))?;
+    Ok(AccountRow {
+        id: r.try_get(0).map_err(d)?,
+        account: Account {
+            owner_id: r.try_get(1).map_err(d)?,
+            owner_name: r.try_get(2).map_err(d)?,
+            balance,
+            status: status_of(r.try_get::<&str, _>(4).map_err(d)?),
+        },
+        version: r.try_get::<i64, _>(5).map_err(d)?.max(0) as u64,
+    })
+}
+
+#[async_trait]
+impl PgTypedProjector for AccountsTable {
+    type Aggregate = Account;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn setup(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (id UUID PRIMARY KEY, owner_id UUID, owner_name TEXT NOT NULL, \
+             balance NUMERIC NOT NULL, status TEXT NOT NULL, version BIGINT NOT NULL, \
+             updated_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            self.table
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {} (owner_id, id)",
+            self.index, self.table
+        ))
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, event: &EventEnvelope<AccountEvent>) -> Result<(), BoxError> {
+        self.apply_page(tx, std::slice::from_ref(event))
+            .await
+            .map_err(|f| f.error)
+    }
+
+    async fn apply_page(
+        &self,
+        tx: &mut PgConnection,
+        events: &[EventEnvelope<AccountEvent>],
+    ) -> Result<(), PageFailure> {
+        let mut ids: Vec<Uuid> = events.iter().filter_map(account_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let existing = sqlx::query(&format!("SELECT {COLUMNS} FROM {} WHERE id = ANY($1)", self.table))
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut rows: HashMap<Uuid, AccountRow> = HashMap::with_capacity(ids.len());
+        for r in &existing {
+            let row = row_of(r).map_err(PageFailure::whole)?;
+            rows.insert(row.id, row);
+        }
+        let mut changed: Vec<Uuid> = Vec::with_capacity(ids.len());
+        for e in events {
+            let Some(id) = account_id(e) else { continue };
+            let row = rows.entry(id).or_insert_with(|| AccountRow::empty(id));
+            if row.apply(e) {
+                changed.push(id);
+            }
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        let n = changed.len();
+        let (mut owners, mut names, mut balances, mut statuses, mut versions) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for id in &changed {
+            let row = &rows[id];
+            owners.push(row.account.owner_id);
+            names.push(row.account.owner_name.as_str());
+            balances.push(row.account.balance.to_string());
+            statuses.push(status_text(row.account.status));
+            versions.push(row.version as i64);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {} (id, owner_id, owner_name, balance, status, version, updated_at) \
+             SELECT id, owner_id, owner_name, balance, status, version, now() \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[]::numeric[], $5::text[], $6::bigint[]) \
+               AS u(id, owner_id, owner_name, balance, status, version) \
+             ON CONFLICT (id) DO UPDATE SET owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, \
+               balance = EXCLUDED.balance, status = EXCLUDED.status, version = EXCLUDED.version, updated_at = now()",
+            self.table
+        ))
+        .bind(&changed)
+        .bind(&owners)
+        .bind(&names)
+        .bind(&balances)
+        .bind(&statuses)
+        .bind(&versions)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
+        sqlx::query(&format!("TRUNCATE {}", self.table)).execute(tx).await?;
+        Ok(())
+    }
+}
+
+/// Reads accounts through the reader view `<schema>.accounts` (the active
+/// version's table), with the primary key or the `(owner_id, id)` index.
+#[derive(Debug, Clone)]
+pub struct PgAccounts {
+    store: PostgresEventStore,
+    view: String,
+}
+
+impl PgAccounts {
+    /// Reads `view` (schema-qualified) in `store`'s database.
+    pub fn new(store: &PostgresEventStore, view: String) -> Self {
+        Self {
+            store: store.clone(),
+            view,
+        }
+    }
+}
+
+#[async_trait]
+impl AccountQueries for PgAccounts {
+    async fn get(&self, id: Uuid) -> Result<Option<AccountView>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {} WHERE id = $1", self.view))
+            .bind(id)
+            .fetch_optional(self.store.pool())
+            .await
+            .map_err(|e| StoreError::backend("read account", e))?;
+        Ok(row.map(|r| row_of(&r)).transpose()?.and_then(|r| r.view()))
+    }
+
+    async fn list(
+        &self,
+        owner: Option<Uuid>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<AccountView>, usize), StoreError> {
+        let (filter, count) = match owner {
+            Some(_) => ("WHERE owner_id = $3", "WHERE owner_id = $1"),
+            None => ("", ""),
+        };
+        let db = |e| StoreError::backend("list accounts", e);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} {filter} ORDER BY id LIMIT $1 OFFSET $2",
+            self.view
+        );
+        let mut page = sqlx::query(&sql)
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .bind(offset.min(i64::MAX as usize) as i64);
+        if let Some(o) = owner {
+            page = page.bind(o);
+        }
+        let rows = page.fetch_all(self.store.pool()).await.map_err(db)?;
+        let count_sql = format!("SELECT count(*) FROM {} {count}", self.view);
+        let mut total = sqlx::query_scalar::<_, i64>(&count_sql);
+        if let Some(o) = owner {
+            total = total.bind(o);
+        }
+        let total = total.fetch_one(self.store.pool()).await.map_err(db)?;
+        let mut views = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if let Some(v) = row_of(r)?.view() {
+                views.push(v);
+            }
+        }
+        Ok((views, total.max(0) as usize))
+    }
+}
