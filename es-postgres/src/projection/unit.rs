@@ -89,6 +89,14 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
         self.setup
             .get_or_try_init(|| async {
                 let mut tx = self.begin().await?;
+                // Concurrent `CREATE TABLE IF NOT EXISTS` of one table can
+                // fail on PostgreSQL's catalog; instances starting together
+                // take turns.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(format!("es-projection-setup-{}", self.store.schema()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| backend("lock projection setup", e))?;
                 self.projector
                     .setup(&mut tx)
                     .await
