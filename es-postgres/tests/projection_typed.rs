@@ -117,7 +117,7 @@ impl PgTypedProjector for Stock {
         .await?;
         sqlx::query(&format!(
             "CREATE TABLE IF NOT EXISTS {}.seen (global_position BIGINT NOT NULL, stream_id TEXT NOT NULL, \
-             version BIGINT NOT NULL, event JSONB NOT NULL, actor TEXT)",
+             version BIGINT NOT NULL, event JSONB NOT NULL, actor TEXT, txid BIGINT NOT NULL DEFAULT txid_current())",
             self.schema
         ))
         .execute(&mut *tx)
@@ -345,6 +345,11 @@ async fn a_failure_mid_page_commits_the_events_before_it_once() {
         "the prefix applied once"
     );
     assert_eq!(stock(&store).await, vec![("apple".into(), 4), ("pear".into(), 2)]);
+    let txids: i64 = sqlx::query_scalar(&format!("SELECT count(DISTINCT txid) FROM {}.seen", store.schema()))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(txids, 1, "the prefix committed as one page, not event by event");
 
     projector.refuse_oversell.store(false, Ordering::SeqCst);
     let report = runner.catch_up().await.unwrap();
