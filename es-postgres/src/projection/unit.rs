@@ -108,10 +108,7 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
     }
 
     /// A runner of this unit over the same store.
-    pub fn runner(self) -> ProjectionRunner
-    where
-        P: Sized,
-    {
+    pub fn runner(self) -> ProjectionRunner {
         ProjectionRunner::new(Arc::new(self.store.clone()), Arc::new(self))
     }
 
