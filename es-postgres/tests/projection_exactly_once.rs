@@ -2,7 +2,7 @@
 //! (`n = n + 1` per event) through `PgProjectionUnit` and
 //! `ProjectionRunner::run` while this process appends thousands of events:
 //! every event is applied exactly once, by one of them, and the checkpoint
-//! ends at the last position.
+//! ends at the last position — also when one of them is killed midway.
 //!
 //! The test runs this test binary three more times as the workers
 //! (selected by an environment variable).
@@ -188,6 +188,20 @@ async fn processes_running_one_projection_apply_every_event_exactly_once() {
             })
         })
         .collect();
+    // One worker dies without warning in the middle of the work (its
+    // open page transaction, if any, is rolled back by the server).
+    let applied_some = eventually(120, || async {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.applied"))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        n >= 500
+    })
+    .await;
+    assert!(applied_some, "the workers did not start projecting");
+    let mut killed = children.remove(0);
+    let killed_pid = killed.id().unwrap() as i32;
+    killed.kill().await.unwrap();
     for w in writers {
         w.await.unwrap();
     }
@@ -216,7 +230,7 @@ async fn processes_running_one_projection_apply_every_event_exactly_once() {
         .execute(store.pool())
         .await
         .unwrap();
-    let mut pids = Vec::new();
+    let mut pids = vec![killed_pid];
     for child in children {
         let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
             .await
