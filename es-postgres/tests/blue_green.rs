@@ -6,7 +6,7 @@
 mod common;
 mod projection_kit;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,9 +100,18 @@ struct Read {
     log_streams: i64,
 }
 
+/// What the readers have seen so far, for the test to wait on.
+#[derive(Default)]
+struct Seen {
+    /// Reads of each version.
+    reads: [AtomicU64; 3],
+    /// The highest checkpoint read through the active version 2.
+    v2_position: AtomicI64,
+}
+
 /// Reads until `stop`, checking every read against the log and the one
 /// before it; the reads.
-async fn reader(store: PostgresEventStore, stop: Arc<AtomicBool>) -> Vec<Read> {
+async fn reader(store: PostgresEventStore, stop: Arc<AtomicBool>, seen: Arc<Seen>) -> Vec<Read> {
     let s = store.schema().to_owned();
     let sql = format!(
         "SELECT (SELECT coalesce(sum(total), 0)::bigint FROM {s}.balances) AS view_total, \
@@ -131,6 +140,10 @@ async fn reader(store: PostgresEventStore, stop: Arc<AtomicBool>) -> Vec<Read> {
                     && read.view_total >= before.view_total,
                 "a reader went back in time: {before:?} then {read:?}"
             );
+        }
+        seen.reads[read.active.clamp(0, 2) as usize].fetch_add(1, Ordering::SeqCst);
+        if read.active == 2 {
+            seen.v2_position.fetch_max(read.position, Ordering::SeqCst);
         }
         reads.push(read);
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -240,10 +253,14 @@ async fn version_two_is_rebuilt_beside_version_one_and_readers_switch_atomically
     assert_eq!(bg.active().await.unwrap(), Some(1));
 
     let stop_readers = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
     let readers: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(reader(store.clone(), Arc::clone(&stop_readers))))
+        .map(|_| tokio::spawn(reader(store.clone(), Arc::clone(&stop_readers), Arc::clone(&seen))))
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        eventually(60, || async { seen.reads[1].load(Ordering::SeqCst) >= 20 }).await,
+        "readers read version 1"
+    );
 
     // Version 2 has not started: the switch is refused.
     match bg.switch(2).await.unwrap() {
@@ -282,7 +299,10 @@ async fn version_two_is_rebuilt_beside_version_one_and_readers_switch_atomically
         eventually(120, || async { checkpoint(&store, "balances_v2").await == head }).await,
         "version 2 follows the log after the switch"
     );
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        eventually(60, || async { seen.v2_position.load(Ordering::SeqCst) == head as i64 }).await,
+        "readers saw version 2 reach the head"
+    );
     stop_readers.store(true, Ordering::SeqCst);
     let mut reads = Vec::new();
     for r in readers {
@@ -294,10 +314,6 @@ async fn version_two_is_rebuilt_beside_version_one_and_readers_switch_atomically
         "readers saw both versions: {} / {}",
         on(1),
         on(2)
-    );
-    assert!(
-        reads.iter().any(|r| r.active == 2 && r.position == head as i64),
-        "readers saw version 2 reach the head"
     );
 
     // Through the reader view, version 2's shape holds every event.
