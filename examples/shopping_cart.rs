@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use es_core::{
     CommandContext, EventFilter, InMemoryCheckpointStore, InMemoryEventStore, InMemorySnapshotStore,
-    InMemoryStateCache, Metadata, ProjectionRunner, Projector, RecordedEvent, Repository, RepositoryError,
-    SnapshotPolicy,
+    InMemoryStateCache, Metadata, ProjectionRunner, Projector, ProjectorUnit, RecordedEvent, Repository,
+    RepositoryError, SnapshotPolicy,
 };
 use es_examples::shopping_cart::{Cart, CartCommand, CartError};
 
@@ -80,12 +80,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     carts.execute("cart-2", CartCommand::CheckOut).await?;
 
     let counter = Arc::new(CheckoutCounter::default());
-    let runner = ProjectionRunner::new(
-        Arc::clone(&store),
-        Arc::clone(&counter),
-        Arc::new(InMemoryCheckpointStore::new()),
+    let unit = ProjectorUnit::new(Arc::clone(&counter), Arc::new(InMemoryCheckpointStore::new()));
+    let runner = ProjectionRunner::new(store.clone(), Arc::new(unit));
+    let report = runner.catch_up().await?;
+    println!(
+        "projection applied {} events, checkpoint {}",
+        report.applied, report.position
     );
-    runner.catch_up().await?;
     println!(
         "checked-out carts: {}",
         counter.0.load(std::sync::atomic::Ordering::SeqCst)

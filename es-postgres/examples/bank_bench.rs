@@ -285,12 +285,12 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     }
     let probe = Arc::new(LagProbe::default());
     let (stop_follow, follow_task) = if args.follow {
-        let runner = es_postgres::PgProjectionRunner::new(store.clone(), Arc::clone(&probe)).with_config(
-            es_core::ProjectionConfig {
+        let runner = es_postgres::PgProjectionUnit::new(store, Arc::clone(&probe))
+            .runner()
+            .with_config(es_core::ProjectionConfig {
                 poll_interval: Duration::from_millis(100),
                 ..es_core::ProjectionConfig::default()
-            },
-        );
+            });
         runner.catch_up().await?;
         probe.lags.lock().map_err(|e| e.to_string())?.clear();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

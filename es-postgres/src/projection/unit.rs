@@ -89,6 +89,14 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
         self.setup
             .get_or_try_init(|| async {
                 let mut tx = self.begin().await?;
+                // Concurrent `CREATE TABLE IF NOT EXISTS` of one table can
+                // fail on PostgreSQL's catalog; instances starting together
+                // take turns.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(format!("es-projection-setup-{}", self.store.schema()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| backend("lock projection setup", e))?;
                 self.projector
                     .setup(&mut tx)
                     .await
@@ -100,10 +108,7 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
     }
 
     /// A runner of this unit over the same store.
-    pub fn runner(self) -> ProjectionRunner
-    where
-        P: Sized,
-    {
+    pub fn runner(self) -> ProjectionRunner {
         ProjectionRunner::new(Arc::new(self.store.clone()), Arc::new(self))
     }
 
