@@ -3,7 +3,7 @@
 //! `cargo run -p banking-example --example load -- [clients] [requests_per_client] [accounts]`
 //!
 //! Reports requests/s and latency of deposits, the projection lag seen by
-//! the read model (from the `projection_lag_seconds` summary), and the
+//! the read model (from the `es_projection_lag_seconds` summary), and the
 //! cross-instance visibility lag: a second instance on the same store
 //! polled until it shows each write.
 //!
@@ -144,7 +144,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let metrics = http.get(format!("{}/metrics", a.url())).send().await?.text().await?;
-    for line in metrics.lines().filter(|l| l.starts_with("projection_lag_seconds")) {
+    for line in metrics.lines().filter(|l| l.starts_with("es_projection_lag_seconds")) {
         println!("  {line}");
     }
 

@@ -117,6 +117,11 @@ type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 /// - [`wait_for`](Self::wait_for) waits until the projection has passed a
 ///   position: read-your-writes for a command's events.
 ///
+/// Metrics: `es_projection_position{projection}` (gauge),
+/// `es_projection_lag_seconds{projection}` (histogram: age of a page's
+/// last event when the page is committed),
+/// `es_projection_dead_letters_total{projection}`.
+///
 /// Clones share the position watch and progress callback.
 pub struct ProjectionRunner {
     store: Arc<dyn EventStore>,
@@ -254,6 +259,11 @@ impl ProjectionRunner {
             if moved {
                 report.position = self.commit_page(report.position, &page, next, &mut report).await?;
                 self.publish(report.position);
+                if let Some(last) = page.last() {
+                    let lag = (chrono::Utc::now() - last.recorded_at).as_seconds_f64().max(0.0);
+                    metrics::histogram!("es_projection_lag_seconds", "projection" => self.unit.name().to_owned())
+                        .record(lag);
+                }
             }
             if let Some(f) = &self.progress {
                 f(&Progress {
