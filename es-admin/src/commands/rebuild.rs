@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::cli::RebuildArgs;
 use crate::log::count_events;
 use crate::output::Output;
-use crate::progress::{bar, ProgressTarget};
+use crate::progress::{Bar, ProgressTarget};
 use crate::session::Session;
 use crate::AdminError;
 
@@ -76,8 +76,8 @@ pub(crate) async fn run(
         )
     };
 
-    let pb = bar(progress, &format!("rebuild {}", runner.name()), expected);
-    let shown = pb.clone();
+    let pb = Bar::new(progress, &format!("rebuild {}", runner.name()), expected);
+    let shown = pb.handle();
     let mut runner = runner.clone().with_progress(move |p| {
         let done = p.report.applied + p.report.dead_lettered;
         if done > shown.length().unwrap_or(0) {
