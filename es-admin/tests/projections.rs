@@ -77,7 +77,7 @@ async fn projections_lists_position_lag_and_state_also_of_registered_ones_withou
     assert!(out.contains("retired*") && out.contains("* a checkpoint only"), "{out}");
 
     // A runner that stops on a failing event: `failed`, with its error.
-    append(&store, "p", &[("Poison", json!({"n": 1}))]).await;
+    let poison = append(&store, "p", &[("Poison", json!({"n": 1}))]).await[0];
     let stopping = totals(&store).with_config(ProjectionConfig {
         on_failure: OnFailure::Stop,
         retry: es_core::RetryPolicy {
@@ -98,6 +98,24 @@ async fn projections_lists_position_lag_and_state_also_of_registered_ones_withou
     assert!(
         text.ok().contains("stopped: projection totals stopped at position"),
         "{text:?}"
+    );
+
+    // Fixed (here: cured), a replay from the checkpoint resumes it.
+    cure(&store, poison).await;
+    let from = t["position"].as_u64().unwrap().to_string();
+    let resumed = run(&store, &["rebuild", "totals", "--from", &from, "--json"])
+        .await
+        .json();
+    assert_eq!(
+        (&resumed["applied"], &resumed["dead_lettered"]),
+        (&json!(1), &json!(0)),
+        "the event it stopped on"
+    );
+    let doc = run(&store, &["projections", "--json"]).await.json();
+    let t = by_name(&doc, "totals");
+    assert_eq!(
+        (&t["state"], &t["last_error"], &t["lag_events"]),
+        (&json!("current"), &Value::Null, &json!(0))
     );
 }
 
