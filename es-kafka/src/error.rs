@@ -105,6 +105,9 @@ pub enum OutboxError {
     /// Reading, claiming or marking outbox rows failed.
     #[error("outbox database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The outbox's schema name is not a plain identifier.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// An outbox row could not be turned into an event.
     #[error("outbox row {position}: {reason}")]
     BadRow {

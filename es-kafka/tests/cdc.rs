@@ -136,3 +136,44 @@ async fn the_slot_does_not_advance_past_unacknowledged_events() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_slot_status_is_read_without_a_relay_and_follows_the_relay() {
+    let kafka = Kafka::start();
+    let _topic = kafka.topic("account", 1).await;
+    let store = common::store(false).await;
+    let missing = es_kafka::cdc::slot_status(store.pool(), "es_kafka_no_such_slot")
+        .await
+        .unwrap();
+    assert_eq!(
+        missing,
+        es_kafka::cdc::SlotStatus {
+            exists: false,
+            confirmed_flush_lsn: None,
+            retained_bytes: None,
+            lag_bytes: None,
+        }
+    );
+    let (store, kafka) = (&store, &kafka);
+    with_slot(store, kafka, |slot| async move {
+        append_n(store, "account", "s1", 3).await;
+        let behind = es_kafka::cdc::slot_status(store.pool(), &slot).await.unwrap();
+        assert!(behind.exists);
+        assert!(behind.lag_bytes.unwrap() > 0, "three appends not relayed: {behind:?}");
+        let r = relay(store, kafka.publisher(), &slot);
+        assert_eq!(r.relay_once().await.unwrap().published, 3);
+        let relayed = es_kafka::cdc::slot_status(store.pool(), &slot).await.unwrap();
+        assert_eq!(
+            relayed.confirmed_flush_lsn,
+            r.slot_status().await.unwrap().confirmed_flush_lsn
+        );
+        let moved: bool = sqlx::query_scalar("SELECT $1::pg_lsn > $2::pg_lsn")
+            .bind(relayed.confirmed_flush_lsn.as_deref())
+            .bind(behind.confirmed_flush_lsn.as_deref())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert!(moved, "the relay advanced the slot: {behind:?} -> {relayed:?}");
+    })
+    .await;
+}

@@ -289,6 +289,17 @@ async fn a_message_refused_max_attempts_times_is_parked_and_blocks_only_its_stre
         ("m", 1, 2)
     );
     assert!(parked.last_error.to_lowercase().contains("too large"), "{parked:?}");
+    // Operators' tools read the same without a poller or a Kafka client.
+    let read = es_kafka::outbox::outbox_status(store.pool(), store.schema())
+        .await
+        .unwrap();
+    assert_eq!(
+        (read.pending, read.parked, &read.parked_rows),
+        (status.pending, status.parked, &status.parked_rows)
+    );
+    assert!(read.oldest_pending_age.is_some(), "m 2 is pending: {read:?}");
+    let refused = es_kafka::outbox::outbox_status(store.pool(), "no;such").await;
+    assert!(matches!(refused, Err(es_kafka::OutboxError::Setup(_))), "{refused:?}");
 
     // Other streams flow; m stays behind its parked head, even for a
     // poller that could publish it.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use es_core::RetryPolicy;
 
 pub use relay::{CdcRelay, ChangeBatch, RelayOutcome, RelayStatus};
-pub use slot::{default_slot_name, default_slot_name_for, OtherSlot, SlotStatus};
+pub use slot::{default_slot_name, default_slot_name_for, slot_status, OtherSlot, SlotStatus};
 
 /// Settings of a [`CdcRelay`].
 #[derive(Debug, Clone, PartialEq)]

@@ -200,7 +200,7 @@ impl CdcRelay {
 
     /// The slot's confirmed position and the WAL it retains.
     pub async fn slot_status(&self) -> Result<SlotStatus, CdcError> {
-        slot::status(&self.pool, &self.config.slot).await
+        slot::slot_status(&self.pool, &self.config.slot).await
     }
 
     /// Reads (peeks, without consuming) the next whole transactions.

@@ -179,8 +179,18 @@ pub(crate) async fn advance(pool: &PgPool, slot: &str, lsn: &str) -> Result<(), 
     Ok(())
 }
 
-/// The slot's position and retained WAL.
-pub(crate) async fn status(pool: &PgPool, slot: &str) -> Result<SlotStatus, CdcError> {
+/// The position and retained WAL of the logical replication slot `slot`
+/// of the database `pool` connects to, read without a relay or a Kafka
+/// client (operators' tools); `exists: false` when there is none.
+///
+/// ```no_run
+/// # async fn demo(pool: sqlx::PgPool) -> Result<(), es_kafka::CdcError> {
+/// let slot = es_kafka::cdc::default_slot_name_for(&pool, "bank").await?;
+/// let status = es_kafka::cdc::slot_status(&pool, &slot).await?;
+/// println!("{slot}: {:?} bytes behind", status.lag_bytes);
+/// # Ok(()) }
+/// ```
+pub async fn slot_status(pool: &PgPool, slot: &str) -> Result<SlotStatus, CdcError> {
     let row: Option<(Option<String>, Option<i64>, Option<i64>)> = sqlx::query_as(
         "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, \
                 pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint \

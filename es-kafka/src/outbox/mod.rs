@@ -10,7 +10,7 @@ use std::time::Duration;
 use es_core::RetryPolicy;
 
 pub use poller::{BatchOutcome, Claim, OutboxPoller, CLAIM_WINDOWS};
-pub use status::{OutboxStatus, ParkedRow};
+pub use status::{outbox_status, OutboxStatus, ParkedRow};
 
 /// What happens to an outbox row once Kafka has acknowledged it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 
+use super::sql::OutboxSql;
 use super::OutboxPoller;
 use crate::error::OutboxError;
 use crate::telemetry;
@@ -48,34 +50,51 @@ impl OutboxPoller {
     /// and sets the `es_kafka_outbox_pending`, `_parked_rows` and
     /// `_oldest_pending_seconds` gauges.
     pub async fn status(&self) -> Result<OutboxStatus, OutboxError> {
-        let (pending, parked, oldest): (i64, i64, Option<DateTime<Utc>>) =
-            sqlx::query_as(&self.sql().counts).fetch_one(self.pool()).await?;
-        let rows: Vec<ParkedTuple> = sqlx::query_as(&self.sql().parked)
-            .bind(100_i64)
-            .fetch_all(self.pool())
-            .await?;
-        let oldest_pending_age = oldest.map(|t| (Utc::now() - t).to_std().unwrap_or_default());
-        ::metrics::gauge!(telemetry::OUTBOX_PENDING).set(pending as f64);
-        ::metrics::gauge!(telemetry::OUTBOX_PARKED_ROWS).set(parked as f64);
-        ::metrics::gauge!(telemetry::OUTBOX_OLDEST_AGE).set(oldest_pending_age.unwrap_or_default().as_secs_f64());
-        Ok(OutboxStatus {
-            pending: pending.max(0) as u64,
-            parked: parked.max(0) as u64,
-            oldest_pending_age,
-            parked_rows: rows
-                .into_iter()
-                .map(
-                    |(p, stream_id, version, event_type, attempts, last_error, parked_at)| ParkedRow {
-                        global_position: p.max(0) as u64,
-                        stream_id,
-                        version: version.max(0) as u64,
-                        event_type,
-                        attempts,
-                        last_error,
-                        parked_at,
-                    },
-                )
-                .collect(),
-        })
+        let status = read(self.pool(), self.sql()).await?;
+        ::metrics::gauge!(telemetry::OUTBOX_PENDING).set(status.pending as f64);
+        ::metrics::gauge!(telemetry::OUTBOX_PARKED_ROWS).set(status.parked as f64);
+        ::metrics::gauge!(telemetry::OUTBOX_OLDEST_AGE)
+            .set(status.oldest_pending_age.unwrap_or_default().as_secs_f64());
+        Ok(status)
     }
+}
+
+/// The status of the outbox in `schema`, read without a poller or a Kafka
+/// client (operators' tools); the same as [`OutboxPoller::status`] without
+/// setting its gauges.
+///
+/// ```no_run
+/// # async fn demo(pool: sqlx::PgPool) -> Result<(), es_kafka::OutboxError> {
+/// let status = es_kafka::outbox::outbox_status(&pool, "bank").await?;
+/// println!("{} pending, {} parked", status.pending, status.parked);
+/// # Ok(()) }
+/// ```
+pub async fn outbox_status(pool: &PgPool, schema: &str) -> Result<OutboxStatus, OutboxError> {
+    let schema = crate::ident::check(schema)?;
+    read(pool, &OutboxSql::new(schema)).await
+}
+
+async fn read(pool: &PgPool, sql: &OutboxSql) -> Result<OutboxStatus, OutboxError> {
+    let (pending, parked, oldest): (i64, i64, Option<DateTime<Utc>>) =
+        sqlx::query_as(&sql.counts).fetch_one(pool).await?;
+    let rows: Vec<ParkedTuple> = sqlx::query_as(&sql.parked).bind(100_i64).fetch_all(pool).await?;
+    Ok(OutboxStatus {
+        pending: pending.max(0) as u64,
+        parked: parked.max(0) as u64,
+        oldest_pending_age: oldest.map(|t| (Utc::now() - t).to_std().unwrap_or_default()),
+        parked_rows: rows
+            .into_iter()
+            .map(
+                |(p, stream_id, version, event_type, attempts, last_error, parked_at)| ParkedRow {
+                    global_position: p.max(0) as u64,
+                    stream_id,
+                    version: version.max(0) as u64,
+                    event_type,
+                    attempts,
+                    last_error,
+                    parked_at,
+                },
+            )
+            .collect(),
+    })
 }
