@@ -136,7 +136,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let verified = versions == Some(events) && report.applied == events as u64 && report.dead_lettered == 0;
     let head = store.head_position().await?;
     if !verified || report.position < head {
-        return Err(format!("rebuild does not match the log: {report:?}, rows {rows}, versions {versions:?}, events {events}").into());
+        return Err(format!(
+            "rebuild does not match the log: {report:?}, rows {rows}, versions {versions:?}, events {events}"
+        )
+        .into());
     }
     drop(backends);
 
@@ -162,7 +165,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .map_err(|e| format!("start {}: {e} (build it: cargo build --release -p banking-example --bins)", server.display()))?;
+            .map_err(|e| {
+                format!(
+                    "start {}: {e} (build it: cargo build --release -p banking-example --bins)",
+                    server.display()
+                )
+            })?;
         let ready = loop {
             let answer = http
                 .get(format!("http://127.0.0.1:{port}/health/ready"))
@@ -173,7 +181,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 break spawned.elapsed().as_secs_f64();
             }
             if let Some(exit) = child.try_wait()? {
-                return Err(format!("the server exited ({exit}); run it by hand with the same environment to see why").into());
+                return Err(
+                    format!("the server exited ({exit}); run it by hand with the same environment to see why").into(),
+                );
             }
             if spawned.elapsed() > Duration::from_secs(120) {
                 let _ = child.kill();

@@ -110,7 +110,13 @@ async fn es_admin_lists_and_rebuilds_the_bank_projections_with_progress() {
         .collect();
     assert!(names.contains(&accounts_projection), "{listed}");
 
-    let rebuilt = es_admin(&schema, &["rebuild", accounts_projection], true).await;
+    // Readers are served from this version: a full replay in place is
+    // refused unless asked for.
+    let refused = es_admin(&schema, &["rebuild", accounts_projection], true).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("readers are served from"), "{refused:?}");
+
+    let rebuilt = es_admin(&schema, &["rebuild", accounts_projection, "--serving"], true).await;
     let out = rebuilt.ok();
     let applied: u64 = out
         .strip_prefix(&format!("rebuilt {accounts_projection} (full): "))
@@ -127,7 +133,7 @@ async fn es_admin_lists_and_rebuilds_the_bank_projections_with_progress() {
     );
     assert!(last.contains("/s, ETA "), "events/s and ETA: {rebuilt:?}");
 
-    let doc = es_admin(&schema, &["rebuild", accounts_projection, "--json"], true)
+    let doc = es_admin(&schema, &["rebuild", accounts_projection, "--serving", "--json"], true)
         .await
         .json();
     assert_eq!(

@@ -84,6 +84,11 @@ pub(crate) struct RebuildArgs {
     /// setting by default.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub batch_size: Option<u64>,
+    /// Replay even if readers are served from this projection (the active
+    /// version of a blue/green pair): they see it empty or behind until it
+    /// has caught up.
+    #[arg(long)]
+    pub serving: bool,
 }
 
 #[derive(Debug, Subcommand)]

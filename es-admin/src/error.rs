@@ -31,6 +31,18 @@ pub enum AdminError {
         /// The registered projections.
         known: Vec<String>,
     },
+    /// A full or from-a-position replay of the version readers are served
+    /// from, without `--serving`.
+    #[error(
+        "readers are served from {projection} (the active version of {name}): a replay would show them a \
+             half-built read model; build a new version beside it, or pass --serving to replay it in place"
+    )]
+    Serving {
+        /// The projection.
+        projection: String,
+        /// The blue/green projection it is the active version of.
+        name: String,
+    },
     /// A replay position beyond the end of the log.
     #[error("position {position} is past the head of the log ({head})")]
     PastHead {

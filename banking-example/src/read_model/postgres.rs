@@ -110,6 +110,11 @@ impl PgTypedProjector for AccountsTable {
         if ids.is_empty() {
             return Ok(());
         }
+        // Look the page's accounts up by primary key whatever the planner's
+        // statistics say: during a rebuild the table was just truncated and
+        // has none, and a sequential scan per page grows with the table
+        // (measured: 50 s instead of 6 s for 1,000,000 events).
+        sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await?;
         let existing = sqlx::query(&format!("SELECT {COLUMNS} FROM {} WHERE id = ANY($1)", self.table))
             .bind(&ids)
             .fetch_all(&mut *tx)

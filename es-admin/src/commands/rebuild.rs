@@ -33,6 +33,31 @@ struct RebuildDoc<'a> {
     seconds: f64,
 }
 
+/// A full or from replay rewinds the read model; refused for the version
+/// readers are served from (es-postgres `BlueGreen`: `<name>_v<active>`).
+async fn refuse_if_serving(session: &Session, projection: &str) -> Result<(), AdminError> {
+    let active: Vec<(String, i32)> = sqlx::query_as(&format!(
+        "SELECT name, active FROM {}.projection_versions",
+        session.store.schema()
+    ))
+    .fetch_all(session.store.pool())
+    .await
+    .map_err(|source| AdminError::Database {
+        operation: "read active projection versions",
+        source,
+    })?;
+    match active
+        .into_iter()
+        .find(|(name, v)| format!("{name}_v{v}") == projection)
+    {
+        Some((name, _)) => Err(AdminError::Serving {
+            projection: projection.to_owned(),
+            name,
+        }),
+        None => Ok(()),
+    }
+}
+
 #[tracing::instrument(name = "es.admin.rebuild", skip_all, fields(projection = %args.projection))]
 pub(crate) async fn run(
     session: &Session,
@@ -46,6 +71,9 @@ pub(crate) async fn run(
     let from = args.from.unwrap_or(0);
     if from > head {
         return Err(AdminError::PastHead { position: from, head });
+    }
+    if args.event_types.is_empty() && !args.serving {
+        refuse_if_serving(session, runner.name()).await?;
     }
     let filter = runner.unit().filter();
     let (mode, name, expected) = if !args.event_types.is_empty() {

@@ -176,6 +176,9 @@ impl<V: View> PgTypedProjector for PgViews<V> {
         let mut ids: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
+        // By primary key whatever the statistics say (a table truncated for
+        // a rebuild has none, and a sequential scan per page grows with it).
+        sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await?;
         let rows = sqlx::query(&format!(
             "SELECT version, view, stream_id FROM {} WHERE stream_id = ANY($1)",
             self.table
