@@ -1,0 +1,309 @@
+//! Group commit: the one writer, committing many appends per transaction.
+//!
+//! SQLite lets one connection write at a time, so the store has exactly
+//! one writer task with its own connection. It takes whatever appends
+//! are queued (up to `batch_size`) and writes them in **one** `BEGIN
+//! IMMEDIATE … COMMIT` transaction: one commit — one sync of the WAL with
+//! [`Synchronous::Full`](crate::Synchronous::Full) — for the whole batch.
+//!
+//! Inside the transaction each append is checked on its own, in queue
+//! order, against the stream's version as the transaction sees it (so an
+//! append sees the appends before it in the same batch). An append whose
+//! expectation fails, or whose event ids are already stored, is answered
+//! (conflict, replay, duplicate) and writes nothing; an append of several
+//! events runs under a savepoint, so a failure on a later event undoes its
+//! earlier ones. Either way the other appends of the batch go on. Answers
+//! are sent only after the commit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use es_core::{check_replay, AppendResult, ExpectedVersion, NewEvent, StoreError, StreamId};
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
+
+use crate::error::{backend, is_transient, is_unique_violation};
+use crate::sql::{self, signed, unsigned};
+use crate::SqliteConfig;
+
+/// The outcome of one append, sent to its caller.
+pub(crate) type Answer = Result<AppendResult, StoreError>;
+
+/// An event's payload and metadata, encoded by the caller (off the one
+/// writer's path).
+pub(crate) struct Encoded {
+    pub(crate) payload: String,
+    pub(crate) metadata: String,
+}
+
+/// One caller's append, waiting for its result.
+pub(crate) struct AppendJob {
+    pub(crate) stream_type: String,
+    pub(crate) stream_id: StreamId,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) encoded: Vec<Encoded>,
+    pub(crate) reply: oneshot::Sender<Answer>,
+}
+
+/// What the writer has done since the store was opened; see
+/// [`SqliteEventStore::writer_stats`](crate::SqliteEventStore::writer_stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Write transactions committed (group commits).
+    pub transactions: u64,
+    /// Appends answered by those transactions: stored, replayed or
+    /// refused (conflict, duplicate event id).
+    pub appends: u64,
+    /// Events stored.
+    pub events: u64,
+}
+
+/// The writer's counters, shared with the store.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    transactions: AtomicU64,
+    appends: AtomicU64,
+    events: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            transactions: self.transactions.load(Ordering::Relaxed),
+            appends: self.appends.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The writer task's state.
+pub(crate) struct Writer {
+    pub(crate) conn: SqliteConnection,
+    pub(crate) config: SqliteConfig,
+    /// The last committed position, for waiting readers of this process.
+    pub(crate) head: Arc<watch::Sender<u64>>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// The writer task: runs until the queue is closed and drained, then
+/// closes its connection.
+pub(crate) async fn run(mut writer: Writer, mut queue: mpsc::Receiver<AppendJob>) {
+    let batch_size = writer.config.batch_size.max(1);
+    let mut batch = Vec::with_capacity(batch_size);
+    while queue.recv_many(&mut batch, batch_size).await > 0 {
+        writer.write(std::mem::take(&mut batch)).await;
+    }
+    if let Err(e) = writer.conn.close().await {
+        tracing::warn!(error = %e, "closing the writer's connection failed");
+    }
+}
+
+impl Writer {
+    /// Writes a batch and answers every append of it.
+    async fn write(&mut self, jobs: Vec<AppendJob>) {
+        let events: usize = jobs.iter().map(|j| j.events.len()).sum();
+        let span = tracing::debug_span!("es.sqlite.batch", appends = jobs.len(), events);
+        async {
+            metrics::histogram!("es_sqlite_batch_appends").record(jobs.len() as f64);
+            match self.commit_with_retry(&jobs).await {
+                Ok(answers) => self.answer(jobs, answers),
+                Err(e) if jobs.len() > 1 => {
+                    // The transaction failed as a whole (disk full, an I/O
+                    // error): write append by append so that only an
+                    // append that cannot be written fails.
+                    tracing::warn!(error = %e, appends = jobs.len(), "batch failed; writing append by append");
+                    for job in jobs {
+                        self.write_alone(job).await;
+                    }
+                }
+                Err(e) => {
+                    for job in jobs {
+                        let _ = job.reply.send(Err(backend("append", clone_error(&e))));
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn write_alone(&mut self, job: AppendJob) {
+        let jobs = [job];
+        match self.commit_with_retry(&jobs).await {
+            Ok(answers) => self.answer(jobs.into(), answers),
+            Err(e) => {
+                tracing::error!(error = %e, "append failed");
+                let [job] = jobs;
+                let _ = job.reply.send(Err(backend("append", e)));
+            }
+        }
+    }
+
+    /// Commits `jobs` in one transaction, retrying the whole transaction
+    /// when the database is locked (another process writing) or it failed
+    /// transiently. A retry after a commit of unknown outcome is safe:
+    /// appends whose ids are stored are answered as replays.
+    async fn commit_with_retry(&mut self, jobs: &[AppendJob]) -> Result<Vec<Answer>, sqlx::Error> {
+        let mut attempt = 1;
+        loop {
+            match self.commit(jobs).await {
+                Err(e) if is_transient(&e) && self.config.transient_retry.should_retry(attempt) => {
+                    metrics::counter!("es_sqlite_append_retries_total").increment(1);
+                    tracing::warn!(error = %e, attempt, "write transaction failed transiently; retrying");
+                    tokio::time::sleep(self.config.transient_retry.delay_after(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One write transaction over `jobs`; answers in job order.
+    async fn commit(&mut self, jobs: &[AppendJob]) -> Result<Vec<Answer>, sqlx::Error> {
+        let conn = &mut self.conn;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            let mut answers = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                answers.push(append(&mut *conn, job).await?);
+            }
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(answers)
+        }
+        .await;
+        if result.is_err() {
+            // Fails harmlessly when SQLite already rolled back.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        }
+        result
+    }
+
+    /// After a commit: counts, wakes this process's waiting readers, and
+    /// answers each caller.
+    fn answer(&self, jobs: Vec<AppendJob>, answers: Vec<Answer>) {
+        let mut last = 0;
+        let mut stored = 0;
+        for answer in answers.iter().flatten() {
+            last = last.max(answer.positions.last().copied().unwrap_or(0));
+            stored += answer.positions.len() as u64;
+        }
+        self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        self.counters.appends.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        self.counters.events.fetch_add(stored, Ordering::Relaxed);
+        self.head.send_if_modified(|head| {
+            let moved = last > *head;
+            *head = (*head).max(last);
+            moved
+        });
+        for (job, answer) in jobs.into_iter().zip(answers) {
+            if matches!(answer, Err(StoreError::Conflict { .. })) {
+                metrics::counter!("es_sqlite_append_conflicts_total").increment(1);
+            }
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+/// A copy of a sqlx error for answering many callers (sqlx errors are not
+/// `Clone`): the database's message and code survive as text.
+fn clone_error(e: &sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Protocol(e.to_string())
+}
+
+/// The savepoint around an append of several events.
+const SAVEPOINT: &str = "SAVEPOINT es_append";
+const ROLLBACK_TO: &str = "ROLLBACK TO es_append";
+const RELEASE: &str = "RELEASE es_append";
+
+/// Appends one job inside the writer's transaction. `Ok(answer)` whatever
+/// the append's fate; `Err` only when the transaction itself failed.
+async fn append(conn: &mut SqliteConnection, job: &AppendJob) -> Result<Answer, sqlx::Error> {
+    let current: i64 = sqlx::query_scalar(sql::STREAM_VERSION)
+        .bind(job.stream_id.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+    let current = unsigned(current);
+    if !job.expected.accepts(current) {
+        return Ok(replay(conn, job).await?.unwrap_or_else(|| {
+            Err(StoreError::Conflict {
+                stream_id: job.stream_id.clone(),
+                expected: job.expected,
+                actual: current,
+            })
+        }));
+    }
+    // A failed INSERT undoes only itself; several events need a savepoint
+    // so that a failure on a later one undoes the earlier ones.
+    let several = job.events.len() > 1;
+    if several {
+        sqlx::query(SAVEPOINT).execute(&mut *conn).await?;
+    }
+    let mut positions = Vec::with_capacity(job.events.len());
+    for (i, (event, encoded)) in job.events.iter().zip(&job.encoded).enumerate() {
+        let inserted = sqlx::query(sql::INSERT_EVENT)
+            .bind(job.stream_id.as_str())
+            .bind(signed(current + 1 + i as u64))
+            .bind(&job.stream_type)
+            .bind(event.event_id)
+            .bind(&event.event_type)
+            .bind(i64::from(event.schema_version))
+            .bind(&encoded.payload)
+            .bind(&encoded.metadata)
+            .bind(sql::micros(event.recorded_at))
+            .execute(&mut *conn)
+            .await;
+        match inserted {
+            Ok(done) => positions.push(unsigned(done.last_insert_rowid())),
+            Err(e) => {
+                if several {
+                    sqlx::query(ROLLBACK_TO).execute(&mut *conn).await?;
+                    sqlx::query(RELEASE).execute(&mut *conn).await?;
+                }
+                if !is_unique_violation(&e) {
+                    return Err(e);
+                }
+                // An event id already stored: a replay of this very append
+                // (same ids, same place) or a duplicate.
+                return Ok(replay(conn, job).await?.unwrap_or_else(|| Err(backend("append", e))));
+            }
+        }
+    }
+    if several {
+        sqlx::query(RELEASE).execute(&mut *conn).await?;
+    }
+    let n = job.events.len() as u64;
+    Ok(Ok(AppendResult {
+        first_version: current + 1,
+        new_version: current + n,
+        positions,
+    }))
+}
+
+/// The answer to an append some of whose event ids are stored (the
+/// original result of a replay, or `DuplicateEventId`); `None` when none
+/// is stored.
+async fn replay(conn: &mut SqliteConnection, job: &AppendJob) -> Result<Option<Answer>, sqlx::Error> {
+    let mut slots = Vec::with_capacity(job.events.len());
+    for event in &job.events {
+        let slot: Option<(String, i64, i64)> = sqlx::query_as(sql::FIND_SLOT)
+            .bind(event.event_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        slots.push(
+            slot.map(|(stream, version, position)| (StreamId::from(stream), unsigned(version), unsigned(position))),
+        );
+    }
+    if slots.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let answer = check_replay(&job.stream_id, job.expected, &job.events, &slots).and_then(|r| {
+        r.ok_or_else(|| StoreError::Corrupt {
+            stream_id: job.stream_id.clone(),
+            version: 0,
+            reason: "stored event ids vanished during the replay check".into(),
+        })
+    });
+    Ok(Some(answer))
+}

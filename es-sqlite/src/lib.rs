@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod batcher;
+mod checkpoint;
+mod config;
+mod error;
+mod migrate;
+mod projection;
+mod snapshot;
+mod sql;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use batcher::WriterStats;
+pub use checkpoint::SqliteCheckpointStore;
+pub use config::{SqliteConfig, Synchronous};
+pub use error::SetupError;
+pub use projection::{PageFailure, SqliteProjectionUnit, SqliteProjector, SqliteTyped, SqliteTypedProjector};
+pub use snapshot::SqliteSnapshotStore;
+pub use store::SqliteEventStore;

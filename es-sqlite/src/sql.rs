@@ -1,0 +1,118 @@
+//! Every SQL statement of the event log, and the encoding of timestamps.
+//!
+//! One database file holds one store, so the statements are constants
+//! (es-postgres builds its statements per schema instead).
+
+use chrono::{DateTime, Utc};
+
+/// Columns of an event row, in the order [`crate::store`] decodes them.
+macro_rules! event_columns {
+    () => {
+        "global_position, stream_id, version, stream_type, event_id, event_type, schema_version, payload, metadata, \
+         recorded_at"
+    };
+}
+
+/// Inserts one event; the position is the new rowid.
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (stream_id, version, stream_type, event_id, event_type, \
+     schema_version, payload, metadata, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// A stream's version: one probe of the (stream_id, version) index.
+pub(crate) const STREAM_VERSION: &str = "SELECT coalesce((SELECT max(version) FROM events WHERE stream_id = ?1), 0)";
+
+/// Where an event id is stored, for the replay check.
+pub(crate) const FIND_SLOT: &str = "SELECT stream_id, version, global_position FROM events WHERE event_id = ?1";
+
+pub(crate) const READ_STREAM: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3"
+);
+
+/// The global log after a position, filtered by JSON arrays of event and
+/// stream types (NULL: all) so that one statement serves every filter.
+pub(crate) const READ_ALL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE global_position > ?1 \
+       AND (?3 IS NULL OR event_type IN (SELECT value FROM json_each(?3))) \
+       AND (?4 IS NULL OR stream_type IN (SELECT value FROM json_each(?4))) \
+     ORDER BY global_position LIMIT ?2"
+);
+
+pub(crate) const FIND_EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events WHERE event_id = ?1");
+
+/// The last committed position (the rowid's maximum: one probe).
+pub(crate) const HEAD: &str = "SELECT coalesce((SELECT max(global_position) FROM events), 0)";
+
+/// Microseconds since the Unix epoch, as timestamps are stored.
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// The timestamp of stored microseconds (`None` when out of range).
+pub(crate) fn from_micros(us: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us)
+}
+
+/// A value read from an INTEGER column as the unsigned number es-core uses.
+pub(crate) fn unsigned(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+/// An es-core number as an SQLite INTEGER.
+pub(crate) fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::ConnectOptions;
+
+    /// Reading a stream, the log, an event by id and a stream's version
+    /// are served by the primary key or an index, not by scanning the
+    /// events table.
+    #[tokio::test]
+    async fn reads_are_served_by_indexes() {
+        let options: sqlx::sqlite::SqliteConnectOptions = "sqlite::memory:".parse().unwrap();
+        let mut conn = options.connect().await.unwrap();
+        sqlx::raw_sql(include_str!("sql/0001_events.sql"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for (what, statement) in [
+            ("read stream", READ_STREAM),
+            ("stream version", STREAM_VERSION),
+            ("find event", FIND_EVENT),
+            ("find slot", FIND_SLOT),
+            ("read all", READ_ALL),
+            ("head", HEAD),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {statement}"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            let details: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+            let events: Vec<&&str> = details
+                .iter()
+                .filter(|d| d.contains("events") && !d.contains("json_each"))
+                .collect();
+            assert!(!events.is_empty(), "{what}: {details:?}");
+            for d in events {
+                assert!(
+                    d.starts_with("SEARCH") || d.contains("USING INTEGER PRIMARY KEY") || d.contains("INDEX"),
+                    "{what} scans the events table: {details:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_keep_microseconds() {
+        let t = DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap();
+        assert_eq!(from_micros(micros(t)), Some(t));
+        assert_eq!(unsigned(-3), 0);
+        assert_eq!(signed(u64::MAX), i64::MAX);
+    }
+}
