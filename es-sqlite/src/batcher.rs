@@ -30,6 +30,9 @@ use crate::SqliteConfig;
 /// The outcome of one append, sent to its caller.
 pub(crate) type Answer = Result<AppendResult, StoreError>;
 
+/// An answer and how many events its append stored (none for a replay).
+type Outcome = (Answer, u64);
+
 /// An event's payload and metadata, encoded by the caller (off the one
 /// writer's path).
 pub(crate) struct Encoded {
@@ -145,7 +148,7 @@ impl Writer {
     /// when the database is locked (another process writing) or it failed
     /// transiently. A retry after a commit of unknown outcome is safe:
     /// appends whose ids are stored are answered as replays.
-    async fn commit_with_retry(&mut self, jobs: &[AppendJob]) -> Result<Vec<Answer>, sqlx::Error> {
+    async fn commit_with_retry(&mut self, jobs: &[AppendJob]) -> Result<Vec<Outcome>, sqlx::Error> {
         let mut attempt = 1;
         loop {
             match self.commit(jobs).await {
@@ -161,7 +164,7 @@ impl Writer {
     }
 
     /// One write transaction over `jobs`; answers in job order.
-    async fn commit(&mut self, jobs: &[AppendJob]) -> Result<Vec<Answer>, sqlx::Error> {
+    async fn commit(&mut self, jobs: &[AppendJob]) -> Result<Vec<Outcome>, sqlx::Error> {
         let conn = &mut self.conn;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result = async {
@@ -182,12 +185,14 @@ impl Writer {
 
     /// After a commit: counts, wakes this process's waiting readers, and
     /// answers each caller.
-    fn answer(&self, jobs: Vec<AppendJob>, answers: Vec<Answer>) {
+    fn answer(&self, jobs: Vec<AppendJob>, outcomes: Vec<Outcome>) {
         let mut last = 0;
         let mut stored = 0;
-        for answer in answers.iter().flatten() {
-            last = last.max(answer.positions.last().copied().unwrap_or(0));
-            stored += answer.positions.len() as u64;
+        for (answer, n) in &outcomes {
+            if let (Ok(done), 1..) = (answer, n) {
+                last = last.max(done.positions.last().copied().unwrap_or(0));
+                stored += n;
+            }
         }
         self.counters.transactions.fetch_add(1, Ordering::Relaxed);
         self.counters.appends.fetch_add(jobs.len() as u64, Ordering::Relaxed);
@@ -197,7 +202,7 @@ impl Writer {
             *head = (*head).max(last);
             moved
         });
-        for (job, answer) in jobs.into_iter().zip(answers) {
+        for (job, (answer, _)) in jobs.into_iter().zip(outcomes) {
             if matches!(answer, Err(StoreError::Conflict { .. })) {
                 metrics::counter!("es_sqlite_append_conflicts_total").increment(1);
             }
@@ -219,20 +224,21 @@ const RELEASE: &str = "RELEASE es_append";
 
 /// Appends one job inside the writer's transaction. `Ok(answer)` whatever
 /// the append's fate; `Err` only when the transaction itself failed.
-async fn append(conn: &mut SqliteConnection, job: &AppendJob) -> Result<Answer, sqlx::Error> {
+async fn append(conn: &mut SqliteConnection, job: &AppendJob) -> Result<Outcome, sqlx::Error> {
     let current: i64 = sqlx::query_scalar(sql::STREAM_VERSION)
         .bind(job.stream_id.as_str())
         .fetch_one(&mut *conn)
         .await?;
     let current = unsigned(current);
     if !job.expected.accepts(current) {
-        return Ok(replay(conn, job).await?.unwrap_or_else(|| {
+        let answer = replay(conn, job).await?.unwrap_or_else(|| {
             Err(StoreError::Conflict {
                 stream_id: job.stream_id.clone(),
                 expected: job.expected,
                 actual: current,
             })
-        }));
+        });
+        return Ok((answer, 0));
     }
     // A failed INSERT undoes only itself; several events need a savepoint
     // so that a failure on a later one undoes the earlier ones.
@@ -266,7 +272,8 @@ async fn append(conn: &mut SqliteConnection, job: &AppendJob) -> Result<Answer, 
                 }
                 // An event id already stored: a replay of this very append
                 // (same ids, same place) or a duplicate.
-                return Ok(replay(conn, job).await?.unwrap_or_else(|| Err(backend("append", e))));
+                let answer = replay(conn, job).await?.unwrap_or_else(|| Err(backend("append", e)));
+                return Ok((answer, 0));
             }
         }
     }
@@ -274,11 +281,12 @@ async fn append(conn: &mut SqliteConnection, job: &AppendJob) -> Result<Answer, 
         sqlx::query(RELEASE).execute(&mut *conn).await?;
     }
     let n = job.events.len() as u64;
-    Ok(Ok(AppendResult {
+    let done = AppendResult {
         first_version: current + 1,
         new_version: current + n,
         positions,
-    }))
+    };
+    Ok((Ok(done), n))
 }
 
 /// The answer to an append some of whose event ids are stored (the
