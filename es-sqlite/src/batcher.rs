@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::error::{backend, is_transient, is_unique_violation};
+use crate::gate::WriteGate;
 use crate::sql::{self, signed, unsigned};
 use crate::SqliteConfig;
 
@@ -85,6 +86,7 @@ impl Counters {
 pub(crate) struct Writer {
     pub(crate) conn: SqliteConnection,
     pub(crate) config: SqliteConfig,
+    pub(crate) gate: Arc<WriteGate>,
     /// The last committed position, for waiting readers of this process.
     pub(crate) head: Arc<watch::Sender<u64>>,
     pub(crate) counters: Arc<Counters>,
@@ -165,6 +167,7 @@ impl Writer {
 
     /// One write transaction over `jobs`; answers in job order.
     async fn commit(&mut self, jobs: &[AppendJob]) -> Result<Vec<Outcome>, sqlx::Error> {
+        let _turn = self.gate.enter().await;
         let conn = &mut self.conn;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result = async {

@@ -1,11 +1,14 @@
 //! [`SqliteCheckpointStore`]: projection checkpoints and dead letters.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use es_core::{CheckpointStore, DeadLetter, StoreError, StreamId};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 
 use crate::error::{backend, retry_transient};
+use crate::gate::WriteGate;
 use crate::sql::{self, signed, unsigned};
 use crate::{SqliteConfig, SqliteEventStore};
 
@@ -35,6 +38,7 @@ const DEAD_LETTERS: &str = "SELECT projection, global_position, stream_id, versi
 pub struct SqliteCheckpointStore {
     pool: SqlitePool,
     config: SqliteConfig,
+    gate: Arc<WriteGate>,
 }
 
 impl SqliteCheckpointStore {
@@ -43,6 +47,7 @@ impl SqliteCheckpointStore {
         Self {
             pool: store.pool().clone(),
             config: store.config().clone(),
+            gate: Arc::clone(&store.inner.gate),
         }
     }
 
@@ -104,6 +109,7 @@ impl CheckpointStore for SqliteCheckpointStore {
     #[tracing::instrument(name = "es.sqlite.checkpoint.save", skip(self))]
     async fn save(&self, projection: &str, position: u64) -> Result<(), StoreError> {
         let now = sql::micros(chrono::Utc::now());
+        let _turn = self.gate.enter().await;
         retry_transient(&self.config.transient_retry, "save checkpoint", || {
             sqlx::query(SAVE)
                 .bind(projection)
@@ -117,6 +123,7 @@ impl CheckpointStore for SqliteCheckpointStore {
 
     #[tracing::instrument(name = "es.sqlite.dead_letter", skip_all, fields(projection = %l.projection, position = l.global_position))]
     async fn dead_letter(&self, l: DeadLetter) -> Result<(), StoreError> {
+        let _turn = self.gate.enter().await;
         retry_transient(&self.config.transient_retry, "record dead letter", || {
             Self::insert_dead_letter(&self.pool, &l)
         })
@@ -124,6 +131,7 @@ impl CheckpointStore for SqliteCheckpointStore {
     }
 
     async fn remove_dead_letter(&self, projection: &str, global_position: u64) -> Result<bool, StoreError> {
+        let _turn = self.gate.enter().await;
         let removed = retry_transient(&self.config.transient_retry, "remove dead letter", || {
             sqlx::query(REMOVE_DEAD_LETTER)
                 .bind(projection)

@@ -5,6 +5,7 @@ mod batcher;
 mod checkpoint;
 mod config;
 mod error;
+mod gate;
 mod migrate;
 mod projection;
 mod snapshot;

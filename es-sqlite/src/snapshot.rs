@@ -1,11 +1,14 @@
 //! [`SqliteSnapshotStore`]: the newest snapshot of each stream.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use es_core::{Snapshot, SnapshotStore, StoreError, StreamId};
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
 
 use crate::error::{backend, retry_transient};
+use crate::gate::WriteGate;
 use crate::sql::{self, signed, unsigned};
 use crate::{SqliteConfig, SqliteEventStore};
 
@@ -38,6 +41,7 @@ const SELECT: &str =
 pub struct SqliteSnapshotStore {
     pool: SqlitePool,
     config: SqliteConfig,
+    gate: Arc<WriteGate>,
 }
 
 impl SqliteSnapshotStore {
@@ -46,6 +50,7 @@ impl SqliteSnapshotStore {
         Self {
             pool: store.pool().clone(),
             config: store.config().clone(),
+            gate: Arc::clone(&store.inner.gate),
         }
     }
 }
@@ -55,6 +60,7 @@ impl SnapshotStore for SqliteSnapshotStore {
     #[tracing::instrument(name = "es.sqlite.snapshot.save", skip_all, fields(stream_id = %snapshot.stream_id, version = snapshot.version))]
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         let state = snapshot.state.to_string();
+        let _turn = self.gate.enter().await;
         retry_transient(&self.config.transient_retry, "save snapshot", || {
             sqlx::query(UPSERT)
                 .bind(snapshot.stream_id.as_str())

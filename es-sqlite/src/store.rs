@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::batcher::{self, AppendJob, Counters, Encoded, Writer, WriterStats};
 use crate::error::{backend, is_transient, retry_transient, setup, SetupError};
+use crate::gate::WriteGate;
 use crate::sql::{self, signed, unsigned};
 use crate::SqliteConfig;
 
@@ -50,6 +51,8 @@ pub(crate) struct Inner {
     pub(crate) config: SqliteConfig,
     sender: RwLock<Option<mpsc::Sender<AppendJob>>>,
     writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Turns at writing, shared by every writer of this process on the file.
+    pub(crate) gate: Arc<WriteGate>,
     /// The last position the writer committed.
     head: Arc<watch::Sender<u64>>,
     counters: Arc<Counters>,
@@ -111,7 +114,15 @@ impl SqliteEventStore {
             options.clone().journal_mode(SqliteJournalMode::Wal)
         };
         let mut conn = open(&writer_options, &config).await?;
-        crate::migrate::run(&mut conn).await?;
+        let gate = if memory {
+            WriteGate::private(config.busy_timeout)
+        } else {
+            WriteGate::for_file(options.get_filename(), config.busy_timeout).await
+        };
+        {
+            let _turn = gate.enter().await;
+            crate::migrate::run(&mut conn).await?;
+        }
         let mut pool_options = SqlitePoolOptions::new()
             .max_connections(config.read_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
@@ -136,6 +147,7 @@ impl SqliteEventStore {
             Writer {
                 conn,
                 config: config.clone(),
+                gate: Arc::clone(&gate),
                 head: Arc::clone(&head),
                 counters: Arc::clone(&counters),
             },
@@ -147,6 +159,7 @@ impl SqliteEventStore {
                 config,
                 sender: RwLock::new(Some(sender)),
                 writer: tokio::sync::Mutex::new(Some(writer)),
+                gate,
                 head,
                 counters,
                 #[cfg(feature = "testing")]
@@ -166,6 +179,7 @@ impl SqliteEventStore {
             .acquire()
             .await
             .map_err(setup("acquire a connection to migrate"))?;
+        let _turn = self.inner.gate.enter().await;
         crate::migrate::run(&mut conn).await
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::OnceCell;
 use super::SqliteProjector;
 use crate::checkpoint::{SqliteCheckpointStore, REMOVE_DEAD_LETTER};
 use crate::error::{backend, retry_transient};
+use crate::gate::Turn;
 use crate::sql::{self, signed, unsigned};
 use crate::SqliteEventStore;
 
@@ -113,6 +114,7 @@ impl<P: SqliteProjector + ?Sized> SqliteProjectionUnit<P> {
     pub async fn setup(&self) -> Result<(), StoreError> {
         self.setup
             .get_or_try_init(|| async {
+                let _turn = self.turn().await;
                 let mut tx = self.begin().await?;
                 self.projector
                     .setup(&mut tx)
@@ -127,6 +129,12 @@ impl<P: SqliteProjector + ?Sized> SqliteProjectionUnit<P> {
     /// A runner of this unit over the same store.
     pub fn runner(self) -> ProjectionRunner {
         ProjectionRunner::new(Arc::new(self.store.clone()), Arc::new(self))
+    }
+
+    /// This process's turn at writing the file; take it before
+    /// [`begin`](Self::begin) and keep it until the transaction ends.
+    async fn turn(&self) -> Turn {
+        self.store.inner.gate.enter().await
     }
 
     /// A write transaction (`BEGIN IMMEDIATE`: the write lock first, so
@@ -169,6 +177,7 @@ impl<P: SqliteProjector + ?Sized> SqliteProjectionUnit<P> {
 
     /// One transaction: lock, apply, move, commit.
     async fn try_apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
+        let _turn = self.turn().await;
         let mut tx = self.begin().await?;
         self.lock(&mut tx, advance).await?;
         if !events.is_empty() {
@@ -243,6 +252,7 @@ impl<P: SqliteProjector + ?Sized> ProjectionUnit for SqliteProjectionUnit<P> {
     #[tracing::instrument(name = "es.sqlite.projection.dead_letter", skip_all, fields(projection = self.projector.name(), position = letter.global_position))]
     async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
         self.setup().await?;
+        let _turn = self.turn().await;
         let mut tx = self.begin().await?;
         self.lock(&mut tx, advance).await?;
         SqliteCheckpointStore::insert_dead_letter(&mut *tx, &letter)
@@ -259,6 +269,7 @@ impl<P: SqliteProjector + ?Sized> ProjectionUnit for SqliteProjectionUnit<P> {
     #[tracing::instrument(name = "es.sqlite.projection.reset", skip_all, fields(projection = self.projector.name()))]
     async fn reset(&self) -> Result<(), UnitError> {
         self.setup().await?;
+        let _turn = self.turn().await;
         let mut tx = self.begin().await?;
         self.lock(&mut tx, None).await?;
         self.projector.reset(&mut tx).await.map_err(|error| UnitError::Apply {
@@ -273,6 +284,7 @@ impl<P: SqliteProjector + ?Sized> ProjectionUnit for SqliteProjectionUnit<P> {
 
     async fn seek(&self, position: u64) -> Result<(), StoreError> {
         self.setup().await?;
+        let _turn = self.turn().await;
         let mut tx = self.begin().await?;
         sqlx::query_scalar::<_, i64>(LOCK)
             .bind(self.projector.name())
@@ -290,6 +302,7 @@ impl<P: SqliteProjector + ?Sized> ProjectionUnit for SqliteProjectionUnit<P> {
 
     async fn resolve_dead_letter(&self, position: u64, event: Option<&RecordedEvent>) -> Result<bool, UnitError> {
         self.setup().await?;
+        let _turn = self.turn().await;
         let mut tx = self.begin().await?;
         self.lock(&mut tx, None).await?;
         let removed = sqlx::query(REMOVE_DEAD_LETTER)
@@ -317,6 +330,7 @@ impl<P: SqliteProjector + ?Sized> ProjectionUnit for SqliteProjectionUnit<P> {
     }
 
     async fn record_failure(&self, error: &str) -> Result<(), StoreError> {
+        let _turn = self.turn().await;
         retry_transient(
             &self.store.config().transient_retry,
             "record projection failure",
