@@ -1,0 +1,590 @@
+//! The standard bank workload (docs/bench/WORKLOAD.md) on SQLite, through
+//! es-core's repository: load, decide, append with optimistic concurrency
+//! and conflict retries. Prints one JSON line, then verifies every account
+//! by replaying it from the store (exit 1 on a mismatch). The database is a
+//! fresh file (removed afterwards unless `--keep`).
+//!
+//! ```text
+//! cargo run --release -p es-sqlite --example sqlite_bench -- \
+//!     --accounts 1000 --concurrency 16 --ops-per-worker 500 [--scenario uniform|hot] [--mix mixed|deposit] \
+//!     [--synchronous full|normal|off] [--snapshots] [--follow] [--path bench.db --keep]
+//! cargo run --release -p es-sqlite --example sqlite_bench -- --mode append --concurrency 16 --ops-per-worker 2000
+//! cargo run --release -p es-sqlite --example sqlite_bench -- --mode rehydrate
+//! ```
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use es_core::{
+    Aggregate, DomainEvent, EventStore, ExpectedVersion, InMemoryStateCache, NewEvent, Repository, RepositoryError,
+    RetryPolicy, SnapshotPolicy, StreamId,
+};
+use es_sqlite::{SqliteConfig, SqliteEventStore, SqliteSnapshotStore, Synchronous};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Bank,
+    Append,
+    Rehydrate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Uniform,
+    Hot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Sync {
+    Full,
+    Normal,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mix {
+    Mixed,
+    Deposit,
+}
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The database file; a fresh one in the temporary directory by default.
+    /// Must not exist.
+    #[arg(long)]
+    path: Option<std::path::PathBuf>,
+    /// `PRAGMA synchronous` of the store (full: every commit synced).
+    #[arg(long, value_enum, default_value = "full")]
+    synchronous: Sync,
+    #[arg(long, value_enum, default_value = "bank")]
+    mode: Mode,
+    #[arg(long, default_value_t = 1000)]
+    accounts: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 500)]
+    ops_per_worker: usize,
+    #[arg(long, value_enum, default_value = "uniform")]
+    scenario: Scenario,
+    #[arg(long, value_enum, default_value = "mixed")]
+    mix: Mix,
+    /// Snapshot every 100 events (SqliteSnapshotStore).
+    #[arg(long)]
+    snapshots: bool,
+    /// Keep the database file afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Also run a transactional projection following the log during the
+    /// timed phase, and report its lag (event recorded -> projected).
+    #[arg(long)]
+    follow: bool,
+    /// Tokio threads of the benchmark process. The default, 1, runs every
+    /// task on one current-thread runtime (SQLite's statements run on the
+    /// connections' own threads); more than 1 uses the multi-thread runtime.
+    #[arg(long, default_value_t = 1)]
+    runtime_threads: usize,
+    /// Events in the stream of `--mode rehydrate`.
+    #[arg(long, default_value_t = 10_000)]
+    events: usize,
+}
+
+/// Balances in cents.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Account {
+    balance: i64,
+    open: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum AccountEvent {
+    AccountCreated { initial_balance: i64 },
+    MoneyDeposited { amount: i64 },
+    MoneyWithdrawn { amount: i64 },
+}
+
+impl DomainEvent for AccountEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::AccountCreated { .. } => "AccountCreated",
+            Self::MoneyDeposited { .. } => "MoneyDeposited",
+            Self::MoneyWithdrawn { .. } => "MoneyWithdrawn",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Command {
+    Open(i64),
+    Deposit(i64),
+    Withdraw(i64),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AccountError {
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    #[error("no such account")]
+    NotOpen,
+}
+
+impl Aggregate for Account {
+    const TYPE: &'static str = "account";
+    type Command = Command;
+    type Event = AccountEvent;
+    type Error = AccountError;
+
+    fn handle(&self, c: &Command) -> Result<Vec<AccountEvent>, AccountError> {
+        if let Command::Open(initial_balance) = *c {
+            return Ok(vec![AccountEvent::AccountCreated { initial_balance }]);
+        }
+        if !self.open {
+            return Err(AccountError::NotOpen);
+        }
+        match *c {
+            Command::Open(_) => Ok(vec![]),
+            Command::Deposit(amount) => Ok(vec![AccountEvent::MoneyDeposited { amount }]),
+            Command::Withdraw(amount) if amount > self.balance => Err(AccountError::InsufficientFunds),
+            Command::Withdraw(amount) => Ok(vec![AccountEvent::MoneyWithdrawn { amount }]),
+        }
+    }
+
+    fn apply(&mut self, e: &AccountEvent) {
+        match e {
+            AccountEvent::AccountCreated { initial_balance } => {
+                self.open = true;
+                self.balance = *initial_balance;
+            }
+            AccountEvent::MoneyDeposited { amount } => self.balance += amount,
+            AccountEvent::MoneyWithdrawn { amount } => self.balance -= amount,
+        }
+    }
+}
+
+const INITIAL: i64 = 100_000; // 1000.00
+
+/// A projection that only measures how late each event reaches it.
+#[derive(Default)]
+struct LagProbe {
+    lags: std::sync::Mutex<Vec<u64>>,
+}
+
+#[async_trait::async_trait]
+impl es_sqlite::SqliteProjector for LagProbe {
+    fn name(&self) -> &str {
+        "lag_probe"
+    }
+    fn filter(&self) -> es_core::EventFilter {
+        es_core::EventFilter::all().event_types(["MoneyDeposited", "MoneyWithdrawn"])
+    }
+    async fn apply(
+        &self,
+        _tx: &mut sqlx::SqliteConnection,
+        e: &es_core::RecordedEvent,
+    ) -> Result<(), es_core::BoxError> {
+        let lag = (chrono::Utc::now() - e.recorded_at)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0) as u64;
+        self.lags.lock().map_err(|e| e.to_string())?.push(lag);
+        Ok(())
+    }
+    async fn reset(&self, _tx: &mut sqlx::SqliteConnection) -> Result<(), es_core::BoxError> {
+        Ok(())
+    }
+}
+
+fn account_id(i: usize) -> StreamId {
+    StreamId::from(format!("acc-{i:06}"))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn synchronous(s: Sync) -> Synchronous {
+    match s {
+        Sync::Full => Synchronous::Full,
+        Sync::Normal => Synchronous::Normal,
+        Sync::Off => Synchronous::Off,
+    }
+}
+
+/// The database file and its WAL companions.
+fn files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            name.into()
+        })
+        .collect()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    if args.runtime_threads <= 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(args));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.runtime_threads.max(1))
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let path = args.path.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "es-sqlite-bench-{}-{}.db",
+            std::process::id(),
+            chrono::Utc::now().timestamp()
+        ))
+    });
+    if path.exists() {
+        return Err(format!("{} exists: the benchmark needs a new file", path.display()).into());
+    }
+    let config = SqliteConfig {
+        synchronous: synchronous(args.synchronous),
+        ..SqliteConfig::default()
+    };
+    let store = SqliteEventStore::connect(&path.to_string_lossy(), config).await?;
+    let result = match args.mode {
+        Mode::Bank => bank(&args, &store).await,
+        Mode::Append => append_only(&args, &store).await,
+        Mode::Rehydrate => rehydrate(&args, &store).await,
+    };
+    store.shutdown().await;
+    store.pool().close().await;
+    if !args.keep {
+        for f in files(&path) {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    result
+}
+
+async fn bank(args: &Args, store: &SqliteEventStore) -> Result<(), Box<dyn std::error::Error>> {
+    let accounts = if args.scenario == Scenario::Hot {
+        1
+    } else {
+        args.accounts.max(1)
+    };
+    let dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
+    let mut builder = Repository::<Account, dyn EventStore>::builder(dyn_store)
+        .cache(Arc::new(InMemoryStateCache::new(accounts as u64 + 16)))
+        .retry(RetryPolicy {
+            max_attempts: 10,
+            initial_delay: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        });
+    if args.snapshots {
+        builder = builder.snapshots(
+            Arc::new(SqliteSnapshotStore::new(store)),
+            SnapshotPolicy::EveryNEvents(100),
+        );
+    }
+    let repo = builder.build();
+    // Setup (not timed): open every account through the repository, as the
+    // service would (which also leaves their states in its cache).
+    let opened: Vec<_> = (0..accounts)
+        .map(|i| {
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                repo.execute(account_id(i), Command::Open(INITIAL))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for o in opened {
+        o.await??;
+    }
+    let probe = Arc::new(LagProbe::default());
+    let (stop_follow, follow_task) = if args.follow {
+        let runner = es_sqlite::SqliteProjectionUnit::new(store, Arc::clone(&probe))
+            .runner()
+            .with_config(es_core::ProjectionConfig {
+                poll_interval: Duration::from_millis(100),
+                ..es_core::ProjectionConfig::default()
+            });
+        runner.catch_up().await?;
+        probe.lags.lock().map_err(|e| e.to_string())?.clear();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            runner
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        (Some(tx), Some(task))
+    } else {
+        (None, None)
+    };
+    let net: Arc<Vec<AtomicI64>> = Arc::new((0..accounts).map(|_| AtomicI64::new(0)).collect());
+    let retries = Arc::new(AtomicU64::new(0));
+    let before = store.writer_stats();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (repo, net, retries) = (repo.clone(), Arc::clone(&net), Arc::clone(&retries));
+            let (ops, mix, hot) = (args.ops_per_worker, args.mix, args.scenario == Scenario::Hot);
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(ops);
+                let (mut accepted, mut rejected) = (0u64, 0u64);
+                for _ in 0..ops {
+                    let i = if hot { 0 } else { fastrand::usize(..accounts) };
+                    let amount = fastrand::i64(100..=10_000);
+                    let cmd = if mix == Mix::Deposit || fastrand::bool() {
+                        Command::Deposit(amount)
+                    } else {
+                        Command::Withdraw(amount)
+                    };
+                    let t = Instant::now();
+                    let res = repo.execute(account_id(i), cmd).await;
+                    latencies.push(t.elapsed().as_micros() as u64);
+                    match res {
+                        Ok(out) => {
+                            accepted += 1;
+                            retries.fetch_add(u64::from(out.conflict_retries), Ordering::Relaxed);
+                            let delta = match cmd {
+                                Command::Deposit(a) => a,
+                                Command::Withdraw(a) => -a,
+                                Command::Open(_) => 0,
+                            };
+                            net[i].fetch_add(delta, Ordering::Relaxed);
+                        }
+                        Err(RepositoryError::Rejected(AccountError::InsufficientFunds)) => rejected += 1,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                Ok((latencies, accepted, rejected))
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let (mut accepted, mut rejected) = (0u64, 0u64);
+    for w in workers {
+        let (l, a, r) = w.await??;
+        latencies.extend(l);
+        accepted += a;
+        rejected += r;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(store.pool())
+        .await?;
+    let ops = (args.concurrency * args.ops_per_worker) as u64;
+    let mut lags = Vec::new();
+    if let (Some(stop), Some(task)) = (stop_follow, follow_task) {
+        // Let the projection reach the end of the log, then stop it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while probe.lags.lock().map_err(|e| e.to_string())?.len() < accepted as usize && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop.send(());
+        task.await??;
+        lags = probe.lags.lock().map_err(|e| e.to_string())?.clone();
+        lags.sort_unstable();
+    }
+    println!(
+        "{}",
+        json!({
+            "system": "es-rs/es-sqlite",
+            "synchronous": format!("{:?}", args.synchronous).to_lowercase(),
+            "scenario": if args.scenario == Scenario::Hot { "hot" } else { "uniform" },
+            "mix": if args.mix == Mix::Deposit { "deposit" } else { "mixed" },
+            "accounts": accounts,
+            "concurrency": args.concurrency,
+            "ops": ops,
+            "accepted": accepted,
+            "rejected": rejected,
+            "secs": (secs * 1000.0).round() / 1000.0,
+            "ops_per_sec": (ops as f64 / secs).round(),
+            "p50_us": percentile(&latencies, 50.0),
+            "p90_us": percentile(&latencies, 90.0),
+            "p99_us": percentile(&latencies, 99.0),
+            "max_us": latencies.last().copied().unwrap_or(0),
+            "conflict_retries": retries.load(Ordering::Relaxed),
+            "events_in_store": events,
+            "snapshots": args.snapshots,
+            "runtime_threads": args.runtime_threads,
+            // Write transactions of the timed phase (group commits).
+            "transactions": store.writer_stats().transactions - before.transactions,
+            "projection_lag_p50_us": percentile(&lags, 50.0),
+            "projection_lag_p99_us": percentile(&lags, 99.0),
+            "projection_lag_max_us": lags.last().copied().unwrap_or(0),
+            "projected": lags.len(),
+        })
+    );
+    // Verification: replay every account from the store.
+    let mut failures = Vec::new();
+    if events as u64 != accounts as u64 + accepted {
+        failures.push(format!(
+            "events in store {events} != accounts {accounts} + accepted {accepted}"
+        ));
+    }
+    for (i, expected_net) in net.iter().enumerate() {
+        let id = account_id(i);
+        let records: Vec<_> = store.read_stream(&id, 1).try_collect().await?;
+        let mut balance = 0i64;
+        for (k, r) in records.iter().enumerate() {
+            if r.version != k as u64 + 1 {
+                failures.push(format!("{id}: version {} at index {k}", r.version));
+                break;
+            }
+            let e: AccountEvent = serde_json::from_value(r.payload.clone())?;
+            let mut state = Account { balance, open: true };
+            state.apply(&e);
+            balance = state.balance;
+            if balance < 0 {
+                failures.push(format!("{id}: negative balance at version {}", r.version));
+            }
+        }
+        let expected = INITIAL + expected_net.load(Ordering::Relaxed);
+        if balance != expected {
+            failures.push(format!("{id}: balance {balance} != expected {expected}"));
+        }
+    }
+    if failures.is_empty() {
+        eprintln!("verified: {accounts} accounts replayed, versions gapless, balances match, never negative");
+        Ok(())
+    } else {
+        for f in failures.iter().take(20) {
+            eprintln!("VERIFY FAILED: {f}");
+        }
+        std::process::exit(1);
+    }
+}
+
+async fn append_only(args: &Args, store: &SqliteEventStore) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|w| {
+            let store = store.clone();
+            let ops = args.ops_per_worker;
+            tokio::spawn(async move {
+                let id = StreamId::from(format!("appender-{w}"));
+                let mut latencies = Vec::with_capacity(ops);
+                for v in 0..ops as u64 {
+                    let t = Instant::now();
+                    store
+                        .append(
+                            "account",
+                            &id,
+                            ExpectedVersion::Exact(v),
+                            vec![NewEvent::new(
+                                "MoneyDeposited",
+                                json!({"MoneyDeposited": {"amount": 1025}}),
+                            )],
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    latencies.push(t.elapsed().as_micros() as u64);
+                }
+                Ok::<_, String>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(store.pool())
+        .await?;
+    let total = (args.concurrency * args.ops_per_worker) as i64;
+    println!(
+        "{}",
+        json!({
+            "system": "es-rs/es-sqlite",
+            "synchronous": format!("{:?}", args.synchronous).to_lowercase(),
+            "mode": "append",
+            "concurrency": args.concurrency,
+            "events": total,
+            "secs": (secs * 1000.0).round() / 1000.0,
+            "events_per_sec": (total as f64 / secs).round(),
+            "p50_us": percentile(&latencies, 50.0),
+            "p99_us": percentile(&latencies, 99.0),
+            "events_in_store": events,
+        })
+    );
+    if events != total {
+        eprintln!("VERIFY FAILED: {events} events stored, {total} appended");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn rehydrate(args: &Args, store: &SqliteEventStore) -> Result<(), Box<dyn std::error::Error>> {
+    let id = account_id(0);
+    let created = AccountEvent::AccountCreated {
+        initial_balance: INITIAL,
+    };
+    let mut batch = vec![NewEvent::new(created.event_type(), serde_json::to_value(&created)?)];
+    let mut version = 0u64;
+    let mut expected = INITIAL;
+    for i in 1..args.events {
+        let e = AccountEvent::MoneyDeposited { amount: i as i64 };
+        expected += i as i64;
+        batch.push(NewEvent::new(e.event_type(), serde_json::to_value(&e)?));
+        if batch.len() == 1000 || i + 1 == args.events {
+            let n = batch.len() as u64;
+            store
+                .append(
+                    "account",
+                    &id,
+                    ExpectedVersion::Exact(version),
+                    std::mem::take(&mut batch),
+                )
+                .await?;
+            version += n;
+        }
+    }
+    let dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
+    let repo = Repository::<Account, dyn EventStore>::builder(dyn_store).build();
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let state = repo.load(id.as_str()).await?;
+        times.push(t.elapsed().as_micros() as u64);
+        if state.version != args.events as u64 || state.state.balance != expected {
+            eprintln!(
+                "VERIFY FAILED: loaded v{} balance {}",
+                state.version, state.state.balance
+            );
+            std::process::exit(1);
+        }
+    }
+    times.sort_unstable();
+    println!(
+        "{}",
+        json!({
+            "system": "es-rs/es-sqlite",
+            "synchronous": format!("{:?}", args.synchronous).to_lowercase(),
+            "mode": "rehydrate",
+            "events": args.events,
+            "runs": times.len(),
+            "min_ms": times[0] as f64 / 1000.0,
+            "p50_ms": percentile(&times, 50.0) as f64 / 1000.0,
+            "max_ms": *times.last().unwrap_or(&0) as f64 / 1000.0,
+        })
+    );
+    Ok(())
+}
