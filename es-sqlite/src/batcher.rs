@@ -124,8 +124,9 @@ impl Writer {
                     }
                 }
                 Err(e) => {
-                    for job in jobs {
-                        let _ = job.reply.send(Err(backend("append", clone_error(&e))));
+                    tracing::error!(error = %e, "append failed");
+                    if let Some(job) = jobs.into_iter().next() {
+                        let _ = job.reply.send(Err(backend("append", e)));
                     }
                 }
             }
@@ -212,12 +213,6 @@ impl Writer {
             let _ = job.reply.send(answer);
         }
     }
-}
-
-/// A copy of a sqlx error for answering many callers (sqlx errors are not
-/// `Clone`): the database's message and code survive as text.
-fn clone_error(e: &sqlx::Error) -> sqlx::Error {
-    sqlx::Error::Protocol(e.to_string())
 }
 
 /// The savepoint around an append of several events.

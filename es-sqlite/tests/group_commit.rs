@@ -193,3 +193,45 @@ async fn shutdown_writes_the_queued_appends() {
         .unwrap();
     assert_eq!(streams, ["queued1", "queued2", "queued3", "queued4"]);
 }
+
+/// An append the database refuses for a reason of its own (here a
+/// trigger; in life a full disk) fails the batch's transaction: the batch
+/// is written again append by append, so only that append fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_the_database_refuses_fails_alone() {
+    let temp = TempDatabase::new("refused");
+    let store = Arc::new(open(&temp, SqliteConfig::default()).await);
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.event_type = 'Refused' \
+         BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let lock = hold_write_lock(&temp).await;
+    let before = queue(&store, "before", ExpectedVersion::NoStream, vec![ev(1)]).await;
+    let refused = queue(
+        &store,
+        "refused",
+        ExpectedVersion::NoStream,
+        vec![ev(2), NewEvent::new("Refused", serde_json::json!({}))],
+    )
+    .await;
+    let after = queue(&store, "after", ExpectedVersion::NoStream, vec![ev(3), ev(4)]).await;
+    release(lock).await;
+    assert_eq!(before.await.unwrap().new_version, 1);
+    match refused.await {
+        Err(StoreError::Backend { source, .. }) => {
+            assert!(source.to_string().contains("refused by a trigger"), "{source}")
+        }
+        other => panic!("expected the database's refusal, got {other:?}"),
+    }
+    assert_eq!(after.await.unwrap().new_version, 2);
+    for (stream, version) in [("before", 1), ("refused", 0), ("after", 2)] {
+        assert_eq!(
+            store.stream_version(&StreamId::from(stream)).await.unwrap(),
+            version,
+            "{stream}"
+        );
+    }
+}
