@@ -3,7 +3,8 @@
 //! reset, a token blacklist and role-based access to accounts.
 //!
 //! [`AuthService`] holds it together; the stores are traits with
-//! in-memory implementations and PostgreSQL ones ([`pg::PgAuthStore`]);
+//! in-memory implementations, PostgreSQL ones ([`pg::PgAuthStore`]) and
+//! SQLite ones ([`sqlite::SqliteAuthStore`]);
 //! the blacklist is in Redis when `REDIS_URL` is set. Passwords and tokens
 //! are never logged.
 
@@ -17,6 +18,7 @@ pub mod refresh;
 pub mod reset;
 pub mod routes;
 mod service;
+pub mod sqlite;
 mod stores;
 pub mod tokens;
 pub mod users;

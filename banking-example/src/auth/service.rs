@@ -359,12 +359,15 @@ impl AuthService {
         Ok(())
     }
 
-    /// The queued reset mails to `email` (from the in-memory or the
-    /// PostgreSQL outbox).
+    /// The queued reset mails to `email` (from the in-memory, the
+    /// PostgreSQL or the SQLite outbox).
     pub async fn reset_mails_to(&self, email: &str) -> Result<Vec<ResetMail>, AuthError> {
         let to = normalize_username(email);
         if let Some(outbox) = &self.stores.outbox {
             return Ok(outbox.messages_to(&to));
+        }
+        if let Some(sqlite) = &self.stores.sqlite {
+            return Ok(sqlite.outbox_to(&to).await?);
         }
         match &self.stores.pg {
             Some(pg) => Ok(pg.outbox_to(&to).await?),

@@ -1,5 +1,5 @@
-//! [`AuthStores`]: the stores behind the auth service, in memory or in
-//! PostgreSQL.
+//! [`AuthStores`]: the stores behind the auth service, in memory, in
+//! PostgreSQL or in SQLite.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use super::lockout::{InMemoryLoginAttempts, LoginAttempts};
 use super::pg::PgAuthStore;
 use super::refresh::{InMemoryRefreshStore, RefreshStore};
 use super::reset::{InMemoryResetStore, Mailer, OutboxMailer, ResetStore};
+use super::sqlite::SqliteAuthStore;
 use super::users::{InMemoryUserStore, UserStore};
 use super::AuthConfig;
 use crate::rate_limit::{InMemoryRateLimiter, NoRateLimit, RateLimitConfig, RateLimiter};
@@ -33,12 +34,15 @@ pub struct AuthStores {
     pub outbox: Option<Arc<OutboxMailer>>,
     /// The PostgreSQL store, when used.
     pub pg: Option<PgAuthStore>,
+    /// The SQLite store, when used.
+    pub sqlite: Option<SqliteAuthStore>,
 }
 
 impl std::fmt::Debug for AuthStores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthStores")
             .field("postgres", &self.pg.is_some())
+            .field("sqlite", &self.sqlite.is_some())
             .field("blacklist", &self.blacklist.name())
             .finish_non_exhaustive()
     }
@@ -58,6 +62,7 @@ impl AuthStores {
             limiter: Self::memory_limiter(config),
             outbox: Some(outbox),
             pg: None,
+            sqlite: None,
         }
     }
 
@@ -72,6 +77,22 @@ impl AuthStores {
             mailer: shared,
             outbox: None,
             pg: Some(pg),
+            ..Self::in_memory(config)
+        }
+    }
+
+    /// Users, tokens, attempts and the mail outbox in SQLite (the
+    /// application's database file; `store` migrated by the caller).
+    pub fn sqlite(config: &AuthConfig, store: SqliteAuthStore) -> Self {
+        let shared = Arc::new(store.clone());
+        Self {
+            users: shared.clone(),
+            refresh: shared.clone(),
+            resets: shared.clone(),
+            attempts: shared.clone(),
+            mailer: shared,
+            outbox: None,
+            sqlite: Some(store),
             ..Self::in_memory(config)
         }
     }
