@@ -58,7 +58,7 @@ pub struct AppState {
     pub read_model: Arc<dyn AccountQueries>,
     /// The runner keeping the read model current.
     pub projection: ProjectionRunner,
-    /// Where the read model lives: `postgres` or `memory`.
+    /// Where the read model lives: `postgres`, `sqlite` or `memory`.
     pub read_model_backend: &'static str,
     /// Why the projection stopped, if it did (an event it cannot apply).
     pub projection_failure: Arc<std::sync::RwLock<Option<String>>>,
@@ -103,6 +103,7 @@ pub struct App {
     stop_projection: watch::Sender<bool>,
     projection_task: JoinHandle<()>,
     postgres: Option<PostgresEventStore>,
+    sqlite: Option<es_sqlite::SqliteEventStore>,
     publishing: Option<crate::publishing::EventPublishing>,
 }
 
@@ -134,9 +135,10 @@ impl App {
         }
         let repo = builder.build();
 
-        let read_side: ReadSide = match &backends.postgres {
-            Some(store) => crate::read_model::postgres(store).await?,
-            None => crate::read_model::in_memory(Arc::clone(&backends.store)).await?,
+        let read_side: ReadSide = match (&backends.postgres, &backends.sqlite) {
+            (Some(store), _) => crate::read_model::postgres(store).await?,
+            (None, Some(store)) => crate::read_model::sqlite(store).await?,
+            (None, None) => crate::read_model::in_memory(Arc::clone(&backends.store)).await?,
         };
         let projection_failure = Arc::new(std::sync::RwLock::new(None));
         let (stop_projection, stop_rx) = watch::channel(false);
@@ -187,6 +189,7 @@ impl App {
             stop_projection,
             projection_task,
             postgres: backends.postgres.clone(),
+            sqlite: backends.sqlite.clone(),
             publishing,
         })
     }
@@ -222,6 +225,10 @@ impl App {
         let _ = self.stop_projection.send(true);
         if let Err(e) = self.projection_task.await {
             tracing::warn!(error = %e, "projection task ended abnormally");
+        }
+        if let Some(store) = &self.sqlite {
+            store.shutdown().await;
+            tracing::info!("SQLite event store flushed");
         }
         if let Some(store) = &self.postgres {
             store.shutdown().await;

@@ -1,5 +1,6 @@
 //! The backends the application runs on, chosen from the configuration:
-//! in memory by default, PostgreSQL with `DATABASE_URL`, and with
+//! a SQLite file in `data_dir` (the server's default), PostgreSQL or SQLite
+//! by `DATABASE_URL`, or in memory; and with
 //! `REDIS_URL` the two-level state cache, the de-duplicator, the shared
 //! rate limiters and the token blacklist in Redis.
 
@@ -12,10 +13,12 @@ use es_core::{
 };
 use es_postgres::{EventStoreConfig, PostgresEventStore, PostgresSnapshotStore};
 use es_redis::{CacheConfig, DedupConfig, RedisConfig, RedisDeduplicator, RedisStateCache};
+use es_sqlite::{SqliteConfig, SqliteDeduplicator, SqliteEventStore, SqliteSnapshotStore};
 
 use crate::app::AppError;
 use crate::auth::blacklist::RedisBlacklist;
 use crate::auth::pg::PgAuthStore;
+use crate::auth::sqlite::SqliteAuthStore;
 use crate::auth::AuthStores;
 use crate::config::AppConfig;
 use crate::domain::Account;
@@ -41,11 +44,15 @@ pub struct Backends {
     pub limiter: Arc<dyn RateLimiter>,
     /// The aggregate-state cache of the repository.
     pub cache: Option<Arc<dyn StateCache<Account>>>,
-    /// Snapshots of the repository (PostgreSQL only).
+    /// Snapshots of the repository (PostgreSQL and SQLite).
     pub snapshots: Option<Arc<dyn SnapshotStore>>,
     /// The PostgreSQL event store when configured: its pool and schema
     /// also hold the auth tables, and shutdown flushes its batcher.
     pub postgres: Option<PostgresEventStore>,
+    /// The SQLite event store when configured (the server's default): the
+    /// same file holds the read model and the auth tables, and shutdown
+    /// flushes its writer.
+    pub sqlite: Option<SqliteEventStore>,
     /// The auth stores (users, tokens, blacklist, auth rate limiter).
     pub auth: AuthStores,
     /// The clock of the auth service (tests inject a manual one).
@@ -83,6 +90,7 @@ impl Backends {
             cache: Some(Arc::new(InMemoryStateCache::<Account>::new(100_000))),
             snapshots: None,
             postgres: None,
+            sqlite: None,
             auth: AuthStores::in_memory(&config.auth),
             clock: Arc::new(SystemClock),
             names: BackendNames {
@@ -121,15 +129,58 @@ impl Backends {
         Ok(backends)
     }
 
-    /// The backends the configuration asks for: [`Backends::postgres`]
-    /// with `DATABASE_URL`, else [`Backends::in_memory`]; with `REDIS_URL`
+    /// The SQLite file at `url` (`sqlite://path`, a plain path, or
+    /// `sqlite::memory:`) as the event store, created and migrated here,
+    /// with snapshots every 100 events, and the idempotency keys and the
+    /// auth tables in the same file; the rest as [`Backends::in_memory`].
+    pub async fn sqlite(config: &AppConfig, url: &str) -> Result<Self, AppError> {
+        let connect = |e: es_sqlite::SetupError| AppError::Connect {
+            backend: "sqlite",
+            reason: e.to_string(),
+        };
+        let store = SqliteEventStore::connect(url, SqliteConfig::default())
+            .await
+            .map_err(connect)?;
+        store.migrate().await.map_err(connect)?;
+        let mut backends = Self::in_memory(config);
+        backends.snapshots = Some(Arc::new(SqliteSnapshotStore::new(&store)));
+        let dedup = SqliteDeduplicator::new(&store, config.idempotency_ttl, Duration::from_secs(30))
+            .await
+            .map_err(|e| AppError::Connect {
+                backend: "sqlite",
+                reason: e.to_string(),
+            })?;
+        backends.dedup = Arc::new(dedup);
+        backends.names.dedup = "sqlite".into();
+        let auth = SqliteAuthStore::new(store.pool().clone());
+        auth.migrate().await.map_err(|e| AppError::Connect {
+            backend: "sqlite",
+            reason: format!("auth migration: {e}"),
+        })?;
+        backends.auth = AuthStores::sqlite(&config.auth, auth);
+        backends.store = Arc::new(store.clone());
+        backends.sqlite = Some(store);
+        backends.names.store = "sqlite".into();
+        Ok(backends)
+    }
+
+    /// The backends the configuration asks for: by `DATABASE_URL`
+    /// ([`Backends::postgres`] for `postgres://…`, [`Backends::sqlite`] for
+    /// `sqlite://…`), else the SQLite file `bank.db` in `data_dir`, else
+    /// [`Backends::in_memory`]; with `REDIS_URL`
     /// es-redis's two-level [`RedisStateCache`] and [`RedisDeduplicator`]
     /// (fails closed when Redis is down), the shared [`RedisRateLimiter`]s
     /// and the Redis token blacklist.
     pub async fn from_config(config: &AppConfig) -> Result<Self, AppError> {
-        let mut backends = match &config.database_url {
-            Some(url) => Self::postgres(config, url).await?,
-            None => Self::in_memory(config),
+        let mut backends = match (&config.database_url, &config.data_dir) {
+            (Some(url), _) if url.starts_with("sqlite:") => Self::sqlite(config, url).await?,
+            (Some(url), _) => Self::postgres(config, url).await?,
+            (None, Some(dir)) => {
+                let path = dir.join("bank.db");
+                tracing::info!(path = %path.display(), "events, accounts and users are kept in this SQLite file (STORE=memory: nothing kept)");
+                Self::sqlite(config, &path.to_string_lossy()).await?
+            }
+            (None, None) => Self::in_memory(config),
         };
         if let Some(url) = &config.redis_url {
             let redis_err = |e: es_redis::RedisError| AppError::Connect {

@@ -2,6 +2,7 @@
 //! used by the binary (`.env.example` documents every variable).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::AuthConfig;
@@ -13,8 +14,15 @@ use crate::rate_limit::RateLimitConfig;
 pub struct AppConfig {
     /// Address to listen on (`BIND_ADDR`, default `127.0.0.1:3000`).
     pub bind_addr: SocketAddr,
-    /// PostgreSQL event store (`DATABASE_URL`); in-memory when unset.
+    /// The database (`DATABASE_URL`): `postgres://…` for PostgreSQL,
+    /// `sqlite://path` for a SQLite file. Unset: [`data_dir`](Self::data_dir).
     pub database_url: Option<String>,
+    /// Without `DATABASE_URL`, the directory of the embedded SQLite
+    /// database `bank.db` (`DATA_DIR`; the server's default is `./data`,
+    /// and `STORE=memory` sets none). `None`: everything in memory,
+    /// nothing persisted (the default of this struct, for tests and
+    /// embedding).
+    pub data_dir: Option<PathBuf>,
     /// PostgreSQL schema holding the event store, the read model and the
     /// auth tables (`DATABASE_SCHEMA`, default `bank`).
     pub database_schema: String,
@@ -77,6 +85,7 @@ impl Default for AppConfig {
         Self {
             bind_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             database_url: None,
+            data_dir: None,
             database_schema: "bank".into(),
             redis_url: None,
             kafka_brokers: None,
@@ -139,6 +148,16 @@ impl AppConfig {
             c.bind_addr = parse("BIND_ADDR", &v)?;
         }
         c.database_url = get("DATABASE_URL");
+        c.data_dir = match get("STORE").as_deref() {
+            None | Some("sqlite") => Some(get("DATA_DIR").map_or_else(|| PathBuf::from("data"), PathBuf::from)),
+            Some("memory") => None,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "STORE",
+                    reason: format!("{other:?} is not `sqlite` (the default) or `memory`"),
+                })
+            }
+        };
         if let Some(v) = get("DATABASE_SCHEMA") {
             c.database_schema = v;
         }
@@ -236,6 +255,22 @@ mod tests {
         assert_eq!(c.rate_limit.burst_size, ENV_DEFAULT_BURST);
         assert_eq!(c.data_capture_method, DataCaptureMethod::OutboxPoller);
         assert_eq!(c.redis_url, None);
+        assert_eq!(
+            c.data_dir,
+            Some(PathBuf::from("data")),
+            "the server persists by default"
+        );
+    }
+
+    #[test]
+    fn store_memory_and_data_dir() {
+        let memory = AppConfig::from_lookup(|k| (k == "STORE").then(|| "memory".to_string())).unwrap();
+        assert_eq!(memory.data_dir, None);
+        let moved = AppConfig::from_lookup(|k| (k == "DATA_DIR").then(|| "/var/lib/bank".to_string())).unwrap();
+        assert_eq!(moved.data_dir, Some(PathBuf::from("/var/lib/bank")));
+        let err = AppConfig::from_lookup(|k| (k == "STORE").then(|| "disk".to_string())).unwrap_err();
+        assert!(err.to_string().contains("STORE"), "{err}");
+        assert_eq!(AppConfig::default().data_dir, None, "library default: nothing on disk");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The server process killed with SIGKILL between commit and reply: the
-//! real binary on PostgreSQL (its own schema), restarted on the same
-//! database; clients retry every request whose outcome they do not know
+//! real binary on PostgreSQL (its own schema) and on its default store, the
+//! SQLite file (its own data directory), restarted on the same database; clients retry every request whose outcome they do not know
 //! with the same `Idempotency-Key`. Nothing is lost, nothing doubled.
 
 mod common;
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::process::{pg_env, ServerProcess};
+use common::process::{pg_env, sqlite_env, ServerProcess};
 use common::{pg, read, view_at_least, Api};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -62,7 +62,17 @@ async fn logged_deposits(api: &Api, account: &str) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_during_deposits_then_retry_unknown_outcomes() {
     pg::ensure_database().await;
-    let env = pg_env(&pg::schema());
+    kill_during_deposits(pg_env(&pg::schema())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_during_deposits_on_the_sqlite_default_then_retry_unknown_outcomes() {
+    let dir = std::env::temp_dir().join(format!("es-rs-crash-sqlite-{}", uuid::Uuid::new_v4().simple()));
+    kill_during_deposits(sqlite_env(&dir)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn kill_during_deposits(env: Vec<(&'static str, String)>) {
     let mut first = ServerProcess::start(&env).await;
     let owner = Api::register_at(&first.base, "crash-owner").await;
     let mut accounts = Vec::new();

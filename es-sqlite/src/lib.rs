@@ -4,6 +4,7 @@
 mod batcher;
 mod checkpoint;
 mod config;
+mod dedup;
 mod error;
 mod gate;
 mod migrate;
@@ -17,6 +18,7 @@ pub mod testing;
 pub use batcher::WriterStats;
 pub use checkpoint::SqliteCheckpointStore;
 pub use config::{SqliteConfig, Synchronous};
+pub use dedup::SqliteDeduplicator;
 pub use error::SetupError;
 pub use projection::{PageFailure, SqliteProjectionUnit, SqliteProjector, SqliteTyped, SqliteTypedProjector};
 pub use snapshot::SqliteSnapshotStore;

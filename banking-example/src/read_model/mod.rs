@@ -8,7 +8,12 @@
 //!   A restart resumes from the stored checkpoint: start-up reads no log.
 //!   A new version of the projection is built beside the serving one and
 //!   readers switch when it has caught up.
-//! - Without: [`InMemoryAccounts`], rebuilt from the (in-memory) log.
+//! - On the embedded SQLite store (the server's default): the table
+//!   `accounts` in the same file, written by [`SqliteAccountsTable`]
+//!   through es-sqlite's transactional unit; a restart resumes from the
+//!   stored checkpoint too.
+//! - In memory (`STORE=memory`): [`InMemoryAccounts`], rebuilt from the
+//!   (in-memory) log.
 //!
 //! Read-your-writes: a command waits (bounded by
 //! `READ_YOUR_WRITES_WAIT_MS`) until the projection has applied its
@@ -19,6 +24,7 @@
 mod memory;
 mod postgres;
 mod row;
+mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,11 +35,13 @@ use es_core::{
     ProjectorUnit, StoreError, Typed,
 };
 use es_postgres::{BlueGreen, BlueGreenError, PgProjectionUnit, PgTyped, PostgresEventStore, SwitchOutcome};
+use es_sqlite::{SqliteEventStore, SqliteProjectionUnit, SqliteTyped};
 use uuid::Uuid;
 
 pub use memory::InMemoryAccounts;
 pub use postgres::{AccountsTable, PgAccounts};
 pub use row::AccountRow;
+pub use sqlite::{SqliteAccounts, SqliteAccountsTable, SQLITE_ACCOUNTS};
 
 use crate::api::AccountView;
 use crate::domain::upcasters;
@@ -80,7 +88,7 @@ pub struct ReadSide {
     pub queries: Arc<dyn AccountQueries>,
     /// The projection runner.
     pub runner: ProjectionRunner,
-    /// `postgres` or `memory`.
+    /// `postgres`, `sqlite` or `memory`.
     pub backend: &'static str,
 }
 
@@ -179,6 +187,21 @@ async fn activate(bg: &BlueGreen, runner: &ProjectionRunner) -> Result<(), ReadM
             SwitchOutcome::AlreadyActive => return Ok(()),
         }
     }
+}
+
+/// The read side in the SQLite file of `store`, caught up before it
+/// returns (from the stored checkpoint: after a restart, only what is new).
+pub async fn sqlite(store: &SqliteEventStore) -> Result<ReadSide, ReadModelError> {
+    let typed = SqliteTyped::new(Arc::new(SqliteAccountsTable)).with_codec(codec());
+    let runner = SqliteProjectionUnit::new(store, Arc::new(typed))
+        .runner()
+        .with_config(projection_config());
+    runner.catch_up().await?;
+    Ok(ReadSide {
+        queries: Arc::new(SqliteAccounts::new(store)),
+        runner,
+        backend: "sqlite",
+    })
 }
 
 /// The read side in memory, over `store`'s log, caught up before it

@@ -1,5 +1,6 @@
-//! The backends a test body runs on: the same test, in memory, on
-//! PostgreSQL, and on PostgreSQL + Redis ([`on_every_backend!`]).
+//! The backends a test body runs on: the same test, in memory, on the
+//! embedded SQLite file (the server's default), on PostgreSQL, and on
+//! PostgreSQL + Redis ([`on_every_backend!`]).
 
 use std::sync::Arc;
 
@@ -12,6 +13,9 @@ use es_core::EventStore;
 pub enum Backend {
     /// Everything in process.
     Memory,
+    /// The embedded SQLite file (events, read model, users), the rest in
+    /// memory: the server's default store.
+    Sqlite,
     /// PostgreSQL (events, users; own schema per storage), the rest in memory.
     Postgres,
     /// PostgreSQL, and Redis for the cache, de-duplication and the token
@@ -23,11 +27,13 @@ pub enum Backend {
 /// Data that outlives one server: a server started again on the same
 /// storage sees what the previous one wrote (as a restarted process on the
 /// same database would). In memory the store and the auth stores are
-/// shared; on PostgreSQL it is one schema.
+/// shared; on SQLite it is one file (in a directory of its own), on
+/// PostgreSQL one schema.
 #[derive(Clone)]
 pub struct Storage {
     backend: Backend,
     schema: String,
+    data_dir: std::path::PathBuf,
     memory: Option<(Arc<dyn EventStore>, AuthStores)>,
 }
 
@@ -38,12 +44,13 @@ impl Backend {
             let b = Backends::in_memory(&super::config());
             (b.store, b.auth)
         });
-        if self != Backend::Memory {
+        if matches!(self, Backend::Postgres | Backend::PostgresRedis) {
             super::pg::ensure_database().await;
         }
         Storage {
             backend: self,
             schema: super::pg::schema(),
+            data_dir: std::env::temp_dir().join(format!("es-rs-test-sqlite-{}", uuid::Uuid::new_v4().simple())),
             memory,
         }
     }
@@ -74,6 +81,11 @@ impl Storage {
     pub fn config(&self, config: AppConfig) -> AppConfig {
         match self.backend {
             Backend::Memory => config,
+            Backend::Sqlite => AppConfig {
+                database_url: None,
+                data_dir: Some(self.data_dir.clone()),
+                ..config
+            },
             Backend::Postgres => AppConfig {
                 database_url: Some(super::pg::database_url()),
                 database_schema: self.schema.clone(),
@@ -101,6 +113,7 @@ impl Storage {
         }
         let expected = match self.backend {
             Backend::Memory => ("memory", "memory"),
+            Backend::Sqlite => ("sqlite", "sqlite"),
             Backend::Postgres => ("postgres", "memory"),
             Backend::PostgresRedis => ("postgres", "redis"),
         };
@@ -124,8 +137,9 @@ impl Storage {
     }
 }
 
-/// Runs each named `async fn(Backend)` of the calling file as three tests:
-/// `memory::<name>`, `postgres::<name>` and `postgres_redis::<name>`.
+/// Runs each named `async fn(Backend)` of the calling file as four tests:
+/// `memory::<name>`, `sqlite::<name>`, `postgres::<name>` and
+/// `postgres_redis::<name>`.
 /// Redis unreachable fails the Redis variant (see [`super::redis`]).
 #[macro_export]
 macro_rules! on_every_backend {
@@ -135,6 +149,14 @@ macro_rules! on_every_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::common::Backend::Memory).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
                 }
             )*
         }

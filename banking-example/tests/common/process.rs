@@ -33,6 +33,17 @@ pub fn pg_env(schema: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The environment of a server on its default store, the SQLite file in
+/// `data_dir`: as [`pg_env`] without `DATABASE_URL`.
+pub fn sqlite_env(data_dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    let mut env: Vec<_> = pg_env("unused")
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("DATABASE_"))
+        .collect();
+    env.push(("DATA_DIR", data_dir.display().to_string()));
+    env
+}
+
 impl ServerProcess {
     /// Starts the binary with `env` (and nothing else of this process's
     /// environment but `PATH`) on a spare port, in an empty directory (no

@@ -1,0 +1,145 @@
+//! [`SqliteDeduplicator`]: idempotency keys kept in the SQLite file, so a
+//! restart still recognises a retry and answers it with the first response.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use es_core::{CommandDeduplicator, DedupError, DedupStatus};
+use serde_json::Value;
+use sqlx::sqlite::SqlitePool;
+use sqlx::Row;
+
+use crate::SqliteEventStore;
+
+fn unavailable(operation: &'static str) -> impl FnOnce(sqlx::Error) -> DedupError {
+    move |e| DedupError::Unavailable {
+        operation,
+        source: Box::new(e),
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// es-core's `CommandDeduplicator` on the event store's SQLite file (table
+/// `dedup_keys`, created by [`new`](Self::new)).
+///
+/// A key is `in progress` from `begin` until `complete` (its outcome is
+/// kept for `window`) or `abandon`; an in-progress key older than
+/// `in_flight_ttl` (its process died) may be begun again. Each `begin` is
+/// one `BEGIN IMMEDIATE` transaction: two concurrent `begin`s of one key,
+/// from one process or several, never both get `Started`.
+///
+/// ```no_run
+/// # async fn demo(store: es_sqlite::SqliteEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use es_core::{CommandDeduplicator, DedupStatus};
+/// use es_sqlite::SqliteDeduplicator;
+///
+/// let dedup = SqliteDeduplicator::new(&store, Duration::from_secs(24 * 3600), Duration::from_secs(30)).await?;
+/// assert_eq!(dedup.begin("client-1:key-1").await?, DedupStatus::Started);
+/// dedup.complete("client-1:key-1", &serde_json::json!({"status": 200})).await?;
+/// assert!(matches!(dedup.begin("client-1:key-1").await?, DedupStatus::Completed(_)));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteDeduplicator {
+    pool: SqlitePool,
+    window: Duration,
+    in_flight_ttl: Duration,
+}
+
+impl SqliteDeduplicator {
+    /// Keys in `store`'s file, completed outcomes kept for `window`.
+    pub async fn new(store: &SqliteEventStore, window: Duration, in_flight_ttl: Duration) -> Result<Self, DedupError> {
+        let pool = store.pool().clone();
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS dedup_keys (key TEXT PRIMARY KEY, outcome TEXT, \
+             since_ms INTEGER NOT NULL)",
+        )
+        .execute(&pool)
+        .await
+        .map_err(unavailable("create dedup table"))?;
+        Ok(Self {
+            pool,
+            window,
+            in_flight_ttl,
+        })
+    }
+
+    fn now_ms() -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+#[async_trait]
+impl CommandDeduplicator for SqliteDeduplicator {
+    #[tracing::instrument(name = "es.sqlite.dedup.begin", skip(self))]
+    async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
+        let now = Self::now_ms();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable("begin dedup transaction"))?;
+        let row = sqlx::query("SELECT outcome, since_ms FROM dedup_keys WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable("read dedup key"))?;
+        if let Some(row) = row {
+            let outcome: Option<String> = row.try_get(0).map_err(unavailable("decode dedup key"))?;
+            let since: i64 = row.try_get(1).map_err(unavailable("decode dedup key"))?;
+            let age = now.saturating_sub(since);
+            match outcome {
+                Some(text) if age < millis(self.window) => {
+                    let value = serde_json::from_str(&text).map_err(|e| DedupError::Unavailable {
+                        operation: "decode dedup outcome",
+                        source: Box::new(e),
+                    })?;
+                    return Ok(DedupStatus::Completed(value));
+                }
+                None if age < millis(self.in_flight_ttl) => return Ok(DedupStatus::InProgress),
+                // Expired outcome, or an in-flight key whose owner died.
+                _ => {}
+            }
+        }
+        sqlx::query(
+            "INSERT INTO dedup_keys (key, outcome, since_ms) VALUES (?, NULL, ?) \
+             ON CONFLICT (key) DO UPDATE SET outcome = NULL, since_ms = excluded.since_ms",
+        )
+        .bind(key)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable("start dedup key"))?;
+        tx.commit().await.map_err(unavailable("commit dedup key"))?;
+        Ok(DedupStatus::Started)
+    }
+
+    #[tracing::instrument(name = "es.sqlite.dedup.complete", skip(self, outcome))]
+    async fn complete(&self, key: &str, outcome: &Value) -> Result<(), DedupError> {
+        sqlx::query(
+            "INSERT INTO dedup_keys (key, outcome, since_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET outcome = excluded.outcome, since_ms = excluded.since_ms",
+        )
+        .bind(key)
+        .bind(outcome.to_string())
+        .bind(Self::now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable("complete dedup key"))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "es.sqlite.dedup.abandon", skip(self))]
+    async fn abandon(&self, key: &str) -> Result<(), DedupError> {
+        sqlx::query("DELETE FROM dedup_keys WHERE key = ? AND outcome IS NULL")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable("abandon dedup key"))?;
+        Ok(())
+    }
+}
