@@ -27,9 +27,18 @@ fn millis(d: Duration) -> i64 {
 ///
 /// A key is `in progress` from `begin` until `complete` (its outcome is
 /// kept for `window`) or `abandon`; an in-progress key older than
-/// `in_flight_ttl` (its process died) may be begun again. Each `begin` is
-/// one `BEGIN IMMEDIATE` transaction: two concurrent `begin`s of one key,
-/// from one process or several, never both get `Started`.
+/// `in_flight_ttl` may be begun again. Each `begin` is one `BEGIN
+/// IMMEDIATE` transaction: two concurrent `begin`s of one key, from one
+/// process or several, never both get `Started`.
+///
+/// [`new`](Self::new) forgets the keys in progress: they belong to a
+/// process that died (killed between `begin` and `complete`), and a client
+/// retrying one must not wait `in_flight_ttl` for it. What the dead
+/// process may have committed is still recognised: the repository derives
+/// event ids from the key, so the retry cannot apply twice. (With several
+/// processes on one file, a process starting forgets the others' keys in
+/// progress too; the same event ids keep a concurrent duplicate from
+/// applying twice.)
 ///
 /// ```no_run
 /// # async fn demo(store: es_sqlite::SqliteEventStore) -> Result<(), Box<dyn std::error::Error>> {
@@ -61,6 +70,10 @@ impl SqliteDeduplicator {
         .execute(&pool)
         .await
         .map_err(unavailable("create dedup table"))?;
+        sqlx::query("DELETE FROM dedup_keys WHERE outcome IS NULL")
+            .execute(&pool)
+            .await
+            .map_err(unavailable("forget keys in progress"))?;
         Ok(Self {
             pool,
             window,

@@ -58,7 +58,11 @@ async fn one_begin_wins_and_the_outcome_survives_a_reopen() {
         DedupStatus::Completed(json!({"status": 201})),
         "a restart still answers the retry with the first outcome"
     );
-    assert_eq!(dedup.begin("other").await.unwrap(), DedupStatus::InProgress);
+    assert_eq!(
+        dedup.begin("other").await.unwrap(),
+        DedupStatus::Started,
+        "a key in progress when its process died is free again"
+    );
 }
 
 #[tokio::test]

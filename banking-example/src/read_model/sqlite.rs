@@ -92,18 +92,20 @@ impl SqliteTypedProjector for SqliteAccountsTable {
         let mut changed: Vec<Uuid> = Vec::new();
         for e in events {
             let Some(id) = account_id(e) else { continue };
-            if !rows.contains_key(&id) {
-                let found = sqlx::query(&format!("SELECT {COLUMNS} FROM accounts WHERE id = ?"))
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let row = match found {
-                    Some(r) => row_of(&r).map_err(PageFailure::whole)?,
-                    None => AccountRow::empty(id),
-                };
-                rows.insert(id, row);
-            }
-            if rows.get_mut(&id).is_some_and(|row| row.apply(e)) {
+            let row = match rows.entry(id) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let found = sqlx::query(&format!("SELECT {COLUMNS} FROM accounts WHERE id = ?"))
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    v.insert(match found {
+                        Some(r) => row_of(&r).map_err(PageFailure::whole)?,
+                        None => AccountRow::empty(id),
+                    })
+                }
+            };
+            if row.apply(e) {
                 changed.push(id);
             }
         }
