@@ -8,7 +8,10 @@
 //!
 //! Inside the transaction each append is checked on its own, in queue
 //! order, against the stream's version as the transaction sees it (so an
-//! append sees the appends before it in the same batch). An append whose
+//! append sees the appends before it in the same batch); with an exact
+//! expectation the first insert carries the check itself. A batch of one
+//! single-event append with an exact expectation is that one statement,
+//! committed by SQLite without a transaction around it. An append whose
 //! expectation fails, or whose event ids are already stored, is answered
 //! (conflict, replay, duplicate) and writes nothing; an append of several
 //! events runs under a savepoint, so a failure on a later event undoes its
@@ -170,6 +173,13 @@ impl Writer {
     async fn commit(&mut self, jobs: &[AppendJob]) -> Result<Vec<Outcome>, sqlx::Error> {
         let _turn = self.gate.enter().await;
         let conn = &mut self.conn;
+        if let [job] = jobs {
+            if job.events.len() == 1 && job.expected.exact().is_some() {
+                // A lone one-event append with an exact expectation is one
+                // statement, which SQLite commits by itself.
+                return Ok(vec![append(conn, job).await?]);
+            }
+        }
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result = async {
             let mut answers = Vec::with_capacity(jobs.len());
@@ -220,24 +230,26 @@ const SAVEPOINT: &str = "SAVEPOINT es_append";
 const ROLLBACK_TO: &str = "ROLLBACK TO es_append";
 const RELEASE: &str = "RELEASE es_append";
 
-/// Appends one job inside the writer's transaction. `Ok(answer)` whatever
-/// the append's fate; `Err` only when the transaction itself failed.
+/// Appends one job inside the writer's transaction. `Ok(outcome)`
+/// whatever the append's fate; `Err` only when the transaction itself
+/// failed.
+///
+/// With an exact expectation (`Exact`, `NoStream`: what a repository
+/// sends) the first insert checks the stream's version itself, so a
+/// one-event append costs one statement; `Any` and `StreamExists` read
+/// the version first.
 async fn append(conn: &mut SqliteConnection, job: &AppendJob) -> Result<Outcome, sqlx::Error> {
-    let current: i64 = sqlx::query_scalar(sql::STREAM_VERSION)
-        .bind(job.stream_id.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
-    let current = unsigned(current);
-    if !job.expected.accepts(current) {
-        let answer = replay(conn, job).await?.unwrap_or_else(|| {
-            Err(StoreError::Conflict {
-                stream_id: job.stream_id.clone(),
-                expected: job.expected,
-                actual: current,
-            })
-        });
-        return Ok((answer, 0));
-    }
+    let checked = job.expected.exact();
+    let base = match checked {
+        Some(base) => base,
+        None => {
+            let current = stream_version(conn, job).await?;
+            if !job.expected.accepts(current) {
+                return refused(conn, job, current).await;
+            }
+            current
+        }
+    };
     // A failed INSERT undoes only itself; several events need a savepoint
     // so that a failure on a later one undoes the earlier ones.
     let several = job.events.len() > 1;
@@ -246,9 +258,14 @@ async fn append(conn: &mut SqliteConnection, job: &AppendJob) -> Result<Outcome,
     }
     let mut positions = Vec::with_capacity(job.events.len());
     for (i, (event, encoded)) in job.events.iter().zip(&job.encoded).enumerate() {
-        let inserted = sqlx::query(sql::INSERT_EVENT)
+        let statement = if i == 0 && checked.is_some() {
+            sql::INSERT_EVENT_IF_AT
+        } else {
+            sql::INSERT_EVENT
+        };
+        let inserted = sqlx::query(statement)
             .bind(job.stream_id.as_str())
-            .bind(signed(current + 1 + i as u64))
+            .bind(signed(base + 1 + i as u64))
             .bind(&job.stream_type)
             .bind(event.event_id)
             .bind(&event.event_type)
@@ -258,33 +275,64 @@ async fn append(conn: &mut SqliteConnection, job: &AppendJob) -> Result<Outcome,
             .bind(sql::micros(event.recorded_at))
             .execute(&mut *conn)
             .await;
-        match inserted {
-            Ok(done) => positions.push(unsigned(done.last_insert_rowid())),
-            Err(e) => {
-                if several {
-                    sqlx::query(ROLLBACK_TO).execute(&mut *conn).await?;
-                    sqlx::query(RELEASE).execute(&mut *conn).await?;
-                }
-                if !is_unique_violation(&e) {
-                    return Err(e);
-                }
-                // An event id already stored: a replay of this very append
-                // (same ids, same place) or a duplicate.
-                let answer = replay(conn, job).await?.unwrap_or_else(|| Err(backend("append", e)));
-                return Ok((answer, 0));
+        let failure = match inserted {
+            Ok(done) if done.rows_affected() == 1 => {
+                positions.push(unsigned(done.last_insert_rowid()));
+                continue;
             }
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
+        if several {
+            sqlx::query(ROLLBACK_TO).execute(&mut *conn).await?;
+            sqlx::query(RELEASE).execute(&mut *conn).await?;
         }
+        return match failure {
+            // The first insert found the stream elsewhere than expected.
+            None => {
+                let current = stream_version(conn, job).await?;
+                refused(conn, job, current).await
+            }
+            // An event id already stored: a replay of this very append
+            // (same ids, same place) or a duplicate.
+            Some(e) if is_unique_violation(&e) => {
+                let answer = replay(conn, job).await?.unwrap_or_else(|| Err(backend("append", e)));
+                Ok((answer, 0))
+            }
+            Some(e) => Err(e),
+        };
     }
     if several {
         sqlx::query(RELEASE).execute(&mut *conn).await?;
     }
     let n = job.events.len() as u64;
     let done = AppendResult {
-        first_version: current + 1,
-        new_version: current + n,
+        first_version: base + 1,
+        new_version: base + n,
         positions,
     };
     Ok((Ok(done), n))
+}
+
+async fn stream_version(conn: &mut SqliteConnection, job: &AppendJob) -> Result<u64, sqlx::Error> {
+    let current: i64 = sqlx::query_scalar(sql::STREAM_VERSION)
+        .bind(job.stream_id.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(unsigned(current))
+}
+
+/// The answer to an append whose expectation does not hold at `current`:
+/// a replay of an append already stored, a duplicate, or a conflict.
+async fn refused(conn: &mut SqliteConnection, job: &AppendJob, current: u64) -> Result<Outcome, sqlx::Error> {
+    let answer = replay(conn, job).await?.unwrap_or_else(|| {
+        Err(StoreError::Conflict {
+            stream_id: job.stream_id.clone(),
+            expected: job.expected,
+            actual: current,
+        })
+    });
+    Ok((answer, 0))
 }
 
 /// The answer to an append some of whose event ids are stored (the

@@ -17,6 +17,13 @@ macro_rules! event_columns {
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (stream_id, version, stream_type, event_id, event_type, \
      schema_version, payload, metadata, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
+/// Inserts the first event of an append with an exact expectation, only
+/// if the stream is at the version before it (`?2 - 1`): the check and the
+/// insert in one statement (one probe of the (stream_id, version) index).
+pub(crate) const INSERT_EVENT_IF_AT: &str = "INSERT INTO events (stream_id, version, stream_type, event_id, \
+     event_type, schema_version, payload, metadata, recorded_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
+     WHERE coalesce((SELECT max(version) FROM events WHERE stream_id = ?1), 0) = ?2 - 1";
+
 /// A stream's version: one probe of the (stream_id, version) index.
 pub(crate) const STREAM_VERSION: &str = "SELECT coalesce((SELECT max(version) FROM events WHERE stream_id = ?1), 0)";
 
