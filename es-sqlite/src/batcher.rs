@@ -8,13 +8,22 @@
 //!
 //! Inside the transaction each append is checked on its own, in queue
 //! order, against the stream's version as the transaction sees it (so an
-//! append sees the appends before it in the same batch). An append whose
-//! expectation fails, or whose event ids are already stored, is answered
-//! (conflict, replay, duplicate) and writes nothing; an append of several
-//! events runs under a savepoint, so a failure on a later event undoes its
-//! earlier ones. Either way the other appends of the batch go on. Answers
+//! append sees the appends before it in the same batch). An append's
+//! events go in with one multi-row INSERT — all or none — which, with an
+//! exact expectation (`Exact`, `NoStream`), carries the version check
+//! itself; a batch of one such append is that one statement, committed by
+//! SQLite without a transaction around it. The first appends of a batch
+//! to distinct streams with exact expectations (the common case of many
+//! writers) go in together with one INSERT whose rows each carry their
+//! append's check; the appends it refused, and the rest, follow one by
+//! one. An append whose expectation
+//! fails, or whose event ids are already stored, is answered (conflict,
+//! replay, duplicate) and writes nothing; an append longer than one
+//! statement runs under a savepoint. Either way the other appends of the
+//! batch go on. Answers
 //! are sent only after the commit.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -22,6 +31,7 @@ use es_core::{check_replay, AppendResult, ExpectedVersion, NewEvent, StoreError,
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::error::{backend, is_transient, is_unique_violation};
 use crate::gate::WriteGate;
@@ -170,14 +180,40 @@ impl Writer {
     async fn commit(&mut self, jobs: &[AppendJob]) -> Result<Vec<Outcome>, sqlx::Error> {
         let _turn = self.gate.enter().await;
         let conn = &mut self.conn;
+        if let [job] = jobs {
+            if job.events.len() <= sql::INSERT_CHUNK && job.expected.exact().is_some() {
+                // A lone append with an exact expectation is one statement,
+                // which SQLite commits by itself.
+                return Ok(vec![append(conn, job).await?]);
+            }
+        }
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result = async {
-            let mut answers = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                answers.push(append(&mut *conn, job).await?);
+            let mut answers: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
+            let group = first_appends_of_streams(jobs);
+            if group.len() > 1 {
+                match insert_group(&mut *conn, jobs, &group).await {
+                    Ok(stored) => {
+                        for &i in &group {
+                            answers[i] = stored_answer(&jobs[i], &stored);
+                        }
+                    }
+                    // The statement was undone as a whole: the appends go
+                    // one by one below, which sorts out replays and
+                    // duplicates.
+                    Err(e) if is_unique_violation(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for (job, answer) in jobs.iter().zip(answers) {
+                outcomes.push(match answer {
+                    Some(outcome) => outcome,
+                    None => append(&mut *conn, job).await?,
+                });
             }
             sqlx::query("COMMIT").execute(&mut *conn).await?;
-            Ok(answers)
+            Ok(outcomes)
         }
         .await;
         if result.is_err() {
@@ -215,76 +251,183 @@ impl Writer {
     }
 }
 
+/// The appends of a batch that one statement can write together: each the
+/// first of the batch for its stream (so writing them first changes no
+/// stream's order), with an exact expectation, together at most
+/// `INSERT_CHUNK` events. Indexes into `jobs`.
+fn first_appends_of_streams(jobs: &[AppendJob]) -> Vec<usize> {
+    let mut seen = HashSet::with_capacity(jobs.len());
+    let mut rows = 0;
+    let mut group = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        let first = seen.insert(job.stream_id.as_str());
+        if first && job.expected.exact().is_some() && rows + job.events.len() <= sql::INSERT_CHUNK {
+            rows += job.events.len();
+            group.push(i);
+        }
+    }
+    group
+}
+
+/// Writes the events of the appends `group` with one statement, each
+/// append only if its stream is at its expected version; the position of
+/// every event stored, by event id.
+async fn insert_group(
+    conn: &mut SqliteConnection,
+    jobs: &[AppendJob],
+    group: &[usize],
+) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
+    let rows: usize = group.iter().map(|&i| jobs[i].events.len()).sum();
+    let statement = sql::insert_appends(rows);
+    let mut query = sqlx::query_as::<_, (Uuid, i64)>(&statement);
+    for &i in group {
+        let job = &jobs[i];
+        let base = job.expected.exact().unwrap_or(0);
+        for (k, (event, encoded)) in job.events.iter().zip(&job.encoded).enumerate() {
+            query = query
+                .bind(job.stream_id.as_str())
+                .bind(signed(base + 1 + k as u64))
+                .bind(&job.stream_type)
+                .bind(event.event_id)
+                .bind(&event.event_type)
+                .bind(i64::from(event.schema_version))
+                .bind(&encoded.payload)
+                .bind(&encoded.metadata)
+                .bind(sql::micros(event.recorded_at))
+                .bind(signed(base));
+        }
+    }
+    let stored = query.fetch_all(&mut *conn).await?;
+    Ok(stored
+        .into_iter()
+        .map(|(id, position)| (id, unsigned(position)))
+        .collect())
+}
+
+/// The outcome of an append of a group statement when all its events
+/// went in; `None` when they did not (the stream was elsewhere).
+fn stored_answer(job: &AppendJob, stored: &HashMap<Uuid, u64>) -> Option<Outcome> {
+    let positions: Option<Vec<u64>> = job.events.iter().map(|e| stored.get(&e.event_id).copied()).collect();
+    let positions = positions?;
+    let base = job.expected.exact().unwrap_or(0);
+    let n = job.events.len() as u64;
+    let done = AppendResult {
+        first_version: base + 1,
+        new_version: base + n,
+        positions,
+    };
+    Some((Ok(done), n))
+}
+
 /// The savepoint around an append of several events.
 const SAVEPOINT: &str = "SAVEPOINT es_append";
 const ROLLBACK_TO: &str = "ROLLBACK TO es_append";
 const RELEASE: &str = "RELEASE es_append";
 
-/// Appends one job inside the writer's transaction. `Ok(answer)` whatever
-/// the append's fate; `Err` only when the transaction itself failed.
+/// Appends one job inside the writer's transaction. `Ok(outcome)`
+/// whatever the append's fate; `Err` only when the transaction itself
+/// failed.
+///
+/// With an exact expectation (`Exact`, `NoStream`: what a repository
+/// sends) the first insert checks the stream's version itself, so a
+/// one-event append costs one statement; `Any` and `StreamExists` read
+/// the version first.
 async fn append(conn: &mut SqliteConnection, job: &AppendJob) -> Result<Outcome, sqlx::Error> {
-    let current: i64 = sqlx::query_scalar(sql::STREAM_VERSION)
-        .bind(job.stream_id.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
-    let current = unsigned(current);
-    if !job.expected.accepts(current) {
-        let answer = replay(conn, job).await?.unwrap_or_else(|| {
-            Err(StoreError::Conflict {
-                stream_id: job.stream_id.clone(),
-                expected: job.expected,
-                actual: current,
-            })
-        });
-        return Ok((answer, 0));
-    }
-    // A failed INSERT undoes only itself; several events need a savepoint
-    // so that a failure on a later one undoes the earlier ones.
-    let several = job.events.len() > 1;
+    let checked = job.expected.exact();
+    let base = match checked {
+        Some(base) => base,
+        None => {
+            let current = stream_version(conn, job).await?;
+            if !job.expected.accepts(current) {
+                return refused(conn, job, current).await;
+            }
+            current
+        }
+    };
+    // One statement writes all events (or none) of an append of up to
+    // `INSERT_CHUNK` events; a longer one runs under a savepoint, so that a
+    // failure of a later statement undoes the earlier ones.
+    let n = job.events.len();
+    let several = n > sql::INSERT_CHUNK;
     if several {
         sqlx::query(SAVEPOINT).execute(&mut *conn).await?;
     }
-    let mut positions = Vec::with_capacity(job.events.len());
-    for (i, (event, encoded)) in job.events.iter().zip(&job.encoded).enumerate() {
-        let inserted = sqlx::query(sql::INSERT_EVENT)
-            .bind(job.stream_id.as_str())
-            .bind(signed(current + 1 + i as u64))
-            .bind(&job.stream_type)
-            .bind(event.event_id)
-            .bind(&event.event_type)
-            .bind(i64::from(event.schema_version))
-            .bind(&encoded.payload)
-            .bind(&encoded.metadata)
-            .bind(sql::micros(event.recorded_at))
-            .execute(&mut *conn)
-            .await;
-        match inserted {
-            Ok(done) => positions.push(unsigned(done.last_insert_rowid())),
-            Err(e) => {
-                if several {
-                    sqlx::query(ROLLBACK_TO).execute(&mut *conn).await?;
-                    sqlx::query(RELEASE).execute(&mut *conn).await?;
-                }
-                if !is_unique_violation(&e) {
-                    return Err(e);
-                }
-                // An event id already stored: a replay of this very append
-                // (same ids, same place) or a duplicate.
-                let answer = replay(conn, job).await?.unwrap_or_else(|| Err(backend("append", e)));
-                return Ok((answer, 0));
-            }
+    let mut positions = Vec::with_capacity(n);
+    for start in (0..n).step_by(sql::INSERT_CHUNK) {
+        let end = (start + sql::INSERT_CHUNK).min(n);
+        let statement = sql::insert_events(end - start, start == 0 && checked.is_some());
+        let mut query = sqlx::query(&statement);
+        for (i, (event, encoded)) in job.events.iter().zip(&job.encoded).enumerate().take(end).skip(start) {
+            query = query
+                .bind(job.stream_id.as_str())
+                .bind(signed(base + 1 + i as u64))
+                .bind(&job.stream_type)
+                .bind(event.event_id)
+                .bind(&event.event_type)
+                .bind(i64::from(event.schema_version))
+                .bind(&encoded.payload)
+                .bind(&encoded.metadata)
+                .bind(sql::micros(event.recorded_at));
         }
+        let rows = (end - start) as u64;
+        let failure = match query.execute(&mut *conn).await {
+            Ok(done) if done.rows_affected() == rows => {
+                let last = unsigned(done.last_insert_rowid());
+                positions.extend(last + 1 - rows..=last);
+                continue;
+            }
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
+        if several {
+            sqlx::query(ROLLBACK_TO).execute(&mut *conn).await?;
+            sqlx::query(RELEASE).execute(&mut *conn).await?;
+        }
+        return match failure {
+            // The checked insert found the stream elsewhere than expected.
+            None => {
+                let current = stream_version(conn, job).await?;
+                refused(conn, job, current).await
+            }
+            // An event id already stored: a replay of this very append
+            // (same ids, same place) or a duplicate.
+            Some(e) if is_unique_violation(&e) => {
+                let answer = replay(conn, job).await?.unwrap_or_else(|| Err(backend("append", e)));
+                Ok((answer, 0))
+            }
+            Some(e) => Err(e),
+        };
     }
     if several {
         sqlx::query(RELEASE).execute(&mut *conn).await?;
     }
-    let n = job.events.len() as u64;
     let done = AppendResult {
-        first_version: current + 1,
-        new_version: current + n,
+        first_version: base + 1,
+        new_version: base + n as u64,
         positions,
     };
-    Ok((Ok(done), n))
+    Ok((Ok(done), n as u64))
+}
+
+async fn stream_version(conn: &mut SqliteConnection, job: &AppendJob) -> Result<u64, sqlx::Error> {
+    let current: i64 = sqlx::query_scalar(sql::STREAM_VERSION)
+        .bind(job.stream_id.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(unsigned(current))
+}
+
+/// The answer to an append whose expectation does not hold at `current`:
+/// a replay of an append already stored, a duplicate, or a conflict.
+async fn refused(conn: &mut SqliteConnection, job: &AppendJob, current: u64) -> Result<Outcome, sqlx::Error> {
+    let answer = replay(conn, job).await?.unwrap_or_else(|| {
+        Err(StoreError::Conflict {
+            stream_id: job.stream_id.clone(),
+            expected: job.expected,
+            actual: current,
+        })
+    });
+    Ok((answer, 0))
 }
 
 /// The answer to an append some of whose event ids are stored (the

@@ -13,9 +13,77 @@ macro_rules! event_columns {
     };
 }
 
-/// Inserts one event; the position is the new rowid.
-pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (stream_id, version, stream_type, event_id, event_type, \
-     schema_version, payload, metadata, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+/// Most events one INSERT statement writes (9 parameters each, well
+/// below SQLite's limit of 32,766); longer appends take several.
+pub(crate) const INSERT_CHUNK: usize = 1000;
+
+/// Inserts `rows` events of one stream in one statement, in version order
+/// (parameters `?1..?9` for the first row, `?10..?18` for the second, …).
+/// Their positions are consecutive: the statement's rowids, assigned in
+/// that order by the one writer. With `checked`, the rows go in only if
+/// the stream is at the version before the first row's (`?2 - 1`): the
+/// check and the insert in one statement, all rows or none.
+pub(crate) fn insert_events(rows: usize, checked: bool) -> String {
+    let mut sql = String::with_capacity(200 + rows * 48);
+    sql.push_str(
+        "INSERT INTO events (stream_id, version, stream_type, event_id, event_type, schema_version, payload, \
+         metadata, recorded_at) SELECT * FROM (VALUES ",
+    );
+    for row in 0..rows {
+        let p = row * 9;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8,
+            p + 9
+        ));
+    }
+    sql.push(')');
+    if checked {
+        sql.push_str(" WHERE coalesce((SELECT max(version) FROM events WHERE stream_id = ?1), 0) = ?2 - 1");
+    }
+    sql.push_str(" ORDER BY 2");
+    sql
+}
+
+/// Inserts the events of several appends to distinct streams in one
+/// statement: 10 parameters per row (the 9 columns, then the version the
+/// row's append expects its stream at); a row goes in only if its stream
+/// is at that version. The check reads the table as it was before the
+/// statement (SQLite stages the rows first when the SELECT reads the
+/// table it inserts into), so an append's rows go in all or none. Returns
+/// `(event_id, global_position)` of every row stored.
+pub(crate) fn insert_appends(rows: usize) -> String {
+    let mut sql = String::with_capacity(300 + rows * 56);
+    sql.push_str(
+        "INSERT INTO events (stream_id, version, stream_type, event_id, event_type, schema_version, payload, \
+         metadata, recorded_at) SELECT r.column1, r.column2, r.column3, r.column4, r.column5, r.column6, \
+         r.column7, r.column8, r.column9 FROM (VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let params: Vec<String> = (1..=10).map(|c| format!("?{}", row * 10 + c)).collect();
+        sql.push('(');
+        sql.push_str(&params.join(", "));
+        sql.push(')');
+    }
+    sql.push_str(
+        ") AS r WHERE coalesce((SELECT max(e.version) FROM events e WHERE e.stream_id = r.column1), 0) = r.column10 \
+         ORDER BY r.column1, r.column2 RETURNING event_id, global_position",
+    );
+    sql
+}
 
 /// A stream's version: one probe of the (stream_id, version) index.
 pub(crate) const STREAM_VERSION: &str = "SELECT coalesce((SELECT max(version) FROM events WHERE stream_id = ?1), 0)";
@@ -88,6 +156,8 @@ mod tests {
             ("find slot", FIND_SLOT),
             ("read all", READ_ALL),
             ("head", HEAD),
+            ("checked insert", &insert_events(2, true)),
+            ("group insert", &insert_appends(2)),
         ] {
             let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {statement}"))
                 .fetch_all(&mut conn)

@@ -235,3 +235,59 @@ async fn an_append_the_database_refuses_fails_alone() {
         );
     }
 }
+
+/// Appends to distinct streams with exact expectations share one INSERT:
+/// the ones whose stream is elsewhere are refused on their own, the others
+/// get positions that follow their versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_written_by_one_statement_are_answered_one_by_one() {
+    let temp = TempDatabase::new("group");
+    let store = Arc::new(open(&temp, SqliteConfig::default()).await);
+    store
+        .append("t", &StreamId::from("at-one"), ExpectedVersion::NoStream, vec![ev(0)])
+        .await
+        .unwrap();
+    let lock = hold_write_lock(&temp).await;
+    let first = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .append("t", &StreamId::from("first"), ExpectedVersion::NoStream, vec![ev(1)])
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let before = store.writer_stats();
+    let x = queue(&store, "x", ExpectedVersion::NoStream, vec![ev(2)]).await;
+    let stale = queue(&store, "at-one", ExpectedVersion::Exact(5), vec![ev(3)]).await;
+    let z = queue(&store, "z", ExpectedVersion::NoStream, vec![ev(4), ev(5), ev(6)]).await;
+    let next = queue(&store, "at-one", ExpectedVersion::Exact(1), vec![ev(7)]).await;
+    release(lock).await;
+    first.await.unwrap().unwrap();
+    let x = x.await.unwrap();
+    match stale.await {
+        Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, 1),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let z = z.await.unwrap();
+    let next = next.await.unwrap();
+    assert_eq!((x.new_version, z.new_version, next.new_version), (1, 3, 2));
+    let after = store.writer_stats();
+    assert!(after.transactions - before.transactions <= 2, "{before:?} -> {after:?}");
+    for (stream, result) in [("x", &x), ("z", &z), ("at-one", &next)] {
+        let read = store.read_stream_batch(&StreamId::from(stream), 1, 10).await.unwrap();
+        let stored: Vec<u64> = read
+            .iter()
+            .filter(|e| e.version >= result.first_version)
+            .map(|e| e.global_position)
+            .collect();
+        assert_eq!(
+            stored, result.positions,
+            "{stream}: answered positions are the stored ones"
+        );
+        assert!(
+            stored.windows(2).all(|w| w[0] < w[1]),
+            "{stream}: positions follow versions"
+        );
+    }
+}

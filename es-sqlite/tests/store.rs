@@ -313,3 +313,45 @@ async fn a_corrupt_row_is_reported_with_its_place() {
         other => panic!("expected a corrupt record, got {other:?}"),
     }
 }
+
+/// An append longer than one INSERT statement (1,000 events) is still all
+/// or nothing, and its positions follow its versions.
+#[tokio::test]
+async fn long_appends_keep_positions_in_version_order_and_fail_whole() {
+    let store = es_sqlite::testing::temp_store(SqliteConfig::default()).await.unwrap();
+    let id = StreamId::from("long");
+    let events: Vec<_> = (0..2500).map(ev).collect();
+    let r = store
+        .append("t", &id, ExpectedVersion::NoStream, events.clone())
+        .await
+        .unwrap();
+    assert_eq!((r.first_version, r.new_version), (1, 2500));
+    let read = store.read_stream_batch(&id, 1, 5000).await.unwrap();
+    assert_eq!(read.len(), 2500);
+    for (i, (e, p)) in read.iter().zip(&r.positions).enumerate() {
+        assert_eq!(
+            (e.version, e.global_position, e.event_id),
+            (i as u64 + 1, *p, events[i].event_id)
+        );
+    }
+    assert!(r.positions.windows(2).all(|w| w[0] < w[1]));
+    // Its last event's id is stored already: none of the 2,101 goes in.
+    let mut reused: Vec<_> = (0..2100).map(ev).collect();
+    reused.push(events[0].clone());
+    let other = StreamId::from("other");
+    let dup = store.append("t", &other, ExpectedVersion::NoStream, reused).await;
+    assert!(
+        matches!(dup, Err(es_core::StoreError::DuplicateEventId { .. })),
+        "{dup:?}"
+    );
+    assert_eq!(store.stream_version(&other).await.unwrap(), 0);
+    // Replayed whole, it answers the original result.
+    let again = store.append("t", &id, ExpectedVersion::NoStream, events).await.unwrap();
+    assert_eq!(again, r);
+    let any = store
+        .append("t", &id, ExpectedVersion::Any, (0..1200).map(ev).collect())
+        .await
+        .unwrap();
+    assert_eq!((any.first_version, any.new_version), (2501, 3700));
+    assert_eq!(store.head_position().await.unwrap(), *any.positions.last().unwrap());
+}
