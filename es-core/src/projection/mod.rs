@@ -19,6 +19,7 @@
 mod checkpoint;
 mod error;
 mod page;
+mod page_failure;
 mod projector;
 mod runner;
 mod typed;
@@ -28,6 +29,7 @@ mod view;
 pub use checkpoint::{CheckpointStore, DeadLetter};
 pub use error::ProjectionError;
 pub use page::checkpoint_after_page;
+pub use page_failure::PageFailure;
 pub use projector::{Projector, ProjectorUnit};
 pub use runner::{OnFailure, Progress, ProjectionConfig, ProjectionReport, ProjectionRunner, ReplayMode};
 pub use typed::{EventEnvelope, Typed, TypedProjector, Undecodable};

@@ -49,6 +49,18 @@ impl<E: DomainEvent> EventEnvelope<E> {
     }
 }
 
+impl<E: DomainEvent> EventEnvelope<E> {
+    /// Decodes a page of events; the first that does not decode fails the
+    /// page at its index (with [`Undecodable`]).
+    pub fn decode_page(codec: &EventCodec, events: &[RecordedEvent]) -> Result<Vec<Self>, super::PageFailure> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| Self::decode(codec, event).map_err(|e| super::PageFailure::at(i, e)))
+            .collect()
+    }
+}
+
 /// An event that does not decode into the projection's event type. The
 /// runner does not retry it: it stops or dead-letters at once.
 #[derive(Debug, thiserror::Error)]

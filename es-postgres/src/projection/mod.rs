@@ -23,7 +23,8 @@ mod unit;
 mod views;
 
 pub use blue_green::{BlueGreen, BlueGreenError, SwitchOutcome};
-pub use projector::{PageFailure, TransactionalProjector};
+pub use es_core::PageFailure;
+pub use projector::TransactionalProjector;
 pub use status::{projection_statuses, ProjectionStatus};
 pub use typed::{PgTyped, PgTypedProjector};
 pub use unit::PgProjectionUnit;

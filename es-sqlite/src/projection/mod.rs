@@ -15,6 +15,7 @@ mod projector;
 mod typed;
 mod unit;
 
-pub use projector::{PageFailure, SqliteProjector};
+pub use es_core::PageFailure;
+pub use projector::SqliteProjector;
 pub use typed::{SqliteTyped, SqliteTypedProjector};
 pub use unit::SqliteProjectionUnit;

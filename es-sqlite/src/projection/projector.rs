@@ -1,46 +1,8 @@
 //! [`SqliteProjector`]: writes its read model with the unit's transaction.
 
 use async_trait::async_trait;
-use es_core::{BoxError, EventFilter, RecordedEvent};
+use es_core::{BoxError, EventFilter, PageFailure, RecordedEvent};
 use sqlx::SqliteConnection;
-
-/// Why a page did not apply: the projector's error and, when known, the
-/// index of the event it failed on.
-///
-/// Any `std::error::Error` (a `sqlx::Error`, say) converts with `?` into a
-/// failure of the page as a whole.
-#[derive(Debug)]
-pub struct PageFailure {
-    /// Index in the page of the failing event, when known.
-    pub index: Option<usize>,
-    /// The error.
-    pub error: BoxError,
-}
-
-impl PageFailure {
-    /// The page failed at event `index`.
-    pub fn at(index: usize, error: impl Into<BoxError>) -> Self {
-        Self {
-            index: Some(index),
-            error: error.into(),
-        }
-    }
-
-    /// The page failed as a whole (the unit then finds the event by
-    /// applying them one at a time).
-    pub fn whole(error: impl Into<BoxError>) -> Self {
-        Self {
-            index: None,
-            error: error.into(),
-        }
-    }
-}
-
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for PageFailure {
-    fn from(e: E) -> Self {
-        Self::whole(e)
-    }
-}
 
 /// A projector that writes its read model through the transaction it is
 /// given, so the rows and the checkpoint commit together — the SQLite

@@ -136,10 +136,7 @@ impl<P: SqliteTypedProjector + ?Sized> SqliteProjector for SqliteTyped<P> {
     }
 
     async fn apply_page(&self, tx: &mut SqliteConnection, events: &[RecordedEvent]) -> Result<(), PageFailure> {
-        let mut decoded = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
-            decoded.push(EventEnvelope::decode(&self.codec, event).map_err(|e| PageFailure::at(i, e))?);
-        }
+        let decoded = EventEnvelope::decode_page(&self.codec, events)?;
         self.inner.apply_page(tx, &decoded).await
     }
 
