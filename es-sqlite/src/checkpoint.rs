@@ -130,6 +130,7 @@ impl CheckpointStore for SqliteCheckpointStore {
         .await
     }
 
+    #[tracing::instrument(name = "es.sqlite.dead_letter.remove", skip(self))]
     async fn remove_dead_letter(&self, projection: &str, global_position: u64) -> Result<bool, StoreError> {
         let _turn = self.gate.enter().await;
         let removed = retry_transient(&self.config.transient_retry, "remove dead letter", || {
@@ -143,6 +144,7 @@ impl CheckpointStore for SqliteCheckpointStore {
         Ok(removed > 0)
     }
 
+    #[tracing::instrument(name = "es.sqlite.dead_letters", skip(self))]
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, StoreError> {
         let rows = retry_transient(&self.config.transient_retry, "read dead letters", || {
             sqlx::query(DEAD_LETTERS).bind(projection).fetch_all(&self.pool)

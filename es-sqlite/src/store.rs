@@ -8,16 +8,13 @@ use async_trait::async_trait;
 use es_core::{
     AppendResult, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError, StreamId,
 };
-use futures::TryStreamExt;
-use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
-use sqlx::{ConnectOptions, Row, Sqlite, SqliteConnection};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{ConnectOptions, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::batcher::{self, AppendJob, Counters, Encoded, Writer, WriterStats};
-use crate::error::{backend, is_transient, retry_transient, setup, SetupError};
+use crate::error::{is_transient, retry_transient, setup, SetupError};
 use crate::gate::WriteGate;
 use crate::sql::{self, signed, unsigned};
 use crate::SqliteConfig;
@@ -242,54 +239,66 @@ async fn open(options: &SqliteConnectOptions, config: &SqliteConfig) -> Result<S
     }
 }
 
-/// Decodes one row of [`crate::sql`]'s event columns.
-pub(crate) fn decode_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
-    let get_err = |e: sqlx::Error| backend("decode row", e);
-    let stream_id: String = row.try_get(1).map_err(get_err)?;
-    let version = unsigned(row.try_get(2).map_err(get_err)?);
+/// One event of a page, as `sql::event_page!` writes it.
+type PageEvent = (
+    u64,
+    String,
+    u64,
+    String,
+    String,
+    String,
+    u32,
+    i64,
+    u8,
+    u8,
+    serde_json::Value,
+    Option<Metadata>,
+);
+
+/// Decodes a page of events (a JSON array built by SQLite).
+pub(crate) fn decode_page(page: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+    let events: Vec<PageEvent> =
+        serde_json::from_str(page).map_err(|e| StoreError::backend("decode a page of events", e))?;
+    events.into_iter().map(decode_event).collect()
+}
+
+fn decode_event(e: PageEvent) -> Result<RecordedEvent, StoreError> {
+    let (position, stream_id, version, stream_type, event_id, event_type, schema_version, recorded_at) =
+        (e.0, StreamId::from(e.1), e.2, e.3, e.4, e.5, e.6, e.7);
     let corrupt = |reason: String| StoreError::Corrupt {
-        stream_id: StreamId::from(stream_id.as_str()),
+        stream_id: stream_id.clone(),
         version,
         reason,
     };
-    let payload: serde_json::Value = serde_json::from_str(row.try_get::<&str, _>(7).map_err(get_err)?)
-        .map_err(|e| corrupt(format!("payload: {e}")))?;
-    let metadata: Metadata = serde_json::from_str(row.try_get::<&str, _>(8).map_err(get_err)?)
-        .map_err(|e| corrupt(format!("metadata: {e}")))?;
-    let recorded_at = row.try_get::<i64, _>(9).map_err(get_err)?;
-    let recorded_at = sql::from_micros(recorded_at).ok_or_else(|| corrupt(format!("recorded_at {recorded_at}")))?;
-    let schema_version: i64 = row.try_get(6).map_err(get_err)?;
+    if e.8 != 1 {
+        return Err(corrupt("payload: not JSON".into()));
+    }
+    let Some(metadata) = e.11.filter(|_| e.9 == 1) else {
+        return Err(corrupt("metadata: not JSON".into()));
+    };
     Ok(RecordedEvent {
-        global_position: unsigned(row.try_get(0).map_err(get_err)?),
-        stream_id: StreamId::from(stream_id),
+        global_position: position,
         version,
-        stream_type: row.try_get(3).map_err(get_err)?,
-        event_id: row.try_get(4).map_err(get_err)?,
-        event_type: row.try_get(5).map_err(get_err)?,
-        schema_version: u32::try_from(schema_version.max(0)).unwrap_or(u32::MAX),
-        payload,
+        stream_type,
+        event_id: Uuid::try_parse(&event_id).map_err(|err| corrupt(format!("event id: {err}")))?,
+        event_type,
+        schema_version,
+        payload: e.10,
         metadata,
-        recorded_at,
+        recorded_at: sql::from_micros(recorded_at).ok_or_else(|| corrupt(format!("recorded_at {recorded_at}")))?,
+        stream_id,
     })
 }
 
-/// Runs a query returning event rows and decodes each row as it arrives.
-/// The outer error is the database's (to be retried if transient); the
-/// inner one a row that does not decode.
-async fn fetch_events<'q>(
+/// Runs a query returning one page of events and decodes it. The outer
+/// error is the database's (to be retried if transient); the inner one a
+/// page that does not decode.
+async fn fetch_page<'q>(
     pool: &SqlitePool,
-    query: sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>,
-    expected: usize,
+    query: sqlx::query::QueryScalar<'q, Sqlite, String, SqliteArguments<'q>>,
 ) -> Result<Result<Vec<RecordedEvent>, StoreError>, sqlx::Error> {
-    let mut rows = query.fetch(pool);
-    let mut events = Vec::with_capacity(expected.min(10_000));
-    while let Some(row) = rows.try_next().await? {
-        match decode_row(&row) {
-            Ok(event) => events.push(event),
-            Err(e) => return Ok(Err(e)),
-        }
-    }
-    Ok(Ok(events))
+    let page = query.fetch_one(pool).await?;
+    Ok(decode_page(&page))
 }
 
 /// A filter's list as the JSON array the log query takes (NULL: all).
@@ -360,11 +369,11 @@ impl EventStore for SqliteEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let inner = &self.inner;
         retry_transient(&inner.config.transient_retry, "read stream", || {
-            let query = sqlx::query(sql::READ_STREAM)
+            let query = sqlx::query_scalar(sql::READ_STREAM)
                 .bind(stream_id.as_str())
                 .bind(signed(from_version))
                 .bind(signed(max_count as u64));
-            fetch_events(&inner.pool, query, max_count)
+            fetch_page(&inner.pool, query)
         })
         .await?
     }
@@ -379,12 +388,12 @@ impl EventStore for SqliteEventStore {
         let (event_types, stream_types) = (json_list(&filter.event_types), json_list(&filter.stream_types));
         let inner = &self.inner;
         retry_transient(&inner.config.transient_retry, "read all", || {
-            let query = sqlx::query(sql::READ_ALL)
+            let query = sqlx::query_scalar(sql::READ_ALL)
                 .bind(signed(after_position))
                 .bind(signed(max_count as u64))
                 .bind(event_types.clone())
                 .bind(stream_types.clone());
-            fetch_events(&inner.pool, query, max_count)
+            fetch_page(&inner.pool, query)
         })
         .await?
     }
@@ -392,11 +401,11 @@ impl EventStore for SqliteEventStore {
     #[tracing::instrument(name = "es.sqlite.find_event", skip(self))]
     async fn find_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
         let inner = &self.inner;
-        let row = retry_transient(&inner.config.transient_retry, "find event", || {
-            sqlx::query(sql::FIND_EVENT).bind(event_id).fetch_optional(&inner.pool)
+        let found = retry_transient(&inner.config.transient_retry, "find event", || {
+            fetch_page(&inner.pool, sqlx::query_scalar(sql::FIND_EVENT).bind(event_id))
         })
-        .await?;
-        row.as_ref().map(decode_row).transpose()
+        .await??;
+        Ok(found.into_iter().next())
     }
 
     #[tracing::instrument(name = "es.sqlite.stream_version", skip(self), fields(stream_id = %stream_id))]

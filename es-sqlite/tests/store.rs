@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ev, open};
+use es_core::NewEvent;
 use es_core::{
     CheckpointStore, DeadLetter, EventFilter, EventStore, ExpectedVersion, Snapshot, SnapshotStore, StreamId,
 };
@@ -307,8 +308,37 @@ async fn a_corrupt_row_is_reported_with_its_place() {
             version,
             reason,
         }) => {
-            assert_eq!((stream_id, version), (id, 2));
+            assert_eq!((stream_id, version), (id.clone(), 2));
             assert!(reason.starts_with("payload"), "{reason}");
+        }
+        other => panic!("expected a corrupt record, got {other:?}"),
+    }
+    // Broken metadata too; a payload that is JSON `null` is no corruption.
+    let other = StreamId::from("other");
+    let null = NewEvent::new("Nothing", serde_json::Value::Null);
+    store
+        .append("t", &other, ExpectedVersion::NoStream, vec![null.clone(), ev(3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find_event(null.event_id).await.unwrap().unwrap().payload,
+        serde_json::Value::Null
+    );
+    sqlx::query("UPDATE events SET metadata = 'nope' WHERE stream_id = 'other' AND version = 2")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    match store.read_all(0, 10, &EventFilter::all()).await {
+        Err(es_core::StoreError::Corrupt { stream_id, reason, .. }) => {
+            assert_eq!(stream_id, id, "the log's first corrupt event is the broken payload");
+            assert!(reason.starts_with("payload"), "{reason}");
+        }
+        other => panic!("expected a corrupt record, got {other:?}"),
+    }
+    match store.read_stream_batch(&other, 1, 10).await {
+        Err(es_core::StoreError::Corrupt { version, reason, .. }) => {
+            assert_eq!(version, 2);
+            assert!(reason.starts_with("metadata"), "{reason}");
         }
         other => panic!("expected a corrupt record, got {other:?}"),
     }

@@ -282,6 +282,7 @@ impl<P: SqliteProjector + ?Sized> ProjectionUnit for SqliteProjectionUnit<P> {
         Ok(())
     }
 
+    #[tracing::instrument(name = "es.sqlite.projection.seek", skip(self), fields(projection = self.projector.name()))]
     async fn seek(&self, position: u64) -> Result<(), StoreError> {
         self.setup().await?;
         let _turn = self.turn().await;
@@ -300,6 +301,7 @@ impl<P: SqliteProjector + ?Sized> ProjectionUnit for SqliteProjectionUnit<P> {
         es_core::CheckpointStore::dead_letters(&SqliteCheckpointStore::new(&self.store), self.projector.name()).await
     }
 
+    #[tracing::instrument(name = "es.sqlite.projection.resolve_dead_letter", skip(self, event), fields(projection = self.projector.name()))]
     async fn resolve_dead_letter(&self, position: u64, event: Option<&RecordedEvent>) -> Result<bool, UnitError> {
         self.setup().await?;
         let _turn = self.turn().await;
