@@ -125,9 +125,9 @@ pub use memory::{
     InMemoryStateCache,
 };
 pub use projection::{
-    checkpoint_after_page, Advance, CheckpointStore, DeadLetter, EventEnvelope, InMemoryViews, OnFailure, PageFailure,
-    Progress, ProjectionConfig, ProjectionError, ProjectionReport, ProjectionRunner, ProjectionUnit, Projector,
-    ProjectorUnit, ReplayMode, Typed, TypedProjector, Undecodable, UnitError, View,
+    apply_keeping_prefix, checkpoint_after_page, Advance, CheckpointStore, DeadLetter, EventEnvelope, InMemoryViews,
+    OnFailure, PageFailure, Progress, ProjectionConfig, ProjectionError, ProjectionReport, ProjectionRunner,
+    ProjectionUnit, Projector, ProjectorUnit, ReplayMode, Typed, TypedProjector, Undecodable, UnitError, View,
 };
 pub use repository::{
     CommandContext, CommandOutcome, Decide, Repository, RepositoryBuilder, RepositoryError, FENCING_TOKEN_HEADER,

@@ -33,5 +33,5 @@ pub use page_failure::PageFailure;
 pub use projector::{Projector, ProjectorUnit};
 pub use runner::{OnFailure, Progress, ProjectionConfig, ProjectionReport, ProjectionRunner, ReplayMode};
 pub use typed::{EventEnvelope, Typed, TypedProjector, Undecodable};
-pub use unit::{Advance, ProjectionUnit, UnitError};
+pub use unit::{apply_keeping_prefix, Advance, ProjectionUnit, UnitError};
 pub use view::{InMemoryViews, View};

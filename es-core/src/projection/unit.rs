@@ -87,3 +87,49 @@ pub trait ProjectionUnit: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// Runs one transactional attempt at a page and, when the projector
+/// failed at a known event, a second attempt at the events before it, so
+/// the unit reports them applied and the runner retries only the failing
+/// one: the contract of [`UnitError::Apply`] for units whose transaction
+/// rolls back on a failure (es-postgres, es-sqlite). `attempt` applies a
+/// slice of `events` (all or nothing) with its checkpoint move.
+pub async fn apply_keeping_prefix<'a, F, Fut>(
+    events: &'a [RecordedEvent],
+    advance: Option<Advance>,
+    attempt: F,
+) -> Result<(), UnitError>
+where
+    F: Fn(&'a [RecordedEvent], Option<Advance>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), UnitError>>,
+{
+    match attempt(events, advance).await {
+        Err(UnitError::Apply {
+            index: Some(i), error, ..
+        }) if i > 0 && i <= events.len() => {
+            let prefix = advance.map(|a| Advance {
+                from: a.from,
+                to: events[i - 1].global_position,
+            });
+            match attempt(&events[..i], prefix).await {
+                Ok(()) => Err(UnitError::Apply {
+                    applied: i,
+                    index: Some(i),
+                    error,
+                }),
+                Err(UnitError::Apply { .. }) => Err(UnitError::Apply {
+                    applied: 0,
+                    index: None,
+                    error,
+                }),
+                Err(other) => Err(other),
+            }
+        }
+        Err(UnitError::Apply { index, error, .. }) => Err(UnitError::Apply {
+            applied: 0,
+            index: index.filter(|i| *i == 0),
+            error,
+        }),
+        other => other,
+    }
+}

@@ -188,37 +188,7 @@ impl<P: TransactionalProjector + ?Sized> ProjectionUnit for PgProjectionUnit<P> 
     #[tracing::instrument(name = "es.pg.projection.apply", skip_all, fields(projection = self.projector.name(), events = events.len()))]
     async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
         self.setup().await.map_err(setup_failed)?;
-        match self.try_apply(events, advance).await {
-            // The failing event is known: commit the events before it, so
-            // the runner retries only that one.
-            Err(UnitError::Apply {
-                index: Some(i), error, ..
-            }) if i > 0 && i <= events.len() => {
-                let prefix = advance.map(|a| Advance {
-                    from: a.from,
-                    to: events[i - 1].global_position,
-                });
-                match self.try_apply(&events[..i], prefix).await {
-                    Ok(()) => Err(UnitError::Apply {
-                        applied: i,
-                        index: Some(i),
-                        error,
-                    }),
-                    Err(UnitError::Apply { .. }) => Err(UnitError::Apply {
-                        applied: 0,
-                        index: None,
-                        error,
-                    }),
-                    Err(other) => Err(other),
-                }
-            }
-            Err(UnitError::Apply { index, error, .. }) => Err(UnitError::Apply {
-                applied: 0,
-                index: index.filter(|i| *i == 0),
-                error,
-            }),
-            other => other,
-        }
+        es_core::apply_keeping_prefix(events, advance, |page, advance| self.try_apply(page, advance)).await
     }
 
     async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
