@@ -8,6 +8,8 @@
 //! ```ignore
 //! async fn fresh_store() -> MyStore { MyStore::connect_to_new_schema().await }
 //! es_core::event_store_conformance!(fresh_store);
+//! // A store that implements shard fences also runs the fencing check:
+//! // es_core::event_store_conformance!(fresh_store, fencing);
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -18,7 +20,7 @@ use futures::TryStreamExt;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId};
+use crate::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, ShardFence, StoreError, StreamId};
 
 fn event(kind: &str, n: u64) -> NewEvent {
     let mut e = NewEvent::new(kind, json!({ "n": n, "text": "héllo \"quoted\" ✓" }));
@@ -435,6 +437,138 @@ pub async fn wait_for_events_wakes<S: EventStore>(store: S) {
     assert_eq!(got.len(), 1);
 }
 
+/// Shard fences (for stores that implement them; generate this check with
+/// `event_store_conformance!(factory, fencing)`): an append under a token
+/// below the shard's fence is refused with [`StoreError::Fenced`] and
+/// stores nothing, also when it raced the raise; unfenced appends and other
+/// shards are unaffected; a stored append replayed after the raise still
+/// gets its original result.
+pub async fn shard_fencing<S: EventStore>(store: S) {
+    let store = Arc::new(store);
+    let shard = 3;
+    let fence = move |token| ShardFence::new(shard, token);
+    let id = stream("fenced");
+    store.raise_fence(fence(1)).await.expect("raise to 1");
+    let first = event("F", 1);
+    let stored = store
+        .append_fenced("t", &id, ExpectedVersion::NoStream, vec![first.clone()], fence(1))
+        .await
+        .expect("append under the current token");
+    store
+        .append("t", &id, ExpectedVersion::Exact(1), vec![event("Unfenced", 2)])
+        .await
+        .expect("an unfenced append behaves as without fences");
+
+    store.raise_fence(fence(2)).await.expect("raise to 2");
+    store
+        .raise_fence(fence(2))
+        .await
+        .expect("raising to the same token again is a no-op");
+    match store.raise_fence(fence(1)).await {
+        Err(StoreError::Fenced {
+            shard: s,
+            token: 1,
+            current: 2,
+        }) if s == shard => {}
+        other => panic!("lowering a fence must be refused, got {other:?}"),
+    }
+    match store
+        .append_fenced("t", &id, ExpectedVersion::Exact(2), vec![event("Stale", 3)], fence(1))
+        .await
+    {
+        Err(StoreError::Fenced {
+            shard: s,
+            token: 1,
+            current: 2,
+        }) if s == shard => {}
+        other => panic!("a stale token must be fenced off, got {other:?}"),
+    }
+    assert_eq!(
+        store.stream_version(&id).await.expect("version"),
+        2,
+        "nothing of the stale writer stored"
+    );
+    let replay = store
+        .append_fenced("t", &id, ExpectedVersion::NoStream, vec![first], fence(1))
+        .await
+        .expect("a stored append replayed after the raise");
+    assert_eq!(replay, stored);
+    store
+        .append_fenced("t", &id, ExpectedVersion::Exact(2), vec![event("New", 3)], fence(2))
+        .await
+        .expect("the new owner appends");
+    store
+        .append_fenced(
+            "t",
+            &stream("other-shard"),
+            ExpectedVersion::NoStream,
+            vec![event("O", 1)],
+            ShardFence::new(shard + 1, 1),
+        )
+        .await
+        .expect("other shards keep their own fences");
+
+    // Appends under token 2 race a raise to 3: each is stored exactly when
+    // it was acknowledged, and none that starts after the raise returned is.
+    let raised = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let store = Arc::clone(&store);
+        let raised = Arc::clone(&raised);
+        writers.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            // Until refused after the raise (bounded, in case it never is).
+            for n in 0..100_000u64 {
+                if outcomes.last().is_some_and(|(_, acknowledged)| !acknowledged)
+                    && raised.load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    break;
+                }
+                let id = stream("race-fence");
+                let after_raise = raised.load(std::sync::atomic::Ordering::SeqCst);
+                let result = store
+                    .append_fenced(
+                        "t",
+                        &id,
+                        ExpectedVersion::NoStream,
+                        vec![event("R", w * 100 + n)],
+                        fence(2),
+                    )
+                    .await;
+                match result {
+                    Ok(_) => {
+                        assert!(
+                            !after_raise,
+                            "an append under token 2 was stored after the fence reached 3"
+                        );
+                        outcomes.push((id, true));
+                    }
+                    Err(StoreError::Fenced { current: 3, .. }) => outcomes.push((id, false)),
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+                tokio::task::yield_now().await;
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.raise_fence(fence(3)).await.expect("raise to 3");
+    raised.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut refused = 0;
+    for w in writers {
+        for (id, acknowledged) in w.await.expect("writer") {
+            let version = store.stream_version(&id).await.expect("version");
+            assert_eq!(
+                version,
+                u64::from(acknowledged),
+                "stored exactly when acknowledged: {id}"
+            );
+            refused += usize::from(!acknowledged);
+        }
+    }
+    assert!(refused > 0, "the writers ran past the raise");
+}
+
 /// Generates one `#[tokio::test]` per conformance check, each on a fresh
 /// store from the given async factory function.
 #[macro_export]
@@ -451,6 +585,12 @@ macro_rules! event_store_conformance {
                 concurrent_appends_one_winner_per_version,
                 wait_for_events_wakes,
             );
+        }
+    };
+    ($factory:ident, fencing) => {
+        $crate::event_store_conformance!($factory);
+        mod event_store_fencing_conformance {
+            $crate::event_store_conformance!(@tests $factory; shard_fencing);
         }
     };
     (@tests $factory:ident; $($name:ident),* $(,)?) => {

@@ -60,6 +60,32 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A fenced append was refused: the shard's fence is above the
+    /// writer's token, so another process owns the shard now. Nothing was
+    /// written; the command belongs to the new owner.
+    #[error("append fenced off: shard {shard} is at token {current}, the writer holds {token}")]
+    Fenced {
+        /// The shard of the stream.
+        shard: u32,
+        /// The writer's token.
+        token: u64,
+        /// The shard's current fence.
+        current: u64,
+    },
+    /// This process does not own the stream's shard right now (it never
+    /// did, its lease ran out, or it is handing the shard over); nothing
+    /// was written.
+    #[error("this process does not own shard {shard}")]
+    NotShardOwner {
+        /// The shard of the stream.
+        shard: u32,
+    },
+    /// The backend does not implement this operation.
+    #[error("this store does not support {operation}")]
+    Unsupported {
+        /// The operation refused.
+        operation: &'static str,
+    },
     /// The backend failed (I/O, database, network). The operation may or may
     /// not have taken effect if it was a write: retry with the same event
     /// ids, which is safe because appends are idempotent.

@@ -100,6 +100,7 @@ pub mod memory;
 mod projection;
 mod repository;
 mod retry;
+mod shard;
 mod snapshot;
 mod store;
 mod subscription;
@@ -133,6 +134,7 @@ pub use repository::{
     CommandContext, CommandOutcome, Decide, Repository, RepositoryBuilder, RepositoryError, FENCING_TOKEN_HEADER,
 };
 pub use retry::RetryPolicy;
+pub use shard::{jump_consistent_hash, shard_of, stream_hash, FenceSource, FencedStore, ShardFence, ShardId};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 pub use store::{check_replay, validate_append, AppendResult, EventFilter, EventStore, DEFAULT_READ_BATCH};
 pub use subscription::subscribe;

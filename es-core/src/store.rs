@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::{ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use crate::{ExpectedVersion, NewEvent, RecordedEvent, ShardFence, StoreError, StreamId};
 
 /// Default number of events fetched per round trip by the paging readers.
 pub const DEFAULT_READ_BATCH: usize = 1000;
@@ -129,6 +129,41 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError>;
+
+    /// Appends like [`append`](EventStore::append), but only while `fence`
+    /// is current: the append is refused with [`StoreError::Fenced`] (and
+    /// stores nothing) when the shard's fence was raised above
+    /// `fence.token`. The check is atomic with the append, so once
+    /// [`raise_fence`](EventStore::raise_fence) to a higher token has
+    /// returned, no append under a lower token can still be stored.
+    ///
+    /// Stores that cannot fence refuse with [`StoreError::Unsupported`]
+    /// (the default), never append unfenced.
+    async fn append_fenced(
+        &self,
+        stream_type: &str,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        fence: ShardFence,
+    ) -> Result<AppendResult, StoreError> {
+        let _ = (stream_type, stream_id, expected, events, fence);
+        Err(StoreError::Unsupported {
+            operation: "fenced append",
+        })
+    }
+
+    /// Raises the fence of `fence.shard` to `fence.token` (a new owner does
+    /// this before it handles a command). Raising to the current token
+    /// again is a no-op; a token below the current fence is refused with
+    /// [`StoreError::Fenced`]. Waits for appends under the old fence that
+    /// are in flight, so none of them is stored after this returns.
+    async fn raise_fence(&self, fence: ShardFence) -> Result<(), StoreError> {
+        let _ = fence;
+        Err(StoreError::Unsupported {
+            operation: "raise fence",
+        })
+    }
 
     /// Reads at most `max_count` events of a stream with version
     /// `>= from_version`, in version order.

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use es_core::{check_replay, AppendResult, ExpectedVersion, NewEvent, StoreError, StreamId};
+use es_core::{check_replay, AppendResult, ExpectedVersion, NewEvent, ShardFence, StoreError, StreamId};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Postgres, Row};
@@ -32,6 +32,8 @@ pub(crate) struct AppendJob {
     pub(crate) stream_id: StreamId,
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Vec<NewEvent>,
+    /// The shard fence the append is written under, if any.
+    pub(crate) fence: Option<ShardFence>,
     pub(crate) reply: oneshot::Sender<Result<AppendResult, StoreError>>,
 }
 
@@ -264,12 +266,34 @@ pub(crate) struct Columns {
     payloads: Vec<String>,
     metadata: Vec<String>,
     recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+    /// Each row's shard and token: only bound (to the fenced statements)
+    /// when some row has a fence.
+    shards: Vec<Option<i32>>,
+    tokens: Vec<Option<i64>>,
+    fenced: bool,
 }
 
 impl Columns {
     /// Adds the rows of one append whose events follow version `base`.
     pub(crate) fn push(&mut self, stream_type: &str, stream_id: &StreamId, base: u64, events: &[NewEvent]) {
+        self.push_fenced(stream_type, stream_id, base, events, None);
+    }
+
+    /// Adds the rows of one append written under `fence`.
+    pub(crate) fn push_fenced(
+        &mut self,
+        stream_type: &str,
+        stream_id: &StreamId,
+        base: u64,
+        events: &[NewEvent],
+        fence: Option<ShardFence>,
+    ) {
+        self.fenced |= fence.is_some();
         for (i, e) in events.iter().enumerate() {
+            self.shards
+                .push(fence.map(|f| i32::try_from(f.shard).unwrap_or(i32::MAX)));
+            self.tokens
+                .push(fence.map(|f| i64::try_from(f.token).unwrap_or(i64::MAX)));
             self.stream_ids.push(stream_id.as_str().to_owned());
             self.versions.push((base + 1 + i as u64) as i64);
             self.bases.push(base as i64);
@@ -299,19 +323,22 @@ impl Columns {
         if self.len() != 1 {
             return None;
         }
-        Some(
+        let query = query
+            .bind(self.stream_ids.first()?)
+            .bind(self.versions.first()?)
+            .bind(self.bases.first()?)
+            .bind(self.stream_types.first()?)
+            .bind(self.event_ids.first()?)
+            .bind(self.event_types.first()?)
+            .bind(self.schema_versions.first()?)
+            .bind(self.payloads.first()?)
+            .bind(self.metadata.first()?)
+            .bind(self.recorded_at.first()?);
+        Some(if self.fenced {
+            query.bind(self.shards.first()?).bind(self.tokens.first()?)
+        } else {
             query
-                .bind(self.stream_ids.first()?)
-                .bind(self.versions.first()?)
-                .bind(self.bases.first()?)
-                .bind(self.stream_types.first()?)
-                .bind(self.event_ids.first()?)
-                .bind(self.event_types.first()?)
-                .bind(self.schema_versions.first()?)
-                .bind(self.payloads.first()?)
-                .bind(self.metadata.first()?)
-                .bind(self.recorded_at.first()?),
-        )
+        })
     }
 
     /// Binds the arrays to the append statement, in its parameter order.
@@ -330,6 +357,15 @@ impl Columns {
             .bind(&self.payloads)
             .bind(&self.metadata)
             .bind(&self.recorded_at)
+    }
+
+    /// Binds the arrays to the fenced append statement, in its parameter
+    /// order.
+    pub(crate) fn bind_fenced<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        self.bind(query).bind(&self.shards).bind(&self.tokens)
     }
 }
 
@@ -360,16 +396,20 @@ async fn execute(
 ) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
     let mut c = Columns::default();
     for r in appends {
-        c.push(&r.job.stream_type, &r.job.stream_id, r.base, &r.job.events);
+        c.push_fenced(&r.job.stream_type, &r.job.stream_id, r.base, &r.job.events, r.job.fence);
     }
-    let one = if notify {
-        &sql.append_one_notify
-    } else {
-        &sql.append_one
+    // Rounds with a fenced append use the fenced statements (their
+    // unfenced rows pass the fence check untouched); others the plain ones.
+    let (one, many) = match (c.fenced, notify) {
+        (false, false) => (&sql.append_one, &sql.append),
+        (false, true) => (&sql.append_one_notify, &sql.append_notify),
+        (true, false) => (&sql.append_one_fenced, &sql.append_fenced),
+        (true, true) => (&sql.append_one_fenced_notify, &sql.append_fenced_notify),
     };
     let query = match c.bind_one(sqlx::query(one)) {
         Some(query) => query,
-        None => c.bind(sqlx::query(if notify { &sql.append_notify } else { &sql.append })),
+        None if c.fenced => c.bind_fenced(sqlx::query(many)),
+        None => c.bind(sqlx::query(many)),
     };
     let rows = query.fetch_all(conn).await?;
     let mut positions = HashMap::with_capacity(rows.len());
@@ -542,6 +582,33 @@ async fn settle(writer: &mut Writer, sql: &Sql, r: Resolved, positions: &HashMap
         });
         let _ = job.reply.send(answer);
         return None;
+    }
+    if let Some(fence) = job.fence {
+        // Skipped and not a replay: was it the fence?
+        let result = async {
+            sqlx::query_scalar::<_, i64>(&sql.shard_fence)
+                .bind(i32::try_from(fence.shard).unwrap_or(i32::MAX))
+                .fetch_one(writer.get().await?)
+                .await
+        }
+        .await;
+        writer.check(&result);
+        match result {
+            Ok(current) if current.max(0) as u64 > fence.token => {
+                metrics::counter!("es_postgres_fenced_appends_total").increment(1);
+                let _ = job.reply.send(Err(StoreError::Fenced {
+                    shard: fence.shard,
+                    token: fence.token,
+                    current: current.max(0) as u64,
+                }));
+                return None;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = job.reply.send(Err(backend("read shard fence", e)));
+                return None;
+            }
+        }
     }
     let result = async {
         sqlx::query_scalar::<_, i64>(&sql.stream_version)

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "projection failures, blue/green versions",
         include_str!("sql/0002_projections.sql"),
     ),
+    (3, "shard fences", include_str!("sql/0003_shard_fences.sql")),
 ];
 
 fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> SetupError {

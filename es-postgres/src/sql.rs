@@ -25,6 +25,12 @@ pub(crate) struct Sql {
     pub(crate) append_notify: String,
     pub(crate) append_one: String,
     pub(crate) append_one_notify: String,
+    pub(crate) append_fenced: String,
+    pub(crate) append_fenced_notify: String,
+    pub(crate) append_one_fenced: String,
+    pub(crate) append_one_fenced_notify: String,
+    pub(crate) raise_fence: String,
+    pub(crate) shard_fence: String,
     pub(crate) read_stream: String,
     pub(crate) read_all: String,
     pub(crate) append_in_transaction: String,
@@ -42,6 +48,17 @@ const MANY_ROWS: &str = "unnest($1::text[], $2::bigint[], $3::bigint[], $4::text
      WITH ORDINALITY AS i(stream_id, version, base, stream_type, event_id, event_type, schema_version, \
                           payload, metadata, recorded_at, ord)";
 
+/// [`MANY_ROWS`] with each row's shard fence (NULL for unfenced appends).
+const MANY_ROWS_FENCED: &str = "unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::uuid[], $6::text[], \
+     $7::int[], $8::text[], $9::text[], $10::timestamptz[], $11::int[], $12::bigint[]) \
+     WITH ORDINALITY AS i(stream_id, version, base, stream_type, event_id, event_type, schema_version, \
+                          payload, metadata, recorded_at, shard, token, ord)";
+
+/// One row given as plain parameters.
+const ONE_ROW: &str = "$1::text AS stream_id, $2::bigint AS version, $3::bigint AS base, $4::text AS stream_type, \
+     $5::uuid AS event_id, $6::text AS event_type, $7::int AS schema_version, $8::text AS payload, \
+     $9::text AS metadata, $10::timestamptz AS recorded_at";
+
 impl Sql {
     pub(crate) fn new(schema: &str, outbox: bool) -> Self {
         let s = schema;
@@ -50,17 +67,28 @@ impl Sql {
         // backward probe of the (stream_id, version) index) is the append's
         // expected version; the same test holds for all its rows, so an
         // append is all or nothing.
-        let insert_at = |rows: &str, offset: &str| {
+        let insert_checked = |rows: &str, offset: &str, check: &str| {
             format!(
                 "INSERT INTO {s}.events ({EVENT_COLUMNS}) \
                  SELECT (pg_current_xact_id()::text::bigint << 20) + {offset}i.ord, i.stream_id, i.version, i.stream_type, \
                         i.event_id, i.event_type, i.schema_version, i.payload::jsonb, i.metadata::jsonb, i.recorded_at \
                  FROM {rows} \
                  WHERE coalesce((SELECT c.version FROM {s}.events c WHERE c.stream_id = i.stream_id \
-                                 ORDER BY c.version DESC LIMIT 1), 0) = i.base"
+                                 ORDER BY c.version DESC LIMIT 1), 0) = i.base{check}"
             )
         };
+        let insert_at = |rows: &str, offset: &str| insert_checked(rows, offset, "");
         let insert = |rows: &str| insert_at(rows, "");
+        // A fenced row also needs its token at least the shard's fence. The
+        // fence row is read under a share lock: a raise (an update of the
+        // row) waits for the appends in flight, and an append that waited
+        // for a raise reads the raised token, so none under the old token
+        // is stored after the raise commits.
+        let fence_check = format!(
+            " AND (i.shard IS NULL OR coalesce((SELECT f.token FROM {s}.shard_fences f \
+                                                WHERE f.shard = i.shard FOR SHARE), 0) <= i.token)"
+        );
+        let fenced = |rows: &str| insert_checked(rows, "", &fence_check);
         // A caller's transaction may append several times: its later
         // statements number their rows after the ones it already wrote
         // (one probe of the primary key), so positions never collide.
@@ -74,11 +102,11 @@ impl Sql {
         // case at low load) as plain parameters, which PostgreSQL takes
         // without building and unnesting ten arrays.
         let many = insert(MANY_ROWS);
-        let one = insert(
-            "(SELECT $1::text AS stream_id, $2::bigint AS version, $3::bigint AS base, $4::text AS stream_type, \
-                     $5::uuid AS event_id, $6::text AS event_type, $7::int AS schema_version, $8::text AS payload, \
-                     $9::text AS metadata, $10::timestamptz AS recorded_at, 1::bigint AS ord) AS i",
-        );
+        let one = insert(&format!("(SELECT {ONE_ROW}, 1::bigint AS ord) AS i"));
+        let many_fenced = fenced(MANY_ROWS_FENCED);
+        let one_fenced = fenced(&format!(
+            "(SELECT {ONE_ROW}, $11::int AS shard, $12::bigint AS token, 1::bigint AS ord) AS i"
+        ));
         // Each statement also comes in a version that notifies the channel
         // (once, when it inserted rows: an uncorrelated subquery is
         // evaluated at the first returned row).
@@ -104,7 +132,22 @@ impl Sql {
         let (append, append_notify) = variants(&many);
         let (append_in_transaction, _) = variants(&insert_at(MANY_ROWS, &after_own_rows));
         let (append_one, append_one_notify) = variants(&one);
+        let (append_fenced, append_fenced_notify) = variants(&many_fenced);
+        let (append_one_fenced, append_one_fenced_notify) = variants(&one_fenced);
         Self {
+            append_fenced,
+            append_fenced_notify,
+            append_one_fenced,
+            append_one_fenced_notify,
+            // Raises the fence unless it is higher; waits for the appends
+            // holding the row's share lock. No row back: it was higher.
+            raise_fence: format!(
+                "INSERT INTO {s}.shard_fences (shard, token) VALUES ($1, $2) \
+                 ON CONFLICT (shard) DO UPDATE SET token = EXCLUDED.token, raised_at = now() \
+                 WHERE {s}.shard_fences.token <= EXCLUDED.token \
+                 RETURNING token"
+            ),
+            shard_fence: format!("SELECT coalesce((SELECT token FROM {s}.shard_fences WHERE shard = $1), 0)"),
             schema: s.to_owned(),
             channel: format!("es_events_{s}"),
             append,

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use es_core::{
-    AppendResult, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError, StreamId,
+    AppendResult, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, ShardFence, StoreError,
+    StreamId,
 };
 use futures::TryStreamExt;
 use std::str::FromStr;
@@ -268,17 +269,18 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-#[async_trait]
-impl EventStore for PostgresEventStore {
-    #[tracing::instrument(name = "es.pg.append", skip_all, fields(stream_id = %stream_id, events = events.len()))]
-    async fn append(
+impl PostgresEventStore {
+    /// Queues an append for the batch processors and waits for its result.
+    async fn enqueue(
         &self,
         stream_type: &str,
         stream_id: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        fence: Option<ShardFence>,
     ) -> Result<AppendResult, StoreError> {
         es_core::validate_append(stream_id, &events)?;
+
         let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         let job = AppendJob {
@@ -286,6 +288,7 @@ impl EventStore for PostgresEventStore {
             stream_id: stream_id.clone(),
             expected,
             events,
+            fence,
             reply,
         };
         let unavailable = |reason: &str| StoreError::Unavailable {
@@ -307,6 +310,64 @@ impl EventStore for PostgresEventStore {
             metrics::counter!("es_postgres_append_conflicts_total").increment(1);
         }
         result
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    #[tracing::instrument(name = "es.pg.append", skip_all, fields(stream_id = %stream_id, events = events.len()))]
+    async fn append(
+        &self,
+        stream_type: &str,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.enqueue(stream_type, stream_id, expected, events, None).await
+    }
+
+    #[tracing::instrument(name = "es.pg.append_fenced", skip_all,
+        fields(stream_id = %stream_id, events = events.len(), shard = fence.shard, token = fence.token))]
+    async fn append_fenced(
+        &self,
+        stream_type: &str,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        fence: ShardFence,
+    ) -> Result<AppendResult, StoreError> {
+        self.enqueue(stream_type, stream_id, expected, events, Some(fence))
+            .await
+    }
+
+    #[tracing::instrument(name = "es.pg.raise_fence", skip(self))]
+    async fn raise_fence(&self, fence: ShardFence) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let shard = i32::try_from(fence.shard).map_err(|_| StoreError::InvalidAppend {
+            stream_id: StreamId::from(format!("shard-{}", fence.shard)),
+            reason: "shard number out of range".into(),
+        })?;
+        let token = to_i64(fence.token);
+        let raised: Option<i64> = retry_transient(&inner.config.transient_retry, "raise shard fence", || {
+            sqlx::query_scalar(&inner.sql.raise_fence)
+                .bind(shard)
+                .bind(token)
+                .fetch_optional(&inner.pool)
+        })
+        .await?;
+        if raised.is_some() {
+            return Ok(());
+        }
+        let current: i64 = sqlx::query_scalar(&inner.sql.shard_fence)
+            .bind(shard)
+            .fetch_one(&inner.pool)
+            .await
+            .map_err(|e| backend("read shard fence", e))?;
+        Err(StoreError::Fenced {
+            shard: fence.shard,
+            token: fence.token,
+            current: current.max(0) as u64,
+        })
     }
 
     #[tracing::instrument(name = "es.pg.read_stream", skip(self), fields(stream_id = %stream_id))]

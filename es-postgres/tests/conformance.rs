@@ -5,4 +5,4 @@ async fn fresh_store() -> es_postgres::PostgresEventStore {
     common::store().await
 }
 
-es_core::event_store_conformance!(fresh_store);
+es_core::event_store_conformance!(fresh_store, fencing);

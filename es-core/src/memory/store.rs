@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use super::{read, write};
 use crate::store::{check_replay, validate_append};
-use crate::{AppendResult, EventFilter, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId};
+use crate::{
+    AppendResult, EventFilter, EventStore, ExpectedVersion, NewEvent, RecordedEvent, ShardFence, StoreError, StreamId,
+};
 
 /// A thread-safe in-memory [`EventStore`] with a global log and wake-ups for
 /// live readers.
@@ -56,6 +58,8 @@ struct Data {
     streams: HashMap<StreamId, Vec<u64>>,
     /// Position of every stored event id.
     ids: HashMap<Uuid, u64>,
+    /// The fence of each shard that has one.
+    fences: HashMap<u32, u64>,
 }
 
 impl Default for InMemoryEventStore {
@@ -95,17 +99,15 @@ impl InMemoryEventStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
 
-#[async_trait]
-impl EventStore for InMemoryEventStore {
-    #[tracing::instrument(name = "es.memory.append", skip_all, fields(stream_id = %stream_id, events = events.len()))]
-    async fn append(
+    /// Appends under the write lock, refused when `fence` is stale.
+    fn append_checked(
         &self,
         stream_type: &str,
         stream_id: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        fence: Option<ShardFence>,
     ) -> Result<AppendResult, StoreError> {
         validate_append(stream_id, &events)?;
         let mut data = write(&self.inner.data);
@@ -121,6 +123,16 @@ impl EventStore for InMemoryEventStore {
                 .collect();
             if let Some(result) = check_replay(stream_id, expected, &events, &stored)? {
                 return Ok(result);
+            }
+        }
+        if let Some(fence) = fence {
+            let current = data.fences.get(&fence.shard).copied().unwrap_or(0);
+            if current > fence.token {
+                return Err(StoreError::Fenced {
+                    shard: fence.shard,
+                    token: fence.token,
+                    current,
+                });
             }
         }
         let current = data.streams.get(stream_id).map_or(0, |s| s.len() as u64);
@@ -158,6 +170,46 @@ impl EventStore for InMemoryEventStore {
             new_version: current + positions.len() as u64,
             positions,
         })
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryEventStore {
+    #[tracing::instrument(name = "es.memory.append", skip_all, fields(stream_id = %stream_id, events = events.len()))]
+    async fn append(
+        &self,
+        stream_type: &str,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.append_checked(stream_type, stream_id, expected, events, None)
+    }
+
+    #[tracing::instrument(name = "es.memory.append_fenced", skip_all, fields(stream_id = %stream_id, shard = fence.shard, token = fence.token))]
+    async fn append_fenced(
+        &self,
+        stream_type: &str,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        fence: ShardFence,
+    ) -> Result<AppendResult, StoreError> {
+        self.append_checked(stream_type, stream_id, expected, events, Some(fence))
+    }
+
+    async fn raise_fence(&self, fence: ShardFence) -> Result<(), StoreError> {
+        let mut data = write(&self.inner.data);
+        let current = data.fences.entry(fence.shard).or_insert(0);
+        if *current > fence.token {
+            return Err(StoreError::Fenced {
+                shard: fence.shard,
+                token: fence.token,
+                current: *current,
+            });
+        }
+        *current = fence.token;
+        Ok(())
     }
 
     async fn read_stream_batch(

@@ -1,0 +1,164 @@
+//! Shard fences on PostgreSQL: the fence check is atomic with the append.
+//!
+//! The race is made deterministic with a second connection that holds the
+//! fence row the way an append in flight or a raise in flight does.
+mod common;
+
+use std::time::Duration;
+
+use es_core::{EventStore, ExpectedVersion, NewEvent, ShardFence, StoreError, StreamId};
+use es_postgres::PostgresEventStore;
+use serde_json::json;
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new("Fenced", json!({ "n": n }))
+}
+
+async fn fence_row_locked(
+    store: &PostgresEventStore,
+    shard: i32,
+    how: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = store.pool().begin().await.unwrap();
+    let statement = match how {
+        // What an append in flight holds.
+        "share" => format!(
+            "SELECT token FROM {}.shard_fences WHERE shard = $1 FOR SHARE",
+            store.schema()
+        ),
+        // What a raise in flight holds (to token 5).
+        _ => format!("UPDATE {}.shard_fences SET token = 5 WHERE shard = $1", store.schema()),
+    };
+    sqlx::query(&statement).bind(shard).execute(&mut *tx).await.unwrap();
+    tx
+}
+
+/// A raise waits for the appends in flight under the old token, so none
+/// of them is stored after the raise returns.
+#[tokio::test]
+async fn a_raise_waits_for_appends_in_flight() {
+    let store = common::store().await;
+    store.raise_fence(ShardFence::new(7, 1)).await.unwrap();
+    let in_flight = fence_row_locked(&store, 7, "share").await;
+    let raising = {
+        let store = store.clone();
+        tokio::spawn(async move { store.raise_fence(ShardFence::new(7, 2)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !raising.is_finished(),
+        "the raise returned while an append under token 1 was in flight"
+    );
+    in_flight.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), raising)
+        .await
+        .expect("the raise finishes once the append is done")
+        .unwrap()
+        .unwrap();
+}
+
+/// An append that started while a raise was in flight is judged against
+/// the raised token once the raise commits, not against what its snapshot
+/// saw when it started.
+#[tokio::test]
+async fn an_append_racing_a_raise_sees_the_raised_token() {
+    let store = common::store().await;
+    store.raise_fence(ShardFence::new(9, 4)).await.unwrap();
+    let raise = fence_row_locked(&store, 9, "raise").await;
+    let id = StreamId::from(format!("racing-{}", uuid::Uuid::now_v7()));
+    let appending = {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move {
+            store
+                .append_fenced(
+                    "t",
+                    &id,
+                    ExpectedVersion::NoStream,
+                    vec![event(1)],
+                    ShardFence::new(9, 4),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !appending.is_finished(),
+        "the append did not wait for the raise in flight"
+    );
+    raise.commit().await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), appending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Fenced {
+                shard: 9,
+                token: 4,
+                current: 5
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(
+        store.stream_version(&id).await.unwrap(),
+        0,
+        "nothing of the fenced writer is stored"
+    );
+}
+
+/// Unfenced and fenced appends in one batch: each is judged on its own.
+#[tokio::test]
+async fn mixed_batches_fence_only_the_stale_appends() {
+    let store = common::store().await;
+    store.raise_fence(ShardFence::new(1, 10)).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..48u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = StreamId::from(format!("mixed-{n}-{}", uuid::Uuid::now_v7()));
+            let result = match n % 3 {
+                0 => store.append("t", &id, ExpectedVersion::NoStream, vec![event(n)]).await,
+                1 => {
+                    store
+                        .append_fenced(
+                            "t",
+                            &id,
+                            ExpectedVersion::NoStream,
+                            vec![event(n), event(n)],
+                            ShardFence::new(1, 10),
+                        )
+                        .await
+                }
+                _ => {
+                    store
+                        .append_fenced(
+                            "t",
+                            &id,
+                            ExpectedVersion::NoStream,
+                            vec![event(n)],
+                            ShardFence::new(1, 9),
+                        )
+                        .await
+                }
+            };
+            (n, id, result)
+        }));
+    }
+    for task in tasks {
+        let (n, id, result) = task.await.unwrap();
+        let version = store.stream_version(&id).await.unwrap();
+        match n % 3 {
+            0 => assert_eq!((result.unwrap().new_version, version), (1, 1)),
+            1 => assert_eq!((result.unwrap().new_version, version), (2, 2)),
+            _ => {
+                assert!(
+                    matches!(result, Err(StoreError::Fenced { current: 10, .. })),
+                    "{result:?}"
+                );
+                assert_eq!(version, 0);
+            }
+        }
+    }
+}
