@@ -11,6 +11,9 @@
 //!   keys), failing closed when Redis is down.
 //! - [`RedisLockManager`] — es-core's [`LockManager`](es_core::LockManager)
 //!   with fencing tokens; [`LockedRepository`] for pessimistic hot streams.
+//! - [`ShardManager`] — shard ownership across server instances: leases
+//!   and fencing tokens in Redis, the store's fence raised by each new
+//!   owner, routing of streams to their owners, rebalancing.
 //!
 //! Every Redis call goes through a [`RedisBackend`]: lazy connections, a
 //! circuit breaker, load shedding, timeouts and retries of idempotent
@@ -87,6 +90,7 @@ mod dedup;
 mod error;
 mod lock;
 mod locked_repository;
+pub mod shard;
 pub mod telemetry;
 
 pub use backend::{Idempotency, RedisBackend, SharedBackend};
@@ -99,3 +103,7 @@ pub use dedup::{RedisDeduplicator, RunError};
 pub use error::RedisError;
 pub use lock::RedisLockManager;
 pub use locked_repository::{LockedError, LockedRepository, FENCING_TOKEN_HEADER};
+pub use shard::{
+    ClusterView, InstanceInfo, InstanceRecord, Route, ShardConfig, ShardError, ShardManager, ShardPermit, ShardRecord,
+    ShardStatus,
+};

@@ -14,6 +14,10 @@
 //! | `es_redis_circuit_transitions_total` | counter | `name`, `to` |
 //! | `es_redis_dedup_total` | counter | `outcome` (`started`/`in_progress`/`completed`/`fail_open`/`fail_closed`) |
 //! | `es_redis_lock_total` | counter | `outcome` (`acquired`/`contended`/`released`/`lost`/`extended`) |
+//! | `es_shards_owned` | gauge | (none) |
+//! | `es_shard_acquisitions_total` | counter | (none) |
+//! | `es_shard_rebalances_total` | counter | (none): shards handed over |
+//! | `es_shard_lease_losses_total` | counter | (none) |
 
 /// Cache hits, labelled by cache and level.
 pub const CACHE_HITS: &str = "es_redis_cache_hits_total";
@@ -45,3 +49,11 @@ pub(crate) fn hit(cache: &'static str, level: &'static str) {
 pub(crate) fn miss(cache: &'static str, level: &'static str) {
     metrics::counter!(CACHE_MISSES, "cache" => cache, "level" => level).increment(1);
 }
+/// Shards this instance owns (gauge).
+pub const SHARDS_OWNED: &str = "es_shards_owned";
+/// Shards this instance took (counter).
+pub const SHARD_ACQUISITIONS: &str = "es_shard_acquisitions_total";
+/// Shards this instance handed over to another (counter).
+pub const SHARD_REBALANCES: &str = "es_shard_rebalances_total";
+/// Shard leases this instance lost, taken by another or lapsed (counter).
+pub const SHARD_LEASE_LOSSES: &str = "es_shard_lease_losses_total";

@@ -1,0 +1,294 @@
+//! The shard manager against the real Redis and PostgreSQL, with an
+//! injected clock driving the leases (each test has its own key prefix
+//! and schema).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use es_core::{EventStore, ExpectedVersion, FencedStore, ManualClock, NewEvent, StoreError, StreamId};
+use es_postgres::{EventStoreConfig, PostgresEventStore};
+use es_redis::{InstanceInfo, Route, ShardConfig, ShardError, ShardManager, ShardStatus};
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn config(prefix: &str) -> ShardConfig {
+    let mut c = ShardConfig {
+        key_prefix: prefix.to_owned(),
+        ..ShardConfig::default()
+    };
+    c.redis.url = redis_url();
+    c
+}
+
+fn prefix() -> String {
+    format!("es:test:shards:{}:", uuid::Uuid::now_v7().simple())
+}
+
+async fn store() -> Arc<PostgresEventStore> {
+    let schema = es_postgres::testing::fresh_schema("shards");
+    Arc::new(
+        es_postgres::testing::store(EventStoreConfig {
+            max_connections: 4,
+            ..EventStoreConfig::with_schema(schema)
+        })
+        .await
+        .expect("test store"),
+    )
+}
+
+fn clock() -> ManualClock {
+    ManualClock::at(chrono::Utc::now())
+}
+
+async fn instance(
+    name: &str,
+    config: &ShardConfig,
+    store: &Arc<PostgresEventStore>,
+    clock: &ManualClock,
+) -> ShardManager {
+    let me = InstanceInfo {
+        id: format!("{name}-{}", uuid::Uuid::now_v7().simple()),
+        address: format!("http://{name}.invalid"),
+    };
+    ShardManager::connect(config.clone(), me, store.clone(), Arc::new(clock.clone()))
+        .await
+        .expect("join the cluster")
+}
+
+fn advance(clock: &ManualClock, by: Duration) {
+    clock.advance(chrono::Duration::from_std(by).unwrap());
+}
+
+/// A stream id of `shard`.
+fn stream_in(manager: &ShardManager, shard: u32) -> StreamId {
+    (0..)
+        .map(|i| StreamId::from(format!("acct-{i}")))
+        .find(|id| manager.shard_of(id) == shard)
+        .unwrap()
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new("Deposited", serde_json::json!({ "n": n }))
+}
+
+async fn fence_of(store: &PostgresEventStore, shard: u32) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT coalesce((SELECT token FROM {}.shard_fences WHERE shard = $1), 0)",
+        store.schema()
+    ))
+    .bind(shard as i32)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_lone_instance_takes_every_shard_and_raises_each_fence_first() {
+    let (config, store, clock) = (config(&prefix()), store().await, clock());
+    let a = instance("a", &config, &store, &clock).await;
+    a.tick().await.unwrap();
+    let owned = a.owned_shards();
+    assert_eq!(owned.len(), 16);
+    for (shard, token) in owned {
+        assert_eq!(fence_of(&store, shard).await, token as i64, "fence of shard {shard}");
+    }
+    let view = a.read_view().await.unwrap();
+    assert!(view.shards.iter().all(|s| s.status == ShardStatus::Assigned));
+    assert!(matches!(a.route(&StreamId::from("x")), Route::Local(_)));
+    a.shutdown().await;
+    let view = a.read_view().await.unwrap();
+    assert!(view
+        .shards
+        .iter()
+        .all(|s| s.status == ShardStatus::Available && s.owner.is_none()));
+    assert!(view.instances.is_empty(), "deregistered");
+}
+
+#[tokio::test]
+async fn another_shard_count_is_refused() {
+    let (config, store, clock) = (config(&prefix()), store().await, clock());
+    let _a = instance("a", &config, &store, &clock).await;
+    let other = ShardConfig {
+        shard_count: 32,
+        ..config.clone()
+    };
+    let me = InstanceInfo {
+        id: "b".into(),
+        address: "http://b.invalid".into(),
+    };
+    match ShardManager::connect(other, me, store.clone(), Arc::new(clock.clone())).await {
+        Err(ShardError::ShardCountMismatch {
+            configured: 32,
+            cluster: 16,
+            ..
+        }) => {}
+        other => panic!("expected a shard count mismatch, got {other:?}"),
+    }
+}
+
+/// A dead instance's shards are owned again within the lease TTL plus one
+/// rebalance interval, with tokens above the dead owner's.
+#[tokio::test]
+async fn a_dead_instance_loses_its_shards_within_ttl_plus_one_interval() {
+    let (config, store, clock) = (config(&prefix()), store().await, clock());
+    let a = instance("a", &config, &store, &clock).await;
+    let b = instance("b", &config, &store, &clock).await;
+    a.tick().await.unwrap();
+    b.tick().await.unwrap();
+    a.tick().await.unwrap();
+    let (of_a, of_b) = (a.owned_shards(), b.owned_shards());
+    assert_eq!(of_a.len() + of_b.len(), 16, "{of_a:?} {of_b:?}");
+    assert!(of_a.keys().all(|s| !of_b.contains_key(s)), "a shard with two owners");
+    // `a` dies: it stops ticking. `b` keeps ticking every interval.
+    let mut waited = Duration::ZERO;
+    while b.owned_shards().len() < 16 {
+        advance(&clock, config.rebalance_interval);
+        waited += config.rebalance_interval;
+        b.tick().await.unwrap();
+        assert!(
+            waited <= config.lock_timeout + config.rebalance_interval,
+            "not failed over after {waited:?}"
+        );
+    }
+    for (shard, token) in b.owned_shards() {
+        if let Some(old) = of_a.get(&shard) {
+            assert!(token > *old, "shard {shard}: new token {token} not above {old}");
+        }
+        assert_eq!(fence_of(&store, shard).await, token as i64);
+    }
+}
+
+/// The owner pauses past its lease; another instance takes the shard and
+/// writes; the paused one wakes and tries to write: the store refuses it
+/// and nothing of it is stored.
+#[tokio::test]
+async fn a_paused_owner_is_fenced_off_by_the_store() {
+    let (config, store) = (config(&prefix()), store().await);
+    // `a`'s clock stands still while it is paused: on waking it still
+    // believes its lease holds (the worst case), so only the store stops it.
+    let clock_a = clock();
+    let a = instance("a", &config, &store, &clock_a).await;
+    a.tick().await.unwrap();
+    let id = stream_in(&a, 5);
+    let a_store = FencedStore::new(store.clone() as Arc<dyn EventStore>, Arc::new(a.clone()));
+    a_store
+        .append("account", &id, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .expect("the owner writes");
+    let Route::Local(permit) = a.route(&id) else {
+        panic!("a owns the shard");
+    };
+    let stale = permit.fence();
+
+    // Paused: a separate clock for b runs past the lease.
+    let clock_b = ManualClock::at(clock_a.now_plus(config.lock_timeout + config.rebalance_interval));
+    let b = instance("b", &config, &store, &clock_b).await;
+    b.tick().await.unwrap();
+    assert_eq!(b.owned_shards().len(), 16, "b took every lapsed shard");
+    let b_store = FencedStore::new(store.clone() as Arc<dyn EventStore>, Arc::new(b.clone()));
+    b_store
+        .append("account", &id, ExpectedVersion::Exact(1), vec![event(2)])
+        .await
+        .expect("the new owner writes");
+
+    // a wakes, mid-command, with its old permit.
+    let refused = a_store
+        .append("account", &id, ExpectedVersion::Exact(2), vec![event(3)])
+        .await;
+    match refused {
+        Err(StoreError::Fenced {
+            shard: 5,
+            token,
+            current,
+        }) => {
+            assert_eq!(token, stale.token);
+            assert!(current > token);
+        }
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    drop(permit);
+    assert_eq!(
+        store.stream_version(&id).await.unwrap(),
+        2,
+        "nothing of the paused owner is stored"
+    );
+
+    // Once a's clock moves on too, it refuses before reaching the store.
+    advance(&clock_a, config.lock_timeout + config.rebalance_interval);
+    assert!(matches!(
+        a_store
+            .append("account", &id, ExpectedVersion::Exact(2), vec![event(4)])
+            .await,
+        Err(StoreError::NotShardOwner { shard: 5 })
+    ));
+    a.tick().await.unwrap();
+    assert!(a.owned_shards().is_empty(), "a learns it lost every lease");
+    assert!(matches!(a.route(&id), Route::Remote { .. }), "and routes to b");
+}
+
+/// A new instance gets shards handed over until the cluster is within the
+/// threshold; a handover waits for the commands in flight on the shard.
+#[tokio::test]
+async fn a_joining_instance_gets_its_share_and_handovers_wait_for_commands_in_flight() {
+    let (config, store, clock) = (config(&prefix()), store().await, clock());
+    let a = instance("a", &config, &store, &clock).await;
+    a.tick().await.unwrap();
+    assert_eq!(a.owned_shards().len(), 16);
+    // A command in flight on every shard of a.
+    let mut permits: Vec<_> = (0..16)
+        .map(|s| match a.route_shard(s) {
+            Route::Local(p) => p,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let b = instance("b", &config, &store, &clock).await;
+    b.tick().await.unwrap(); // registers, nothing free, marks moves
+    a.tick().await.unwrap(); // sees the marks, starts draining
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let marked: Vec<u32> = a
+        .read_view()
+        .await
+        .unwrap()
+        .shards
+        .iter()
+        .filter(|s| s.status == ShardStatus::Rebalancing)
+        .map(|s| s.shard)
+        .collect();
+    assert_eq!(marked.len(), 8, "half the shards move to b");
+    for &s in &marked {
+        assert!(
+            matches!(a.route_shard(s), Route::Unavailable { .. }),
+            "no new commands while draining"
+        );
+    }
+    b.tick().await.unwrap();
+    assert!(
+        b.owned_shards().is_empty(),
+        "nothing released while commands are in flight"
+    );
+    permits.clear();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        advance(&clock, config.rebalance_interval);
+        b.tick().await.unwrap();
+        a.tick().await.unwrap();
+    }
+    let (of_a, of_b) = (a.owned_shards(), b.owned_shards());
+    assert_eq!((of_a.len(), of_b.len()), (8, 8), "{of_a:?} {of_b:?}");
+    assert!(of_b.keys().all(|s| marked.contains(s)));
+    for s in marked {
+        assert!(matches!(a.route_shard(s), Route::Remote { .. }));
+    }
+}
+
+trait NowPlus {
+    fn now_plus(&self, by: Duration) -> chrono::DateTime<chrono::Utc>;
+}
+
+impl NowPlus for ManualClock {
+    fn now_plus(&self, by: Duration) -> chrono::DateTime<chrono::Utc> {
+        es_core::Clock::now(self) + chrono::Duration::from_std(by).unwrap()
+    }
+}
