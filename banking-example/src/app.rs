@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use es_core::{ProjectionRunner, Repository, RetryPolicy};
+use es_core::{EventStore, FencedStore, ProjectionRunner, Repository, RetryPolicy};
 use es_postgres::PostgresEventStore;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -78,6 +78,8 @@ pub struct AppState {
     pub config: Arc<AppConfig>,
     /// Health and backlog of Kafka publishing, when this process publishes.
     pub publishing: Option<crate::publishing::PublishingProbe>,
+    /// This instance's part in the cluster, in cluster mode.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// The process-wide Prometheus recorder (installed once; later calls, as in
@@ -121,7 +123,38 @@ impl App {
             max_delay: Duration::from_millis(500),
             jitter: 0.5,
         };
-        let mut builder = Repository::<Account>::builder(Arc::clone(&backends.store))
+        // In cluster mode the repository appends under the shard owner's
+        // fencing token.
+        let cluster = match (&config.cluster, &backends.postgres) {
+            (None, _) => None,
+            (Some(cluster), Some(_)) => {
+                let advertise = cluster
+                    .advertise_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", config.bind_addr));
+                Some(
+                    crate::cluster::Cluster::join(cluster, advertise, Arc::clone(&backends.store))
+                        .await
+                        .map_err(|e| AppError::Connect {
+                            backend: "cluster (redis)",
+                            reason: e.to_string(),
+                        })?,
+                )
+            }
+            (Some(_), None) => {
+                return Err(AppError::Unsupported(
+                    "cluster mode needs a PostgreSQL DATABASE_URL (the store fences stale shard owners)".into(),
+                ))
+            }
+        };
+        let store: Arc<dyn EventStore> = match &cluster {
+            Some(c) => Arc::new(FencedStore::new(
+                Arc::clone(&backends.store),
+                Arc::new(c.manager.clone()),
+            )),
+            None => Arc::clone(&backends.store),
+        };
+        let mut builder = Repository::<Account>::builder(store)
             .retry(retry)
             .upcasters(upcasters())
             .validator(MaxTransactionAmount {
@@ -183,6 +216,7 @@ impl App {
             backends: backends.names.clone(),
             config: Arc::new(config),
             publishing: publishing.as_ref().map(|p| p.probe()),
+            cluster,
         };
         Ok(Self {
             state,
@@ -222,6 +256,11 @@ impl App {
                 Ok(())
             }
         };
+        if let Some(cluster) = &self.state.cluster {
+            // Hand the shards over now that no request is in flight.
+            cluster.manager.shutdown().await;
+            tracing::info!("shards handed over");
+        }
         let _ = self.stop_projection.send(true);
         if let Err(e) = self.projection_task.await {
             tracing::warn!(error = %e, "projection task ended abnormally");
@@ -312,9 +351,11 @@ impl RunningServer {
 
 /// Builds the app on `backends` and serves it on `config.bind_addr` (use
 /// port 0 for an ephemeral port) in a background task.
-pub async fn start(config: AppConfig, backends: Backends) -> Result<RunningServer, AppError> {
+pub async fn start(mut config: AppConfig, backends: Backends) -> Result<RunningServer, AppError> {
     let listener = TcpListener::bind(config.bind_addr).await?;
     let addr = listener.local_addr()?;
+    // The address actually bound (port 0 picks one), as others reach it.
+    config.bind_addr = addr;
     let app = App::build(config, backends).await?;
     let state = app.state.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();

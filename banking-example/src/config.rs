@@ -78,6 +78,9 @@ pub struct AppConfig {
     pub command_max_attempts: u32,
     /// Authentication (`JWT_SECRET`, ...; see [`AuthConfig`]).
     pub auth: AuthConfig,
+    /// Cluster mode (`CLUSTER_SHARDS=1`; see [`ClusterConfig`]): off by
+    /// default.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for AppConfig {
@@ -104,6 +107,7 @@ impl Default for AppConfig {
             request_timeout: Duration::from_secs(30),
             command_max_attempts: 20,
             auth: AuthConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -215,6 +219,7 @@ impl AppConfig {
         if let Some(v) = get("COMMAND_MAX_ATTEMPTS") {
             c.command_max_attempts = parse("COMMAND_MAX_ATTEMPTS", &v)?;
         }
+        c.cluster = crate::cluster::ClusterConfig::from_lookup(get, c.redis_url.as_deref(), c.database_url.as_deref())?;
         c.auth = AuthConfig::from_lookup(get, c.database_url.is_some())?;
         Ok(c)
     }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod backends;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod idempotency;

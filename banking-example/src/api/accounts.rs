@@ -40,6 +40,7 @@ use crate::validation::{TransactionInput, ValidationReport};
 )]
 pub async fn create_account(
     State(state): State<AppState>,
+    assigned: Option<axum::Extension<crate::cluster::routing::AssignedAccountId>>,
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<CreateAccountRequest>,
@@ -57,7 +58,8 @@ pub async fn create_account(
     };
     let id = match &key {
         Some(k) => Idempotency::derived_id(&caller.idempotency_scope(), k, "account"),
-        None => Uuid::now_v7(),
+        // In cluster mode the router picked an id in a shard it owns.
+        None => assigned.map_or_else(Uuid::now_v7, |axum::Extension(a)| a.0),
     };
     let command = AccountCommand::Open {
         owner_name,

@@ -108,6 +108,13 @@ impl ApiError {
                 tracing::warn!(error = %store, "database unreachable");
                 Self::Unavailable("service temporarily unavailable".into())
             }
+            StoreError::Fenced { .. } | StoreError::NotShardOwner { .. } => {
+                // Another instance owns the account's shard now; nothing
+                // was written. The client retries (reaching the owner).
+                metrics::counter!("cluster_fenced_appends_total").increment(1);
+                tracing::warn!(error = %store, "append refused: shard moved");
+                Self::Unavailable("the account's shard moved to another instance; retry".into())
+            }
             StoreError::InvalidAppend { .. } => {
                 Self::BadRequest("the request contains data that cannot be stored".into())
             }
@@ -192,6 +199,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, Self::Unavailable(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Self::RateLimited { retry_after } | Self::TooManyRequests { retry_after, .. } = self {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

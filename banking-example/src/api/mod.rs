@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod cluster;
 mod dto;
 pub mod errors;
 pub mod extract;

@@ -54,6 +54,7 @@ impl Modify for BearerScheme {
         accounts::deposit,
         accounts::withdraw,
         accounts::close_account,
+        super::cluster::cluster,
         health::live,
         health::ready,
         health::metrics,

@@ -22,7 +22,7 @@ use tower_http::trace::TraceLayer;
 
 use super::errors::{ensure_json_errors, ApiError};
 use super::extract::{client_id, REQUEST_ID_HEADER};
-use super::{access, accounts, health, openapi};
+use super::{access, accounts, cluster, health, openapi};
 use crate::app::AppState;
 use crate::auth::routes as auth;
 use crate::rate_limit::RateLimitDecision;
@@ -109,6 +109,7 @@ pub fn route_table() -> Vec<Route> {
         route(Post, "/accounts/{id}/deposit", accounts::deposit),
         route(Post, "/accounts/{id}/withdraw", accounts::withdraw),
         route(Post, "/accounts/{id}/close", accounts::close_account),
+        route(Get, "/cluster", cluster::cluster),
         route(Get, "/health", health::live),
         route(Get, "/health/ready", health::ready),
         route(Get, "/metrics", health::metrics),
@@ -144,6 +145,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(TimeoutLayer::with_status_code(
                     axum::http::StatusCode::REQUEST_TIMEOUT,
                     timeout,
+                ))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::cluster::routing::route_to_owner,
                 ))
                 .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
                 .layer(RequestBodyLimitLayer::new(max_body))

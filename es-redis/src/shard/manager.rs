@@ -275,6 +275,15 @@ impl ShardManager {
         read(&self.inner.view).clone()
     }
 
+    /// Reads the cluster from Redis and makes it the view [`route`](Self::route)
+    /// uses (a router that found no owner in a view up to one interval old
+    /// looks again before giving up).
+    pub async fn refresh_view(&self) -> Result<(), ShardError> {
+        let view = self.read_view().await?;
+        *write(&self.inner.view) = view;
+        Ok(())
+    }
+
     /// Reads the cluster from Redis now.
     pub async fn read_view(&self) -> Result<ClusterView, ShardError> {
         let now = self.now_ms();
@@ -283,7 +292,14 @@ impl ShardManager {
         let shard_keys: Vec<String> = (0..config.shard_count).map(|s| self.shard_key(s)).collect();
         type Reply = (
             HashMap<String, String>,
-            Vec<(Option<String>, Option<String>, Option<u64>, Option<i64>, Option<String>)>,
+            Vec<(
+                Option<String>,
+                Option<String>,
+                Option<u64>,
+                Option<i64>,
+                Option<String>,
+                Option<i64>,
+            )>,
         );
         let (instances, shards): Reply = self
             .call(
@@ -296,7 +312,7 @@ impl ShardManager {
                     for key in &shard_keys {
                         each.cmd("HMGET")
                             .arg(key)
-                            .arg(&["status", "owner", "token", "lease", "target"]);
+                            .arg(&["status", "owner", "token", "lease", "target", "released"]);
                     }
                     async move {
                         let (instances,): (HashMap<String, String>,) = pipe.query_async(&mut c).await?;
@@ -313,13 +329,14 @@ impl ShardManager {
         let shards = shards
             .into_iter()
             .enumerate()
-            .map(|(n, (status, owner, token, lease, target))| ShardRecord {
+            .map(|(n, (status, owner, token, lease, target, released))| ShardRecord {
                 shard: n as ShardId,
                 status: ShardStatus::parse(status.as_deref().unwrap_or("Available")),
                 owner: owner.filter(|o| !o.is_empty()),
                 token: token.unwrap_or(0),
                 lease_expires_at_ms: lease.unwrap_or(0),
                 target: target.filter(|t| !t.is_empty()),
+                released_at_ms: released.unwrap_or(0),
             })
             .collect();
         Ok(ClusterView {
@@ -649,13 +666,14 @@ impl ShardManager {
     async fn release(&self, shard: ShardId, token: u64) -> Result<bool, ShardError> {
         let key = self.shard_key(shard);
         let me = self.inner.me.id.clone();
+        let now = self.now_ms();
         let released: i64 = self
             .call(
                 "release shard",
                 Idempotency::Idempotent,
                 move |mut c: ConnectionManager| {
                     let mut inv = scripts().release.prepare_invoke();
-                    inv.key(&key).arg(&me).arg(token);
+                    inv.key(&key).arg(&me).arg(token).arg(now);
                     async move { inv.invoke_async(&mut c).await }
                 },
             )

@@ -30,20 +30,25 @@ pub fn fair_share(view: &ClusterView, config: &ShardConfig) -> u32 {
 
 /// The shards `me` should try to take now: unowned ones (never owned,
 /// released, or whose owner's lease ran out) up to its fair share, the
-/// ones a rebalance handed to it first. A released shard handed to another
-/// live instance is left to that one.
+/// ones a rebalance handed to it first. A shard handed to another live
+/// instance is reserved for it for one lease TTL after its release (so the
+/// giver does not take it back), then open to any instance under its share
+/// (the target may have filled its share meanwhile).
 pub fn shards_to_acquire(view: &ClusterView, config: &ShardConfig, me: &str) -> Vec<ShardId> {
     let now = view.now_ms;
     let owned = view.shards.iter().filter(|s| s.live_owner(now) == Some(me)).count();
     let want = (fair_share(view, config) as usize).saturating_sub(owned);
-    let live = |id: &str| view.live_instances().any(|i| i.id == id);
+    let grace = i64::try_from(config.lock_timeout.as_millis()).unwrap_or(i64::MAX);
+    let reserved_for_other = |t: &str, released: i64| {
+        t != me && now < released.saturating_add(grace) && view.live_instances().any(|i| i.id == t)
+    };
     let mut free: Vec<(u8, ShardId)> = view
         .shards
         .iter()
         .filter_map(|s| {
             let rank = match (s.status_at(now), s.target.as_deref()) {
                 (ShardStatus::Available, Some(t)) if t == me => 0,
-                (ShardStatus::Available, Some(t)) if live(t) => return None,
+                (ShardStatus::Available, Some(t)) if reserved_for_other(t, s.released_at_ms) => return None,
                 (ShardStatus::Failed, _) => 1,
                 (ShardStatus::Available, _) => 2,
                 _ => return None,
@@ -149,6 +154,7 @@ mod tests {
                     token: 1,
                     lease_expires_at_ms: if owner.is_some() { NOW + 5_000 } else { 0 },
                     target: None,
+                    released_at_ms: 0,
                 })
                 .collect(),
         }
@@ -186,13 +192,27 @@ mod tests {
     }
 
     #[test]
-    fn a_handed_over_shard_waits_for_its_target_while_the_target_lives() {
-        let mut v = view(&["a", "b", "c"], &[None, Some("a")]);
-        v.shards[0].target = Some("c".into());
-        assert_eq!(shards_to_acquire(&v, &config(), "b"), Vec::<u32>::new());
-        assert_eq!(shards_to_acquire(&v, &config(), "c"), vec![0]);
+    fn a_handed_over_shard_is_reserved_for_its_target_for_one_lease() {
+        let mut v = view(&["a", "b", "c"], &[None, None, Some("a")]);
+        v.shards[1].target = Some("c".into());
+        v.shards[1].released_at_ms = NOW - 100;
+        assert_eq!(shards_to_acquire(&v, &config(), "c"), vec![1, 0]);
+        assert_eq!(
+            shards_to_acquire(&v, &config(), "b"),
+            vec![0],
+            "the giver does not take it back"
+        );
+        // The target may have filled its share meanwhile: after one lease
+        // another instance under its share takes it rather than leave it
+        // unowned; at once if the target is gone.
+        v.now_ms = NOW + 4_950;
+        for i in v.instances.values_mut() {
+            i.expires_at_ms = NOW + 10_000;
+        }
+        assert_eq!(shards_to_acquire(&v, &config(), "b"), vec![0, 1]);
+        v.now_ms = NOW;
         v.instances.get_mut("c").unwrap().expires_at_ms = NOW - 1;
-        assert_eq!(shards_to_acquire(&v, &config(), "b"), vec![0]);
+        assert_eq!(shards_to_acquire(&v, &config(), "b"), vec![0, 1]);
     }
 
     #[test]

@@ -42,13 +42,14 @@ end
 return out
 ";
 
-/// Gives a shard up (keeping its token and rebalance target). Returns 1,
-/// or 0 when the caller no longer owns it under that token.
-/// KEYS: shard. ARGV: instance, token.
+/// Gives a shard up (keeping its token and rebalance target, recording
+/// when). Returns 1, or 0 when the caller no longer owns it under that
+/// token.
+/// KEYS: shard. ARGV: instance, token, now.
 const RELEASE: &str = r"
 local h = redis.call('HMGET', KEYS[1], 'owner', 'token')
 if h[1] == ARGV[1] and h[2] == ARGV[2] then
-  redis.call('HSET', KEYS[1], 'status', 'Available', 'owner', '', 'lease', 0)
+  redis.call('HSET', KEYS[1], 'status', 'Available', 'owner', '', 'lease', 0, 'released', ARGV[3])
   return 1
 end
 return 0

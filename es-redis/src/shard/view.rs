@@ -59,6 +59,9 @@ pub struct ShardRecord {
     pub lease_expires_at_ms: i64,
     /// The instance a rebalance hands the shard to, if any.
     pub target: Option<String>,
+    /// When it was last released, in milliseconds since the Unix epoch (0
+    /// if never).
+    pub released_at_ms: i64,
 }
 
 impl ShardRecord {

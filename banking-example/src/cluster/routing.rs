@@ -1,0 +1,221 @@
+//! Routing of commands to the owner of their account's shard.
+//!
+//! A command (`POST /accounts/{id}/deposit|withdraw|close`, and
+//! `POST /accounts`) is handled here when this instance owns the shard,
+//! forwarded once to the owner otherwise (same method, path, headers and
+//! body, `Idempotency-Key` included, plus [`FORWARDED_BY`] as a loop
+//! guard), and answered 503 with `Retry-After` while the shard has no
+//! owner. A forwarded request that does not find its shard here is not
+//! forwarded again: it is answered 503 and the client retries.
+//!
+//! `POST /accounts` routes by the id the account will get: the id derived
+//! from the `Idempotency-Key` (the same on every instance), or, without a
+//! key, a fresh id in one of this instance's shards.
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use es_core::StreamId;
+use es_redis::Route;
+use uuid::Uuid;
+
+use super::Cluster;
+use crate::api::errors::ApiError;
+use crate::api::extract::{Caller, IdempotencyKey};
+use crate::app::AppState;
+use crate::idempotency::Idempotency;
+
+/// The loop-guard header of a forwarded request: the forwarding instance.
+pub const FORWARDED_BY: &str = "x-bank-forwarded-by";
+
+/// The id `POST /accounts` gives the new account, chosen by the router.
+#[derive(Debug, Clone, Copy)]
+pub struct AssignedAccountId(pub Uuid);
+
+/// Seconds a client should wait before retrying a command whose shard has
+/// no owner.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// The account a command request is for, from its path.
+fn command_account(path: &str) -> Option<Uuid> {
+    let rest = path.strip_prefix("/accounts/")?;
+    let (id, action) = rest.split_once('/')?;
+    matches!(action, "deposit" | "withdraw" | "close")
+        .then(|| id.parse().ok())
+        .flatten()
+}
+
+/// The middleware: a no-op outside cluster mode.
+pub async fn route_to_owner(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(cluster) = state.cluster.clone() else {
+        return next.run(req).await;
+    };
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_owned();
+    let forwarded = req.headers().contains_key(FORWARDED_BY);
+    let (route, req) = if path == "/accounts" {
+        match create_route(&state, &cluster, req).await {
+            Ok(routed) => routed,
+            Err(req) => return next.run(req).await,
+        }
+    } else if let Some(id) = command_account(&path) {
+        let stream = StreamId::from(id.to_string());
+        let route = match cluster.manager.route(&stream) {
+            // The view may be up to one interval old: look again.
+            Route::Unavailable { .. } if cluster.manager.refresh_view().await.is_ok() => cluster.manager.route(&stream),
+            route => route,
+        };
+        (route, req)
+    } else {
+        return next.run(req).await;
+    };
+    match route {
+        Route::Local(permit) => {
+            let response = next.run(req).await;
+            drop(permit);
+            response
+        }
+        Route::Remote { address, shard, .. } if !forwarded => {
+            metrics::counter!("cluster_forwarded_requests_total").increment(1);
+            tracing::debug!(shard, %address, "forwarding to the shard's owner");
+            forward(&cluster, &state, req, &address).await
+        }
+        Route::Remote { shard, .. } | Route::Unavailable { shard } => {
+            metrics::counter!("cluster_unavailable_total").increment(1);
+            tracing::info!(shard, forwarded, "shard has no owner here or yet; answering 503");
+            unavailable("the account's shard is changing owner; retry shortly")
+        }
+    }
+}
+
+/// Where `POST /accounts` goes; `Err` hands the request to the handler
+/// unrouted (it then refuses it: no valid caller or key).
+async fn create_route(state: &AppState, cluster: &Cluster, req: Request) -> Result<(Route, Request), Request> {
+    let (mut parts, body) = req.into_parts();
+    let key = match IdempotencyKey::from_request_parts(&mut parts, state).await {
+        Ok(IdempotencyKey(key)) => key,
+        Err(_) => return Err(Request::from_parts(parts, body)),
+    };
+    let route = match key {
+        Some(key) => {
+            let Ok(caller) = Caller::from_request_parts(&mut parts, state).await else {
+                return Err(Request::from_parts(parts, body));
+            };
+            let id = Idempotency::derived_id(&caller.idempotency_scope(), &key, "account");
+            cluster.manager.route(&StreamId::from(id.to_string()))
+        }
+        None => match cluster.fresh_local_account() {
+            Some((id, permit)) => {
+                parts.extensions.insert(AssignedAccountId(id));
+                Route::Local(permit)
+            }
+            // No shard here: any owner can open it in one of its own.
+            None => {
+                let view = cluster.manager.view();
+                let me = &cluster.manager.instance().id;
+                let owner = view
+                    .live_instances()
+                    .find(|i| &i.id != me && i.load > 0)
+                    .map(|i| (i.id.clone(), i.address.clone()));
+                match owner {
+                    Some((owner, address)) => Route::Remote {
+                        shard: 0,
+                        owner,
+                        address,
+                    },
+                    None => Route::Unavailable { shard: 0 },
+                }
+            }
+        },
+    };
+    Ok((route, Request::from_parts(parts, body)))
+}
+
+/// 503 with `Retry-After`.
+pub fn unavailable(message: &str) -> Response {
+    let mut response = ApiError::Unavailable(message.to_owned()).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    response
+}
+
+/// Headers that belong to one connection, not to the request.
+fn hop_by_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// Sends the request to the owner and relays its answer. A request the
+/// owner may not have received, or whose answer was lost, is answered 503:
+/// the client retries (with its `Idempotency-Key`, safely).
+async fn forward(cluster: &Cluster, state: &AppState, req: Request, base: &str) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::PayloadTooLarge("request body too large".into()).into_response(),
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = cluster.client().request(parts.method.clone(), format!("{base}{path}"));
+    for (name, value) in &parts.headers {
+        if !hop_by_hop(name) {
+            request = request.header(name, value);
+        }
+    }
+    let me = &cluster.manager.instance().id;
+    request = request.header(FORWARDED_BY, me.as_str()).body(bytes);
+    let answer = match request.send().await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, %base, "forwarding to the shard's owner failed");
+            return unavailable("the account's owner instance is unreachable; retry shortly");
+        }
+    };
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let body = match answer.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, %base, "the shard owner's answer was cut off");
+            return unavailable("the account's owner instance did not answer; retry shortly");
+        }
+    };
+    let mut response = Response::new(Body::from(body.to_vec()));
+    *response.status_mut() = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (name, value) in &headers {
+        if !hop_by_hop(name) {
+            response.headers_mut().append(name, value.clone());
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_account_commands_are_routed_by_path() {
+        let id = Uuid::now_v7();
+        assert_eq!(command_account(&format!("/accounts/{id}/deposit")), Some(id));
+        assert_eq!(command_account(&format!("/accounts/{id}/withdraw")), Some(id));
+        assert_eq!(command_account(&format!("/accounts/{id}/close")), Some(id));
+        assert_eq!(command_account(&format!("/accounts/{id}/events")), None);
+        assert_eq!(command_account(&format!("/accounts/{id}")), None);
+        assert_eq!(command_account("/accounts/not-a-uuid/deposit"), None);
+    }
+}
