@@ -122,9 +122,24 @@ async fn three_instances_survive_a_pause_and_a_kill_without_losing_or_doubling_a
     let admin = admin_token(&env, &servers[0].base).await;
     let took = wait_balanced(&servers[0].base, &admin, 3).await;
     eprintln!("balanced over 3 instances after {took:?}");
+    let status = cluster_status(&servers[1].base, &admin).await;
+    assert_eq!(status["shards"].as_array().unwrap().len(), 16, "every shard listed");
+    assert_eq!(status["instances"].as_array().unwrap().len(), 3, "{status}");
+    for s in status["shards"].as_array().unwrap() {
+        assert!(
+            s["token"].as_u64().unwrap() >= 1 && s["lease_expires_at"].is_string(),
+            "{s}"
+        );
+    }
 
     // Accounts opened through every instance, keyed and not.
     let owner = Api::register_at(&servers[0].base, "cluster-owner").await;
+    let (status, body) = read(owner.get("/cluster").await).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "customers do not see the cluster: {body}"
+    );
     let mut accounts = Vec::new();
     for i in 0..ACCOUNTS {
         let api = owner.at_base(&servers[i % 3].base);
@@ -314,4 +329,28 @@ async fn three_instances_survive_a_pause_and_a_kill_without_losing_or_doubling_a
         total += want.len();
     }
     assert!(total >= 400, "{total} deposits");
+}
+
+/// Cluster mode without Redis (or without PostgreSQL) refuses to start,
+/// saying why.
+#[test]
+fn cluster_mode_refuses_to_start_without_redis() {
+    let mut env = pg_env("unused_cluster");
+    env.push(("CLUSTER_SHARDS", "1".to_owned()));
+    let out = Command::new(env!("CARGO_BIN_EXE_banking-example"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "error")
+        .env("NO_COLOR", "1")
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(log.contains("CLUSTER_SHARDS") && log.contains("REDIS_URL"), "{log}");
 }

@@ -86,6 +86,11 @@ struct Args {
     /// Batch processors of the store (parallel group commits).
     #[arg(long, default_value_t = EventStoreConfig::default().batch_processor_count)]
     batch_processors: usize,
+    /// Append through a `FencedStore` as a shard owner does: every append
+    /// carries the fence of its stream's shard (16 shards, all raised to
+    /// token 1 first), checked by the append statement.
+    #[arg(long)]
+    fenced: bool,
     /// Events in the stream of `--mode rehydrate`.
     #[arg(long, default_value_t = 10_000)]
     events: usize,
@@ -215,6 +220,23 @@ async fn open_store(args: &Args, schema: &str) -> Result<PostgresEventStore, Box
     Ok(store)
 }
 
+/// The fence source of `--fenced`: this process owns every shard, at
+/// token 1.
+struct OwnsAllShards;
+
+impl OwnsAllShards {
+    const COUNT: u32 = 16;
+}
+
+impl es_core::FenceSource for OwnsAllShards {
+    fn fence_for(&self, stream_id: &es_core::StreamId) -> Result<Option<es_core::ShardFence>, es_core::StoreError> {
+        Ok(Some(es_core::ShardFence::new(
+            es_core::shard_of(stream_id, Self::COUNT),
+            1,
+        )))
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if args.runtime_threads <= 1 {
@@ -253,7 +275,13 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     } else {
         args.accounts.max(1)
     };
-    let dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
+    let mut dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
+    if args.fenced {
+        for shard in 0..OwnsAllShards::COUNT {
+            store.raise_fence(es_core::ShardFence::new(shard, 1)).await?;
+        }
+        dyn_store = Arc::new(es_core::FencedStore::new(dyn_store, Arc::new(OwnsAllShards)));
+    }
     let mut builder = Repository::<Account, dyn EventStore>::builder(dyn_store)
         .cache(Arc::new(InMemoryStateCache::new(accounts as u64 + 16)))
         .retry(RetryPolicy {
@@ -377,6 +405,7 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
             "system": "es-rs/es-postgres",
             "scenario": if args.scenario == Scenario::Hot { "hot" } else { "uniform" },
             "mix": if args.mix == Mix::Deposit { "deposit" } else { "mixed" },
+            "fenced": args.fenced,
             "accounts": accounts,
             "concurrency": args.concurrency,
             "ops": ops,

@@ -30,6 +30,7 @@ pub(crate) struct Sql {
     pub(crate) append_one_fenced: String,
     pub(crate) append_one_fenced_notify: String,
     pub(crate) raise_fence: String,
+    pub(crate) fence_lock: String,
     pub(crate) shard_fence: String,
     pub(crate) read_stream: String,
     pub(crate) read_all: String,
@@ -79,16 +80,20 @@ impl Sql {
         };
         let insert_at = |rows: &str, offset: &str| insert_checked(rows, offset, "");
         let insert = |rows: &str| insert_at(rows, "");
-        // A fenced row also needs its token at least the shard's fence. The
-        // fence row is read under a share lock: a raise (an update of the
-        // row) waits for the appends in flight, and an append that waited
-        // for a raise reads the raised token, so none under the old token
-        // is stored after the raise commits.
+        // A fenced row also needs its token at least the shard's fence.
+        // `shard_fences_for` runs once per statement (an uncorrelated
+        // subquery): it takes the fence lock shared, held until the append
+        // commits, then reads the fences with a fresh snapshot. A raise
+        // takes the lock exclusively, so it waits for the appends in
+        // flight, and an append that waited for a raise reads the raised
+        // token. No row lock, no WAL; one-row statements call
+        // `shard_fence_holds` the same way.
         let fence_check = format!(
-            " AND (i.shard IS NULL OR coalesce((SELECT f.token FROM {s}.shard_fences f \
-                                                WHERE f.shard = i.shard FOR SHARE), 0) <= i.token)"
+            " AND (i.shard IS NULL OR i.token >= coalesce(((SELECT {s}.shard_fences_for($11::int[])))[i.shard + 1], 0))"
         );
+        let fence_check_one = format!(" AND (i.shard IS NULL OR {s}.shard_fence_holds(i.shard, i.token))");
         let fenced = |rows: &str| insert_checked(rows, "", &fence_check);
+        let fenced_one = |rows: &str| insert_checked(rows, "", &fence_check_one);
         // A caller's transaction may append several times: its later
         // statements number their rows after the ones it already wrote
         // (one probe of the primary key), so positions never collide.
@@ -104,7 +109,7 @@ impl Sql {
         let many = insert(MANY_ROWS);
         let one = insert(&format!("(SELECT {ONE_ROW}, 1::bigint AS ord) AS i"));
         let many_fenced = fenced(MANY_ROWS_FENCED);
-        let one_fenced = fenced(&format!(
+        let one_fenced = fenced_one(&format!(
             "(SELECT {ONE_ROW}, $11::int AS shard, $12::bigint AS token, 1::bigint AS ord) AS i"
         ));
         // Each statement also comes in a version that notifies the channel
@@ -139,14 +144,17 @@ impl Sql {
             append_fenced_notify,
             append_one_fenced,
             append_one_fenced_notify,
-            // Raises the fence unless it is higher; waits for the appends
-            // holding the row's share lock. No row back: it was higher.
+            // Raises the fence unless it is higher (no row back: it was),
+            // under `fence_lock`.
             raise_fence: format!(
                 "INSERT INTO {s}.shard_fences (shard, token) VALUES ($1, $2) \
                  ON CONFLICT (shard) DO UPDATE SET token = EXCLUDED.token, raised_at = now() \
                  WHERE {s}.shard_fences.token <= EXCLUDED.token \
                  RETURNING token"
             ),
+            // Taken exclusively by a raise, in its transaction, before the
+            // upsert: waits for the fenced appends in flight.
+            fence_lock: format!("SELECT pg_advisory_xact_lock(hashtext('{s}.shard_fences'), -1)"),
             shard_fence: format!("SELECT coalesce((SELECT token FROM {s}.shard_fences WHERE shard = $1), 0)"),
             schema: s.to_owned(),
             channel: format!("es_events_{s}"),

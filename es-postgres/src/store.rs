@@ -348,11 +348,18 @@ impl EventStore for PostgresEventStore {
             reason: "shard number out of range".into(),
         })?;
         let token = to_i64(fence.token);
-        let raised: Option<i64> = retry_transient(&inner.config.transient_retry, "raise shard fence", || {
-            sqlx::query_scalar(&inner.sql.raise_fence)
+        // The shard's lock exclusively (waiting for the appends in flight
+        // under the old fence), then the raise, in one transaction.
+        let raised: Option<i64> = retry_transient(&inner.config.transient_retry, "raise shard fence", || async {
+            let mut tx = inner.pool.begin().await?;
+            sqlx::query(&inner.sql.fence_lock).execute(&mut *tx).await?;
+            let raised = sqlx::query_scalar(&inner.sql.raise_fence)
                 .bind(shard)
                 .bind(token)
-                .fetch_optional(&inner.pool)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(raised)
         })
         .await?;
         if raised.is_some() {

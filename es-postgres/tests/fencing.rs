@@ -1,7 +1,7 @@
 //! Shard fences on PostgreSQL: the fence check is atomic with the append.
 //!
 //! The race is made deterministic with a second connection that holds the
-//! fence row the way an append in flight or a raise in flight does.
+//! shard's lock the way an append in flight or a raise in flight does.
 mod common;
 
 use std::time::Duration;
@@ -14,22 +14,24 @@ fn event(n: u64) -> NewEvent {
     NewEvent::new("Fenced", json!({ "n": n }))
 }
 
-async fn fence_row_locked(
-    store: &PostgresEventStore,
-    shard: i32,
-    how: &str,
-) -> sqlx::Transaction<'static, sqlx::Postgres> {
+/// A transaction holding what an append in flight holds (`"append"`: the
+/// fence lock, shared) or what a raise to token 5 in flight holds (the
+/// lock, exclusively, and the raised row, not yet committed).
+async fn shard_locked(store: &PostgresEventStore, shard: i32, how: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut tx = store.pool().begin().await.unwrap();
-    let statement = match how {
-        // What an append in flight holds.
-        "share" => format!(
-            "SELECT token FROM {}.shard_fences WHERE shard = $1 FOR SHARE",
-            store.schema()
-        ),
-        // What a raise in flight holds (to token 5).
-        _ => format!("UPDATE {}.shard_fences SET token = 5 WHERE shard = $1", store.schema()),
+    let key = format!("{}.shard_fences", store.schema());
+    let statements = match how {
+        "append" => vec![format!(
+            "SELECT pg_advisory_xact_lock_shared(hashtext('{key}'), -1 + 0 * $1)"
+        )],
+        _ => vec![
+            format!("SELECT pg_advisory_xact_lock(hashtext('{key}'), -1 + 0 * $1)"),
+            format!("UPDATE {}.shard_fences SET token = 5 WHERE shard = $1", store.schema()),
+        ],
     };
-    sqlx::query(&statement).bind(shard).execute(&mut *tx).await.unwrap();
+    for statement in statements {
+        sqlx::query(&statement).bind(shard).execute(&mut *tx).await.unwrap();
+    }
     tx
 }
 
@@ -39,7 +41,7 @@ async fn fence_row_locked(
 async fn a_raise_waits_for_appends_in_flight() {
     let store = common::store().await;
     store.raise_fence(ShardFence::new(7, 1)).await.unwrap();
-    let in_flight = fence_row_locked(&store, 7, "share").await;
+    let in_flight = shard_locked(&store, 7, "append").await;
     let raising = {
         let store = store.clone();
         tokio::spawn(async move { store.raise_fence(ShardFence::new(7, 2)).await })
@@ -62,50 +64,41 @@ async fn a_raise_waits_for_appends_in_flight() {
 /// saw when it started.
 #[tokio::test]
 async fn an_append_racing_a_raise_sees_the_raised_token() {
-    let store = common::store().await;
-    store.raise_fence(ShardFence::new(9, 4)).await.unwrap();
-    let raise = fence_row_locked(&store, 9, "raise").await;
-    let id = StreamId::from(format!("racing-{}", uuid::Uuid::now_v7()));
-    let appending = {
-        let (store, id) = (store.clone(), id.clone());
-        tokio::spawn(async move {
-            store
-                .append_fenced(
-                    "t",
-                    &id,
-                    ExpectedVersion::NoStream,
-                    vec![event(1)],
-                    ShardFence::new(9, 4),
-                )
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !appending.is_finished(),
-        "the append did not wait for the raise in flight"
-    );
-    raise.commit().await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(10), appending)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(
-            result,
-            Err(StoreError::Fenced {
-                shard: 9,
-                token: 4,
-                current: 5
+    // One event (the one-row statement) and two (the many-row statement).
+    for (shard, events) in [(9, 1u64), (10, 2)] {
+        let store = common::store().await;
+        store.raise_fence(ShardFence::new(shard, 4)).await.unwrap();
+        let raise = shard_locked(&store, shard as i32, "raise").await;
+        let id = StreamId::from(format!("racing-{}", uuid::Uuid::now_v7()));
+        let appending = {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                let batch = (1..=events).map(event).collect();
+                store
+                    .append_fenced("t", &id, ExpectedVersion::NoStream, batch, ShardFence::new(shard, 4))
+                    .await
             })
-        ),
-        "{result:?}"
-    );
-    assert_eq!(
-        store.stream_version(&id).await.unwrap(),
-        0,
-        "nothing of the fenced writer is stored"
-    );
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !appending.is_finished(),
+            "the append did not wait for the raise in flight"
+        );
+        raise.commit().await.unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), appending)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(result, Err(StoreError::Fenced { shard: s, token: 4, current: 5 }) if s == shard),
+            "{result:?}"
+        );
+        assert_eq!(
+            store.stream_version(&id).await.unwrap(),
+            0,
+            "nothing of the fenced writer is stored"
+        );
+    }
 }
 
 /// Unfenced and fenced appends in one batch: each is judged on its own.
