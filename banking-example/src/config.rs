@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::api::peer::TrustedProxies;
 use crate::auth::AuthConfig;
 use crate::domain::Money;
 use crate::rate_limit::RateLimitConfig;
@@ -78,6 +79,11 @@ pub struct AppConfig {
     pub command_max_attempts: u32,
     /// Authentication (`JWT_SECRET`, ...; see [`AuthConfig`]).
     pub auth: AuthConfig,
+    /// Proxies whose `X-Forwarded-For` names the client
+    /// (`TRUSTED_PROXIES`: addresses or CIDR blocks, comma-separated;
+    /// default none, so the TCP peer is the client). See
+    /// [`peer`](crate::api::peer).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for AppConfig {
@@ -104,6 +110,7 @@ impl Default for AppConfig {
             request_timeout: Duration::from_secs(30),
             command_max_attempts: 20,
             auth: AuthConfig::default(),
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
@@ -214,6 +221,12 @@ impl AppConfig {
         }
         if let Some(v) = get("COMMAND_MAX_ATTEMPTS") {
             c.command_max_attempts = parse("COMMAND_MAX_ATTEMPTS", &v)?;
+        }
+        if let Some(v) = get("TRUSTED_PROXIES") {
+            c.trusted_proxies = v.parse().map_err(|reason| ConfigError::Invalid {
+                name: "TRUSTED_PROXIES",
+                reason,
+            })?;
         }
         c.auth = AuthConfig::from_lookup(get, c.database_url.is_some())?;
         Ok(c)

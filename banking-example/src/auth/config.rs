@@ -14,6 +14,8 @@
 //! | `LOCKOUT_DURATION_SECS` | 300 | lockout length |
 //! | `JWT_LEEWAY_SECS` | 30 | clock skew tolerated on `exp`/`nbf` |
 //! | `ARGON2_MEMORY_KIB`, `ARGON2_ITERATIONS`, `ARGON2_PARALLELISM` | 19456, 2, 1 | Argon2id cost (OWASP minimum) |
+//! | `ARGON2_MAX_CONCURRENT` | number of CPUs | password hashes running at once (each holds `ARGON2_MEMORY_KIB`) |
+//! | `ARGON2_QUEUE_WAIT_MS` | 1000 | how long a login waits for a hashing slot before 503 with `Retry-After` |
 //! | `AUTH_ALLOW_INSECURE_SECRETS` | unset | `1`/`true`: with a persistent store, start even without proper secrets (development only; logs a loud warning) |
 
 use std::time::Duration;
@@ -83,6 +85,11 @@ pub struct AuthConfig {
     pub leeway: Duration,
     /// Password hashing cost.
     pub argon2: Argon2Params,
+    /// Password hashes running at once (0: one per CPU).
+    pub argon2_max_concurrent: usize,
+    /// How long a request waits for a hashing slot before it is refused
+    /// (503 with `Retry-After`).
+    pub argon2_queue_wait: Duration,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -115,6 +122,8 @@ impl Default for AuthConfig {
             lockout_duration: Duration::from_secs(300),
             leeway: Duration::from_secs(30),
             argon2: Argon2Params::default(),
+            argon2_max_concurrent: 0,
+            argon2_queue_wait: Duration::from_secs(1),
         }
     }
 }
@@ -177,6 +186,12 @@ impl AuthConfig {
         num("ARGON2_MEMORY_KIB", &mut c.argon2.memory_kib)?;
         num("ARGON2_ITERATIONS", &mut c.argon2.iterations)?;
         num("ARGON2_PARALLELISM", &mut c.argon2.parallelism)?;
+        if let Some(v) = get("ARGON2_MAX_CONCURRENT") {
+            c.argon2_max_concurrent = parse("ARGON2_MAX_CONCURRENT", &v)?;
+        }
+        if let Some(v) = get("ARGON2_QUEUE_WAIT_MS") {
+            c.argon2_queue_wait = Duration::from_millis(parse("ARGON2_QUEUE_WAIT_MS", &v)?);
+        }
         if c.access_token_expiry.is_zero() || c.refresh_token_expiry.is_zero() {
             return Err(ConfigError::Invalid {
                 name: "ACCESS_TOKEN_EXPIRY_SECS",

@@ -10,13 +10,13 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::lockout::LockoutPolicy;
-use super::password::{check_policy, PasswordHasher};
+use super::password::{check_policy, HashError, PasswordHasher};
 use super::rbac::Role;
 use super::refresh::RefreshRecord;
 use super::reset::{ResetMail, ResetRecord};
 use super::stores::AuthStores;
 use super::tokens::{opaque_token, token_hash, AccessTokens, Identity, TokenError, TokenPair};
-use super::users::{is_email, normalize_username, User};
+use super::users::{is_email, normalize_username, User, MAX_USERNAME_BYTES};
 use super::{count, AuthConfig, AuthError};
 use crate::rate_limit::RateLimitDecision;
 
@@ -40,6 +40,17 @@ impl std::fmt::Debug for AuthService {
     }
 }
 
+/// A hashing failure as an auth error: at capacity is 503 with
+/// `Retry-After` (1 s), anything else a backend failure.
+fn hash_error(e: HashError) -> AuthError {
+    match e {
+        HashError::Busy => AuthError::Busy {
+            retry_after: Duration::from_secs(1),
+        },
+        HashError::Failed(detail) => AuthError::Backend(detail),
+    }
+}
+
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -47,7 +58,8 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 impl AuthService {
     /// A service over `stores`, telling time by `clock`.
     pub fn new(config: AuthConfig, clock: Arc<dyn Clock>, stores: AuthStores) -> Result<Self, AuthError> {
-        let hasher = PasswordHasher::new(config.argon2).map_err(|e| AuthError::Backend(e.to_string()))?;
+        let hasher = PasswordHasher::bounded(config.argon2, config.argon2_max_concurrent, config.argon2_queue_wait)
+            .map_err(hash_error)?;
         let tokens = AccessTokens::new(&config.jwt_secret, config.access_token_expiry, config.leeway);
         let lockout = LockoutPolicy {
             max_attempts: config.max_login_attempts,
@@ -101,11 +113,7 @@ impl AuthService {
         if !problems.is_empty() {
             return Err(AuthError::Invalid(problems.join(", ")));
         }
-        let password_hash = self
-            .hasher
-            .hash(password)
-            .await
-            .map_err(|e| AuthError::Backend(e.to_string()))?;
+        let password_hash = self.hasher.hash(password).await.map_err(hash_error)?;
         let user = User {
             id: Uuid::now_v7(),
             username,
@@ -125,21 +133,22 @@ impl AuthService {
         self.create_user(username, password, &[Role::Customer]).await
     }
 
-    async fn dummy_hash(&self) -> &str {
+    async fn dummy_hash(&self) -> Result<&str, AuthError> {
         self.dummy_hash
-            .get_or_init(|| async {
-                self.hasher
-                    .hash(&opaque_token())
-                    .await
-                    .unwrap_or_else(|_| "$argon2id$v=19$m=8,t=1,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAA".into())
-            })
+            .get_or_try_init(|| async { self.hasher.hash(&opaque_token()).await.map_err(hash_error) })
             .await
+            .map(String::as_str)
     }
 
     /// Checks the credentials and opens a session. Unknown users cost a
     /// hash verification too, and get the same answer as a bad password.
     #[tracing::instrument(name = "auth.login", skip_all)]
     pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair, AuthError> {
+        if username.len() > MAX_USERNAME_BYTES {
+            return Err(AuthError::Invalid(format!(
+                "username must be at most {MAX_USERNAME_BYTES} bytes"
+            )));
+        }
         let username = normalize_username(username);
         let now = self.now();
         let attempts = self.stores.attempts.get(&username).await?;
@@ -152,10 +161,14 @@ impl AuthService {
         }
         let user = self.stores.users.by_username(&username).await?;
         let valid = match &user {
-            Some(u) => self.hasher.verify(password, &u.password_hash).await,
+            Some(u) => self
+                .hasher
+                .verify(password, &u.password_hash)
+                .await
+                .map_err(hash_error)?,
             None => {
-                let dummy = self.dummy_hash().await.to_owned();
-                let _ = self.hasher.verify(password, &dummy).await;
+                let dummy = self.dummy_hash().await?.to_owned();
+                self.hasher.verify(password, &dummy).await.map_err(hash_error)?;
                 false
             }
         };
@@ -281,16 +294,17 @@ impl AuthService {
             .by_id(who.user_id)
             .await?
             .ok_or_else(|| AuthError::Unauthenticated("invalid token".into()))?;
-        if !self.hasher.verify(current, &user.password_hash).await {
+        if !self
+            .hasher
+            .verify(current, &user.password_hash)
+            .await
+            .map_err(hash_error)?
+        {
             count("password_change_failure");
             return Err(AuthError::InvalidCredentials);
         }
         check_policy(&user.username, new).map_err(AuthError::Invalid)?;
-        let hash = self
-            .hasher
-            .hash(new)
-            .await
-            .map_err(|e| AuthError::Backend(e.to_string()))?;
+        let hash = self.hasher.hash(new).await.map_err(hash_error)?;
         self.stores.users.set_password(user.id, &hash).await?;
         self.stores.refresh.revoke_user(user.id, Some(who.sid)).await?;
         count("password_changed");
@@ -346,11 +360,7 @@ impl AuthService {
             return Err(AuthError::InvalidResetToken);
         };
         check_policy(&user.username, new_password).map_err(AuthError::Invalid)?;
-        let new_hash = self
-            .hasher
-            .hash(new_password)
-            .await
-            .map_err(|e| AuthError::Backend(e.to_string()))?;
+        let new_hash = self.hasher.hash(new_password).await.map_err(hash_error)?;
         self.stores.users.set_password(user.id, &new_hash).await?;
         self.stores.refresh.revoke_user(user.id, None).await?;
         self.stores.attempts.clear(&user.username).await?;
