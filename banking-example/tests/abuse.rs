@@ -402,3 +402,34 @@ async fn idempotency_keys_are_shared_through_postgres_without_redis() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn amounts_in_exponent_notation_are_exact_or_refused() {
+    let server = common::start().await;
+    let api = Api::new(&server, "exp").await;
+    let id = api.open("Exp", json!(0)).await;
+    let deposit = |body: &'static str| {
+        let api = api.clone();
+        let id = id.clone();
+        async move {
+            api.authed(api.http.post(api.url(&format!("/accounts/{id}/deposit"))))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Would round to 0.01 if parsed approximately.
+    expect_error(
+        deposit(r#"{"amount": 0.0099999999999999999999999999999e0}"#).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    expect_error(deposit(r#"{"amount": 1e-3}"#).await, StatusCode::BAD_REQUEST).await;
+    let (status, view) = read(deposit(r#"{"amount": 1.5e2}"#).await).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["balance"].to_string(), "150.00");
+    assert_eq!(view["version"], 2, "nothing else moved money");
+    server.stop().await.unwrap();
+}

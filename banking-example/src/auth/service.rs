@@ -9,6 +9,7 @@ use es_core::Clock;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+use super::blacklist::{TokenRef, ValidAfter};
 use super::lockout::LockoutPolicy;
 use super::password::{check_policy, HashError, PasswordHasher};
 use super::rbac::Role;
@@ -60,7 +61,13 @@ impl AuthService {
     pub fn new(config: AuthConfig, clock: Arc<dyn Clock>, stores: AuthStores) -> Result<Self, AuthError> {
         let hasher = PasswordHasher::bounded(config.argon2, config.argon2_max_concurrent, config.argon2_queue_wait)
             .map_err(hash_error)?;
-        let tokens = AccessTokens::new(&config.jwt_secret, config.access_token_expiry, config.leeway);
+        let tokens = AccessTokens::issued_by(
+            &config.jwt_secret,
+            config.access_token_expiry,
+            config.leeway,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+        );
         let lockout = LockoutPolicy {
             max_attempts: config.max_login_attempts,
             duration: chrono_duration(config.lockout_duration),
@@ -230,6 +237,7 @@ impl AuthService {
         };
         if record.used_at.is_some() {
             self.stores.refresh.revoke_family(record.family_id).await?;
+            self.end_sessions(&[record.family_id], now).await?;
             count("token_reuse_detected");
             tracing::warn!(user_id = %record.user_id, family = %record.family_id, "refresh token reuse detected; session revoked");
             return Err(AuthError::InvalidRefreshToken);
@@ -258,7 +266,13 @@ impl AuthService {
             })
         };
         let claims = self.tokens.verify(token, now).map_err(refuse)?;
-        if self.stores.blacklist.is_revoked(&claims.jti.to_string(), now).await? {
+        let token_ref = TokenRef {
+            jti: claims.jti,
+            sid: claims.sid,
+            user_id: claims.sub,
+            issued_at: claims.iat,
+        };
+        if self.stores.blacklist.refuses(&token_ref, now).await? {
             return Err(refuse(TokenError::Revoked));
         }
         Ok(Identity {
@@ -270,7 +284,51 @@ impl AuthService {
         })
     }
 
-    /// Revokes the access token (until its expiry) and its session's
+    /// Until when a revocation must last: past the expiry of any access
+    /// token issued until now.
+    fn revocation_end(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono_duration(self.config.access_token_expiry) + chrono_duration(self.config.leeway)
+    }
+
+    /// Ends sessions: their refresh tokens are already revoked; their
+    /// access tokens stop working now.
+    async fn end_sessions(&self, sessions: &[Uuid], now: DateTime<Utc>) -> Result<(), AuthError> {
+        for sid in sessions {
+            self.stores
+                .blacklist
+                .revoke_session(*sid, self.revocation_end(now), now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every token of `user` issued before now stops working, but those of
+    /// session `keep`; every other session is ended.
+    async fn invalidate_user_tokens(
+        &self,
+        user: Uuid,
+        keep: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthError> {
+        let sessions = self.stores.refresh.revoke_user(user, keep).await?;
+        self.end_sessions(&sessions, now).await?;
+        self.stores
+            .blacklist
+            .set_valid_after(
+                user,
+                ValidAfter {
+                    after: now.timestamp(),
+                    keep,
+                },
+                self.revocation_end(now),
+                now,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the caller's session: the access token presented, every other
+    /// access token of the session (issued by earlier refreshes) and its
     /// refresh tokens.
     pub async fn logout(&self, who: &Identity) -> Result<(), AuthError> {
         let now = self.now();
@@ -279,6 +337,7 @@ impl AuthService {
             .revoke(&who.jti.to_string(), who.expires_at, now)
             .await?;
         self.stores.refresh.revoke_family(who.sid).await?;
+        self.end_sessions(&[who.sid], now).await?;
         count("logout");
         tracing::info!(user_id = %who.user_id, "logged out");
         Ok(())
@@ -306,7 +365,7 @@ impl AuthService {
         check_policy(&user.username, new).map_err(AuthError::Invalid)?;
         let hash = self.hasher.hash(new).await.map_err(hash_error)?;
         self.stores.users.set_password(user.id, &hash).await?;
-        self.stores.refresh.revoke_user(user.id, Some(who.sid)).await?;
+        self.invalidate_user_tokens(user.id, Some(who.sid), self.now()).await?;
         count("password_changed");
         tracing::info!("password changed; other sessions revoked");
         Ok(())
@@ -362,7 +421,7 @@ impl AuthService {
         check_policy(&user.username, new_password).map_err(AuthError::Invalid)?;
         let new_hash = self.hasher.hash(new_password).await.map_err(hash_error)?;
         self.stores.users.set_password(user.id, &new_hash).await?;
-        self.stores.refresh.revoke_user(user.id, None).await?;
+        self.invalidate_user_tokens(user.id, None, now).await?;
         self.stores.attempts.clear(&user.username).await?;
         count("reset_completed");
         tracing::info!(user_id = %user.id, "password reset completed; sessions revoked");
