@@ -82,13 +82,24 @@ pub struct AppState {
     pub cluster: Option<crate::cluster::Cluster>,
 }
 
+/// Counters and histograms not updated for this long leave `/metrics`
+/// (and the recorder's memory) until they are updated again.
+pub const METRICS_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The process-wide Prometheus recorder (installed once; later calls, as in
-/// tests that start several servers, share it).
+/// tests that start several servers, share it). Every label of the
+/// application has a bounded set of values; on top of that, idle counters
+/// and histograms are dropped after [`METRICS_IDLE_TIMEOUT`].
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .idle_timeout(
+                    metrics_util::MetricKindMask::COUNTER | metrics_util::MetricKindMask::HISTOGRAM,
+                    Some(METRICS_IDLE_TIMEOUT),
+                )
+                .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");

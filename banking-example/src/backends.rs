@@ -11,7 +11,7 @@ use es_core::{
     Clock, CommandDeduplicator, EventStore, InMemoryDeduplicator, InMemoryEventStore, InMemoryStateCache,
     SnapshotPolicy, SnapshotStore, StateCache, SystemClock,
 };
-use es_postgres::{EventStoreConfig, PostgresEventStore, PostgresSnapshotStore};
+use es_postgres::{EventStoreConfig, PostgresDeduplicator, PostgresEventStore, PostgresSnapshotStore};
 use es_redis::{CacheConfig, DedupConfig, RedisConfig, RedisDeduplicator, RedisStateCache};
 use es_sqlite::{SqliteConfig, SqliteDeduplicator, SqliteEventStore, SqliteSnapshotStore};
 
@@ -101,7 +101,8 @@ impl Backends {
     }
 
     /// PostgreSQL as the event store (schema `config.database_schema`,
-    /// migrated here) with snapshots every 100 events; the rest as
+    /// migrated here) with snapshots every 100 events, and the idempotency
+    /// keys and the auth tables in the same schema; the rest as
     /// [`Backends::in_memory`].
     pub async fn postgres(config: &AppConfig, url: &str) -> Result<Self, AppError> {
         let connect = |e: es_postgres::SetupError| AppError::Connect {
@@ -124,6 +125,16 @@ impl Backends {
             reason: format!("auth migration: {e}"),
         })?;
         backends.auth = AuthStores::postgres(&config.auth, auth);
+        // Idempotency keys in the database: every instance shares them
+        // without Redis, and memory does not grow with the keys.
+        let dedup = PostgresDeduplicator::new(&store, config.idempotency_ttl, Duration::from_secs(30))
+            .await
+            .map_err(|e| AppError::Connect {
+                backend: "postgres",
+                reason: e.to_string(),
+            })?;
+        backends.dedup = Arc::new(dedup);
+        backends.names.dedup = "postgres".into();
         backends.postgres = Some(store);
         backends.names.store = "postgres".into();
         Ok(backends)

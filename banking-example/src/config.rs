@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::api::peer::TrustedProxies;
 use crate::auth::AuthConfig;
 use crate::domain::Money;
 use crate::rate_limit::RateLimitConfig;
@@ -81,6 +82,11 @@ pub struct AppConfig {
     /// Cluster mode (`CLUSTER_SHARDS=1`; see [`ClusterConfig`]): off by
     /// default.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Proxies whose `X-Forwarded-For` names the client
+    /// (`TRUSTED_PROXIES`: addresses or CIDR blocks, comma-separated;
+    /// default none, so the TCP peer is the client). See
+    /// [`peer`](crate::api::peer).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for AppConfig {
@@ -108,6 +114,7 @@ impl Default for AppConfig {
             command_max_attempts: 20,
             auth: AuthConfig::default(),
             cluster: None,
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }
@@ -220,6 +227,12 @@ impl AppConfig {
             c.command_max_attempts = parse("COMMAND_MAX_ATTEMPTS", &v)?;
         }
         c.cluster = crate::cluster::ClusterConfig::from_lookup(get, c.redis_url.as_deref(), c.database_url.as_deref())?;
+        if let Some(v) = get("TRUSTED_PROXIES") {
+            c.trusted_proxies = v.parse().map_err(|reason| ConfigError::Invalid {
+                name: "TRUSTED_PROXIES",
+                reason,
+            })?;
+        }
         c.auth = AuthConfig::from_lookup(get, c.database_url.is_some())?;
         Ok(c)
     }

@@ -133,7 +133,12 @@ impl Idempotency {
             Ok(reply) => reply,
             // Errors that say nothing final about the command are not
             // stored: a retry runs it again (safely, by its command id).
-            Err(e @ (ApiError::Internal(_) | ApiError::Unavailable(_) | ApiError::RateLimited { .. })) => {
+            Err(
+                e @ (ApiError::Internal(_)
+                | ApiError::Unavailable(_)
+                | ApiError::Overloaded { .. }
+                | ApiError::RateLimited { .. }),
+            ) => {
                 if let Err(err) = self.dedup.abandon(dedup_key).await {
                     tracing::warn!(error = %err, "could not release idempotency key");
                 }

@@ -81,7 +81,7 @@ async fn register_login_and_me(backend: Backend) {
 
     let pair = common::login(&base, "ADA@example.com", PASSWORD).await;
     assert_eq!(pair["token_type"], "Bearer");
-    assert_eq!(pair["expires_in"], 3600);
+    assert_eq!(pair["expires_in"], 900, "15 minutes by default");
     assert!(pair["refresh_token"].as_str().unwrap().len() >= 43);
     let (status, who) = read(me(&base, pair["access_token"].as_str().unwrap()).await).await;
     assert_eq!(status, StatusCode::OK);
@@ -254,8 +254,8 @@ async fn expired_forged_alg_none_and_other_algorithm_tokens_are_rejected(backend
     )
     .unwrap();
     expect_401(me(&base, &early).await).await;
-    // Expired: one hour plus the leeway later.
-    clock.advance(Duration::seconds(3600 + 31));
+    // Expired: 15 minutes plus the leeway later.
+    clock.advance(Duration::seconds(900 + 31));
     assert_eq!(expect_401(me(&base, &api.token).await).await, "token expired");
     server.stop().await.unwrap();
 }

@@ -113,7 +113,7 @@ async fn three_instances_survive_a_pause_and_a_kill_without_losing_or_doubling_a
     pg::ensure_database().await;
     let prefix = format!("bank:test:shards:{}:", uuid::Uuid::now_v7().simple());
     let env = cluster_env(&pg::schema(), &prefix);
-    let mut servers = vec![
+    let mut servers = [
         ServerProcess::start(&env).await,
         ServerProcess::start(&env).await,
         ServerProcess::start(&env).await,
@@ -313,15 +313,25 @@ async fn three_instances_survive_a_pause_and_a_kill_without_losing_or_doubling_a
     let reader = owner.at_base(&servers[0].base);
     let mut total = 0;
     for account in &accounts {
-        let (status, history) = read(reader.get(&format!("/accounts/{account}/events")).await).await;
-        assert_eq!(status, StatusCode::OK, "{history}");
-        let mut logged: Vec<u64> = history["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["type"] == "MoneyDeposited")
-            .map(|e| e["data"]["amount"].to_string().parse::<f64>().unwrap() as u64)
-            .collect();
+        let mut logged: Vec<u64> = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = format!("/accounts/{account}/events?after={after}&limit=1000");
+            let (status, history) = read(reader.get(&page).await).await;
+            assert_eq!(status, StatusCode::OK, "{history}");
+            logged.extend(
+                history["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e["type"] == "MoneyDeposited")
+                    .map(|e| e["data"]["amount"].to_string().parse::<f64>().unwrap() as u64),
+            );
+            match history["next"].as_u64() {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
         logged.sort_unstable();
         let mut want = tally.acked.get(account).cloned().unwrap_or_default();
         want.sort_unstable();

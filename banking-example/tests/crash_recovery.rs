@@ -48,7 +48,7 @@ async fn send(api: &Api, d: &Deposit) -> Result<(StatusCode, serde_json::Value),
 
 /// The deposit amounts in the account's log, from the events route.
 async fn logged_deposits(api: &Api, account: &str) -> Vec<u64> {
-    let (status, history) = read(api.get(&format!("/accounts/{account}/events")).await).await;
+    let (status, history) = read(api.get(&format!("/accounts/{account}/events?limit=1000")).await).await;
     assert_eq!(status, StatusCode::OK, "{history}");
     history["events"]
         .as_array()
@@ -189,7 +189,7 @@ async fn keyed_account_creation_across_a_restart() {
     assert_eq!(again["id"], created["id"]);
     assert_eq!(again["balance"].to_string(), "10.00");
     let id = created["id"].as_str().unwrap();
-    let (_, history) = read(api.get(&format!("/accounts/{id}/events")).await).await;
+    let (_, history) = read(api.get(&format!("/accounts/{id}/events?limit=1000")).await).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 1, "{history}");
     // One account in the whole log (this schema is the test's own).
     let mut db = sqlx::PgConnection::connect(&pg::database_url()).await.unwrap();

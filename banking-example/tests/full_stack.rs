@@ -123,7 +123,7 @@ async fn two_instances_on_postgres_redis_and_kafka() {
         let (status, body) = t.await.unwrap();
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let (_, view) = read(on_b.get(&format!("/accounts/{id}/events")).await).await;
+    let (_, view) = read(on_b.get(&format!("/accounts/{id}/events?limit=1000")).await).await;
     assert_eq!(view["events"].as_array().unwrap().len(), 22);
 
     // Every event reached Kafka exactly once, in stream order: the topic

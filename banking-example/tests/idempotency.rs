@@ -127,7 +127,7 @@ async fn retry_after_a_restart_moves_money_once(backend: Backend) {
     let (status, retried) = read(api.post_keyed(&path, "wd-1", json!({"amount": 20})).await).await;
     assert_eq!(status, StatusCode::OK, "{retried}");
     assert_eq!(retried, answered);
-    let (_, history) = read(api.get(&format!("/accounts/{id}/events")).await).await;
+    let (_, history) = read(api.get(&format!("/accounts/{id}/events?limit=1000")).await).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 2);
     let now = common::view_at_least(&api, &id, 2).await;
     assert_eq!(

@@ -143,7 +143,7 @@ async fn answers_503_while_postgres_is_down_then_recovers() {
     assert_eq!(status, StatusCode::OK);
     // 100 + 1 + 2 × 10 + 2: each refused deposit applied once, on retry.
     assert_eq!(view["balance"].to_string(), "123.00", "{view}");
-    let (_, history) = read(api.get(&format!("/accounts/{id}/events")).await).await;
+    let (_, history) = read(api.get(&format!("/accounts/{id}/events?limit=1000")).await).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 5, "{history}");
     let (status, ready) = read(api.http.get(api.url("/health/ready")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{ready}");

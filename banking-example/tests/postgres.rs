@@ -64,7 +64,7 @@ async fn happy_path_survives_a_restart() {
     let api = Api::login(&server, "pg-happy", &api.username).await;
     let view = common::view_at_least(&api, &id, 3).await;
     assert_eq!(view["balance"].to_string(), "150.00");
-    let (_, history) = read(api.get(&format!("/accounts/{id}/events")).await).await;
+    let (_, history) = read(api.get(&format!("/accounts/{id}/events?limit=1000")).await).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 3);
     server.stop().await.unwrap();
 }
@@ -88,7 +88,7 @@ async fn idempotent_retry_across_a_restart_moves_money_once() {
     assert_eq!(status, StatusCode::OK, "{retry}");
     assert_eq!(retry["version"], 2, "{retry}");
     assert_eq!(retry["balance"].to_string(), "15.00");
-    let (_, history) = read(api.get(&format!("/accounts/{id}/events")).await).await;
+    let (_, history) = read(api.get(&format!("/accounts/{id}/events?limit=1000")).await).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 2);
     server.stop().await.unwrap();
 }

@@ -123,7 +123,7 @@ pub use hooks::{CommittedEvent, EventHandler, EventValidator};
 pub use lock::{FencingToken, Lease, LockError, LockGuard, LockManager, LockRetry};
 pub use memory::{
     InMemoryCheckpointStore, InMemoryDeduplicator, InMemoryEventStore, InMemoryLockManager, InMemorySnapshotStore,
-    InMemoryStateCache,
+    InMemoryStateCache, DEFAULT_DEDUP_CAPACITY_BYTES,
 };
 pub use projection::{
     apply_keeping_prefix, checkpoint_after_page, Advance, CheckpointStore, DeadLetter, EventEnvelope, InMemoryViews,

@@ -13,6 +13,8 @@
 //!   [`PostgresCheckpointStore`] keeps checkpoints of at-least-once
 //!   projectors.
 //! - An optional outbox table written in the append's own statement.
+//! - [`PostgresDeduplicator`]: idempotency keys shared by every process
+//!   on the database.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,6 +55,7 @@
 mod batcher;
 mod checkpoint;
 mod config;
+mod dedup;
 mod error;
 mod health;
 mod migrate;
@@ -67,6 +70,7 @@ mod transaction;
 
 pub use checkpoint::PostgresCheckpointStore;
 pub use config::EventStoreConfig;
+pub use dedup::PostgresDeduplicator;
 pub use error::SetupError;
 pub use health::Health;
 pub use projection::{

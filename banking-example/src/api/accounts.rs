@@ -1,6 +1,7 @@
 //! The `/accounts` handlers.
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -9,7 +10,8 @@ use uuid::Uuid;
 
 use super::access::{authorize, check};
 use super::dto::{
-    AccountView, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory, EventView, TransactionRequest,
+    AccountView, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory, EventView, EventsQuery,
+    TransactionRequest, DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE,
 };
 use super::errors::ApiError;
 use super::extract::{AccountId, ApiJson, Caller, IdempotencyKey};
@@ -124,32 +126,53 @@ pub async fn get_account(State(state): State<AppState>, caller: Caller, AccountI
     }
 }
 
-/// Lists an account's events.
+/// Lists an account's events, a page at a time.
 #[utoipa::path(
     get, path = "/accounts/{id}/events", tag = "accounts",
     security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "Account id"),
         ("x-client-id" = String, Header, description = "Calling client"),
+        EventsQuery,
     ),
     responses(
-        (status = 200, description = "The event history, oldest first", body = EventHistory),
+        (status = 200, description = "A page of the event history, oldest first; `next` is the `after` of the following page", body = EventHistory),
+        (status = 400, description = "`after` or `limit` out of range", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
         (status = 404, description = "Unknown account, not yours, or invalid id", body = ErrorBody),
     )
 )]
-pub async fn list_events(State(state): State<AppState>, caller: Caller, AccountId(id): AccountId) -> Response {
+pub async fn list_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    AccountId(id): AccountId,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return ApiError::BadRequest(format!(
+            "after must be a version (0 or more) and limit 1-{MAX_EVENTS_PAGE}"
+        ))
+        .into_response();
+    };
+    let after = query.after.unwrap_or(0);
+    let limit = query.limit.unwrap_or(DEFAULT_EVENTS_PAGE);
+    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
+        return ApiError::BadRequest(format!("limit must be 1-{MAX_EVENTS_PAGE}")).into_response();
+    }
     if let Err(e) = authorize(&state, &caller, id, AccountAction::Read).await {
         return e.into_response();
     }
-    let history = match state.repo.history(id.to_string()).await {
+    // One more than asked: whether another page follows.
+    let mut page = match state.repo.history_page(id.to_string(), after, limit + 1).await {
         Ok(h) => h,
         Err(e) => return ApiError::from_repository(e, id).into_response(),
     };
-    if history.is_empty() {
+    if page.is_empty() && after == 0 {
         return ApiError::NotFound(format!("account {id} not found")).into_response();
     }
-    let events = history
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let events: Vec<EventView> = page
         .iter()
         .map(|c| EventView {
             event_type: es_core::DomainEvent::event_type(&c.event).to_owned(),
@@ -158,7 +181,13 @@ pub async fn list_events(State(state): State<AppState>, caller: Caller, AccountI
             recorded_at: c.recorded_at,
         })
         .collect();
-    Json(EventHistory { account_id: id, events }).into_response()
+    let next = if more { events.last().map(|e| e.version) } else { None };
+    Json(EventHistory {
+        account_id: id,
+        events,
+        next,
+    })
+    .into_response()
 }
 
 /// Pays money in.

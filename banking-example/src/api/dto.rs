@@ -128,13 +128,34 @@ pub struct EventView {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// Body of `GET /accounts/{id}/events`.
+/// Body of `GET /accounts/{id}/events`: one page of the history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventHistory {
     /// The account.
     pub account_id: Uuid,
-    /// Its events in version order.
+    /// Its events after `after`, in version order, at most `limit`.
     pub events: Vec<EventView>,
+    /// The `after` of the next page (the last version of this one), or
+    /// `null` when this page is the last.
+    pub next: Option<u64>,
+}
+
+/// Largest page of `GET /accounts/{id}/events`.
+pub const MAX_EVENTS_PAGE: usize = 1000;
+/// Page size of `GET /accounts/{id}/events` without `limit`.
+pub const DEFAULT_EVENTS_PAGE: usize = 100;
+
+/// Query of `GET /accounts/{id}/events`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only events with a version greater than this (default 0: from the
+    /// first); pass the previous page's `next`.
+    #[param(minimum = 0)]
+    pub after: Option<u64>,
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
 }
 
 /// Every error body.

@@ -52,6 +52,15 @@ pub enum ApiError {
         /// When the client may try again.
         retry_after: Duration,
     },
+    /// 503 with `Retry-After`: the server is at capacity (every password
+    /// hashing slot busy).
+    #[error("{message}")]
+    Overloaded {
+        /// What the client sees.
+        message: String,
+        /// When the client may try again.
+        retry_after: Duration,
+    },
     /// 503: a backend is unavailable (safe to retry).
     #[error("{0}")]
     Unavailable(String),
@@ -73,7 +82,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } | Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -170,6 +179,7 @@ impl From<crate::auth::AuthError> for ApiError {
             A::InvalidCredentials | A::Unauthenticated(_) | A::InvalidRefreshToken => Self::Unauthorized(message),
             A::Locked { retry_after } => Self::TooManyRequests { message, retry_after },
             A::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            A::Busy { retry_after } => Self::Overloaded { message, retry_after },
             A::InvalidResetToken | A::Invalid(_) => Self::BadRequest(message),
             A::UsernameTaken => Self::Conflict(message),
             A::Forbidden(_) => Self::Forbidden(message),
@@ -205,7 +215,10 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if let Self::RateLimited { retry_after } | Self::TooManyRequests { retry_after, .. } = self {
+        if let Self::RateLimited { retry_after }
+        | Self::TooManyRequests { retry_after, .. }
+        | Self::Overloaded { retry_after, .. } = self
+        {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);

@@ -2,8 +2,9 @@
 //!
 //! [`AuthUser`] and [`Caller`] are the one place that says who is calling:
 //! the identity comes from the verified Bearer access token, never from a
-//! header. `x-client-id` still names the calling client (rate-limit key,
-//! event metadata, idempotency scope).
+//! header. `x-client-id` still names the calling client (event metadata,
+//! idempotency scope, logs); rate limits are keyed on the user, never on
+//! it (see [`routes`](super::routes)).
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -110,8 +111,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let AuthUser(user) = AuthUser::from_request_parts(parts, state).await?;
         let client_id = client_id(&parts.headers)?;
+        let AuthUser(user) = AuthUser::from_request_parts(parts, state).await?;
         let request_id = parts
             .headers
             .get(REQUEST_ID_HEADER)

@@ -8,11 +8,12 @@ pub mod errors;
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod peer;
 pub mod routes;
 
 pub use dto::{
     AccountPage, AccountView, AccountViewStatus, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory,
-    EventView, TransactionRequest,
+    EventView, EventsQuery, TransactionRequest, DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE,
 };
 pub use errors::ApiError;
 pub use routes::router;

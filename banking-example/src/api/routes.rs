@@ -1,8 +1,8 @@
 //! The router and its middleware stack.
 //!
-//! Outermost first: request id (set, then propagated), tracing span,
-//! error-shape safety net, HTTP metrics, timeout, rate limiting, body
-//! limit, routes.
+//! Outermost first: request id (capped, set, then propagated), tracing
+//! span, error-shape safety net, HTTP metrics, timeout, rate limiting,
+//! body limit, routes.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,8 +21,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use super::errors::{ensure_json_errors, ApiError};
-use super::extract::{client_id, REQUEST_ID_HEADER};
-use super::{access, accounts, cluster, health, openapi};
+use super::extract::{bearer_token, is_visible_ascii, AuthUser, CLIENT_ID_HEADER, REQUEST_ID_HEADER};
+use super::{access, accounts, cluster, health, openapi, peer};
 use crate::app::AppState;
 use crate::auth::routes as auth;
 use crate::rate_limit::RateLimitDecision;
@@ -130,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("not found".into()) })
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn(cap_request_id))
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
                     let id = req
@@ -158,38 +159,97 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Counts requests and their latency by method, route template and status.
+/// Every label has a bounded set of values: the method is one of the
+/// standard ones or `other`, the route a template of the route table or
+/// `unmatched`.
 async fn record_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     response
 }
 
-/// Limits per client id on `/accounts` routes (which require a valid
-/// `x-client-id`) and per peer IP elsewhere.
-async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The `method` label: one of the methods of RFC 9110 and PATCH, or
+/// `other` (any token is a valid method, and each would be a new series).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// Longest accepted `x-request-id`.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+/// Response header set when the request's `x-request-id` was replaced.
+pub const REQUEST_ID_REPLACED_HEADER: &str = "x-request-id-replaced";
+
+/// Whether `id` is an acceptable `x-request-id`: 1-128 printable ASCII
+/// characters (space to `~`).
+pub fn is_valid_request_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.iter().all(|b| (0x20..=0x7e).contains(b))
+}
+
+/// Drops an `x-request-id` that is too long or not printable ASCII (it
+/// would be logged and stored in every event's metadata): a fresh one is
+/// generated in its place and the answer carries
+/// `x-request-id-replaced: true`.
+async fn cap_request_id(mut req: Request, next: Next) -> Response {
+    let invalid = req
+        .headers()
+        .get_all(REQUEST_ID_HEADER)
+        .iter()
+        .any(|v| !is_valid_request_id(v.as_bytes()));
+    if !invalid {
+        return next.run(req).await;
+    }
+    req.headers_mut().remove(REQUEST_ID_HEADER);
+    let mut response = next.run(req).await;
+    response
+        .headers_mut()
+        .insert(REQUEST_ID_REPLACED_HEADER, HeaderValue::from_static("true"));
+    response
+}
+
+/// Rate limiting. A request with a valid bearer token on an `/accounts`
+/// route counts against its user (`user:<id>`): the `x-client-id` is the
+/// caller's choice, so keying on it would let a caller escape the limit
+/// with a fresh id per request, or exhaust a shared id for everybody
+/// using it. Every other request counts against its client address
+/// ([`peer::limit_key`]: IPv6 by /64, `X-Forwarded-For` only from
+/// `TRUSTED_PROXIES`). The verified identity is kept in the request, so
+/// the handler does not verify the token again.
+async fn rate_limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let peer_addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = peer::client_ip(peer_addr, req.headers(), &state.config.trusted_proxies);
+    req.extensions_mut().insert(peer::ClientAddr(client));
     let path = req.uri().path();
-    let key = if path == "/accounts" || path.starts_with("/accounts/") {
-        match client_id(req.headers()) {
-            Ok(id) => format!("client:{id}"),
-            Err(e) => return e.into_response(),
+    let mut key = None;
+    if path == "/accounts" || path.starts_with("/accounts/") {
+        if let Ok(token) = bearer_token(req.headers()) {
+            if let Ok(identity) = state.auth.authenticate(token).await {
+                key = Some(format!("user:{}", identity.user_id));
+                req.extensions_mut().insert(AuthUser(identity));
+            }
         }
-    } else {
-        let ip = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
-        format!("ip:{ip}")
-    };
+    }
+    let key = key.unwrap_or_else(|| peer::limit_key(client));
     match state.limiter.check(&key).await {
         RateLimitDecision::Allowed { remaining } => {
             let mut response = next.run(req).await;
@@ -201,7 +261,13 @@ async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> 
             response
         }
         RateLimitDecision::Limited { retry_after } => {
-            tracing::warn!(client = %key, retry_after_ms = retry_after.as_millis() as u64, "rate limit exceeded");
+            let client_id = req
+                .headers()
+                .get(CLIENT_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| is_visible_ascii(v, 128))
+                .unwrap_or("");
+            tracing::warn!(key = %key, client_id, retry_after_ms = retry_after.as_millis() as u64, "rate limit exceeded");
             metrics::counter!("rate_limit_violations_total").increment(1);
             ApiError::RateLimited {
                 retry_after: retry_after.max(Duration::from_millis(1)),

@@ -1,9 +1,19 @@
-//! Revoked access tokens by `jti`, kept until the token would have
-//! expired anyway: in memory, or in Redis (shared by every instance) when
-//! `REDIS_URL` is set.
+//! Revoked access tokens, kept until the tokens would have expired
+//! anyway: in memory, or in Redis (shared by every instance) when
+//! `REDIS_URL` is set. Three kinds of entry, all checked on every request:
+//!
+//! - a token (`jti`): logout of that token;
+//! - a session (`sid`, the refresh-token family): logout, refresh-token
+//!   reuse and password changes end every access token of a session, not
+//!   only the one presented;
+//! - a user's "valid after" time: after a password change or reset, every
+//!   token of the user issued before it is refused (but the session that
+//!   changed the password, if kept).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use uuid::Uuid;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,6 +23,53 @@ use redis::AsyncCommands;
 use super::AuthStoreError;
 use crate::rate_limit::bounded_redis_call;
 
+/// What the blacklist checks of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRef {
+    /// Token id.
+    pub jti: Uuid,
+    /// Session id.
+    pub sid: Uuid,
+    /// The user.
+    pub user_id: Uuid,
+    /// Issued at (seconds since the epoch).
+    pub issued_at: i64,
+}
+
+/// A user's "valid after" entry: tokens issued before `after` (seconds)
+/// are refused, except those of session `keep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidAfter {
+    /// Tokens with `iat` before this (seconds since the epoch) are refused.
+    pub after: i64,
+    /// A session exempted (the one that changed the password).
+    pub keep: Option<Uuid>,
+}
+
+impl ValidAfter {
+    fn refuses(&self, t: &TokenRef) -> bool {
+        t.issued_at < self.after && self.keep != Some(t.sid)
+    }
+
+    fn encode(&self) -> String {
+        match self.keep {
+            Some(k) => format!("{}:{k}", self.after),
+            None => self.after.to_string(),
+        }
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        let (after, keep) = match s.split_once(':') {
+            Some((a, k)) => (a, Some(Uuid::parse_str(k).ok()?)),
+            None => (s, None),
+        };
+        Some(Self {
+            after: after.parse().ok()?,
+            keep,
+        })
+    }
+}
+
 /// The token blacklist.
 #[async_trait]
 pub trait TokenBlacklist: Send + Sync + 'static {
@@ -20,15 +77,44 @@ pub trait TokenBlacklist: Send + Sync + 'static {
     async fn revoke(&self, jti: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), AuthStoreError>;
     /// Whether `jti` is revoked.
     async fn is_revoked(&self, jti: &str, now: DateTime<Utc>) -> Result<bool, AuthStoreError>;
+    /// Revokes every access token of session `sid` until `until` (the
+    /// expiry of the newest token it may have).
+    async fn revoke_session(&self, sid: Uuid, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), AuthStoreError>;
+    /// Refuses `user`'s tokens issued before `valid.after` (but those of
+    /// `valid.keep`) until `until`.
+    async fn set_valid_after(
+        &self,
+        user: Uuid,
+        valid: ValidAfter,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthStoreError>;
+    /// Whether the token is revoked in any of the three ways.
+    async fn refuses(&self, token: &TokenRef, now: DateTime<Utc>) -> Result<bool, AuthStoreError>;
     /// Backend name for the readiness report.
     fn name(&self) -> &'static str;
 }
 
+#[derive(Debug, Default)]
+struct Entries {
+    tokens: HashMap<String, DateTime<Utc>>,
+    sessions: HashMap<Uuid, DateTime<Utc>>,
+    users: HashMap<Uuid, (ValidAfter, DateTime<Utc>)>,
+}
+
+impl Entries {
+    fn sweep(&mut self, now: DateTime<Utc>) {
+        self.tokens.retain(|_, until| *until > now);
+        self.sessions.retain(|_, until| *until > now);
+        self.users.retain(|_, (_, until)| *until > now);
+    }
+}
+
 /// The blacklist in process memory (expired entries are dropped as new
-/// ones come in).
+/// ones come in; every entry lasts at most one access-token lifetime).
 #[derive(Debug, Default)]
 pub struct InMemoryBlacklist {
-    revoked: Mutex<HashMap<String, DateTime<Utc>>>,
+    revoked: Mutex<Entries>,
 }
 
 impl InMemoryBlacklist {
@@ -36,20 +122,53 @@ impl InMemoryBlacklist {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[async_trait]
 impl TokenBlacklist for InMemoryBlacklist {
     async fn revoke(&self, jti: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), AuthStoreError> {
-        let mut revoked = self.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        revoked.retain(|_, until| *until > now);
-        revoked.insert(jti.to_owned(), until);
+        let mut e = self.entries();
+        e.sweep(now);
+        e.tokens.insert(jti.to_owned(), until);
         Ok(())
     }
 
     async fn is_revoked(&self, jti: &str, now: DateTime<Utc>) -> Result<bool, AuthStoreError> {
-        let revoked = self.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(revoked.get(jti).is_some_and(|until| *until > now))
+        Ok(self.entries().tokens.get(jti).is_some_and(|until| *until > now))
+    }
+
+    async fn revoke_session(&self, sid: Uuid, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), AuthStoreError> {
+        let mut e = self.entries();
+        e.sweep(now);
+        e.sessions.insert(sid, until);
+        Ok(())
+    }
+
+    async fn set_valid_after(
+        &self,
+        user: Uuid,
+        valid: ValidAfter,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthStoreError> {
+        let mut e = self.entries();
+        e.sweep(now);
+        e.users.insert(user, (valid, until));
+        Ok(())
+    }
+
+    async fn refuses(&self, t: &TokenRef, now: DateTime<Utc>) -> Result<bool, AuthStoreError> {
+        let e = self.entries();
+        let live = |until: &DateTime<Utc>| *until > now;
+        Ok(e.tokens.get(&t.jti.to_string()).is_some_and(live)
+            || e.sessions.get(&t.sid).is_some_and(live)
+            || e.users
+                .get(&t.user_id)
+                .is_some_and(|(v, until)| live(until) && v.refuses(t)))
     }
 
     fn name(&self) -> &'static str {
@@ -82,6 +201,25 @@ impl RedisBlacklist {
     }
 }
 
+impl RedisBlacklist {
+    async fn set_until(
+        &self,
+        key: String,
+        value: String,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthStoreError> {
+        let secs = (until - now).num_seconds();
+        if secs <= 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        bounded_redis_call(conn.set_ex::<_, _, ()>(key, value, secs.unsigned_abs()))
+            .await
+            .map_err(redis_err)
+    }
+}
+
 fn redis_err(e: redis::RedisError) -> AuthStoreError {
     AuthStoreError::Backend(format!("redis: {e}"))
 }
@@ -104,6 +242,39 @@ impl TokenBlacklist for RedisBlacklist {
         bounded_redis_call(conn.exists(format!("{}{jti}", self.prefix)))
             .await
             .map_err(redis_err)
+    }
+
+    async fn revoke_session(&self, sid: Uuid, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), AuthStoreError> {
+        self.set_until(format!("{}sid:{sid}", self.prefix), "1".into(), until, now)
+            .await
+    }
+
+    async fn set_valid_after(
+        &self,
+        user: Uuid,
+        valid: ValidAfter,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthStoreError> {
+        self.set_until(format!("{}user:{user}", self.prefix), valid.encode(), until, now)
+            .await
+    }
+
+    async fn refuses(&self, t: &TokenRef, _now: DateTime<Utc>) -> Result<bool, AuthStoreError> {
+        let mut conn = self.conn.clone();
+        let keys = [
+            format!("{}{}", self.prefix, t.jti),
+            format!("{}sid:{}", self.prefix, t.sid),
+            format!("{}user:{}", self.prefix, t.user_id),
+        ];
+        // One round trip for the three entries.
+        let values: Vec<Option<String>> = bounded_redis_call(conn.mget(&keys)).await.map_err(redis_err)?;
+        let get = |i: usize| values.get(i).cloned().flatten();
+        Ok(get(0).is_some()
+            || get(1).is_some()
+            || get(2)
+                .and_then(|v| ValidAfter::decode(&v))
+                .is_some_and(|v| v.refuses(t)))
     }
 
     fn name(&self) -> &'static str {

@@ -4,8 +4,10 @@
 //! | variable | default | meaning |
 //! | --- | --- | --- |
 //! | `JWT_SECRET` | random per process (in memory only) | HS256 key of access tokens, >= 32 bytes |
-//! | `REFRESH_TOKEN_SECRET` | random per process (in memory only) | HMAC key hashing refresh and reset tokens, >= 32 bytes |
-//! | `ACCESS_TOKEN_EXPIRY_SECS` | 3600 | access token lifetime |
+//! | `REFRESH_TOKEN_SECRET` | random per process (in memory only) | HMAC key hashing refresh and reset tokens, >= 32 bytes, not equal to `JWT_SECRET` |
+//! | `ACCESS_TOKEN_EXPIRY_SECS` | 900 (15 min) | access token lifetime |
+//! | `JWT_ISSUER` | `banking-example` | `iss` of access tokens (required on verification) |
+//! | `JWT_AUDIENCE` | `banking-example-api` | `aud` of access tokens (required on verification) |
 //! | `REFRESH_TOKEN_EXPIRY_SECS` | 604800 (7 days) | refresh token lifetime |
 //! | `RESET_TOKEN_EXPIRY_SECS` | 1800 | password reset token lifetime |
 //! | `AUTH_RATE_LIMIT_PER_MINUTE` | 20 | per IP and per username on the auth routes; 0 disables |
@@ -14,6 +16,8 @@
 //! | `LOCKOUT_DURATION_SECS` | 300 | lockout length |
 //! | `JWT_LEEWAY_SECS` | 30 | clock skew tolerated on `exp`/`nbf` |
 //! | `ARGON2_MEMORY_KIB`, `ARGON2_ITERATIONS`, `ARGON2_PARALLELISM` | 19456, 2, 1 | Argon2id cost (OWASP minimum) |
+//! | `ARGON2_MAX_CONCURRENT` | number of CPUs | password hashes running at once (each holds `ARGON2_MEMORY_KIB`) |
+//! | `ARGON2_QUEUE_WAIT_MS` | 1000 | how long a login waits for a hashing slot before 503 with `Retry-After` |
 //! | `AUTH_ALLOW_INSECURE_SECRETS` | unset | `1`/`true`: with a persistent store, start even without proper secrets (development only; logs a loud warning) |
 
 use std::time::Duration;
@@ -64,8 +68,12 @@ pub struct AuthConfig {
     pub jwt_secret: Vec<u8>,
     /// HMAC key under which refresh and reset tokens are stored hashed.
     pub refresh_token_secret: Vec<u8>,
-    /// Access token lifetime (1 h).
+    /// Access token lifetime (15 min).
     pub access_token_expiry: Duration,
+    /// `iss` of access tokens.
+    pub jwt_issuer: String,
+    /// `aud` of access tokens.
+    pub jwt_audience: String,
     /// Refresh token lifetime (7 days).
     pub refresh_token_expiry: Duration,
     /// Password reset token lifetime (30 min).
@@ -83,6 +91,11 @@ pub struct AuthConfig {
     pub leeway: Duration,
     /// Password hashing cost.
     pub argon2: Argon2Params,
+    /// Password hashes running at once (0: one per CPU).
+    pub argon2_max_concurrent: usize,
+    /// How long a request waits for a hashing slot before it is refused
+    /// (503 with `Retry-After`).
+    pub argon2_queue_wait: Duration,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -106,7 +119,9 @@ impl Default for AuthConfig {
         Self {
             jwt_secret: random_secret(),
             refresh_token_secret: random_secret(),
-            access_token_expiry: Duration::from_secs(3600),
+            access_token_expiry: Duration::from_secs(15 * 60),
+            jwt_issuer: super::tokens::DEFAULT_ISSUER.into(),
+            jwt_audience: super::tokens::DEFAULT_AUDIENCE.into(),
             refresh_token_expiry: Duration::from_secs(7 * 24 * 3600),
             reset_token_expiry: Duration::from_secs(30 * 60),
             rate_limit_requests: 20,
@@ -115,6 +130,8 @@ impl Default for AuthConfig {
             lockout_duration: Duration::from_secs(300),
             leeway: Duration::from_secs(30),
             argon2: Argon2Params::default(),
+            argon2_max_concurrent: 0,
+            argon2_queue_wait: Duration::from_secs(1),
         }
     }
 }
@@ -152,7 +169,18 @@ impl AuthConfig {
             ..Self::default()
         };
         if c.jwt_secret == c.refresh_token_secret {
-            tracing::warn!("JWT_SECRET and REFRESH_TOKEN_SECRET are equal; use two different secrets");
+            // One key for both would let a stored token hash be replayed
+            // as a signature, and a leak of one is a leak of both.
+            return Err(ConfigError::Invalid {
+                name: "REFRESH_TOKEN_SECRET",
+                reason: "must differ from JWT_SECRET".into(),
+            });
+        }
+        if let Some(v) = get("JWT_ISSUER") {
+            c.jwt_issuer = v;
+        }
+        if let Some(v) = get("JWT_AUDIENCE") {
+            c.jwt_audience = v;
         }
         let secs = |name: &'static str, d: &mut Duration| -> Result<(), ConfigError> {
             if let Some(v) = get(name) {
@@ -177,6 +205,12 @@ impl AuthConfig {
         num("ARGON2_MEMORY_KIB", &mut c.argon2.memory_kib)?;
         num("ARGON2_ITERATIONS", &mut c.argon2.iterations)?;
         num("ARGON2_PARALLELISM", &mut c.argon2.parallelism)?;
+        if let Some(v) = get("ARGON2_MAX_CONCURRENT") {
+            c.argon2_max_concurrent = parse("ARGON2_MAX_CONCURRENT", &v)?;
+        }
+        if let Some(v) = get("ARGON2_QUEUE_WAIT_MS") {
+            c.argon2_queue_wait = Duration::from_millis(parse("ARGON2_QUEUE_WAIT_MS", &v)?);
+        }
         if c.access_token_expiry.is_zero() || c.refresh_token_expiry.is_zero() {
             return Err(ConfigError::Invalid {
                 name: "ACCESS_TOKEN_EXPIRY_SECS",
@@ -269,6 +303,33 @@ mod tests {
         // The development flag lets it start (with a random secret).
         let dev = load(&[("AUTH_ALLOW_INSECURE_SECRETS", "1")], true).unwrap();
         assert_eq!(dev.jwt_secret.len(), MIN_SECRET_BYTES);
+    }
+
+    #[test]
+    fn equal_secrets_are_a_startup_error() {
+        for persistent in [false, true] {
+            let err = load(&[("JWT_SECRET", GOOD), ("REFRESH_TOKEN_SECRET", GOOD)], persistent).unwrap_err();
+            assert!(err.to_string().contains("must differ from JWT_SECRET"), "{err}");
+        }
+    }
+
+    #[test]
+    fn issuer_audience_and_lifetime_defaults() {
+        let c = load(&[], false).unwrap();
+        assert_eq!(c.access_token_expiry, Duration::from_secs(900));
+        assert_eq!(
+            (c.jwt_issuer.as_str(), c.jwt_audience.as_str()),
+            ("banking-example", "banking-example-api")
+        );
+        let c = load(
+            &[("JWT_ISSUER", "https://bank.example"), ("JWT_AUDIENCE", "accounts")],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.jwt_issuer.as_str(), c.jwt_audience.as_str()),
+            ("https://bank.example", "accounts")
+        );
     }
 
     #[test]

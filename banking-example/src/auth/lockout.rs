@@ -6,11 +6,11 @@
 //! locked, every login of that username is refused, even with the right
 //! password; the lock is not extended by further attempts.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use moka::ops::compute::Op;
+use moka::sync::Cache;
+use moka::Expiry;
 
 use super::AuthStoreError;
 
@@ -74,52 +74,117 @@ pub trait LoginAttempts: Send + Sync + 'static {
     async fn clear(&self, username: &str) -> Result<(), AuthStoreError>;
 }
 
-/// Attempts in process memory, bounded (entries beyond 100,000 are dropped
-/// oldest-lock-first).
-#[derive(Debug, Default)]
+/// Attempts in process memory, bounded: two moka caches of at most
+/// `capacity` keys each, one counting failures (idle counts go after
+/// `count_idle`), one holding the locks (each until it ends). A flood of
+/// failures on made-up usernames evicts counts only, never a lock, and
+/// nothing is ever wiped whole.
+#[derive(Debug)]
 pub struct InMemoryLoginAttempts {
-    entries: Mutex<HashMap<String, Attempts>>,
+    counting: Cache<String, u32>,
+    locked: Cache<String, DateTime<Utc>>,
 }
 
-impl InMemoryLoginAttempts {
-    /// An empty tracker.
-    pub fn new() -> Self {
-        Self::default()
+impl Default for InMemoryLoginAttempts {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-const MAX_TRACKED: usize = 100_000;
+/// Keys tracked per cache by [`InMemoryLoginAttempts::new`].
+pub const MAX_TRACKED: u64 = 100_000;
+
+struct LockExpiry;
+
+impl Expiry<String, DateTime<Utc>> for LockExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        until: &DateTime<Utc>,
+        _created_at: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        // Dropped a little after the lock ends (by the wall clock); the
+        // lock itself is judged by the service's clock.
+        Some((*until - Utc::now()).to_std().unwrap_or_default() + std::time::Duration::from_secs(60))
+    }
+}
+
+impl InMemoryLoginAttempts {
+    /// A tracker of at most [`MAX_TRACKED`] counting and [`MAX_TRACKED`]
+    /// locked keys; failure counts are forgotten after an hour without a
+    /// failure.
+    pub fn new() -> Self {
+        Self::bounded(MAX_TRACKED, std::time::Duration::from_secs(3600))
+    }
+
+    /// A tracker of at most `capacity` keys per cache, forgetting a count
+    /// after `count_idle` without a failure.
+    pub fn bounded(capacity: u64, count_idle: std::time::Duration) -> Self {
+        Self {
+            counting: Cache::builder().max_capacity(capacity).time_to_idle(count_idle).build(),
+            locked: Cache::builder().max_capacity(capacity).expire_after(LockExpiry).build(),
+        }
+    }
+
+    /// Keys held now (counting, locked), after pending evictions ran.
+    pub fn tracked(&self) -> (u64, u64) {
+        self.counting.run_pending_tasks();
+        self.locked.run_pending_tasks();
+        (self.counting.entry_count(), self.locked.entry_count())
+    }
+
+    fn current(&self, key: &str) -> Attempts {
+        if let Some(until) = self.locked.get(key) {
+            return Attempts {
+                failures: 0,
+                locked_until: Some(until),
+            };
+        }
+        Attempts {
+            failures: self.counting.get(key).unwrap_or(0),
+            locked_until: None,
+        }
+    }
+}
 
 #[async_trait]
 impl LoginAttempts for InMemoryLoginAttempts {
-    async fn get(&self, username: &str) -> Result<Attempts, AuthStoreError> {
-        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(entries.get(username).copied().unwrap_or_default())
+    async fn get(&self, key: &str) -> Result<Attempts, AuthStoreError> {
+        Ok(self.current(key))
     }
 
     async fn record_failure(
         &self,
-        username: &str,
+        key: &str,
         policy: LockoutPolicy,
         now: DateTime<Utc>,
     ) -> Result<Attempts, AuthStoreError> {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.len() >= MAX_TRACKED && !entries.contains_key(username) {
-            entries.retain(|_, a| policy.locked_until(a, now).is_some());
-            if entries.len() >= MAX_TRACKED {
-                entries.clear();
+        let mut next = Attempts::default();
+        let locked = self.locked.get(key);
+        // Serialized per key: concurrent failures are all counted.
+        self.counting.entry_by_ref(key).and_compute_with(|count| {
+            let current = Attempts {
+                failures: count.map_or(0, moka::Entry::into_value),
+                locked_until: locked,
+            };
+            next = policy.after_failure(current, now);
+            match next.locked_until {
+                Some(_) => Op::Remove,
+                None => Op::Put(next.failures),
             }
+        });
+        match next.locked_until {
+            Some(until) if locked != Some(until) => self.locked.insert(key.to_owned(), until),
+            Some(_) => {}
+            None if locked.is_some() => self.locked.invalidate(key),
+            None => {}
         }
-        let next = policy.after_failure(entries.get(username).copied().unwrap_or_default(), now);
-        entries.insert(username.to_owned(), next);
         Ok(next)
     }
 
-    async fn clear(&self, username: &str) -> Result<(), AuthStoreError> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(username);
+    async fn clear(&self, key: &str) -> Result<(), AuthStoreError> {
+        self.counting.invalidate(key);
+        self.locked.invalidate(key);
         Ok(())
     }
 }
@@ -149,6 +214,32 @@ mod tests {
             p.after_failure(a, later).failures,
             1,
             "counting restarts after a lockout"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_usernames_neither_grows_memory_nor_evicts_a_lock() {
+        let p = LockoutPolicy {
+            max_attempts: 5,
+            duration: chrono::Duration::minutes(5),
+        };
+        let now = Utc::now();
+        let attempts = InMemoryLoginAttempts::bounded(1_000, std::time::Duration::from_secs(3600));
+        // A victim locked.
+        for _ in 0..5 {
+            attempts.record_failure("locked", p, now).await.unwrap();
+        }
+        // An attacker fails once each on 20,000 made-up usernames.
+        for i in 0..20_000 {
+            attempts.record_failure(&format!("flood-{i}"), p, now).await.unwrap();
+        }
+        let (counting, locked) = attempts.tracked();
+        assert!(counting <= 1_000, "{counting} counting");
+        assert!(counting > 500, "not wiped whole: {counting} counting");
+        assert_eq!(locked, 1);
+        assert!(
+            p.locked_until(&attempts.get("locked").await.unwrap(), now).is_some(),
+            "a flood of failures never evicts a lock"
         );
     }
 }

@@ -82,6 +82,12 @@ pub enum AuthError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// Every password-hashing slot is busy: retry after this long.
+    #[error("the server is busy; retry later")]
+    Busy {
+        /// When to retry.
+        retry_after: Duration,
+    },
     /// A backend failed (the detail is logged only).
     #[error("service temporarily unavailable")]
     Backend(String),

@@ -245,19 +245,19 @@ impl RefreshStore for PgAuthStore {
         Ok(())
     }
 
-    async fn revoke_user(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<(), AuthStoreError> {
+    async fn revoke_user(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<Vec<Uuid>, AuthStoreError> {
         let sql = format!(
-            "UPDATE {}.auth_refresh_tokens SET revoked = true WHERE user_id = $1 \
-             AND ($2::uuid IS NULL OR family_id <> $2)",
+            "WITH revoked AS (UPDATE {}.auth_refresh_tokens SET revoked = true WHERE user_id = $1 \
+             AND ($2::uuid IS NULL OR family_id <> $2) RETURNING family_id) \
+             SELECT DISTINCT family_id FROM revoked",
             self.s
         );
-        sqlx::query(&sql)
+        sqlx::query_scalar(&sql)
             .bind(user_id)
             .bind(keep)
-            .execute(&self.pool)
+            .fetch_all(&self.pool)
             .await
-            .map_err(db)?;
-        Ok(())
+            .map_err(db)
     }
 }
 

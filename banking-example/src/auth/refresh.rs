@@ -43,8 +43,10 @@ pub trait RefreshStore: Send + Sync + 'static {
     async fn consume(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<RefreshRecord>, AuthStoreError>;
     /// Revokes every token of a family.
     async fn revoke_family(&self, family_id: Uuid) -> Result<(), AuthStoreError>;
-    /// Revokes every token of a user, except those of `keep` (a family).
-    async fn revoke_user(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<(), AuthStoreError>;
+    /// Revokes every token of a user, except those of `keep` (a family);
+    /// returns the families (sessions) it revoked, so their access tokens
+    /// can be revoked too.
+    async fn revoke_user(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<Vec<Uuid>, AuthStoreError>;
 }
 
 /// Refresh tokens in process memory (expired ones are dropped on insert).
@@ -59,9 +61,19 @@ impl InMemoryRefreshStore {
         Self::default()
     }
 
-    fn revoke_where(&self, f: impl Fn(&RefreshRecord) -> bool) {
+    fn revoke_where(&self, f: impl Fn(&RefreshRecord) -> bool) -> Vec<Uuid> {
         let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        tokens.values_mut().filter(|r| f(r)).for_each(|r| r.revoked = true);
+        let mut families: Vec<Uuid> = tokens
+            .values_mut()
+            .filter(|r| f(r))
+            .map(|r| {
+                r.revoked = true;
+                r.family_id
+            })
+            .collect();
+        families.sort_unstable();
+        families.dedup();
+        families
     }
 }
 
@@ -91,8 +103,7 @@ impl RefreshStore for InMemoryRefreshStore {
         Ok(())
     }
 
-    async fn revoke_user(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<(), AuthStoreError> {
-        self.revoke_where(|r| r.user_id == user_id && Some(r.family_id) != keep);
-        Ok(())
+    async fn revoke_user(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<Vec<Uuid>, AuthStoreError> {
+        Ok(self.revoke_where(|r| r.user_id == user_id && Some(r.family_id) != keep))
     }
 }

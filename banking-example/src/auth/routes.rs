@@ -15,10 +15,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::rbac::{may_list_users, Role};
-use super::users::normalize_username;
+use super::users::{normalize_username, MAX_USERNAME_BYTES};
 use super::{AuthError, TokenPair};
 use crate::api::errors::ApiError;
 use crate::api::extract::{ApiJson, AuthUser};
+use crate::api::peer::{limit_key, ClientAddr};
 use crate::api::ErrorBody;
 use crate::app::AppState;
 
@@ -116,7 +117,9 @@ impl Page {
     }
 }
 
-/// The peer IP (for the auth rate limit).
+/// The client address as a rate-limit key (`ip:...`; IPv6 by /64,
+/// `X-Forwarded-For` only from trusted proxies: see
+/// [`peer`](crate::api::peer)).
 #[derive(Debug, Clone)]
 pub struct PeerIp(pub String);
 
@@ -124,22 +127,32 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
-        ))
+        let client = match parts.extensions.get::<ClientAddr>() {
+            Some(ClientAddr(client)) => *client,
+            None => parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
+        };
+        Ok(Self(limit_key(client)))
     }
 }
 
 async fn limit(state: &AppState, ip: &str, username: Option<&str>) -> Result<(), ApiError> {
-    state.auth.check_rate(&format!("ip:{ip}")).await?;
+    state.auth.check_rate(ip).await?;
     if let Some(u) = username {
         state
             .auth
             .check_rate(&format!("user:{}", normalize_username(u)))
             .await?;
+    }
+    Ok(())
+}
+
+/// Refuses a username (or reset address) over 254 bytes, before any
+/// lookup, limiter or lockout key is built from it.
+fn check_length(field: &str, raw: &str) -> Result<(), ApiError> {
+    if raw.len() > MAX_USERNAME_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "{field} must be at most {MAX_USERNAME_BYTES} bytes"
+        )));
     }
     Ok(())
 }
@@ -157,6 +170,9 @@ fn err(e: impl Into<ApiError>) -> Response {
         (status = 429, description = "Rate limited", body = ErrorBody),
     ))]
 pub async fn register(State(state): State<AppState>, ip: PeerIp, ApiJson(body): ApiJson<Credentials>) -> Response {
+    if let Err(e) = check_length("username", &body.username) {
+        return err(e);
+    }
     if let Err(e) = limit(&state, &ip.0, Some(&body.username)).await {
         return err(e);
     }
@@ -170,10 +186,14 @@ pub async fn register(State(state): State<AppState>, ip: PeerIp, ApiJson(body): 
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Credentials,
     responses(
         (status = 200, description = "Tokens", body = TokenPair),
+        (status = 400, description = "Username over 254 bytes", body = ErrorBody),
         (status = 401, description = "Invalid username or password (one answer for both)", body = ErrorBody),
         (status = 429, description = "Locked out after too many failures, or rate limited", body = ErrorBody),
     ))]
 pub async fn login(State(state): State<AppState>, ip: PeerIp, ApiJson(body): ApiJson<Credentials>) -> Response {
+    if let Err(e) = check_length("username", &body.username) {
+        return err(e);
+    }
     if let Err(e) = limit(&state, &ip.0, Some(&body.username)).await {
         return err(e);
     }
@@ -229,6 +249,7 @@ pub async fn change_password(
 #[utoipa::path(post, path = "/auth/reset-password", tag = "auth", request_body = ResetRequest,
     responses(
         (status = 202, description = "Accepted (whether or not the address is registered)"),
+        (status = 400, description = "Address over 254 bytes", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
     ))]
 pub async fn reset_password(
@@ -236,6 +257,9 @@ pub async fn reset_password(
     ip: PeerIp,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Response {
+    if let Err(e) = check_length("email", &body.email) {
+        return err(e);
+    }
     if let Err(e) = limit(&state, &ip.0, Some(&body.email)).await {
         return err(e);
     }

@@ -9,14 +9,15 @@ use es_core::Clock;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+use super::blacklist::{TokenRef, ValidAfter};
 use super::lockout::LockoutPolicy;
-use super::password::{check_policy, PasswordHasher};
+use super::password::{check_policy, HashError, PasswordHasher};
 use super::rbac::Role;
 use super::refresh::RefreshRecord;
 use super::reset::{ResetMail, ResetRecord};
 use super::stores::AuthStores;
 use super::tokens::{opaque_token, token_hash, AccessTokens, Identity, TokenError, TokenPair};
-use super::users::{is_email, normalize_username, User};
+use super::users::{is_email, normalize_username, User, MAX_USERNAME_BYTES};
 use super::{count, AuthConfig, AuthError};
 use crate::rate_limit::RateLimitDecision;
 
@@ -40,6 +41,17 @@ impl std::fmt::Debug for AuthService {
     }
 }
 
+/// A hashing failure as an auth error: at capacity is 503 with
+/// `Retry-After` (1 s), anything else a backend failure.
+fn hash_error(e: HashError) -> AuthError {
+    match e {
+        HashError::Busy => AuthError::Busy {
+            retry_after: Duration::from_secs(1),
+        },
+        HashError::Failed(detail) => AuthError::Backend(detail),
+    }
+}
+
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -47,8 +59,15 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 impl AuthService {
     /// A service over `stores`, telling time by `clock`.
     pub fn new(config: AuthConfig, clock: Arc<dyn Clock>, stores: AuthStores) -> Result<Self, AuthError> {
-        let hasher = PasswordHasher::new(config.argon2).map_err(|e| AuthError::Backend(e.to_string()))?;
-        let tokens = AccessTokens::new(&config.jwt_secret, config.access_token_expiry, config.leeway);
+        let hasher = PasswordHasher::bounded(config.argon2, config.argon2_max_concurrent, config.argon2_queue_wait)
+            .map_err(hash_error)?;
+        let tokens = AccessTokens::issued_by(
+            &config.jwt_secret,
+            config.access_token_expiry,
+            config.leeway,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+        );
         let lockout = LockoutPolicy {
             max_attempts: config.max_login_attempts,
             duration: chrono_duration(config.lockout_duration),
@@ -101,11 +120,7 @@ impl AuthService {
         if !problems.is_empty() {
             return Err(AuthError::Invalid(problems.join(", ")));
         }
-        let password_hash = self
-            .hasher
-            .hash(password)
-            .await
-            .map_err(|e| AuthError::Backend(e.to_string()))?;
+        let password_hash = self.hasher.hash(password).await.map_err(hash_error)?;
         let user = User {
             id: Uuid::now_v7(),
             username,
@@ -125,21 +140,22 @@ impl AuthService {
         self.create_user(username, password, &[Role::Customer]).await
     }
 
-    async fn dummy_hash(&self) -> &str {
+    async fn dummy_hash(&self) -> Result<&str, AuthError> {
         self.dummy_hash
-            .get_or_init(|| async {
-                self.hasher
-                    .hash(&opaque_token())
-                    .await
-                    .unwrap_or_else(|_| "$argon2id$v=19$m=8,t=1,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAA".into())
-            })
+            .get_or_try_init(|| async { self.hasher.hash(&opaque_token()).await.map_err(hash_error) })
             .await
+            .map(String::as_str)
     }
 
     /// Checks the credentials and opens a session. Unknown users cost a
     /// hash verification too, and get the same answer as a bad password.
     #[tracing::instrument(name = "auth.login", skip_all)]
     pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair, AuthError> {
+        if username.len() > MAX_USERNAME_BYTES {
+            return Err(AuthError::Invalid(format!(
+                "username must be at most {MAX_USERNAME_BYTES} bytes"
+            )));
+        }
         let username = normalize_username(username);
         let now = self.now();
         let attempts = self.stores.attempts.get(&username).await?;
@@ -152,10 +168,14 @@ impl AuthService {
         }
         let user = self.stores.users.by_username(&username).await?;
         let valid = match &user {
-            Some(u) => self.hasher.verify(password, &u.password_hash).await,
+            Some(u) => self
+                .hasher
+                .verify(password, &u.password_hash)
+                .await
+                .map_err(hash_error)?,
             None => {
-                let dummy = self.dummy_hash().await.to_owned();
-                let _ = self.hasher.verify(password, &dummy).await;
+                let dummy = self.dummy_hash().await?.to_owned();
+                self.hasher.verify(password, &dummy).await.map_err(hash_error)?;
                 false
             }
         };
@@ -217,6 +237,7 @@ impl AuthService {
         };
         if record.used_at.is_some() {
             self.stores.refresh.revoke_family(record.family_id).await?;
+            self.end_sessions(&[record.family_id], now).await?;
             count("token_reuse_detected");
             tracing::warn!(user_id = %record.user_id, family = %record.family_id, "refresh token reuse detected; session revoked");
             return Err(AuthError::InvalidRefreshToken);
@@ -245,7 +266,13 @@ impl AuthService {
             })
         };
         let claims = self.tokens.verify(token, now).map_err(refuse)?;
-        if self.stores.blacklist.is_revoked(&claims.jti.to_string(), now).await? {
+        let token_ref = TokenRef {
+            jti: claims.jti,
+            sid: claims.sid,
+            user_id: claims.sub,
+            issued_at: claims.iat,
+        };
+        if self.stores.blacklist.refuses(&token_ref, now).await? {
             return Err(refuse(TokenError::Revoked));
         }
         Ok(Identity {
@@ -257,7 +284,51 @@ impl AuthService {
         })
     }
 
-    /// Revokes the access token (until its expiry) and its session's
+    /// Until when a revocation must last: past the expiry of any access
+    /// token issued until now.
+    fn revocation_end(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono_duration(self.config.access_token_expiry) + chrono_duration(self.config.leeway)
+    }
+
+    /// Ends sessions: their refresh tokens are already revoked; their
+    /// access tokens stop working now.
+    async fn end_sessions(&self, sessions: &[Uuid], now: DateTime<Utc>) -> Result<(), AuthError> {
+        for sid in sessions {
+            self.stores
+                .blacklist
+                .revoke_session(*sid, self.revocation_end(now), now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every token of `user` issued before now stops working, but those of
+    /// session `keep`; every other session is ended.
+    async fn invalidate_user_tokens(
+        &self,
+        user: Uuid,
+        keep: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthError> {
+        let sessions = self.stores.refresh.revoke_user(user, keep).await?;
+        self.end_sessions(&sessions, now).await?;
+        self.stores
+            .blacklist
+            .set_valid_after(
+                user,
+                ValidAfter {
+                    after: now.timestamp(),
+                    keep,
+                },
+                self.revocation_end(now),
+                now,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the caller's session: the access token presented, every other
+    /// access token of the session (issued by earlier refreshes) and its
     /// refresh tokens.
     pub async fn logout(&self, who: &Identity) -> Result<(), AuthError> {
         let now = self.now();
@@ -266,6 +337,7 @@ impl AuthService {
             .revoke(&who.jti.to_string(), who.expires_at, now)
             .await?;
         self.stores.refresh.revoke_family(who.sid).await?;
+        self.end_sessions(&[who.sid], now).await?;
         count("logout");
         tracing::info!(user_id = %who.user_id, "logged out");
         Ok(())
@@ -281,18 +353,19 @@ impl AuthService {
             .by_id(who.user_id)
             .await?
             .ok_or_else(|| AuthError::Unauthenticated("invalid token".into()))?;
-        if !self.hasher.verify(current, &user.password_hash).await {
+        if !self
+            .hasher
+            .verify(current, &user.password_hash)
+            .await
+            .map_err(hash_error)?
+        {
             count("password_change_failure");
             return Err(AuthError::InvalidCredentials);
         }
         check_policy(&user.username, new).map_err(AuthError::Invalid)?;
-        let hash = self
-            .hasher
-            .hash(new)
-            .await
-            .map_err(|e| AuthError::Backend(e.to_string()))?;
+        let hash = self.hasher.hash(new).await.map_err(hash_error)?;
         self.stores.users.set_password(user.id, &hash).await?;
-        self.stores.refresh.revoke_user(user.id, Some(who.sid)).await?;
+        self.invalidate_user_tokens(user.id, Some(who.sid), self.now()).await?;
         count("password_changed");
         tracing::info!("password changed; other sessions revoked");
         Ok(())
@@ -346,13 +419,9 @@ impl AuthService {
             return Err(AuthError::InvalidResetToken);
         };
         check_policy(&user.username, new_password).map_err(AuthError::Invalid)?;
-        let new_hash = self
-            .hasher
-            .hash(new_password)
-            .await
-            .map_err(|e| AuthError::Backend(e.to_string()))?;
+        let new_hash = self.hasher.hash(new_password).await.map_err(hash_error)?;
         self.stores.users.set_password(user.id, &new_hash).await?;
-        self.stores.refresh.revoke_user(user.id, None).await?;
+        self.invalidate_user_tokens(user.id, None, now).await?;
         self.stores.attempts.clear(&user.username).await?;
         count("reset_completed");
         tracing::info!(user_id = %user.id, "password reset completed; sessions revoked");

@@ -349,17 +349,20 @@ impl RefreshStore for SqliteAuthStore {
     }
 
     #[tracing::instrument(name = "auth.sqlite.revoke_user", level = "debug", skip_all)]
-    async fn revoke_user(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<(), AuthStoreError> {
-        sqlx::query(
+    async fn revoke_user(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<Vec<Uuid>, AuthStoreError> {
+        let families: Vec<String> = sqlx::query_scalar(
             "UPDATE auth_refresh_tokens SET revoked = 1 WHERE user_id = ?1 \
-             AND (?2 IS NULL OR family_id <> ?2)",
+             AND (?2 IS NULL OR family_id <> ?2) RETURNING family_id",
         )
         .bind(user_id.to_string())
         .bind(keep.map(|k| k.to_string()))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        let mut families: Vec<Uuid> = families.iter().filter_map(|f| Uuid::parse_str(f).ok()).collect();
+        families.sort_unstable();
+        families.dedup();
+        Ok(families)
     }
 }
 

@@ -1,10 +1,12 @@
 //! Access tokens (JWT, HS256 only) and opaque tokens (refresh, reset).
 //!
-//! Access token claims: `sub` (user id), `roles`, `iat`, `nbf`, `exp`,
-//! `jti` (unique id, the blacklist key) and `sid` (the session, i.e. the
-//! refresh token family, so logout can end the session). Verification
-//! accepts HS256 only — `alg: none`, RS*/ES* and every other algorithm
-//! are rejected before the signature is looked at — and checks `exp` and
+//! Access token claims: `iss` and `aud` (`JWT_ISSUER`, `JWT_AUDIENCE`),
+//! `sub` (user id), `roles`, `iat`, `nbf`, `exp`, `jti` (unique id, the
+//! blacklist key) and `sid` (the session, i.e. the refresh token family,
+//! so logout can end the session); the header says `typ: at+jwt` (RFC
+//! 9068). Verification accepts HS256 only — `alg: none`, RS*/ES* and every
+//! other algorithm are rejected before the signature is looked at —
+//! requires that `typ`, our issuer and our audience, and checks `exp` and
 //! `nbf` against the injected clock with a small leeway (`iat` must not be
 //! in the future either).
 //!
@@ -52,9 +54,21 @@ pub struct TokenPair {
     pub expires_in: i64,
 }
 
+/// The `typ` header of access tokens (RFC 9068): a token of another kind
+/// signed with the same key (an ID token, say) is not accepted as one.
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// Default `iss` of access tokens.
+pub const DEFAULT_ISSUER: &str = "banking-example";
+/// Default `aud` of access tokens.
+pub const DEFAULT_AUDIENCE: &str = "banking-example-api";
+
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// Who issued it (`JWT_ISSUER`).
+    pub iss: String,
+    /// Who it is for (`JWT_AUDIENCE`).
+    pub aud: String,
     /// The user id.
     pub sub: Uuid,
     /// The user's roles when the token was issued.
@@ -90,9 +104,15 @@ pub enum TokenError {
     /// Before `nbf` or issued in the future.
     #[error("token not yet valid")]
     NotYetValid,
-    /// Revoked (logout).
+    /// Revoked (logout, password change or reset, refresh reuse).
     #[error("token revoked")]
     Revoked,
+    /// Not an access token (`typ` is not `at+jwt`).
+    #[error("not an access token")]
+    WrongType,
+    /// Issued by someone else or for someone else (`iss`, `aud`).
+    #[error("wrong issuer or audience")]
+    Audience,
 }
 
 impl TokenError {
@@ -105,6 +125,8 @@ impl TokenError {
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::Revoked => "revoked",
+            Self::WrongType => "type",
+            Self::Audience => "audience",
         }
     }
 }
@@ -117,6 +139,8 @@ pub struct AccessTokens {
     validation: Validation,
     expiry: chrono::Duration,
     leeway: i64,
+    issuer: String,
+    audience: String,
 }
 
 impl std::fmt::Debug for AccessTokens {
@@ -128,19 +152,36 @@ impl std::fmt::Debug for AccessTokens {
 }
 
 impl AccessTokens {
-    /// Tokens signed with `secret`, valid for `expiry`.
+    /// Tokens signed with `secret`, valid for `expiry`, from
+    /// [`DEFAULT_ISSUER`] to [`DEFAULT_AUDIENCE`].
     pub fn new(secret: &[u8], expiry: std::time::Duration, leeway: std::time::Duration) -> Self {
+        Self::issued_by(secret, expiry, leeway, DEFAULT_ISSUER, DEFAULT_AUDIENCE)
+    }
+
+    /// Tokens signed with `secret`, valid for `expiry`, with these `iss`
+    /// and `aud` (required on verification).
+    pub fn issued_by(
+        secret: &[u8],
+        expiry: std::time::Duration,
+        leeway: std::time::Duration,
+        issuer: &str,
+        audience: &str,
+    ) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // Time is checked against the injected clock below.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
+        validation.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-            expiry: chrono::Duration::from_std(expiry).unwrap_or(chrono::Duration::hours(1)),
+            expiry: chrono::Duration::from_std(expiry).unwrap_or(chrono::Duration::minutes(15)),
             leeway: i64::try_from(leeway.as_secs()).unwrap_or(0),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
         }
     }
 
@@ -153,6 +194,8 @@ impl AccessTokens {
     pub fn issue(&self, user: Uuid, roles: &[Role], sid: Uuid, now: DateTime<Utc>) -> Result<(String, Claims), String> {
         let iat = now.timestamp();
         let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
             sub: user,
             roles: roles.to_vec(),
             iat,
@@ -161,7 +204,11 @@ impl AccessTokens {
             jti: Uuid::new_v4(),
             sid,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let header = Header {
+            typ: Some(ACCESS_TOKEN_TYPE.to_owned()),
+            ..Header::new(Algorithm::HS256)
+        };
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
             .map(|t| (t, claims))
             .map_err(|e| e.to_string())
     }
@@ -170,10 +217,22 @@ impl AccessTokens {
     /// caller).
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::HS256 {
+            return Err(TokenError::Algorithm);
+        }
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE))
+        {
+            return Err(TokenError::WrongType);
+        }
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
                 ErrorKind::InvalidSignature => TokenError::Signature,
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::Audience,
                 _ => TokenError::Malformed,
             })?;
         let claims = data.claims;
@@ -244,6 +303,45 @@ mod tests {
             b64(&serde_json::json!({"alg": "HS512", "typ": "JWT"}))
         );
         assert_eq!(t.verify(&hs512, now), Err(TokenError::Algorithm));
+    }
+
+    #[test]
+    fn type_issuer_and_audience_are_required() {
+        let secret = [7; 32];
+        let t = tokens(&secret);
+        let now = Utc::now();
+        let (_, claims) = t.issue(Uuid::new_v4(), &[Role::Customer], Uuid::new_v4(), now).unwrap();
+        let sign = |header: Header, claims: &serde_json::Value| {
+            jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&secret)).unwrap()
+        };
+        let at = Header {
+            typ: Some(ACCESS_TOKEN_TYPE.into()),
+            ..Header::new(Algorithm::HS256)
+        };
+        let good = serde_json::to_value(&claims).unwrap();
+        assert!(t.verify(&sign(at.clone(), &good), now).is_ok());
+        // Same key, same claims, but typ JWT (an ID token, say).
+        assert_eq!(
+            t.verify(&sign(Header::new(Algorithm::HS256), &good), now),
+            Err(TokenError::WrongType)
+        );
+        for (claim, value) in [("aud", "another-api"), ("iss", "another-issuer")] {
+            let mut other = good.clone();
+            other[claim] = value.into();
+            assert_eq!(
+                t.verify(&sign(at.clone(), &other), now),
+                Err(TokenError::Audience),
+                "{claim}"
+            );
+            other.as_object_mut().unwrap().remove(claim);
+            assert!(t.verify(&sign(at.clone(), &other), now).is_err(), "{claim} missing");
+        }
+        // Another deployment's tokens (another audience) are refused.
+        let theirs = AccessTokens::issued_by(&secret, Duration::from_secs(60), Duration::ZERO, DEFAULT_ISSUER, "x");
+        let (token, _) = theirs
+            .issue(Uuid::new_v4(), &[Role::Admin], Uuid::new_v4(), now)
+            .unwrap();
+        assert_eq!(t.verify(&token, now), Err(TokenError::Audience));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
+/// Longest accepted username (an email address), in bytes.
+pub const MAX_USERNAME_BYTES: usize = 254;
+
 /// Normalizes a username: trimmed, lowercase.
 pub fn normalize_username(raw: &str) -> String {
     raw.trim().to_lowercase()
@@ -38,7 +41,7 @@ pub fn is_email(username: &str) -> bool {
     let Some((local, domain)) = username.split_once('@') else {
         return false;
     };
-    username.len() <= 254
+    username.len() <= MAX_USERNAME_BYTES
         && !local.is_empty()
         && !domain.contains('@')
         && domain.contains('.')

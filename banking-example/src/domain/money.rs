@@ -108,11 +108,33 @@ impl FromStr for Money {
 
 /// Parses a JSON number's text (plain or scientific) into an exact decimal.
 pub fn parse_decimal(text: &str) -> Option<Decimal> {
-    if text.contains(['e', 'E']) {
-        Decimal::from_scientific(text).ok()
-    } else {
-        Decimal::from_str_exact(text).ok()
+    match text.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => scientific_exact(mantissa, exponent),
+        None => Decimal::from_str_exact(text).ok(),
     }
+}
+
+/// `mantissa` × 10^`exponent`, exactly or not at all: a mantissa with
+/// more digits than a decimal holds, or a result that does not fit, is
+/// `None` (never rounded, unlike `Decimal::from_scientific`).
+fn scientific_exact(mantissa: &str, exponent: &str) -> Option<Decimal> {
+    let mut value = Decimal::from_str_exact(mantissa).ok()?;
+    let exponent: i32 = exponent.parse().ok()?;
+    if exponent >= 0 {
+        if exponent > 28 {
+            return None;
+        }
+        for _ in 0..exponent {
+            value = value.checked_mul(Decimal::TEN)?;
+        }
+    } else {
+        let scale = value.scale().checked_add(exponent.unsigned_abs())?;
+        if scale > 28 {
+            return None;
+        }
+        value.set_scale(scale).ok()?;
+    }
+    Some(value)
 }
 
 /// Serializes an exact decimal as a JSON number keeping its digits.
@@ -210,6 +232,26 @@ mod tests {
         assert_eq!(a.0.to_string(), "12345678901234567.89");
         let e: Amount = serde_json::from_str("1.5e2").unwrap();
         assert_eq!(e.0, Decimal::new(150, 0));
+        for (text, exact) in [
+            ("1e2", "100"),
+            ("1E+2", "100"),
+            ("125e-2", "1.25"),
+            ("1e-2", "0.01"),
+            ("0.5e0", "0.5"),
+        ] {
+            let a: Amount = serde_json::from_str(text).unwrap();
+            assert_eq!(a.0, exact.parse::<Decimal>().unwrap(), "{text}");
+        }
+        // More digits than a decimal holds, or out of range: refused, never rounded.
+        for text in [
+            "0.0099999999999999999999999999999e0",
+            "0.00999999999999999999999999999e0",
+            "1e-29",
+            "1e29",
+            "1e400",
+        ] {
+            assert!(serde_json::from_str::<Amount>(text).is_err(), "{text}");
+        }
         assert!(serde_json::from_str::<Amount>("\"10\"").is_err());
         assert!(serde_json::from_str::<Amount>("true").is_err());
     }

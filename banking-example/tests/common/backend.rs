@@ -16,7 +16,8 @@ pub enum Backend {
     /// The embedded SQLite file (events, read model, users), the rest in
     /// memory: the server's default store.
     Sqlite,
-    /// PostgreSQL (events, users; own schema per storage), the rest in memory.
+    /// PostgreSQL (events, users, idempotency keys; own schema per
+    /// storage), the rest in memory.
     Postgres,
     /// PostgreSQL, and Redis for the cache, de-duplication and the token
     /// blacklist (the rate limiters stay as the config says; the test
@@ -114,7 +115,7 @@ impl Storage {
         let expected = match self.backend {
             Backend::Memory => ("memory", "memory"),
             Backend::Sqlite => ("sqlite", "sqlite"),
-            Backend::Postgres => ("postgres", "memory"),
+            Backend::Postgres => ("postgres", "postgres"),
             Backend::PostgresRedis => ("postgres", "redis"),
         };
         assert_eq!((backends.names.store.as_str(), backends.names.dedup.as_str()), expected);

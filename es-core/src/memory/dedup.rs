@@ -1,19 +1,32 @@
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 use async_trait::async_trait;
+use moka::ops::compute::Op;
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
+use moka::Expiry;
 use serde_json::Value;
 
-use super::lock;
 use crate::clock::deadline;
 use crate::{Clock, CommandDeduplicator, DedupError, DedupStatus, SystemClock};
 
-/// In-process [`CommandDeduplicator`] with a time window; clones share
-/// the same keys. Expired entries are swept on writes, so memory stays
-/// bounded by the keys of one window.
+/// Default memory bound of an [`InMemoryDeduplicator`]: 64 MiB of keys
+/// and outcomes (about 30,000 typical HTTP responses).
+pub const DEFAULT_DEDUP_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// In-process [`CommandDeduplicator`] with a time window and a memory
+/// bound; clones share the same keys.
+///
+/// Entries live in a moka cache weighted by their size in bytes (key and
+/// outcome): past `capacity_bytes` the least recently used entries are
+/// evicted, and every entry expires by itself at the end of its window
+/// (an in-flight mark after `in_flight_ttl`). An evicted outcome only
+/// loses its exact replay: the repository derives event ids from the
+/// key, so the command still cannot apply twice. Several processes do not
+/// share it: use a database or Redis de-duplicator for that.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -35,13 +48,35 @@ struct Inner {
     window: Duration,
     in_flight_ttl: Duration,
     clock: Arc<dyn Clock>,
-    entries: Mutex<Entries>,
+    entries: Cache<String, Entry>,
 }
 
-#[derive(Default)]
-struct Entries {
-    map: HashMap<String, (Option<Value>, DateTime<Utc>)>,
-    writes: u64,
+/// An in-flight mark (`outcome: None`) or a completed outcome, valid
+/// until `expiry` on the injected clock; `ttl` tells moka when to drop it.
+#[derive(Clone)]
+struct Entry {
+    outcome: Option<Arc<Value>>,
+    expiry: DateTime<Utc>,
+    ttl: Duration,
+    weight: u32,
+}
+
+struct EntryExpiry;
+
+impl Expiry<String, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _key: &String, value: &Entry, _created_at: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Entry,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
 }
 
 impl std::fmt::Debug for InMemoryDeduplicator {
@@ -52,33 +87,65 @@ impl std::fmt::Debug for InMemoryDeduplicator {
     }
 }
 
+/// The weight of an entry: its key and outcome in bytes, plus a fixed
+/// overhead for the map and the entry itself.
+fn weight(key: &str, outcome: Option<&Value>) -> u32 {
+    let outcome = outcome.map_or(0, |v| serde_json::to_string(v).map_or(0, |s| s.len()));
+    u32::try_from(key.len() + outcome + 128).unwrap_or(u32::MAX)
+}
+
 impl InMemoryDeduplicator {
     /// Outcomes are kept for `window`; an in-flight mark expires after
-    /// `in_flight_ttl`.
+    /// `in_flight_ttl`; at most [`DEFAULT_DEDUP_CAPACITY_BYTES`] are kept.
     pub fn new(window: Duration, in_flight_ttl: Duration) -> Self {
         Self::with_clock(window, in_flight_ttl, Arc::new(SystemClock))
+    }
+
+    /// Like [`new`](Self::new), holding at most about `capacity_bytes` of
+    /// keys and outcomes.
+    pub fn bounded(window: Duration, in_flight_ttl: Duration, capacity_bytes: u64) -> Self {
+        Self::build(window, in_flight_ttl, Arc::new(SystemClock), capacity_bytes)
     }
 
     /// Like [`new`](Self::new), with windows measured on `clock` (a
     /// [`ManualClock`](crate::ManualClock) in tests).
     pub fn with_clock(window: Duration, in_flight_ttl: Duration, clock: Arc<dyn Clock>) -> Self {
+        Self::build(window, in_flight_ttl, clock, DEFAULT_DEDUP_CAPACITY_BYTES)
+    }
+
+    fn build(window: Duration, in_flight_ttl: Duration, clock: Arc<dyn Clock>, capacity_bytes: u64) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|_key: &String, entry: &Entry| entry.weight)
+            .expire_after(EntryExpiry)
+            // Retries come soon after the first request: keep the newest.
+            .eviction_policy(EvictionPolicy::lru())
+            .build();
         Self {
             inner: Arc::new(Inner {
                 window,
                 in_flight_ttl,
                 clock,
-                entries: Mutex::default(),
+                entries,
             }),
         }
     }
-}
 
-impl Entries {
-    fn sweep(&mut self, now: DateTime<Utc>) {
-        self.writes += 1;
-        if self.writes % 1024 == 0 {
-            self.map.retain(|_, (_, expiry)| *expiry > now);
-        }
+    /// Approximate bytes held now (after pending evictions ran).
+    pub fn weighted_size(&self) -> u64 {
+        self.inner.entries.run_pending_tasks();
+        self.inner.entries.weighted_size()
+    }
+
+    /// Keys held now (after pending evictions ran).
+    pub fn len(&self) -> u64 {
+        self.inner.entries.run_pending_tasks();
+        self.inner.entries.entry_count()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -86,35 +153,87 @@ impl Entries {
 impl CommandDeduplicator for InMemoryDeduplicator {
     async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
         let now = self.inner.clock.now();
-        let mut entries = lock(&self.inner.entries);
-        match entries.map.get(key) {
-            Some((Some(outcome), expiry)) if *expiry > now => return Ok(DedupStatus::Completed(outcome.clone())),
-            Some((None, expiry)) if *expiry > now => return Ok(DedupStatus::InProgress),
-            _ => {}
-        }
-        entries.sweep(now);
-        entries
-            .map
-            .insert(key.to_owned(), (None, deadline(now, self.inner.in_flight_ttl)));
-        Ok(DedupStatus::Started)
+        let mut status = DedupStatus::Started;
+        let ttl = self.inner.in_flight_ttl;
+        // Atomic per key: one caller gets `Started`.
+        self.inner
+            .entries
+            .entry_by_ref(key)
+            .and_compute_with(|current| match current.map(moka::Entry::into_value) {
+                Some(Entry {
+                    outcome: Some(outcome),
+                    expiry,
+                    ..
+                }) if expiry > now => {
+                    status = DedupStatus::Completed(Value::clone(&outcome));
+                    Op::Nop
+                }
+                Some(Entry {
+                    outcome: None, expiry, ..
+                }) if expiry > now => {
+                    status = DedupStatus::InProgress;
+                    Op::Nop
+                }
+                _ => Op::Put(Entry {
+                    outcome: None,
+                    expiry: deadline(now, ttl),
+                    ttl,
+                    weight: weight(key, None),
+                }),
+            });
+        Ok(status)
     }
 
     async fn complete(&self, key: &str, outcome: &Value) -> Result<(), DedupError> {
         let now = self.inner.clock.now();
-        let mut entries = lock(&self.inner.entries);
-        entries.sweep(now);
-        entries.map.insert(
+        self.inner.entries.insert(
             key.to_owned(),
-            (Some(outcome.clone()), deadline(now, self.inner.window)),
+            Entry {
+                outcome: Some(Arc::new(outcome.clone())),
+                expiry: deadline(now, self.inner.window),
+                ttl: self.inner.window,
+                weight: weight(key, Some(outcome)),
+            },
         );
         Ok(())
     }
 
     async fn abandon(&self, key: &str) -> Result<(), DedupError> {
-        let mut entries = lock(&self.inner.entries);
-        if matches!(entries.map.get(key), Some((None, _))) {
-            entries.map.remove(key);
-        }
+        self.inner
+            .entries
+            .entry_by_ref(key)
+            .and_compute_with(|current| match current.map(moka::Entry::into_value) {
+                Some(Entry { outcome: None, .. }) => Op::Remove,
+                _ => Op::Nop,
+            });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_stays_within_capacity_whatever_the_number_of_keys() {
+        let capacity = 1024 * 1024;
+        let dedup = InMemoryDeduplicator::bounded(Duration::from_secs(24 * 3600), Duration::from_secs(30), capacity);
+        let outcome = serde_json::json!({"status": 200, "body": {"balance": "12.34", "id": "x".repeat(200)}});
+        for i in 0..50_000 {
+            let key = format!("idem:client:{i}");
+            assert_eq!(dedup.begin(&key).await.unwrap(), DedupStatus::Started);
+            dedup.complete(&key, &outcome).await.unwrap();
+        }
+        assert!(
+            dedup.weighted_size() <= capacity,
+            "{} bytes held, capacity {capacity}",
+            dedup.weighted_size()
+        );
+        assert!(dedup.len() < 50_000 / 4, "{} keys held", dedup.len());
+        // The newest key is still answered.
+        assert!(matches!(
+            dedup.begin("idem:client:49999").await.unwrap(),
+            DedupStatus::Completed(_)
+        ));
     }
 }

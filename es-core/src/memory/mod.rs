@@ -10,7 +10,7 @@ mod store;
 
 pub use cache::InMemoryStateCache;
 pub use checkpoint::InMemoryCheckpointStore;
-pub use dedup::InMemoryDeduplicator;
+pub use dedup::{InMemoryDeduplicator, DEFAULT_DEDUP_CAPACITY_BYTES};
 pub use lock::InMemoryLockManager;
 pub use snapshot::InMemorySnapshotStore;
 pub use store::InMemoryEventStore;

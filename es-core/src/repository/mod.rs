@@ -266,6 +266,28 @@ impl<A: Aggregate, S: EventStore + ?Sized> Repository<A, S> {
         let records: Vec<RecordedEvent> = self.inner.store.read_stream(&id, 1).try_collect().await?;
         records.iter().map(|r| self.inner.decode(r)).collect()
     }
+
+    /// At most `limit` events of a stream with versions after `after`,
+    /// decoded, in version order: one page of [`history`](Self::history),
+    /// read with one bounded store query whatever the stream's length.
+    /// The next page starts after the last version returned.
+    pub async fn history_page(
+        &self,
+        stream_id: impl AsRef<str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<CommittedEvent<A::Event>>, RepositoryError<A::Error>> {
+        let id = StreamId::from(stream_id.as_ref());
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let records = self
+            .inner
+            .store
+            .read_stream_batch(&id, after.saturating_add(1), limit)
+            .await?;
+        records.iter().map(|r| self.inner.decode(r)).collect()
+    }
 }
 
 impl<A: Aggregate, S: EventStore + ?Sized> Inner<A, S> {

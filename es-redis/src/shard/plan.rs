@@ -74,19 +74,16 @@ pub fn rebalance_moves(view: &ClusterView, config: &ShardConfig) -> Vec<Move> {
     let ideal = f64::from(config.shard_count) / counts.len() as f64;
     let mut moved: Vec<ShardId> = Vec::new();
     let mut moves = Vec::new();
-    loop {
-        let (Some((max_id, max)), Some((min_id, min))) = (
-            counts
-                .iter()
-                .max_by_key(|(id, n)| (**n, std::cmp::Reverse(*id)))
-                .map(|(i, n)| (i.clone(), *n)),
-            counts
-                .iter()
-                .min_by_key(|(id, n)| (**n, *id))
-                .map(|(i, n)| (i.clone(), *n)),
-        ) else {
-            break;
-        };
+    while let (Some((max_id, max)), Some((min_id, min))) = (
+        counts
+            .iter()
+            .max_by_key(|(id, n)| (**n, std::cmp::Reverse(*id)))
+            .map(|(i, n)| (i.clone(), *n)),
+        counts
+            .iter()
+            .min_by_key(|(id, n)| (**n, *id))
+            .map(|(i, n)| (i.clone(), *n)),
+    ) {
         let gap = max.saturating_sub(min);
         if gap < 2 || f64::from(gap) <= config.rebalance_threshold * ideal || min >= config.max_shards_per_instance {
             break;

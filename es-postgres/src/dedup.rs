@@ -1,0 +1,221 @@
+//! [`PostgresDeduplicator`]: idempotency keys in the event store's
+//! database, shared by every process on it (no Redis needed), surviving
+//! restarts, and bounded by time rather than by memory. Outcomes are
+//! kept as JSON text, byte for byte (exact decimals). Its SQL lives
+//! here, next to the only code that runs it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use es_core::{CommandDeduplicator, DedupError, DedupStatus};
+use serde_json::Value;
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+
+use crate::PostgresEventStore;
+
+fn unavailable(operation: &'static str) -> impl FnOnce(sqlx::Error) -> DedupError {
+    move |e| DedupError::Unavailable {
+        operation,
+        source: Box::new(e),
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Expired keys are purged every this many completions.
+const PURGE_EVERY: u64 = 1024;
+/// Most keys one purge deletes (keeps each purge short).
+const PURGE_BATCH: i64 = 10_000;
+
+/// es-core's `CommandDeduplicator` on PostgreSQL (table `dedup_keys` in
+/// the store's schema, created by [`new`](Self::new)).
+///
+/// A key is in progress from `begin` until `complete` (its outcome is then
+/// kept for `window`) or `abandon`; an in-progress key older than
+/// `in_flight_ttl` (its owner died) may be begun again. `begin` is one
+/// `INSERT … ON CONFLICT DO UPDATE … WHERE expired` statement: of two
+/// concurrent `begin`s of a key, from one process or several, exactly one
+/// gets `Started`. Expired keys are deleted in batches every 1024
+/// completions, so the table holds about one window of keys.
+///
+/// [`new`](Self::new) forgets the keys in progress: they belong to a
+/// process that died (killed between `begin` and `complete`), and a client
+/// retrying one must not wait `in_flight_ttl` for it. What the dead
+/// process may have committed is still recognised: the repository derives
+/// event ids from the key, so the retry cannot apply twice. (With several
+/// processes on one database, a process starting forgets the others' keys
+/// in progress too; the same event ids keep a concurrent duplicate from
+/// applying twice.)
+///
+/// ```no_run
+/// # async fn demo(store: es_postgres::PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use es_core::{CommandDeduplicator, DedupStatus};
+/// use es_postgres::PostgresDeduplicator;
+///
+/// let dedup = PostgresDeduplicator::new(&store, Duration::from_secs(24 * 3600), Duration::from_secs(30)).await?;
+/// assert_eq!(dedup.begin("client-1:key-1").await?, DedupStatus::Started);
+/// dedup.complete("client-1:key-1", &serde_json::json!({"status": 200})).await?;
+/// assert!(matches!(dedup.begin("client-1:key-1").await?, DedupStatus::Completed(_)));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresDeduplicator {
+    pool: PgPool,
+    begin_sql: Arc<str>,
+    read_sql: Arc<str>,
+    complete_sql: Arc<str>,
+    abandon_sql: Arc<str>,
+    purge_sql: Arc<str>,
+    window: Duration,
+    in_flight_ttl: Duration,
+    completions: Arc<AtomicU64>,
+}
+
+impl PostgresDeduplicator {
+    /// Keys in `store`'s schema, completed outcomes kept for `window`,
+    /// in-flight marks for `in_flight_ttl`.
+    pub async fn new(
+        store: &PostgresEventStore,
+        window: Duration,
+        in_flight_ttl: Duration,
+    ) -> Result<Self, DedupError> {
+        let pool = store.pool().clone();
+        let s = store.schema();
+        let mut tx = pool.begin().await.map_err(unavailable("begin dedup setup"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("es-postgres-dedup-{s}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("lock dedup setup"))?;
+        sqlx::raw_sql(&format!(
+            "CREATE TABLE IF NOT EXISTS {s}.dedup_keys (key TEXT PRIMARY KEY, outcome TEXT, \
+             since TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()); \
+             CREATE INDEX IF NOT EXISTS dedup_keys_since ON {s}.dedup_keys (since)"
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable("create dedup table"))?;
+        sqlx::query(&format!("DELETE FROM {s}.dedup_keys WHERE outcome IS NULL"))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("forget keys in progress"))?;
+        tx.commit().await.map_err(unavailable("commit dedup setup"))?;
+        Ok(Self {
+            pool,
+            // Claims a new key, an expired outcome, or an in-flight mark
+            // whose owner died; returns a row only when it did.
+            begin_sql: format!(
+                "INSERT INTO {s}.dedup_keys AS d (key, outcome, since) VALUES ($1, NULL, clock_timestamp()) \
+                 ON CONFLICT (key) DO UPDATE SET outcome = NULL, since = clock_timestamp() \
+                 WHERE (d.outcome IS NOT NULL AND d.since < clock_timestamp() - $2 * interval '1 millisecond') \
+                    OR (d.outcome IS NULL AND d.since < clock_timestamp() - $3 * interval '1 millisecond') \
+                 RETURNING true"
+            )
+            .into(),
+            read_sql: format!("SELECT outcome FROM {s}.dedup_keys WHERE key = $1").into(),
+            complete_sql: format!(
+                "INSERT INTO {s}.dedup_keys (key, outcome, since) VALUES ($1, $2, clock_timestamp()) \
+                 ON CONFLICT (key) DO UPDATE SET outcome = excluded.outcome, since = excluded.since"
+            )
+            .into(),
+            abandon_sql: format!("DELETE FROM {s}.dedup_keys WHERE key = $1 AND outcome IS NULL").into(),
+            purge_sql: format!(
+                "DELETE FROM {s}.dedup_keys WHERE key IN (SELECT key FROM {s}.dedup_keys \
+                 WHERE since < clock_timestamp() - $1 * interval '1 millisecond' LIMIT $2)"
+            )
+            .into(),
+            window,
+            in_flight_ttl,
+            completions: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Deletes up to 10,000 keys whose window (and in-flight time) ended;
+    /// returns how many. Runs by itself every 1024 completions.
+    pub async fn purge_expired(&self) -> Result<u64, DedupError> {
+        let older_than = millis(self.window.max(self.in_flight_ttl));
+        let done = sqlx::query(&self.purge_sql)
+            .bind(older_than)
+            .bind(PURGE_BATCH)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable("purge dedup keys"))?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl CommandDeduplicator for PostgresDeduplicator {
+    #[tracing::instrument(name = "es.pg.dedup.begin", skip_all)]
+    async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
+        // A key abandoned between the two statements is claimed on the
+        // next round; two rounds settle any race.
+        for _ in 0..3 {
+            let claimed = sqlx::query(&self.begin_sql)
+                .bind(key)
+                .bind(millis(self.window))
+                .bind(millis(self.in_flight_ttl))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable("begin dedup key"))?;
+            if claimed.is_some() {
+                return Ok(DedupStatus::Started);
+            }
+            let row = sqlx::query(&self.read_sql)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable("read dedup key"))?;
+            match row {
+                Some(row) => {
+                    let outcome: Option<String> = row.try_get(0).map_err(unavailable("decode dedup key"))?;
+                    return match outcome {
+                        None => Ok(DedupStatus::InProgress),
+                        Some(text) => serde_json::from_str(&text).map(DedupStatus::Completed).map_err(|e| {
+                            DedupError::Unavailable {
+                                operation: "decode dedup outcome",
+                                source: Box::new(e),
+                            }
+                        }),
+                    };
+                }
+                None => continue,
+            }
+        }
+        Ok(DedupStatus::InProgress)
+    }
+
+    #[tracing::instrument(name = "es.pg.dedup.complete", skip_all)]
+    async fn complete(&self, key: &str, outcome: &Value) -> Result<(), DedupError> {
+        sqlx::query(&self.complete_sql)
+            .bind(key)
+            .bind(outcome.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable("complete dedup key"))?;
+        if self.completions.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
+            match self.purge_expired().await {
+                Ok(n) if n > 0 => tracing::debug!(purged = n, "expired idempotency keys deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+            }
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "es.pg.dedup.abandon", skip_all)]
+    async fn abandon(&self, key: &str) -> Result<(), DedupError> {
+        sqlx::query(&self.abandon_sql)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable("abandon dedup key"))?;
+        Ok(())
+    }
+}
