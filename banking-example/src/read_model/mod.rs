@@ -53,7 +53,8 @@ pub const ACCOUNTS: &str = "accounts";
 /// The version of the PostgreSQL accounts projection this build writes.
 /// Bump it when the table's shape or the fold changes: the new version is
 /// rebuilt beside the old one and readers switch when it has caught up.
-pub const ACCOUNTS_VERSION: u32 = 1;
+/// Version 2 added `in_flight` (transfers).
+pub const ACCOUNTS_VERSION: u32 = 2;
 
 /// Queries of the account read model.
 #[async_trait]
