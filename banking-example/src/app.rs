@@ -78,6 +78,10 @@ pub struct AppState {
     pub config: Arc<AppConfig>,
     /// Health and backlog of Kafka publishing, when this process publishes.
     pub publishing: Option<crate::publishing::PublishingProbe>,
+    /// Transfers: their streams and the process driver moving them.
+    pub transfers: crate::transfer::Transfers,
+    /// Why the transfer runner stopped, if it did.
+    pub transfers_failure: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 /// The process-wide Prometheus recorder (installed once; later calls, as in
@@ -102,6 +106,7 @@ pub struct App {
     pub state: AppState,
     stop_projection: watch::Sender<bool>,
     projection_task: JoinHandle<()>,
+    transfer_tasks: Vec<JoinHandle<()>>,
     postgres: Option<PostgresEventStore>,
     sqlite: Option<es_sqlite::SqliteEventStore>,
     publishing: Option<crate::publishing::EventPublishing>,
@@ -148,6 +153,36 @@ impl App {
             stop_rx,
         ));
 
+        let transfers = crate::transfer::Transfers::new(
+            crate::transfer::TransferStores {
+                store: Arc::clone(&backends.store),
+                postgres: backends.postgres.clone(),
+                sqlite: backends.sqlite.clone(),
+                clock: Arc::clone(&backends.clock),
+            },
+            repo.clone(),
+            config.transfer_timeout,
+        );
+        let transfers_failure = Arc::new(std::sync::RwLock::new(None));
+        let transfer_tasks = vec![
+            tokio::spawn(follow(
+                transfers.runner.clone(),
+                Arc::clone(&transfers_failure),
+                stop_projection.subscribe(),
+            )),
+            tokio::spawn({
+                let driver = Arc::clone(&transfers.driver);
+                let mut stop = stop_projection.subscribe();
+                async move {
+                    driver
+                        .run_deadlines(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
+                }
+            }),
+        ];
+
         let mut validators = ValidatorRegistry::new();
         validators.register::<CreateAccountRequest>(AccountCreationValidator {
             max_amount: config.max_transaction_amount,
@@ -183,11 +218,14 @@ impl App {
             backends: backends.names.clone(),
             config: Arc::new(config),
             publishing: publishing.as_ref().map(|p| p.probe()),
+            transfers,
+            transfers_failure,
         };
         Ok(Self {
             state,
             stop_projection,
             projection_task,
+            transfer_tasks,
             postgres: backends.postgres.clone(),
             sqlite: backends.sqlite.clone(),
             publishing,
@@ -225,6 +263,11 @@ impl App {
         let _ = self.stop_projection.send(true);
         if let Err(e) = self.projection_task.await {
             tracing::warn!(error = %e, "projection task ended abnormally");
+        }
+        for task in self.transfer_tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "transfer task ended abnormally");
+            }
         }
         if let Some(store) = &self.sqlite {
             store.shutdown().await;
@@ -271,7 +314,7 @@ async fn follow(
         match result {
             Ok(()) => return,
             Err(e) => {
-                tracing::error!(error = %e, "account projection stopped; retrying in 5 s");
+                tracing::error!(projection = projection.name(), error = %e, "projection stopped; retrying in 5 s");
                 set(Some(e.to_string()));
             }
         }
