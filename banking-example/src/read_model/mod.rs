@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 pub use memory::InMemoryAccounts;
 pub use postgres::{AccountsTable, PgAccounts};
-pub use row::AccountRow;
+pub use row::{arrival, AccountRow};
 pub use sqlite::{SqliteAccounts, SqliteAccountsTable, SQLITE_ACCOUNTS};
 
 use crate::api::AccountView;
