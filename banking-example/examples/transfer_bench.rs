@@ -2,8 +2,10 @@
 //! clients each POST a transfer and poll `GET /transfers/{id}` until it
 //! completes, then send the next. Prints one JSON line: completed
 //! transfers/s, POST latency and POST-to-completed latency (p50, p99).
-//! Then checks that every transfer completed and the balances add up
-//! (exit 1 otherwise).
+//! While it runs, a reader sums `balance + in_flight` over the accounts
+//! read model in one statement every 5 ms: every sample must equal the
+//! opening balances (`read_model_violations`). Then checks that every
+//! transfer completed and the balances add up (exit 1 otherwise).
 //!
 //! `cargo run --release -p banking-example --example transfer_bench -- --clients 16 --transfers 200`
 //!
@@ -23,6 +25,16 @@ fn arg(name: &str, default: usize) -> usize {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Balances and money in flight over all accounts, in one statement.
+async fn money(pool: &sqlx::PgPool, schema: &str) -> Result<(f64, f64), sqlx::Error> {
+    let (sum, flying): (f64, f64) = sqlx::query_as(&format!(
+        "SELECT coalesce(sum(balance), 0)::float8, coalesce(sum(in_flight), 0)::float8 FROM {schema}.accounts"
+    ))
+    .fetch_one(pool)
+    .await?;
+    Ok((sum, flying))
 }
 
 /// A random number below `n`.
@@ -51,11 +63,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             requests_per_minute: 0,
             ..RateLimitConfig::default()
         },
-        database_url: Some(url),
+        database_url: Some(url.clone()),
         database_schema: schema.clone(),
         ..AppConfig::default()
     };
     config.auth.rate_limit_requests = 0;
+    let url_for_reader = url;
     let backends = Backends::from_config(&config).await?;
     let server = banking_example::start(config, backends).await?;
     let base = server.url();
@@ -90,6 +103,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ids.push(v["id"].as_str().unwrap_or_default().to_owned());
     }
 
+    // While the transfers run, a reader sums the accounts read model in
+    // one statement (one snapshot) again and again: balance + in_flight
+    // must always be what was opened.
+    let pool = sqlx::PgPool::connect(&url_for_reader).await?;
+    let expected = opening as f64 * accounts as f64;
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let (pool, schema, sampling) = (pool.clone(), schema.clone(), std::sync::Arc::clone(&sampling));
+        async move {
+            let (mut samples, mut violations) = (0u64, 0u64);
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok((sum, flying)) = money(&pool, &schema).await {
+                    samples += 1;
+                    if (sum + flying - expected).abs() >= 0.001 {
+                        violations += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (samples, violations)
+        }
+    });
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
@@ -164,28 +199,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     post_ms.sort_by(f64::total_cmp);
     done_ms.sort_by(f64::total_cmp);
 
-    // Every account settled, the money all there.
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (samples, violations) = sampler.await?;
+    // Once the read model caught up: the money all there, none in flight.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let total = loop {
-        let (mut sum, mut flying) = (0.0, 0.0);
-        for id in &ids {
-            let v: Value = http
-                .get(format!("{base}/accounts/{id}"))
-                .bearer_auth(&token)
-                .header("x-client-id", "bench")
-                .send()
-                .await?
-                .json()
-                .await?;
-            sum += v["balance"].as_f64().unwrap_or(0.0);
-            flying += v["in_flight"].as_f64().unwrap_or(0.0);
-        }
+    let (total, flying) = loop {
+        let (sum, flying) = money(&pool, &schema).await?;
         if flying == 0.0 || Instant::now() > deadline {
-            break sum;
+            break (sum, flying);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let conserved = (total - (opening as f64 * accounts as f64)).abs() < 0.001;
+    let conserved = flying == 0.0 && (total - expected).abs() < 0.001 && violations == 0;
     println!(
         "{}",
         json!({
@@ -200,10 +225,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "post_ms": {"p50": percentile(&post_ms, 0.5), "p99": percentile(&post_ms, 0.99)},
             "post_to_completed_ms": {"p50": percentile(&done_ms, 0.5), "p99": percentile(&done_ms, 0.99)},
             "conserved": conserved,
+            "read_model_samples": samples,
+            "read_model_violations": violations,
         })
     );
     server.stop().await?;
-    let pool = sqlx::PgPool::connect(&std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/es_test".into())).await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await?;
     if !conserved || failures > 0 || done_ms.len() != clients * per_client {
         std::process::exit(1);
