@@ -230,7 +230,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     );
     server.stop().await?;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&pool)
+        .await?;
     if !conserved || failures > 0 || done_ms.len() != clients * per_client {
         std::process::exit(1);
     }

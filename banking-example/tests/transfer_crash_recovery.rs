@@ -45,7 +45,11 @@ async fn send(api: &Api, r: &Request) -> Result<(StatusCode, Value), reqwest::Er
     Ok((status, body))
 }
 
-/// Transfer load until `stop`; returns the accepted ids and the request
+/// What one worker got accepted, and the request in flight when the
+/// server died (with its client), if any.
+type Worked = (Vec<String>, Option<(Api, Request)>);
+
+/// Transfer load until the server dies; returns the accepted ids and the request
 /// in flight when the server died, if any.
 fn load(
     owner: &Api,
@@ -54,7 +58,7 @@ fn load(
     accepted: Arc<AtomicUsize>,
     kill_now: Arc<Notify>,
     kill_at: usize,
-) -> Vec<tokio::task::JoinHandle<(Vec<String>, Option<(Api, Request)>)>> {
+) -> Vec<tokio::task::JoinHandle<Worked>> {
     (0..WORKERS)
         .map(|w| {
             let api = owner.as_client(&format!("tx-client-{w}"));
@@ -108,7 +112,14 @@ async fn transfers_settle_and_conserve_money_across_two_kills() {
         let kill_now = Arc::new(Notify::new());
         let kill_at = accepted.load(Ordering::SeqCst) + KILL_EVERY;
         let owner_here = owner.at_base(&server.base);
-        let workers = load(&owner_here, &accounts, round, Arc::clone(&accepted), Arc::clone(&kill_now), kill_at);
+        let workers = load(
+            &owner_here,
+            &accounts,
+            round,
+            Arc::clone(&accepted),
+            Arc::clone(&kill_now),
+            kill_at,
+        );
         tokio::time::timeout(Duration::from_secs(120), kill_now.notified())
             .await
             .expect("the transfers never got going");
@@ -153,11 +164,19 @@ async fn transfers_settle_and_conserve_money_across_two_kills() {
             break;
         }
     }
-    eprintln!("{} transfers ({completed} completed, {failed} failed), {in_flight_at_kill} in flight at the kills", ids.len());
+    eprintln!(
+        "{} transfers ({completed} completed, {failed} failed), {in_flight_at_kill} in flight at the kills",
+        ids.len()
+    );
 
     // No account step twice, and the money all there.
     let mut db = sqlx::PgConnection::connect(&pg::database_url()).await.unwrap();
-    for step in ["TransferDebited", "TransferCredited", "TransferSettled", "TransferRefunded"] {
+    for step in [
+        "TransferDebited",
+        "TransferCredited",
+        "TransferSettled",
+        "TransferRefunded",
+    ] {
         let doubled: i64 = sqlx::query_scalar(&format!(
             "SELECT count(*) FROM (SELECT payload->'{step}'->>'transfer' FROM {schema}.events \
              WHERE event_type = '{step}' GROUP BY 1 HAVING count(*) > 1) d"

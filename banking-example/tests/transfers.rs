@@ -38,7 +38,8 @@ async fn account_settles_at(api: &Api, id: &str, balance: &str) -> Value {
     loop {
         let (status, a) = read(api.get(&format!("/accounts/{id}")).await).await;
         assert_eq!(status, StatusCode::OK, "{a}");
-        if a["balance"].to_string() == balance && a["in_flight"].to_string() == "0.00" {
+        let (shown, flying) = (a["balance"].to_string(), a["in_flight"].to_string());
+        if shown == balance && flying == "0.00" {
             return a;
         }
         assert!(

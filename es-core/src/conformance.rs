@@ -10,6 +10,9 @@
 //! es_core::event_store_conformance!(fresh_store);
 //! ```
 
+mod deadlines;
+pub use deadlines::deadline_store;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

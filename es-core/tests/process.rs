@@ -394,3 +394,8 @@ proptest! {
         rt.block_on(run_with_crashes(amounts, plan))?;
     }
 }
+
+#[tokio::test]
+async fn in_memory_deadlines_pass_the_conformance_checks() {
+    es_core::conformance::deadline_store(&InMemoryDeadlines::new()).await;
+}

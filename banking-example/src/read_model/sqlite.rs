@@ -151,16 +151,15 @@ async fn load<'r>(
     rows: &'r mut HashMap<Uuid, AccountRow>,
     id: Uuid,
 ) -> Result<&'r mut AccountRow, PageFailure> {
-    if !rows.contains_key(&id) {
+    if let std::collections::hash_map::Entry::Vacant(slot) = rows.entry(id) {
         let found = sqlx::query(&format!("SELECT {COLUMNS} FROM accounts WHERE id = ?"))
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?;
-        let row = match found {
+        slot.insert(match found {
             Some(r) => row_of(&r).map_err(PageFailure::whole)?,
             None => AccountRow::empty(id),
-        };
-        rows.insert(id, row);
+        });
     }
     rows.get_mut(&id)
         .ok_or_else(|| PageFailure::whole(StoreError::backend("account row", "vanished")))
