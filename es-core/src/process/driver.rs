@@ -95,7 +95,7 @@ pub enum ProcessError {
 /// waiting.
 ///
 /// Run it with [`ProcessUnit`](super::ProcessUnit) (or es-postgres's
-/// `PgProcessUnit`) on a [`ProjectionRunner`](crate::ProjectionRunner),
+/// `PgProcess`) on a [`ProjectionRunner`](crate::ProjectionRunner),
 /// and [`run_deadlines`](Self::run_deadlines) beside it when the manager
 /// has deadlines.
 ///

@@ -17,7 +17,7 @@ use crate::{
 /// moves. A crash in between drives them again on restart, which is safe:
 /// driving is idempotent. Operations are serialized, so runners of one
 /// unit in a process take turns; across server instances use
-/// es-postgres's `PgProcessUnit`, which holds the checkpoint row lock
+/// es-postgres's `PgProcess`, which holds the checkpoint row lock
 /// while it drives.
 ///
 /// A [`reset`](ProjectionUnit::reset) only moves the checkpoint to 0 (a
