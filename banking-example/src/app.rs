@@ -80,6 +80,10 @@ pub struct AppState {
     pub publishing: Option<crate::publishing::PublishingProbe>,
     /// This instance's part in the cluster, in cluster mode.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Transfers: their streams and the process driver moving them.
+    pub transfers: crate::transfer::Transfers,
+    /// Why the transfer runner stopped, if it did.
+    pub transfers_failure: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 /// Counters and histograms not updated for this long leave `/metrics`
@@ -115,6 +119,7 @@ pub struct App {
     pub state: AppState,
     stop_projection: watch::Sender<bool>,
     projection_task: JoinHandle<()>,
+    transfer_tasks: Vec<JoinHandle<()>>,
     postgres: Option<PostgresEventStore>,
     sqlite: Option<es_sqlite::SqliteEventStore>,
     publishing: Option<crate::publishing::EventPublishing>,
@@ -158,26 +163,39 @@ impl App {
                 ))
             }
         };
-        let store: Arc<dyn EventStore> = match &cluster {
-            Some(c) => Arc::new(FencedStore::new(
-                Arc::clone(&backends.store),
-                Arc::new(c.manager.clone()),
-            )),
-            None => Arc::clone(&backends.store),
+        let accounts_on = |store: Arc<dyn EventStore>| {
+            let mut builder = Repository::<Account>::builder(store)
+                .retry(retry)
+                .upcasters(upcasters())
+                .validator(MaxTransactionAmount {
+                    max: config.max_transaction_amount,
+                });
+            if let Some(cache) = &backends.cache {
+                builder = builder.cache(Arc::clone(cache));
+            }
+            if let Some(snapshots) = &backends.snapshots {
+                builder = builder.snapshots(Arc::clone(snapshots), crate::backends::SNAPSHOT_POLICY);
+            }
+            builder.build()
         };
-        let mut builder = Repository::<Account>::builder(store)
-            .retry(retry)
-            .upcasters(upcasters())
-            .validator(MaxTransactionAmount {
-                max: config.max_transaction_amount,
-            });
-        if let Some(cache) = &backends.cache {
-            builder = builder.cache(Arc::clone(cache));
-        }
-        if let Some(snapshots) = &backends.snapshots {
-            builder = builder.snapshots(Arc::clone(snapshots), crate::backends::SNAPSHOT_POLICY);
-        }
-        let repo = builder.build();
+        let (repo, transfer_accounts) = match &cluster {
+            Some(c) => (
+                accounts_on(Arc::new(FencedStore::new(
+                    Arc::clone(&backends.store),
+                    Arc::new(c.manager.clone()),
+                ))),
+                // The transfer runner (driven by one instance at a time)
+                // issues account steps for accounts of every shard: through
+                // the unfenced store, under command ids derived from the
+                // transfer and step, so each applies once, ordered with the
+                // owners' commands by the stream's version check.
+                accounts_on(Arc::clone(&backends.store)),
+            ),
+            None => {
+                let repo = accounts_on(Arc::clone(&backends.store));
+                (repo.clone(), repo)
+            }
+        };
 
         let read_side: ReadSide = match (&backends.postgres, &backends.sqlite) {
             (Some(store), _) => crate::read_model::postgres(store).await?,
@@ -191,6 +209,36 @@ impl App {
             Arc::clone(&projection_failure),
             stop_rx,
         ));
+
+        let transfers = crate::transfer::Transfers::new(
+            crate::transfer::TransferStores {
+                store: Arc::clone(&backends.store),
+                postgres: backends.postgres.clone(),
+                sqlite: backends.sqlite.clone(),
+                clock: Arc::clone(&backends.clock),
+            },
+            transfer_accounts,
+            config.transfer_timeout,
+        );
+        let transfers_failure = Arc::new(std::sync::RwLock::new(None));
+        let transfer_tasks = vec![
+            tokio::spawn(follow(
+                transfers.runner.clone(),
+                Arc::clone(&transfers_failure),
+                stop_projection.subscribe(),
+            )),
+            tokio::spawn({
+                let driver = Arc::clone(&transfers.driver);
+                let mut stop = stop_projection.subscribe();
+                async move {
+                    driver
+                        .run_deadlines(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
+                }
+            }),
+        ];
 
         let mut validators = ValidatorRegistry::new();
         validators.register::<CreateAccountRequest>(AccountCreationValidator {
@@ -228,11 +276,14 @@ impl App {
             config: Arc::new(config),
             publishing: publishing.as_ref().map(|p| p.probe()),
             cluster,
+            transfers,
+            transfers_failure,
         };
         Ok(Self {
             state,
             stop_projection,
             projection_task,
+            transfer_tasks,
             postgres: backends.postgres.clone(),
             sqlite: backends.sqlite.clone(),
             publishing,
@@ -275,6 +326,11 @@ impl App {
         let _ = self.stop_projection.send(true);
         if let Err(e) = self.projection_task.await {
             tracing::warn!(error = %e, "projection task ended abnormally");
+        }
+        for task in self.transfer_tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "transfer task ended abnormally");
+            }
         }
         if let Some(store) = &self.sqlite {
             store.shutdown().await;
@@ -321,7 +377,7 @@ async fn follow(
         match result {
             Ok(()) => return,
             Err(e) => {
-                tracing::error!(error = %e, "account projection stopped; retrying in 5 s");
+                tracing::error!(projection = projection.name(), error = %e, "projection stopped; retrying in 5 s");
                 set(Some(e.to_string()));
             }
         }

@@ -70,6 +70,9 @@ pub struct AppConfig {
     /// 0 turns the wait off). Past it the command still answers (from its
     /// own outcome) and `read_your_writes_timeouts_total` counts it.
     pub read_your_writes_wait: Duration,
+    /// How long a transfer may wait for its debit before it fails with
+    /// nothing moved (`TRANSFER_TIMEOUT_SECS`, default 30).
+    pub transfer_timeout: Duration,
     /// Maximum accepted request body in bytes (64 KiB).
     pub max_body_bytes: usize,
     /// Per-request timeout (`REQUEST_TIMEOUT_SECS`).
@@ -109,6 +112,7 @@ impl Default for AppConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             idempotency_wait: Duration::from_secs(5),
             read_your_writes_wait: Duration::from_secs(2),
+            transfer_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             command_max_attempts: 20,
@@ -198,6 +202,9 @@ impl AppConfig {
         }
         if let Some(v) = get("READ_YOUR_WRITES_WAIT_MS") {
             c.read_your_writes_wait = Duration::from_millis(parse("READ_YOUR_WRITES_WAIT_MS", &v)?);
+        }
+        if let Some(v) = get("TRANSFER_TIMEOUT_SECS") {
+            c.transfer_timeout = Duration::from_secs(parse("TRANSFER_TIMEOUT_SECS", &v)?);
         }
         if let Some(v) = get("RATE_LIMIT_REQUESTS_PER_MINUTE") {
             c.rate_limit.requests_per_minute = parse("RATE_LIMIT_REQUESTS_PER_MINUTE", &v)?;

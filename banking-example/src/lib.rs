@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod publishing;
 pub mod rate_limit;
 pub mod read_model;
+pub mod transfer;
 pub mod validation;
 
 pub use app::{start, App, AppError, AppState, Backends, RunningServer};

@@ -12,6 +12,9 @@
 //! // es_core::event_store_conformance!(fresh_store, fencing);
 //! ```
 
+mod deadlines;
+pub use deadlines::deadline_store;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,6 +21,10 @@
 //!   and the checkpoint, atomically) through catch-up, live following,
 //!   replay, retries and dead letters. Write a [`TypedProjector`] to get
 //!   decoded events, or an untyped [`Projector`] across aggregates.
+//! - A process manager ([`ProcessManager`], a saga) drives a workflow
+//!   across aggregates from the global log, on the same runner: each step
+//!   under a command id derived from (process, step), so a retried step
+//!   applies once; deadlines by an injectable clock ([`ProcessDriver`]).
 //! - A [`LockManager`] hands out expiring locks with fencing tokens.
 //!
 //! ## Quick start
@@ -97,6 +101,7 @@ mod event;
 mod hooks;
 mod lock;
 pub mod memory;
+mod process;
 mod projection;
 mod repository;
 mod retry;
@@ -124,6 +129,10 @@ pub use lock::{FencingToken, Lease, LockError, LockGuard, LockManager, LockRetry
 pub use memory::{
     InMemoryCheckpointStore, InMemoryDeduplicator, InMemoryEventStore, InMemoryLockManager, InMemorySnapshotStore,
     InMemoryStateCache, DEFAULT_DEDUP_CAPACITY_BYTES,
+};
+pub use process::{
+    step_command_id, DeadlineStore, InMemoryDeadlines, ProcessConfig, ProcessDriver, ProcessError, ProcessManager,
+    ProcessUnit, Step,
 };
 pub use projection::{
     apply_keeping_prefix, checkpoint_after_page, Advance, CheckpointStore, DeadLetter, EventEnvelope, InMemoryViews,

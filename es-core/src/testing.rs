@@ -2,6 +2,10 @@
 //!
 //! - [`AggregateTest`]: given events, when a command, then expect events,
 //!   an error, or a state.
+//! - [`ProcessTest`]: given a process's facts, when an outcome or a
+//!   deadline, then expect the next step (a process manager's commands).
+//! - [`CrashingStore`] and [`crash_plan`]: crashes before or after any
+//!   append, for proptests that restart a process manager between steps.
 //! - [`Properties`]: checks, for any command sequence proptest generates,
 //!   that `handle` is deterministic, a state restored from a snapshot
 //!   decides like the live one, events survive the codec (and apply alike
@@ -36,6 +40,12 @@
 //!     .unwrap();
 //! assert_eq!((outcome.accepted, outcome.rejected, outcome.state.value), (2, 1, 6));
 //! ```
+
+mod crash;
+mod process;
+
+pub use crash::{crash_plan, Crash, CrashingStore};
+pub use process::ProcessTest;
 
 use std::fmt::Debug;
 

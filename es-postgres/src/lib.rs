@@ -12,6 +12,9 @@
 //!   and switches readers atomically; [`projection_statuses`] for operators.
 //!   [`PostgresCheckpointStore`] keeps checkpoints of at-least-once
 //!   projectors.
+//! - [`PgProcess`] runs es-core's process managers in the transactional
+//!   unit (one instance drives a page at a time), with deadlines in
+//!   [`PostgresDeadlineStore`].
 //! - An optional outbox table written in the append's own statement.
 //! - [`PostgresDeduplicator`]: idempotency keys shared by every process
 //!   on the database.
@@ -60,6 +63,7 @@ mod error;
 mod health;
 mod migrate;
 mod notify;
+mod process;
 mod projection;
 mod snapshot;
 mod sql;
@@ -73,6 +77,7 @@ pub use config::EventStoreConfig;
 pub use dedup::PostgresDeduplicator;
 pub use error::SetupError;
 pub use health::Health;
+pub use process::{PgProcess, PostgresDeadlineStore};
 pub use projection::{
     projection_statuses, BlueGreen, BlueGreenError, PageFailure, PgProjectionUnit, PgTyped, PgTypedProjector, PgViews,
     ProjectionStatus, SwitchOutcome, TransactionalProjector,

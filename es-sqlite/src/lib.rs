@@ -4,6 +4,7 @@
 mod batcher;
 mod checkpoint;
 mod config;
+mod deadline;
 mod dedup;
 mod error;
 mod gate;
@@ -18,6 +19,7 @@ pub mod testing;
 pub use batcher::WriterStats;
 pub use checkpoint::SqliteCheckpointStore;
 pub use config::{SqliteConfig, Synchronous};
+pub use deadline::SqliteDeadlineStore;
 pub use dedup::SqliteDeduplicator;
 pub use error::SetupError;
 pub use projection::{PageFailure, SqliteProjectionUnit, SqliteProjector, SqliteTyped, SqliteTypedProjector};

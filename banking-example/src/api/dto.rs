@@ -72,6 +72,12 @@ pub struct AccountView {
     /// authentication existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_id: Option<Uuid>,
+    /// Money transferred out of the account that has not reached its
+    /// destination yet (it is in neither balance): the sum over all
+    /// accounts of `balance + in_flight` only changes by deposits and
+    /// withdrawals.
+    #[serde(default)]
+    pub in_flight: Money,
 }
 
 /// Answer of `GET /accounts`.
@@ -102,7 +108,15 @@ impl AccountView {
             version,
             status,
             owner_id: state.owner_id,
+            in_flight: state.pending_out(),
         })
+    }
+
+    /// The view with its money in flight set (the read model's figure).
+    #[must_use]
+    pub fn with_in_flight(mut self, in_flight: Money) -> Self {
+        self.in_flight = in_flight;
+        self
     }
 
     /// The view with its owner set.

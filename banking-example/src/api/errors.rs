@@ -137,9 +137,10 @@ impl ApiError {
             AccountError::NotFound => Self::NotFound(format!("account {id} not found")),
             AccountError::AlreadyExists => Self::Conflict(format!("account {id} already exists")),
             AccountError::Closed => Self::Conflict(format!("account {id} is closed")),
-            e @ (AccountError::InsufficientFunds { .. } | AccountError::NonZeroBalance { .. }) => {
-                Self::Unprocessable(e.to_string())
-            }
+            e @ AccountError::TransferCancelled(_) => Self::Conflict(e.to_string()),
+            e @ (AccountError::InsufficientFunds { .. }
+            | AccountError::NonZeroBalance { .. }
+            | AccountError::TransfersInFlight { .. }) => Self::Unprocessable(e.to_string()),
             e @ (AccountError::Invalid(_) | AccountError::Overflow) => Self::BadRequest(e.to_string()),
         }
     }

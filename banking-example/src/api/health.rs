@@ -101,6 +101,20 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         component(projection_up, state.read_model_backend, details),
     );
 
+    let stopped = state
+        .transfers_failure
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut details = BTreeMap::new();
+    if let Some(f) = &stopped {
+        details.insert("stopped".into(), f.clone().into());
+    }
+    components.insert(
+        "transfers".into(),
+        component(stopped.is_none(), state.read_model_backend, details),
+    );
+
     let limiter = state.limiter.health().await;
     let mut details = BTreeMap::new();
     if let Err(e) = &limiter {

@@ -10,6 +10,7 @@ pub mod health;
 pub mod openapi;
 pub mod peer;
 pub mod routes;
+pub mod transfers;
 
 pub use dto::{
     AccountPage, AccountView, AccountViewStatus, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory,

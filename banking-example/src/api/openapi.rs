@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{access, accounts, health};
+use super::{access, accounts, health, transfers};
 use crate::auth::routes as auth;
 
 /// Adds the `bearer` security scheme (JWT access tokens).
@@ -55,6 +55,8 @@ impl Modify for BearerScheme {
         accounts::withdraw,
         accounts::close_account,
         super::cluster::cluster,
+        transfers::create_transfer,
+        transfers::get_transfer,
         health::live,
         health::ready,
         health::metrics,
@@ -64,6 +66,7 @@ impl Modify for BearerScheme {
     tags(
         (name = "auth", description = "Registration, login, tokens, password change and reset"),
         (name = "accounts", description = "Accounts: open, read, deposit, withdraw, close"),
+        (name = "transfers", description = "Transfers between accounts: started with 202, completed or failed (and refunded) in the background"),
         (name = "operations", description = "Health, metrics and API documentation"),
     )
 )]

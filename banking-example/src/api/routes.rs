@@ -22,7 +22,7 @@ use tower_http::trace::TraceLayer;
 
 use super::errors::{ensure_json_errors, ApiError};
 use super::extract::{bearer_token, is_visible_ascii, AuthUser, CLIENT_ID_HEADER, REQUEST_ID_HEADER};
-use super::{access, accounts, cluster, health, openapi, peer};
+use super::{access, accounts, cluster, health, openapi, peer, transfers};
 use crate::app::AppState;
 use crate::auth::routes as auth;
 use crate::rate_limit::RateLimitDecision;
@@ -110,6 +110,8 @@ pub fn route_table() -> Vec<Route> {
         route(Post, "/accounts/{id}/withdraw", accounts::withdraw),
         route(Post, "/accounts/{id}/close", accounts::close_account),
         route(Get, "/cluster", cluster::cluster),
+        route(Post, "/transfers", transfers::create_transfer),
+        route(Get, "/transfers/{id}", transfers::get_transfer),
         route(Get, "/health", health::live),
         route(Get, "/health/ready", health::ready),
         route(Get, "/metrics", health::metrics),

@@ -28,10 +28,43 @@ pub enum AccountCommand {
         /// Positive amount.
         amount: Money,
     },
-    /// Close the account (its balance must be zero).
+    /// Close the account (its balance must be zero and no transfer from it
+    /// in flight).
     Close {
         /// Why.
         reason: String,
+    },
+    /// Take money out for a transfer (its first step): the amount stays
+    /// recorded against the transfer until it is settled or refunded.
+    DebitForTransfer {
+        /// The transfer.
+        transfer: Uuid,
+        /// Where the money goes.
+        to: Uuid,
+        /// Positive amount.
+        amount: Money,
+    },
+    /// Pay in the money of a transfer (its second step).
+    CreditFromTransfer {
+        /// The transfer.
+        transfer: Uuid,
+        /// Where the money comes from.
+        from: Uuid,
+        /// Positive amount.
+        amount: Money,
+    },
+    /// The transfer's money arrived: forget it (the last step). A no-op
+    /// when nothing is recorded against the transfer.
+    SettleTransfer {
+        /// The transfer.
+        transfer: Uuid,
+    },
+    /// Give back the money of a transfer that cannot complete; when the
+    /// debit never happened, refuse it from now on (so a late debit cannot
+    /// strand money). Idempotent.
+    RefundTransfer {
+        /// The transfer.
+        transfer: Uuid,
     },
 }
 
@@ -67,4 +100,13 @@ pub enum AccountError {
     /// The balance would overflow.
     #[error("amount too large")]
     Overflow,
+    /// Close while transfers from the account are still in flight.
+    #[error("{count} transfer(s) from this account are still in flight")]
+    TransfersInFlight {
+        /// How many.
+        count: usize,
+    },
+    /// A debit for a transfer that was already refunded or voided.
+    #[error("transfer {0} was cancelled")]
+    TransferCancelled(Uuid),
 }

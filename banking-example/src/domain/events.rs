@@ -44,6 +44,53 @@ pub struct AccountClosed {
     pub reason: String,
 }
 
+/// Money was taken out for a transfer; it is in flight until the
+/// destination is credited (or it is refunded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferDebited {
+    /// The transfer.
+    pub transfer: Uuid,
+    /// The destination account.
+    pub to: Uuid,
+    /// Amount (positive).
+    pub amount: Money,
+}
+
+/// The money of a transfer arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferCredited {
+    /// The transfer.
+    pub transfer: Uuid,
+    /// The source account.
+    pub from: Uuid,
+    /// Amount (positive).
+    pub amount: Money,
+}
+
+/// A transfer from this account completed: its debit is no longer
+/// pending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferSettled {
+    /// The transfer.
+    pub transfer: Uuid,
+}
+
+/// The money of a transfer that could not complete came back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRefunded {
+    /// The transfer.
+    pub transfer: Uuid,
+    /// Amount given back.
+    pub amount: Money,
+}
+
+/// A transfer was cancelled before its debit: a later debit is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferVoided {
+    /// The transfer.
+    pub transfer: Uuid,
+}
+
 /// Every event of the account aggregate. The stored payload is the serde
 /// form `{"MoneyDeposited": {"amount": 5.00}}`; the event metadata (who,
 /// correlation, idempotency key) travels in the es-core envelope.
@@ -57,6 +104,16 @@ pub enum AccountEvent {
     MoneyWithdrawn(MoneyWithdrawn),
     /// See [`AccountClosed`].
     AccountClosed(AccountClosed),
+    /// See [`TransferDebited`].
+    TransferDebited(TransferDebited),
+    /// See [`TransferCredited`].
+    TransferCredited(TransferCredited),
+    /// See [`TransferSettled`].
+    TransferSettled(TransferSettled),
+    /// See [`TransferRefunded`].
+    TransferRefunded(TransferRefunded),
+    /// See [`TransferVoided`].
+    TransferVoided(TransferVoided),
 }
 
 impl AccountEvent {
@@ -67,6 +124,11 @@ impl AccountEvent {
             Self::MoneyDeposited(e) => serde_json::to_value(e),
             Self::MoneyWithdrawn(e) => serde_json::to_value(e),
             Self::AccountClosed(e) => serde_json::to_value(e),
+            Self::TransferDebited(e) => serde_json::to_value(e),
+            Self::TransferCredited(e) => serde_json::to_value(e),
+            Self::TransferSettled(e) => serde_json::to_value(e),
+            Self::TransferRefunded(e) => serde_json::to_value(e),
+            Self::TransferVoided(e) => serde_json::to_value(e),
         };
         value.unwrap_or(serde_json::Value::Null)
     }
@@ -79,6 +141,11 @@ impl DomainEvent for AccountEvent {
             Self::MoneyDeposited(_) => "MoneyDeposited",
             Self::MoneyWithdrawn(_) => "MoneyWithdrawn",
             Self::AccountClosed(_) => "AccountClosed",
+            Self::TransferDebited(_) => "TransferDebited",
+            Self::TransferCredited(_) => "TransferCredited",
+            Self::TransferSettled(_) => "TransferSettled",
+            Self::TransferRefunded(_) => "TransferRefunded",
+            Self::TransferVoided(_) => "TransferVoided",
         }
     }
 

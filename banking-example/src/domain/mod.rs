@@ -10,7 +10,10 @@ mod upcast;
 
 pub use account::{Account, AccountStatus};
 pub use commands::{AccountCommand, AccountError};
-pub use events::{AccountClosed, AccountCreated, AccountEvent, MoneyDeposited, MoneyWithdrawn};
+pub use events::{
+    AccountClosed, AccountCreated, AccountEvent, MoneyDeposited, MoneyWithdrawn, TransferCredited, TransferDebited,
+    TransferRefunded, TransferSettled, TransferVoided,
+};
 pub use money::{parse_decimal, Amount, Money, MoneyError, SCALE};
 pub use policy::MaxTransactionAmount;
 pub use upcast::{upcasters, OwnerIdFromHeader, OWNER_HEADER};

@@ -21,7 +21,14 @@ impl EventValidator<Account> for MaxTransactionAmount {
                 AccountEvent::AccountCreated(e) => e.initial_balance,
                 AccountEvent::MoneyDeposited(e) => e.amount,
                 AccountEvent::MoneyWithdrawn(e) => e.amount,
-                AccountEvent::AccountClosed(_) => continue,
+                AccountEvent::TransferDebited(e) => e.amount,
+                // A transfer's later steps move money already debited
+                // under the limit: refusing them would strand it.
+                AccountEvent::AccountClosed(_)
+                | AccountEvent::TransferCredited(_)
+                | AccountEvent::TransferSettled(_)
+                | AccountEvent::TransferRefunded(_)
+                | AccountEvent::TransferVoided(_) => continue,
             };
             if amount > self.max {
                 return Err(format!("amount must not exceed {}", self.max));

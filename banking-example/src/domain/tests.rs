@@ -122,8 +122,119 @@ fn signed_sum(events: &[AccountEvent]) -> Decimal {
         AccountEvent::AccountCreated(c) => acc + c.initial_balance.value(),
         AccountEvent::MoneyDeposited(d) => acc + d.amount.value(),
         AccountEvent::MoneyWithdrawn(w) => acc - w.amount.value(),
-        AccountEvent::AccountClosed(_) => acc,
+        AccountEvent::TransferDebited(e) => acc - e.amount.value(),
+        AccountEvent::TransferCredited(e) => acc + e.amount.value(),
+        AccountEvent::TransferRefunded(e) => acc + e.amount.value(),
+        AccountEvent::AccountClosed(_) | AccountEvent::TransferSettled(_) | AccountEvent::TransferVoided(_) => acc,
     })
+}
+
+mod transfers {
+    use es_core::testing::AggregateTest;
+    use uuid::Uuid;
+
+    use crate::domain::*;
+
+    fn opened(cents: u64) -> Vec<AccountEvent> {
+        vec![AccountEvent::AccountCreated(AccountCreated {
+            owner_name: "A".into(),
+            initial_balance: Money::from_cents(cents),
+            owner_id: None,
+        })]
+    }
+
+    const T: Uuid = Uuid::from_u128(7);
+    const TO: Uuid = Uuid::from_u128(8);
+
+    fn debited(cents: u64) -> AccountEvent {
+        AccountEvent::TransferDebited(TransferDebited {
+            transfer: T,
+            to: TO,
+            amount: Money::from_cents(cents),
+        })
+    }
+
+    fn debit(cents: u64) -> AccountCommand {
+        AccountCommand::DebitForTransfer {
+            transfer: T,
+            to: TO,
+            amount: Money::from_cents(cents),
+        }
+    }
+
+    #[test]
+    fn a_debit_needs_the_funds_and_is_recorded_against_the_transfer() {
+        AggregateTest::<Account>::given(opened(100))
+            .when(debit(101))
+            .then_expect_error(|e| matches!(e, AccountError::InsufficientFunds { .. }));
+        AggregateTest::<Account>::given(opened(100))
+            .when(debit(100))
+            .then_expect_events(vec![debited(100)]);
+        let mut events = opened(100);
+        events.push(debited(40));
+        AggregateTest::<Account>::given(events.clone())
+            .when(debit(40))
+            .then_expect_events(vec![]);
+        AggregateTest::<Account>::given(events)
+            .when(debit(1))
+            .then_expect_state(|a| {
+                assert_eq!(
+                    (a.balance, a.pending_out()),
+                    (Money::from_cents(60), Money::from_cents(40))
+                );
+            });
+    }
+
+    #[test]
+    fn no_close_while_a_transfer_is_in_flight_and_a_refund_gives_it_back() {
+        let mut events = opened(40);
+        events.push(debited(40));
+        AggregateTest::<Account>::given(events.clone())
+            .when(AccountCommand::Close { reason: "x".into() })
+            .then_expect_error(|e| matches!(e, AccountError::TransfersInFlight { count: 1 }));
+        AggregateTest::<Account>::given(events.clone())
+            .when(AccountCommand::RefundTransfer { transfer: T })
+            .then_expect_events(vec![AccountEvent::TransferRefunded(TransferRefunded {
+                transfer: T,
+                amount: Money::from_cents(40),
+            })]);
+        events.push(AccountEvent::TransferSettled(TransferSettled { transfer: T }));
+        AggregateTest::<Account>::given(events.clone())
+            .when(AccountCommand::RefundTransfer { transfer: T })
+            .then_expect_events(vec![AccountEvent::TransferVoided(TransferVoided { transfer: T })]);
+        AggregateTest::<Account>::given(events)
+            .when(AccountCommand::SettleTransfer { transfer: T })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_refund_before_the_debit_voids_it_and_a_late_debit_is_refused() {
+        let mut events = opened(100);
+        events.push(AccountEvent::TransferVoided(TransferVoided { transfer: T }));
+        AggregateTest::<Account>::given(events.clone())
+            .when(debit(10))
+            .then_expect_error(|e| *e == AccountError::TransferCancelled(T));
+        AggregateTest::<Account>::given(events)
+            .when(AccountCommand::RefundTransfer { transfer: T })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_credit_needs_an_open_account() {
+        let credit = AccountCommand::CreditFromTransfer {
+            transfer: T,
+            from: TO,
+            amount: Money::from_cents(5),
+        };
+        AggregateTest::<Account>::given_no_events()
+            .when(credit.clone())
+            .then_expect_error(|e| *e == AccountError::NotFound);
+        let mut closed = opened(0);
+        closed.push(AccountEvent::AccountClosed(AccountClosed { reason: "x".into() }));
+        AggregateTest::<Account>::given(closed)
+            .when(credit)
+            .then_expect_error(|e| *e == AccountError::Closed);
+    }
 }
 
 proptest! {

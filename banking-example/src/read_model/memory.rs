@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use es_core::{BoxError, EventEnvelope, StoreError, TypedProjector};
 use uuid::Uuid;
 
-use super::row::{account_id, AccountRow};
+use super::row::{account_id, arrival, AccountRow};
 use super::{AccountQueries, PROJECTION};
 use crate::api::AccountView;
 use crate::domain::{Account, AccountEvent};
@@ -54,6 +54,12 @@ impl TypedProjector for InMemoryAccounts {
         if row.apply(event) {
             if let Some(owner) = row.account.owner_id {
                 data.by_owner.insert((owner, id));
+            }
+            if let Some((from, amount)) = arrival(event) {
+                data.rows
+                    .entry(from)
+                    .or_insert_with(|| AccountRow::empty(from))
+                    .land(amount);
             }
         }
         Ok(())

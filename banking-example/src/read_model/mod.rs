@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 pub use memory::InMemoryAccounts;
 pub use postgres::{AccountsTable, PgAccounts};
-pub use row::AccountRow;
+pub use row::{arrival, AccountRow};
 pub use sqlite::{SqliteAccounts, SqliteAccountsTable, SQLITE_ACCOUNTS};
 
 use crate::api::AccountView;
@@ -53,7 +53,8 @@ pub const ACCOUNTS: &str = "accounts";
 /// The version of the PostgreSQL accounts projection this build writes.
 /// Bump it when the table's shape or the fold changes: the new version is
 /// rebuilt beside the old one and readers switch when it has caught up.
-pub const ACCOUNTS_VERSION: u32 = 1;
+/// Version 2 added `in_flight` (transfers).
+pub const ACCOUNTS_VERSION: u32 = 2;
 
 /// Queries of the account read model.
 #[async_trait]

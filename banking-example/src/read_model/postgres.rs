@@ -10,7 +10,7 @@ use es_postgres::{PageFailure, PgTypedProjector, PostgresEventStore};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::row::{account_id, AccountRow};
+use super::row::{account_id, arrival, AccountRow};
 use super::AccountQueries;
 use crate::api::AccountView;
 use crate::domain::{Account, AccountEvent, AccountStatus, Money};
@@ -49,12 +49,14 @@ fn status_of(text: &str) -> AccountStatus {
     }
 }
 
-const COLUMNS: &str = "id, owner_id, owner_name, balance::text, status, version";
+const COLUMNS: &str = "id, owner_id, owner_name, balance::text, status, version, in_flight::text";
 
 fn row_of(r: &sqlx::postgres::PgRow) -> Result<AccountRow, StoreError> {
     let d = |e: sqlx::Error| StoreError::backend("decode account row", e);
     let balance: String = r.try_get(3).map_err(d)?;
     let balance = Money::from_str(&balance).map_err(|e| StoreError::backend("decode account balance", e))?;
+    let in_flight: String = r.try_get(6).map_err(d)?;
+    let in_flight = Money::from_str(&in_flight).map_err(|e| StoreError::backend("decode account in_flight", e))?;
     Ok(AccountRow {
         id: r.try_get(0).map_err(d)?,
         account: Account {
@@ -62,8 +64,10 @@ fn row_of(r: &sqlx::postgres::PgRow) -> Result<AccountRow, StoreError> {
             owner_name: r.try_get(2).map_err(d)?,
             balance,
             status: status_of(r.try_get::<&str, _>(4).map_err(d)?),
+            ..Account::default()
         },
         version: r.try_get::<i64, _>(5).map_err(d)?.max(0) as u64,
+        in_flight,
     })
 }
 
@@ -79,7 +83,7 @@ impl PgTypedProjector for AccountsTable {
         sqlx::query(&format!(
             "CREATE TABLE IF NOT EXISTS {} (id UUID PRIMARY KEY, owner_id UUID, owner_name TEXT NOT NULL, \
              balance NUMERIC NOT NULL, status TEXT NOT NULL, version BIGINT NOT NULL, \
-             updated_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+             updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), in_flight NUMERIC NOT NULL DEFAULT 0)",
             self.table
         ))
         .execute(&mut *tx)
@@ -104,7 +108,11 @@ impl PgTypedProjector for AccountsTable {
         tx: &mut PgConnection,
         events: &[EventEnvelope<AccountEvent>],
     ) -> Result<(), PageFailure> {
-        let mut ids: Vec<Uuid> = events.iter().filter_map(account_id).collect();
+        let mut ids: Vec<Uuid> = events
+            .iter()
+            .filter_map(account_id)
+            .chain(events.iter().filter_map(|e| arrival(e).map(|(from, _)| from)))
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         if ids.is_empty() {
@@ -130,11 +138,16 @@ impl PgTypedProjector for AccountsTable {
             let row = rows.entry(id).or_insert_with(|| AccountRow::empty(id));
             if row.apply(e) {
                 changed.push(id);
+                if let Some((from, amount)) = arrival(e) {
+                    rows.entry(from).or_insert_with(|| AccountRow::empty(from)).land(amount);
+                    changed.push(from);
+                }
             }
         }
         changed.sort_unstable();
         changed.dedup();
         let n = changed.len();
+        let mut in_flights = Vec::with_capacity(n);
         let (mut owners, mut names, mut balances, mut statuses, mut versions) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -149,14 +162,16 @@ impl PgTypedProjector for AccountsTable {
             balances.push(row.account.balance.to_string());
             statuses.push(status_text(row.account.status));
             versions.push(row.version as i64);
+            in_flights.push(row.in_flight.to_string());
         }
         sqlx::query(&format!(
-            "INSERT INTO {} (id, owner_id, owner_name, balance, status, version, updated_at) \
-             SELECT id, owner_id, owner_name, balance, status, version, now() \
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[]::numeric[], $5::text[], $6::bigint[]) \
-               AS u(id, owner_id, owner_name, balance, status, version) \
+            "INSERT INTO {} (id, owner_id, owner_name, balance, status, version, updated_at, in_flight) \
+             SELECT id, owner_id, owner_name, balance, status, version, now(), in_flight \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[]::numeric[], $5::text[], $6::bigint[], \
+               $7::text[]::numeric[]) AS u(id, owner_id, owner_name, balance, status, version, in_flight) \
              ON CONFLICT (id) DO UPDATE SET owner_id = EXCLUDED.owner_id, owner_name = EXCLUDED.owner_name, \
-               balance = EXCLUDED.balance, status = EXCLUDED.status, version = EXCLUDED.version, updated_at = now()",
+               balance = EXCLUDED.balance, status = EXCLUDED.status, version = EXCLUDED.version, updated_at = now(), \
+               in_flight = EXCLUDED.in_flight",
             self.table
         ))
         .bind(&changed)
@@ -165,6 +180,7 @@ impl PgTypedProjector for AccountsTable {
         .bind(&balances)
         .bind(&statuses)
         .bind(&versions)
+        .bind(&in_flights)
         .execute(&mut *tx)
         .await?;
         Ok(())

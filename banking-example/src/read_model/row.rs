@@ -5,7 +5,7 @@ use es_core::{Aggregate, EventEnvelope};
 use uuid::Uuid;
 
 use crate::api::AccountView;
-use crate::domain::{Account, AccountEvent};
+use crate::domain::{Account, AccountEvent, Money};
 
 /// An account as the read model keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,9 @@ pub struct AccountRow {
     pub account: Account,
     /// The stream version the state includes.
     pub version: u64,
+    /// Money debited from this account for transfers whose destination
+    /// has not been credited (nor the money refunded) yet.
+    pub in_flight: Money,
 }
 
 impl AccountRow {
@@ -25,6 +28,7 @@ impl AccountRow {
             id,
             account: Account::default(),
             version: 0,
+            in_flight: Money::ZERO,
         }
     }
 
@@ -43,12 +47,37 @@ impl AccountRow {
         }
         self.account.apply(&event.event);
         self.version = event.version;
+        match &event.event {
+            AccountEvent::TransferDebited(e) => {
+                self.in_flight = self.in_flight.checked_add(e.amount).unwrap_or(self.in_flight);
+            }
+            AccountEvent::TransferRefunded(e) => self.land(e.amount),
+            _ => {}
+        }
         true
+    }
+
+    /// Money of a transfer from this account arrived (or came back):
+    /// it is no longer in flight.
+    pub fn land(&mut self, amount: Money) {
+        self.in_flight = self.in_flight.checked_sub(amount).unwrap_or(Money::ZERO);
     }
 
     /// The API's view of the row (none before the account is opened).
     pub fn view(&self) -> Option<AccountView> {
-        AccountView::from_state(self.id, &self.account, self.version)
+        AccountView::from_state(self.id, &self.account, self.version).map(|v| v.with_in_flight(self.in_flight))
+    }
+}
+
+/// The source account and amount of a transfer an event credits: when the
+/// destination's row applies it, the same page write takes the amount off
+/// the source's `in_flight`, so that at every position of the log the read
+/// model shows `sum(balance + in_flight)` equal to what was paid in minus
+/// what was taken out.
+pub fn arrival(event: &EventEnvelope<AccountEvent>) -> Option<(Uuid, Money)> {
+    match &event.event {
+        AccountEvent::TransferCredited(e) => Some((e.from, e.amount)),
+        _ => None,
     }
 }
 

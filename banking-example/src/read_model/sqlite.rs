@@ -10,7 +10,7 @@ use es_sqlite::{PageFailure, SqliteEventStore, SqliteTypedProjector};
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::row::{account_id, AccountRow};
+use super::row::{account_id, arrival, AccountRow};
 use super::AccountQueries;
 use crate::api::AccountView;
 use crate::domain::{Account, AccountEvent, AccountStatus, Money};
@@ -18,7 +18,7 @@ use crate::domain::{Account, AccountEvent, AccountStatus, Money};
 /// Name (checkpoint key) and table of the SQLite accounts projection.
 pub const SQLITE_ACCOUNTS: &str = "accounts";
 
-const COLUMNS: &str = "id, owner_id, owner_name, balance, status, version";
+const COLUMNS: &str = "id, owner_id, owner_name, balance, status, version, in_flight";
 
 fn status_text(s: AccountStatus) -> &'static str {
     match s {
@@ -34,6 +34,7 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<AccountRow, StoreError> {
     let owner: Option<String> = r.try_get(1).map_err(d)?;
     let balance: String = r.try_get(3).map_err(d)?;
     let status: String = r.try_get(4).map_err(d)?;
+    let in_flight: String = r.try_get(6).map_err(d)?;
     Ok(AccountRow {
         id: uuid(r.try_get(0).map_err(d)?)?,
         account: Account {
@@ -45,8 +46,10 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<AccountRow, StoreError> {
                 "closed" => AccountStatus::Closed,
                 _ => AccountStatus::NotOpened,
             },
+            ..Account::default()
         },
         version: r.try_get::<i64, _>(5).map_err(d)?.max(0) as u64,
+        in_flight: Money::from_str(&in_flight).map_err(|e| StoreError::backend("decode account in_flight", e))?,
     })
 }
 
@@ -74,6 +77,17 @@ impl SqliteTypedProjector for SqliteAccountsTable {
         sqlx::query("CREATE INDEX IF NOT EXISTS accounts_owner_idx ON accounts (owner_id, id)")
             .execute(&mut *tx)
             .await?;
+        // Files from before transfers: no transfer events exist in them,
+        // so every account's money in flight is zero.
+        let has_in_flight: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pragma_table_info('accounts') WHERE name = 'in_flight'")
+                .fetch_one(&mut *tx)
+                .await?;
+        if has_in_flight == 0 {
+            sqlx::query("ALTER TABLE accounts ADD COLUMN in_flight TEXT NOT NULL DEFAULT '0.00'")
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(())
     }
 
@@ -92,21 +106,12 @@ impl SqliteTypedProjector for SqliteAccountsTable {
         let mut changed: Vec<Uuid> = Vec::new();
         for e in events {
             let Some(id) = account_id(e) else { continue };
-            let row = match rows.entry(id) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    let found = sqlx::query(&format!("SELECT {COLUMNS} FROM accounts WHERE id = ?"))
-                        .bind(id.to_string())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    v.insert(match found {
-                        Some(r) => row_of(&r).map_err(PageFailure::whole)?,
-                        None => AccountRow::empty(id),
-                    })
-                }
-            };
-            if row.apply(e) {
+            if load(tx, &mut rows, id).await?.apply(e) {
                 changed.push(id);
+                if let Some((from, amount)) = arrival(e) {
+                    load(tx, &mut rows, from).await?.land(amount);
+                    changed.push(from);
+                }
             }
         }
         changed.sort_unstable();
@@ -115,10 +120,10 @@ impl SqliteTypedProjector for SqliteAccountsTable {
         for id in changed {
             let row = &rows[&id];
             sqlx::query(
-                "INSERT INTO accounts (id, owner_id, owner_name, balance, status, version, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id, \
+                "INSERT INTO accounts (id, owner_id, owner_name, balance, status, version, updated_at, in_flight) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id, \
                  owner_name = excluded.owner_name, balance = excluded.balance, status = excluded.status, \
-                 version = excluded.version, updated_at = excluded.updated_at",
+                 version = excluded.version, updated_at = excluded.updated_at, in_flight = excluded.in_flight",
             )
             .bind(id.to_string())
             .bind(row.account.owner_id.map(|o| o.to_string()))
@@ -127,6 +132,7 @@ impl SqliteTypedProjector for SqliteAccountsTable {
             .bind(status_text(row.account.status))
             .bind(row.version as i64)
             .bind(&now)
+            .bind(row.in_flight.to_string())
             .execute(&mut *tx)
             .await?;
         }
@@ -137,6 +143,26 @@ impl SqliteTypedProjector for SqliteAccountsTable {
         sqlx::query("DELETE FROM accounts").execute(tx).await?;
         Ok(())
     }
+}
+
+/// The row of account `id`: from `rows`, else from the table, else empty.
+async fn load<'r>(
+    tx: &mut SqliteConnection,
+    rows: &'r mut HashMap<Uuid, AccountRow>,
+    id: Uuid,
+) -> Result<&'r mut AccountRow, PageFailure> {
+    if let std::collections::hash_map::Entry::Vacant(slot) = rows.entry(id) {
+        let found = sqlx::query(&format!("SELECT {COLUMNS} FROM accounts WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        slot.insert(match found {
+            Some(r) => row_of(&r).map_err(PageFailure::whole)?,
+            None => AccountRow::empty(id),
+        });
+    }
+    rows.get_mut(&id)
+        .ok_or_else(|| PageFailure::whole(StoreError::backend("account row", "vanished")))
 }
 
 /// Reads the `accounts` table: by primary key, or through the

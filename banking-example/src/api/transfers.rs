@@ -1,0 +1,240 @@
+//! The `/transfers` handlers: start a transfer (202 + `Location`), read it.
+//!
+//! Only the owner of the source account (or a teller or admin) may
+//! transfer from it; the destination may be anyone's account and is not
+//! looked up (its existence is not revealed to the caller: a missing or
+//! closed destination fails the transfer, and the money comes back). A
+//! transfer is visible to whoever asked for it, the source's owner, and
+//! tellers and admins; to anyone else it does not exist (404).
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use es_core::{CommandContext, Metadata, RepositoryError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::access::authorize;
+use super::dto::ErrorBody;
+use super::errors::ApiError;
+use super::extract::{ApiJson, Caller, IdempotencyKey};
+use crate::app::AppState;
+use crate::auth::rbac::{can_read, AccountAction};
+use crate::domain::{Amount, Money};
+use crate::idempotency::{Idempotency, Reply};
+use crate::transfer::{Transfer, TransferCommand, TransferError, TransferRequested, TransferStatus};
+
+/// Body of `POST /transfers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// Source account (yours, unless you are a teller or admin).
+    pub from: Option<Uuid>,
+    /// Destination account (anyone's).
+    pub to: Option<Uuid>,
+    /// Positive amount, at most 2 decimal places.
+    #[schema(value_type = Money)]
+    pub amount: Option<Amount>,
+}
+
+/// A transfer as returned by `POST /transfers` and `GET /transfers/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TransferView {
+    /// Transfer id.
+    pub id: Uuid,
+    /// Source account.
+    pub from: Uuid,
+    /// Destination account.
+    pub to: Uuid,
+    /// Amount.
+    pub amount: Money,
+    /// `pending`, `completed` or `failed`.
+    pub status: TransferStatus,
+    /// Why it failed (absent unless failed or failing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was asked for.
+    pub requested_at: DateTime<Utc>,
+    /// When its last fact was recorded.
+    pub updated_at: DateTime<Utc>,
+    /// When it completed or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl TransferView {
+    fn of(t: &Transfer, requested_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> Option<Self> {
+        let r = t.request.as_ref()?;
+        let status = t.status();
+        Some(Self {
+            id: r.id,
+            from: r.from,
+            to: r.to,
+            amount: r.amount,
+            status,
+            reason: t.reason(),
+            requested_at,
+            updated_at,
+            finished_at: (status != TransferStatus::Pending).then_some(updated_at),
+        })
+    }
+}
+
+fn location(id: Uuid) -> HeaderValue {
+    HeaderValue::from_str(&format!("/transfers/{id}")).unwrap_or_else(|_| HeaderValue::from_static("/transfers"))
+}
+
+/// Starts a transfer; it completes (or fails) in the background.
+#[utoipa::path(
+    post, path = "/transfers", tag = "transfers",
+    security(("bearer" = [])),
+    request_body = TransferRequest,
+    params(
+        ("x-client-id" = String, Header, description = "Calling client"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request idempotent: a retry returns the first response and starts nothing"),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the transfer is pending; follow `Location`", body = TransferView,
+         headers(("Location" = String, description = "/transfers/{id}"))),
+        (status = 400, description = "Invalid payload (missing field, bad amount, same account)", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 404, description = "Unknown source account, or not yours", body = ErrorBody),
+        (status = 409, description = "Idempotency key in use", body = ErrorBody),
+        (status = 422, description = "Idempotency key reused for another request", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+    )
+)]
+pub async fn create_transfer(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(body): ApiJson<TransferRequest>,
+) -> Response {
+    let (Some(from), Some(to), Some(amount)) = (body.from, body.to, body.amount) else {
+        return ApiError::BadRequest("from, to and amount are required".into()).into_response();
+    };
+    if from == to {
+        return ApiError::BadRequest("from and to must be different accounts".into()).into_response();
+    }
+    let amount = match Money::new(amount.0) {
+        Ok(m) if m.is_zero() => return ApiError::BadRequest("amount must be greater than zero".into()).into_response(),
+        Ok(m) if m > state.config.max_transaction_amount => {
+            return ApiError::BadRequest(format!(
+                "amount must not exceed {}",
+                state.config.max_transaction_amount
+            ))
+            .into_response()
+        }
+        Ok(m) => m,
+        Err(e) => return ApiError::BadRequest(format!("amount {e}")).into_response(),
+    };
+    let from_owner = match authorize(&state, &caller, from, AccountAction::Read).await {
+        Ok(owner) => owner,
+        Err(e) => return e.into_response(),
+    };
+    let id = match &key {
+        Some(k) => Idempotency::derived_id(&caller.idempotency_scope(), k, "transfer"),
+        None => Uuid::now_v7(),
+    };
+    let transfers = state.transfers.clone();
+    let request = TransferRequested {
+        id,
+        from,
+        to,
+        amount,
+        requested_by: Some(caller.user.user_id),
+        from_owner,
+        deadline: es_core::Clock::now(transfers.clock.as_ref())
+            + chrono::Duration::from_std(transfers.timeout).unwrap_or(chrono::Duration::seconds(30)),
+    };
+    let mut metadata = Metadata::correlated(caller.correlation_id).with_header("client_id", &caller.client_id);
+    metadata.actor_id = Some(caller.user_id());
+    let fingerprint = format!("POST /transfers\n{}", serde_json::to_string(&body).unwrap_or_default());
+    let mut response = state
+        .idempotency
+        .execute(
+            &caller.idempotency_scope(),
+            key.as_deref(),
+            &fingerprint,
+            |command_id| async move {
+                let ctx = CommandContext {
+                    metadata,
+                    expected_version: None,
+                    command_id,
+                };
+                let outcome = transfers
+                    .repo
+                    .execute_in(id, TransferCommand::Request(request), ctx)
+                    .await
+                    .map_err(|e| match e {
+                        RepositoryError::Rejected(TransferError::AlreadyExists) => {
+                            ApiError::Conflict(format!("transfer {id} already exists"))
+                        }
+                        other => ApiError::Internal(format!("transfer {id}: {other}")),
+                    })?;
+                let at = outcome.events.first().map_or_else(Utc::now, |e| e.recorded_at);
+                let view = TransferView::of(&outcome.state, at, at)
+                    .ok_or_else(|| ApiError::Internal(format!("transfer {id} has no request")))?;
+                let body = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
+                Ok(Reply {
+                    status: StatusCode::ACCEPTED,
+                    body,
+                    warnings: None,
+                })
+            },
+        )
+        .await;
+    if response.status() == StatusCode::ACCEPTED {
+        response.headers_mut().insert(header::LOCATION, location(id));
+    }
+    let outcome = if response.status().is_success() { "ok" } else { "error" };
+    metrics::counter!("commands_total", "command" => "transfer", "outcome" => outcome).increment(1);
+    response
+}
+
+/// Reads a transfer: its status, the reason if it failed, its times.
+#[utoipa::path(
+    get, path = "/transfers/{id}", tag = "transfers",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Transfer id"),
+        ("x-client-id" = String, Header, description = "Calling client"),
+    ),
+    responses(
+        (status = 200, description = "The transfer", body = TransferView),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 404, description = "Unknown transfer, not yours, or invalid id", body = ErrorBody),
+    )
+)]
+pub async fn get_transfer(State(state): State<AppState>, caller: Caller, Path(raw): Path<String>) -> Response {
+    let not_found = || ApiError::NotFound("transfer not found".into()).into_response();
+    let Ok(id) = Uuid::parse_str(&raw) else {
+        return not_found();
+    };
+    let history = match state.transfers.repo.history(id.to_string()).await {
+        Ok(h) => h,
+        Err(e) => return ApiError::Internal(format!("transfer {id}: {e}")).into_response(),
+    };
+    let (Some(first), Some(last)) = (history.first(), history.last()) else {
+        return not_found();
+    };
+    let mut transfer = Transfer::default();
+    for e in &history {
+        es_core::Aggregate::apply(&mut transfer, &e.event);
+    }
+    let Some(request) = &transfer.request else {
+        return not_found();
+    };
+    let me = Some(caller.user.user_id);
+    let mine = request.requested_by == me || request.from_owner == me;
+    if !can_read(&caller.user.roles, mine) {
+        return not_found();
+    }
+    match TransferView::of(&transfer, first.recorded_at, last.recorded_at) {
+        Some(view) => Json(view).into_response(),
+        None => not_found(),
+    }
+}
