@@ -81,17 +81,21 @@ impl Sql {
         let insert_at = |rows: &str, offset: &str| insert_checked(rows, offset, "");
         let insert = |rows: &str| insert_at(rows, "");
         // A fenced row also needs its token at least the shard's fence.
-        // `shard_fences_for` runs once per statement (an uncorrelated
-        // subquery): it takes the fence lock shared, held until the append
-        // commits, then reads the fences with a fresh snapshot. A raise
-        // takes the lock exclusively, so it waits for the appends in
-        // flight, and an append that waited for a raise reads the raised
-        // token. No row lock, no WAL; one-row statements call
-        // `shard_fence_holds` the same way.
+        // The statement first takes the fence lock shared (an uncorrelated
+        // subquery, run once; the CASE makes it run before the fences are
+        // read), held until the append commits, then reads the fences once
+        // through a volatile function, with a fresh snapshot. A raise takes
+        // the lock exclusively, so it waits for the appends in flight, and
+        // an append that waited for a raise reads the raised token. No row
+        // lock, no WAL.
+        let locked = format!("(SELECT pg_advisory_xact_lock_shared(hashtext('{s}.shard_fences'), -1)) IS NULL");
         let fence_check = format!(
-            " AND (i.shard IS NULL OR i.token >= coalesce(((SELECT {s}.shard_fences_for($11::int[])))[i.shard + 1], 0))"
+            " AND CASE WHEN {locked} THEN false ELSE (i.shard IS NULL OR \
+                 i.token >= coalesce(((SELECT {s}.shard_fences_upto($11::int[])))[i.shard + 1], 0)) END"
         );
-        let fence_check_one = format!(" AND (i.shard IS NULL OR {s}.shard_fence_holds(i.shard, i.token))");
+        let fence_check_one = format!(
+            " AND CASE WHEN {locked} THEN false ELSE (i.shard IS NULL OR i.token >= {s}.shard_fence_of(i.shard)) END"
+        );
         let fenced = |rows: &str| insert_checked(rows, "", &fence_check);
         let fenced_one = |rows: &str| insert_checked(rows, "", &fence_check_one);
         // A caller's transaction may append several times: its later

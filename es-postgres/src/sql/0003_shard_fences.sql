@@ -8,35 +8,34 @@ CREATE TABLE IF NOT EXISTS {schema}.shard_fences (
 );
 
 -- The fence lock: every fenced append statement takes it shared (held
--- until its transaction ends), a raise takes it exclusively. One lock for
--- all shards: appends pay one lock whatever shards they write, and raises,
--- which are rare, wait for every fenced append in flight.
+-- until its transaction ends; `pg_advisory_xact_lock_shared` on
+-- hashtext('{schema}.shard_fences') and -1, before anything else of the
+-- check), a raise takes it exclusively. One lock for all shards: appends
+-- pay one lock whatever shards they write, and raises, which are rare,
+-- wait for every fenced append in flight.
 --
--- Whether an append under `p_token` may write to `p_shard` (one-row
--- statements): takes the lock, then reads the fence with a fresh snapshot
--- (a volatile function's query does), so an append in flight holds off a
--- raise, and an append that waited for a raise reads the raised token.
-CREATE OR REPLACE FUNCTION {schema}.shard_fence_holds(p_shard INTEGER, p_token BIGINT)
-RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE AS $$
+-- Having the lock, the statement reads the fences through these volatile
+-- functions, whose query takes a fresh snapshot: an append that waited for
+-- a raise reads the raised token, not what the statement's own snapshot
+-- (taken before the wait) shows.
+
+-- The fence of one shard (0 without one).
+CREATE OR REPLACE FUNCTION {schema}.shard_fence_of(p_shard INTEGER)
+RETURNS BIGINT LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared(hashtext('{schema}.shard_fences'), -1);
-    RETURN coalesce((SELECT f.token FROM {schema}.shard_fences f WHERE f.shard = p_shard), 0) <= p_token;
+    RETURN coalesce((SELECT f.token FROM {schema}.shard_fences f WHERE f.shard = p_shard), 0);
 END
 $$;
 
--- The statement-wide form, called once by a many-row append statement:
--- takes the lock, then reads every fence up to the highest shard given
--- with one fresh snapshot. Returns them indexed by shard + 1 (0 where a
--- shard has none).
-CREATE OR REPLACE FUNCTION {schema}.shard_fences_for(p_shards INTEGER[])
+-- The fences of shards 0 up to the highest of `p_shards`, indexed by
+-- shard + 1 (0 where a shard has none).
+CREATE OR REPLACE FUNCTION {schema}.shard_fences_upto(p_shards INTEGER[])
 RETURNS BIGINT[] LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    fences BIGINT[];
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared(hashtext('{schema}.shard_fences'), -1);
-    SELECT array_agg(coalesce(f.token, 0) ORDER BY g.n) INTO fences
-    FROM generate_series(0, coalesce((SELECT max(x) FROM unnest(p_shards) AS x), -1)) AS g(n)
-    LEFT JOIN {schema}.shard_fences f ON f.shard = g.n;
-    RETURN coalesce(fences, '{}');
+    RETURN coalesce((
+        SELECT array_agg(coalesce(f.token, 0) ORDER BY g.n)
+        FROM generate_series(0, coalesce((SELECT max(x) FROM unnest(p_shards) AS x), -1)) AS g(n)
+        LEFT JOIN {schema}.shard_fences f ON f.shard = g.n
+    ), '{}');
 END
 $$;
