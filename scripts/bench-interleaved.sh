@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The c1 and c16 ratios, measured so that disk noise cannot decide
+# The c1 and c16 ratios against the ceiling, measured so that disk noise cannot decide
 # them: each round runs the 1-row/tx pgbench ceiling (the SQL of
 # scripts/pg-ceiling.sh) right before the matching bank_bench run, and
 # prints both with their ratio. Commit latency on these machines swings by
