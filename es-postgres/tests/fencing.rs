@@ -20,17 +20,24 @@ fn event(n: u64) -> NewEvent {
 async fn shard_locked(store: &PostgresEventStore, shard: i32, how: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut tx = store.pool().begin().await.unwrap();
     let key = format!("{}.shard_fences", store.schema());
-    let statements = match how {
-        "append" => vec![format!(
-            "SELECT pg_advisory_xact_lock_shared(hashtext('{key}'), -1 + 0 * $1)"
-        )],
-        _ => vec![
-            format!("SELECT pg_advisory_xact_lock(hashtext('{key}'), -1 + 0 * $1)"),
-            format!("UPDATE {}.shard_fences SET token = 5 WHERE shard = $1", store.schema()),
-        ],
-    };
-    for statement in statements {
-        sqlx::query(&statement).bind(shard).execute(&mut *tx).await.unwrap();
+    if how == "append" {
+        sqlx::query(&format!("SELECT pg_advisory_xact_lock_shared(hashtext('{key}'), -1)"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    } else {
+        sqlx::query(&format!("SELECT pg_advisory_xact_lock(hashtext('{key}'), -1)"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query(&format!(
+            "UPDATE {}.shard_fences SET token = 5 WHERE shard = $1",
+            store.schema()
+        ))
+        .bind(shard)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     }
     tx
 }

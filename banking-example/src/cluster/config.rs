@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use es_redis::ShardConfig;
 
-use crate::config::ConfigError;
+use crate::config::{parse, ConfigError};
 
 /// Cluster mode: several server instances share PostgreSQL and Redis and
 /// split the accounts between them by shard.
@@ -110,16 +110,6 @@ impl ClusterConfig {
             advertise_url: get("CLUSTER_ADVERTISE_URL").map(|u| u.trim_end_matches('/').to_owned()),
         }))
     }
-}
-
-fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value.parse().map_err(|e: T::Err| ConfigError::Invalid {
-        name,
-        reason: format!("{value:?}: {e}"),
-    })
 }
 
 #[cfg(test)]

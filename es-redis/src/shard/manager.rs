@@ -245,7 +245,6 @@ impl ShardManager {
         let owner = view
             .shards
             .get(shard as usize)
-            .filter(|s| s.lease_expires_at_ms > now)
             .and_then(|s| s.live_owner(now))
             .filter(|o| *o != self.inner.me.id)
             .and_then(|o| view.instances.get(o));
