@@ -80,6 +80,17 @@ pub enum StoreError {
         /// The shard of the stream.
         shard: u32,
     },
+    /// A write-behind log and the store disagree about a stream (for
+    /// example Redis lost acknowledged state and re-read an older version
+    /// from the store): appends to the stream are refused, nothing is
+    /// overwritten, until an operator reconciles it.
+    #[error("stream {stream_id} diverged between the write-behind log and the store: {reason}")]
+    Diverged {
+        /// The stream.
+        stream_id: StreamId,
+        /// What disagrees.
+        reason: String,
+    },
     /// The backend does not implement this operation.
     #[error("this store does not support {operation}")]
     Unsupported {

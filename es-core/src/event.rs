@@ -111,7 +111,7 @@ impl Metadata {
 ///
 /// The event id makes appends idempotent: re-sending the same ids to the same
 /// place in the same stream is acknowledged without storing anything twice.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
     /// Unique id of the event (UUIDv7 by default, so ids sort by time).
     pub event_id: Uuid,

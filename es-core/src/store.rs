@@ -19,7 +19,9 @@ pub struct AppendResult {
     pub first_version: u64,
     /// Version of the stream after the append (its last event's version).
     pub new_version: u64,
-    /// Global positions of the appended events, in order.
+    /// Global positions of the appended events, in order; empty when the
+    /// store acknowledges appends before they reach the global log (see
+    /// [`EventStore::defers_global_positions`]).
     pub positions: Vec<u64>,
 }
 
@@ -185,6 +187,34 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The stored event with this id, if any.
     async fn find_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError>;
+
+    /// Where each of `ids` is stored, in the order of `ids`: the stream,
+    /// version and global position of the event, or `None` when no event
+    /// has that id. The shape [`check_replay`] takes. The default asks
+    /// [`find_event`](EventStore::find_event) once per id; backends answer
+    /// with one query.
+    async fn locate_events(&self, ids: &[uuid::Uuid]) -> Result<Vec<Option<(StreamId, u64, u64)>>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(
+                self.find_event(*id)
+                    .await?
+                    .map(|e| (e.stream_id, e.version, e.global_position)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Whether [`append`](EventStore::append) acknowledges events before
+    /// they have global positions (write-behind stores). If so, its
+    /// [`AppendResult::positions`] is empty, stream reads show
+    /// `global_position` 0 for events not yet in the global log, and
+    /// [`read_all`](EventStore::read_all) sees an event only once it
+    /// reached the log; everything else (versions, conflicts, idempotency,
+    /// reading one's own writes) holds as soon as the append returns.
+    fn defers_global_positions(&self) -> bool {
+        false
+    }
 
     /// Current version of a stream (0 when it does not exist).
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError>;

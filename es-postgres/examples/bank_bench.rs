@@ -91,6 +91,18 @@ struct Args {
     /// token 1 first), checked by the append statement.
     #[arg(long)]
     fenced: bool,
+    /// Append through a write-behind store (es-redis): appends are admitted
+    /// by Redis and flushed to PostgreSQL in the background. Needs
+    /// `--redis-url`. The timed phase ends when every command is answered;
+    /// the flush of what is still pending is timed on its own
+    /// (`drain_ms`), before the verification replays every account from
+    /// PostgreSQL.
+    #[arg(long)]
+    write_behind: bool,
+    /// Redis for `--write-behind` (use one with `appendonly yes` and
+    /// `appendfsync always` for durable acknowledgements).
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
     /// Events in the stream of `--mode rehydrate`.
     #[arg(long, default_value_t = 10_000)]
     events: usize,
@@ -276,6 +288,34 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
         args.accounts.max(1)
     };
     let mut dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
+    let mut write_behind = None;
+    if args.write_behind {
+        let url = args
+            .redis_url
+            .clone()
+            .ok_or("--write-behind needs --redis-url (or REDIS_URL)")?;
+        let wb = Arc::new(
+            es_redis::WriteBehindStore::builder(Arc::new(store.clone()))
+                .redis(es_redis::RedisConfig {
+                    url,
+                    pool_size: 4,
+                    response_timeout: Duration::from_secs(2),
+                    ..es_redis::RedisConfig::default()
+                })
+                .resilience(es_redis::ResilienceConfig {
+                    max_in_flight: 4096,
+                    ..es_redis::ResilienceConfig::default()
+                })
+                .config(es_redis::WriteBehindConfig {
+                    key_prefix: format!("bank_bench:{}", store.schema()),
+                    ..es_redis::WriteBehindConfig::default()
+                })
+                .build()
+                .await?,
+        );
+        write_behind = Some(Arc::clone(&wb));
+        dyn_store = wb;
+    }
     if args.fenced {
         for shard in 0..OwnsAllShards::COUNT {
             store.raise_fence(es_core::ShardFence::new(shard, 1)).await?;
@@ -383,6 +423,22 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     }
     let secs = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
+    let mut drain_ms = 0.0;
+    if let Some(wb) = &write_behind {
+        let t = Instant::now();
+        wb.shutdown().await;
+        drain_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let mut c = redis::Client::open(args.redis_url.clone().unwrap_or_default())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", wb.config().key_prefix))
+            .query_async(&mut c)
+            .await?;
+        for chunk in keys.chunks(1000) {
+            redis::cmd("DEL").arg(chunk).query_async::<()>(&mut c).await?;
+        }
+    }
     let events: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}.events", store.schema()))
         .fetch_one(store.pool())
         .await?;
@@ -406,6 +462,8 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
             "scenario": if args.scenario == Scenario::Hot { "hot" } else { "uniform" },
             "mix": if args.mix == Mix::Deposit { "deposit" } else { "mixed" },
             "fenced": args.fenced,
+            "write_behind": args.write_behind,
+            "drain_ms": drain_ms.round(),
             "accounts": accounts,
             "concurrency": args.concurrency,
             "ops": ops,

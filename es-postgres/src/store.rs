@@ -429,6 +429,18 @@ impl EventStore for PostgresEventStore {
         row.as_ref().map(decode_row).transpose()
     }
 
+    async fn locate_events(&self, ids: &[Uuid]) -> Result<Vec<Option<(StreamId, u64, u64)>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let rows = retry_transient(&inner.config.transient_retry, "locate events", || {
+            sqlx::query(&inner.sql.find_events).bind(ids).fetch_all(&inner.pool)
+        })
+        .await?;
+        Ok(crate::batcher::stored_slots(&rows, ids))
+    }
+
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
         let inner = &self.inner;
         let v: i64 = retry_transient(&inner.config.transient_retry, "stream version", || {

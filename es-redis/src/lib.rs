@@ -92,6 +92,7 @@ mod lock;
 mod locked_repository;
 pub mod shard;
 pub mod telemetry;
+pub mod write_behind;
 
 pub use backend::{Idempotency, RedisBackend, SharedBackend};
 pub use cache::{InvalidateOnEvents, QueryCache, RedisStateCache, WarmReport};
@@ -107,3 +108,4 @@ pub use shard::{
     ClusterView, InstanceInfo, InstanceRecord, Route, ShardConfig, ShardError, ShardManager, ShardPermit, ShardRecord,
     ShardStatus,
 };
+pub use write_behind::{Durability, Flusher, WriteBehindConfig, WriteBehindStore};

@@ -18,6 +18,14 @@
 //! | `es_shard_acquisitions_total` | counter | (none) |
 //! | `es_shard_rebalances_total` | counter | (none): shards handed over |
 //! | `es_shard_lease_losses_total` | counter | (none) |
+//! | `es_write_behind_pending_appends` | gauge | `shard` (one per write-behind shard): appends admitted, not yet in the store |
+//! | `es_write_behind_oldest_pending_seconds` | gauge | `shard`: age of the oldest waiting append |
+//! | `es_write_behind_flush_appends` | histogram | (none): appends per flush round |
+//! | `es_write_behind_flush_events` | histogram | (none): events per flush round |
+//! | `es_write_behind_flush_seconds` | histogram | (none): duration of a flush round |
+//! | `es_write_behind_lag_seconds` | histogram | (none): admission to the store, per append |
+//! | `es_write_behind_diverged_total` | counter | (none): appends the store refused (dead list) |
+//! | `es_write_behind_flush_errors_total` | counter | (none): failed flush rounds (repeated) |
 
 /// Cache hits, labelled by cache and level.
 pub const CACHE_HITS: &str = "es_redis_cache_hits_total";
@@ -57,3 +65,20 @@ pub const SHARD_ACQUISITIONS: &str = "es_shard_acquisitions_total";
 pub const SHARD_REBALANCES: &str = "es_shard_rebalances_total";
 /// Shard leases this instance lost, taken by another or lapsed (counter).
 pub const SHARD_LEASE_LOSSES: &str = "es_shard_lease_losses_total";
+
+/// Appends admitted but not yet in the store, per write-behind shard.
+pub const WB_PENDING: &str = "es_write_behind_pending_appends";
+/// Age of the oldest waiting append, per write-behind shard.
+pub const WB_OLDEST_PENDING: &str = "es_write_behind_oldest_pending_seconds";
+/// Appends written per flush round.
+pub const WB_FLUSH_APPENDS: &str = "es_write_behind_flush_appends";
+/// Events written per flush round.
+pub const WB_FLUSH_EVENTS: &str = "es_write_behind_flush_events";
+/// Duration of a flush round.
+pub const WB_FLUSH_DURATION: &str = "es_write_behind_flush_seconds";
+/// Time from admission to the store, per append.
+pub const WB_LAG: &str = "es_write_behind_lag_seconds";
+/// Appends the store refused for good.
+pub const WB_DIVERGED: &str = "es_write_behind_diverged_total";
+/// Failed flush rounds.
+pub const WB_FLUSH_ERRORS: &str = "es_write_behind_flush_errors_total";

@@ -126,6 +126,14 @@ impl<S: EventStore + ?Sized> EventStore for FencedStore<S> {
         self.inner.find_event(event_id).await
     }
 
+    async fn locate_events(&self, ids: &[uuid::Uuid]) -> Result<Vec<Option<(StreamId, u64, u64)>>, StoreError> {
+        self.inner.locate_events(ids).await
+    }
+
+    fn defers_global_positions(&self) -> bool {
+        self.inner.defers_global_positions()
+    }
+
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
         self.inner.stream_version(stream_id).await
     }

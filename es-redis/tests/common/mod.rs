@@ -237,30 +237,51 @@ impl Drop for Proxy {
 pub struct OwnRedis {
     child: std::process::Child,
     port: u16,
+    /// With AOF (`appendfsync always`): the directory of its files.
+    aof_dir: Option<std::path::PathBuf>,
 }
 
 impl OwnRedis {
     /// Starts `redis-server` without persistence and waits (a minute at
     /// most) until it answers PING.
     pub async fn start() -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        drop(l);
+        Self::launch(spare_port().await, None).await
+    }
+
+    /// Starts `redis-server` with AOF and `appendfsync always`, its files in
+    /// a fresh directory under the system temp dir.
+    pub async fn start_aof() -> Self {
+        let dir = std::env::temp_dir().join(format!("es-redis-aof-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self::launch(spare_port().await, Some(dir)).await
+    }
+
+    async fn launch(port: u16, aof_dir: Option<std::path::PathBuf>) -> Self {
+        let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        match &aof_dir {
+            Some(dir) => args.extend(
+                [
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--dir",
+                    &dir.to_string_lossy(),
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            ),
+            None => args.extend(["--appendonly".to_owned(), "no".to_owned()]),
+        }
         let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&args)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed");
-        let server = Self { child, port };
+        let server = Self { child, port, aof_dir };
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let ping = async {
@@ -286,10 +307,28 @@ impl OwnRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Starts it again on the same port (and, with AOF, the same files).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let again = Self::launch(self.port, self.aof_dir.take()).await;
+        let old = std::mem::replace(self, again);
+        std::mem::forget(old);
+    }
+}
+
+async fn spare_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    port
 }
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.aof_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
