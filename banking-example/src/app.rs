@@ -84,6 +84,9 @@ pub struct AppState {
     pub transfers: crate::transfer::Transfers,
     /// Why the transfer runner stopped, if it did.
     pub transfers_failure: Arc<std::sync::RwLock<Option<String>>>,
+    /// The write-behind store, with `WRITE_BEHIND=1` (its flusher's health
+    /// is part of readiness).
+    pub write_behind: Option<Arc<es_redis::WriteBehindStore<dyn EventStore>>>,
 }
 
 /// Counters and histograms not updated for this long leave `/metrics`
@@ -122,6 +125,7 @@ pub struct App {
     transfer_tasks: Vec<JoinHandle<()>>,
     postgres: Option<PostgresEventStore>,
     sqlite: Option<es_sqlite::SqliteEventStore>,
+    write_behind: Option<Arc<es_redis::WriteBehindStore<dyn EventStore>>>,
     publishing: Option<crate::publishing::EventPublishing>,
 }
 
@@ -278,6 +282,7 @@ impl App {
             cluster,
             transfers,
             transfers_failure,
+            write_behind: backends.write_behind.clone(),
         };
         Ok(Self {
             state,
@@ -286,6 +291,7 @@ impl App {
             transfer_tasks,
             postgres: backends.postgres.clone(),
             sqlite: backends.sqlite.clone(),
+            write_behind: backends.write_behind.clone(),
             publishing,
         })
     }
@@ -331,6 +337,12 @@ impl App {
             if let Err(e) = task.await {
                 tracing::warn!(error = %e, "transfer task ended abnormally");
             }
+        }
+        if let Some(store) = &self.write_behind {
+            // Write what this instance's flusher holds, and hand its lists
+            // over, before the store below stops.
+            store.shutdown().await;
+            tracing::info!("write-behind log flushed");
         }
         if let Some(store) = &self.sqlite {
             store.shutdown().await;

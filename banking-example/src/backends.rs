@@ -12,7 +12,10 @@ use es_core::{
     SnapshotPolicy, SnapshotStore, StateCache, SystemClock,
 };
 use es_postgres::{EventStoreConfig, PostgresDeduplicator, PostgresEventStore, PostgresSnapshotStore};
-use es_redis::{CacheConfig, DedupConfig, RedisConfig, RedisDeduplicator, RedisStateCache};
+use es_redis::{
+    CacheConfig, DedupConfig, RedisConfig, RedisDeduplicator, RedisStateCache, ResilienceConfig, WriteBehindConfig,
+    WriteBehindStore,
+};
 use es_sqlite::{SqliteConfig, SqliteDeduplicator, SqliteEventStore, SqliteSnapshotStore};
 
 use crate::app::AppError;
@@ -53,6 +56,10 @@ pub struct Backends {
     /// same file holds the read model and the auth tables, and shutdown
     /// flushes its writer.
     pub sqlite: Option<SqliteEventStore>,
+    /// The write-behind store in front of the event store
+    /// (`WRITE_BEHIND=1`): [`store`](Self::store) is this one then; kept
+    /// here for the readiness report and the drain at shutdown.
+    pub write_behind: Option<Arc<WriteBehindStore<dyn EventStore>>>,
     /// The auth stores (users, tokens, blacklist, auth rate limiter).
     pub auth: AuthStores,
     /// The clock of the auth service (tests inject a manual one).
@@ -91,6 +98,7 @@ impl Backends {
             snapshots: None,
             postgres: None,
             sqlite: None,
+            write_behind: None,
             auth: AuthStores::in_memory(&config.auth),
             clock: Arc::new(SystemClock),
             names: BackendNames {
@@ -247,6 +255,38 @@ impl Backends {
                 backends.auth.limiter = Arc::new(limiter);
             }
             tracing::info!("Redis: state cache (L1 + L2), de-duplication, rate limits and token blacklist are shared");
+        }
+        if config.write_behind {
+            let url = config.redis_url.clone().ok_or_else(|| {
+                AppError::Unsupported("WRITE_BEHIND=1 needs REDIS_URL (the write-behind log lives in Redis)".into())
+            })?;
+            let store = WriteBehindStore::builder(Arc::clone(&backends.store))
+                .redis(RedisConfig {
+                    url,
+                    pool_size: 4,
+                    response_timeout: Duration::from_secs(2),
+                    ..RedisConfig::default()
+                })
+                .resilience(ResilienceConfig {
+                    max_in_flight: 4096,
+                    ..ResilienceConfig::default()
+                })
+                .config(WriteBehindConfig {
+                    // One log per schema, like the store it writes to.
+                    key_prefix: format!("banking:wb:{}", config.database_schema),
+                    ..WriteBehindConfig::default()
+                })
+                .build()
+                .await
+                .map_err(|e| AppError::Connect {
+                    backend: "redis (write-behind)",
+                    reason: e.to_string(),
+                })?;
+            let store = Arc::new(store);
+            tracing::info!(durability = ?store.durability(), "write-behind: commands are acknowledged once Redis holds their events");
+            backends.store = Arc::clone(&store) as Arc<dyn EventStore>;
+            backends.write_behind = Some(store);
+            backends.names.store = format!("{}+write-behind", backends.names.store);
         }
         if config.kafka_brokers.is_some() && backends.postgres.is_none() {
             tracing::warn!("KAFKA_BROKERS is set, but publishing needs DATABASE_URL (the outbox or the WAL of PostgreSQL); events are not published");

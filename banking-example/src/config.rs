@@ -30,6 +30,12 @@ pub struct AppConfig {
     /// Redis for the state cache, de-duplication and the shared rate
     /// limiter (`REDIS_URL`).
     pub redis_url: Option<String>,
+    /// Write-behind (`WRITE_BEHIND=1`, needs `REDIS_URL`): commands are
+    /// acknowledged once Redis holds their events, which a flusher then
+    /// writes to the store in big batches (es-redis's `WriteBehindStore`).
+    /// Run Redis with `appendonly yes` and `appendfsync always`, or an
+    /// acknowledged command can be lost when Redis restarts. Off by default.
+    pub write_behind: bool,
     /// Kafka brokers to publish account events to (`KAFKA_BROKERS`).
     pub kafka_brokers: Option<String>,
     /// How events reach Kafka (`DATA_CAPTURE_METHOD`: `cdc_debezium`,
@@ -100,6 +106,7 @@ impl Default for AppConfig {
             data_dir: None,
             database_schema: "bank".into(),
             redis_url: None,
+            write_behind: false,
             kafka_brokers: None,
             data_capture_method: DataCaptureMethod::default(),
             cdc_relay: CdcRelayKind::default(),
@@ -177,6 +184,24 @@ impl AppConfig {
             c.database_schema = v;
         }
         c.redis_url = get("REDIS_URL");
+        if let Some(v) = get("WRITE_BEHIND") {
+            c.write_behind = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" | "" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "WRITE_BEHIND",
+                        reason: format!("{v:?} is not 1 or 0"),
+                    })
+                }
+            };
+            if c.write_behind && c.redis_url.is_none() {
+                return Err(ConfigError::Invalid {
+                    name: "WRITE_BEHIND",
+                    reason: "write-behind needs REDIS_URL".into(),
+                });
+            }
+        }
         c.kafka_brokers = get("KAFKA_BROKERS");
         if let Some(v) = get("CDC_RELAY") {
             c.cdc_relay = v.parse().map_err(|e: es_kafka::SetupError| ConfigError::Invalid {
@@ -297,6 +322,23 @@ mod tests {
         let err = AppConfig::from_lookup(|k| (k == "STORE").then(|| "disk".to_string())).unwrap_err();
         assert!(err.to_string().contains("STORE"), "{err}");
         assert_eq!(AppConfig::default().data_dir, None, "library default: nothing on disk");
+    }
+
+    #[test]
+    fn write_behind_needs_redis() {
+        let lookup = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let on = AppConfig::from_lookup(lookup(&[("WRITE_BEHIND", "1"), ("REDIS_URL", "redis://r:6379")])).unwrap();
+        assert!(on.write_behind);
+        assert!(
+            !AppConfig::from_lookup(lookup(&[])).unwrap().write_behind,
+            "off by default"
+        );
+        let err = AppConfig::from_lookup(lookup(&[("WRITE_BEHIND", "1")])).unwrap_err();
+        assert!(err.to_string().contains("REDIS_URL"), "{err}");
+        let err = AppConfig::from_lookup(lookup(&[("WRITE_BEHIND", "maybe"), ("REDIS_URL", "redis://r")])).unwrap_err();
+        assert!(err.to_string().contains("WRITE_BEHIND"), "{err}");
     }
 
     #[test]

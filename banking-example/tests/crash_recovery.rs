@@ -72,6 +72,19 @@ async fn kill_during_deposits_on_the_sqlite_default_then_retry_unknown_outcomes(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The same in write-behind mode: deposits are acknowledged once Redis
+/// (its own, AOF with `appendfsync always`) holds them; the killed
+/// process's flusher leaves its lists to the next process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_during_deposits_in_write_behind_mode_then_retry_unknown_outcomes() {
+    pg::ensure_database().await;
+    let redis = common::redis::OwnRedis::start_aof().await;
+    let mut env = pg_env(&pg::schema());
+    env.push(("REDIS_URL", redis.url()));
+    env.push(("WRITE_BEHIND", "1".into()));
+    kill_during_deposits(env).await;
+}
+
 async fn kill_during_deposits(env: Vec<(&'static str, String)>) {
     let mut first = ServerProcess::start(&env).await;
     let owner = Api::register_at(&first.base, "crash-owner").await;
@@ -142,7 +155,18 @@ async fn kill_during_deposits(env: Vec<(&'static str, String)>) {
         unknown.len()
     );
     for (api, d) in &unknown {
-        let (status, body) = send(&api.at_base(&second.base), d).await.unwrap();
+        // A key the killed process had claimed may still read as in
+        // progress (409) until its claim runs out (Redis de-duplication):
+        // the client retries it, as it would any 409 "in progress".
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let (status, body) = loop {
+            let (status, body) = send(&api.at_base(&second.base), d).await.unwrap();
+            let in_progress = status == StatusCode::CONFLICT && body.to_string().contains("in progress");
+            if !in_progress || std::time::Instant::now() > deadline {
+                break (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
         assert_eq!(status, StatusCode::OK, "retry of {d:?}: {body}");
         answered.push(d.clone());
     }
@@ -165,6 +189,46 @@ async fn kill_during_deposits(env: Vec<(&'static str, String)>) {
         let sum: u64 = want.iter().sum();
         assert_eq!(view["balance"].to_string(), format!("{sum}.00"), "{view}");
         assert_eq!(view["version"].as_u64(), Some(version), "{view}");
+    }
+
+    // In PostgreSQL itself (write-behind: once flushed): every account's
+    // events once, versions gapless.
+    let schema = env
+        .iter()
+        .find(|(k, _)| *k == "DATABASE_SCHEMA")
+        .map(|(_, v)| v.clone());
+    if let Some(schema) = schema {
+        let mut db = sqlx::PgConnection::connect(&pg::database_url()).await.unwrap();
+        for account in &accounts {
+            let want = answered.iter().filter(|d| &d.account == account).count() as i64 + 1;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let (count, distinct, max): (i64, i64, Option<i64>) = sqlx::query_as(&format!(
+                    "SELECT count(*), count(DISTINCT version), max(version) FROM {schema}.events WHERE stream_id = $1"
+                ))
+                .bind(account)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+                if count == want {
+                    assert_eq!(
+                        (distinct, max),
+                        (want, Some(want)),
+                        "account {account}: gapless in the store"
+                    );
+                    break;
+                }
+                assert!(
+                    count < want,
+                    "account {account}: {count} events in the store, {want} expected"
+                );
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "account {account}: {count} of {want} events reached the store"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 

@@ -103,6 +103,12 @@ struct Args {
     /// `appendfsync always` for durable acknowledgements).
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// Write-behind admission script calls in flight.
+    #[arg(long, default_value_t = es_redis::WriteBehindConfig::default().admission_pipelines)]
+    wb_admission_pipelines: usize,
+    /// Write-behind flusher pause after a round that did not fill a batch.
+    #[arg(long, default_value_t = es_redis::WriteBehindConfig::default().idle_poll.as_millis() as u64)]
+    wb_flush_interval_ms: u64,
     /// Events in the stream of `--mode rehydrate`.
     #[arg(long, default_value_t = 10_000)]
     events: usize,
@@ -308,6 +314,8 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
                 })
                 .config(es_redis::WriteBehindConfig {
                     key_prefix: format!("bank_bench:{}", store.schema()),
+                    admission_pipelines: args.wb_admission_pipelines,
+                    idle_poll: Duration::from_millis(args.wb_flush_interval_ms),
                     ..es_redis::WriteBehindConfig::default()
                 })
                 .build()

@@ -462,3 +462,53 @@ async fn a_diverged_stream_is_reported_and_nothing_is_overwritten() {
     );
     store.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flusher_that_cannot_write_reports_itself_stuck() {
+    let schema = testing::fresh_schema("wbstuck");
+    let inner = pg(&schema).await;
+    let store = write_behind(
+        Arc::clone(&inner),
+        &redis_url(),
+        WriteBehindConfig {
+            stuck_after: Duration::from_millis(800),
+            retry_backoff: Duration::from_millis(50),
+            ..config(&prefix())
+        },
+    )
+    .await;
+    let id = StreamId::from("acct");
+    store
+        .append("account", &id, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .expect("admitted");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while inner.head_position().await.expect("head") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "first append flushed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!store.flusher_status().stuck);
+    // The store's tables vanish: every flush round fails from now on.
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&testing::database_url())
+        .await
+        .expect("connect");
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut db)
+        .await
+        .expect("drop");
+    store
+        .append("account", &id, ExpectedVersion::Exact(1), vec![event(2)])
+        .await
+        .expect("admitted all the same: Redis has it");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = store.flusher_status();
+        if status.stuck {
+            assert_eq!(status.pending, 1);
+            assert!(status.last_error.is_some(), "{status:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "reported stuck: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -124,6 +124,20 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         "rate_limiter".into(),
         component(limiter.is_ok(), state.limiter.name(), details),
     );
+    if let Some(wb) = &state.write_behind {
+        let status = wb.flusher_status();
+        let mut details = BTreeMap::new();
+        details.insert("pending_appends".into(), status.pending.into());
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+        details.insert("oldest_pending_ms".into(), ms(status.oldest_pending_age).into());
+        details.insert("since_last_flush_ms".into(), ms(status.since_last_flush).into());
+        details.insert("durability".into(), format!("{:?}", wb.durability()).into());
+        if let Some(e) = &status.last_error {
+            details.insert("error".into(), e.clone().into());
+        }
+        details.insert("stuck".into(), status.stuck.into());
+        components.insert("write_behind".into(), component(!status.stuck, "redis", details));
+    }
     components.insert(
         "deduplicator".into(),
         component(true, &state.backends.dedup, BTreeMap::new()),

@@ -55,13 +55,33 @@ pub fn prefix(name: &str) -> String {
 pub struct OwnRedis {
     port: u16,
     child: Option<Child>,
+    /// With AOF (`appendfsync always`): the directory of its files.
+    aof_dir: Option<std::path::PathBuf>,
 }
 
 impl OwnRedis {
     /// Starts one and waits until it answers.
     pub async fn start() -> Self {
         let port = spare_port();
-        let mut redis = Self { port, child: None };
+        let mut redis = Self {
+            port,
+            child: None,
+            aof_dir: None,
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    /// Starts one with AOF and `appendfsync always` (what write-behind
+    /// needs for acknowledged events to survive a Redis restart).
+    pub async fn start_aof() -> Self {
+        let dir = std::env::temp_dir().join(format!("banking-redis-aof-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut redis = Self {
+            port: spare_port(),
+            child: None,
+            aof_dir: Some(dir),
+        };
         redis.spawn().await;
         redis
     }
@@ -86,9 +106,16 @@ impl OwnRedis {
     }
 
     async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--daemonize", "no"]);
+        match &self.aof_dir {
+            Some(dir) => cmd
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir),
+            None => cmd.args(["--appendonly", "no"]),
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -109,6 +136,9 @@ impl OwnRedis {
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.aof_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use es_core::{check_replay, AppendResult, EventStore, ExpectedVersion, NewEvent, ShardFence, StoreError, StreamId};
 use redis::Value;
-use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::Instrument;
 
-use super::record::PendingBody;
+use super::record::PendingBodyRef;
 use super::redis_io::{eval, int, text};
 use super::scripts::scripts;
 use super::WriteBehindConfig;
@@ -32,8 +32,6 @@ pub(crate) struct Admission<S: ?Sized> {
     pub(crate) inner: Arc<S>,
     pub(crate) backend: Arc<RedisBackend>,
     pub(crate) config: WriteBehindConfig,
-    /// Woken after each admitted batch (the local flusher waits on it).
-    pub(crate) admitted: Arc<Notify>,
 }
 
 /// Starts the processors; appends sent to the returned channel are
@@ -110,7 +108,6 @@ impl<S: EventStore + ?Sized> Admission<S> {
                     Verdict::Uninitialised => uninit.push(job),
                 }
             }
-            self.admitted.notify_one();
             if uninit.is_empty() {
                 return;
             }
@@ -134,6 +131,17 @@ impl<S: EventStore + ?Sized> Admission<S> {
     /// or duplicates) and returns the others; `None` when the store could
     /// not be asked (every job answered with the error).
     async fn answer_replays_from_store(&self, jobs: Vec<Job>) -> Option<Vec<Job>> {
+        // Appends whose ids are all fresh UUIDv7s need no store lookup:
+        // if they were admitted before, Redis still knows them (see
+        // `is_fresh`). The others are looked up in one query.
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let window_ms = (self.config.id_grace.as_millis() / 2) as i64;
+        let (fresh, jobs): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|j| j.events.iter().all(|e| is_fresh(e.event_id, now_ms, window_ms)));
+        if jobs.is_empty() {
+            return Some(fresh);
+        }
         let ids: Vec<uuid::Uuid> = jobs.iter().flat_map(|j| j.events.iter().map(|e| e.event_id)).collect();
         let stored = match self.inner.locate_events(&ids).await {
             Ok(s) => s,
@@ -162,6 +170,7 @@ impl<S: EventStore + ?Sized> Admission<S> {
             });
             let _ = job.reply.send(answer);
         }
+        rest.extend(fresh);
         Some(rest)
     }
 
@@ -172,9 +181,9 @@ impl<S: EventStore + ?Sized> Admission<S> {
         args.push(self.config.key_prefix.clone().into_bytes());
         args.push(now.to_string().into_bytes());
         for job in jobs {
-            let body = PendingBody {
-                stream_type: job.stream_type.clone(),
-                events: job.events.clone(),
+            let body = PendingBodyRef {
+                stream_type: &job.stream_type,
+                events: &job.events,
             }
             .encode()?;
             args.push(job.stream_id.as_str().as_bytes().to_vec());
@@ -236,6 +245,26 @@ impl<S: EventStore + ?Sized> Admission<S> {
         eval(&self.backend, "write-behind init versions", &scripts().init, args).await?;
         Ok(())
     }
+}
+
+/// Whether an event id is a UUIDv7 minted less than `window_ms` ago (by
+/// its embedded time; up to `window_ms` in the future is tolerated as
+/// clock skew).
+///
+/// Such an id cannot have reached the store so long ago that Redis forgot
+/// it: an append is admitted after its ids are minted, Redis keeps the ids
+/// while the append is pending and for `id_grace` after it was flushed,
+/// and admission checks within `id_grace / 2` of this test (the caller
+/// re-checks a batch that took longer). So Redis alone answers whether it
+/// is a replay; clocks of the processes must agree within `id_grace / 2`.
+fn is_fresh(id: uuid::Uuid, now_ms: i64, window_ms: i64) -> bool {
+    if id.get_version() != Some(uuid::Version::SortRand) {
+        return false;
+    }
+    let Some(ts) = id.get_timestamp() else { return false };
+    let (secs, nanos) = ts.to_unix();
+    let minted_ms = secs as i64 * 1000 + i64::from(nanos / 1_000_000);
+    (now_ms - minted_ms).abs() < window_ms
 }
 
 fn protocol(op: &str, what: &str) -> StoreError {
@@ -309,5 +338,21 @@ pub(crate) fn copy_error(e: &StoreError) -> StoreError {
             operation: "write-behind admission",
             reason: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_fresh;
+
+    #[test]
+    fn only_recent_uuid_v7_ids_are_fresh() {
+        let now = chrono::Utc::now().timestamp_millis();
+        assert!(is_fresh(uuid::Uuid::now_v7(), now, 30_000));
+        assert!(!is_fresh(uuid::Uuid::new_v4(), now, 30_000), "no time in a v4 id");
+        let old = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, (now / 1000 - 60) as u64, 0));
+        assert!(!is_fresh(old, now, 30_000), "a minute old");
+        let ahead = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, (now / 1000 + 60) as u64, 0));
+        assert!(!is_fresh(ahead, now, 30_000), "a minute in the future");
     }
 }

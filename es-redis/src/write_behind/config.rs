@@ -28,8 +28,9 @@ pub struct WriteBehindConfig {
     /// (each round renews it); after a flusher dies, another takes its
     /// lists over once this has passed.
     pub flush_lease: Duration,
-    /// Pause of an idle flusher between rounds (it also wakes at once when
-    /// its own process admits an append).
+    /// Pause of a flusher after a round that did not fill a batch: appends
+    /// gather meanwhile, so rounds stay few and big. Bounds the time from
+    /// admission to the store (with the round's own time).
     pub idle_poll: Duration,
     /// Pause after a round that could not write to the store.
     pub retry_backoff: Duration,
@@ -50,11 +51,11 @@ impl Default for WriteBehindConfig {
             key_prefix: "es:wb".to_owned(),
             shards: 16,
             max_admission_batch: 256,
-            admission_pipelines: 8,
+            admission_pipelines: 2,
             max_queued_appends: 10_000,
             max_flush_batch: 2_000,
             flush_lease: Duration::from_secs(5),
-            idle_poll: Duration::from_millis(2),
+            idle_poll: Duration::from_millis(5),
             retry_backoff: Duration::from_millis(200),
             id_grace: Duration::from_secs(60),
             stuck_after: Duration::from_secs(10),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use es_core::{EventStore, ExpectedVersion, NewEvent, ShardId, StoreError, StreamId};
 use redis::Value;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -128,7 +128,6 @@ pub struct Flusher<S: EventStore + ?Sized> {
     config: WriteBehindConfig,
     owner: String,
     health: Health,
-    wake: Arc<Notify>,
 }
 
 impl<S: EventStore + ?Sized> std::fmt::Debug for Flusher<S> {
@@ -146,15 +145,6 @@ fn now_ms() -> i64 {
 impl<S: EventStore + ?Sized> Flusher<S> {
     /// A flusher writing into `inner`, with a fresh owner id.
     pub fn new(inner: Arc<S>, backend: Arc<RedisBackend>, config: WriteBehindConfig) -> Self {
-        Self::with_wake(inner, backend, config, Arc::new(Notify::new()))
-    }
-
-    pub(crate) fn with_wake(
-        inner: Arc<S>,
-        backend: Arc<RedisBackend>,
-        config: WriteBehindConfig,
-        wake: Arc<Notify>,
-    ) -> Self {
         let health = Health::default();
         health.started_ms.store(now_ms(), Ordering::Relaxed);
         Self {
@@ -163,7 +153,6 @@ impl<S: EventStore + ?Sized> Flusher<S> {
             config,
             owner: uuid::Uuid::now_v7().to_string(),
             health,
-            wake,
         }
     }
 
@@ -495,9 +484,9 @@ impl<S: EventStore + ?Sized> Flusher<S> {
         }
     }
 
-    /// Runs rounds until `stop` turns true: at once while there is work,
-    /// after `idle_poll` (or a wake-up from this process's admissions)
-    /// when idle, after `retry_backoff` when a round failed. On stop it
+    /// Runs rounds until `stop` turns true: at once after a full batch,
+    /// after `idle_poll` otherwise, after `retry_backoff` when a round
+    /// failed. On stop it
     /// drains what it holds (for up to `flush_lease`) and releases its
     /// leases.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) {
@@ -510,7 +499,10 @@ impl<S: EventStore + ?Sized> Flusher<S> {
                 let pause = match self.round().await {
                     Ok(w) => {
                         *self.health.last_error.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                        if w.appends > 0 || w.diverged > 0 {
+                        // A full batch: more is waiting, go on at once.
+                        // Otherwise let appends gather for a while, so that
+                        // rounds (and their Redis writes) stay few and big.
+                        if w.appends + w.diverged >= self.config.max_flush_batch {
                             continue;
                         }
                         self.config.idle_poll
@@ -523,7 +515,6 @@ impl<S: EventStore + ?Sized> Flusher<S> {
                     }
                 };
                 tokio::select! {
-                    _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(pause) => {}
                     _ = stop.changed() => {}
                 }

@@ -82,7 +82,7 @@ use es_core::{
     StoreError, StreamId,
 };
 use redis::aio::ConnectionManager;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
 pub use config::WriteBehindConfig;
 pub use flusher::{FlushError, Flusher, FlusherHandle, FlusherStatus, Taken, TakenAppend, Written};
@@ -161,18 +161,15 @@ impl<S: EventStore + ?Sized> WriteBehindBuilder<S> {
                     .map_err(|e| store_error("write-behind connect", e))?,
             ),
         };
-        let wake = Arc::new(Notify::new());
         let tx = admission::spawn(Arc::new(Admission {
             inner: Arc::clone(&self.inner),
             backend: Arc::clone(&backend),
             config: self.config.clone(),
-            admitted: Arc::clone(&wake),
         }));
-        let flusher = Arc::new(Flusher::with_wake(
+        let flusher = Arc::new(Flusher::new(
             Arc::clone(&self.inner),
             Arc::clone(&backend),
             self.config.clone(),
-            wake,
         ));
         let handle = self.config.spawn_flusher.then(|| Arc::clone(&flusher).spawn());
         let durability = durability(&backend).await;

@@ -15,12 +15,32 @@ pub(crate) struct PendingBody {
     pub(crate) events: Vec<NewEvent>,
 }
 
-impl PendingBody {
+/// The same, borrowed, for encoding an append without copying it.
+#[derive(Serialize)]
+pub(crate) struct PendingBodyRef<'a> {
+    #[serde(rename = "t")]
+    pub(crate) stream_type: &'a str,
+    #[serde(rename = "e")]
+    pub(crate) events: &'a [NewEvent],
+}
+
+impl PendingBodyRef<'_> {
     pub(crate) fn encode(&self) -> Result<String, StoreError> {
         serde_json::to_string(self).map_err(|e| StoreError::Backend {
             operation: "encode pending append",
             source: Box::new(e),
         })
+    }
+}
+
+impl PendingBody {
+    #[cfg(test)]
+    pub(crate) fn encode(&self) -> Result<String, StoreError> {
+        PendingBodyRef {
+            stream_type: &self.stream_type,
+            events: &self.events,
+        }
+        .encode()
     }
 
     pub(crate) fn decode(stream_id: &StreamId, first_version: u64, body: &str) -> Result<Self, StoreError> {

@@ -129,8 +129,12 @@ for i = 5, #ARGV do
   local s = ARGV[i]
   local lk = P .. ':l:' .. s
   local holder = redis.call('GET', lk)
-  if not holder or holder == owner then
+  if not holder then
     redis.call('SET', lk, owner, 'PX', lease)
+  elseif holder == owner and redis.call('PTTL', lk) < tonumber(lease) / 2 then
+    redis.call('PEXPIRE', lk, lease)
+  end
+  if not holder or holder == owner then
     local rk, qk = P .. ':r:' .. s, P .. ':q:' .. s
     local entries = redis.call('LRANGE', rk, 0, -1)
     local recovered = 1
