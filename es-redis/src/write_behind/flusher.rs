@@ -300,8 +300,40 @@ impl<S: EventStore + ?Sized> Flusher<S> {
         }
     }
 
+    /// Writes one stream's appends in order, in store appends of at most
+    /// [`MAX_EVENTS_PER_STORE_APPEND`] events (a huge single append costs
+    /// the store more than several moderate ones).
     async fn write_stream(&self, appends: &[&TakenAppend]) -> Result<StreamOutcome, StoreError> {
         let mut out = StreamOutcome::default();
+        let mut start = 0;
+        while start < appends.len() {
+            let mut end = start;
+            let mut events = 0;
+            while end < appends.len() && (end == start || events + appends[end].len() <= MAX_EVENTS_PER_STORE_APPEND) {
+                events += appends[end].len();
+                end += 1;
+            }
+            let part = self.write_run(&appends[start..end], !out.diverged.is_empty()).await?;
+            out.appends += part.appends;
+            out.events += part.events;
+            out.diverged.extend(part.diverged);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// Writes consecutive appends of one stream: as one store append when
+    /// they follow each other, else (or when that fails for a reason an
+    /// append-by-append pass can tell apart) one by one. `broken`: an
+    /// earlier append of the stream was refused, so these go dead too.
+    async fn write_run(&self, appends: &[&TakenAppend], broken: bool) -> Result<StreamOutcome, StoreError> {
+        let mut out = StreamOutcome::default();
+        if broken {
+            for a in appends {
+                out.diverged.push(((*a).clone(), "follows a refused append".to_owned()));
+            }
+            return Ok(out);
+        }
         let contiguous = appends
             .windows(2)
             .all(|w| w[0].first_version + w[0].len() as u64 == w[1].first_version);
@@ -575,6 +607,9 @@ impl Drop for FlusherHandle {
         let _ = self.stop.send(true);
     }
 }
+
+/// Most events the flusher puts in one store append.
+const MAX_EVENTS_PER_STORE_APPEND: usize = 256;
 
 #[derive(Default)]
 struct StreamOutcome {
