@@ -3,6 +3,7 @@
 pub mod access;
 pub mod accounts;
 pub mod cluster;
+pub mod contract;
 mod dto;
 pub mod errors;
 pub mod extract;
@@ -17,4 +18,4 @@ pub use dto::{
     EventView, EventsQuery, TransactionRequest, DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE,
 };
 pub use errors::ApiError;
-pub use routes::router;
+pub use routes::{admin_router, router};

@@ -197,7 +197,7 @@ pub async fn login(State(state): State<AppState>, ip: PeerIp, ApiJson(body): Api
     if let Err(e) = limit(&state, &ip.0, Some(&body.username)).await {
         return err(e);
     }
-    match state.auth.login(&body.username, &body.password).await {
+    match state.auth.login(&body.username, &body.password, &ip.0).await {
         Ok(pair) => Json(pair).into_response(),
         Err(e) => err(e),
     }

@@ -55,15 +55,47 @@ pub fn prefix(name: &str) -> String {
 pub struct OwnRedis {
     port: u16,
     child: Option<Child>,
+    /// With TLS: the TLS port, and `--tls-*` arguments.
+    tls: Option<(u16, Vec<String>)>,
 }
 
 impl OwnRedis {
     /// Starts one and waits until it answers.
     pub async fn start() -> Self {
         let port = spare_port();
-        let mut redis = Self { port, child: None };
+        let mut redis = Self {
+            port,
+            child: None,
+            tls: None,
+        };
         redis.spawn().await;
         redis
+    }
+
+    /// Starts one that also takes TLS connections on another port,
+    /// presenting `cert` and `key` (clients are not asked for one).
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let args = vec![
+            "--tls-cert-file".to_owned(),
+            cert.display().to_string(),
+            "--tls-key-file".to_owned(),
+            key.display().to_string(),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        let mut redis = Self {
+            port: spare_port(),
+            child: None,
+            tls: Some((spare_port(), args)),
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    /// `rediss://127.0.0.1:<tls port>` (with [`Self::start_tls`]).
+    pub fn tls_url(&self) -> String {
+        let (port, _) = self.tls.as_ref().expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -89,6 +121,11 @@ impl OwnRedis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(self.tls.iter().flat_map(|(port, args)| {
+                let mut all = vec!["--tls-port".to_owned(), port.to_string()];
+                all.extend(args.iter().cloned());
+                all
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
