@@ -12,10 +12,8 @@ use crate::rate_limit::RateLimitConfig;
 
 /// The operations listener's default address: loopback, so metrics and
 /// readiness details never reach the public network unless configured.
-pub const DEFAULT_ADMIN_BIND_ADDR: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-    9091,
-);
+pub const DEFAULT_ADMIN_BIND_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9091);
 
 /// librdkafka security properties (`security.protocol`, `ssl.*`,
 /// `sasl.*`) for the Kafka producer. `Debug` shows the property names

@@ -150,7 +150,11 @@ async fn health_metrics_and_docs(backend: Backend) {
     // The public listener says ready or not, nothing more.
     let (status, ready) = read(api.http.get(api.url("/health/ready")).send().await.unwrap()).await;
     assert_eq!((status, &ready), (StatusCode::OK, &json!({"status": "ready"})));
-    expect_error(api.http.get(api.url("/metrics")).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    expect_error(
+        api.http.get(api.url("/metrics")).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     // The operations listener has the details and the metrics.
     let admin = server.admin_url();
     let (status, ready) = read(api.http.get(format!("{admin}/health/ready")).send().await.unwrap()).await;

@@ -76,13 +76,23 @@ async fn the_outbox_holds_no_usable_token_and_delivery_empties_it(backend: Backe
         assert!(!row.to_string().contains(token.as_str()), "the token is stored: {row}");
         // What is stored is no token.
         let seed = row["token_seed"].as_str().unwrap();
-        let msg = expect_error(confirm(&api.base, seed, "a brand new passphrase").await, StatusCode::BAD_REQUEST).await;
+        let msg = expect_error(
+            confirm(&api.base, seed, "a brand new passphrase").await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
         assert_eq!(msg, "invalid or expired reset token");
         let (rows, _) = stored(&server).await.unwrap();
         assert!(rows.is_empty(), "a delivered mail is deleted: {rows:?}");
     }
     assert!(
-        server.state.auth.take_reset_mails(&api.username).await.unwrap().is_empty(),
+        server
+            .state
+            .auth
+            .take_reset_mails(&api.username)
+            .await
+            .unwrap()
+            .is_empty(),
         "delivered once"
     );
     assert_eq!(
@@ -109,11 +119,19 @@ async fn expired_reset_tokens_and_mails_are_purged(backend: Backend) {
         assert_eq!(rows[0]["recipient"], json!(bob.username));
         assert_eq!(tokens, 1, "only the new token is kept");
     }
-    assert!(server.state.auth.take_reset_mails(&ada.username).await.unwrap().is_empty());
+    assert!(server
+        .state
+        .auth
+        .take_reset_mails(&ada.username)
+        .await
+        .unwrap()
+        .is_empty());
     let mails = server.state.auth.take_reset_mails(&bob.username).await.unwrap();
     assert_eq!(mails.len(), 1);
     assert_eq!(
-        confirm(&bob.base, &mails[0].token, "a brand new passphrase").await.status(),
+        confirm(&bob.base, &mails[0].token, "a brand new passphrase")
+            .await
+            .status(),
         StatusCode::NO_CONTENT
     );
     server.stop().await.unwrap();
@@ -127,7 +145,9 @@ async fn a_reset_or_password_change_ends_every_other_reset_token(backend: Backen
     let mails = server.state.auth.take_reset_mails(&api.username).await.unwrap();
     assert_eq!(mails.len(), 2);
     assert_eq!(
-        confirm(&api.base, &mails[0].token, "first new passphrase").await.status(),
+        confirm(&api.base, &mails[0].token, "first new passphrase")
+            .await
+            .status(),
         StatusCode::NO_CONTENT
     );
     let msg = expect_error(
@@ -156,7 +176,13 @@ async fn a_reset_or_password_change_ends_every_other_reset_token(backend: Backen
     )
     .await;
     assert!(
-        server.state.auth.take_reset_mails(&api.username).await.unwrap().is_empty(),
+        server
+            .state
+            .auth
+            .take_reset_mails(&api.username)
+            .await
+            .unwrap()
+            .is_empty(),
         "pending mails are dropped"
     );
     if let Some((rows, tokens)) = stored(&server).await {
@@ -181,7 +207,11 @@ async fn a_refused_password_leaves_the_reset_token_usable(backend: Backend) {
         StatusCode::NO_CONTENT,
         "the refused passwords did not use the token up"
     );
-    expect_error(confirm(&api.base, token, "another new passphrase").await, StatusCode::BAD_REQUEST).await;
+    expect_error(
+        confirm(&api.base, token, "another new passphrase").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     common::login(&api.base, &api.username, "a strong new passphrase").await;
     server.stop().await.unwrap();
 }

@@ -388,21 +388,11 @@ async fn failures_lock_after_the_maximum_then_clear() {
     );
     // Not extended while locked; read back as written.
     let later = now + Duration::minutes(5);
-    assert_eq!(
-        store.record_failure(ADA, policy, later).await.unwrap(),
-        locked
-    );
+    assert_eq!(store.record_failure(ADA, policy, later).await.unwrap(), locked);
     assert_eq!(store.get(ADA).await.unwrap(), locked);
     // Counting restarts once the lock is over.
     let after = until + Duration::seconds(1);
-    assert_eq!(
-        store
-            .record_failure(ADA, policy, after)
-            .await
-            .unwrap()
-            .failures,
-        1
-    );
+    assert_eq!(store.record_failure(ADA, policy, after).await.unwrap().failures, 1);
     // Other usernames, and other sources, are counted apart; clear forgets.
     assert_eq!(store.get(BOB).await.unwrap(), Attempts::default());
     assert_eq!(store.get(ADA_ELSEWHERE).await.unwrap(), Attempts::default());
@@ -470,7 +460,10 @@ async fn the_outbox_delivers_each_mail_once_in_order_and_purges_expired_ones() {
         [mail("first"), mail("second")],
         "in order, the expired one left out"
     );
-    assert!(store.take_resets("ada@example.com", now).await.unwrap().is_empty(), "delivered once");
+    assert!(
+        store.take_resets("ada@example.com", now).await.unwrap().is_empty(),
+        "delivered once"
+    );
     assert!(store.take_resets("nobody@example.com", now).await.unwrap().is_empty());
     store
         .queue_reset(QueuedReset {

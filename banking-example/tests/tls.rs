@@ -61,7 +61,10 @@ async fn postgres_with_the_wrong_ca_is_refused() {
         ..common::config()
     };
     let err = Backends::from_config(&config).await.err().expect("refused");
-    assert!(err.to_string().contains("postgres") || err.to_string().contains("certificate"), "{err}");
+    assert!(
+        err.to_string().contains("postgres") || err.to_string().contains("certificate"),
+        "{err}"
+    );
 }
 
 /// Redis over TLS, trusting the CA through `SSL_CERT_FILE` (this test
@@ -76,7 +79,10 @@ async fn redis_over_tls_trusting_the_ca_file() {
         ..common::config()
     };
     std::env::set_var("SSL_CERT_FILE", &certs.other_ca);
-    let err = Backends::from_config(&config).await.err().expect("an unknown CA is refused");
+    let err = Backends::from_config(&config)
+        .await
+        .err()
+        .expect("an unknown CA is refused");
     assert!(err.to_string().contains("redis"), "{err}");
 
     std::env::set_var("SSL_CERT_FILE", &certs.ca);
@@ -89,7 +95,11 @@ async fn redis_over_tls_trusting_the_ca_file() {
     for _ in 0..2 {
         let (status, body) = common::read(api.post_keyed(&path, "once", json!({"amount": 1})).await).await;
         assert_eq!(status, reqwest::StatusCode::OK, "{body}");
-        assert_eq!(body["balance"].to_string(), "6.00", "de-duplicated through Redis over TLS");
+        assert_eq!(
+            body["balance"].to_string(),
+            "6.00",
+            "de-duplicated through Redis over TLS"
+        );
     }
     // The logout revocation lives in Redis (the blacklist) too.
     let r = common::post_json(&api.base, "/auth/logout", Some(&api.token), json!({})).await;

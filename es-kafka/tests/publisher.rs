@@ -65,7 +65,17 @@ fn tls_and_sasl_settings_are_accepted() {
     std::fs::create_dir_all(&dir).unwrap();
     let (ca, key) = (dir.join("ca.pem"), dir.join("ca.key"));
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")

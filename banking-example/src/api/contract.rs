@@ -82,12 +82,26 @@ fn complete_operation(path: &str, op: &mut Map<String, Value>) {
     if secured {
         add(responses, "401", "Missing, invalid, expired or revoked token", false);
     }
-    if !headers.is_empty() && headers.iter().any(|h| VISIBLE_ASCII_HEADERS.iter().any(|(v, _)| v == h)) {
+    if !headers.is_empty()
+        && headers
+            .iter()
+            .any(|h| VISIBLE_ASCII_HEADERS.iter().any(|(v, _)| v == h))
+    {
         add(responses, "400", "A header is missing or invalid", false);
     }
     if headers.iter().any(|h| h == "idempotency-key") {
-        add(responses, "409", "The Idempotency-Key is in use by a request in flight", false);
-        add(responses, "422", "The Idempotency-Key was used for another request", false);
+        add(
+            responses,
+            "409",
+            "The Idempotency-Key is in use by a request in flight",
+            false,
+        );
+        add(
+            responses,
+            "422",
+            "The Idempotency-Key was used for another request",
+            false,
+        );
     }
 }
 
@@ -139,7 +153,11 @@ mod tests {
         assert_eq!(op["parameters"][0]["schema"]["maxLength"], 128);
         assert_eq!(op["parameters"][1]["schema"]["maxLength"], 255);
         assert_eq!(op["parameters"][1]["schema"]["pattern"], "^[!-~]+$");
-        let health: Vec<&String> = doc["paths"]["/health"]["get"]["responses"].as_object().unwrap().keys().collect();
+        let health: Vec<&String> = doc["paths"]["/health"]["get"]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
         assert_eq!(health, ["200", "429"]);
     }
 }

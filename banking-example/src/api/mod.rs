@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod amounts;
 pub mod cluster;
 pub mod contract;
 mod dto;

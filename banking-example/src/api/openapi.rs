@@ -134,10 +134,7 @@ mod tests {
     /// and carries an integrity hash.
     #[test]
     fn external_assets_are_pinned_with_integrity_hashes() {
-        let tags: Vec<&str> = DOCS_PAGE
-            .split('<')
-            .filter(|t| t.contains("https://"))
-            .collect();
+        let tags: Vec<&str> = DOCS_PAGE.split('<').filter(|t| t.contains("https://")).collect();
         assert_eq!(tags.len(), 2, "{tags:?}");
         for tag in tags {
             assert!(
@@ -149,7 +146,9 @@ mod tests {
                 .nth(1)
                 .and_then(|rest| rest.split('"').next())
                 .unwrap_or_else(|| panic!("no integrity: {tag}"));
-            let hash = integrity.strip_prefix("sha384-").unwrap_or_else(|| panic!("{integrity}"));
+            let hash = integrity
+                .strip_prefix("sha384-")
+                .unwrap_or_else(|| panic!("{integrity}"));
             assert_eq!(hash.len(), 64, "a base64 SHA-384: {hash}");
             assert!(tag.contains("crossorigin=\"anonymous\""), "{tag}");
         }

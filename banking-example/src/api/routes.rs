@@ -131,9 +131,9 @@ pub fn admin_router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("not found".into()) })
         .layer(
             ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    tracing::debug_span!("admin", method = %req.method(), path = %req.uri().path())
-                }))
+                .layer(TraceLayer::new_for_http().make_span_with(
+                    |req: &Request| tracing::debug_span!("admin", method = %req.method(), path = %req.uri().path()),
+                ))
                 .layer(middleware::map_response(ensure_json_errors))
                 .layer(TimeoutLayer::with_status_code(
                     axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -312,14 +312,18 @@ mod tests {
         }
         // An attacker fails once each on 20,000 made-up usernames.
         for i in 0..20_000 {
-            attempts.record_failure(key(&format!("flood-{i}")), p, now).await.unwrap();
+            attempts
+                .record_failure(key(&format!("flood-{i}")), p, now)
+                .await
+                .unwrap();
         }
         let (counting, locked) = attempts.tracked();
         assert!(counting <= 1_000, "{counting} counting");
         assert!(counting > 500, "not wiped whole: {counting} counting");
         assert_eq!(locked, 1);
         assert!(
-            p.locked_until(&attempts.get(key("locked")).await.unwrap(), now).is_some(),
+            p.locked_until(&attempts.get(key("locked")).await.unwrap(), now)
+                .is_some(),
             "a flood of failures never evicts a lock"
         );
     }

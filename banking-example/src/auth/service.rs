@@ -189,17 +189,15 @@ impl AuthService {
         };
         let Some(user) = user.filter(|_| valid) else {
             count("login_failure");
-            let after = self
-                .stores
-                .attempts
-                .record_failure(key, self.lockout, now)
-                .await?;
+            let after = self.stores.attempts.record_failure(key, self.lockout, now).await?;
             match self.lockout.locked_until(&after, now) {
                 Some(until) if after.failures == 0 => {
                     count("lockout");
                     tracing::warn!(until = %until, "login failed; username locked out for this source");
                 }
-                Some(until) => tracing::info!(failures = after.failures, until = %until, "login failed; next try delayed"),
+                Some(until) => {
+                    tracing::info!(failures = after.failures, until = %until, "login failed; next try delayed")
+                }
                 None => tracing::info!(failures = after.failures, "login failed"),
             }
             match self.stores.attempts.purge_idle(now, chrono_duration(IDLE_AFTER)).await {
@@ -469,7 +467,13 @@ impl AuthService {
         check_policy(&user.username, new_password).map_err(AuthError::Invalid)?;
         let new_hash = self.hasher.hash(new_password).await.map_err(hash_error)?;
         // The single-use gate: of concurrent confirmations one gets it.
-        if !self.stores.resets.consume(&hash, now).await?.is_some_and(|r| usable(&r)) {
+        if !self
+            .stores
+            .resets
+            .consume(&hash, now)
+            .await?
+            .is_some_and(|r| usable(&r))
+        {
             return Err(invalid());
         }
         self.stores.users.set_password(user.id, &new_hash).await?;

@@ -74,7 +74,9 @@ impl OwnPostgres {
                     "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
                 )
                 .unwrap();
-                run(std::process::Command::new("chmod").arg("600").arg(data.join("server.key")));
+                run(std::process::Command::new("chmod")
+                    .arg("600")
+                    .arg(data.join("server.key")));
                 if as_root() {
                     run(std::process::Command::new("chown")
                         .args(["-R", "postgres:postgres"])
