@@ -74,7 +74,12 @@ print(post("/auth/login", creds)["access_token"])
 PY
 )
 
-"$venv/bin/st" --config-file scripts/schemathesis.toml run "$base/openapi.json" \
+# Run from the scratch directory: schemathesis keeps state (replays) in
+# ./.schemathesis, removed with it.
+config=$(realpath scripts/schemathesis.toml)
+st=$(realpath "$venv/bin/st")
+cd "$workdir"
+"$st" --config-file "$config" run "$base/openapi.json" \
   --checks all \
   --header "Authorization: Bearer $token" \
   --exclude-path /auth/logout \

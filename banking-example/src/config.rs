@@ -212,7 +212,7 @@ impl AppConfig {
         }
         c.redis_url = get("REDIS_URL");
         c.kafka_brokers = get("KAFKA_BROKERS");
-        c.kafka_security = KafkaSecurity(es_kafka::security_settings(&get));
+        c.kafka_security = KafkaSecurity(es_kafka::security_settings(get));
         if let Some(v) = get("CDC_RELAY") {
             c.cdc_relay = v.parse().map_err(|e: es_kafka::SetupError| ConfigError::Invalid {
                 name: "CDC_RELAY",
