@@ -10,6 +10,9 @@
 #   Redis:      127.0.0.1:6379 (REDIS_URL overrides)
 #   Kafka:      rdkafka's in-process mock cluster, or the broker named by
 #               KAFKA_BOOTSTRAP_SERVERS (es-kafka tests)
+# After the cargo tests, scripts/schemathesis.sh fuzzes the HTTP API from
+# its OpenAPI document (schemathesis installed with pip into a virtualenv
+# under the target directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +29,12 @@ missing=()
 { command -v psql && command -v pg_isready; } >/dev/null || missing+=(postgresql-client)
 { [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ]; } || command -v initdb >/dev/null || missing+=(postgresql)
 { command -v redis-server && command -v redis-cli; } >/dev/null || missing+=(redis-server)
+# librdkafka is built with TLS (the system OpenSSL); the TLS tests make
+# their certificates with the openssl tool; schemathesis runs in a venv.
+{ command -v pkg-config && pkg-config --exists openssl; } >/dev/null 2>&1 || missing+=(pkg-config libssl-dev)
+command -v openssl >/dev/null || missing+=(openssl)
+if ! command -v python3 >/dev/null; then missing+=(python3 python3-venv)
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then missing+=(python3-venv); fi
 if [ ${#missing[@]} -gt 0 ]; then
   install="apt-get install -y --no-install-recommends ${missing[*]}"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -98,3 +107,4 @@ if [ -z "${ES_TEST_DATABASE_URL:-}" ]; then
 fi
 
 cargo test --workspace --all-features "$@"
+scripts/schemathesis.sh

@@ -301,13 +301,31 @@ impl App {
     /// projection after a last catch-up, flushes the PostgreSQL append
     /// batcher and stops Kafka publishing (its round in progress gets
     /// `shutdown_grace` too).
+    ///
+    /// `admin`, when given, serves the operations routes (`/metrics`, the
+    /// detailed `/health/ready`) until the same shutdown.
     pub async fn serve(
         self,
         listener: TcpListener,
+        admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let router = crate::api::router(self.state.clone());
         let (signalled_tx, mut signalled) = watch::channel(false);
+        let admin_task = admin.map(|admin| {
+            let router = crate::api::admin_router(self.state.clone());
+            let mut stop = signalled.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(admin, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "operations listener failed");
+                }
+            })
+        });
         let serving = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -324,6 +342,9 @@ impl App {
                 Ok(())
             }
         };
+        if let Some(task) = admin_task {
+            task.abort();
+        }
         if let Some(cluster) = &self.state.cluster {
             // Hand the shards over now that no request is in flight.
             cluster.manager.shutdown().await;
@@ -404,6 +425,8 @@ async fn follow(
 pub struct RunningServer {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The operations listener's address, when it has one.
+    pub admin_addr: Option<SocketAddr>,
     /// Handler state (read model, repository) for inspection.
     pub state: AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -414,6 +437,15 @@ impl RunningServer {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Base URL of the operations listener (`/metrics`, the detailed
+    /// `/health/ready`). Panics when it was turned off.
+    pub fn admin_url(&self) -> String {
+        match self.admin_addr {
+            Some(addr) => format!("http://{addr}"),
+            None => panic!("this server has no operations listener (admin_bind_addr is None)"),
+        }
     }
 
     /// Shuts down gracefully and waits for the server to finish.
@@ -428,21 +460,29 @@ impl RunningServer {
     }
 }
 
-/// Builds the app on `backends` and serves it on `config.bind_addr` (use
-/// port 0 for an ephemeral port) in a background task.
+/// Builds the app on `backends` and serves it on `config.bind_addr`, and
+/// the operations routes on `config.admin_bind_addr` (use port 0 for
+/// ephemeral ports), in a background task.
 pub async fn start(mut config: AppConfig, backends: Backends) -> Result<RunningServer, AppError> {
     let listener = TcpListener::bind(config.bind_addr).await?;
     let addr = listener.local_addr()?;
     // The address actually bound (port 0 picks one), as others reach it.
     config.bind_addr = addr;
+    let admin = match config.admin_bind_addr {
+        Some(a) => Some(TcpListener::bind(a).await?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+    config.admin_bind_addr = admin_addr;
     let app = App::build(config, backends).await?;
     let state = app.state.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(app.serve(listener, async move {
+    let task = tokio::spawn(app.serve(listener, admin, async move {
         let _ = rx.await;
     }));
     Ok(RunningServer {
         addr,
+        admin_addr,
         state,
         shutdown: Some(tx),
         task,

@@ -10,11 +10,34 @@ use crate::auth::AuthConfig;
 use crate::domain::Money;
 use crate::rate_limit::RateLimitConfig;
 
+/// The operations listener's default address: loopback, so metrics and
+/// readiness details never reach the public network unless configured.
+pub const DEFAULT_ADMIN_BIND_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9091);
+
+/// librdkafka security properties (`security.protocol`, `ssl.*`,
+/// `sasl.*`) for the Kafka producer. `Debug` shows the property names
+/// only (values include passwords).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaSecurity(pub std::collections::BTreeMap<String, String>);
+
+impl std::fmt::Debug for KafkaSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppConfig {
     /// Address to listen on (`BIND_ADDR`, default `127.0.0.1:3000`).
     pub bind_addr: SocketAddr,
+    /// Address of the operations listener serving `GET /metrics` and the
+    /// detailed `GET /health/ready` (`ADMIN_BIND_ADDR`, default
+    /// [`DEFAULT_ADMIN_BIND_ADDR`], loopback only; `off` disables it).
+    /// The public listener serves neither: its `/health/ready` says only
+    /// `ready` or `not_ready`.
+    pub admin_bind_addr: Option<SocketAddr>,
     /// The database (`DATABASE_URL`): `postgres://…` for PostgreSQL,
     /// `sqlite://path` for a SQLite file. Unset: [`data_dir`](Self::data_dir).
     pub database_url: Option<String>,
@@ -38,6 +61,10 @@ pub struct AppConfig {
     pub write_behind: bool,
     /// Kafka brokers to publish account events to (`KAFKA_BROKERS`).
     pub kafka_brokers: Option<String>,
+    /// TLS and SASL settings of the Kafka producer (`KAFKA_SECURITY_PROTOCOL`,
+    /// `KAFKA_SSL_CA_LOCATION`, `KAFKA_SASL_*`, ...: see
+    /// [`es_kafka::SECURITY_SETTINGS`]).
+    pub kafka_security: KafkaSecurity,
     /// How events reach Kafka (`DATA_CAPTURE_METHOD`: `cdc_debezium`,
     /// the default, or `outbox_poller`).
     pub data_capture_method: DataCaptureMethod,
@@ -102,12 +129,14 @@ impl Default for AppConfig {
     fn default() -> Self {
         Self {
             bind_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            admin_bind_addr: Some(DEFAULT_ADMIN_BIND_ADDR),
             database_url: None,
             data_dir: None,
             database_schema: "bank".into(),
             redis_url: None,
             write_behind: false,
             kafka_brokers: None,
+            kafka_security: KafkaSecurity::default(),
             data_capture_method: DataCaptureMethod::default(),
             cdc_relay: CdcRelayKind::default(),
             kafka_message_timeout: Duration::from_secs(10),
@@ -169,6 +198,11 @@ impl AppConfig {
         if let Some(v) = get("BIND_ADDR") {
             c.bind_addr = parse("BIND_ADDR", &v)?;
         }
+        match get("ADMIN_BIND_ADDR").as_deref() {
+            None => {}
+            Some("off") => c.admin_bind_addr = None,
+            Some(v) => c.admin_bind_addr = Some(parse("ADMIN_BIND_ADDR", v)?),
+        }
         c.database_url = get("DATABASE_URL");
         c.data_dir = match get("STORE").as_deref() {
             None | Some("sqlite") => Some(get("DATA_DIR").map_or_else(|| PathBuf::from("data"), PathBuf::from)),
@@ -203,6 +237,7 @@ impl AppConfig {
             }
         }
         c.kafka_brokers = get("KAFKA_BROKERS");
+        c.kafka_security = KafkaSecurity(es_kafka::security_settings(get));
         if let Some(v) = get("CDC_RELAY") {
             c.cdc_relay = v.parse().map_err(|e: es_kafka::SetupError| ConfigError::Invalid {
                 name: "CDC_RELAY",
@@ -339,6 +374,31 @@ mod tests {
         assert!(err.to_string().contains("REDIS_URL"), "{err}");
         let err = AppConfig::from_lookup(lookup(&[("WRITE_BEHIND", "maybe"), ("REDIS_URL", "redis://r")])).unwrap_err();
         assert!(err.to_string().contains("WRITE_BEHIND"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_listener_is_loopback_by_default_and_can_be_moved_or_turned_off() {
+        let default = AppConfig::from_lookup(|_| None).unwrap();
+        assert_eq!(default.admin_bind_addr, Some(DEFAULT_ADMIN_BIND_ADDR));
+        assert!(DEFAULT_ADMIN_BIND_ADDR.ip().is_loopback());
+        let moved = AppConfig::from_lookup(|k| (k == "ADMIN_BIND_ADDR").then(|| "10.0.0.5:9100".into())).unwrap();
+        assert_eq!(moved.admin_bind_addr, Some("10.0.0.5:9100".parse().unwrap()));
+        let off = AppConfig::from_lookup(|k| (k == "ADMIN_BIND_ADDR").then(|| "off".into())).unwrap();
+        assert_eq!(off.admin_bind_addr, None);
+        assert!(AppConfig::from_lookup(|k| (k == "ADMIN_BIND_ADDR").then(|| "loopback".into())).is_err());
+    }
+
+    #[test]
+    fn kafka_security_settings_come_from_the_environment_and_are_not_printed() {
+        let c = AppConfig::from_lookup(|k| match k {
+            "KAFKA_SECURITY_PROTOCOL" => Some("SASL_SSL".into()),
+            "KAFKA_SASL_PASSWORD" => Some("hunter2-kafka".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.kafka_security.0["security.protocol"], "SASL_SSL");
+        assert_eq!(c.kafka_security.0["sasl.password"], "hunter2-kafka");
+        assert!(!format!("{c:?}").contains("hunter2-kafka"));
     }
 
     #[test]

@@ -153,6 +153,7 @@ impl EventPublishing {
                 bootstrap_servers: brokers.clone(),
                 topics: TopicNaming::new("banking.{stream_type}.events"),
                 message_timeout: config.kafka_message_timeout,
+                extra: config.kafka_security.0.clone(),
                 ..PublisherConfig::default()
             })
             .map_err(setup)?,

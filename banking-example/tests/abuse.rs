@@ -165,7 +165,7 @@ async fn made_up_methods_do_not_create_metric_series() {
         assert!(r.status().is_client_error());
     }
     let text = http
-        .get(format!("{}/metrics", server.url()))
+        .get(format!("{}/metrics", server.admin_url()))
         .send()
         .await
         .unwrap()
@@ -260,7 +260,11 @@ async fn usernames_over_254_bytes_are_refused_before_any_lookup() {
     .await;
     assert_eq!(msg, "email must be at most 254 bytes");
     // Nothing was counted for it: no lockout state, no limiter key.
-    let attempts = server.state.auth.stores().attempts.get(&long).await.unwrap();
+    let key = banking_example::auth::lockout::AttemptKey {
+        username: &long,
+        source: "ip:127.0.0.1",
+    };
+    let attempts = server.state.auth.stores().attempts.get(key).await.unwrap();
     assert_eq!(attempts.failures, 0);
     server.stop().await.unwrap();
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::Backend;
 
-use common::{raw_number, read, Api};
+use common::{expect_error, raw_number, read, Api};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -147,14 +147,25 @@ async fn health_metrics_and_docs(backend: Backend) {
     let (status, body) = read(api.http.get(api.url("/health")).send().await.unwrap()).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
     api.open("Dee", json!(5)).await;
+    // The public listener says ready or not, nothing more.
     let (status, ready) = read(api.http.get(api.url("/health/ready")).send().await.unwrap()).await;
+    assert_eq!((status, &ready), (StatusCode::OK, &json!({"status": "ready"})));
+    expect_error(
+        api.http.get(api.url("/metrics")).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    // The operations listener has the details and the metrics.
+    let admin = server.admin_url();
+    let (status, ready) = read(api.http.get(format!("{admin}/health/ready")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready["status"], "ready");
     for c in ["event_store", "projection", "rate_limiter", "deduplicator"] {
         assert_eq!(ready["components"][c]["status"], "up", "{c}: {ready}");
     }
-    let metrics = api.http.get(api.url("/metrics")).send().await.unwrap();
+    let metrics = api.http.get(format!("{admin}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
+    assert!(metrics.text().await.unwrap().contains("http_requests_total"));
     // What the counters say: tests/metrics.rs.
     let docs = api.http.get(api.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);

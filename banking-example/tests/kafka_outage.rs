@@ -267,7 +267,7 @@ async fn outage_scenario(method: &str) {
     let http = Client::new();
     let reader = TopicReader::start(&bootstrap);
     let mut server = ServerProcess::start(&env).await;
-    publishing_becomes(&http, &server.base, "up").await;
+    publishing_becomes(&http, &server.admin, "up").await;
     let (token, ids) = open_accounts(&http, &server.base).await;
 
     // Load, then the cut under load, then the load goes on a little.
@@ -282,13 +282,13 @@ async fn outage_scenario(method: &str) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     mock.broker_down(1).unwrap();
     let cut = Instant::now();
-    let down = publishing_becomes(&http, &server.base, "down").await;
+    let down = publishing_becomes(&http, &server.admin, "down").await;
     assert!(
         down["details"]["last_error"].is_string(),
         "the reason is reported: {down}"
     );
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(cut.elapsed())).await;
-    let (_, ready) = readiness(&http, &server.base).await;
+    let (_, ready) = readiness(&http, &server.admin).await;
     let backlog = &ready["components"]["kafka_publishing"]["details"];
     let backlog_events = backlog["backlog_events"]
         .as_u64()
@@ -317,9 +317,9 @@ async fn outage_scenario(method: &str) {
         complete_at.saturating_duration_since(load_stopped).as_secs_f64()
     );
     assert!(drained_in <= bound, "drained in {drained_in:?}, bound {bound:?}");
-    publishing_becomes(&http, &server.base, "up").await;
+    publishing_becomes(&http, &server.admin, "up").await;
     let metrics = http
-        .get(format!("{}/metrics", server.base))
+        .get(format!("{}/metrics", server.admin))
         .send()
         .await
         .unwrap()

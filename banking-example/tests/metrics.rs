@@ -42,7 +42,8 @@ fn read_all(text: &str) -> Vec<f64> {
 async fn counters_move_by_what_the_requests_did() {
     let server = common::start().await;
     let base = server.url();
-    let before = read_all(&scrape(&base).await);
+    let admin = server.admin_url();
+    let before = read_all(&scrape(&admin).await);
 
     let alice = Api::new(&server, "m-alice").await;
     let bob = Api::new(&server, "m-bob").await;
@@ -96,7 +97,7 @@ async fn counters_move_by_what_the_requests_did() {
         expect_error(carol.get(&hers).await, StatusCode::TOO_MANY_REQUESTS).await;
     }
 
-    let after = read_all(&scrape(&base).await);
+    let after = read_all(&scrape(&admin).await);
     let delta: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     // GET /accounts/{id} 200: alice's 3 and carol's 2; opens: alice's
     // and carol's; deposits: the first and its replay (a replayed answer

@@ -112,3 +112,54 @@ async fn document_and_router_have_the_same_routes() {
     }
     server.stop().await.unwrap();
 }
+
+/// The document says what the middleware and the extractors answer:
+/// every operation may be rate limited (429), every secured one answers
+/// 401, every one with a JSON body 400/413/415; the header formats and
+/// the bearer scheme are described.
+#[tokio::test]
+async fn every_operation_documents_the_shared_statuses_and_header_rules() {
+    let server = common::start().await;
+    let (_, doc) = read(reqwest::get(format!("{}/openapi.json", server.url())).await.unwrap()).await;
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(
+        (&scheme["type"], &scheme["scheme"]),
+        (&Value::from("http"), &Value::from("bearer"))
+    );
+    let mut headers = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |s: &str| responses.contains_key(s);
+            assert!(has("429"), "{method} {path}: no 429");
+            if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
+                assert!(has("401"), "{method} {path}: secured, no 401");
+            }
+            if op.get("requestBody").is_some() {
+                for s in ["400", "413", "415"] {
+                    assert!(has(s), "{method} {path}: a body, no {s}");
+                }
+            }
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let (name, schema) = (p["name"].as_str().unwrap().to_ascii_lowercase(), &p["schema"]);
+                let max = match name.as_str() {
+                    "x-client-id" => 128,
+                    "idempotency-key" => 255,
+                    _ => continue,
+                };
+                headers += 1;
+                assert_eq!(
+                    p["required"],
+                    Value::from(name == "x-client-id"),
+                    "{method} {path}: {p}"
+                );
+                assert_eq!(schema["minLength"], 1, "{method} {path}: {p}");
+                assert_eq!(schema["maxLength"], max, "{method} {path}: {p}");
+                assert_eq!(schema["pattern"], "^[!-~]+$", "{method} {path}: {p}");
+                assert!(has("400"), "{method} {path}: a header rule, no 400");
+            }
+        }
+    }
+    assert!(headers >= 10, "{headers} header parameters seen");
+    server.stop().await.unwrap();
+}

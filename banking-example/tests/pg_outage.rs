@@ -109,7 +109,14 @@ async fn answers_503_while_postgres_is_down_then_recovers() {
     .await;
     let (status, body) = read(r).await;
     assert_eq!(refused(status, &body, "login"), StatusCode::SERVICE_UNAVAILABLE);
-    let (status, ready) = read(api.http.get(api.url("/health/ready")).send().await.unwrap()).await;
+    let (status, ready) = read(
+        api.http
+            .get(format!("{}/health/ready", server.admin_url()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
     assert_eq!(ready["components"]["event_store"]["status"], "down", "{ready}");
     // Reads of the in-memory view still answer (or refuse cleanly).
@@ -145,7 +152,14 @@ async fn answers_503_while_postgres_is_down_then_recovers() {
     assert_eq!(view["balance"].to_string(), "123.00", "{view}");
     let (_, history) = read(api.get(&format!("/accounts/{id}/events?limit=1000")).await).await;
     assert_eq!(history["events"].as_array().unwrap().len(), 5, "{history}");
-    let (status, ready) = read(api.http.get(api.url("/health/ready")).send().await.unwrap()).await;
+    let (status, ready) = read(
+        api.http
+            .get(format!("{}/health/ready", server.admin_url()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     server.stop().await.unwrap();
 }

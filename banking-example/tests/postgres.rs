@@ -164,7 +164,7 @@ async fn auth_state_lives_in_postgres() {
     // A reset through the PostgreSQL outbox clears the lockout.
     let r = common::post_json(&base, "/auth/reset-password", None, json!({"email": api.username})).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let mails = server.state.auth.reset_mails_to(&api.username).await.unwrap();
+    let mails = server.state.auth.take_reset_mails(&api.username).await.unwrap();
     assert_eq!(mails.len(), 1);
     let confirm = json!({"token": mails[0].token, "new_password": "brand new passphrase"});
     let r = common::post_json(&base, "/auth/reset-password/confirm", None, confirm.clone()).await;

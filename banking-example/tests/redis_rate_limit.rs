@@ -153,7 +153,14 @@ async fn limiter_fails_open_while_redis_is_down() {
     }
     let (status, body) = read(api.post(&format!("{account}/deposit"), json!({"amount": 1})).await).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, ready) = read(api.http.get(api.url("/health/ready")).send().await.unwrap()).await;
+    let (status, ready) = read(
+        api.http
+            .get(format!("{}/health/ready", server.admin_url()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
     assert_eq!(ready["components"]["rate_limiter"]["status"], "down", "{ready}");
 

@@ -77,7 +77,7 @@ async fn a_reset_ends_every_session_at_once(backend: Backend) {
     let api = Api::new(&server, "sess").await;
     let r = post_json(&api.base, "/auth/reset-password", None, json!({"email": api.username})).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let mails = server.state.auth.reset_mails_to(&api.username).await.unwrap();
+    let mails = server.state.auth.take_reset_mails(&api.username).await.unwrap();
     let r = post_json(
         &api.base,
         "/auth/reset-password/confirm",

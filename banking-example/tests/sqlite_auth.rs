@@ -1,7 +1,7 @@
 //! The auth state in SQLite ([`SqliteAuthStore`]) on a real database file
 //! in a temporary directory: the store traits directly (rotation and reuse
 //! detection under concurrent connections, single-use reset tokens,
-//! lockout counting, the outbox, reopening the file), then the HTTP flows
+//! lockout counting, the reset mail outbox, reopening the file), then the HTTP flows
 //! of a server whose auth stores are SQLite, across a restart on the same
 //! file.
 
@@ -9,9 +9,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use banking_example::auth::lockout::{Attempts, LockoutPolicy, LoginAttempts};
+use banking_example::auth::lockout::{AttemptKey, Attempts, LockoutPolicy, LoginAttempts};
 use banking_example::auth::refresh::{RefreshRecord, RefreshStore};
-use banking_example::auth::reset::{Mailer, ResetMail, ResetRecord, ResetStore};
+use banking_example::auth::reset::{MailOutbox, QueuedReset, ResetRecord, ResetStore};
 use banking_example::auth::sqlite::SqliteAuthStore;
 use banking_example::auth::users::{User, UserStore};
 use banking_example::auth::{AuthStoreError, AuthStores, Role};
@@ -115,10 +115,10 @@ async fn migrate_is_idempotent_and_leaves_other_tables_alone() {
     assert_eq!(
         tables,
         [
-            "auth_login_attempts",
-            "auth_mail_outbox",
+            "auth_login_failures",
             "auth_password_resets",
             "auth_refresh_tokens",
+            "auth_reset_mails",
             "auth_users",
             "events"
         ]
@@ -343,6 +343,19 @@ async fn reset_tokens_are_single_use_even_when_raced() {
     assert_eq!(ResetStore::consume(&store, "unknown", Utc::now()).await.unwrap(), None);
 }
 
+const ADA: AttemptKey<'static> = AttemptKey {
+    username: "ada@example.com",
+    source: "ip:203.0.113.7",
+};
+const ADA_ELSEWHERE: AttemptKey<'static> = AttemptKey {
+    username: "ada@example.com",
+    source: "ip:198.51.100.1",
+};
+const BOB: AttemptKey<'static> = AttemptKey {
+    username: "bob@example.com",
+    source: "ip:203.0.113.7",
+};
+
 #[tokio::test]
 async fn failures_lock_after_the_maximum_then_clear() {
     let db = TempDb::new();
@@ -350,11 +363,12 @@ async fn failures_lock_after_the_maximum_then_clear() {
     let policy = LockoutPolicy {
         max_attempts: 3,
         duration: Duration::minutes(15),
+        backoff: Duration::zero(),
     };
     let now = at(1_800_000_000_000_000);
-    assert_eq!(store.get("ada@example.com").await.unwrap(), Attempts::default());
+    assert_eq!(store.get(ADA).await.unwrap(), Attempts::default());
     for n in 1..=2 {
-        let a = store.record_failure("ada@example.com", policy, now).await.unwrap();
+        let a = store.record_failure(ADA, policy, now).await.unwrap();
         assert_eq!(
             a,
             Attempts {
@@ -363,7 +377,7 @@ async fn failures_lock_after_the_maximum_then_clear() {
             }
         );
     }
-    let locked = store.record_failure("ada@example.com", policy, now).await.unwrap();
+    let locked = store.record_failure(ADA, policy, now).await.unwrap();
     let until = now + Duration::minutes(15);
     assert_eq!(
         locked,
@@ -374,25 +388,20 @@ async fn failures_lock_after_the_maximum_then_clear() {
     );
     // Not extended while locked; read back as written.
     let later = now + Duration::minutes(5);
-    assert_eq!(
-        store.record_failure("ada@example.com", policy, later).await.unwrap(),
-        locked
-    );
-    assert_eq!(store.get("ada@example.com").await.unwrap(), locked);
+    assert_eq!(store.record_failure(ADA, policy, later).await.unwrap(), locked);
+    assert_eq!(store.get(ADA).await.unwrap(), locked);
     // Counting restarts once the lock is over.
     let after = until + Duration::seconds(1);
-    assert_eq!(
-        store
-            .record_failure("ada@example.com", policy, after)
-            .await
-            .unwrap()
-            .failures,
-        1
-    );
-    // Other usernames are counted apart; clear forgets.
-    assert_eq!(store.get("bob@example.com").await.unwrap(), Attempts::default());
-    store.clear("ada@example.com").await.unwrap();
-    assert_eq!(store.get("ada@example.com").await.unwrap(), Attempts::default());
+    assert_eq!(store.record_failure(ADA, policy, after).await.unwrap().failures, 1);
+    // Other usernames, and other sources, are counted apart; clear forgets.
+    assert_eq!(store.get(BOB).await.unwrap(), Attempts::default());
+    assert_eq!(store.get(ADA_ELSEWHERE).await.unwrap(), Attempts::default());
+    store.record_failure(ADA_ELSEWHERE, policy, after).await.unwrap();
+    store.clear(ADA).await.unwrap();
+    assert_eq!(store.get(ADA).await.unwrap(), Attempts::default());
+    assert_eq!(store.get(ADA_ELSEWHERE).await.unwrap().failures, 1);
+    store.clear_user("ada@example.com").await.unwrap();
+    assert_eq!(store.get(ADA_ELSEWHERE).await.unwrap(), Attempts::default());
 }
 
 /// Failures recorded at once from two pools are all counted.
@@ -403,11 +412,12 @@ async fn concurrent_failures_are_all_counted() {
     let policy = LockoutPolicy {
         max_attempts: 1_000,
         duration: Duration::minutes(15),
+        backoff: Duration::zero(),
     };
     let tasks: Vec<_> = (0..24)
         .map(|i| {
             let store = stores[i % 2].clone();
-            tokio::spawn(async move { store.record_failure("ada@example.com", policy, Utc::now()).await })
+            tokio::spawn(async move { store.record_failure(ADA, policy, Utc::now()).await })
         })
         .collect();
     let mut seen: Vec<u32> = Vec::new();
@@ -416,32 +426,60 @@ async fn concurrent_failures_are_all_counted() {
     }
     seen.sort_unstable();
     assert_eq!(seen, (1..=24).collect::<Vec<_>>(), "each failure saw the one before");
-    assert_eq!(stores[1].get("ada@example.com").await.unwrap().failures, 24);
+    assert_eq!(stores[1].get(ADA).await.unwrap().failures, 24);
 }
 
 #[tokio::test]
-async fn the_outbox_keeps_reset_mails_in_order() {
+async fn the_outbox_delivers_each_mail_once_in_order_and_purges_expired_ones() {
     let db = TempDb::new();
     let store = db.open().await;
-    let mail = |token: &str| ResetMail {
+    let now = at(1_800_000_000_000_000);
+    let mail = |seed: &str| QueuedReset {
         to: "ada@example.com".into(),
-        token: token.into(),
-        expires_at: at(1_800_000_000_000_000),
+        token_seed: seed.into(),
+        expires_at: now + Duration::minutes(30),
     };
-    store.send_reset(mail("first")).await.unwrap();
+    store.queue_reset(mail("first")).await.unwrap();
     store
-        .send_reset(ResetMail {
+        .queue_reset(QueuedReset {
             to: "bob@example.com".into(),
             ..mail("bob's")
         })
         .await
         .unwrap();
-    store.send_reset(mail("second")).await.unwrap();
+    store.queue_reset(mail("second")).await.unwrap();
+    store
+        .queue_reset(QueuedReset {
+            expires_at: now,
+            ..mail("expired")
+        })
+        .await
+        .unwrap();
     assert_eq!(
-        store.outbox_to("ada@example.com").await.unwrap(),
-        [mail("first"), mail("second")]
+        store.take_resets("ada@example.com", now).await.unwrap(),
+        [mail("first"), mail("second")],
+        "in order, the expired one left out"
     );
-    assert!(store.outbox_to("nobody@example.com").await.unwrap().is_empty());
+    assert!(
+        store.take_resets("ada@example.com", now).await.unwrap().is_empty(),
+        "delivered once"
+    );
+    assert!(store.take_resets("nobody@example.com", now).await.unwrap().is_empty());
+    store
+        .queue_reset(QueuedReset {
+            to: "bob@example.com".into(),
+            expires_at: now,
+            ..mail("bob's expired")
+        })
+        .await
+        .unwrap();
+    assert_eq!(MailOutbox::purge_expired(&store, now).await.unwrap(), 1);
+    store.discard_resets("bob@example.com").await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM auth_reset_mails")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
 }
 
 #[tokio::test]
@@ -458,12 +496,17 @@ async fn state_survives_reopening_the_file() {
     let policy = LockoutPolicy {
         max_attempts: 5,
         duration: Duration::minutes(15),
+        backoff: Duration::zero(),
     };
-    store.record_failure(&ada.username, policy, Utc::now()).await.unwrap();
+    let key = AttemptKey {
+        username: &ada.username,
+        source: "ip:203.0.113.7",
+    };
+    store.record_failure(key, policy, Utc::now()).await.unwrap();
     store
-        .send_reset(ResetMail {
+        .queue_reset(QueuedReset {
             to: ada.username.clone(),
-            token: "t".into(),
+            token_seed: "t".into(),
             expires_at: at(1_800_000_000_000_000),
         })
         .await
@@ -477,8 +520,15 @@ async fn state_survives_reopening_the_file() {
         .unwrap()
         .unwrap();
     assert!(again.used_at.is_some(), "the use is remembered: a reuse");
-    assert_eq!(reopened.get(&ada.username).await.unwrap().failures, 1);
-    assert_eq!(reopened.outbox_to(&ada.username).await.unwrap().len(), 1);
+    assert_eq!(reopened.get(key).await.unwrap().failures, 1);
+    assert_eq!(
+        reopened
+            .take_resets(&ada.username, at(1_700_000_000_000_000))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// A server on in-memory backends whose auth stores are SQLite on `db`.
@@ -562,7 +612,7 @@ async fn auth_state_lives_in_sqlite() {
     // A reset through the SQLite outbox clears the lockout.
     let r = common::post_json(&base, "/auth/reset-password", None, json!({"email": api.username})).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let mails = server.state.auth.reset_mails_to(&api.username).await.unwrap();
+    let mails = server.state.auth.take_reset_mails(&api.username).await.unwrap();
     assert_eq!(mails.len(), 1);
     let confirm = json!({"token": mails[0].token, "new_password": "brand new passphrase"});
     let r = common::post_json(&base, "/auth/reset-password/confirm", None, confirm.clone()).await;

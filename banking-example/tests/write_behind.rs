@@ -30,8 +30,12 @@ async fn write_behind_mode_reads_its_writes_and_reports_the_flusher() {
     let id = api.open("Write behind", json!(10)).await;
     for i in 1..=20u64 {
         let (status, body) = read(
-            api.post_keyed(&format!("/accounts/{id}/deposit"), &format!("wb-{i}"), json!({ "amount": 1 }))
-                .await,
+            api.post_keyed(
+                &format!("/accounts/{id}/deposit"),
+                &format!("wb-{i}"),
+                json!({ "amount": 1 }),
+            )
+            .await,
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -61,7 +65,8 @@ async fn write_behind_mode_reads_its_writes_and_reports_the_flusher() {
         assert!(std::time::Instant::now() < deadline, "flushed: {versions:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, ready) = read(api.http.get(api.url("/health/ready")).send().await.unwrap()).await;
+    let admin = server.admin_url();
+    let (status, ready) = read(api.http.get(format!("{admin}/health/ready")).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     let wb = &ready["components"]["write_behind"];
     assert_eq!(wb["status"], "up", "{ready}");

@@ -154,6 +154,40 @@ impl Default for PublisherConfig {
     }
 }
 
+/// The librdkafka security settings an application may take from its
+/// environment: `(variable, librdkafka property)`. TLS needs the `ssl`
+/// build of librdkafka (this crate's default); SASL `PLAIN`, `SCRAM-SHA-256`,
+/// `SCRAM-SHA-512` and `OAUTHBEARER` come with it (`GSSAPI` needs Cyrus
+/// SASL and is not built).
+pub const SECURITY_SETTINGS: &[(&str, &str)] = &[
+    ("KAFKA_SECURITY_PROTOCOL", "security.protocol"),
+    ("KAFKA_SSL_CA_LOCATION", "ssl.ca.location"),
+    ("KAFKA_SSL_CERTIFICATE_LOCATION", "ssl.certificate.location"),
+    ("KAFKA_SSL_KEY_LOCATION", "ssl.key.location"),
+    ("KAFKA_SSL_KEY_PASSWORD", "ssl.key.password"),
+    (
+        "KAFKA_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM",
+        "ssl.endpoint.identification.algorithm",
+    ),
+    ("KAFKA_SASL_MECHANISM", "sasl.mechanism"),
+    ("KAFKA_SASL_USERNAME", "sasl.username"),
+    ("KAFKA_SASL_PASSWORD", "sasl.password"),
+];
+
+/// The [`SECURITY_SETTINGS`] that `lookup` (the environment, in a binary)
+/// sets, as librdkafka properties for [`PublisherConfig::extra`] or
+/// [`ConsumerConfig::extra`](crate::ConsumerConfig::extra). Empty values
+/// count as unset.
+pub fn security_settings(lookup: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
+    SECURITY_SETTINGS
+        .iter()
+        .filter_map(|(var, property)| {
+            let value = lookup(var)?.trim().to_owned();
+            (!value.is_empty()).then(|| ((*property).to_owned(), value))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +210,21 @@ mod tests {
     fn topics_per_stream_type_or_single() {
         assert_eq!(TopicNaming::default().topic_for("account"), "banking.account.events");
         assert_eq!(TopicNaming::new("all").topic_for("account"), "all");
+    }
+
+    #[test]
+    fn security_settings_map_variables_to_librdkafka_properties() {
+        let env = |k: &str| match k {
+            "KAFKA_SECURITY_PROTOCOL" => Some("SASL_SSL".to_owned()),
+            "KAFKA_SASL_MECHANISM" => Some("SCRAM-SHA-512".to_owned()),
+            "KAFKA_SASL_USERNAME" => Some(" bank ".to_owned()),
+            "KAFKA_SASL_PASSWORD" => Some(String::new()),
+            _ => None,
+        };
+        let settings = security_settings(env);
+        assert_eq!(settings.len(), 3, "{settings:?}");
+        assert_eq!(settings["security.protocol"], "SASL_SSL");
+        assert_eq!(settings["sasl.mechanism"], "SCRAM-SHA-512");
+        assert_eq!(settings["sasl.username"], "bank");
     }
 }

@@ -58,7 +58,7 @@ mod rounds;
 pub mod telemetry;
 
 pub use cdc::{CdcConfig, CdcRelay};
-pub use config::{CdcRelayKind, DataCaptureMethod, PublisherConfig, TopicNaming};
+pub use config::{security_settings, CdcRelayKind, DataCaptureMethod, PublisherConfig, TopicNaming, SECURITY_SETTINGS};
 pub use consumer::{ConsumerConfig, DedupStore, Handled, InMemoryDedup, KafkaProjectionConsumer};
 pub use error::{CdcError, ConsumerError, OutboxError, PublishError, SetupError};
 pub use health::{HealthSnapshot, PublishHealth};

@@ -54,3 +54,56 @@ async fn routes_by_stream_type_keys_by_stream_and_acknowledges_every_event() {
     assert_eq!(read[0].key, "t");
     assert_eq!(read[0].event, events[1]);
 }
+
+/// The build has TLS and SASL: a publisher for a `SASL_SSL` listener with
+/// SCRAM and a private CA is created (librdkafka built without OpenSSL
+/// refuses `security.protocol` values other than `plaintext` and
+/// `sasl_plaintext` when the client is created).
+#[test]
+fn tls_and_sasl_settings_are_accepted() {
+    let dir = std::env::temp_dir().join(format!("es-kafka-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .expect("the openssl command line tool");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let env = |k: &str| {
+        Some(match k {
+            "KAFKA_SECURITY_PROTOCOL" => "SASL_SSL".to_owned(),
+            "KAFKA_SSL_CA_LOCATION" => ca.display().to_string(),
+            "KAFKA_SASL_MECHANISM" => "SCRAM-SHA-512".to_owned(),
+            "KAFKA_SASL_USERNAME" => "bank".to_owned(),
+            "KAFKA_SASL_PASSWORD" => "secret".to_owned(),
+            _ => return None,
+        })
+    };
+    let config = es_kafka::PublisherConfig {
+        extra: es_kafka::security_settings(env),
+        ..es_kafka::PublisherConfig::default()
+    };
+    assert_eq!(config.extra.len(), 5);
+    let created = es_kafka::KafkaPublisher::new(&config);
+    std::fs::remove_dir_all(&dir).unwrap();
+    created.expect("TLS and SASL are built in");
+    let plain = es_kafka::PublisherConfig {
+        extra: [("security.protocol".to_owned(), "ssl".to_owned())].into(),
+        ..es_kafka::PublisherConfig::default()
+    };
+    es_kafka::KafkaPublisher::new(&plain).expect("TLS with the system's CAs");
+}

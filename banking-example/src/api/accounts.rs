@@ -173,6 +173,9 @@ pub async fn list_events(
         ))
         .into_response();
     };
+    if let Err(e) = version_in_range("after", query.after) {
+        return e.into_response();
+    }
     let after = query.after.unwrap_or(0);
     let limit = query.limit.unwrap_or(DEFAULT_EVENTS_PAGE);
     if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
@@ -309,6 +312,9 @@ pub async fn close_account(
     let command = AccountCommand::Close {
         reason: body.reason.clone().unwrap_or_default(),
     };
+    if let Err(e) = version_in_range("expected_version", body.expected_version) {
+        return e.into_response();
+    }
     let request = fingerprint(&format!("POST /accounts/{id}/close"), &body);
     let expected = body.expected_version;
     run(
@@ -362,6 +368,9 @@ async fn transaction(
     } else {
         (AccountCommand::Withdraw { amount }, "withdraw")
     };
+    if let Err(e) = version_in_range("expected_version", body.expected_version) {
+        return e.into_response();
+    }
     let request = fingerprint(&format!("POST /accounts/{id}/{name}"), &body);
     let expected = body.expected_version;
     run(
@@ -466,4 +475,16 @@ fn metadata(caller: &Caller, key: Option<&str>) -> Metadata {
 
 fn fingerprint<T: serde::Serialize>(route: &str, body: &T) -> String {
     format!("{route}\n{}", serde_json::to_string(body).unwrap_or_default())
+}
+
+/// Largest version a request may name: versions are signed 64-bit in the
+/// stores (and `int64` in the OpenAPI document).
+pub const MAX_VERSION: u64 = i64::MAX as u64;
+
+/// 400 when `value` is over [`MAX_VERSION`].
+fn version_in_range(field: &str, value: Option<u64>) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v > MAX_VERSION => Err(ApiError::BadRequest(format!("{field} must be at most {MAX_VERSION}"))),
+        _ => Ok(()),
+    }
 }

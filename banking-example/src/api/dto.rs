@@ -12,11 +12,19 @@ use crate::domain::{Account, AccountStatus, Amount, Money};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
-    /// Owner's name: 1-200 characters after trimming.
-    #[schema(example = "Ada Lovelace")]
+    /// Owner's name: at most 200 characters, not blank, no control
+    /// characters (surrounding whitespace is removed, with a warning).
+    #[schema(
+        example = "Ada Lovelace",
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub owner_name: Option<String>,
     /// Opening balance, non-negative, at most 2 decimal places.
-    #[schema(value_type = Money)]
+    #[schema(value_type = super::amounts::OpeningBalance, required = true, nullable = false)]
     pub initial_balance: Option<Amount>,
 }
 
@@ -25,11 +33,12 @@ pub struct CreateAccountRequest {
 #[serde(deny_unknown_fields)]
 pub struct TransactionRequest {
     /// Positive amount, at most 2 decimal places.
-    #[schema(value_type = Money)]
+    #[schema(value_type = super::amounts::PositiveAmount, required = true, nullable = false)]
     pub amount: Option<Amount>,
     /// When given, the command fails with 409 unless the account is at
     /// exactly this version.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(nullable = false, minimum = 0, maximum = 9223372036854775807_i64)]
     pub expected_version: Option<u64>,
 }
 
@@ -37,12 +46,37 @@ pub struct TransactionRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloseAccountRequest {
-    /// Why the account is closed (1-500 characters).
-    #[schema(example = "customer request")]
+    /// Why the account is closed: at most 500 characters, not blank, no
+    /// control characters.
+    #[schema(
+        example = "customer request",
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub reason: Option<String>,
     /// Optional optimistic-concurrency check, as for transactions.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(nullable = false, minimum = 0, maximum = 9223372036854775807_i64)]
     pub expected_version: Option<u64>,
+}
+
+/// A present `expected_version`: a JSON integer, or a number with a whole
+/// value (`7.0` is the integer 7, as JSON Schema counts it), 0 or more;
+/// `null` and anything else are refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use rust_decimal::prelude::ToPrimitive;
+    let number = serde_json::Number::deserialize(d)?;
+    if let Some(v) = number.as_u64() {
+        return Ok(Some(v));
+    }
+    crate::domain::parse_decimal(&number.to_string())
+        .filter(|v| v.fract().is_zero() && !v.is_sign_negative())
+        .and_then(|v| v.to_u64())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("a version must be a whole number, 0 or more"))
 }
 
 /// Lifecycle of an account as shown by the API.

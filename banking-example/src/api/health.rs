@@ -1,4 +1,7 @@
-//! Liveness, readiness and metrics.
+//! Liveness, readiness and metrics. The public listener answers
+//! `/health` and a bare `/health/ready` (status only); the detailed
+//! readiness report and `/metrics` are on the operations listener
+//! (`ADMIN_BIND_ADDR`), since they show positions, backends and errors.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +38,8 @@ pub struct ComponentStatus {
 pub struct Readiness {
     /// `ready` when every component is up, else `not_ready`.
     pub status: String,
-    /// Per-component status.
+    /// Per-component status (on the operations listener only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub components: BTreeMap<String, ComponentStatus>,
 }
 
@@ -54,14 +58,29 @@ fn component(up: bool, backend: &str, details: BTreeMap<String, serde_json::Valu
     }
 }
 
-/// Readiness: every backend answers; the projection's position and lag;
-/// Kafka publishing (when configured) makes progress, with its backlog.
+/// Readiness without details (the public listener): `ready` (200) or
+/// `not_ready` (503); which component is down is on the operations
+/// listener's `/health/ready`.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "A component is down", body = Readiness),
+        (status = 503, description = "A component is down (details on the operations listener)", body = Readiness),
     ))]
+pub async fn ready_status(State(state): State<AppState>) -> Response {
+    let (status, mut body) = readiness(&state).await;
+    body.components.clear();
+    (status, Json(body)).into_response()
+}
+
+/// Readiness with details (the operations listener): every backend
+/// answers; the projection's position and lag; Kafka publishing (when
+/// configured) makes progress, with its backlog.
 pub async fn ready(State(state): State<AppState>) -> Response {
+    let (status, body) = readiness(&state).await;
+    (status, Json(body)).into_response()
+}
+
+async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
     let mut components = BTreeMap::new();
     let head = state.repo.store().head_position().await;
     let store_up = head.is_ok();
@@ -160,12 +179,10 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         status: if all_up { "ready" } else { "not_ready" }.into(),
         components,
     };
-    (status, Json(body)).into_response()
+    (status, body)
 }
 
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+/// Prometheus metrics (the operations listener).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(probe) = &state.publishing {
         // Refreshes the publishing gauges (backlog, lag, time since the

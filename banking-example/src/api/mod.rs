@@ -2,7 +2,9 @@
 
 pub mod access;
 pub mod accounts;
+pub mod amounts;
 pub mod cluster;
+pub mod contract;
 mod dto;
 pub mod errors;
 pub mod extract;
@@ -17,4 +19,4 @@ pub use dto::{
     EventView, EventsQuery, TransactionRequest, DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE,
 };
 pub use errors::ApiError;
-pub use routes::router;
+pub use routes::{admin_router, router};

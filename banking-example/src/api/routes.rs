@@ -113,11 +113,34 @@ pub fn route_table() -> Vec<Route> {
         route(Post, "/transfers", transfers::create_transfer),
         route(Get, "/transfers/{id}", transfers::get_transfer),
         route(Get, "/health", health::live),
-        route(Get, "/health/ready", health::ready),
-        route(Get, "/metrics", health::metrics),
+        route(Get, "/health/ready", health::ready_status),
         route(Get, "/openapi.json", openapi::openapi_json),
         route(Get, "/docs", openapi::docs),
     ]
+}
+
+/// The operations listener's router (`ADMIN_BIND_ADDR`): the detailed
+/// readiness report, Prometheus metrics, and liveness. It is not rate
+/// limited or authenticated: keep it on loopback or a private network.
+pub fn admin_router(state: AppState) -> Router {
+    let timeout = state.config.request_timeout;
+    Router::new()
+        .route("/health", axum::routing::get(health::live))
+        .route("/health/ready", axum::routing::get(health::ready))
+        .route("/metrics", axum::routing::get(health::metrics))
+        .fallback(|| async { ApiError::NotFound("not found".into()) })
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http().make_span_with(
+                    |req: &Request| tracing::debug_span!("admin", method = %req.method(), path = %req.uri().path()),
+                ))
+                .layer(middleware::map_response(ensure_json_errors))
+                .layer(TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                )),
+        )
+        .with_state(state)
 }
 
 /// Builds the application router over `state`.

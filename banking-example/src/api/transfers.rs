@@ -32,11 +32,13 @@ use crate::transfer::{Transfer, TransferCommand, TransferError, TransferRequeste
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     /// Source account (yours, unless you are a teller or admin).
+    #[schema(required = true, nullable = false)]
     pub from: Option<Uuid>,
-    /// Destination account (anyone's).
+    /// Destination account (anyone's; not `from`: 422).
+    #[schema(required = true, nullable = false)]
     pub to: Option<Uuid>,
     /// Positive amount, at most 2 decimal places.
-    #[schema(value_type = Money)]
+    #[schema(value_type = super::amounts::PositiveAmount, required = true, nullable = false)]
     pub amount: Option<Amount>,
 }
 
@@ -99,11 +101,11 @@ fn location(id: Uuid) -> HeaderValue {
     responses(
         (status = 202, description = "Accepted: the transfer is pending; follow `Location`", body = TransferView,
          headers(("Location" = String, description = "/transfers/{id}"))),
-        (status = 400, description = "Invalid payload (missing field, bad amount, same account)", body = ErrorBody),
+        (status = 400, description = "Invalid payload (missing field, bad amount)", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
         (status = 404, description = "Unknown source account, or not yours", body = ErrorBody),
         (status = 409, description = "Idempotency key in use", body = ErrorBody),
-        (status = 422, description = "Idempotency key reused for another request", body = ErrorBody),
+        (status = 422, description = "`from` and `to` are the same account, or the idempotency key was used for another request", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
     )
 )]
@@ -117,7 +119,9 @@ pub async fn create_transfer(
         return ApiError::BadRequest("from, to and amount are required".into()).into_response();
     };
     if from == to {
-        return ApiError::BadRequest("from and to must be different accounts".into()).into_response();
+        // Well-formed (the schema cannot say "two different ids"), refused
+        // by a rule: 422.
+        return ApiError::Unprocessable("from and to must be different accounts".into()).into_response();
     }
     let amount = match Money::new(amount.0) {
         Ok(m) if m.is_zero() => return ApiError::BadRequest("amount must be greater than zero".into()).into_response(),

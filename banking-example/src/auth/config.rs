@@ -12,8 +12,9 @@
 //! | `RESET_TOKEN_EXPIRY_SECS` | 1800 | password reset token lifetime |
 //! | `AUTH_RATE_LIMIT_PER_MINUTE` | 20 | per IP and per username on the auth routes; 0 disables |
 //! | `AUTH_RATE_LIMIT_WINDOW_SECS` | 60 | window of that limit |
-//! | `MAX_LOGIN_ATTEMPTS` | 5 | failed logins before a lockout |
-//! | `LOCKOUT_DURATION_SECS` | 300 | lockout length |
+//! | `MAX_LOGIN_ATTEMPTS` | 5 | failed logins of one username from one source (client address, IPv6 by /64) before that source is locked out of it |
+//! | `LOCKOUT_DURATION_SECS` | 300 | lockout length (and the longest progressive delay) |
+//! | `LOGIN_BACKOFF_MS` | 1000 | progressive delay: the wait after the second failure from one source, doubled after each further one; 0 disables |
 //! | `JWT_LEEWAY_SECS` | 30 | clock skew tolerated on `exp`/`nbf` |
 //! | `ARGON2_MEMORY_KIB`, `ARGON2_ITERATIONS`, `ARGON2_PARALLELISM` | 19456, 2, 1 | Argon2id cost (OWASP minimum) |
 //! | `ARGON2_MAX_CONCURRENT` | number of CPUs | password hashes running at once (each holds `ARGON2_MEMORY_KIB`) |
@@ -87,6 +88,9 @@ pub struct AuthConfig {
     pub max_login_attempts: u32,
     /// How long a lockout lasts (5 min).
     pub lockout_duration: Duration,
+    /// The wait after the second failed login from one source, doubled
+    /// after each further one (1 s; zero disables the delay).
+    pub login_backoff: Duration,
     /// Clock skew tolerated when checking `exp` and `nbf`.
     pub leeway: Duration,
     /// Password hashing cost.
@@ -109,6 +113,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("rate_limit_requests", &self.rate_limit_requests)
             .field("max_login_attempts", &self.max_login_attempts)
             .field("lockout_duration", &self.lockout_duration)
+            .field("login_backoff", &self.login_backoff)
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +133,7 @@ impl Default for AuthConfig {
             rate_limit_window: Duration::from_secs(60),
             max_login_attempts: 5,
             lockout_duration: Duration::from_secs(300),
+            login_backoff: Duration::from_secs(1),
             leeway: Duration::from_secs(30),
             argon2: Argon2Params::default(),
             argon2_max_concurrent: 0,
@@ -207,6 +213,9 @@ impl AuthConfig {
         num("ARGON2_PARALLELISM", &mut c.argon2.parallelism)?;
         if let Some(v) = get("ARGON2_MAX_CONCURRENT") {
             c.argon2_max_concurrent = parse("ARGON2_MAX_CONCURRENT", &v)?;
+        }
+        if let Some(v) = get("LOGIN_BACKOFF_MS") {
+            c.login_backoff = Duration::from_millis(parse("LOGIN_BACKOFF_MS", &v)?);
         }
         if let Some(v) = get("ARGON2_QUEUE_WAIT_MS") {
             c.argon2_queue_wait = Duration::from_millis(parse("ARGON2_QUEUE_WAIT_MS", &v)?);

@@ -13,7 +13,7 @@
 //! [`HashError::Busy`] (503 with `Retry-After` at HTTP) instead of queueing
 //! without bound.
 //!
-//! Policy: at least 12 characters, at most 1024 bytes, not equal to the
+//! Policy: at least 12 characters, at most 1024, not equal to the
 //! username (case-insensitive).
 
 use argon2::password_hash::rand_core::OsRng;
@@ -29,8 +29,9 @@ use super::config::Argon2Params;
 
 /// Shortest accepted password, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 12;
-/// Longest accepted password, in bytes (bounds hashing work).
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Longest accepted password, in characters (at most 4 KiB of UTF-8:
+/// bounds hashing work).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// Why hashing or verifying did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,8 +144,8 @@ pub fn check_policy(username: &str, password: &str) -> Result<(), String> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(format!("password must be at least {MIN_PASSWORD_CHARS} characters"));
     }
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(format!("password must be at most {MAX_PASSWORD_BYTES} bytes"));
+    if password.chars().count() > MAX_PASSWORD_CHARS {
+        return Err(format!("password must be at most {MAX_PASSWORD_CHARS} characters"));
     }
     if password.trim().eq_ignore_ascii_case(username.trim()) {
         return Err("password must not equal the username".into());

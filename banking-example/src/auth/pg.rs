@@ -1,5 +1,5 @@
 //! The auth tables in PostgreSQL, in the application's schema: users,
-//! refresh tokens, reset tokens, login attempts and the mail outbox.
+//! refresh tokens, reset tokens, login failures and the reset mails.
 //! [`PgAuthStore`] implements every auth store trait over one pool.
 
 use async_trait::async_trait;
@@ -8,10 +8,10 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::lockout::{Attempts, LockoutPolicy, LoginAttempts};
+use super::lockout::{AttemptKey, Attempts, LockoutPolicy, LoginAttempts};
 use super::rbac::Role;
 use super::refresh::{RefreshRecord, RefreshStore};
-use super::reset::{Mailer, ResetMail, ResetRecord, ResetStore};
+use super::reset::{MailOutbox, QueuedReset, ResetRecord, ResetStore};
 use super::users::{User, UserStore};
 use super::AuthStoreError;
 
@@ -58,26 +58,34 @@ impl PgAuthStore {
         tx.commit().await.map_err(db)
     }
 
-    /// The queued reset mails to `to` (tokens included), oldest first.
-    pub async fn outbox_to(&self, to: &str) -> Result<Vec<ResetMail>, AuthStoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT recipient, token, expires_at FROM {}.auth_mail_outbox WHERE recipient = $1 ORDER BY id",
-            self.s
-        ))
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Ok(ResetMail {
-                    to: r.try_get(0).map_err(db)?,
-                    token: r.try_get(1).map_err(db)?,
-                    expires_at: r.try_get(2).map_err(db)?,
-                })
-            })
-            .collect()
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
+
+    /// The schema of the tables.
+    pub fn schema(&self) -> &str {
+        &self.s
+    }
+}
+
+/// Most rows one purge statement deletes (keeps each purge short).
+const PURGE_BATCH: i64 = 1000;
+
+fn attempts(row: &PgRow) -> Result<Attempts, AuthStoreError> {
+    Ok(Attempts {
+        failures: u32::try_from(row.try_get::<i32, _>(0).map_err(db)?).unwrap_or(0),
+        locked_until: row.try_get(1).map_err(db)?,
+    })
+}
+
+fn reset_record(token_hash: &str, r: &PgRow) -> Result<ResetRecord, AuthStoreError> {
+    Ok(ResetRecord {
+        token_hash: token_hash.to_owned(),
+        user_id: r.try_get(0).map_err(db)?,
+        expires_at: r.try_get(1).map_err(db)?,
+        used_at: r.try_get(2).map_err(db)?,
+    })
 }
 
 fn user(row: &PgRow) -> Result<User, AuthStoreError> {
@@ -263,6 +271,7 @@ impl RefreshStore for PgAuthStore {
 
 #[async_trait]
 impl ResetStore for PgAuthStore {
+    #[tracing::instrument(name = "auth.pg.insert_reset", level = "debug", skip_all)]
     async fn insert(&self, r: ResetRecord) -> Result<(), AuthStoreError> {
         sqlx::query(&format!(
             "INSERT INTO {}.auth_password_resets (token_hash, user_id, expires_at, used_at) VALUES ($1, $2, $3, $4)",
@@ -278,6 +287,21 @@ impl ResetStore for PgAuthStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "auth.pg.find_reset", level = "debug", skip_all)]
+    async fn find(&self, token_hash: &str) -> Result<Option<ResetRecord>, AuthStoreError> {
+        let sql = format!(
+            "SELECT user_id, expires_at, used_at FROM {}.auth_password_resets WHERE token_hash = $1",
+            self.s
+        );
+        let row = sqlx::query(&sql)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| reset_record(token_hash, &r)).transpose()
+    }
+
+    #[tracing::instrument(name = "auth.pg.consume_reset", level = "debug", skip_all)]
     async fn consume(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<ResetRecord>, AuthStoreError> {
         let sql = format!(
             "UPDATE {s}.auth_password_resets t SET used_at = COALESCE(t.used_at, $2) \
@@ -291,74 +315,89 @@ impl ResetStore for PgAuthStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.map(|r| {
-            Ok(ResetRecord {
-                token_hash: token_hash.to_owned(),
-                user_id: r.try_get(0).map_err(db)?,
-                expires_at: r.try_get(1).map_err(db)?,
-                used_at: r.try_get(2).map_err(db)?,
-            })
-        })
-        .transpose()
+        row.map(|r| reset_record(token_hash, &r)).transpose()
+    }
+
+    #[tracing::instrument(name = "auth.pg.revoke_resets", level = "debug", skip_all)]
+    async fn revoke_for_user(&self, user_id: Uuid) -> Result<(), AuthStoreError> {
+        let sql = format!("DELETE FROM {}.auth_password_resets WHERE user_id = $1", self.s);
+        sqlx::query(&sql).bind(user_id).execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "auth.pg.purge_resets", level = "debug", skip_all)]
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, AuthStoreError> {
+        let sql = format!(
+            "DELETE FROM {s}.auth_password_resets WHERE token_hash IN \
+             (SELECT token_hash FROM {s}.auth_password_resets WHERE expires_at <= $1 LIMIT $2)",
+            s = self.s
+        );
+        let done = sqlx::query(&sql)
+            .bind(now)
+            .bind(PURGE_BATCH)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
     }
 }
 
 #[async_trait]
 impl LoginAttempts for PgAuthStore {
-    async fn get(&self, username: &str) -> Result<Attempts, AuthStoreError> {
+    #[tracing::instrument(name = "auth.pg.attempts", level = "debug", skip_all)]
+    async fn get(&self, key: AttemptKey<'_>) -> Result<Attempts, AuthStoreError> {
         let sql = format!(
-            "SELECT failures, locked_until FROM {}.auth_login_attempts WHERE username = $1",
+            "SELECT failures, locked_until FROM {}.auth_login_failures WHERE username = $1 AND source = $2",
             self.s
         );
         let row = sqlx::query(&sql)
-            .bind(username)
+            .bind(key.username)
+            .bind(key.source)
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        Ok(match row {
-            None => Attempts::default(),
-            Some(r) => Attempts {
-                failures: u32::try_from(r.try_get::<i32, _>(0).map_err(db)?).unwrap_or(0),
-                locked_until: r.try_get(1).map_err(db)?,
-            },
-        })
+        row.as_ref().map(attempts).transpose().map(Option::unwrap_or_default)
     }
 
+    #[tracing::instrument(name = "auth.pg.record_failure", level = "debug", skip_all)]
     async fn record_failure(
         &self,
-        username: &str,
+        key: AttemptKey<'_>,
         policy: LockoutPolicy,
         now: DateTime<Utc>,
     ) -> Result<Attempts, AuthStoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query(&format!(
-            "INSERT INTO {}.auth_login_attempts (username, failures) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            "INSERT INTO {}.auth_login_failures (username, source, failures, updated_at) VALUES ($1, $2, 0, $3) \
+             ON CONFLICT DO NOTHING",
             self.s
         ))
-        .bind(username)
+        .bind(key.username)
+        .bind(key.source)
+        .bind(now)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
         let row = sqlx::query(&format!(
-            "SELECT failures, locked_until FROM {}.auth_login_attempts WHERE username = $1 FOR UPDATE",
+            "SELECT failures, locked_until FROM {}.auth_login_failures WHERE username = $1 AND source = $2 FOR UPDATE",
             self.s
         ))
-        .bind(username)
+        .bind(key.username)
+        .bind(key.source)
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
-        let before = Attempts {
-            failures: u32::try_from(row.try_get::<i32, _>(0).map_err(db)?).unwrap_or(0),
-            locked_until: row.try_get(1).map_err(db)?,
-        };
-        let next = policy.after_failure(before, now);
+        let next = policy.after_failure(attempts(&row)?, now);
         sqlx::query(&format!(
-            "UPDATE {}.auth_login_attempts SET failures = $2, locked_until = $3 WHERE username = $1",
+            "UPDATE {}.auth_login_failures SET failures = $3, locked_until = $4, updated_at = $5 \
+             WHERE username = $1 AND source = $2",
             self.s
         ))
-        .bind(username)
+        .bind(key.username)
+        .bind(key.source)
         .bind(i32::try_from(next.failures).unwrap_or(i32::MAX))
         .bind(next.locked_until)
+        .bind(now)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -366,27 +405,108 @@ impl LoginAttempts for PgAuthStore {
         Ok(next)
     }
 
-    async fn clear(&self, username: &str) -> Result<(), AuthStoreError> {
-        let sql = format!("DELETE FROM {}.auth_login_attempts WHERE username = $1", self.s);
+    #[tracing::instrument(name = "auth.pg.clear_attempts", level = "debug", skip_all)]
+    async fn clear(&self, key: AttemptKey<'_>) -> Result<(), AuthStoreError> {
+        let sql = format!(
+            "DELETE FROM {}.auth_login_failures WHERE username = $1 AND source = $2",
+            self.s
+        );
+        sqlx::query(&sql)
+            .bind(key.username)
+            .bind(key.source)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "auth.pg.clear_user_attempts", level = "debug", skip_all)]
+    async fn clear_user(&self, username: &str) -> Result<(), AuthStoreError> {
+        let sql = format!("DELETE FROM {}.auth_login_failures WHERE username = $1", self.s);
         sqlx::query(&sql).bind(username).execute(&self.pool).await.map_err(db)?;
         Ok(())
+    }
+
+    #[tracing::instrument(name = "auth.pg.purge_attempts", level = "debug", skip_all)]
+    async fn purge_idle(&self, now: DateTime<Utc>, idle: chrono::Duration) -> Result<u64, AuthStoreError> {
+        let sql = format!(
+            "DELETE FROM {s}.auth_login_failures WHERE (username, source) IN \
+             (SELECT username, source FROM {s}.auth_login_failures \
+              WHERE updated_at < $1 AND (locked_until IS NULL OR locked_until <= $2) LIMIT $3)",
+            s = self.s
+        );
+        let done = sqlx::query(&sql)
+            .bind(now - idle)
+            .bind(now)
+            .bind(PURGE_BATCH)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
     }
 }
 
 #[async_trait]
-impl Mailer for PgAuthStore {
-    async fn send_reset(&self, mail: ResetMail) -> Result<(), AuthStoreError> {
+impl MailOutbox for PgAuthStore {
+    #[tracing::instrument(name = "auth.pg.queue_reset", level = "debug", skip_all)]
+    async fn queue_reset(&self, mail: QueuedReset) -> Result<(), AuthStoreError> {
         sqlx::query(&format!(
-            "INSERT INTO {}.auth_mail_outbox (recipient, kind, token, expires_at) VALUES ($1, 'password_reset', $2, $3)",
+            "INSERT INTO {}.auth_reset_mails (recipient, token_seed, expires_at) VALUES ($1, $2, $3)",
             self.s
         ))
         .bind(&mail.to)
-        .bind(&mail.token)
+        .bind(&mail.token_seed)
         .bind(mail.expires_at)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        tracing::info!(expires_at = %mail.expires_at, "password reset mail queued in auth_mail_outbox");
+        tracing::info!(expires_at = %mail.expires_at, "password reset mail queued in auth_reset_mails");
         Ok(())
+    }
+
+    #[tracing::instrument(name = "auth.pg.take_resets", level = "debug", skip_all)]
+    async fn take_resets(&self, to: &str, now: DateTime<Utc>) -> Result<Vec<QueuedReset>, AuthStoreError> {
+        let sql = format!(
+            "DELETE FROM {}.auth_reset_mails WHERE recipient = $1 RETURNING id, recipient, token_seed, expires_at",
+            self.s
+        );
+        let rows = sqlx::query(&sql).bind(to).fetch_all(&self.pool).await.map_err(db)?;
+        let mut mails = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: i64 = r.try_get(0).map_err(db)?;
+            let mail = QueuedReset {
+                to: r.try_get(1).map_err(db)?,
+                token_seed: r.try_get(2).map_err(db)?,
+                expires_at: r.try_get(3).map_err(db)?,
+            };
+            if mail.expires_at > now {
+                mails.push((id, mail));
+            }
+        }
+        mails.sort_by_key(|(id, _)| *id);
+        Ok(mails.into_iter().map(|(_, m)| m).collect())
+    }
+
+    #[tracing::instrument(name = "auth.pg.discard_resets", level = "debug", skip_all)]
+    async fn discard_resets(&self, to: &str) -> Result<(), AuthStoreError> {
+        let sql = format!("DELETE FROM {}.auth_reset_mails WHERE recipient = $1", self.s);
+        sqlx::query(&sql).bind(to).execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "auth.pg.purge_mails", level = "debug", skip_all)]
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, AuthStoreError> {
+        let sql = format!(
+            "DELETE FROM {s}.auth_reset_mails WHERE id IN \
+             (SELECT id FROM {s}.auth_reset_mails WHERE expires_at <= $1 LIMIT $2)",
+            s = self.s
+        );
+        let done = sqlx::query(&sql)
+            .bind(now)
+            .bind(PURGE_BATCH)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
     }
 }

@@ -24,17 +24,30 @@ CREATE TABLE IF NOT EXISTS {s}.auth_password_resets (
     used_at TIMESTAMPTZ,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
-CREATE TABLE IF NOT EXISTS {s}.auth_login_attempts (
-    username TEXT PRIMARY KEY,
+-- Failed logins per username and source (client address, IPv6 by /64);
+-- rows idle for an hour are purged. Replaces auth_login_attempts (keyed
+-- on the username alone; transient state, dropped).
+DROP TABLE IF EXISTS {s}.auth_login_attempts;
+CREATE TABLE IF NOT EXISTS {s}.auth_login_failures (
+    username TEXT NOT NULL,
+    source TEXT NOT NULL,
     failures INTEGER NOT NULL,
-    locked_until TIMESTAMPTZ
+    locked_until TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (username, source)
 );
-CREATE TABLE IF NOT EXISTS {s}.auth_mail_outbox (
+CREATE INDEX IF NOT EXISTS auth_login_failures_updated ON {s}.auth_login_failures (updated_at);
+CREATE INDEX IF NOT EXISTS auth_password_resets_user ON {s}.auth_password_resets (user_id);
+CREATE INDEX IF NOT EXISTS auth_password_resets_expiry ON {s}.auth_password_resets (expires_at);
+-- Reset mails waiting for delivery: the seed of the token, never the
+-- token; a delivered mail is deleted, an expired one purged. Replaces
+-- auth_mail_outbox (which kept tokens in plain text; dropped).
+DROP TABLE IF EXISTS {s}.auth_mail_outbox;
+CREATE TABLE IF NOT EXISTS {s}.auth_reset_mails (
     id BIGSERIAL PRIMARY KEY,
     recipient TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    token TEXT NOT NULL,
-    expires_at TIMESTAMPTZ NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    sent_at TIMESTAMPTZ
+    token_seed TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
 );
+CREATE INDEX IF NOT EXISTS auth_reset_mails_recipient ON {s}.auth_reset_mails (recipient);
+CREATE INDEX IF NOT EXISTS auth_reset_mails_expiry ON {s}.auth_reset_mails (expires_at);

@@ -1,10 +1,13 @@
 //! Password reset: single-use, expiring tokens (stored hashed) and the
-//! [`Mailer`] that delivers them.
+//! [`MailOutbox`] the reset mails wait in until delivered.
 //!
-//! The default mailer is an outbox: the message (with the token, which is
-//! what a mail must carry) is stored for a delivery process — in memory,
-//! or in the `auth_mail_outbox` table with PostgreSQL — and only the fact
-//! that a mail was queued is logged, never the token.
+//! The outbox never holds a usable token: a queued mail carries a random
+//! seed, and the token is derived from it under `REFRESH_TOKEN_SECRET`
+//! ([`super::tokens::reset_token_from_seed`]) only when the mail is
+//! taken for delivery. Delivering a mail removes it; mails whose token
+//! expired are purged; a successful reset or password change discards the
+//! user's pending mails and every other reset token of the user. Only
+//! the fact that a mail was queued is logged, never a token or a seed.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -33,9 +36,16 @@ pub struct ResetRecord {
 pub trait ResetStore: Send + Sync + 'static {
     /// Stores a new token.
     async fn insert(&self, record: ResetRecord) -> Result<(), AuthStoreError>;
+    /// The token as stored, without using it up; `None` if unknown.
+    async fn find(&self, token_hash: &str) -> Result<Option<ResetRecord>, AuthStoreError>;
     /// Atomically marks the token used and returns it as it was before
     /// (`used_at: Some` means it was already used); `None` if unknown.
     async fn consume(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<ResetRecord>, AuthStoreError>;
+    /// Deletes every reset token of `user_id` (after a reset or a password
+    /// change, none of them may be used any more).
+    async fn revoke_for_user(&self, user_id: Uuid) -> Result<(), AuthStoreError>;
+    /// Deletes the tokens expired at `now`; returns how many.
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, AuthStoreError>;
 }
 
 /// Reset tokens in process memory.
@@ -49,69 +59,103 @@ impl InMemoryResetStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, ResetRecord>> {
+        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[async_trait]
 impl ResetStore for InMemoryResetStore {
     async fn insert(&self, record: ResetRecord) -> Result<(), AuthStoreError> {
-        let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        tokens.insert(record.token_hash.clone(), record);
+        self.tokens().insert(record.token_hash.clone(), record);
         Ok(())
     }
 
+    async fn find(&self, token_hash: &str) -> Result<Option<ResetRecord>, AuthStoreError> {
+        Ok(self.tokens().get(token_hash).cloned())
+    }
+
     async fn consume(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<ResetRecord>, AuthStoreError> {
-        let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(tokens.get_mut(token_hash).map(|r| {
+        Ok(self.tokens().get_mut(token_hash).map(|r| {
             let before = r.clone();
             r.used_at.get_or_insert(now);
             before
         }))
     }
+
+    async fn revoke_for_user(&self, user_id: Uuid) -> Result<(), AuthStoreError> {
+        self.tokens().retain(|_, r| r.user_id != user_id);
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, AuthStoreError> {
+        let mut tokens = self.tokens();
+        let before = tokens.len();
+        tokens.retain(|_, r| r.expires_at > now);
+        Ok((before - tokens.len()) as u64)
+    }
 }
 
-/// A password reset message.
+/// A password reset mail as it waits in the outbox: the seed of its token,
+/// not the token (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedReset {
+    /// Recipient (the username).
+    pub to: String,
+    /// The token's seed: the token is derived from it under the secret.
+    pub token_seed: String,
+    /// When the token expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A password reset mail as delivered: the token to put in the link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResetMail {
     /// Recipient (the username).
     pub to: String,
-    /// The reset token to put in the link.
+    /// The reset token.
     pub token: String,
     /// When the token expires.
     pub expires_at: DateTime<Utc>,
 }
 
-/// Delivers password reset messages.
+/// Where reset mails wait for delivery.
 #[async_trait]
-pub trait Mailer: Send + Sync + 'static {
-    /// Sends (or queues) one message.
-    async fn send_reset(&self, mail: ResetMail) -> Result<(), AuthStoreError>;
+pub trait MailOutbox: Send + Sync + 'static {
+    /// Queues one message.
+    async fn queue_reset(&self, mail: QueuedReset) -> Result<(), AuthStoreError>;
+    /// Delivery: removes the queued mails to `to` and returns those not
+    /// expired at `now`, oldest first.
+    async fn take_resets(&self, to: &str, now: DateTime<Utc>) -> Result<Vec<QueuedReset>, AuthStoreError>;
+    /// Drops the queued mails to `to` (their tokens no longer work).
+    async fn discard_resets(&self, to: &str) -> Result<(), AuthStoreError>;
+    /// Drops the mails expired at `now`; returns how many.
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, AuthStoreError>;
 }
 
-/// The default mailer: keeps messages in memory for a delivery process
-/// (and for tests); logs that a message was queued, without the token.
+/// Most mails the in-memory outbox holds (the oldest go first).
+pub const MEMORY_OUTBOX_CAPACITY: usize = 10_000;
+
+/// The in-memory outbox (without a database; and for tests).
 #[derive(Debug, Default)]
-pub struct OutboxMailer {
-    outbox: Mutex<Vec<ResetMail>>,
+pub struct InMemoryOutbox {
+    outbox: Mutex<Vec<QueuedReset>>,
 }
 
-impl OutboxMailer {
+impl InMemoryOutbox {
     /// An empty outbox.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The queued messages to `to`, oldest first.
-    pub fn messages_to(&self, to: &str) -> Vec<ResetMail> {
-        let outbox = self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        outbox.iter().filter(|m| m.to == to).cloned().collect()
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Vec<QueuedReset>> {
+        self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Number of queued messages.
     pub fn len(&self) -> usize {
-        self.outbox
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.outbox().len()
     }
 
     /// Whether the outbox is empty.
@@ -121,14 +165,33 @@ impl OutboxMailer {
 }
 
 #[async_trait]
-impl Mailer for OutboxMailer {
-    async fn send_reset(&self, mail: ResetMail) -> Result<(), AuthStoreError> {
+impl MailOutbox for InMemoryOutbox {
+    async fn queue_reset(&self, mail: QueuedReset) -> Result<(), AuthStoreError> {
         tracing::info!(expires_at = %mail.expires_at, "password reset mail queued in the in-memory outbox");
-        let mut outbox = self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if outbox.len() >= 10_000 {
+        let mut outbox = self.outbox();
+        if outbox.len() >= MEMORY_OUTBOX_CAPACITY {
             outbox.remove(0);
         }
         outbox.push(mail);
         Ok(())
+    }
+
+    async fn take_resets(&self, to: &str, now: DateTime<Utc>) -> Result<Vec<QueuedReset>, AuthStoreError> {
+        let mut outbox = self.outbox();
+        let (taken, kept): (Vec<_>, Vec<_>) = outbox.drain(..).partition(|m| m.to == to);
+        *outbox = kept;
+        Ok(taken.into_iter().filter(|m| m.expires_at > now).collect())
+    }
+
+    async fn discard_resets(&self, to: &str) -> Result<(), AuthStoreError> {
+        self.outbox().retain(|m| m.to != to);
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, AuthStoreError> {
+        let mut outbox = self.outbox();
+        let before = outbox.len();
+        outbox.retain(|m| m.expires_at > now);
+        Ok((before - outbox.len()) as u64)
     }
 }

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::rbac::{may_list_users, Role};
-use super::users::{normalize_username, MAX_USERNAME_BYTES};
+use super::users::{is_email, normalize_username, MAX_USERNAME_BYTES};
 use super::{AuthError, TokenPair};
 use crate::api::errors::ApiError;
 use crate::api::extract::{ApiJson, AuthUser};
@@ -27,10 +27,11 @@ use crate::app::AppState;
 #[derive(Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
-    /// An email address (case-insensitive, unique).
-    #[schema(example = "ada@example.com")]
+    /// An email address (case-insensitive, unique), at most 254 bytes.
+    #[schema(example = "ada@example.com", format = Email, max_length = 254)]
     pub username: String,
-    /// At least 12 characters, not equal to the username.
+    /// 12-1024 characters, not equal to the username.
+    #[schema(min_length = 12, max_length = 1024, format = Password)]
     pub password: String,
 }
 
@@ -56,6 +57,7 @@ pub struct ChangePasswordRequest {
     /// The current password.
     pub current_password: String,
     /// The new password (policy as for registration).
+    #[schema(min_length = 12, max_length = 1024, format = Password)]
     pub new_password: String,
 }
 
@@ -63,7 +65,8 @@ pub struct ChangePasswordRequest {
 #[derive(Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
-    /// The account's email address.
+    /// The account's email address (at most 254 bytes).
+    #[schema(example = "ada@example.com", format = Email, max_length = 254)]
     pub email: String,
 }
 
@@ -73,7 +76,8 @@ pub struct ResetRequest {
 pub struct ResetConfirmRequest {
     /// The token from the reset mail.
     pub token: String,
-    /// The new password.
+    /// The new password (policy as for registration).
+    #[schema(min_length = 12, max_length = 1024, format = Password)]
     pub new_password: String,
 }
 
@@ -197,7 +201,7 @@ pub async fn login(State(state): State<AppState>, ip: PeerIp, ApiJson(body): Api
     if let Err(e) = limit(&state, &ip.0, Some(&body.username)).await {
         return err(e);
     }
-    match state.auth.login(&body.username, &body.password).await {
+    match state.auth.login(&body.username, &body.password, &ip.0).await {
         Ok(pair) => Json(pair).into_response(),
         Err(e) => err(e),
     }
@@ -249,7 +253,7 @@ pub async fn change_password(
 #[utoipa::path(post, path = "/auth/reset-password", tag = "auth", request_body = ResetRequest,
     responses(
         (status = 202, description = "Accepted (whether or not the address is registered)"),
-        (status = 400, description = "Address over 254 bytes", body = ErrorBody),
+        (status = 400, description = "Not an email address, or over 254 bytes", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
     ))]
 pub async fn reset_password(
@@ -259,6 +263,9 @@ pub async fn reset_password(
 ) -> Response {
     if let Err(e) = check_length("email", &body.email) {
         return err(e);
+    }
+    if !is_email(&normalize_username(&body.email)) {
+        return err(ApiError::BadRequest("email must be an email address".into()));
     }
     if let Err(e) = limit(&state, &ip.0, Some(&body.email)).await {
         return err(e);

@@ -10,13 +10,13 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::blacklist::{TokenRef, ValidAfter};
-use super::lockout::LockoutPolicy;
+use super::lockout::{AttemptKey, LockoutPolicy, IDLE_AFTER};
 use super::password::{check_policy, HashError, PasswordHasher};
 use super::rbac::Role;
 use super::refresh::RefreshRecord;
-use super::reset::{ResetMail, ResetRecord};
+use super::reset::{QueuedReset, ResetMail, ResetRecord};
 use super::stores::AuthStores;
-use super::tokens::{opaque_token, token_hash, AccessTokens, Identity, TokenError, TokenPair};
+use super::tokens::{opaque_token, reset_token_from_seed, token_hash, AccessTokens, Identity, TokenError, TokenPair};
 use super::users::{is_email, normalize_username, User, MAX_USERNAME_BYTES};
 use super::{count, AuthConfig, AuthError};
 use crate::rate_limit::RateLimitDecision;
@@ -71,6 +71,7 @@ impl AuthService {
         let lockout = LockoutPolicy {
             max_attempts: config.max_login_attempts,
             duration: chrono_duration(config.lockout_duration),
+            backoff: chrono_duration(config.login_backoff),
         };
         Ok(Self {
             config,
@@ -149,19 +150,26 @@ impl AuthService {
 
     /// Checks the credentials and opens a session. Unknown users cost a
     /// hash verification too, and get the same answer as a bad password.
+    /// Failures are counted per username and `source` (the client
+    /// address key, as [`crate::api::peer::limit_key`] makes it): see
+    /// [`super::lockout`].
     #[tracing::instrument(name = "auth.login", skip_all)]
-    pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair, AuthError> {
+    pub async fn login(&self, username: &str, password: &str, source: &str) -> Result<TokenPair, AuthError> {
         if username.len() > MAX_USERNAME_BYTES {
             return Err(AuthError::Invalid(format!(
                 "username must be at most {MAX_USERNAME_BYTES} bytes"
             )));
         }
         let username = normalize_username(username);
+        let key = AttemptKey {
+            username: &username,
+            source,
+        };
         let now = self.now();
-        let attempts = self.stores.attempts.get(&username).await?;
+        let attempts = self.stores.attempts.get(key).await?;
         if let Some(until) = self.lockout.locked_until(&attempts, now) {
             count("login_locked");
-            tracing::warn!("login refused: username is locked out");
+            tracing::warn!("login refused: username is locked out for this source");
             return Err(AuthError::Locked {
                 retry_after: (until - now).to_std().unwrap_or(Duration::from_secs(1)),
             });
@@ -181,20 +189,25 @@ impl AuthService {
         };
         let Some(user) = user.filter(|_| valid) else {
             count("login_failure");
-            let after = self
-                .stores
-                .attempts
-                .record_failure(&username, self.lockout, now)
-                .await?;
-            if let Some(until) = self.lockout.locked_until(&after, now) {
-                count("lockout");
-                tracing::warn!(until = %until, "login failed; username locked out");
-            } else {
-                tracing::info!(failures = after.failures, "login failed");
+            let after = self.stores.attempts.record_failure(key, self.lockout, now).await?;
+            match self.lockout.locked_until(&after, now) {
+                Some(until) if after.failures == 0 => {
+                    count("lockout");
+                    tracing::warn!(until = %until, "login failed; username locked out for this source");
+                }
+                Some(until) => {
+                    tracing::info!(failures = after.failures, until = %until, "login failed; next try delayed")
+                }
+                None => tracing::info!(failures = after.failures, "login failed"),
+            }
+            match self.stores.attempts.purge_idle(now, chrono_duration(IDLE_AFTER)).await {
+                Ok(n) if n > 0 => tracing::debug!(purged = n, "idle login failure counts deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not purge idle login failure counts"),
             }
             return Err(AuthError::InvalidCredentials);
         };
-        self.stores.attempts.clear(&username).await?;
+        self.stores.attempts.clear(key).await?;
         count("login_success");
         tracing::info!(user_id = %user.id, "login succeeded");
         self.issue_pair(&user, Uuid::new_v4()).await
@@ -366,23 +379,50 @@ impl AuthService {
         let hash = self.hasher.hash(new).await.map_err(hash_error)?;
         self.stores.users.set_password(user.id, &hash).await?;
         self.invalidate_user_tokens(user.id, Some(who.sid), self.now()).await?;
+        self.end_resets(&user).await?;
         count("password_changed");
         tracing::info!("password changed; other sessions revoked");
         Ok(())
     }
 
-    /// Sends a reset token when `email` is a user; does the same visible
-    /// nothing otherwise.
+    /// Every outstanding reset token of `user` stops working, and its
+    /// pending mails are dropped.
+    async fn end_resets(&self, user: &User) -> Result<(), AuthError> {
+        self.stores.resets.revoke_for_user(user.id).await?;
+        self.stores.outbox.discard_resets(&user.username).await?;
+        Ok(())
+    }
+
+    /// Deletes expired reset tokens and mails (failures are logged only).
+    async fn purge_expired_resets(&self, now: DateTime<Utc>) {
+        let purged = (
+            self.stores.resets.purge_expired(now).await,
+            self.stores.outbox.purge_expired(now).await,
+        );
+        match purged {
+            (Ok(tokens), Ok(mails)) if tokens + mails > 0 => {
+                tracing::debug!(tokens, mails, "expired reset tokens and mails deleted");
+            }
+            (Ok(_), Ok(_)) => {}
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "could not purge expired reset tokens"),
+        }
+    }
+
+    /// Queues a reset mail when `email` is a user; does the same visible
+    /// nothing otherwise. The outbox gets the token's seed, not the token.
     #[tracing::instrument(name = "auth.reset_request", skip_all)]
     pub async fn request_reset(&self, email: &str) -> Result<(), AuthError> {
         count("reset_requested");
+        let now = self.now();
+        self.purge_expired_resets(now).await;
         let username = normalize_username(email);
         let Some(user) = self.stores.users.by_username(&username).await? else {
             tracing::info!("password reset requested for an unknown address");
             return Ok(());
         };
-        let token = opaque_token();
-        let expires_at = self.now() + chrono_duration(self.config.reset_token_expiry);
+        let token_seed = opaque_token();
+        let token = reset_token_from_seed(&self.config.refresh_token_secret, &token_seed);
+        let expires_at = now + chrono_duration(self.config.reset_token_expiry);
         self.stores
             .resets
             .insert(ResetRecord {
@@ -393,10 +433,10 @@ impl AuthService {
             })
             .await?;
         self.stores
-            .mailer
-            .send_reset(ResetMail {
+            .outbox
+            .queue_reset(QueuedReset {
                 to: user.username,
-                token,
+                token_seed,
                 expires_at,
             })
             .await?;
@@ -405,42 +445,60 @@ impl AuthService {
     }
 
     /// Sets a new password with a reset token (single use); revokes every
-    /// session of the user and clears a lockout.
+    /// session of the user and every other reset token, and clears the
+    /// user's lockouts. The token is used up only once the new password
+    /// passed the policy and is hashed: a refused password leaves it
+    /// usable.
     #[tracing::instrument(name = "auth.reset_confirm", skip_all)]
     pub async fn confirm_reset(&self, token: &str, new_password: &str) -> Result<(), AuthError> {
         let now = self.now();
         let hash = token_hash(&self.config.refresh_token_secret, token);
-        let record = self.stores.resets.consume(&hash, now).await?;
-        let Some(record) = record.filter(|r| r.used_at.is_none() && r.expires_at > now) else {
+        let usable = |r: &ResetRecord| r.used_at.is_none() && r.expires_at > now;
+        let invalid = || {
             count("reset_invalid");
-            return Err(AuthError::InvalidResetToken);
+            AuthError::InvalidResetToken
+        };
+        let Some(record) = self.stores.resets.find(&hash).await?.filter(usable) else {
+            return Err(invalid());
         };
         let Some(user) = self.stores.users.by_id(record.user_id).await? else {
-            return Err(AuthError::InvalidResetToken);
+            return Err(invalid());
         };
         check_policy(&user.username, new_password).map_err(AuthError::Invalid)?;
         let new_hash = self.hasher.hash(new_password).await.map_err(hash_error)?;
+        // The single-use gate: of concurrent confirmations one gets it.
+        if !self
+            .stores
+            .resets
+            .consume(&hash, now)
+            .await?
+            .is_some_and(|r| usable(&r))
+        {
+            return Err(invalid());
+        }
         self.stores.users.set_password(user.id, &new_hash).await?;
         self.invalidate_user_tokens(user.id, None, now).await?;
-        self.stores.attempts.clear(&user.username).await?;
+        self.end_resets(&user).await?;
+        self.stores.attempts.clear_user(&user.username).await?;
         count("reset_completed");
         tracing::info!(user_id = %user.id, "password reset completed; sessions revoked");
         Ok(())
     }
 
-    /// The queued reset mails to `email` (from the in-memory, the
-    /// PostgreSQL or the SQLite outbox).
-    pub async fn reset_mails_to(&self, email: &str) -> Result<Vec<ResetMail>, AuthError> {
+    /// Delivery of the reset mails to `email`: takes them out of the
+    /// outbox (in memory, PostgreSQL or SQLite) and derives their tokens.
+    /// Expired mails are dropped, not delivered. Mail delivery itself is
+    /// the deployment's (this is what a delivery process calls).
+    pub async fn take_reset_mails(&self, email: &str) -> Result<Vec<ResetMail>, AuthError> {
         let to = normalize_username(email);
-        if let Some(outbox) = &self.stores.outbox {
-            return Ok(outbox.messages_to(&to));
-        }
-        if let Some(sqlite) = &self.stores.sqlite {
-            return Ok(sqlite.outbox_to(&to).await?);
-        }
-        match &self.stores.pg {
-            Some(pg) => Ok(pg.outbox_to(&to).await?),
-            None => Ok(Vec::new()),
-        }
+        let queued = self.stores.outbox.take_resets(&to, self.now()).await?;
+        Ok(queued
+            .into_iter()
+            .map(|m| ResetMail {
+                token: reset_token_from_seed(&self.config.refresh_token_secret, &m.token_seed),
+                to: m.to,
+                expires_at: m.expires_at,
+            })
+            .collect())
     }
 }

@@ -1,5 +1,5 @@
 //! The auth tables in SQLite, in the application's database file: users,
-//! refresh tokens, reset tokens, login attempts and the mail outbox.
+//! refresh tokens, reset tokens, login failures and the reset mails.
 //! [`SqliteAuthStore`] implements every auth store trait over one pool,
 //! as [`super::pg::PgAuthStore`] does on PostgreSQL.
 //!
@@ -22,10 +22,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRo
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::lockout::{Attempts, LockoutPolicy, LoginAttempts};
+use super::lockout::{AttemptKey, Attempts, LockoutPolicy, LoginAttempts};
 use super::rbac::Role;
 use super::refresh::{RefreshRecord, RefreshStore};
-use super::reset::{Mailer, ResetMail, ResetRecord, ResetStore};
+use super::reset::{MailOutbox, QueuedReset, ResetRecord, ResetStore};
 use super::users::{User, UserStore};
 use super::AuthStoreError;
 
@@ -154,26 +154,25 @@ impl SqliteAuthStore {
         sqlx::raw_sql(MIGRATION).execute(&mut *tx).await.map_err(db)?;
         tx.commit().await.map_err(db)
     }
+}
 
-    /// The queued reset mails to `to` (tokens included), oldest first.
-    #[tracing::instrument(name = "auth.sqlite.outbox_to", level = "debug", skip_all)]
-    pub async fn outbox_to(&self, to: &str) -> Result<Vec<ResetMail>, AuthStoreError> {
-        let rows =
-            sqlx::query("SELECT recipient, token, expires_at FROM auth_mail_outbox WHERE recipient = ?1 ORDER BY id")
-                .bind(to)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Ok(ResetMail {
-                    to: r.try_get("recipient").map_err(db)?,
-                    token: r.try_get("token").map_err(db)?,
-                    expires_at: get_ts(r, "expires_at")?,
-                })
-            })
-            .collect()
-    }
+/// Most rows one purge statement deletes (keeps each purge short).
+const PURGE_BATCH: i64 = 1000;
+
+fn attempts(row: &SqliteRow) -> Result<Attempts, AuthStoreError> {
+    Ok(Attempts {
+        failures: get_failures(row)?,
+        locked_until: get_opt_ts(row, "locked_until")?,
+    })
+}
+
+fn reset_record(token_hash: &str, row: &SqliteRow) -> Result<ResetRecord, AuthStoreError> {
+    Ok(ResetRecord {
+        token_hash: token_hash.to_owned(),
+        user_id: get_uuid(row, "user_id")?,
+        expires_at: get_ts(row, "expires_at")?,
+        used_at: get_opt_ts(row, "used_at")?,
+    })
 }
 
 fn user(row: &SqliteRow) -> Result<User, AuthStoreError> {
@@ -385,6 +384,16 @@ impl ResetStore for SqliteAuthStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "auth.sqlite.find_reset", level = "debug", skip_all)]
+    async fn find(&self, token_hash: &str) -> Result<Option<ResetRecord>, AuthStoreError> {
+        let row = sqlx::query("SELECT user_id, expires_at, used_at FROM auth_password_resets WHERE token_hash = ?1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| reset_record(token_hash, &r)).transpose()
+    }
+
     #[tracing::instrument(name = "auth.sqlite.consume_reset", level = "debug", skip_all)]
     async fn consume(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<ResetRecord>, AuthStoreError> {
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
@@ -397,12 +406,7 @@ impl ResetStore for SqliteAuthStore {
             tx.commit().await.map_err(db)?;
             return Ok(None);
         };
-        let before = ResetRecord {
-            token_hash: token_hash.to_owned(),
-            user_id: get_uuid(&row, "user_id")?,
-            expires_at: get_ts(&row, "expires_at")?,
-            used_at: get_opt_ts(&row, "used_at")?,
-        };
+        let before = reset_record(token_hash, &row)?;
         if before.used_at.is_none() {
             sqlx::query("UPDATE auth_password_resets SET used_at = ?2 WHERE token_hash = ?1")
                 .bind(token_hash)
@@ -414,54 +418,73 @@ impl ResetStore for SqliteAuthStore {
         tx.commit().await.map_err(db)?;
         Ok(Some(before))
     }
+
+    #[tracing::instrument(name = "auth.sqlite.revoke_resets", level = "debug", skip_all)]
+    async fn revoke_for_user(&self, user_id: Uuid) -> Result<(), AuthStoreError> {
+        sqlx::query("DELETE FROM auth_password_resets WHERE user_id = ?1")
+            .bind(user_id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "auth.sqlite.purge_resets", level = "debug", skip_all)]
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, AuthStoreError> {
+        let done = sqlx::query(
+            "DELETE FROM auth_password_resets WHERE token_hash IN \
+             (SELECT token_hash FROM auth_password_resets WHERE expires_at <= ?1 LIMIT ?2)",
+        )
+        .bind(ts(now))
+        .bind(PURGE_BATCH)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
 }
 
 #[async_trait]
 impl LoginAttempts for SqliteAuthStore {
     #[tracing::instrument(name = "auth.sqlite.attempts", level = "debug", skip_all)]
-    async fn get(&self, username: &str) -> Result<Attempts, AuthStoreError> {
-        let row = sqlx::query("SELECT failures, locked_until FROM auth_login_attempts WHERE username = ?1")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(match row {
-            None => Attempts::default(),
-            Some(r) => Attempts {
-                failures: get_failures(&r)?,
-                locked_until: get_opt_ts(&r, "locked_until")?,
-            },
-        })
+    async fn get(&self, key: AttemptKey<'_>) -> Result<Attempts, AuthStoreError> {
+        let row =
+            sqlx::query("SELECT failures, locked_until FROM auth_login_failures WHERE username = ?1 AND source = ?2")
+                .bind(key.username)
+                .bind(key.source)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        row.as_ref().map(attempts).transpose().map(Option::unwrap_or_default)
     }
 
     #[tracing::instrument(name = "auth.sqlite.record_failure", level = "debug", skip_all)]
     async fn record_failure(
         &self,
-        username: &str,
+        key: AttemptKey<'_>,
         policy: LockoutPolicy,
         now: DateTime<Utc>,
     ) -> Result<Attempts, AuthStoreError> {
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
-        let row = sqlx::query("SELECT failures, locked_until FROM auth_login_attempts WHERE username = ?1")
-            .bind(username)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-        let before = match row {
-            None => Attempts::default(),
-            Some(r) => Attempts {
-                failures: get_failures(&r)?,
-                locked_until: get_opt_ts(&r, "locked_until")?,
-            },
-        };
+        let row =
+            sqlx::query("SELECT failures, locked_until FROM auth_login_failures WHERE username = ?1 AND source = ?2")
+                .bind(key.username)
+                .bind(key.source)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let before = row.as_ref().map(attempts).transpose()?.unwrap_or_default();
         let next = policy.after_failure(before, now);
         sqlx::query(
-            "INSERT INTO auth_login_attempts (username, failures, locked_until) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (username) DO UPDATE SET failures = excluded.failures, locked_until = excluded.locked_until",
+            "INSERT INTO auth_login_failures (username, source, failures, locked_until, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (username, source) DO UPDATE SET \
+             failures = excluded.failures, locked_until = excluded.locked_until, updated_at = excluded.updated_at",
         )
-        .bind(username)
+        .bind(key.username)
+        .bind(key.source)
         .bind(i64::from(next.failures))
         .bind(opt_ts(next.locked_until))
+        .bind(ts(now))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -470,32 +493,102 @@ impl LoginAttempts for SqliteAuthStore {
     }
 
     #[tracing::instrument(name = "auth.sqlite.clear_attempts", level = "debug", skip_all)]
-    async fn clear(&self, username: &str) -> Result<(), AuthStoreError> {
-        sqlx::query("DELETE FROM auth_login_attempts WHERE username = ?1")
+    async fn clear(&self, key: AttemptKey<'_>) -> Result<(), AuthStoreError> {
+        sqlx::query("DELETE FROM auth_login_failures WHERE username = ?1 AND source = ?2")
+            .bind(key.username)
+            .bind(key.source)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "auth.sqlite.clear_user_attempts", level = "debug", skip_all)]
+    async fn clear_user(&self, username: &str) -> Result<(), AuthStoreError> {
+        sqlx::query("DELETE FROM auth_login_failures WHERE username = ?1")
             .bind(username)
             .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(())
     }
-}
 
-#[async_trait]
-impl Mailer for SqliteAuthStore {
-    #[tracing::instrument(name = "auth.sqlite.send_reset", level = "debug", skip_all)]
-    async fn send_reset(&self, mail: ResetMail) -> Result<(), AuthStoreError> {
-        sqlx::query(
-            "INSERT INTO auth_mail_outbox (recipient, kind, token, expires_at, created_at) \
-             VALUES (?1, 'password_reset', ?2, ?3, ?4)",
+    #[tracing::instrument(name = "auth.sqlite.purge_attempts", level = "debug", skip_all)]
+    async fn purge_idle(&self, now: DateTime<Utc>, idle: chrono::Duration) -> Result<u64, AuthStoreError> {
+        let done = sqlx::query(
+            "DELETE FROM auth_login_failures WHERE rowid IN (SELECT rowid FROM auth_login_failures \
+             WHERE updated_at < ?1 AND (locked_until IS NULL OR locked_until <= ?2) LIMIT ?3)",
         )
-        .bind(&mail.to)
-        .bind(&mail.token)
-        .bind(ts(mail.expires_at))
-        .bind(ts(Utc::now()))
+        .bind(ts(now - idle))
+        .bind(ts(now))
+        .bind(PURGE_BATCH)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        tracing::info!(expires_at = %mail.expires_at, "password reset mail queued in auth_mail_outbox");
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl MailOutbox for SqliteAuthStore {
+    #[tracing::instrument(name = "auth.sqlite.queue_reset", level = "debug", skip_all)]
+    async fn queue_reset(&self, mail: QueuedReset) -> Result<(), AuthStoreError> {
+        sqlx::query("INSERT INTO auth_reset_mails (recipient, token_seed, expires_at) VALUES (?1, ?2, ?3)")
+            .bind(&mail.to)
+            .bind(&mail.token_seed)
+            .bind(ts(mail.expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        tracing::info!(expires_at = %mail.expires_at, "password reset mail queued in auth_reset_mails");
         Ok(())
+    }
+
+    #[tracing::instrument(name = "auth.sqlite.take_resets", level = "debug", skip_all)]
+    async fn take_resets(&self, to: &str, now: DateTime<Utc>) -> Result<Vec<QueuedReset>, AuthStoreError> {
+        let rows = sqlx::query(
+            "DELETE FROM auth_reset_mails WHERE recipient = ?1 RETURNING id, recipient, token_seed, expires_at",
+        )
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut mails = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: i64 = r.try_get("id").map_err(db)?;
+            let mail = QueuedReset {
+                to: r.try_get("recipient").map_err(db)?,
+                token_seed: r.try_get("token_seed").map_err(db)?,
+                expires_at: get_ts(r, "expires_at")?,
+            };
+            if mail.expires_at > now {
+                mails.push((id, mail));
+            }
+        }
+        mails.sort_by_key(|(id, _)| *id);
+        Ok(mails.into_iter().map(|(_, m)| m).collect())
+    }
+
+    #[tracing::instrument(name = "auth.sqlite.discard_resets", level = "debug", skip_all)]
+    async fn discard_resets(&self, to: &str) -> Result<(), AuthStoreError> {
+        sqlx::query("DELETE FROM auth_reset_mails WHERE recipient = ?1")
+            .bind(to)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "auth.sqlite.purge_mails", level = "debug", skip_all)]
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, AuthStoreError> {
+        let done = sqlx::query(
+            "DELETE FROM auth_reset_mails WHERE id IN (SELECT id FROM auth_reset_mails WHERE expires_at <= ?1 LIMIT ?2)",
+        )
+        .bind(ts(now))
+        .bind(PURGE_BATCH)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
     }
 }

@@ -7,7 +7,7 @@ use super::blacklist::{InMemoryBlacklist, TokenBlacklist};
 use super::lockout::{InMemoryLoginAttempts, LoginAttempts};
 use super::pg::PgAuthStore;
 use super::refresh::{InMemoryRefreshStore, RefreshStore};
-use super::reset::{InMemoryResetStore, Mailer, OutboxMailer, ResetStore};
+use super::reset::{InMemoryOutbox, InMemoryResetStore, MailOutbox, ResetStore};
 use super::sqlite::SqliteAuthStore;
 use super::users::{InMemoryUserStore, UserStore};
 use super::AuthConfig;
@@ -22,16 +22,14 @@ pub struct AuthStores {
     pub refresh: Arc<dyn RefreshStore>,
     /// Reset tokens.
     pub resets: Arc<dyn ResetStore>,
-    /// Failed login counts.
+    /// Failed login counts, per username and source.
     pub attempts: Arc<dyn LoginAttempts>,
     /// Revoked access tokens.
     pub blacklist: Arc<dyn TokenBlacklist>,
-    /// Reset mail delivery.
-    pub mailer: Arc<dyn Mailer>,
+    /// Reset mails waiting for delivery.
+    pub outbox: Arc<dyn MailOutbox>,
     /// The stricter limiter of the auth routes (per IP and per username).
     pub limiter: Arc<dyn RateLimiter>,
-    /// The in-memory outbox, when that is the mailer.
-    pub outbox: Option<Arc<OutboxMailer>>,
     /// The PostgreSQL store, when used.
     pub pg: Option<PgAuthStore>,
     /// The SQLite store, when used.
@@ -51,16 +49,14 @@ impl std::fmt::Debug for AuthStores {
 impl AuthStores {
     /// Everything in memory.
     pub fn in_memory(config: &AuthConfig) -> Self {
-        let outbox = Arc::new(OutboxMailer::new());
         Self {
             users: Arc::new(InMemoryUserStore::new()),
             refresh: Arc::new(InMemoryRefreshStore::new()),
             resets: Arc::new(InMemoryResetStore::new()),
             attempts: Arc::new(InMemoryLoginAttempts::new()),
             blacklist: Arc::new(InMemoryBlacklist::new()),
-            mailer: outbox.clone(),
+            outbox: Arc::new(InMemoryOutbox::new()),
             limiter: Self::memory_limiter(config),
-            outbox: Some(outbox),
             pg: None,
             sqlite: None,
         }
@@ -74,8 +70,7 @@ impl AuthStores {
             refresh: shared.clone(),
             resets: shared.clone(),
             attempts: shared.clone(),
-            mailer: shared,
-            outbox: None,
+            outbox: shared,
             pg: Some(pg),
             ..Self::in_memory(config)
         }
@@ -90,8 +85,7 @@ impl AuthStores {
             refresh: shared.clone(),
             resets: shared.clone(),
             attempts: shared.clone(),
-            mailer: shared,
-            outbox: None,
+            outbox: shared,
             sqlite: Some(store),
             ..Self::in_memory(config)
         }

@@ -263,6 +263,18 @@ pub fn token_hash(key: &[u8], token: &str) -> String {
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The reset token a queued mail's `seed` stands for: base64url
+/// HMAC-SHA256 under `key` of a label and the seed. The outbox keeps the
+/// seed only; without `key` it is no token.
+pub fn reset_token_from_seed(key: &[u8], seed: &str) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new(); // HMAC accepts keys of any length
+    };
+    mac.update(b"banking-example password reset mail\0");
+    mac.update(seed.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use crate::domain::Money;
 /// Longest accepted owner name, in characters.
 pub const MAX_OWNER_NAME_CHARS: usize = 200;
 
-/// `owner_name` non-empty after trimming, at most 200 characters, no
+/// `owner_name` non-empty after trimming, at most 200 characters (as sent), no
 /// control characters; `initial_balance` present, non-negative, at most 2
 /// decimal places and at most the per-transaction maximum.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ impl RequestValidationRule<CreateAccountRequest> for AccountCreationValidator {
         match request.owner_name.as_deref().map(str::trim) {
             None | Some("") => report.error("owner_name is required"),
             Some(name) => {
-                if name.chars().count() > MAX_OWNER_NAME_CHARS {
+                if request.owner_name.as_deref().map_or(0, |raw| raw.chars().count()) > MAX_OWNER_NAME_CHARS {
                     report.error(format!("owner_name must be at most {MAX_OWNER_NAME_CHARS} characters"));
                 }
                 if name.chars().any(char::is_control) {

@@ -8,7 +8,7 @@ use crate::api::CloseAccountRequest;
 /// Longest accepted close reason, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
 
-/// `reason` non-empty after trimming, at most 500 characters, no control
+/// `reason` non-empty after trimming, at most 500 characters (as sent), no control
 /// characters.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CloseRequestValidator;
@@ -23,7 +23,7 @@ impl RequestValidationRule<CloseAccountRequest> for CloseRequestValidator {
         match request.reason.as_deref().map(str::trim) {
             None | Some("") => report.error("reason is required"),
             Some(reason) => {
-                if reason.chars().count() > MAX_REASON_CHARS {
+                if request.reason.as_deref().map_or(0, |raw| raw.chars().count()) > MAX_REASON_CHARS {
                     report.error(format!("reason must be at most {MAX_REASON_CHARS} characters"));
                 }
                 if reason.chars().any(char::is_control) {

@@ -13,12 +13,15 @@ use serde_json::{json, Value};
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Test auth settings: fixed secrets (so tokens work across restarts and
-/// on several instances), cheap Argon2, no auth rate limit.
+/// on several instances), cheap Argon2, no auth rate limit, no progressive
+/// login delay (tests of the lockout fail in a row; `lockout.rs` tests
+/// the delay).
 pub fn auth_config() -> AuthConfig {
     AuthConfig {
         jwt_secret: b"test-only-jwt-secret-0123456789abcdef".to_vec(),
         refresh_token_secret: b"test-only-refresh-secret-0123456789abcdef".to_vec(),
         rate_limit_requests: 0,
+        login_backoff: std::time::Duration::ZERO,
         argon2: Argon2Params {
             memory_kib: 1024,
             iterations: 1,
@@ -28,10 +31,12 @@ pub fn auth_config() -> AuthConfig {
     }
 }
 
-/// A config on 127.0.0.1:0 with rate limiting off.
+/// A config on 127.0.0.1:0 (the operations listener too) with rate
+/// limiting off.
 pub fn config() -> AppConfig {
     AppConfig {
         bind_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_bind_addr: Some("127.0.0.1:0".parse().unwrap()),
         rate_limit: RateLimitConfig {
             requests_per_minute: 0,
             ..RateLimitConfig::default()
@@ -262,6 +267,7 @@ pub mod metrics;
 pub mod pg;
 pub mod process;
 pub mod redis;
+pub mod tls;
 
 pub use backend::Backend;
 

@@ -33,12 +33,23 @@ pub struct OwnPostgres {
     bin: std::path::PathBuf,
     port: u16,
     running: bool,
+    options: String,
 }
 
 impl OwnPostgres {
     /// Creates and starts a cluster (user `postgres`, trust auth).
     pub async fn start() -> Self {
-        tokio::task::spawn_blocking(|| {
+        Self::start_with(None).await
+    }
+
+    /// Creates and starts a cluster that takes TCP connections over TLS
+    /// only (`hostssl` in pg_hba.conf), presenting `cert` and `key`.
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        Self::start_with(Some((cert.to_owned(), key.to_owned()))).await
+    }
+
+    async fn start_with(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Self {
+        tokio::task::spawn_blocking(move || {
             let bin = pg_bin_dir();
             let dir = std::env::temp_dir().join(format!("es-rs-test-pg-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir(&dir).unwrap();
@@ -52,13 +63,39 @@ impl OwnPostgres {
                 "initdb",
                 &["-D", &dir_s, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
             ));
+            let mut options = String::new();
+            if let Some((cert, key)) = tls {
+                let data = dir.join("data-tls");
+                std::fs::create_dir(&data).unwrap();
+                std::fs::copy(cert, data.join("server.crt")).unwrap();
+                std::fs::copy(key, data.join("server.key")).unwrap();
+                std::fs::write(
+                    dir.join("pg_hba.conf"),
+                    "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+                )
+                .unwrap();
+                run(std::process::Command::new("chmod")
+                    .arg("600")
+                    .arg(data.join("server.key")));
+                if as_root() {
+                    run(std::process::Command::new("chown")
+                        .args(["-R", "postgres:postgres"])
+                        .arg(&data)
+                        .arg(dir.join("pg_hba.conf")));
+                }
+                options = format!(
+                    " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key",
+                    d = data.display()
+                );
+            }
             let port = super::redis::spare_port();
-            start_cluster(&bin, &dir, port);
+            start_cluster(&bin, &dir, port, &options);
             Self {
                 dir,
                 bin,
                 port,
                 running: true,
+                options,
             }
         })
         .await
@@ -87,17 +124,18 @@ impl OwnPostgres {
 
     /// Starts it again on the same port and waits until it accepts connections.
     pub async fn restart(&mut self) {
-        let (bin, dir, port) = (self.bin.clone(), self.dir.clone(), self.port);
-        tokio::task::spawn_blocking(move || start_cluster(&bin, &dir, port))
+        let (bin, dir, port, options) = (self.bin.clone(), self.dir.clone(), self.port, self.options.clone());
+        tokio::task::spawn_blocking(move || start_cluster(&bin, &dir, port, &options))
             .await
             .unwrap();
         self.running = true;
     }
 }
 
-fn start_cluster(bin: &std::path::Path, dir: &std::path::Path, port: u16) {
+fn start_cluster(bin: &std::path::Path, dir: &std::path::Path, port: u16, extra: &str) {
     let dir = dir.display().to_string();
-    let options = format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={dir} -c fsync=off");
+    let options =
+        format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={dir} -c fsync=off{extra}");
     let log = format!("{dir}/server.log");
     run(&mut pg_command(
         bin,

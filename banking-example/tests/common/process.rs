@@ -11,6 +11,9 @@ pub struct ServerProcess {
     child: Option<Child>,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// The operations listener, `http://127.0.0.1:<port>` (`/metrics`,
+    /// the detailed `/health/ready`).
+    pub admin: String,
     log: PathBuf,
 }
 
@@ -50,6 +53,7 @@ impl ServerProcess {
     /// `.env`), and waits until `/health` answers.
     pub async fn start(env: &[(&'static str, String)]) -> Self {
         let port = super::redis::spare_port();
+        let admin_port = super::redis::spare_port();
         let dir = std::env::temp_dir().join(format!("es-rs-test-server-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("server.log");
@@ -60,6 +64,7 @@ impl ServerProcess {
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("ADMIN_BIND_ADDR", format!("127.0.0.1:{admin_port}"))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -70,6 +75,7 @@ impl ServerProcess {
         let mut server = Self {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
             log,
         };
         let http = reqwest::Client::new();

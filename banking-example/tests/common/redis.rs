@@ -57,6 +57,8 @@ pub struct OwnRedis {
     child: Option<Child>,
     /// With AOF (`appendfsync always`): the directory of its files.
     aof_dir: Option<std::path::PathBuf>,
+    /// With TLS: the TLS port, and `--tls-*` arguments.
+    tls: Option<(u16, Vec<String>)>,
 }
 
 impl OwnRedis {
@@ -67,6 +69,7 @@ impl OwnRedis {
             port,
             child: None,
             aof_dir: None,
+            tls: None,
         };
         redis.spawn().await;
         redis
@@ -81,9 +84,37 @@ impl OwnRedis {
             port: spare_port(),
             child: None,
             aof_dir: Some(dir),
+            tls: None,
         };
         redis.spawn().await;
         redis
+    }
+
+    /// Starts one that also takes TLS connections on another port,
+    /// presenting `cert` and `key` (clients are not asked for one).
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let args = vec![
+            "--tls-cert-file".to_owned(),
+            cert.display().to_string(),
+            "--tls-key-file".to_owned(),
+            key.display().to_string(),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        let mut redis = Self {
+            port: spare_port(),
+            child: None,
+            aof_dir: None,
+            tls: Some((spare_port(), args)),
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    /// `rediss://127.0.0.1:<tls port>` (with [`Self::start_tls`]).
+    pub fn tls_url(&self) -> String {
+        let (port, _) = self.tls.as_ref().expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -116,6 +147,11 @@ impl OwnRedis {
             None => cmd.args(["--appendonly", "no"]),
         };
         let child = cmd
+            .args(self.tls.iter().flat_map(|(port, args)| {
+                let mut all = vec!["--tls-port".to_owned(), port.to_string()];
+                all.extend(args.iter().cloned());
+                all
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

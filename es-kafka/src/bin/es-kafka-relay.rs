@@ -5,10 +5,11 @@
 //! | --- | --- | --- |
 //! | `DATA_CAPTURE_METHOD` | `cdc_debezium` | `outbox_poller` or `cdc_debezium` |
 //! | `CDC_RELAY` | `builtin` | with `cdc_debezium`: `builtin` (this process relays) or `debezium` (Kafka Connect does; this process exits) |
-//! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/postgres` | the store's database |
+//! | `DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/postgres` | the store's database (TLS: `?sslmode=verify-full&sslrootcert=/path/ca.pem`) |
 //! | `ES_SCHEMA` | `es` | the store's schema |
 //! | `KAFKA_BOOTSTRAP_SERVERS` | `127.0.0.1:9092` | brokers |
 //! | `KAFKA_TOPIC_TEMPLATE` | `banking.{stream_type}.events` | topic naming |
+//! | `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SSL_CA_LOCATION`, `KAFKA_SSL_CERTIFICATE_LOCATION`, `KAFKA_SSL_KEY_LOCATION`, `KAFKA_SSL_KEY_PASSWORD`, `KAFKA_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM`, `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD` | unset | TLS and SASL: librdkafka's `security.protocol`, `ssl.*`, `sasl.*` |
 //! | `CDC_SLOT_NAME` (or `CDC_SLOT`) | `es_<database>_<schema>` | replication slot of the built-in relay; slots belong to the whole cluster, so the default includes the database |
 //!
 //! Stops cleanly on Ctrl-C / SIGTERM.
@@ -57,6 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let publisher = Arc::new(KafkaPublisher::new(&PublisherConfig {
         bootstrap_servers: env_or("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         topics: TopicNaming::new(env_or("KAFKA_TOPIC_TEMPLATE", "banking.{stream_type}.events")),
+        extra: es_kafka::security_settings(|k| std::env::var(k).ok()),
         ..PublisherConfig::default()
     })?);
     tracing::info!(%method, %relay_kind, %schema, "starting");

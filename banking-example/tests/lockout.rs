@@ -1,0 +1,144 @@
+//! Login lockout per username and source: a flood of failures from one
+//! place locks that place out, not the owner (IPv6 sources grouped by
+//! /64, `X-Forwarded-For` believed from trusted proxies only); each
+//! failure from a source makes its next try wait longer; idle failure
+//! counts are purged. On every backend.
+
+mod common;
+
+use banking_example::RunningServer;
+use chrono::Duration;
+use common::{expect_error, read, Api, Backend};
+use es_core::ManualClock;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::json;
+
+/// A login as seen from `source` (the server trusts 127.0.0.1 as a proxy).
+async fn login_from(base: &str, source: &str, username: &str, password: &str) -> Response {
+    Client::new()
+        .post(format!("{base}/auth/login"))
+        .header("x-forwarded-for", source)
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn behind_proxy() -> banking_example::AppConfig {
+    let mut config = common::config();
+    config.trusted_proxies = "127.0.0.1".parse().unwrap();
+    config.auth.max_login_attempts = 3;
+    config
+}
+
+fn retry_after(r: &Response) -> u64 {
+    r.headers()["retry-after"].to_str().unwrap().parse().unwrap()
+}
+
+async fn a_flood_from_one_source_does_not_lock_the_owner_out_elsewhere(backend: Backend) {
+    let server = backend.start_with(behind_proxy()).await;
+    let base = server.url();
+    let api = Api::new(&server, "lockout").await;
+    // The attacker rotates addresses inside one IPv6 /64: one source.
+    for i in 1..=3 {
+        let r = login_from(&base, &format!("2001:db8:1:2::{i}"), &api.username, "wrong password!").await;
+        expect_error(r, StatusCode::UNAUTHORIZED).await;
+    }
+    let r = login_from(&base, "2001:db8:1:2::99", &api.username, common::PASSWORD).await;
+    assert!(r.headers().contains_key("retry-after"));
+    let msg = expect_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(msg, "too many failed login attempts; try again later");
+    // The owner, from anywhere else, logs in.
+    let (status, body) = read(login_from(&base, "203.0.113.7", &api.username, common::PASSWORD).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = read(login_from(&base, "2001:db8:1:3::1", &api.username, common::PASSWORD).await).await;
+    assert_eq!(status, StatusCode::OK, "the next /64 is another source: {body}");
+    server.stop().await.unwrap();
+}
+
+async fn each_failure_from_a_source_makes_its_next_try_wait_longer(backend: Backend) {
+    let clock = ManualClock::at(chrono::Utc::now());
+    let mut config = behind_proxy();
+    config.auth.max_login_attempts = 5;
+    config.auth.login_backoff = std::time::Duration::from_secs(1);
+    let server = backend.start_with_clock(config, clock.clone()).await;
+    let base = server.url();
+    let api = Api::new(&server, "lockout").await;
+    let attacker = "198.51.100.1";
+    let wrong = || login_from(&base, attacker, &api.username, "wrong password!");
+    // The first failure costs no wait.
+    expect_error(wrong().await, StatusCode::UNAUTHORIZED).await;
+    expect_error(wrong().await, StatusCode::UNAUTHORIZED).await;
+    for wait in [1, 2, 4] {
+        let r = wrong().await;
+        assert_eq!(retry_after(&r), wait);
+        expect_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+        // Even the right password waits.
+        let r = login_from(&base, attacker, &api.username, common::PASSWORD).await;
+        expect_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+        clock.advance(Duration::seconds(wait as i64));
+        if wait < 4 {
+            expect_error(wrong().await, StatusCode::UNAUTHORIZED).await;
+        }
+    }
+    // Another source is not delayed; the delayed one, once it waited, is in.
+    let (status, _) = read(login_from(&base, "203.0.113.7", &api.username, common::PASSWORD).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = read(login_from(&base, attacker, &api.username, common::PASSWORD).await).await;
+    assert_eq!(status, StatusCode::OK, "the wait is over");
+    // A success clears the count: the next failure costs no wait again.
+    expect_error(wrong().await, StatusCode::UNAUTHORIZED).await;
+    expect_error(wrong().await, StatusCode::UNAUTHORIZED).await;
+    server.stop().await.unwrap();
+}
+
+/// The stored failure counts as `(username, source)`; `None` in memory.
+async fn stored_failures(server: &RunningServer) -> Option<Vec<(String, String)>> {
+    let stores = server.state.auth.stores();
+    if let Some(pg) = &stores.pg {
+        let sql = format!(
+            "SELECT username, source FROM {}.auth_login_failures ORDER BY source",
+            pg.schema()
+        );
+        return Some(sqlx::query_as(&sql).fetch_all(pg.pool()).await.unwrap());
+    }
+    if let Some(sqlite) = &stores.sqlite {
+        return Some(
+            sqlx::query_as("SELECT username, source FROM auth_login_failures ORDER BY source")
+                .fetch_all(sqlite.pool())
+                .await
+                .unwrap(),
+        );
+    }
+    None
+}
+
+async fn idle_failure_counts_are_purged(backend: Backend) {
+    let clock = ManualClock::at(chrono::Utc::now());
+    let server = backend.start_with_clock(behind_proxy(), clock.clone()).await;
+    let base = server.url();
+    let r = login_from(&base, "198.51.100.1", "ghost@test.example", "wrong password!").await;
+    expect_error(r, StatusCode::UNAUTHORIZED).await;
+    let r = login_from(&base, "198.51.100.2", "ghost@test.example", "wrong password!").await;
+    expect_error(r, StatusCode::UNAUTHORIZED).await;
+    if let Some(rows) = stored_failures(&server).await {
+        assert_eq!(rows.len(), 2, "{rows:?}");
+    }
+    clock.advance(Duration::minutes(61));
+    let r = login_from(&base, "198.51.100.3", "ghost@test.example", "wrong password!").await;
+    expect_error(r, StatusCode::UNAUTHORIZED).await;
+    if let Some(rows) = stored_failures(&server).await {
+        assert_eq!(
+            rows,
+            [("ghost@test.example".to_owned(), "ip:198.51.100.3".to_owned())],
+            "counts idle for an hour are gone"
+        );
+    }
+    server.stop().await.unwrap();
+}
+
+crate::on_every_backend!(
+    a_flood_from_one_source_does_not_lock_the_owner_out_elsewhere,
+    each_failure_from_a_source_makes_its_next_try_wait_longer,
+    idle_failure_counts_are_purged,
+);
