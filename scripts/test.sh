@@ -10,6 +10,8 @@
 #   Redis:      127.0.0.1:6379 (REDIS_URL overrides)
 #   Kafka:      rdkafka's in-process mock cluster, or the broker named by
 #               KAFKA_BOOTSTRAP_SERVERS (es-kafka tests)
+# `scripts/test.sh --setup-only` installs and starts what is missing, then
+# stops before the tests.
 # After the cargo tests, scripts/schemathesis.sh fuzzes the HTTP API from
 # its OpenAPI document (schemathesis installed with pip into a virtualenv
 # under the target directory).
@@ -105,6 +107,10 @@ if [ -z "${ES_TEST_DATABASE_URL:-}" ]; then
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS es_test WITH (FORCE)" \
        -c "CREATE DATABASE es_test" >/dev/null
 fi
+
+# `--setup-only`: the tools and services above, nothing else (CI runs it
+# before clippy, whose build already needs OpenSSL's headers for librdkafka).
+if [ "${1:-}" = "--setup-only" ]; then exit 0; fi
 
 cargo test --workspace --all-features "$@"
 scripts/schemathesis.sh
