@@ -159,8 +159,11 @@ impl NewEvent {
 /// An event as stored: the envelope plus the position the store gave it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {
-    /// Global position in the store's log (1-based, strictly increasing in
-    /// the order readers of the global log see events).
+    /// Global position in the store's log: strictly increasing in the order
+    /// readers of the global log see events, not necessarily consecutive
+    /// (PostgreSQL derives it from the writing transaction's id, so
+    /// positions have gaps; in-memory and SQLite count 1, 2, 3...). 0 for
+    /// an event not yet in the global log (a pending write-behind event).
     pub global_position: u64,
     /// Stream the event belongs to.
     pub stream_id: StreamId,

@@ -117,6 +117,11 @@ pub mod conformance;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// The `#[async_trait]` attribute the async traits of this crate use
+/// (projectors, handlers, stores): implement them with
+/// `#[es_core::async_trait]` without adding the crate yourself.
+pub use async_trait::async_trait;
+
 pub use aggregate::{Aggregate, DomainEvent};
 pub use cache::{StateCache, Versioned};
 pub use clock::{Clock, ManualClock, SystemClock};

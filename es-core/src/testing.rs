@@ -46,6 +46,9 @@ mod process;
 
 pub use crash::{crash_plan, Crash, CrashingStore};
 pub use process::ProcessTest;
+/// The property-testing crate the kit is built on (strategies,
+/// `proptest!`), so a test of your own needs no version of its own.
+pub use proptest;
 
 use std::fmt::Debug;
 

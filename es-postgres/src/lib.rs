@@ -55,6 +55,10 @@
 //! benchmark figures.
 #![deny(missing_docs)]
 
+/// The sqlx this crate is built with: transactional projectors receive
+/// its connections (`&mut sqlx::PgConnection`).
+pub use sqlx;
+
 mod batcher;
 mod checkpoint;
 mod config;

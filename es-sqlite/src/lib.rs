@@ -1,6 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+/// The sqlx this crate is built with (its connections reach SQLite
+/// projectors).
+pub use sqlx;
+
 mod batcher;
 mod checkpoint;
 mod config;
