@@ -74,6 +74,10 @@ print(post("/auth/login", creds)["access_token"])
 PY
 )
 
+# One worker: with two, hypothesis parses sources with `ast` from two
+# threads at once, which CPython 3.11 can fail with "AST constructor
+# recursion depth mismatch" (a race in the interpreter, not an API
+# failure; seen once in CI).
 # Run from the scratch directory: schemathesis keeps state (replays) in
 # ./.schemathesis, removed with it.
 config=$(realpath scripts/schemathesis.toml)
@@ -86,5 +90,5 @@ cd "$workdir"
   --seed "${SCHEMATHESIS_SEED:-20261128}" \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
   --generation-database none \
-  --workers 2 \
+  --workers 1 \
   --no-color
