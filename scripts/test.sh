@@ -12,7 +12,8 @@
 #               KAFKA_BOOTSTRAP_SERVERS (es-kafka tests)
 # `scripts/test.sh --setup-only` installs and starts what is missing, then
 # stops before the tests.
-# After the cargo tests, scripts/schemathesis.sh fuzzes the HTTP API from
+# After the cargo tests, scripts/examples.sh runs every example and
+# scripts/schemathesis.sh fuzzes the HTTP API from
 # its OpenAPI document (schemathesis installed with pip into a virtualenv
 # under the target directory).
 set -euo pipefail
@@ -113,4 +114,6 @@ fi
 if [ "${1:-}" = "--setup-only" ]; then exit 0; fi
 
 cargo test --workspace --all-features "$@"
+# Every example of examples/ runs (each asserts what it shows).
+scripts/examples.sh
 scripts/schemathesis.sh

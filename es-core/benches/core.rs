@@ -1,6 +1,8 @@
 //! es-core benchmarks: rehydration through the codec, in-memory appends.
 //!
 //! Run: `cargo bench -p es-core --bench core`
+// criterion_group! defines an undocumented `pub fn`.
+#![allow(missing_docs)]
 
 use std::sync::Arc;
 

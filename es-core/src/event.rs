@@ -14,13 +14,28 @@ use uuid::Uuid;
 ///
 /// Cheap to clone (shared string). Any string works; UUIDs convert directly.
 ///
+/// Every method you call with a stream id ([`Repository::execute`],
+/// [`Repository::load`], views, shard routing, …) takes
+/// `impl Into<StreamId>`: pass a `&str`, a `String`, a `&String`, a
+/// [`Uuid`], or a `StreamId` (or a reference to one). Only the traits a
+/// backend implements ([`EventStore`], [`SnapshotStore`], [`StateCache`])
+/// take `&StreamId`, so that they stay usable as trait objects.
+///
 /// ```
 /// use es_core::StreamId;
 /// let id = StreamId::from("cart-42");
 /// assert_eq!(id.as_str(), "cart-42");
+/// let owned = String::from("cart-42");
+/// assert_eq!(StreamId::from(&owned), id);
 /// let from_uuid = StreamId::from(uuid::Uuid::nil());
 /// assert_eq!(from_uuid.as_str(), "00000000-0000-0000-0000-000000000000");
 /// ```
+///
+/// [`Repository::execute`]: crate::Repository::execute
+/// [`Repository::load`]: crate::Repository::load
+/// [`EventStore`]: crate::EventStore
+/// [`SnapshotStore`]: crate::SnapshotStore
+/// [`StateCache`]: crate::StateCache
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct StreamId(Arc<str>);
@@ -59,6 +74,24 @@ impl From<String> for StreamId {
 impl From<Uuid> for StreamId {
     fn from(id: Uuid) -> Self {
         Self(Arc::from(id.hyphenated().to_string()))
+    }
+}
+
+impl From<&String> for StreamId {
+    fn from(s: &String) -> Self {
+        Self(Arc::from(s.as_str()))
+    }
+}
+
+impl From<&Uuid> for StreamId {
+    fn from(id: &Uuid) -> Self {
+        Self::from(*id)
+    }
+}
+
+impl From<Arc<str>> for StreamId {
+    fn from(s: Arc<str>) -> Self {
+        Self(s)
     }
 }
 

@@ -60,7 +60,7 @@ where
             let page_size = st.store.read_page_size();
             match st.store.read_all(st.position, page_size, &st.filter).await {
                 Ok(batch) => {
-                    let (next, _) = crate::checkpoint_after_page(st.position, head, &batch, page_size);
+                    let (next, _) = crate::backend::checkpoint_after_page(st.position, head, &batch, page_size);
                     st.position = next;
                     if batch.is_empty() {
                         if let Err(e) = st.store.wait_for_events(st.position, poll_interval).await {

@@ -1,7 +1,7 @@
 //! Test kit for your aggregates (feature `testing`).
 //!
-//! - [`AggregateTest`]: given events, when a command, then expect events,
-//!   an error, or a state.
+//! - [`AggregateTest`]: given events, when a command (or a [`Decide`]
+//!   that uses outside services), then expect events, an error, or a state.
 //! - [`ProcessTest`]: given a process's facts, when an outcome or a
 //!   deadline, then expect the next step (a process manager's commands).
 //! - [`CrashingStore`] and [`crash_plan`]: crashes before or after any
@@ -54,7 +54,7 @@ use std::fmt::Debug;
 
 use proptest::test_runner::TestCaseError;
 
-use crate::{Aggregate, DomainEvent, EventCodec};
+use crate::{Aggregate, Decide, DomainEvent, EventCodec};
 
 /// Given/when/then for one aggregate.
 pub struct AggregateTest<A: Aggregate> {
@@ -79,6 +79,65 @@ impl<A: Aggregate> AggregateTest<A> {
     /// Handles a command.
     pub fn when(self, command: A::Command) -> AggregateTestResult<A> {
         let result = self.state.handle(&command);
+        AggregateTestResult {
+            state: self.state,
+            result,
+        }
+    }
+
+    /// Decides with a [`Decide`]: a command that needs outside services
+    /// (an exchange rate, a fraud check), as
+    /// [`Repository::execute_with`](crate::Repository::execute_with) runs
+    /// it. Give the decider the services the test needs (a fixed rate, a
+    /// failing service) and assert on the result as after [`when`](Self::when).
+    ///
+    /// ```
+    /// # use es_core::{Aggregate, DomainEvent, Decide};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+    /// # struct Wallet { cents: i64 }
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    /// # enum Ev { Credited(i64) }
+    /// # impl DomainEvent for Ev { fn event_type(&self) -> &'static str { "Credited" } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("no rate")] struct NoRate;
+    /// # impl Aggregate for Wallet {
+    /// #     const TYPE: &'static str = "wallet";
+    /// #     type Command = i64; type Event = Ev; type Error = NoRate;
+    /// #     fn handle(&self, n: &i64) -> Result<Vec<Ev>, NoRate> { Ok(vec![Ev::Credited(*n)]) }
+    /// #     fn apply(&mut self, Ev::Credited(n): &Ev) { self.cents += n }
+    /// # }
+    /// use std::sync::Arc;
+    /// use es_core::testing::AggregateTest;
+    ///
+    /// /// The outside service the decision needs.
+    /// trait Rates: Send + Sync { fn usd_cents_per_eur(&self) -> Option<i64>; }
+    /// struct Fixed(Option<i64>);
+    /// impl Rates for Fixed { fn usd_cents_per_eur(&self) -> Option<i64> { self.0 } }
+    ///
+    /// /// Credit euros, converted at today's rate.
+    /// struct CreditEuros { euros: i64, rates: Arc<dyn Rates> }
+    ///
+    /// #[es_core::async_trait]
+    /// impl Decide<Wallet> for CreditEuros {
+    ///     async fn decide(&self, _: &Wallet) -> Result<Vec<Ev>, NoRate> {
+    ///         let rate = self.rates.usd_cents_per_eur().ok_or(NoRate)?;
+    ///         Ok(vec![Ev::Credited(self.euros * rate)])
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// AggregateTest::<Wallet>::given_no_events()
+    ///     .when_with(CreditEuros { euros: 2, rates: Arc::new(Fixed(Some(108))) })
+    ///     .await
+    ///     .then_expect_events(vec![Ev::Credited(216)]);
+    /// AggregateTest::<Wallet>::given_no_events()
+    ///     .when_with(CreditEuros { euros: 2, rates: Arc::new(Fixed(None)) })
+    ///     .await
+    ///     .then_expect_error_message("no rate");
+    /// # });
+    /// ```
+    pub async fn when_with(self, decider: impl Decide<A>) -> AggregateTestResult<A> {
+        let result = decider.decide(&self.state).await;
         AggregateTestResult {
             state: self.state,
             result,

@@ -227,6 +227,14 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.min(sorted.len()) - 1]
 }
 
+/// The latency distribution as `[percentile, microseconds]` pairs, dense
+/// in the tail (for CDF plots).
+fn latency_cdf(sorted: &[u64]) -> Vec<(f64, u64)> {
+    let mut points: Vec<f64> = (1..=19).map(|i| f64::from(i) * 5.0).collect();
+    points.extend([96.0, 97.0, 98.0, 99.0, 99.5, 99.9, 100.0]);
+    points.into_iter().map(|p| (p, percentile(sorted, p))).collect()
+}
+
 async fn open_store(args: &Args, schema: &str) -> Result<PostgresEventStore, Box<dyn std::error::Error>> {
     let config = EventStoreConfig {
         max_connections: 8 + args.batch_processors as u32,
@@ -483,6 +491,7 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
             "p90_us": percentile(&latencies, 90.0),
             "p99_us": percentile(&latencies, 99.0),
             "max_us": latencies.last().copied().unwrap_or(0),
+            "latency_cdf_us": latency_cdf(&latencies),
             "conflict_retries": retries.load(Ordering::Relaxed),
             "events_in_store": events,
             "snapshots": args.snapshots,

@@ -14,7 +14,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use es_core::{check_replay, AppendResult, ExpectedVersion, NewEvent, ShardFence, StoreError, StreamId};
+use es_core::backend::check_replay;
+use es_core::{AppendResult, ExpectedVersion, NewEvent, ShardFence, StoreError, StreamId};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Postgres, Row};
@@ -370,7 +371,7 @@ impl Columns {
 }
 
 /// Where each of `ids` is stored, from rows of the `find_events` statement,
-/// in the form `es_core::check_replay` takes.
+/// in the form `es_core::backend::check_replay` takes.
 pub(crate) fn stored_slots(rows: &[sqlx::postgres::PgRow], ids: &[Uuid]) -> Vec<Option<(StreamId, u64, u64)>> {
     let mut by_id = HashMap::with_capacity(rows.len());
     for row in rows {

@@ -279,7 +279,7 @@ impl PostgresEventStore {
         events: Vec<NewEvent>,
         fence: Option<ShardFence>,
     ) -> Result<AppendResult, StoreError> {
-        es_core::validate_append(stream_id, &events)?;
+        es_core::backend::validate_append(stream_id, &events)?;
 
         let started = Instant::now();
         let (reply, answer) = oneshot::channel();

@@ -1,6 +1,7 @@
 //! Appending inside a caller's own transaction.
 
-use es_core::{check_replay, AppendResult, ExpectedVersion, NewEvent, StoreError, StreamId};
+use es_core::backend::check_replay;
+use es_core::{AppendResult, ExpectedVersion, NewEvent, StoreError, StreamId};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -39,7 +40,7 @@ impl PostgresEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        es_core::validate_append(stream_id, &events)?;
+        es_core::backend::validate_append(stream_id, &events)?;
         let sql = &self.inner.sql;
         let current: i64 = sqlx::query_scalar(&sql.stream_version)
             .bind(stream_id.as_str())

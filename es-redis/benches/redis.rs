@@ -2,6 +2,8 @@
 //! (`REDIS_URL`, default `redis://127.0.0.1:6379`).
 //!
 //! `cargo bench -p es-redis -- --quick`
+// criterion_group! defines an undocumented `pub fn`.
+#![allow(missing_docs)]
 
 use std::time::Duration;
 

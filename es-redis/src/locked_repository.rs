@@ -105,8 +105,8 @@ impl<A: Aggregate, S: EventStore + ?Sized> LockedRepository<A, S> {
     }
 
     /// The lock key of a stream.
-    pub fn lock_key(stream_id: &StreamId) -> String {
-        format!("{}:{}", A::TYPE, stream_id)
+    pub fn lock_key(stream_id: impl Into<StreamId>) -> String {
+        format!("{}:{}", A::TYPE, stream_id.into())
     }
 
     /// Executes a command under the stream's lock with a default context.

@@ -359,7 +359,7 @@ async fn evicted_l1_entries_are_served_from_redis() {
     // its bound (a minute at most).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let in_l1 = ids.iter().filter(|id| cache.get_l1(id).is_some()).count();
+        let in_l1 = ids.iter().filter(|id| cache.get_l1(*id).is_some()).count();
         if in_l1 <= 4 {
             break;
         }

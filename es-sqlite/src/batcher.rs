@@ -27,7 +27,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use es_core::{check_replay, AppendResult, ExpectedVersion, NewEvent, StoreError, StreamId};
+use es_core::backend::check_replay;
+use es_core::{AppendResult, ExpectedVersion, NewEvent, StoreError, StreamId};
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;

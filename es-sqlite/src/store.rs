@@ -320,7 +320,7 @@ impl EventStore for SqliteEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        es_core::validate_append(stream_id, &events)?;
+        es_core::backend::validate_append(stream_id, &events)?;
         let started = Instant::now();
         let encoded = events
             .iter()

@@ -2,6 +2,5 @@
 //!
 //! The domain models live here so that the examples (`cargo run -p es-examples
 //! --example NAME`) and their property tests share them.
-#![deny(missing_docs)]
 
 pub mod shopping_cart;

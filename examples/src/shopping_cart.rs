@@ -15,7 +15,7 @@ pub struct Cart {
 }
 
 /// What happened to a cart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 pub enum CartEvent {
     /// Items were added.
     ItemAdded {
@@ -33,16 +33,6 @@ pub enum CartEvent {
     },
     /// The cart was checked out.
     CheckedOut,
-}
-
-impl DomainEvent for CartEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::ItemAdded { .. } => "ItemAdded",
-            Self::ItemRemoved { .. } => "ItemRemoved",
-            Self::CheckedOut => "CheckedOut",
-        }
-    }
 }
 
 /// What a customer asks of a cart.

@@ -188,8 +188,12 @@ impl<M: ProcessManager> ProcessDriver<M> {
     /// Idempotent: driving a process again (after a crash, on a replay)
     /// issues nothing that was recorded, and a step issued but not
     /// recorded is issued again under the same command id.
+    pub async fn drive(&self, process_id: impl Into<StreamId>) -> Result<(), ProcessError> {
+        self.drive_process(&process_id.into()).await
+    }
+
     #[tracing::instrument(name = "es.process.drive", skip(self), fields(process = self.manager.name(), process_id = %process_id))]
-    pub async fn drive(&self, process_id: &StreamId) -> Result<(), ProcessError> {
+    async fn drive_process(&self, process_id: &StreamId) -> Result<(), ProcessError> {
         let name = self.manager.name();
         let mut had_deadline = false;
         for _ in 0..self.config.max_steps {

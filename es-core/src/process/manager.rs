@@ -21,7 +21,8 @@ const STEP_NAMESPACE: Uuid = Uuid::from_u128(0x5a6f_11c2_8d3e_4b7a_9e21_3c4d_5e6
 /// assert_ne!(step_command_id(&p, "debit"), step_command_id(&p, "credit"));
 /// assert_ne!(step_command_id(&p, "debit"), step_command_id(&StreamId::from("transfer-2"), "debit"));
 /// ```
-pub fn step_command_id(process_id: &StreamId, step: &str) -> Uuid {
+pub fn step_command_id(process_id: impl Into<StreamId>, step: &str) -> Uuid {
+    let process_id: StreamId = process_id.into();
     let mut name = Vec::with_capacity(process_id.as_str().len() + step.len() + 1);
     name.extend_from_slice(process_id.as_str().as_bytes());
     name.push(0);

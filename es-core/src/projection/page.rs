@@ -12,7 +12,7 @@ use crate::RecordedEvent;
 /// has not considered (the gap-safe log only grows at or above the head).
 ///
 /// ```
-/// # use es_core::checkpoint_after_page;
+/// # use es_core::backend::checkpoint_after_page;
 /// assert_eq!(checkpoint_after_page(10, 50, &[], 100), (50, false));
 /// ```
 pub fn checkpoint_after_page(

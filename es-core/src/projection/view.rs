@@ -78,11 +78,12 @@ impl<V: View> InMemoryViews<V> {
     }
 
     /// The view of `stream_id` and the version it reflects.
-    pub fn get(&self, stream_id: &StreamId) -> Option<Arc<Versioned<V>>> {
+    pub fn get(&self, stream_id: impl Into<StreamId>) -> Option<Arc<Versioned<V>>> {
+        let stream_id: StreamId = stream_id.into();
         self.views
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(stream_id)
+            .get(&stream_id)
             .cloned()
     }
 

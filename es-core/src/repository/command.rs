@@ -67,9 +67,10 @@ impl CommandContext {
     /// derived from the command id when there is one (UUIDv5 of the stream
     /// and the index, so the same command id on two streams never
     /// collides), else a fresh UUIDv7.
-    pub fn event_id(&self, stream_id: &StreamId, index: usize) -> Uuid {
+    pub fn event_id(&self, stream_id: impl Into<StreamId>, index: usize) -> Uuid {
         match self.command_id {
             Some(cid) => {
+                let stream_id: StreamId = stream_id.into();
                 let mut name = Vec::with_capacity(stream_id.as_str().len() + 9);
                 name.extend_from_slice(stream_id.as_str().as_bytes());
                 name.push(0);

@@ -249,9 +249,12 @@ impl<A: Aggregate, S: EventStore + ?Sized> Repository<A, S> {
     /// The current state of a stream: cache or snapshot, completed with
     /// every event after it. A stream that does not exist loads as the
     /// default state at version 0.
-    #[tracing::instrument(name = "es.repository.load", skip_all, fields(stream_type = A::TYPE, stream_id = %stream_id.as_ref()))]
-    pub async fn load(&self, stream_id: impl AsRef<str>) -> Result<Versioned<A>, RepositoryError<A::Error>> {
-        let id = StreamId::from(stream_id.as_ref());
+    pub async fn load(&self, stream_id: impl Into<StreamId>) -> Result<Versioned<A>, RepositoryError<A::Error>> {
+        self.load_stream(stream_id.into()).await
+    }
+
+    #[tracing::instrument(name = "es.repository.load", skip_all, fields(stream_type = A::TYPE, stream_id = %id))]
+    async fn load_stream(&self, id: StreamId) -> Result<Versioned<A>, RepositoryError<A::Error>> {
         let mut state = self.inner.starting_state(&id).await?;
         self.inner.complete(&id, &mut state).await?;
         Ok(state)
@@ -260,9 +263,9 @@ impl<A: Aggregate, S: EventStore + ?Sized> Repository<A, S> {
     /// Every event of a stream, decoded, in version order.
     pub async fn history(
         &self,
-        stream_id: impl AsRef<str>,
+        stream_id: impl Into<StreamId>,
     ) -> Result<Vec<CommittedEvent<A::Event>>, RepositoryError<A::Error>> {
-        let id = StreamId::from(stream_id.as_ref());
+        let id: StreamId = stream_id.into();
         let records: Vec<RecordedEvent> = self.inner.store.read_stream(&id, 1).try_collect().await?;
         records.iter().map(|r| self.inner.decode(r)).collect()
     }
@@ -273,11 +276,11 @@ impl<A: Aggregate, S: EventStore + ?Sized> Repository<A, S> {
     /// The next page starts after the last version returned.
     pub async fn history_page(
         &self,
-        stream_id: impl AsRef<str>,
+        stream_id: impl Into<StreamId>,
         after: u64,
         limit: usize,
     ) -> Result<Vec<CommittedEvent<A::Event>>, RepositoryError<A::Error>> {
-        let id = StreamId::from(stream_id.as_ref());
+        let id: StreamId = stream_id.into();
         if limit == 0 {
             return Ok(Vec::new());
         }

@@ -52,8 +52,8 @@ pub fn jump_consistent_hash(mut key: u64, buckets: u32) -> u32 {
 /// assert_eq!(shard_of(&id, 16), shard_of(&id, 16));
 /// assert!(shard_of(&id, 16) < 16);
 /// ```
-pub fn shard_of(stream_id: &StreamId, shard_count: u32) -> ShardId {
-    jump_consistent_hash(stream_hash(stream_id.as_str()), shard_count)
+pub fn shard_of(stream_id: impl Into<StreamId>, shard_count: u32) -> ShardId {
+    jump_consistent_hash(stream_hash(stream_id.into().as_str()), shard_count)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::error::backend;
 use crate::PostgresEventStore;
 
 /// Lag in events is counted up to this many.
-pub const LAG_COUNT_CAP: u64 = 1_000_000;
+pub(crate) const LAG_COUNT_CAP: u64 = 1_000_000;
 
 /// One projection's checkpoint, lag and health.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use super::{PageFailure, TransactionalProjector};
 
 /// The events of `P`'s aggregate.
-pub type EventOf<P> = <<P as PgTypedProjector>::Aggregate as Aggregate>::Event;
+pub(crate) type EventOf<P> = <<P as PgTypedProjector>::Aggregate as Aggregate>::Event;
 
 /// A projection of one aggregate type into PostgreSQL whose handler
 /// receives decoded, upcast events; run it through [`PgTyped`].

@@ -188,7 +188,7 @@ impl<P: TransactionalProjector + ?Sized> ProjectionUnit for PgProjectionUnit<P> 
     #[tracing::instrument(name = "es.pg.projection.apply", skip_all, fields(projection = self.projector.name(), events = events.len()))]
     async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
         self.setup().await.map_err(setup_failed)?;
-        es_core::apply_keeping_prefix(events, advance, |page, advance| self.try_apply(page, advance)).await
+        es_core::backend::apply_keeping_prefix(events, advance, |page, advance| self.try_apply(page, advance)).await
     }
 
     async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {

@@ -92,7 +92,8 @@ impl<V: View> PgViews<V> {
     }
 
     /// The view of `stream_id` and the stream version it reflects.
-    pub async fn get(&self, stream_id: &StreamId) -> Result<Option<Versioned<V>>, StoreError> {
+    pub async fn get(&self, stream_id: impl Into<StreamId>) -> Result<Option<Versioned<V>>, StoreError> {
+        let stream_id: StreamId = stream_id.into();
         let row = sqlx::query(&format!(
             "SELECT version, view FROM {} WHERE stream_id = $1",
             self.table

@@ -103,13 +103,13 @@ impl<A: Aggregate> RedisStateCache<A> {
     }
 
     /// The Redis key of a stream's state.
-    pub fn redis_key(&self, stream_id: &StreamId) -> String {
-        format!("{}{}", self.inner.key_base, stream_id)
+    pub fn redis_key(&self, stream_id: impl Into<StreamId>) -> String {
+        format!("{}{}", self.inner.key_base, stream_id.into())
     }
 
     /// The L1 entry only (no Redis call).
-    pub fn get_l1(&self, stream_id: &StreamId) -> Option<Versioned<A>> {
-        self.inner.l1.get(stream_id)
+    pub fn get_l1(&self, stream_id: impl Into<StreamId>) -> Option<Versioned<A>> {
+        self.inner.l1.get(&stream_id.into())
     }
 
     /// Drops every L1 entry (as after a restart); L2 and the
@@ -148,8 +148,12 @@ impl<A: Aggregate> RedisStateCache<A> {
     /// Reads L2 only, bypassing (and not filling) L1: `None` on a miss, on
     /// an entry older than this process's own last write, or on any
     /// failure.
+    pub async fn get_from_redis(&self, stream_id: impl Into<StreamId>) -> Option<Versioned<A>> {
+        self.l2_get(&stream_id.into()).await
+    }
+
     #[tracing::instrument(name = "es.redis.cache.l2_get", skip_all, fields(stream_type = A::TYPE, stream_id = %stream_id))]
-    pub async fn get_from_redis(&self, stream_id: &StreamId) -> Option<Versioned<A>> {
+    async fn l2_get(&self, stream_id: &StreamId) -> Option<Versioned<A>> {
         let key = self.redis_key(stream_id);
         let (version, json) = match l2::get_versioned(&self.inner.backend, &key).await {
             Ok(Some(raw)) => raw,
@@ -219,7 +223,7 @@ impl<A: Aggregate> StateCache<A> for RedisStateCache<A> {
             }
             telemetry::miss(CACHE, "l1");
         }
-        match self.get_from_redis(stream_id).await {
+        match self.l2_get(stream_id).await {
             Some(hit) => {
                 telemetry::hit(CACHE, "l2");
                 self.put_l1(stream_id, &hit);

@@ -215,12 +215,12 @@ impl ShardManager {
     }
 
     /// The shard of a stream.
-    pub fn shard_of(&self, stream_id: &StreamId) -> ShardId {
+    pub fn shard_of(&self, stream_id: impl Into<StreamId>) -> ShardId {
         shard_of(stream_id, self.inner.config.shard_count)
     }
 
     /// Where a command for `stream_id` goes now.
-    pub fn route(&self, stream_id: &StreamId) -> Route {
+    pub fn route(&self, stream_id: impl Into<StreamId>) -> Route {
         self.route_shard(self.shard_of(stream_id))
     }
 

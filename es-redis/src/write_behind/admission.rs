@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use es_core::{check_replay, AppendResult, EventStore, ExpectedVersion, NewEvent, ShardFence, StoreError, StreamId};
+use es_core::backend::check_replay;
+use es_core::{AppendResult, EventStore, ExpectedVersion, NewEvent, ShardFence, StoreError, StreamId};
 use redis::Value;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::Instrument;

@@ -78,8 +78,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use es_core::{
-    validate_append, AppendResult, EventFilter, EventStore, ExpectedVersion, NewEvent, RecordedEvent, ShardFence,
-    StoreError, StreamId,
+    AppendResult, EventFilter, EventStore, ExpectedVersion, NewEvent, RecordedEvent, ShardFence, StoreError, StreamId,
 };
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
@@ -274,7 +273,7 @@ impl<S: EventStore + ?Sized> WriteBehindStore<S> {
         events: Vec<NewEvent>,
         fence: Option<ShardFence>,
     ) -> Result<AppendResult, StoreError> {
-        validate_append(stream_id, &events)?;
+        es_core::backend::validate_append(stream_id, &events)?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             stream_type: stream_type.to_owned(),

@@ -9,7 +9,7 @@ use sqlx::SqliteConnection;
 use super::{PageFailure, SqliteProjector};
 
 /// The events of `P`'s aggregate.
-pub type EventOf<P> = <<P as SqliteTypedProjector>::Aggregate as Aggregate>::Event;
+pub(crate) type EventOf<P> = <<P as SqliteTypedProjector>::Aggregate as Aggregate>::Event;
 
 /// A projection of one aggregate type into SQLite whose handler receives
 /// decoded, upcast events; run it through [`SqliteTyped`].

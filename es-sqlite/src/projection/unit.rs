@@ -216,7 +216,7 @@ impl<P: SqliteProjector + ?Sized> ProjectionUnit for SqliteProjectionUnit<P> {
     #[tracing::instrument(name = "es.sqlite.projection.apply", skip_all, fields(projection = self.projector.name(), events = events.len()))]
     async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
         self.setup().await?;
-        es_core::apply_keeping_prefix(events, advance, |page, advance| self.try_apply(page, advance)).await
+        es_core::backend::apply_keeping_prefix(events, advance, |page, advance| self.try_apply(page, advance)).await
     }
 
     #[tracing::instrument(name = "es.sqlite.projection.dead_letter", skip_all, fields(projection = self.projector.name(), position = letter.global_position))]
