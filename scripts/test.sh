@@ -114,3 +114,4 @@ if [ "${1:-}" = "--setup-only" ]; then exit 0; fi
 
 cargo test --workspace --all-features "$@"
 scripts/schemathesis.sh
+scripts/book.sh

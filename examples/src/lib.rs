@@ -5,3 +5,4 @@
 #![deny(missing_docs)]
 
 pub mod shopping_cart;
+pub mod tutorial;
