@@ -39,7 +39,10 @@ fn check_repository(root: &Path) -> Problems {
     };
     for page in &pages {
         if *page != summary && !listed.contains(&normalize(page)) {
-            problems.push(format!("{}: not in SUMMARY.md (the book would not render it)", page.display()));
+            problems.push(format!(
+                "{}: not in SUMMARY.md (the book would not render it)",
+                page.display()
+            ));
         }
         check_page(page, Some(&docs), &mut problems);
     }
@@ -105,12 +108,19 @@ fn check_page(page: &Path, book: Option<&Path>, problems: &mut Problems) {
         }
         if let Some(anchor) = anchor {
             if file.is_dir() || file.extension().is_none_or(|e| e != "md") {
-                problems.push(format!("{here}:{}: anchor on a non-markdown target: {target}", link.line));
+                problems.push(format!(
+                    "{here}:{}: anchor on a non-markdown target: {target}",
+                    link.line
+                ));
                 continue;
             }
             match fs::read_to_string(&file) {
                 Ok(target_text) if heading_ids(&target_text).contains(anchor) => {}
-                Ok(_) => problems.push(format!("{here}:{}: no heading #{anchor} in {}", link.line, file.display())),
+                Ok(_) => problems.push(format!(
+                    "{here}:{}: no heading #{anchor} in {}",
+                    link.line,
+                    file.display()
+                )),
                 Err(e) => problems.push(format!("{here}:{}: cannot read {}: {e}", link.line, file.display())),
             }
         }
@@ -212,7 +222,10 @@ fn fenced_blocks(text: &str) -> Vec<Block> {
             None => {
                 for mark in ["```", "~~~"] {
                     if trimmed.starts_with(mark) {
-                        let width = trimmed.chars().take_while(|c| *c == mark.chars().next().unwrap_or('`')).count();
+                        let width = trimmed
+                            .chars()
+                            .take_while(|c| *c == mark.chars().next().unwrap_or('`'))
+                            .count();
                         let fence = mark[..1].repeat(width);
                         let info = trimmed[width..].trim().to_owned();
                         open = Some((
@@ -358,7 +371,11 @@ fn heading_ids(text: &str) -> BTreeSet<String> {
         let title = trimmed[hashes..].trim().trim_end_matches('#').trim();
         let id = normalize_id(&plain_text(title));
         let count = seen.entry(id.clone()).or_insert(0);
-        ids.insert(if *count == 0 { id.clone() } else { format!("{id}-{count}") });
+        ids.insert(if *count == 0 {
+            id.clone()
+        } else {
+            format!("{id}-{count}")
+        });
         *count += 1;
     }
     ids
@@ -418,12 +435,20 @@ fn normalize(path: &Path) -> PathBuf {
 fn the_book_and_the_readme_hold_together() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let problems = check_repository(&normalize(&root));
-    assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[test]
 fn the_checker_finds_each_kind_of_breakage() -> std::io::Result<()> {
-    let root = std::env::temp_dir().join(format!("es-doc-links-{}", uuid::Uuid::new_v4().simple()));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let root = std::env::temp_dir().join(format!("es-doc-links-{}-{nanos}", std::process::id()));
     let docs = root.join("docs");
     fs::create_dir_all(docs.join("part"))?;
     fs::create_dir_all(root.join("src"))?;
@@ -431,7 +456,10 @@ fn the_checker_finds_each_kind_of_breakage() -> std::io::Result<()> {
         root.join("src/code.rs"),
         "// ANCHOR: good\nfn good() {}\n// ANCHOR_END: good\n",
     )?;
-    fs::write(root.join("README.md"), "# Readme\n[book](docs/a.md#first-part) [gone](docs/gone.md)\n")?;
+    fs::write(
+        root.join("README.md"),
+        "# Readme\n[book](docs/a.md#first-part) [gone](docs/gone.md)\n",
+    )?;
     fs::write(docs.join("SUMMARY.md"), "# Summary\n- [A](a.md)\n- [B](part/b.md)\n")?;
     fs::write(
         docs.join("a.md"),
@@ -471,6 +499,11 @@ fn the_checker_finds_each_kind_of_breakage() -> std::io::Result<()> {
             problems.join("\n")
         );
     }
-    assert_eq!(problems.len(), expected.len(), "unexpected problems:\n{}", problems.join("\n"));
+    assert_eq!(
+        problems.len(),
+        expected.len(),
+        "unexpected problems:\n{}",
+        problems.join("\n")
+    );
     Ok(())
 }

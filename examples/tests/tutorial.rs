@@ -20,7 +20,7 @@ use es_examples::tutorial::step6_idempotency::{deposit_once, deposit_request};
 use es_examples::tutorial::step7_redis::cached_accounts;
 use es_postgres::testing;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+type TestResult = Result<(), es_core::BoxError>;
 
 // ANCHOR: given_when_then
 use es_core::testing::AggregateTest;
@@ -34,15 +34,15 @@ fn opened(cents: i64) -> AccountEvent {
 
 #[test]
 fn a_withdrawal_beyond_the_balance_is_refused() {
-    AggregateTest::<Account>::given([opened(100_00)])
-        .when(AccountCommand::Withdraw { amount: 150_00 })
+    AggregateTest::<Account>::given([opened(10_000)])
+        .when(AccountCommand::Withdraw { amount: 15_000 })
         .then_expect_error(|e| matches!(e, AccountError::InsufficientFunds { .. }));
 
-    AggregateTest::<Account>::given([opened(100_00)])
-        .when(AccountCommand::Withdraw { amount: 30_00 })
-        .then_expect_events(vec![AccountEvent::Withdrawn { amount: 30_00 }]);
+    AggregateTest::<Account>::given([opened(10_000)])
+        .when(AccountCommand::Withdraw { amount: 3_000 })
+        .then_expect_events(vec![AccountEvent::Withdrawn { amount: 3_000 }]);
 
-    AggregateTest::<Account>::given([opened(100_00), AccountEvent::Withdrawn { amount: 100_00 }])
+    AggregateTest::<Account>::given([opened(10_000), AccountEvent::Withdrawn { amount: 10_000 }])
         .when(AccountCommand::Close)
         .then_expect_state(|a| assert!(a.closed && a.balance == 0));
 }
@@ -90,7 +90,7 @@ proptest! {
 async fn step3_commands_run_in_memory_and_a_stale_version_conflicts() -> TestResult {
     let accounts = in_memory_accounts();
     let out = open_and_deposit(&accounts, "acc-1").await?;
-    assert_eq!((out.version, out.state.balance), (2, 110_25));
+    assert_eq!((out.version, out.state.balance), (2, 11_025));
     // The caller saw version 1, the account is at 2: a conflict, nothing stored.
     match open_and_deposit(&accounts, "acc-1").await {
         Err(RepositoryError::Rejected(AccountError::AlreadyOpen)) => {}
@@ -103,8 +103,11 @@ async fn step3_commands_run_in_memory_and_a_stale_version_conflicts() -> TestRes
             es_core::CommandContext::default().expect_version(1),
         )
         .await;
-    assert!(matches!(stale, Err(RepositoryError::Conflict { actual: 2, .. })), "{stale:?}");
-    assert_eq!(accounts.load("acc-1").await?.state.balance, 110_25);
+    assert!(
+        matches!(stale, Err(RepositoryError::Conflict { actual: 2, .. })),
+        "{stale:?}"
+    );
+    assert_eq!(accounts.load("acc-1").await?.state.balance, 11_025);
     Ok(())
 }
 
@@ -147,7 +150,7 @@ async fn step4_postgres_keeps_the_accounts_across_a_restart() -> TestResult {
 
     let (pg, accounts) = postgres_accounts(&testing::database_url(), &schema).await?;
     let state = accounts.load("acc-1").await?;
-    assert_eq!((state.version, state.state.balance), (2, 110_25));
+    assert_eq!((state.version, state.state.balance), (2, 11_025));
     pg.shutdown().await;
     Ok(())
 }
@@ -164,7 +167,7 @@ async fn step4_sqlite_keeps_the_accounts_across_a_restart() -> TestResult {
 
     let (db, accounts) = sqlite_accounts(path).await?;
     let state = accounts.load("acc-1").await?;
-    assert_eq!((state.version, state.state.balance), (2, 110_25));
+    assert_eq!((state.version, state.state.balance), (2, 11_025));
     db.shutdown().await;
     db.pool().close().await;
     std::fs::remove_dir_all(&dir)?;
@@ -195,7 +198,7 @@ async fn step5_the_read_model_follows_and_reads_its_own_writes() -> TestResult {
     assert_eq!(out.version, 3);
     let expected = AccountSummary {
         owner: "Ada".into(),
-        balance: 110_00,
+        balance: 11_000,
         movements: 2,
         closed: false,
     };
@@ -213,10 +216,10 @@ async fn step6_a_retried_command_applies_once() -> TestResult {
     let accounts = in_memory_accounts();
     open_and_deposit(&accounts, "acc-1").await?;
     let command_id = uuid::Uuid::now_v7();
-    let first = deposit_once(&accounts, "acc-1", 5_00, command_id).await?;
-    let again = deposit_once(&accounts, "acc-1", 5_00, command_id).await?;
+    let first = deposit_once(&accounts, "acc-1", 500, command_id).await?;
+    let again = deposit_once(&accounts, "acc-1", 500, command_id).await?;
     assert!(!first.already_applied && again.already_applied);
-    assert_eq!(accounts.load("acc-1").await?.state.balance, 115_25);
+    assert_eq!(accounts.load("acc-1").await?.state.balance, 11_525);
     Ok(())
 }
 
@@ -225,13 +228,13 @@ async fn step6_a_repeated_request_gets_the_first_answer() -> TestResult {
     let accounts = in_memory_accounts();
     open_and_deposit(&accounts, "acc-1").await?;
     let dedup = InMemoryDeduplicator::new(Duration::from_secs(60), Duration::from_secs(5));
-    let first = deposit_request(&dedup, &accounts, "acc-1", 1_00, "key-1").await?;
+    let first = deposit_request(&dedup, &accounts, "acc-1", 100, "key-1").await?;
     // Another deposit moves the balance; the repeat still answers as the first did.
-    deposit_request(&dedup, &accounts, "acc-1", 1_00, "key-2").await?;
-    let repeat = deposit_request(&dedup, &accounts, "acc-1", 1_00, "key-1").await?;
+    deposit_request(&dedup, &accounts, "acc-1", 100, "key-2").await?;
+    let repeat = deposit_request(&dedup, &accounts, "acc-1", 100, "key-1").await?;
     assert_eq!(first, repeat);
-    assert_eq!(first["balance"], 111_25);
-    assert_eq!(accounts.load("acc-1").await?.state.balance, 112_25);
+    assert_eq!(first["balance"], 11_125);
+    assert_eq!(accounts.load("acc-1").await?.state.balance, 11_225);
     // A refused command leaves the key free: the same key may try again.
     assert!(deposit_request(&dedup, &accounts, "acc-1", -1, "key-3").await.is_err());
     assert!(deposit_request(&dedup, &accounts, "acc-1", 1, "key-3").await.is_ok());
@@ -246,10 +249,10 @@ async fn step7_two_instances_share_the_redis_cache_and_stay_correct() -> TestRes
     let a = cached_accounts(Arc::clone(&store), &redis_url, &prefix)?;
     let b = cached_accounts(Arc::clone(&store), &redis_url, &prefix)?;
     open_and_deposit(&a, "acc-1").await?;
-    b.execute("acc-1", AccountCommand::Withdraw { amount: 10_25 }).await?;
+    b.execute("acc-1", AccountCommand::Withdraw { amount: 1_025 }).await?;
     // `a` has the state of version 2 cached; its append at version 2
     // conflicts, the state is completed from the store and decided again.
-    let out = a.execute("acc-1", AccountCommand::Withdraw { amount: 100_00 }).await?;
+    let out = a.execute("acc-1", AccountCommand::Withdraw { amount: 10_000 }).await?;
     assert_eq!((out.version, out.state.balance), (4, 0));
     assert_eq!(store.stream_version(&StreamId::from("acc-1")).await?, 4);
     // A refusal decided on a stale cached state is checked against the store.
@@ -269,7 +272,9 @@ async fn projections_sql_balances_survive_replays() -> TestResult {
     let (pg, accounts) = postgres_accounts(&testing::database_url(), &schema).await?;
     open_and_deposit(&accounts, "acc-1").await?;
     open_and_deposit(&accounts, "acc-2").await?;
-    accounts.execute("acc-2", AccountCommand::Withdraw { amount: 10_25 }).await?;
+    accounts
+        .execute("acc-2", AccountCommand::Withdraw { amount: 1_025 })
+        .await?;
 
     let balances = Arc::new(Balances::new(&pg));
     let runner = balances_runner(&pg, Arc::clone(&balances));
@@ -279,18 +284,27 @@ async fn projections_sql_balances_survive_replays() -> TestResult {
         let (balances, pg) = (Arc::clone(&balances), pg.clone());
         async move { balances.balance(&pg, id).await }
     };
-    assert_eq!((read("acc-1").await?, read("acc-2").await?), (Some(110_25), Some(100_00)));
+    assert_eq!(
+        (read("acc-1").await?, read("acc-2").await?),
+        (Some(11_025), Some(10_000))
+    );
 
     // Applying everything again changes nothing: each row skips the
     // versions it holds.
     let again = replay_from(&runner, 0).await?;
     assert_eq!(again.applied, 5);
-    assert_eq!((read("acc-1").await?, read("acc-2").await?), (Some(110_25), Some(100_00)));
+    assert_eq!(
+        (read("acc-1").await?, read("acc-2").await?),
+        (Some(11_025), Some(10_000))
+    );
 
     // A full rebuild empties the table first, then applies the log.
     let rebuilt = rebuild(&runner).await?;
     assert_eq!((rebuilt.applied, rebuilt.position), (5, report.position));
-    assert_eq!((read("acc-1").await?, read("acc-2").await?), (Some(110_25), Some(100_00)));
+    assert_eq!(
+        (read("acc-1").await?, read("acc-2").await?),
+        (Some(11_025), Some(10_000))
+    );
     assert!(runner.dead_letters().await?.is_empty());
     pg.shutdown().await;
     Ok(())

@@ -5,6 +5,7 @@
 //! against the real backends. `projections` is the code of the book's
 //! chapter on projections and replay.
 
+pub mod projections;
 pub mod step1_account;
 pub mod step3_repository;
 pub mod step4_postgres;
@@ -12,4 +13,3 @@ pub mod step4_sqlite;
 pub mod step5_read_model;
 pub mod step6_idempotency;
 pub mod step7_redis;
-pub mod projections;

@@ -47,7 +47,10 @@ impl PgTypedProjector for Balances {
     }
 
     async fn setup(&self, tx: &mut PgConnection) -> Result<(), BoxError> {
-        let sql = format!("CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY, balance BIGINT NOT NULL, version BIGINT NOT NULL)", self.table);
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY, balance BIGINT NOT NULL, version BIGINT NOT NULL)",
+            self.table
+        );
         sqlx::query(&sql).execute(tx).await?;
         Ok(())
     }

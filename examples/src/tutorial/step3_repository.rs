@@ -19,7 +19,7 @@ pub fn in_memory_accounts() -> Repository<Account> {
 // ANCHOR_END: repository
 
 // ANCHOR: execute
-/// Opens account `id` with 100.00 and deposits 10.25 into it, the deposit
+/// Opens account `id` with 100.00 (10,000 cents) and deposits 10.25 into it, the deposit
 /// only if the account is still at version 1 (what the caller saw).
 pub async fn open_and_deposit(
     accounts: &Repository<Account>,
@@ -27,10 +27,10 @@ pub async fn open_and_deposit(
 ) -> Result<CommandOutcome<Account>, RepositoryError<AccountError>> {
     let open = AccountCommand::Open {
         owner: "Ada".into(),
-        initial_balance: 100_00,
+        initial_balance: 10_000,
     };
     accounts.execute(id, open).await?;
-    let deposit = AccountCommand::Deposit { amount: 10_25 };
+    let deposit = AccountCommand::Deposit { amount: 1_025 };
     // A stale `expect_version` answers RepositoryError::Conflict (an HTTP 409).
     accounts
         .execute_in(id, deposit, CommandContext::default().expect_version(1))
