@@ -272,14 +272,27 @@ async fn projections_sql_balances_survive_replays() -> TestResult {
     let (pg, accounts) = postgres_accounts(&testing::database_url(), &schema).await?;
     open_and_deposit(&accounts, "acc-1").await?;
     open_and_deposit(&accounts, "acc-2").await?;
-    accounts
+    let last = accounts
         .execute("acc-2", AccountCommand::Withdraw { amount: 1_025 })
-        .await?;
+        .await?
+        .append
+        .and_then(|a| a.positions.last().copied())
+        .ok_or("the withdrawal has no position")?;
 
     let balances = Arc::new(Balances::new(&pg));
     let runner = balances_runner(&pg, Arc::clone(&balances));
-    let report = runner.catch_up().await?;
-    assert_eq!((report.applied, report.dead_lettered), (5, 0));
+    // The log shows an event once every older transaction of the cluster
+    // has ended (other tests write meanwhile): catch up until it is there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (mut applied, mut report) = (0, runner.catch_up().await?);
+    applied += report.applied;
+    while report.position < last {
+        assert!(tokio::time::Instant::now() < deadline, "the log never reached {last}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        report = runner.catch_up().await?;
+        applied += report.applied;
+    }
+    assert_eq!((applied, report.dead_lettered), (5, 0));
     let read = |id: &'static str| {
         let (balances, pg) = (Arc::clone(&balances), pg.clone());
         async move { balances.balance(&pg, id).await }
