@@ -117,3 +117,4 @@ cargo test --workspace --all-features "$@"
 # Every example of examples/ runs (each asserts what it shows).
 scripts/examples.sh
 scripts/schemathesis.sh
+scripts/book.sh

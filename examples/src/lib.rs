@@ -4,3 +4,4 @@
 //! --example NAME`) and their property tests share them.
 
 pub mod shopping_cart;
+pub mod tutorial;
