@@ -1,3 +1,6 @@
+//! Locks: mutual exclusion under contention, expiry with older tokens,
+//! release on drop.
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

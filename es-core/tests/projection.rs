@@ -1,3 +1,6 @@
+//! The projection engine on the in-memory backends: catch-up from a
+//! checkpoint, live following, replays, dead letters, subscriptions.
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,3 +1,7 @@
+//! The repository: commands, metadata, expected versions, per-stream
+//! batching, caches, retries, command ids, validators and handlers,
+//! snapshots, upcasting, corrupt payloads, async decisions.
+
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
