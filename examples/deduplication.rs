@@ -61,7 +61,7 @@ async fn add_apples(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let carts = Repository::<Cart>::builder(Arc::new(InMemoryEventStore::new())).build();
-    let dedup = InMemoryDeduplicator::new(Duration::from_secs(24 * 3600), Duration::from_secs(30));
+    let dedup = InMemoryDeduplicator::new(Duration::from_hours(24), Duration::from_secs(30));
 
     let first = add_apples(&carts, &dedup, "request-1").await?;
     let retry = add_apples(&carts, &dedup, "request-1").await?;

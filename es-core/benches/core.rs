@@ -38,7 +38,7 @@ impl Aggregate for Account {
     type Command = ();
     type Event = AccountEvent;
     type Error = std::convert::Infallible;
-    fn handle(&self, _: &()) -> Result<Vec<AccountEvent>, Self::Error> {
+    fn handle(&self, (): &()) -> Result<Vec<AccountEvent>, Self::Error> {
         Ok(vec![])
     }
     fn apply(&mut self, e: &AccountEvent) {
@@ -93,7 +93,7 @@ fn rehydrate(c: &mut Criterion) {
                 state.apply(&e);
             }
             state
-        })
+        });
     });
     group.bench_function("read_decode_apply_10k_from_memory_store", |b| {
         b.to_async(&runtime).iter(|| async {
@@ -105,7 +105,7 @@ fn rehydrate(c: &mut Criterion) {
                 state.apply(&e);
             }
             state
-        })
+        });
     });
     group.finish();
 }
@@ -153,7 +153,7 @@ fn append(c: &mut Criterion) {
                     }
                 },
                 BatchSize::SmallInput,
-            )
+            );
         });
     }
     group.finish();

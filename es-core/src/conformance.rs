@@ -109,7 +109,7 @@ fn assert_same_result<S: EventStore + ?Sized>(store: &S, original: &crate::Appen
 fn assert_conflict(r: Result<crate::AppendResult, StoreError>, expect_actual: u64) {
     match r {
         Err(StoreError::Conflict { actual, .. }) => {
-            assert_eq!(actual, expect_actual, "conflict reports the real version")
+            assert_eq!(actual, expect_actual, "conflict reports the real version");
         }
         other => panic!("expected a conflict at actual {expect_actual}, got {other:?}"),
     }
@@ -431,7 +431,7 @@ pub async fn concurrent_appends_one_winner_per_version<S: EventStore>(store: S) 
                 let v = store.stream_version(&id).await.expect("version");
                 match store.append("t", &id, ExpectedVersion::Exact(v), vec![e.clone()]).await {
                     Ok(r) => return r.new_version,
-                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(StoreError::Conflict { .. }) => {}
                     Err(other) => panic!("unexpected error: {other}"),
                 }
             }

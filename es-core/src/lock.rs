@@ -89,7 +89,9 @@ pub struct LockGuard {
 
 impl std::fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LockGuard").field("lease", &self.lease).finish()
+        f.debug_struct("LockGuard")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
     }
 }
 

@@ -384,6 +384,10 @@ impl<A: Aggregate> Properties<A> {
     }
 
     /// The state as a snapshot would bring it back.
+    #[allow(
+        clippy::unused_self,
+        reason = "a method of the configured checks, beside the ones that use the codec"
+    )]
     fn restore(&self, state: &A) -> Result<A, TestCaseError>
     where
         A: Debug,

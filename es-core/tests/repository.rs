@@ -153,9 +153,9 @@ async fn concurrent_commands_on_one_stream_are_serialized_and_batched() {
             Ok(out) => {
                 assert_eq!(out.conflict_retries, 0);
                 if i % 2 == 0 {
-                    credits += 1
+                    credits += 1;
                 } else {
-                    debits += 1
+                    debits += 1;
                 }
             }
             Err(RepositoryError::Rejected(WalletError::InsufficientFunds)) => rejected += 1,
@@ -507,7 +507,7 @@ async fn snapshots_are_taken_and_used_and_old_schemas_discarded() {
     // A snapshot of another schema version is ignored.
     snaps
         .save(Snapshot {
-            state: json!({"balance": 999999, "closed": false}),
+            state: json!({"balance": 999_999, "closed": false}),
             version: 25,
             schema_version: 99,
             ..snap

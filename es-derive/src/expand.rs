@@ -99,8 +99,7 @@ mod tests {
             #[event(version = 3)]
             enum E { A { x: u8 }, #[event(name = "Bee", version = 1)] B(u8), C }
         })
-        .map(|t| t.to_string())
-        .unwrap_or_else(|e| panic!("{e}"));
+        .map_or_else(|e| panic!("{e}"), |t| t.to_string());
         for expected in [
             "Self :: A { .. } => \"A\"",
             "Self :: B (..) => \"Bee\"",
@@ -115,9 +114,8 @@ mod tests {
 
     #[test]
     fn a_struct_is_named_after_its_type() {
-        let tokens = domain_event(&parse_quote! { struct Opened { x: u8 } })
-            .map(|t| t.to_string())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let tokens =
+            domain_event(&parse_quote! { struct Opened { x: u8 } }).map_or_else(|e| panic!("{e}"), |t| t.to_string());
         assert!(tokens.contains("\"Opened\""), "{tokens}");
         assert!(tokens.contains("1u32"), "{tokens}");
     }

@@ -319,6 +319,7 @@ fn fastrand_like(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
+#[allow(clippy::unused_async, reason = "called like the other async steps of the run")]
 async fn verify(bootstrap: &str, topic: &str, expected: usize) -> bool {
     let consumer: BaseConsumer = match ClientConfig::new()
         .set("bootstrap.servers", bootstrap)

@@ -122,7 +122,7 @@ impl KafkaPublisher {
                 *slot = fresh;
             }
             Err(e) => {
-                tracing::error!(error = %e, ?code, %reason, "kafka producer failed fatally and cannot be recreated")
+                tracing::error!(error = %e, ?code, %reason, "kafka producer failed fatally and cannot be recreated");
             }
         }
     }

@@ -108,7 +108,7 @@ async fn two_deployments_on_one_cluster_each_publish_through_their_own_slot() {
                         .run(async move {
                             let _ = stopped.wait_for(|s| *s).await;
                         })
-                        .await
+                        .await;
                 }),
             ));
         }

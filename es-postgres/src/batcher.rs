@@ -102,14 +102,13 @@ async fn next_batch(
     };
     // Hold on to the connection while appends keep coming; give it back
     // to the pool for readers when the writer idles.
-    let (mut rx, first) = match tokio::time::timeout(KEEP_IDLE_CONNECTION, first).await {
-        Ok(got) => got,
-        Err(_) => {
-            writer.release();
-            let mut rx = queue.lock().await;
-            let job = rx.recv().await;
-            (rx, job)
-        }
+    let (mut rx, first) = if let Ok(got) = tokio::time::timeout(KEEP_IDLE_CONNECTION, first).await {
+        got
+    } else {
+        writer.release();
+        let mut rx = queue.lock().await;
+        let job = rx.recv().await;
+        (rx, job)
     };
     let mut batch = Vec::with_capacity(batch_size);
     batch.push(first?);
@@ -149,8 +148,8 @@ pub(crate) async fn run(
     };
     while let Some(batch) = next_batch(&queue, &config, &mut writer).await {
         let span = tracing::debug_span!("es.pg.batch", appends = batch.len());
-        let _enter = span.enter();
-        drop(_enter);
+        let entered = span.enter();
+        drop(entered);
         metrics::histogram!("es_postgres_batch_appends").record(batch.len() as f64);
         write_batch(&mut writer, &sql, &config, batch).await;
         if !writer.keep {
@@ -166,9 +165,8 @@ async fn write_batch(writer: &mut Writer, sql: &Sql, config: &EventStoreConfig, 
         let mut seen = HashSet::with_capacity(batch.len());
         let (round, later): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| seen.insert(j.stream_id.clone()));
         batch = later;
-        let resolved = match resolve(writer, sql, round).await {
-            Ok(r) => r,
-            Err(()) => continue,
+        let Ok(resolved) = resolve(writer, sql, round).await else {
+            continue;
         };
         if resolved.is_empty() {
             continue;

@@ -172,20 +172,19 @@ impl CommandDeduplicator for PostgresDeduplicator {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(unavailable("read dedup key"))?;
-            match row {
-                Some(row) => {
-                    let outcome: Option<String> = row.try_get(0).map_err(unavailable("decode dedup key"))?;
-                    return match outcome {
-                        None => Ok(DedupStatus::InProgress),
-                        Some(text) => serde_json::from_str(&text).map(DedupStatus::Completed).map_err(|e| {
-                            DedupError::Unavailable {
+            if let Some(row) = row {
+                let outcome: Option<String> = row.try_get(0).map_err(unavailable("decode dedup key"))?;
+                return match outcome {
+                    None => Ok(DedupStatus::InProgress),
+                    Some(text) => {
+                        serde_json::from_str(&text)
+                            .map(DedupStatus::Completed)
+                            .map_err(|e| DedupError::Unavailable {
                                 operation: "decode dedup outcome",
                                 source: Box::new(e),
-                            }
-                        }),
-                    };
-                }
-                None => continue,
+                            })
+                    }
+                };
             }
         }
         Ok(DedupStatus::InProgress)

@@ -26,7 +26,7 @@ pub(crate) const UNIQUE_VIOLATION: &str = "23505";
 /// The SQLSTATE of a database error, if it is one.
 pub(crate) fn sqlstate(e: &sqlx::Error) -> Option<String> {
     match e {
-        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        sqlx::Error::Database(db) => db.code().map(std::borrow::Cow::into_owned),
         _ => None,
     }
 }

@@ -129,7 +129,7 @@ impl PostgresDeadlineStore {
                 tx.commit().await.map_err(|e| backend("commit deadline setup", e))
             })
             .await
-            .map(|_| ())
+            .copied()
     }
 }
 

@@ -249,9 +249,9 @@ pub(crate) fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
 /// Runs a query returning event rows and decodes each row as it arrives
 /// (no intermediate `Vec` of rows). The outer error is the database's (to
 /// be retried if transient); the inner one a row that does not decode.
-async fn fetch_events<'q>(
+async fn fetch_events(
     pool: &PgPool,
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     expected: usize,
 ) -> Result<Result<Vec<RecordedEvent>, StoreError>, sqlx::Error> {
     let mut rows = query.fetch(pool);

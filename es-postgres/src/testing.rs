@@ -60,7 +60,7 @@ pub async fn ensure_database() -> Result<(), SetupError> {
             Ok(())
         })
         .await
-        .map(|_| ())
+        .copied()
 }
 
 /// A schema name no other test uses: `prefix_` and a random suffix, at

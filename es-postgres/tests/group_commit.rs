@@ -121,7 +121,7 @@ async fn shutdown_writes_the_queued_appends() {
     assert!(matches!(late, Err(StoreError::Unavailable { .. })), "{late:?}");
 
     blocker.rollback().await.unwrap();
-    let (_, results, first) = tokio::join!(shutdown, futures::future::join_all(queued), first);
+    let ((), results, first) = tokio::join!(shutdown, futures::future::join_all(queued), first);
     first.unwrap().unwrap();
     for r in results {
         assert_eq!(r.unwrap().new_version, 1, "a queued append was written");

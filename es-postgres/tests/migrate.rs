@@ -56,7 +56,7 @@ async fn first_migrations_racing_on_a_fresh_schema_all_succeed() {
             tables(&observer, &schema).await.is_empty(),
             "the schema does not exist yet"
         );
-        let results = futures::future::join_all(stores.iter().map(|s| s.migrate())).await;
+        let results = futures::future::join_all(stores.iter().map(es_postgres::PostgresEventStore::migrate)).await;
         for r in results {
             r.unwrap();
         }

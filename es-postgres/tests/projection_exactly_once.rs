@@ -215,7 +215,7 @@ async fn processes_running_one_projection_apply_every_event_exactly_once() {
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     while checkpoint(&store, "counts").await != head {
-        for c in children.iter_mut() {
+        for c in &mut children {
             if let Some(status) = c.try_wait().unwrap() {
                 panic!("a worker exited early: {status}");
             }

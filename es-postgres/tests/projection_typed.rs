@@ -48,7 +48,7 @@ impl Aggregate for Shelf {
     type Command = ();
     type Event = ShelfEvent;
     type Error = std::convert::Infallible;
-    fn handle(&self, _: &()) -> Result<Vec<ShelfEvent>, Self::Error> {
+    fn handle(&self, (): &()) -> Result<Vec<ShelfEvent>, Self::Error> {
         Ok(vec![])
     }
     fn apply(&mut self, _: &ShelfEvent) {}

@@ -164,7 +164,7 @@ fn args() -> Result<Args, String> {
             "--concurrency" => a.concurrency = num()?.max(1),
             "--ops" => a.ops = num()?,
             "--store-latency-us" => a.store_latency_us = num()? as u64,
-            "--cache" => a.cache = value.clone(),
+            "--cache" => a.cache.clone_from(value),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -194,7 +194,7 @@ async fn run_one(repo: &Repo, locked: Option<&LockedRepository<Account, Counting
             Err(LockedError::Repository(RepositoryError::Rejected(_))) => return Outcome::Rejected,
             // Retries exhausted or lock contended: re-issue (conflicts are
             // counted by the store wrapper).
-            Err(LockedError::Repository(RepositoryError::Conflict { .. })) | Err(LockedError::Lock { .. }) => {}
+            Err(LockedError::Repository(RepositoryError::Conflict { .. }) | LockedError::Lock { .. }) => {}
             Err(e) => panic!("unexpected failure: {e}"),
         }
     }

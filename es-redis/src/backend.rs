@@ -246,6 +246,10 @@ impl RedisBackend {
         capped.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 
+    #[allow(
+        clippy::unused_self,
+        reason = "counted per backend instance if labels ever need it; callers read as self.count(e)"
+    )]
     fn count(&self, e: RedisError) -> RedisError {
         let op = match &e {
             RedisError::CircuitOpen { operation }

@@ -194,10 +194,10 @@ async fn warming_fills_l1_from_redis_and_from_a_loader() {
     let report = fresh.warm_recent(10).await.unwrap();
     assert_eq!((report.requested, report.from_cache), (10, 10));
     let warmed = (0..20)
-        .filter(|i| fresh.get_l1(&StreamId::from(format!("w-{i}"))).is_some())
+        .filter(|i| fresh.get_l1(StreamId::from(format!("w-{i}"))).is_some())
         .count();
     assert_eq!(warmed, 10, "exactly the 10 most recent keys are in L1");
-    assert!(fresh.get_l1(&StreamId::from("w-19")).is_some(), "newest first");
+    assert!(fresh.get_l1(StreamId::from("w-19")).is_some(), "newest first");
 
     let keys = vec![
         StreamId::from("w-0"),

@@ -94,7 +94,7 @@ async fn cache_degrades_when_redis_goes_away_and_resumes_when_it_returns() {
     loop {
         repo.execute(&id, AccountCommand::Deposit(1)).await.unwrap();
         direct.clear_l1();
-        let seen = direct.get(&id).await.map(|v| v.version).unwrap_or(0);
+        let seen = direct.get(&id).await.map_or(0, |v| v.version);
         if seen >= 12 && cache.circuit_state() == CircuitState::Closed {
             break;
         }

@@ -398,7 +398,7 @@ async fn bank(args: &Args, store: &SqliteEventStore) -> Result<(), Box<dyn std::
         }
         let _ = stop.send(());
         task.await??;
-        lags = probe.lags.lock().map_err(|e| e.to_string())?.clone();
+        lags.clone_from(&*probe.lags.lock().map_err(|e| e.to_string())?);
         lags.sort_unstable();
     }
     println!(

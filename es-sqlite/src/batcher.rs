@@ -335,15 +335,14 @@ const RELEASE: &str = "RELEASE es_append";
 /// the version first.
 async fn append(conn: &mut SqliteConnection, job: &AppendJob) -> Result<Outcome, sqlx::Error> {
     let checked = job.expected.exact();
-    let base = match checked {
-        Some(base) => base,
-        None => {
-            let current = stream_version(conn, job).await?;
-            if !job.expected.accepts(current) {
-                return refused(conn, job, current).await;
-            }
-            current
+    let base = if let Some(base) = checked {
+        base
+    } else {
+        let current = stream_version(conn, job).await?;
+        if !job.expected.accepts(current) {
+            return refused(conn, job, current).await;
         }
+        current
     };
     // One statement writes all events (or none) of an append of up to
     // `INSERT_CHUNK` events; a longer one runs under a savepoint, so that a

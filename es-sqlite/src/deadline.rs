@@ -56,7 +56,7 @@ impl SqliteDeadlineStore {
                 .map(|_| ())
             })
             .await
-            .map(|_| ())
+            .copied()
     }
 }
 

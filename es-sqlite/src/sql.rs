@@ -49,18 +49,15 @@ pub(crate) fn insert_events(rows: usize, checked: bool) -> String {
         if row > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!(
-            "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8,
-            p + 9
-        ));
+        sql.push('(');
+        for column in 1..=9 {
+            if column > 1 {
+                sql.push_str(", ");
+            }
+            sql.push('?');
+            sql.push_str(&(p + column).to_string());
+        }
+        sql.push(')');
     }
     sql.push(')');
     if checked {

@@ -183,7 +183,7 @@ async fn shutdown_writes_the_queued_appends() {
         .await;
     assert!(matches!(late, Err(StoreError::Unavailable { .. })), "{late:?}");
     release(lock).await;
-    let (_, results) = tokio::join!(shutdown, futures::future::join_all(queued));
+    let ((), results) = tokio::join!(shutdown, futures::future::join_all(queued));
     for r in results {
         assert_eq!(r.unwrap().new_version, 1, "a queued append was written");
     }
@@ -222,7 +222,7 @@ async fn an_append_the_database_refuses_fails_alone() {
     assert_eq!(before.await.unwrap().new_version, 1);
     match refused.await {
         Err(StoreError::Backend { source, .. }) => {
-            assert!(source.to_string().contains("refused by a trigger"), "{source}")
+            assert!(source.to_string().contains("refused by a trigger"), "{source}");
         }
         other => panic!("expected the database's refusal, got {other:?}"),
     }

@@ -103,7 +103,7 @@ async fn worker(file: String) {
     let mut conflicts = 0;
     for k in 0..APPENDS_PER_WORKER {
         let stream = StreamId::from(format!("s{}", (k + pid as usize) % STREAMS));
-        let events: Vec<NewEvent> = (0..1 + k % 2)
+        let events: Vec<NewEvent> = (0..=(k % 2))
             .map(|i| NewEvent::new("Added", json!({ "pid": pid, "k": k, "i": i })))
             .collect();
         loop {
@@ -184,7 +184,7 @@ async fn processes_on_one_file_keep_streams_gapless_and_the_log_unskippable() {
             if all_done == WORKERS as i64 && store.head_position().await.unwrap() == position {
                 break;
             }
-            for c in children.iter_mut() {
+            for c in &mut children {
                 if let Some(status) = c.try_wait().unwrap() {
                     assert!(status.success(), "a worker failed: {status}");
                 }

@@ -279,12 +279,11 @@ fn without_code(line: &str) -> String {
         let ticks = rest[start..].chars().take_while(|c| *c == '`').count();
         let after = &rest[start + ticks..];
         let closing = "`".repeat(ticks);
-        match after.find(&closing) {
-            Some(end) => rest = &after[end + ticks..],
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
+        if let Some(end) = after.find(&closing) {
+            rest = &after[end + ticks..]
+        } else {
+            out.push_str(&rest[start..]);
+            rest = "";
         }
     }
     out.push_str(rest);

@@ -227,7 +227,7 @@ async fn step6_a_retried_command_applies_once() -> TestResult {
 async fn step6_a_repeated_request_gets_the_first_answer() -> TestResult {
     let accounts = in_memory_accounts();
     open_and_deposit(&accounts, "acc-1").await?;
-    let dedup = InMemoryDeduplicator::new(Duration::from_secs(60), Duration::from_secs(5));
+    let dedup = InMemoryDeduplicator::new(Duration::from_mins(1), Duration::from_secs(5));
     let first = deposit_request(&dedup, &accounts, "acc-1", 100, "key-1").await?;
     // Another deposit moves the balance; the repeat still answers as the first did.
     deposit_request(&dedup, &accounts, "acc-1", 100, "key-2").await?;

@@ -78,7 +78,7 @@ impl Cluster {
         // Each try lands in an owned shard with probability owned/shards.
         for _ in 0..10_000 {
             let id = Uuid::now_v7();
-            let shard: ShardId = self.manager.shard_of(&StreamId::from(id.to_string()));
+            let shard: ShardId = self.manager.shard_of(StreamId::from(id.to_string()));
             if owned.contains_key(&shard) {
                 if let Route::Local(permit) = self.manager.route_shard(shard) {
                     return Some((id, permit));

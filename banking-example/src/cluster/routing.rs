@@ -106,7 +106,7 @@ async fn create_route(state: &AppState, cluster: &Cluster, req: Request) -> Resu
                 return Err(Request::from_parts(parts, body));
             };
             let id = Idempotency::derived_id(&caller.idempotency_scope(), &key, "account");
-            cluster.manager.route(&StreamId::from(id.to_string()))
+            cluster.manager.route(StreamId::from(id.to_string()))
         }
         None => match cluster.fresh_local_account() {
             Some((id, permit)) => {

@@ -58,7 +58,7 @@ pub(crate) async fn run(session: &Session, out: &mut Output) -> Result<(), Admin
     let new: Vec<&str> = session
         .runners
         .iter()
-        .map(|r| r.name())
+        .map(es_core::ProjectionRunner::name)
         .filter(|n| !rows.iter().any(|row| row.name == *n))
         .collect();
     if !new.is_empty() {

@@ -17,15 +17,15 @@ use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 /// Upper bound on any wait (a hang guard, not a speed assertion).
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A migrated store in a fresh schema.
-pub async fn store() -> PostgresEventStore {
+pub(crate) async fn store() -> PostgresEventStore {
     store_with(false).await
 }
 
 /// A migrated store in a fresh schema, writing the outbox or not.
-pub async fn store_with(outbox: bool) -> PostgresEventStore {
+pub(crate) async fn store_with(outbox: bool) -> PostgresEventStore {
     es_postgres::testing::store(EventStoreConfig {
         outbox,
         max_connections: 6,
@@ -39,7 +39,7 @@ pub async fn store_with(outbox: bool) -> PostgresEventStore {
 /// one append, and waits until readers of the log see them (other tests'
 /// open transactions hold the gap-safe head back for a moment); their
 /// positions.
-pub async fn append(store: &PostgresEventStore, stream: &str, events: &[(&str, Value)]) -> Vec<u64> {
+pub(crate) async fn append(store: &PostgresEventStore, stream: &str, events: &[(&str, Value)]) -> Vec<u64> {
     let positions = store
         .append(
             "counter",
@@ -59,7 +59,7 @@ pub async fn append(store: &PostgresEventStore, stream: &str, events: &[(&str, V
 }
 
 /// `n` `Added {"n": 1}` events to `stream`, in appends of at most 500.
-pub async fn append_added(store: &PostgresEventStore, stream: &str, n: usize) -> Vec<u64> {
+pub(crate) async fn append_added(store: &PostgresEventStore, stream: &str, n: usize) -> Vec<u64> {
     let mut positions = Vec::with_capacity(n);
     let mut left = n;
     while left > 0 {
@@ -74,7 +74,7 @@ pub async fn append_added(store: &PostgresEventStore, stream: &str, n: usize) ->
 /// The test projection `totals`: per stream, the sum of `Added` minus
 /// `Removed` amounts, and how many events made it. A `Poison` event fails
 /// until its position is "cured" ([`cure`]); then it adds its `n`.
-pub struct Totals {
+pub(crate) struct Totals {
     schema: String,
 }
 
@@ -143,7 +143,7 @@ impl TransactionalProjector for Totals {
 }
 
 /// A second projection that never ran in most tests: `audit`, every event.
-pub struct Audit {
+pub(crate) struct Audit {
     schema: String,
 }
 
@@ -182,7 +182,7 @@ impl TransactionalProjector for Audit {
 /// The registered projections, as an application would build them:
 /// `totals` dead-letters what it keeps failing on (one attempt), `audit`
 /// has the defaults.
-pub fn runners(store: &PostgresEventStore) -> Vec<ProjectionRunner> {
+pub(crate) fn runners(store: &PostgresEventStore) -> Vec<ProjectionRunner> {
     let schema = store.schema().to_owned();
     vec![
         PgProjectionUnit::new(store, Arc::new(Totals { schema: schema.clone() }))
@@ -200,12 +200,12 @@ pub fn runners(store: &PostgresEventStore) -> Vec<ProjectionRunner> {
 }
 
 /// The `totals` runner (what the application runs).
-pub fn totals(store: &PostgresEventStore) -> ProjectionRunner {
+pub(crate) fn totals(store: &PostgresEventStore) -> ProjectionRunner {
     runners(store).remove(0)
 }
 
 /// The `totals` read model: `(stream, total, events)`.
-pub async fn totals_table(store: &PostgresEventStore) -> Vec<(String, i64, i64)> {
+pub(crate) async fn totals_table(store: &PostgresEventStore) -> Vec<(String, i64, i64)> {
     sqlx::query_as(&format!(
         "SELECT stream_id, total, events FROM {}.totals ORDER BY stream_id",
         store.schema()
@@ -216,7 +216,7 @@ pub async fn totals_table(store: &PostgresEventStore) -> Vec<(String, i64, i64)>
 }
 
 /// Lets the `Poison` event at `position` apply from now on.
-pub async fn cure(store: &PostgresEventStore, position: u64) {
+pub(crate) async fn cure(store: &PostgresEventStore, position: u64) {
     sqlx::query(&format!("INSERT INTO {}.cures VALUES ($1)", store.schema()))
         .bind(position as i64)
         .execute(store.pool())
@@ -226,10 +226,10 @@ pub async fn cure(store: &PostgresEventStore, position: u64) {
 
 /// An in-memory writer whose contents the test reads while es-admin runs.
 #[derive(Clone, Default)]
-pub struct Buf(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Buf(Arc<Mutex<Vec<u8>>>);
 
 impl Buf {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
@@ -246,7 +246,7 @@ impl Write for Buf {
 
 /// What one es-admin command did.
 #[derive(Debug)]
-pub struct Run {
+pub(crate) struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -254,25 +254,25 @@ pub struct Run {
 
 impl Run {
     /// stdout as the one JSON document it must be.
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         assert_eq!(self.code, 0, "{self:?}");
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self:?}"))
     }
 
     /// Asserts success; stdout.
-    pub fn ok(&self) -> &str {
+    pub(crate) fn ok(&self) -> &str {
         assert_eq!(self.code, 0, "{self:?}");
         &self.stdout
     }
 }
 
 /// The application's es-admin in the tests.
-pub fn admin() -> es_admin::Admin {
+pub(crate) fn admin() -> es_admin::Admin {
     es_admin::Admin::new().projections(runners)
 }
 
 /// The command line: program name, database, schema, then `args`.
-pub fn argv(store: &PostgresEventStore, args: &[&str]) -> Vec<String> {
+pub(crate) fn argv(store: &PostgresEventStore, args: &[&str]) -> Vec<String> {
     let mut v = vec![
         "es-admin".to_owned(),
         "--database-url".to_owned(),
@@ -285,12 +285,12 @@ pub fn argv(store: &PostgresEventStore, args: &[&str]) -> Vec<String> {
 }
 
 /// Runs es-admin on `store` with `args`.
-pub async fn run(store: &PostgresEventStore, args: &[&str]) -> Run {
+pub(crate) async fn run(store: &PostgresEventStore, args: &[&str]) -> Run {
     run_argv(argv(store, args)).await
 }
 
 /// Runs es-admin with exactly `argv`.
-pub async fn run_argv(argv: Vec<String>) -> Run {
+pub(crate) async fn run_argv(argv: Vec<String>) -> Run {
     let (out, err) = (Buf::default(), Buf::default());
     let code = tokio::time::timeout(PATIENCE, admin().run_with(argv, out.clone(), err.clone()))
         .await
@@ -303,7 +303,7 @@ pub async fn run_argv(argv: Vec<String>) -> Run {
 }
 
 /// Polls `f` until it gives `Some`, for at most [`PATIENCE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

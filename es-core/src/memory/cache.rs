@@ -96,7 +96,7 @@ mod tests {
         type Command = ();
         type Event = Added;
         type Error = std::fmt::Error;
-        fn handle(&self, _: &()) -> Result<Vec<Added>, std::fmt::Error> {
+        fn handle(&self, (): &()) -> Result<Vec<Added>, std::fmt::Error> {
             Ok(vec![Added])
         }
         fn apply(&mut self, _: &Added) {

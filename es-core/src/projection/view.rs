@@ -115,10 +115,13 @@ impl<V: View> TypedProjector for InMemoryViews<V> {
         if current.is_some_and(|v| v.version >= e.version) {
             return Ok(());
         }
-        let mut next = current.map(|v| v.as_ref().clone()).unwrap_or_else(|| Versioned {
-            state: V::default(),
-            version: 0,
-        });
+        let mut next = current.map_or_else(
+            || Versioned {
+                state: V::default(),
+                version: 0,
+            },
+            |v| v.as_ref().clone(),
+        );
         next.state.apply(e);
         next.version = e.version;
         views.insert(e.stream_id.clone(), Arc::new(next));

@@ -56,6 +56,8 @@ pub(crate) async fn newest_token<S: EventStore + ?Sized>(
 /// accepted commands so far.
 #[derive(Default)]
 pub(crate) struct Fence {
+    /// `None` until read; then the stream's newest token, if any.
+    #[allow(clippy::option_option, reason = "not read yet differs from read and absent")]
     stored: Option<Option<FencingToken>>,
     batch: Option<FencingToken>,
 }
@@ -71,13 +73,12 @@ impl Fence {
         version: u64,
         token: FencingToken,
     ) -> Result<Option<FencingToken>, StoreError> {
-        let stored = match self.stored {
-            Some(t) => t,
-            None => {
-                let t = newest_token(store, id, version).await?;
-                self.stored = Some(t);
-                t
-            }
+        let stored = if let Some(t) = self.stored {
+            t
+        } else {
+            let t = newest_token(store, id, version).await?;
+            self.stored = Some(t);
+            t
         };
         Ok(stored.max(self.batch).filter(|&newest| newest > token))
     }

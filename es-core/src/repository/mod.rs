@@ -332,12 +332,12 @@ impl<A: Aggregate, S: EventStore + ?Sized> Inner<A, S> {
                             })
                         }
                         Err(e) => {
-                            tracing::warn!(stream_id = %id, version = s.version, error = %e, "snapshot does not decode; rebuilding from events")
+                            tracing::warn!(stream_id = %id, version = s.version, error = %e, "snapshot does not decode; rebuilding from events");
                         }
                     }
                 }
                 Ok(Some(s)) => {
-                    tracing::debug!(stream_id = %id, snapshot_schema = s.schema_version, "snapshot of another schema version discarded")
+                    tracing::debug!(stream_id = %id, snapshot_schema = s.schema_version, "snapshot of another schema version discarded");
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(stream_id = %id, error = %e, "snapshot load failed; rebuilding from events"),

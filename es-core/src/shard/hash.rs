@@ -73,7 +73,7 @@ mod tests {
             ("account-1", 1024, 132),
         ];
         for (id, count, shard) in pinned {
-            assert_eq!(shard_of(&StreamId::from(id), count), shard, "{id} over {count}");
+            assert_eq!(shard_of(StreamId::from(id), count), shard, "{id} over {count}");
         }
     }
 
@@ -87,7 +87,7 @@ mod tests {
         let n = 16;
         let mut counts = vec![0u32; n as usize];
         for i in 0..16_000 {
-            let s = shard_of(&StreamId::from(format!("account-{i}")), n);
+            let s = shard_of(StreamId::from(format!("account-{i}")), n);
             counts[s as usize] += 1;
         }
         for c in counts {

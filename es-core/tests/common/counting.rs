@@ -15,7 +15,7 @@ use es_core::{
 };
 
 #[derive(Default)]
-pub struct CountingStore {
+pub(crate) struct CountingStore {
     pub inner: InMemoryEventStore,
     appends: AtomicUsize,
     conflicts: AtomicUsize,
@@ -24,27 +24,27 @@ pub struct CountingStore {
 }
 
 impl CountingStore {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
     /// Answers the next `n` appends with a conflict (nothing written).
-    pub fn inject_conflicts(&self, n: u64) {
+    pub(crate) fn inject_conflicts(&self, n: u64) {
         self.inject_conflicts.store(n, Ordering::SeqCst);
     }
 
     /// Appends asked of the store.
-    pub fn appends(&self) -> usize {
+    pub(crate) fn appends(&self) -> usize {
         self.appends.load(Ordering::SeqCst)
     }
 
     /// Appends answered with a conflict.
-    pub fn conflicts(&self) -> usize {
+    pub(crate) fn conflicts(&self) -> usize {
         self.conflicts.load(Ordering::SeqCst)
     }
 
     /// When each append to `stream` was asked, in order.
-    pub fn append_times(&self, stream: &str) -> Vec<tokio::time::Instant> {
+    pub(crate) fn append_times(&self, stream: &str) -> Vec<tokio::time::Instant> {
         let times = self.append_times.lock().unwrap();
         times
             .iter()

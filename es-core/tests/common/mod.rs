@@ -1,19 +1,19 @@
 //! A small bank-account aggregate used by the es-core tests.
 #![allow(dead_code)]
 
-pub mod counting;
+pub(crate) mod counting;
 
 use es_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Wallet {
+pub(crate) struct Wallet {
     pub balance: i64,
     pub closed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum WalletEvent {
+pub(crate) enum WalletEvent {
     Credited { amount: i64 },
     Debited { amount: i64 },
     Closed,
@@ -30,7 +30,7 @@ impl DomainEvent for WalletEvent {
 }
 
 #[derive(Debug, Clone)]
-pub enum WalletCommand {
+pub(crate) enum WalletCommand {
     Credit(i64),
     Debit(i64),
     Close,
@@ -38,7 +38,7 @@ pub enum WalletCommand {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum WalletError {
+pub(crate) enum WalletError {
     #[error("insufficient funds")]
     InsufficientFunds,
     #[error("wallet closed")]

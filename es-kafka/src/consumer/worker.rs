@@ -149,6 +149,10 @@ impl KafkaProjectionConsumer {
     }
 
     /// Commits the offsets of every handled message now and waits.
+    #[allow(
+        clippy::unused_async,
+        reason = "public API: async so a future client can commit without blocking"
+    )]
     pub async fn commit(&self) -> Result<(), ConsumerError> {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit.
@@ -193,9 +197,7 @@ impl KafkaProjectionConsumer {
             }
             Verdict::Apply => {}
         }
-        let handled = if !self.projector.filter().matches(&event.stream_type, &event.event_type) {
-            Handled::Filtered
-        } else {
+        let handled = if self.projector.filter().matches(&event.stream_type, &event.event_type) {
             match self.apply_with_retry(&event, &name).await {
                 Ok(()) => {
                     ::metrics::counter!(telemetry::CONSUMER_APPLIED, "projection" => name.clone()).increment(1);
@@ -203,6 +205,8 @@ impl KafkaProjectionConsumer {
                 }
                 Err((error, attempts)) => self.dead_letter(msg, &error.to_string(), attempts, &name).await?,
             }
+        } else {
+            Handled::Filtered
         };
         self.dedup
             .record(&event.stream_id, event.version)

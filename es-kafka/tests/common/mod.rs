@@ -24,15 +24,15 @@ use sqlx::postgres::PgPoolOptions;
 
 /// Upper bound on any wait in a test (a hang guard, not an assertion on
 /// speed).
-pub const PATIENCE: Duration = Duration::from_secs(90);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(90);
 
-pub use es_postgres::testing::database_url;
+pub(crate) use es_postgres::testing::database_url;
 
-pub async fn ensure_database() {
+pub(crate) async fn ensure_database() {
     es_postgres::testing::ensure_database().await.expect("test database");
 }
 
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
         .chars()
         .take(40)
@@ -40,7 +40,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// A migrated store in a fresh schema.
-pub async fn store(outbox: bool) -> PostgresEventStore {
+pub(crate) async fn store(outbox: bool) -> PostgresEventStore {
     ensure_database().await;
     let config = EventStoreConfig {
         outbox,
@@ -58,7 +58,7 @@ pub async fn store(outbox: bool) -> PostgresEventStore {
 }
 
 /// Appends `n` events to `stream`, one append each.
-pub async fn append_n(store: &PostgresEventStore, stream_type: &str, stream: &str, n: u64) {
+pub(crate) async fn append_n(store: &PostgresEventStore, stream_type: &str, stream: &str, n: u64) {
     let id = StreamId::from(stream);
     for i in 0..n {
         let current = store.stream_version(&id).await.expect("version");
@@ -80,7 +80,7 @@ pub async fn append_n(store: &PostgresEventStore, stream_type: &str, stream: &st
 }
 
 /// Kafka for one test.
-pub struct Kafka {
+pub(crate) struct Kafka {
     pub mock: Option<MockCluster<'static, DefaultProducerContext>>,
     pub bootstrap: String,
     /// Topic template unique to the test.
@@ -88,7 +88,7 @@ pub struct Kafka {
 }
 
 impl Kafka {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let prefix = unique("t").replace('_', "-");
         let topics = TopicNaming::new(format!("{prefix}.{{stream_type}}.events"));
         match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
@@ -109,40 +109,39 @@ impl Kafka {
         }
     }
 
-    pub fn is_mock(&self) -> bool {
+    pub(crate) fn is_mock(&self) -> bool {
         self.mock.is_some()
     }
 
-    pub async fn create_topic(&self, topic: &str, partitions: i32) {
-        match &self.mock {
-            Some(mock) => mock.create_topic(topic, partitions, 1).expect("create topic"),
-            None => {
-                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", &self.bootstrap)
-                    .create()
-                    .expect("admin");
-                let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-                let r = admin
-                    .create_topics([&t], &AdminOptions::new())
-                    .await
-                    .expect("create topics");
-                for x in r {
-                    if let Err((name, e)) = x {
-                        assert_eq!(e, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "create {name}");
-                    }
+    pub(crate) async fn create_topic(&self, topic: &str, partitions: i32) {
+        if let Some(mock) = &self.mock {
+            mock.create_topic(topic, partitions, 1).expect("create topic")
+        } else {
+            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                .set("bootstrap.servers", &self.bootstrap)
+                .create()
+                .expect("admin");
+            let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+            let r = admin
+                .create_topics([&t], &AdminOptions::new())
+                .await
+                .expect("create topics");
+            for x in r {
+                if let Err((name, e)) = x {
+                    assert_eq!(e, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "create {name}");
                 }
             }
         }
     }
 
     /// Creates the topic of `stream_type` and returns its name.
-    pub async fn topic(&self, stream_type: &str, partitions: i32) -> String {
+    pub(crate) async fn topic(&self, stream_type: &str, partitions: i32) -> String {
         let t = self.topics.topic_for(stream_type);
         self.create_topic(&t, partitions).await;
         t
     }
 
-    pub fn publisher_config(&self) -> PublisherConfig {
+    pub(crate) fn publisher_config(&self) -> PublisherConfig {
         PublisherConfig {
             bootstrap_servers: self.bootstrap.clone(),
             client_id: "es-kafka-test".into(),
@@ -153,13 +152,13 @@ impl Kafka {
         }
     }
 
-    pub fn publisher(&self) -> Arc<KafkaPublisher> {
+    pub(crate) fn publisher(&self) -> Arc<KafkaPublisher> {
         Arc::new(KafkaPublisher::new(&self.publisher_config()).expect("publisher"))
     }
 
     /// Everything in `topic` now (up to the high watermarks), in partition
     /// then offset order, without joining a consumer group.
-    pub async fn read_topic(&self, topic: &str) -> Vec<Read> {
+    pub(crate) async fn read_topic(&self, topic: &str) -> Vec<Read> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .set("group.id", unique("reader"))
@@ -169,7 +168,11 @@ impl Kafka {
         let md = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .expect("metadata");
-        let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let partitions: Vec<i32> = md.topics()[0]
+            .partitions()
+            .iter()
+            .map(rdkafka::metadata::MetadataPartition::id)
+            .collect();
         let mut high = BTreeMap::new();
         let mut tpl = TopicPartitionList::new();
         for p in &partitions {
@@ -210,7 +213,7 @@ impl Kafka {
                         event: decode_envelope(m.payload().expect("payload")).expect("envelope"),
                         event_id_header: header_str(h, headers::EVENT_ID),
                         version_header: header_str(h, headers::STREAM_VERSION),
-                    })
+                    });
                 }
                 Some(Err(e)) => panic!("read error: {e}"),
                 None => tokio::task::yield_now().await,
@@ -223,7 +226,7 @@ impl Kafka {
 
 /// One message read back.
 #[derive(Debug, Clone)]
-pub struct Read {
+pub(crate) struct Read {
     pub partition: i32,
     pub offset: i64,
     pub key: String,
@@ -233,7 +236,7 @@ pub struct Read {
 }
 
 /// Per stream, the versions in the order they appear on the topic.
-pub fn versions_by_stream(reads: &[Read]) -> BTreeMap<String, Vec<u64>> {
+pub(crate) fn versions_by_stream(reads: &[Read]) -> BTreeMap<String, Vec<u64>> {
     let mut m: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for r in reads {
         assert_eq!(r.key, r.event.stream_id.as_str(), "key is the stream id");
@@ -244,7 +247,7 @@ pub fn versions_by_stream(reads: &[Read]) -> BTreeMap<String, Vec<u64>> {
 
 /// Checks at-least-once in stream order: dropping repeats of versions
 /// already seen, each stream reads 1..=n exactly.
-pub fn assert_complete_in_order(reads: &[Read], expected: &BTreeMap<String, u64>) {
+pub(crate) fn assert_complete_in_order(reads: &[Read], expected: &BTreeMap<String, u64>) {
     let by_stream = versions_by_stream(reads);
     assert_eq!(
         by_stream.keys().collect::<Vec<_>>(),
@@ -265,7 +268,7 @@ pub fn assert_complete_in_order(reads: &[Read], expected: &BTreeMap<String, u64>
 }
 
 /// Runs `f` until it returns `Some`, yielding in between, at most PATIENCE.
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -281,7 +284,7 @@ where
 }
 
 /// A relay of `store`'s events through `slot`.
-pub fn relay(store: &PostgresEventStore, publisher: Arc<KafkaPublisher>, slot: &str) -> es_kafka::CdcRelay {
+pub(crate) fn relay(store: &PostgresEventStore, publisher: Arc<KafkaPublisher>, slot: &str) -> es_kafka::CdcRelay {
     es_kafka::CdcRelay::new(
         store.pool().clone(),
         publisher,
@@ -292,7 +295,7 @@ pub fn relay(store: &PostgresEventStore, publisher: Arc<KafkaPublisher>, slot: &
 
 /// Runs `body` with a fresh slot of its own name and drops the slot
 /// afterwards, even if `body` panics (slots belong to the whole cluster).
-pub async fn with_slot<F, Fut>(store: &PostgresEventStore, kafka: &Kafka, body: F)
+pub(crate) async fn with_slot<F, Fut>(store: &PostgresEventStore, kafka: &Kafka, body: F)
 where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = ()>,

@@ -104,7 +104,7 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
                 tx.commit().await.map_err(|e| backend("commit projection setup", e))
             })
             .await
-            .map(|_| ())
+            .copied()
     }
 
     /// A runner of this unit over the same store.

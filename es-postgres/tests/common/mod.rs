@@ -5,20 +5,20 @@
 use es_postgres::{testing, EventStoreConfig, PostgresEventStore};
 
 #[allow(unused_imports)]
-pub use es_postgres::testing::{database_url, ensure_database};
+pub(crate) use es_postgres::testing::{database_url, ensure_database};
 
 /// A fresh schema name.
-pub fn schema(prefix: &str) -> String {
+pub(crate) fn schema(prefix: &str) -> String {
     testing::fresh_schema(prefix)
 }
 
 /// A migrated store in a fresh schema.
-pub async fn store_with(config: EventStoreConfig) -> PostgresEventStore {
+pub(crate) async fn store_with(config: EventStoreConfig) -> PostgresEventStore {
     testing::store(config).await.expect("test store")
 }
 
 /// A migrated store in a fresh schema with test-sized pools.
-pub async fn store() -> PostgresEventStore {
+pub(crate) async fn store() -> PostgresEventStore {
     store_with(EventStoreConfig {
         max_connections: 6,
         ..EventStoreConfig::with_schema(schema("t"))
@@ -28,7 +28,7 @@ pub async fn store() -> PostgresEventStore {
 
 /// A plain pool on the test database (no `application_name`), for a test
 /// to look at or lock things beside the store.
-pub async fn observer() -> sqlx::PgPool {
+pub(crate) async fn observer() -> sqlx::PgPool {
     ensure_database().await.expect("test database");
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(3)
@@ -39,7 +39,7 @@ pub async fn observer() -> sqlx::PgPool {
 
 /// Takes `LOCK TABLE {schema}.events IN EXCLUSIVE MODE` in a transaction
 /// of `pool`: every append of the schema waits until it ends.
-pub async fn lock_events(pool: &sqlx::PgPool, schema: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+pub(crate) async fn lock_events(pool: &sqlx::PgPool, schema: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut tx = pool.begin().await.expect("begin");
     sqlx::query(&format!("LOCK TABLE {schema}.events IN EXCLUSIVE MODE"))
         .execute(&mut *tx)
@@ -50,7 +50,7 @@ pub async fn lock_events(pool: &sqlx::PgPool, schema: &str) -> sqlx::Transaction
 
 /// The backends of connections named `application_name` that wait for a
 /// lock, polled until there are `n` (a minute at most).
-pub async fn wait_for_blocked(observer: &sqlx::PgPool, application_name: &str, n: usize) -> Vec<i32> {
+pub(crate) async fn wait_for_blocked(observer: &sqlx::PgPool, application_name: &str, n: usize) -> Vec<i32> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let pids: Vec<i32> = sqlx::query_scalar(
@@ -73,7 +73,7 @@ pub async fn wait_for_blocked(observer: &sqlx::PgPool, application_name: &str, n
 }
 
 /// The head position once every append so far is visible (no gap open).
-pub async fn settled_head(store: &PostgresEventStore) -> u64 {
+pub(crate) async fn settled_head(store: &PostgresEventStore) -> u64 {
     use es_core::EventStore;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {

@@ -10,12 +10,12 @@ use serde_json::Value;
 
 /// Appends one event of `event_type` to `stream` (stream type `tally`);
 /// its global position.
-pub async fn append(store: &PostgresEventStore, stream: &str, event_type: &str, payload: Value) -> u64 {
+pub(crate) async fn append(store: &PostgresEventStore, stream: &str, event_type: &str, payload: Value) -> u64 {
     append_typed(store, "tally", stream, NewEvent::new(event_type, payload)).await
 }
 
 /// Appends `event` to `stream` of `stream_type`; its global position.
-pub async fn append_typed(store: &PostgresEventStore, stream_type: &str, stream: &str, event: NewEvent) -> u64 {
+pub(crate) async fn append_typed(store: &PostgresEventStore, stream_type: &str, stream: &str, event: NewEvent) -> u64 {
     store
         .append(stream_type, &StreamId::from(stream), ExpectedVersion::Any, vec![event])
         .await
@@ -25,7 +25,7 @@ pub async fn append_typed(store: &PostgresEventStore, stream_type: &str, stream:
 
 /// The stored checkpoint of `projection` (read from the table, not through
 /// the engine); 0 when there is none.
-pub async fn checkpoint(store: &PostgresEventStore, projection: &str) -> u64 {
+pub(crate) async fn checkpoint(store: &PostgresEventStore, projection: &str) -> u64 {
     let p: Option<i64> = sqlx::query_scalar(&format!(
         "SELECT position FROM {}.checkpoints WHERE projection = $1",
         store.schema()
@@ -38,7 +38,7 @@ pub async fn checkpoint(store: &PostgresEventStore, projection: &str) -> u64 {
 }
 
 /// Events per stream in the log, by stream id.
-pub async fn log_counts(store: &PostgresEventStore) -> Vec<(String, i64)> {
+pub(crate) async fn log_counts(store: &PostgresEventStore) -> Vec<(String, i64)> {
     sqlx::query_as(&format!(
         "SELECT stream_id, count(*) FROM {}.events GROUP BY stream_id ORDER BY stream_id",
         store.schema()
@@ -49,7 +49,7 @@ pub async fn log_counts(store: &PostgresEventStore) -> Vec<(String, i64)> {
 }
 
 /// `SELECT stream_id, n FROM <table> ORDER BY stream_id`.
-pub async fn table_counts(store: &PostgresEventStore, table: &str) -> Vec<(String, i64)> {
+pub(crate) async fn table_counts(store: &PostgresEventStore, table: &str) -> Vec<(String, i64)> {
     sqlx::query_as(&format!(
         "SELECT stream_id, n::bigint FROM {}.{table} ORDER BY stream_id",
         store.schema()
@@ -61,7 +61,7 @@ pub async fn table_counts(store: &PostgresEventStore, table: &str) -> Vec<(Strin
 
 /// Polls `check` every 20 ms until it holds, for at most `secs` seconds;
 /// whether it did.
-pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+pub(crate) async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -72,8 +72,7 @@ pub(crate) async fn put_versioned(
     let ttl_ms = millis(ttl);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let written: i64 = backend
         .run("cache.put", Idempotency::Idempotent, |mut c| {
             let mut inv = put_script().prepare_invoke();

@@ -101,16 +101,13 @@ where
             return Some(v);
         }
         telemetry::miss(CACHE, "l1");
-        match self.get_l2(key).await {
-            Some(v) => {
-                telemetry::hit(CACHE, "l2");
-                self.inner.l1.insert(key.to_owned(), v.clone());
-                Some(v)
-            }
-            None => {
-                telemetry::miss(CACHE, "l2");
-                None
-            }
+        if let Some(v) = self.get_l2(key).await {
+            telemetry::hit(CACHE, "l2");
+            self.inner.l1.insert(key.to_owned(), v.clone());
+            Some(v)
+        } else {
+            telemetry::miss(CACHE, "l2");
+            None
         }
     }
 

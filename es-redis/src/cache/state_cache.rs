@@ -223,16 +223,13 @@ impl<A: Aggregate> StateCache<A> for RedisStateCache<A> {
             }
             telemetry::miss(CACHE, "l1");
         }
-        match self.l2_get(stream_id).await {
-            Some(hit) => {
-                telemetry::hit(CACHE, "l2");
-                self.put_l1(stream_id, &hit);
-                Some(hit)
-            }
-            None => {
-                telemetry::miss(CACHE, "l2");
-                None
-            }
+        if let Some(hit) = self.l2_get(stream_id).await {
+            telemetry::hit(CACHE, "l2");
+            self.put_l1(stream_id, &hit);
+            Some(hit)
+        } else {
+            telemetry::miss(CACHE, "l2");
+            None
         }
     }
 

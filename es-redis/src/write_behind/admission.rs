@@ -202,15 +202,12 @@ impl<S: EventStore + ?Sized> Admission<S> {
                     .to_string()
                     .into_bytes(),
             );
-            match job.fence {
-                Some(f) => {
-                    args.push(f.shard.to_string().into_bytes());
-                    args.push(f.token.to_string().into_bytes());
-                }
-                None => {
-                    args.push(Vec::new());
-                    args.push(b"0".to_vec());
-                }
+            if let Some(f) = job.fence {
+                args.push(f.shard.to_string().into_bytes());
+                args.push(f.token.to_string().into_bytes());
+            } else {
+                args.push(Vec::new());
+                args.push(b"0".to_vec());
             }
             args.push(body.into_bytes());
             args.push(job.events.len().to_string().into_bytes());

@@ -547,7 +547,7 @@ impl<S: EventStore + ?Sized> Flusher<S> {
                     }
                 };
                 tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
+                    () = tokio::time::sleep(pause) => {}
                     _ = stop.changed() => {}
                 }
             }
@@ -567,7 +567,7 @@ impl<S: EventStore + ?Sized> Flusher<S> {
             }
         }
         .instrument(span)
-        .await
+        .await;
     }
 }
 

@@ -12,22 +12,22 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-pub fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// A unique key prefix for one test.
-pub fn prefix() -> String {
+pub(crate) fn prefix() -> String {
     format!("es-redis-test:{}", uuid::Uuid::new_v4().simple())
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Account {
+pub(crate) struct Account {
     pub balance: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum AccountEvent {
+pub(crate) enum AccountEvent {
     Deposited(i64),
     Withdrawn(i64),
 }
@@ -42,14 +42,14 @@ impl DomainEvent for AccountEvent {
 }
 
 #[derive(Debug, Clone)]
-pub enum AccountCommand {
+pub(crate) enum AccountCommand {
     Deposit(i64),
     Withdraw(i64),
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("insufficient funds")]
-pub struct InsufficientFunds;
+pub(crate) struct InsufficientFunds;
 
 impl Aggregate for Account {
     const TYPE: &'static str = "account";
@@ -75,7 +75,7 @@ impl Aggregate for Account {
 
 /// Generous timeouts: a loaded test machine must not turn a slow answer
 /// into a failure (the fault tests use dead ports, which fail at once).
-pub fn redis_config(url: String) -> RedisConfig {
+pub(crate) fn redis_config(url: String) -> RedisConfig {
     RedisConfig {
         url,
         connect_timeout: Duration::from_secs(10),
@@ -85,7 +85,7 @@ pub fn redis_config(url: String) -> RedisConfig {
 }
 
 /// Fast-failing resilience for fault tests.
-pub fn fast_resilience() -> ResilienceConfig {
+pub(crate) fn fast_resilience() -> ResilienceConfig {
     ResilienceConfig {
         failure_threshold: 3,
         open_for: Duration::from_millis(200),
@@ -93,7 +93,7 @@ pub fn fast_resilience() -> ResilienceConfig {
     }
 }
 
-pub fn cache_config(prefix: &str) -> CacheConfig {
+pub(crate) fn cache_config(prefix: &str) -> CacheConfig {
     CacheConfig {
         key_prefix: prefix.to_owned(),
         redis: redis_config(redis_url()),
@@ -101,7 +101,7 @@ pub fn cache_config(prefix: &str) -> CacheConfig {
     }
 }
 
-pub fn dedup_config(prefix: &str) -> DedupConfig {
+pub(crate) fn dedup_config(prefix: &str) -> DedupConfig {
     DedupConfig {
         key_prefix: prefix.to_owned(),
         redis: redis_config(redis_url()),
@@ -109,7 +109,7 @@ pub fn dedup_config(prefix: &str) -> DedupConfig {
     }
 }
 
-pub fn lock_config(prefix: &str) -> LockConfig {
+pub(crate) fn lock_config(prefix: &str) -> LockConfig {
     LockConfig {
         lock_prefix: format!("{prefix}:lock:"),
         redis: redis_config(redis_url()),
@@ -118,7 +118,7 @@ pub fn lock_config(prefix: &str) -> LockConfig {
 }
 
 /// A direct connection for inspecting Redis in tests.
-pub async fn raw() -> redis::aio::MultiplexedConnection {
+pub(crate) async fn raw() -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -127,7 +127,7 @@ pub async fn raw() -> redis::aio::MultiplexedConnection {
 }
 
 /// Deletes every key under `prefix` (SCAN + DEL; never FLUSH).
-pub async fn cleanup(prefix: &str) {
+pub(crate) async fn cleanup(prefix: &str) {
     let mut c = raw().await;
     let mut cursor: u64 = 0;
     loop {
@@ -151,7 +151,7 @@ pub async fn cleanup(prefix: &str) {
 }
 
 /// A URL where nothing listens (a port bound and released).
-pub async fn dead_url() -> String {
+pub(crate) async fn dead_url() -> String {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     drop(l);
@@ -160,13 +160,13 @@ pub async fn dead_url() -> String {
 
 /// A TCP proxy to the real Redis that can be stopped (closing every
 /// connection) and restarted on the same port.
-pub struct Proxy {
+pub(crate) struct Proxy {
     addr: SocketAddr,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Proxy {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let proxy = Self {
@@ -177,7 +177,7 @@ impl Proxy {
         proxy
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }
 
@@ -202,14 +202,14 @@ impl Proxy {
     }
 
     /// Closes the listener and every proxied connection.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         for t in self.tasks.lock().unwrap().drain(..) {
             t.abort();
         }
     }
 
     /// Listens again on the same port.
-    pub async fn restart(&self) {
+    pub(crate) async fn restart(&self) {
         let mut tries = 0;
         let listener = loop {
             match TcpListener::bind(self.addr).await {
@@ -234,7 +234,7 @@ impl Drop for Proxy {
 
 /// A redis-server of the test's own on a spare port (never the shared one),
 /// for tests that take Redis down. Killed when dropped.
-pub struct OwnRedis {
+pub(crate) struct OwnRedis {
     child: std::process::Child,
     port: u16,
     /// With AOF (`appendfsync always`): the directory of its files.
@@ -244,13 +244,13 @@ pub struct OwnRedis {
 impl OwnRedis {
     /// Starts `redis-server` without persistence and waits (a minute at
     /// most) until it answers PING.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::launch(spare_port().await, None).await
     }
 
     /// Starts `redis-server` with AOF and `appendfsync always`, its files in
     /// a fresh directory under the system temp dir.
-    pub async fn start_aof() -> Self {
+    pub(crate) async fn start_aof() -> Self {
         let dir = std::env::temp_dir().join(format!("es-redis-aof-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         Self::launch(spare_port().await, Some(dir)).await
@@ -259,7 +259,7 @@ impl OwnRedis {
     async fn launch(port: u16, aof_dir: Option<std::path::PathBuf>) -> Self {
         let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]
             .iter()
-            .map(|s| s.to_string())
+            .map(std::string::ToString::to_string)
             .collect();
         match &aof_dir {
             Some(dir) => args.extend(
@@ -272,7 +272,7 @@ impl OwnRedis {
                     &dir.to_string_lossy(),
                 ]
                 .iter()
-                .map(|s| s.to_string()),
+                .map(std::string::ToString::to_string),
             ),
             None => args.extend(["--appendonly".to_owned(), "no".to_owned()]),
         }
@@ -298,18 +298,18 @@ impl OwnRedis {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (SIGKILL) and waits until it is gone.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Starts it again on the same port (and, with AOF, the same files).
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.kill();
         let again = Self::launch(self.port, self.aof_dir.take()).await;
         let old = std::mem::replace(self, again);

@@ -123,7 +123,7 @@ impl<P: SqliteProjector + ?Sized> SqliteProjectionUnit<P> {
                 tx.commit().await.map_err(|e| backend("commit projection setup", e))
             })
             .await
-            .map(|_| ())
+            .copied()
     }
 
     /// A runner of this unit over the same store.

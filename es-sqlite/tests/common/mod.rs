@@ -12,12 +12,12 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, SqliteConnection};
 
 /// An event of type `Happened` with payload `{"n": n}`.
-pub fn ev(n: u64) -> NewEvent {
+pub(crate) fn ev(n: u64) -> NewEvent {
     NewEvent::new("Happened", json!({ "n": n }))
 }
 
 /// A store on `temp`'s file.
-pub async fn open(temp: &TempDatabase, config: SqliteConfig) -> SqliteEventStore {
+pub(crate) async fn open(temp: &TempDatabase, config: SqliteConfig) -> SqliteEventStore {
     SqliteEventStore::connect(&temp.url(), config)
         .await
         .expect("open store")
@@ -26,7 +26,7 @@ pub async fn open(temp: &TempDatabase, config: SqliteConfig) -> SqliteEventStore
 /// A connection of its own to `temp`'s file that has taken the write lock
 /// (`BEGIN IMMEDIATE`): every writer of the file waits until
 /// [`release`] (or fails after its busy timeout).
-pub async fn hold_write_lock(temp: &TempDatabase) -> SqliteConnection {
+pub(crate) async fn hold_write_lock(temp: &TempDatabase) -> SqliteConnection {
     let mut conn = SqliteConnectOptions::new()
         .filename(temp.path())
         .connect()
@@ -40,7 +40,7 @@ pub async fn hold_write_lock(temp: &TempDatabase) -> SqliteConnection {
 }
 
 /// Ends the transaction of [`hold_write_lock`].
-pub async fn release(mut conn: SqliteConnection) {
+pub(crate) async fn release(mut conn: SqliteConnection) {
     sqlx::query("ROLLBACK")
         .execute(&mut conn)
         .await
@@ -48,7 +48,7 @@ pub async fn release(mut conn: SqliteConnection) {
 }
 
 /// Appends one event to `stream` at any version; its position.
-pub async fn append(store: &SqliteEventStore, stream: &str, event: NewEvent) -> u64 {
+pub(crate) async fn append(store: &SqliteEventStore, stream: &str, event: NewEvent) -> u64 {
     store
         .append("tally", &StreamId::from(stream), ExpectedVersion::Any, vec![event])
         .await
@@ -58,7 +58,7 @@ pub async fn append(store: &SqliteEventStore, stream: &str, event: NewEvent) -> 
 
 /// Polls `check` every 10 ms until it holds, for at most `secs` seconds;
 /// whether it did.
-pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+pub(crate) async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -118,7 +118,7 @@ impl Aggregate for Account {
     type Error = AccountError;
 
     fn handle(&self, command: &AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
-        use AccountCommand::*;
+        use AccountCommand::{Close, Deposit, Open, Withdraw};
         match command {
             Open { .. } if self.open => Err(AccountError::AlreadyOpen),
             Open { initial_balance, .. } if *initial_balance < 0 => Err(AccountError::InvalidAmount),
@@ -143,7 +143,7 @@ impl Aggregate for Account {
     fn apply(&mut self, event: &AccountEvent) {
         match event {
             AccountEvent::Opened { owner, initial_balance } => {
-                self.owner = owner.clone();
+                self.owner.clone_from(owner);
                 self.balance = *initial_balance;
                 self.open = true;
             }

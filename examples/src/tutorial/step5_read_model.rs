@@ -31,7 +31,7 @@ impl View for AccountSummary {
     fn apply(&mut self, e: &EventEnvelope<AccountEvent>) {
         match &e.event {
             AccountEvent::Opened { owner, initial_balance } => {
-                self.owner = owner.clone();
+                self.owner.clone_from(owner);
                 self.balance = *initial_balance;
             }
             AccountEvent::Deposited { amount } => {

@@ -20,7 +20,7 @@ pub fn cached_accounts(
 ) -> Result<Repository<Account>, RedisError> {
     let cache = RedisStateCache::<Account>::new(CacheConfig {
         key_prefix: key_prefix.into(),
-        l2_ttl: Duration::from_secs(600),
+        l2_ttl: Duration::from_mins(10),
         redis: RedisConfig {
             url: redis_url.into(),
             ..RedisConfig::default()
