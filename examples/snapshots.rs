@@ -23,10 +23,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         carts.execute("cart-1", CartCommand::Add { sku, quantity: 1 }).await?;
     }
 
-    let snapshot = snapshots
-        .load(&StreamId::from("cart-1"))
-        .await?
-        .ok_or("no snapshot was written")?;
+    // Snapshots are saved in the background: wait for the one at 20.
+    let id = StreamId::from("cart-1");
+    let mut snapshot = None;
+    for _ in 0..200 {
+        snapshot = snapshots.load(&id).await?;
+        if snapshot.as_ref().is_some_and(|s| s.version == 20) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let snapshot = snapshot.ok_or("no snapshot was written")?;
     println!("newest snapshot of cart-1: version {}", snapshot.version);
     assert_eq!(snapshot.version, 20, "snapshots at versions 10 and 20");
 
