@@ -85,6 +85,7 @@ impl Aggregate for Transfer {
     }
 }
 
+// ANCHOR: manager
 /// What to do next, given the facts; and how to do it.
 struct Transfers {
     wallets: Repository<Wallet>,
@@ -121,6 +122,7 @@ impl ProcessManager for Transfers {
         }
     }
 }
+// ANCHOR_END: manager
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -138,6 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     transfers.execute("transfer-1", request("alice", 70)).await?;
     transfers.execute("transfer-2", request("alice", 70)).await?; // only 30 left by then
 
+    // ANCHOR: run
     // The driver runs on the one projection engine, following the log.
     let driver = Arc::new(ProcessDriver::new(
         Arc::new(Transfers {
@@ -147,6 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
     let runner = ProcessUnit::new(driver.clone(), Arc::new(InMemoryCheckpointStore::new())).runner();
     runner.catch_up().await?;
+    // ANCHOR_END: run
 
     let (t1, t2) = (
         transfers.load("transfer-1").await?.state,

@@ -20,10 +20,13 @@ pub struct Account {
 // ANCHOR_END: state
 
 // ANCHOR: events
-/// What happened to an account: facts, in the past tense.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What happened to an account: facts, in the past tense. The derive
+/// names each event after its variant; `#[event(name = ...)]` stores it
+/// under another (stable) name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 pub enum AccountEvent {
     /// The account was opened.
+    #[event(name = "AccountOpened")]
     Opened {
         /// Its owner.
         owner: String,
@@ -31,28 +34,20 @@ pub enum AccountEvent {
         initial_balance: i64,
     },
     /// Money came in.
+    #[event(name = "MoneyDeposited")]
     Deposited {
         /// Cents.
         amount: i64,
     },
     /// Money went out.
+    #[event(name = "MoneyWithdrawn")]
     Withdrawn {
         /// Cents.
         amount: i64,
     },
     /// The account was closed.
+    #[event(name = "AccountClosed")]
     Closed,
-}
-
-impl DomainEvent for AccountEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Opened { .. } => "AccountOpened",
-            Self::Deposited { .. } => "MoneyDeposited",
-            Self::Withdrawn { .. } => "MoneyWithdrawn",
-            Self::Closed => "AccountClosed",
-        }
-    }
 }
 // ANCHOR_END: events
 
