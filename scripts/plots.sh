@@ -7,7 +7,7 @@
 #   scripts/plots.sh --render     # plots only, from the committed run
 #
 # Needs PostgreSQL (DATABASE_URL, default the local server's `postgres`
-# database) and pgbench. Each throughput point runs right after the
+# database) and pgbench. Uses bank_bench (es-postgres) for every figure. Each throughput point runs right after the
 # pgbench 1-row ceiling at the same client count (scripts/pg-ceiling-1row.sh),
 # so the plot compares the two on the machine's state of that moment.
 # Run it on a quiet machine: nothing else compiling or benchmarking.
@@ -18,7 +18,6 @@ if [ "${1:-}" != "--render" ]; then
   export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
   target="${CARGO_TARGET_DIR:-target}"
   cargo build -q --release -p es-postgres --example bank_bench
-  cargo build -q --release -p banking-example --bins --example read_model_bench
   tmp=$(mktemp); trap 'rm -f "$tmp"' EXIT
   cores=$(nproc); mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
   printf '{"kind":"meta","recorded_at":"%s","machine":"%s cores, %s, PostgreSQL %s"}\n' \
@@ -32,10 +31,12 @@ if [ "${1:-}" != "--render" ]; then
     echo "{\"kind\":\"bank_bench\",${line#\{}" >>"$tmp"
     echo "c=$c ceiling=$tps bank_bench=$(echo "$line" | sed -n 's/.*"ops_per_sec":\([0-9.]*\).*/\1/p')" >&2
   done
-  for page in 250 1000 5000; do
-    line=$("$target/release/examples/read_model_bench" --events 200000 --page "$page" --starts 0 | grep '^{' | tail -n1)
+  # Rebuilds of a balances read model (one upsert per event) from a log
+  # of about 100,000 events, one transaction per page.
+  "$target/release/examples/bank_bench" --concurrency 16 --ops-per-worker 6000 --accounts 2000 \
+      --rebuild-pages 100,500,2000,10000 | grep '"bench":"rebuild"' | while read -r line; do
     echo "{\"kind\":\"rebuild\",${line#\{}" >>"$tmp"
-    echo "rebuild page=$page: $(echo "$line" | sed -n 's/.*"rebuild_events_per_sec":\([0-9.]*\).*/\1/p') events/s" >&2
+    echo "rebuild: $line" >&2
   done
   mv "$tmp" "$run"; trap - EXIT
 fi

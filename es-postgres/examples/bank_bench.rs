@@ -109,6 +109,12 @@ struct Args {
     /// Write-behind flusher pause after a round that did not fill a batch.
     #[arg(long, default_value_t = es_redis::WriteBehindConfig::default().idle_poll.as_millis() as u64)]
     wb_flush_interval_ms: u64,
+    /// After the bank run, rebuild a balances read model (a transactional
+    /// projection, one upsert per event) from the whole log once per page
+    /// size given (comma-separated, events per transaction), and print one
+    /// `"bench": "rebuild"` JSON line each.
+    #[arg(long, value_delimiter = ',')]
+    rebuild_pages: Vec<usize>,
     /// Events in the stream of `--mode rehydrate`.
     #[arg(long, default_value_t = 10_000)]
     events: usize,
@@ -213,6 +219,79 @@ impl es_postgres::TransactionalProjector for LagProbe {
     async fn reset(&self, _tx: &mut sqlx::PgConnection) -> Result<(), es_core::BoxError> {
         Ok(())
     }
+}
+
+/// A balances read model: one row per account, upserted per event.
+struct Balances {
+    table: String,
+}
+
+#[async_trait::async_trait]
+impl es_postgres::TransactionalProjector for Balances {
+    fn name(&self) -> &str {
+        "bench_balances"
+    }
+    async fn setup(&self, tx: &mut sqlx::PgConnection) -> Result<(), es_core::BoxError> {
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (account TEXT PRIMARY KEY, balance BIGINT NOT NULL)",
+            self.table
+        ))
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+    async fn apply(&self, tx: &mut sqlx::PgConnection, e: &es_core::RecordedEvent) -> Result<(), es_core::BoxError> {
+        let delta = match serde_json::from_value::<AccountEvent>(e.payload.clone())? {
+            AccountEvent::AccountCreated { initial_balance } => initial_balance,
+            AccountEvent::MoneyDeposited { amount } => amount,
+            AccountEvent::MoneyWithdrawn { amount } => -amount,
+        };
+        sqlx::query(&format!(
+            "INSERT INTO {} AS b VALUES ($1, $2) ON CONFLICT (account) DO UPDATE SET balance = b.balance + $2",
+            self.table
+        ))
+        .bind(e.stream_id.as_str())
+        .bind(delta)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+    async fn reset(&self, tx: &mut sqlx::PgConnection) -> Result<(), es_core::BoxError> {
+        sqlx::query(&format!("TRUNCATE {}", self.table)).execute(tx).await?;
+        Ok(())
+    }
+}
+
+/// Full rebuilds of [`Balances`] with each page size; one JSON line each.
+async fn rebuilds(args: &Args, store: &PostgresEventStore, events: i64) -> Result<(), Box<dyn std::error::Error>> {
+    let projector = Arc::new(Balances {
+        table: format!("{}.bench_balances", store.schema()),
+    });
+    for page in &args.rebuild_pages {
+        let runner = es_postgres::PgProjectionUnit::new(store, projector.clone())
+            .runner()
+            .with_config(es_core::ProjectionConfig {
+                batch_size: (*page).max(1),
+                ..es_core::ProjectionConfig::default()
+            });
+        let started = Instant::now();
+        let report = runner.replay(es_core::ReplayMode::Full).await?;
+        let secs = started.elapsed().as_secs_f64();
+        if report.applied != events as u64 {
+            return Err(format!("rebuild applied {} of {events} events", report.applied).into());
+        }
+        println!(
+            "{}",
+            json!({
+                "bench": "rebuild",
+                "events": events,
+                "rebuild_page": page,
+                "rebuild_secs": (secs * 1000.0).round() / 1000.0,
+                "rebuild_events_per_sec": (report.applied as f64 / secs).round(),
+            })
+        );
+    }
+    Ok(())
 }
 
 fn account_id(i: usize) -> StreamId {
@@ -534,7 +613,7 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     }
     if failures.is_empty() {
         eprintln!("verified: {accounts} accounts replayed, versions gapless, balances match, never negative");
-        Ok(())
+        rebuilds(args, store, events).await
     } else {
         for f in failures.iter().take(20) {
             eprintln!("VERIFY FAILED: {f}");
