@@ -18,7 +18,7 @@ use es_redis::{
 };
 use es_sqlite::{SqliteConfig, SqliteDeduplicator, SqliteEventStore, SqliteSnapshotStore};
 
-use crate::app::AppError;
+use crate::error::AppError;
 use crate::auth::blacklist::RedisBlacklist;
 use crate::auth::pg::PgAuthStore;
 use crate::auth::sqlite::SqliteAuthStore;

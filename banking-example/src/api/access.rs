@@ -13,12 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use uuid::Uuid;
 
-use super::dto::{AccountPage, ErrorBody};
+use super::dto::{AccountPage, ErrorBody, Page};
 use super::errors::ApiError;
 use super::extract::Caller;
-use crate::app::AppState;
+use super::state::AppState;
 use crate::auth::rbac::{can_read, may, sees_all_accounts, AccountAction};
-use crate::auth::routes::Page;
 use crate::domain::AccountEvent;
 
 /// The account's existence and owner: `Ok(None)` when there is no such

@@ -3,20 +3,27 @@
 pub mod access;
 pub mod accounts;
 pub mod amounts;
+pub mod auth;
 pub mod cluster;
 pub mod contract;
 mod dto;
 pub mod errors;
 pub mod extract;
+pub mod forwarding;
+pub mod headers;
 pub mod health;
+pub mod idempotency;
 pub mod openapi;
 pub mod peer;
 pub mod routes;
+mod state;
 pub mod transfers;
+pub mod validation;
 
 pub use dto::{
     AccountPage, AccountView, AccountViewStatus, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory,
     EventView, EventsQuery, TransactionRequest, DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE,
 };
 pub use errors::ApiError;
+pub use state::AppState;
 pub use routes::{admin_router, router};

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{access, accounts, health, transfers};
-use crate::auth::routes as auth;
+use super::auth;
 
 /// Adds the `bearer` security scheme (JWT access tokens).
 #[derive(Debug, Clone, Copy)]

@@ -23,8 +23,8 @@ use tower_http::trace::TraceLayer;
 use super::errors::{ensure_json_errors, ApiError};
 use super::extract::{bearer_token, is_visible_ascii, AuthUser, CLIENT_ID_HEADER, REQUEST_ID_HEADER};
 use super::{access, accounts, cluster, health, openapi, peer, transfers};
-use crate::app::AppState;
-use crate::auth::routes as auth;
+use super::state::AppState;
+use super::auth;
 use crate::rate_limit::RateLimitDecision;
 
 /// An HTTP method of the API (the only two it uses).
@@ -174,7 +174,7 @@ pub fn router(state: AppState) -> Router {
                 ))
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
-                    crate::cluster::routing::route_to_owner,
+                    super::forwarding::route_to_owner,
                 ))
                 .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
                 .layer(RequestBodyLimitLayer::new(max_body))

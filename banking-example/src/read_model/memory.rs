@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::row::{account_id, arrival, AccountRow};
 use super::{AccountQueries, PROJECTION};
-use crate::api::AccountView;
+use super::AccountView;
 use crate::domain::{Account, AccountEvent};
 
 #[derive(Debug, Default)]
