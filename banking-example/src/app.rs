@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::idempotency::Idempotency;
 use crate::api::validation::{AccountCreationValidator, CloseRequestValidator, TransactionValidator, ValidatorRegistry};
-pub use crate::api::AppState;
+pub use crate::api::{AppState, Services};
 use crate::api::{CloseAccountRequest, CreateAccountRequest};
 use crate::auth::AuthService;
 pub use crate::backends::{BackendNames, Backends};
@@ -204,7 +204,7 @@ impl App {
                 })?,
             None => None,
         };
-        let state = AppState {
+        let state = AppState::new(Services {
             auth: Arc::new(auth),
             repo,
             read_model: read_side.queries,
@@ -222,7 +222,7 @@ impl App {
             transfers,
             transfers_failure,
             write_behind: backends.write_behind.clone(),
-        };
+        });
         Ok(Self {
             state,
             stop_projection,

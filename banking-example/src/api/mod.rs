@@ -25,5 +25,5 @@ pub use dto::{
     EventView, EventsQuery, TransactionRequest, DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE,
 };
 pub use errors::ApiError;
-pub use state::AppState;
+pub use state::{AppState, Services};
 pub use routes::{admin_router, router};

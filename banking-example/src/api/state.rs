@@ -14,9 +14,29 @@ use crate::domain::Account;
 use crate::rate_limit::RateLimiter;
 use crate::read_model::AccountQueries;
 
-/// Shared state of every handler.
+/// Shared state of every handler: one reference-counted [`Services`], so
+/// the copy each request and middleware takes is one counter increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// Shares `services` with every handler.
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What the handlers use: the services, the configuration and the probes
+/// of the background tasks.
+pub struct Services {
     /// Commands and history.
     pub repo: Repository<Account>,
     /// The account views.
