@@ -68,7 +68,7 @@ pub async fn create_account(
         initial_balance,
         owner_id: Some(caller.user.user_id),
     };
-    let fingerprint = fingerprint("POST /accounts", &body);
+    let fingerprint = fingerprint(key.as_deref(), || "POST /accounts".to_owned(), &body);
     let owner = Some(caller.user.user_id);
     let request = CommandRequest {
         kind: CommandKind::Open,
@@ -319,8 +319,8 @@ pub async fn close_account(
         command,
         expected_version: body.expected_version,
         owner,
+        fingerprint: fingerprint(key.as_deref(), || format!("POST /accounts/{id}/close"), &body),
         key,
-        fingerprint: fingerprint(&format!("POST /accounts/{id}/close"), &body),
         warnings: report.warnings(),
     };
     run(&state, &caller, request).await
@@ -369,8 +369,8 @@ async fn transaction(
         command,
         expected_version: body.expected_version,
         owner,
+        fingerprint: fingerprint(key.as_deref(), || format!("POST /accounts/{id}/{}", kind.name()), &body),
         key,
-        fingerprint: fingerprint(&format!("POST /accounts/{id}/{}", kind.name()), &body),
         warnings: report.warnings(),
     };
     run(state, caller, request).await
@@ -423,8 +423,8 @@ struct CommandRequest {
     owner: Option<Uuid>,
     /// The `Idempotency-Key`, if any.
     key: Option<String>,
-    /// Route and canonical body: a key reused for another request is
-    /// caught by it.
+    /// Route and canonical body, with a key (a key reused for another
+    /// request is caught by it); empty without.
     fingerprint: String,
     /// The `x-validation-warnings` of the answer.
     warnings: Option<String>,
@@ -445,7 +445,7 @@ async fn run(state: &AppState, caller: &Caller, request: CommandRequest) -> Resp
     let name = kind.name();
     let success = kind.success();
     let metadata = metadata(caller, key.as_deref());
-    let scope = caller.idempotency_scope();
+    let scope = key.as_ref().map(|_| caller.idempotency_scope()).unwrap_or_default();
     let response = state
         .idempotency
         .execute(&scope, key.as_deref(), &fingerprint, |command_id| async move {
@@ -501,9 +501,11 @@ async fn read_your_writes(state: &AppState, position: u64) {
 /// Event metadata of a request: correlation id, actor, client, key.
 fn metadata(caller: &Caller, key: Option<&str>) -> Metadata {
     let mut m = Metadata::correlated(caller.correlation_id).with_header("client_id", &caller.client_id);
-    m.actor_id = Some(caller.user_id());
-    m = m.with_header("user_id", caller.user_id());
-    if caller.request_id != caller.correlation_id.to_string() {
+    let user_id = caller.user_id();
+    m.actor_id = Some(user_id.clone());
+    m = m.with_header("user_id", user_id);
+    let mut buffer = Uuid::encode_buffer();
+    if caller.request_id != *caller.correlation_id.hyphenated().encode_lower(&mut buffer) {
         m = m.with_header("request_id", &caller.request_id);
     }
     if let Some(key) = key {
@@ -512,8 +514,13 @@ fn metadata(caller: &Caller, key: Option<&str>) -> Metadata {
     m
 }
 
-fn fingerprint<T: serde::Serialize>(route: &str, body: &T) -> String {
-    format!("{route}\n{}", serde_json::to_string(body).unwrap_or_default())
+/// What identifies a keyed request: route and canonical body. Only a
+/// keyed request needs one (empty without a key).
+fn fingerprint<T: serde::Serialize>(key: Option<&str>, route: impl FnOnce() -> String, body: &T) -> String {
+    if key.is_none() {
+        return String::new();
+    }
+    format!("{}\n{}", route(), serde_json::to_string(body).unwrap_or_default())
 }
 
 /// Largest version a request may name: versions are signed 64-bit in the

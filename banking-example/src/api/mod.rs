@@ -12,6 +12,7 @@ pub mod extract;
 pub mod forwarding;
 pub mod headers;
 pub mod health;
+mod http_metrics;
 pub mod idempotency;
 pub mod openapi;
 pub mod peer;
