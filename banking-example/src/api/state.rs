@@ -51,6 +51,8 @@ pub struct Services {
     pub auth: Arc<AuthService>,
     /// Request validation rules.
     pub validators: Arc<ValidatorRegistry>,
+    /// The owners of accounts seen lately (authorization).
+    pub owners: super::access::Owners,
     /// Idempotency keys.
     pub idempotency: Idempotency,
     /// Rate limiting.
