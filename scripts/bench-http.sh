@@ -6,14 +6,16 @@
 # token over 1,000 accounts, rate limits off) at 16 and 64 connections.
 # Prints every JSON line and a table with the ratios.
 #
-# With OLD=path/to/an/older/banking-example binary, each round also loads
-# that binary right after the current one (alternating), for before/after
-# comparisons of the server alone.
+# With SERVERS="label=binary label=binary ..." each round loads every one
+# of those server binaries in turn (alternating), for before/after
+# comparisons of the server alone; the default is the one just built
+# (new=target/release/banking-example).
 #
 # Usage: scripts/bench-http.sh [rounds=3] [seconds-per-run=5]
 # Env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres),
 #      PGHOST/PGPORT/PGUSER/PGSSLMODE for pgbench (default 127.0.0.1/5432/postgres/disable),
-#      OLD (an older server binary), PORT (default 18080), RUST_LOG (server's; default info).
+#      SERVERS, CONNECTIONS (default "16 64"), PORT (default 18080),
+#      RUST_LOG (the server's; default info), NO_BUILD=1 (use what is built).
 set -euo pipefail
 rounds="${1:-3}"
 secs="${2:-5}"
@@ -21,11 +23,13 @@ cd "$(dirname "$0")/.."
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}" PGSSLMODE="${PGSSLMODE:-disable}"
 url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 port="${PORT:-18080}"
-cargo build --quiet --release -p es-postgres --example bank_bench
-cargo build --quiet --release -p banking-example --bin banking-example --example http_bench
+if [ -z "${NO_BUILD:-}" ]; then
+  cargo build --quiet --release -p es-postgres --example bank_bench
+  cargo build --quiet --release -p banking-example --bin banking-example --example http_bench
+fi
 target="${CARGO_TARGET_DIR:-target}/release"
-new_bin="$target/banking-example"
-old_bin="${OLD:-}"
+servers="${SERVERS:-new=$target/banking-example}"
+connections="${CONNECTIONS:-16 64}"
 
 work=$(mktemp -d)
 db=es_ceiling_http
@@ -70,12 +74,12 @@ serve() {
 }
 stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
 
-# load BINARY LABEL ROUND: one server (fresh schema), c16 then c64; prints the JSON lines
+# load BINARY LABEL ROUND: one server (fresh schema), each connection count; prints the JSON lines
 load() {
   local schema="bench_http_$$_$3_$2"
   schemas+=("$schema")
   serve "$1" "$schema"
-  for c in 16 64; do
+  for c in $connections; do
     line=$("$target/examples/http_bench" --url "http://127.0.0.1:$port" --connections "$c" \
            --duration "$secs" --warmup 1 --accounts 1000 --server-pid "$server")
     echo "$2 c$c $line"
@@ -91,13 +95,12 @@ for r in $(seq 1 "$rounds"); do
   bb=$("$target/examples/bank_bench" --database-url "$url" --accounts 1000 --concurrency 16 --ops-per-worker 1000 | head -1)
   echo "ceiling@16 $c16 | bank_bench c16 $bb"
   echo "$r $c16 $(num ops_per_sec <<< "$bb")" >> "$work/lib"
-  load "$new_bin" new "$r"
-  if [ -n "$old_bin" ]; then load "$old_bin" old "$r"; fi
+  for s in $servers; do load "${s#*=}" "${s%%=*}" "$r"; done
 done
 
 echo
 printf '%-5s | %-7s | %-10s | %-14s | %-4s | %-9s | %-17s | %-7s | %-7s | %-8s | %s\n' \
-  round ceil@16 "bank c16" binary conn "req/s" "p50/p90/p99 ms" "x bank" "x ceil" "RSS MB" status
+  round ceil@16 "bank c16" server conn "req/s" "p50/p90/p99 ms" "x bank" "x ceil" "HWM MB" status
 while read -r r label c line; do
   read -r _ ceil bank < <(grep "^$r " "$work/lib")
   rps=$(num requests_per_sec <<< "$line"); p50=$(num p50_us <<< "$line"); p90=$(num p90_us <<< "$line")
@@ -108,3 +111,11 @@ while read -r r label c line; do
     printf "%-5s | %7d | %10d | %-14s | %-4s | %9d | %5.1f/%5.1f/%5.1f | %7.2f | %7.2f | %8.0f | %s\n",
       r, ceil, bank, l, c, rps, p50/1000, p90/1000, p99/1000, rps/bank, rps/ceil, hwm/1024, st }'
 done < "$work/http"
+echo
+# Totals per server and connection count: summed requests/s over summed bank_bench c16 and ceilings.
+while read -r r label c line; do
+  read -r _ ceil bank < <(grep "^$r " "$work/lib")
+  echo "$label $c $(num requests_per_sec <<< "$line") $bank $ceil $(num p99_us <<< "$line")"
+done < "$work/http" | awk '{k=$1" c"$2; n[k]++; rps[k]+=$3; bank[k]+=$4; ceil[k]+=$5; if ($6>p99[k]) p99[k]=$6}
+  END {for (k in n) printf "total %-18s | %9.0f req/s | %.2fx bank_bench c16 | %.2fx ceiling@16 | worst p99 %.1f ms\n",
+       k, rps[k]/n[k], rps[k]/bank[k], rps[k]/ceil[k], p99[k]/1000}' | sort

@@ -198,7 +198,7 @@ async fn worker(
     // xorshift64: the account of each request.
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut conn = None;
-    let body = r#"{"amount":"1.00"}"#;
+    let body = r#"{"amount":1.00}"#;
     while Instant::now() < end {
         let c = match &mut conn {
             Some(c) => c,
@@ -270,7 +270,7 @@ async fn open_accounts(host: &str, auth: &str, n: usize, parallel: usize) -> Res
             let mut conn = Conn::open(&host).await?;
             let mut ids = Vec::with_capacity(count);
             for i in 0..count {
-                let body = json!({"owner_name": format!("bench {p}-{i}"), "initial_balance": "100.00"});
+                let body = json!({"owner_name": format!("bench {p}-{i}"), "initial_balance": 100});
                 let (status, value) = json_call(&mut conn, "POST", "/accounts", &auth, &body).await?;
                 let id = value["id"].as_str().filter(|_| status == 201);
                 let id = id.ok_or_else(|| format!("POST /accounts answered {status}: {value}"))?;
