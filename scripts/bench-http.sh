@@ -12,7 +12,8 @@
 # (new=target/release/banking-example).
 #
 # Usage: scripts/bench-http.sh [rounds=3] [seconds-per-run=5]
-# Env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres),
+# Env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable: no TLS on
+#      loopback, for the server and bank_bench alike),
 #      PGHOST/PGPORT/PGUSER/PGSSLMODE for pgbench (default 127.0.0.1/5432/postgres/disable),
 #      SERVERS, CONNECTIONS (default "16 64"), PORT (default 18080),
 #      RUST_LOG (the server's; default info), NO_BUILD=1 (use what is built).
@@ -21,7 +22,7 @@ rounds="${1:-3}"
 secs="${2:-5}"
 cd "$(dirname "$0")/.."
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}" PGSSLMODE="${PGSSLMODE:-disable}"
-url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
 port="${PORT:-18080}"
 if [ -z "${NO_BUILD:-}" ]; then
   cargo build --quiet --release -p es-postgres --example bank_bench
