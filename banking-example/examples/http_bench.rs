@@ -3,12 +3,15 @@
 //!
 //! ```sh
 //! cargo build --release -p banking-example --bin banking-example --example http_bench
-//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres DATABASE_SCHEMA=bench_http \
+//! DATABASE_URL='postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' DATABASE_SCHEMA=bench_http \
 //!   RATE_LIMIT_REQUESTS_PER_MINUTE=0 AUTH_RATE_LIMIT_PER_MINUTE=0 ADMIN_BIND_ADDR=off \
 //!   AUTH_ALLOW_INSECURE_SECRETS=1 BIND_ADDR=127.0.0.1:18080 target/release/banking-example &
 //! target/release/examples/http_bench --url http://127.0.0.1:18080 --connections 16 \
 //!   --duration 5 --accounts 1000 --server-pid $!
 //! ```
+//!
+//! `scripts/bench-http.sh` runs it next to es-postgres's `bank_bench` and
+//! the pgbench ceiling (docs/benchmarks.md, the HTTP request path).
 //!
 //! Set-up (not timed): registers a user, logs in, opens `--accounts`
 //! accounts. Then `--connections` keep-alive HTTP/1.1 connections each send
