@@ -165,8 +165,18 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-async fn json_call(conn: &mut Conn, method: &str, path: &str, headers: &str, body: &Value) -> Result<(u16, Value), BoxError> {
-    let body = if body.is_null() { String::new() } else { body.to_string() };
+async fn json_call(
+    conn: &mut Conn,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &Value,
+) -> Result<(u16, Value), BoxError> {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
     let (status, bytes) = conn.send(method, path, headers, &body).await?;
     let value = if bytes.is_empty() {
         Value::Null
@@ -327,7 +337,11 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     drop(conn);
 
     let ids = open_accounts(&host, &auth, args.accounts, args.connections.min(16)).await?;
-    let paths = std::rc::Rc::new(ids.iter().map(|id| format!("/accounts/{id}/deposit")).collect::<Vec<_>>());
+    let paths = std::rc::Rc::new(
+        ids.iter()
+            .map(|id| format!("/accounts/{id}/deposit"))
+            .collect::<Vec<_>>(),
+    );
     let before = balance_cents(&host, &auth, &ids).await?;
     let memory_before = args.server_pid.map(memory_kb);
 
@@ -389,7 +403,10 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     });
     println!("{line}");
     if !verified {
-        eprintln!("deposited {delta} cents; acknowledged {} deposits of 100, {} unanswered", all.acked, all.unknown);
+        eprintln!(
+            "deposited {delta} cents; acknowledged {} deposits of 100, {} unanswered",
+            all.acked, all.unknown
+        );
     }
     Ok(verified)
 }

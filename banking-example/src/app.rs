@@ -18,7 +18,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::idempotency::Idempotency;
-use crate::api::validation::{AccountCreationValidator, CloseRequestValidator, TransactionValidator, ValidatorRegistry};
+use crate::api::validation::{
+    AccountCreationValidator, CloseRequestValidator, TransactionValidator, ValidatorRegistry,
+};
 pub use crate::api::{AppState, Services};
 use crate::api::{CloseAccountRequest, CreateAccountRequest};
 use crate::auth::AuthService;

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::net::TrustedProxies;
 use crate::auth::AuthConfig;
 use crate::domain::Money;
+use crate::net::TrustedProxies;
 use crate::rate_limit::RateLimitConfig;
 
 /// The operations listener's default address: loopback, so metrics and
@@ -159,8 +159,8 @@ impl Default for AppConfig {
     }
 }
 
-pub use crate::error::ConfigError;
 pub(crate) use crate::error::parse;
+pub use crate::error::ConfigError;
 pub use es_kafka::{CdcRelayKind, DataCaptureMethod};
 
 /// Requests per minute when `RATE_LIMIT_REQUESTS_PER_MINUTE` is unset: a

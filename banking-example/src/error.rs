@@ -49,4 +49,3 @@ pub enum AppError {
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
 }
-

@@ -96,4 +96,3 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
         v4 => v4,
     }
 }
-

@@ -15,11 +15,11 @@ use super::dto::{
 };
 use super::errors::ApiError;
 use super::extract::{AccountId, ApiJson, Caller, IdempotencyKey};
+use super::idempotency::{Idempotency, Reply};
 use super::state::AppState;
+use super::validation::TransactionInput;
 use crate::auth::rbac::AccountAction;
 use crate::domain::{AccountCommand, Money};
-use super::idempotency::{Idempotency, Reply};
-use super::validation::TransactionInput;
 
 /// Opens an account.
 #[utoipa::path(

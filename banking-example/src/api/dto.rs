@@ -93,7 +93,6 @@ pub struct AccountPage {
     pub offset: usize,
 }
 
-
 /// One event of an account's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventView {

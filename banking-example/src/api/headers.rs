@@ -12,4 +12,3 @@ pub const WARNINGS_HEADER: &str = "x-validation-warnings";
 
 /// Header set on a replayed response.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
-

@@ -91,16 +91,13 @@ impl RouteSeries {
             "route" => self.route.to_string(),
             "status" => status.to_string()
         );
-        self.requests
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                status,
-                Kept {
-                    handle: handle.clone(),
-                    at: now,
-                },
-            );
+        self.requests.write().unwrap_or_else(PoisonError::into_inner).insert(
+            status,
+            Kept {
+                handle: handle.clone(),
+                at: now,
+            },
+        );
         handle
     }
 }

@@ -26,5 +26,5 @@ pub use dto::{
     EventView, EventsQuery, TransactionRequest, DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE,
 };
 pub use errors::ApiError;
-pub use state::{AppState, Services};
 pub use routes::{admin_router, router};
+pub use state::{AppState, Services};

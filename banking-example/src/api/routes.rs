@@ -21,13 +21,13 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use super::auth;
 use super::errors::{ensure_json_errors, ApiError};
+use super::extract::{bearer_token, is_visible_ascii, AuthUser, CLIENT_ID_HEADER, REQUEST_ID_HEADER};
 pub use super::http_metrics::method_label;
 use super::http_metrics::HttpMetrics;
-use super::extract::{bearer_token, is_visible_ascii, AuthUser, CLIENT_ID_HEADER, REQUEST_ID_HEADER};
-use super::{access, accounts, cluster, health, openapi, peer, transfers};
 use super::state::AppState;
-use super::auth;
+use super::{access, accounts, cluster, health, openapi, peer, transfers};
 use crate::rate_limit::RateLimitDecision;
 
 /// An HTTP method of the API (the only two it uses).

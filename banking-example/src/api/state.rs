@@ -75,4 +75,3 @@ pub struct Services {
     /// is part of readiness).
     pub write_behind: Option<Arc<es_redis::WriteBehindStore<dyn EventStore>>>,
 }
-
