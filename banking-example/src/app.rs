@@ -17,77 +17,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::idempotency::Idempotency;
+use crate::api::validation::{
+    AccountCreationValidator, CloseRequestValidator, TransactionValidator, ValidatorRegistry,
+};
+pub use crate::api::{AppState, Services};
 use crate::api::{CloseAccountRequest, CreateAccountRequest};
 use crate::auth::AuthService;
 pub use crate::backends::{BackendNames, Backends};
 use crate::config::AppConfig;
 use crate::domain::{upcasters, Account, MaxTransactionAmount};
-use crate::idempotency::Idempotency;
-use crate::rate_limit::RateLimiter;
-use crate::read_model::{AccountQueries, ReadModelError, ReadSide};
-use crate::validation::{AccountCreationValidator, CloseRequestValidator, TransactionValidator, ValidatorRegistry};
-
-/// Why the application could not start or serve.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// A configured backend is not available in this build yet.
-    #[error("{0}")]
-    Unsupported(String),
-    /// The read model could not be built.
-    #[error("account read model: {0}")]
-    ReadModel(#[from] ReadModelError),
-    /// A backend could not be reached.
-    #[error("cannot connect to {backend}: {reason}")]
-    Connect {
-        /// Which backend.
-        backend: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// Binding or serving failed.
-    #[error("server I/O: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// Shared state of every handler.
-#[derive(Clone)]
-pub struct AppState {
-    /// Commands and history.
-    pub repo: Repository<Account>,
-    /// The account views.
-    pub read_model: Arc<dyn AccountQueries>,
-    /// The runner keeping the read model current.
-    pub projection: ProjectionRunner,
-    /// Where the read model lives: `postgres`, `sqlite` or `memory`.
-    pub read_model_backend: &'static str,
-    /// Why the projection stopped, if it did (an event it cannot apply).
-    pub projection_failure: Arc<std::sync::RwLock<Option<String>>>,
-    /// Authentication and users.
-    pub auth: Arc<AuthService>,
-    /// Request validation rules.
-    pub validators: Arc<ValidatorRegistry>,
-    /// Idempotency keys.
-    pub idempotency: Idempotency,
-    /// Rate limiting.
-    pub limiter: Arc<dyn RateLimiter>,
-    /// Prometheus rendering.
-    pub metrics: PrometheusHandle,
-    /// Backend names.
-    pub backends: BackendNames,
-    /// The configuration.
-    pub config: Arc<AppConfig>,
-    /// Health and backlog of Kafka publishing, when this process publishes.
-    pub publishing: Option<crate::publishing::PublishingProbe>,
-    /// This instance's part in the cluster, in cluster mode.
-    pub cluster: Option<crate::cluster::Cluster>,
-    /// Transfers: their streams and the process driver moving them.
-    pub transfers: crate::transfer::Transfers,
-    /// Why the transfer runner stopped, if it did.
-    pub transfers_failure: Arc<std::sync::RwLock<Option<String>>>,
-    /// The write-behind store, with `WRITE_BEHIND=1` (its flusher's health
-    /// is part of readiness).
-    pub write_behind: Option<Arc<es_redis::WriteBehindStore<dyn EventStore>>>,
-}
+pub use crate::error::AppError;
+use crate::read_model::ReadSide;
 
 /// Counters and histograms not updated for this long leave `/metrics`
 /// (and the recorder's memory) until they are updated again.
@@ -265,7 +206,7 @@ impl App {
                 })?,
             None => None,
         };
-        let state = AppState {
+        let state = AppState::new(Services {
             auth: Arc::new(auth),
             repo,
             read_model: read_side.queries,
@@ -273,6 +214,7 @@ impl App {
             read_model_backend: read_side.backend,
             projection_failure,
             validators: Arc::new(validators),
+            owners: crate::api::access::Owners::new(100_000),
             idempotency: Idempotency::new(Arc::clone(&backends.dedup), config.idempotency_wait),
             limiter: Arc::clone(&backends.limiter),
             metrics: metrics_handle(),
@@ -283,7 +225,7 @@ impl App {
             transfers,
             transfers_failure,
             write_behind: backends.write_behind.clone(),
-        };
+        });
         Ok(Self {
             state,
             stop_projection,

@@ -18,13 +18,13 @@ use es_redis::{
 };
 use es_sqlite::{SqliteConfig, SqliteDeduplicator, SqliteEventStore, SqliteSnapshotStore};
 
-use crate::app::AppError;
 use crate::auth::blacklist::RedisBlacklist;
 use crate::auth::pg::PgAuthStore;
 use crate::auth::sqlite::SqliteAuthStore;
 use crate::auth::AuthStores;
 use crate::config::AppConfig;
 use crate::domain::Account;
+use crate::error::AppError;
 use crate::rate_limit::{InMemoryRateLimiter, NoRateLimit, RateLimiter, RedisRateLimiter};
 
 /// Names of the chosen backends, for logs and the readiness report.

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::api::peer::TrustedProxies;
 use crate::auth::AuthConfig;
 use crate::domain::Money;
+use crate::net::TrustedProxies;
 use crate::rate_limit::RateLimitConfig;
 
 /// The operations listener's default address: loopback, so metrics and
@@ -159,20 +159,9 @@ impl Default for AppConfig {
     }
 }
 
+pub(crate) use crate::error::parse;
+pub use crate::error::ConfigError;
 pub use es_kafka::{CdcRelayKind, DataCaptureMethod};
-
-/// A configuration value that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// The variable is set but unusable.
-    #[error("invalid {name}: {reason}")]
-    Invalid {
-        /// Variable name.
-        name: &'static str,
-        /// Why.
-        reason: String,
-    },
-}
 
 /// Requests per minute when `RATE_LIMIT_REQUESTS_PER_MINUTE` is unset: a
 /// generous local default (the library default, [`RateLimitConfig::default`],
@@ -308,17 +297,6 @@ impl AppConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
-}
-
-/// Parses a set variable, naming it in the error.
-pub(crate) fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value.parse().map_err(|e: T::Err| ConfigError::Invalid {
-        name,
-        reason: format!("{value:?}: {e}"),
-    })
 }
 
 #[cfg(test)]

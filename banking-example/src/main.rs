@@ -15,6 +15,12 @@ use banking_example::{AppConfig, Backends};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: under load the system allocator took about a sixth of the
+/// server's CPU time; see docs/benchmarks.md (the HTTP request path) for
+/// the comparison with it and with jemalloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The banking example server.
 #[derive(Debug, Parser)]
 #[command(name = "banking-example", version, about)]

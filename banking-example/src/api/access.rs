@@ -13,17 +13,48 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use uuid::Uuid;
 
-use super::dto::{AccountPage, ErrorBody};
+use super::dto::{AccountPage, ErrorBody, Page};
 use super::errors::ApiError;
 use super::extract::Caller;
-use crate::app::AppState;
+use super::state::AppState;
 use crate::auth::rbac::{can_read, may, sees_all_accounts, AccountAction};
-use crate::auth::routes::Page;
 use crate::domain::AccountEvent;
+
+/// The owners of the accounts seen lately. An account's owner is set when
+/// it is opened and never changes, so a known owner is kept (up to a
+/// bound); an unknown account is looked up every time.
+#[derive(Clone)]
+pub struct Owners(moka::sync::Cache<Uuid, Option<Uuid>>);
+
+impl Owners {
+    /// Keeps the owners of at most `capacity` accounts.
+    pub fn new(capacity: u64) -> Self {
+        Self(moka::sync::Cache::new(capacity))
+    }
+}
+
+impl std::fmt::Debug for Owners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owners").field("kept", &self.0.entry_count()).finish()
+    }
+}
 
 /// The account's existence and owner: `Ok(None)` when there is no such
 /// account, `Ok(Some(None))` for an account without a recorded owner.
 pub async fn owner_of(state: &AppState, id: Uuid) -> Result<Option<Option<Uuid>>, ApiError> {
+    if let Some(owner) = state.owners.0.get(&id) {
+        return Ok(Some(owner));
+    }
+    let owner = stored_owner(state, id).await?;
+    if let Some(owner) = owner {
+        state.owners.0.insert(id, owner);
+    }
+    Ok(owner)
+}
+
+/// The owner as the read model has it, else as the stream's first event
+/// has it.
+async fn stored_owner(state: &AppState, id: Uuid) -> Result<Option<Option<Uuid>>, ApiError> {
     match state.read_model.get(id).await {
         Ok(Some(view)) => return Ok(Some(view.owner_id)),
         Ok(None) => {}

@@ -15,11 +15,11 @@ use super::dto::{
 };
 use super::errors::ApiError;
 use super::extract::{AccountId, ApiJson, Caller, IdempotencyKey};
-use crate::app::AppState;
+use super::idempotency::{Idempotency, Reply};
+use super::state::AppState;
+use super::validation::TransactionInput;
 use crate::auth::rbac::AccountAction;
 use crate::domain::{AccountCommand, Money};
-use crate::idempotency::{Idempotency, Reply};
-use crate::validation::{TransactionInput, ValidationReport};
 
 /// Opens an account.
 #[utoipa::path(
@@ -42,7 +42,7 @@ use crate::validation::{TransactionInput, ValidationReport};
 )]
 pub async fn create_account(
     State(state): State<AppState>,
-    assigned: Option<axum::Extension<crate::cluster::routing::AssignedAccountId>>,
+    assigned: Option<axum::Extension<super::forwarding::AssignedAccountId>>,
     caller: Caller,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<CreateAccountRequest>,
@@ -68,21 +68,19 @@ pub async fn create_account(
         initial_balance,
         owner_id: Some(caller.user.user_id),
     };
-    let request = fingerprint("POST /accounts", &body);
-    run(
-        &state,
-        &caller,
-        key,
-        id,
+    let fingerprint = fingerprint(key.as_deref(), || "POST /accounts".to_owned(), &body);
+    let owner = Some(caller.user.user_id);
+    let request = CommandRequest {
+        kind: CommandKind::Open,
+        account: id,
         command,
-        None,
-        &report,
-        &request,
-        StatusCode::CREATED,
-        "open",
-        Some(caller.user.user_id),
-    )
-    .await
+        expected_version: None,
+        owner,
+        key,
+        fingerprint,
+        warnings: report.warnings(),
+    };
+    run(&state, &caller, request).await
 }
 
 /// Reads an account from the read model.
@@ -239,7 +237,7 @@ pub async fn deposit(
     AccountId(id): AccountId,
     ApiJson(body): ApiJson<TransactionRequest>,
 ) -> Response {
-    transaction(state, caller, key, id, body, true).await
+    transaction(&state, &caller, key, id, body, CommandKind::Deposit).await
 }
 
 /// Takes money out.
@@ -270,7 +268,7 @@ pub async fn withdraw(
     AccountId(id): AccountId,
     ApiJson(body): ApiJson<TransactionRequest>,
 ) -> Response {
-    transaction(state, caller, key, id, body, false).await
+    transaction(&state, &caller, key, id, body, CommandKind::Withdraw).await
 }
 
 /// Closes an account (its balance must be zero).
@@ -315,38 +313,33 @@ pub async fn close_account(
     if let Err(e) = version_in_range("expected_version", body.expected_version) {
         return e.into_response();
     }
-    let request = fingerprint(&format!("POST /accounts/{id}/close"), &body);
-    let expected = body.expected_version;
-    run(
-        &state,
-        &caller,
-        key,
-        id,
+    let request = CommandRequest {
+        kind: CommandKind::Close,
+        account: id,
         command,
-        expected,
-        &report,
-        &request,
-        StatusCode::OK,
-        "close",
+        expected_version: body.expected_version,
         owner,
-    )
-    .await
+        fingerprint: fingerprint(key.as_deref(), || format!("POST /accounts/{id}/close"), &body),
+        key,
+        warnings: report.warnings(),
+    };
+    run(&state, &caller, request).await
 }
 
+/// A deposit or a withdrawal (`kind`).
 async fn transaction(
-    state: AppState,
-    caller: Caller,
+    state: &AppState,
+    caller: &Caller,
     IdempotencyKey(key): IdempotencyKey,
     id: Uuid,
     body: TransactionRequest,
-    deposit: bool,
+    kind: CommandKind,
 ) -> Response {
-    let action = if deposit {
-        AccountAction::Deposit
-    } else {
-        AccountAction::Withdraw
+    let action = match kind {
+        CommandKind::Withdraw => AccountAction::Withdraw,
+        _ => AccountAction::Deposit,
     };
-    let owner = match authorize(&state, &caller, id, action).await {
+    let owner = match authorize(state, caller, id, action).await {
         Ok(owner) => owner,
         Err(e) => return e.into_response(),
     };
@@ -363,53 +356,99 @@ async fn transaction(
         Some(Err(e)) => return ApiError::BadRequest(format!("amount {e}")).into_response(),
         None => return ApiError::BadRequest("amount is required".into()).into_response(),
     };
-    let (command, name) = if deposit {
-        (AccountCommand::Deposit { amount }, "deposit")
-    } else {
-        (AccountCommand::Withdraw { amount }, "withdraw")
+    let command = match kind {
+        CommandKind::Withdraw => AccountCommand::Withdraw { amount },
+        _ => AccountCommand::Deposit { amount },
     };
     if let Err(e) = version_in_range("expected_version", body.expected_version) {
         return e.into_response();
     }
-    let request = fingerprint(&format!("POST /accounts/{id}/{name}"), &body);
-    let expected = body.expected_version;
-    run(
-        &state,
-        &caller,
-        key,
-        id,
+    let request = CommandRequest {
+        kind,
+        account: id,
         command,
-        expected,
-        &report,
-        &request,
-        StatusCode::OK,
-        name,
+        expected_version: body.expected_version,
         owner,
-    )
-    .await
+        fingerprint: fingerprint(key.as_deref(), || format!("POST /accounts/{id}/{}", kind.name()), &body),
+        key,
+        warnings: report.warnings(),
+    };
+    run(state, caller, request).await
+}
+
+/// Which account command a request runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommandKind {
+    /// `POST /accounts`.
+    Open,
+    /// `POST /accounts/{id}/deposit`.
+    Deposit,
+    /// `POST /accounts/{id}/withdraw`.
+    Withdraw,
+    /// `POST /accounts/{id}/close`.
+    Close,
+}
+
+impl CommandKind {
+    /// The `command` label of `commands_total`, and the last path segment
+    /// of the route.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Deposit => "deposit",
+            Self::Withdraw => "withdraw",
+            Self::Close => "close",
+        }
+    }
+
+    /// The status of a success: 201 for a new account, 200 otherwise.
+    fn success(self) -> StatusCode {
+        match self {
+            Self::Open => StatusCode::CREATED,
+            _ => StatusCode::OK,
+        }
+    }
+}
+
+/// One validated, authorized account command, ready to run.
+#[derive(Debug)]
+struct CommandRequest {
+    kind: CommandKind,
+    /// The account (stream) it runs on.
+    account: Uuid,
+    command: AccountCommand,
+    /// The version the caller expects the account at, if any.
+    expected_version: Option<u64>,
+    /// The account's owner, for the view answered.
+    owner: Option<Uuid>,
+    /// The `Idempotency-Key`, if any.
+    key: Option<String>,
+    /// Route and canonical body, with a key (a key reused for another
+    /// request is caught by it); empty without.
+    fingerprint: String,
+    /// The `x-validation-warnings` of the answer.
+    warnings: Option<String>,
 }
 
 /// Runs one command through the idempotency layer and the repository.
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    state: &AppState,
-    caller: &Caller,
-    key: Option<String>,
-    id: Uuid,
-    command: AccountCommand,
-    expected_version: Option<u64>,
-    report: &ValidationReport,
-    request: &str,
-    success: StatusCode,
-    name: &'static str,
-    owner: Option<Uuid>,
-) -> Response {
-    let warnings = (!report.warnings.is_empty()).then(|| report.warning_message());
+async fn run(state: &AppState, caller: &Caller, request: CommandRequest) -> Response {
+    let CommandRequest {
+        kind,
+        account: id,
+        command,
+        expected_version,
+        owner,
+        key,
+        fingerprint,
+        warnings,
+    } = request;
+    let name = kind.name();
+    let success = kind.success();
     let metadata = metadata(caller, key.as_deref());
-    let scope = caller.idempotency_scope();
+    let scope = key.as_ref().map(|_| caller.idempotency_scope()).unwrap_or_default();
     let response = state
         .idempotency
-        .execute(&scope, key.as_deref(), request, |command_id| async move {
+        .execute(&scope, key.as_deref(), &fingerprint, |command_id| async move {
             let ctx = CommandContext {
                 metadata,
                 expected_version,
@@ -462,9 +501,11 @@ async fn read_your_writes(state: &AppState, position: u64) {
 /// Event metadata of a request: correlation id, actor, client, key.
 fn metadata(caller: &Caller, key: Option<&str>) -> Metadata {
     let mut m = Metadata::correlated(caller.correlation_id).with_header("client_id", &caller.client_id);
-    m.actor_id = Some(caller.user_id());
-    m = m.with_header("user_id", caller.user_id());
-    if caller.request_id != caller.correlation_id.to_string() {
+    let user_id = caller.user_id();
+    m.actor_id = Some(user_id.clone());
+    m = m.with_header("user_id", user_id);
+    let mut buffer = Uuid::encode_buffer();
+    if caller.request_id != *caller.correlation_id.hyphenated().encode_lower(&mut buffer) {
         m = m.with_header("request_id", &caller.request_id);
     }
     if let Some(key) = key {
@@ -473,8 +514,13 @@ fn metadata(caller: &Caller, key: Option<&str>) -> Metadata {
     m
 }
 
-fn fingerprint<T: serde::Serialize>(route: &str, body: &T) -> String {
-    format!("{route}\n{}", serde_json::to_string(body).unwrap_or_default())
+/// What identifies a keyed request: route and canonical body. Only a
+/// keyed request needs one (empty without a key).
+fn fingerprint<T: serde::Serialize>(key: Option<&str>, route: impl FnOnce() -> String, body: &T) -> String {
+    if key.is_none() {
+        return String::new();
+    }
+    format!("{}\n{}", route(), serde_json::to_string(body).unwrap_or_default())
 }
 
 /// Largest version a request may name: versions are signed 64-bit in the

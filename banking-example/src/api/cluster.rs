@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::dto::ErrorBody;
 use super::errors::ApiError;
 use super::extract::AuthUser;
-use crate::app::AppState;
+use super::state::AppState;
 use crate::auth::rbac::Role;
 
 /// One server instance.

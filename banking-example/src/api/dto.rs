@@ -2,10 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::domain::{Account, AccountStatus, Amount, Money};
+use crate::domain::Amount;
+pub use crate::read_model::{AccountView, AccountViewStatus};
 
 /// Body of `POST /accounts`. Fields are optional here so that validation
 /// can report every missing one at once.
@@ -79,41 +80,6 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D
         .ok_or_else(|| serde::de::Error::custom("a version must be a whole number, 0 or more"))
 }
 
-/// Lifecycle of an account as shown by the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AccountViewStatus {
-    /// Open.
-    Open,
-    /// Closed.
-    Closed,
-}
-
-/// An account as returned by every account route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct AccountView {
-    /// Account id.
-    pub id: Uuid,
-    /// Owner's name.
-    pub owner_name: String,
-    /// Balance, exact, two decimal places.
-    pub balance: Money,
-    /// Number of events recorded for the account.
-    pub version: u64,
-    /// `open` or `closed`.
-    pub status: AccountViewStatus,
-    /// The owner's user id (absent for accounts opened before
-    /// authentication existed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_id: Option<Uuid>,
-    /// Money transferred out of the account that has not reached its
-    /// destination yet (it is in neither balance): the sum over all
-    /// accounts of `balance + in_flight` only changes by deposits and
-    /// withdrawals.
-    #[serde(default)]
-    pub in_flight: Money,
-}
-
 /// Answer of `GET /accounts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AccountPage {
@@ -125,40 +91,6 @@ pub struct AccountPage {
     pub limit: usize,
     /// Offset used.
     pub offset: usize,
-}
-
-impl AccountView {
-    /// The view of an account state; `None` for an account never opened.
-    pub fn from_state(id: Uuid, state: &Account, version: u64) -> Option<Self> {
-        let status = match state.status {
-            AccountStatus::NotOpened => return None,
-            AccountStatus::Open => AccountViewStatus::Open,
-            AccountStatus::Closed => AccountViewStatus::Closed,
-        };
-        Some(Self {
-            id,
-            owner_name: state.owner_name.clone(),
-            balance: state.balance,
-            version,
-            status,
-            owner_id: state.owner_id,
-            in_flight: state.pending_out(),
-        })
-    }
-
-    /// The view with its money in flight set (the read model's figure).
-    #[must_use]
-    pub fn with_in_flight(mut self, in_flight: Money) -> Self {
-        self.in_flight = in_flight;
-        self
-    }
-
-    /// The view with its owner set.
-    #[must_use]
-    pub fn owned_by(mut self, owner: Option<Uuid>) -> Self {
-        self.owner_id = owner;
-        self
-    }
 }
 
 /// One event of an account's history.
@@ -212,4 +144,20 @@ pub struct ErrorBody {
     /// What went wrong.
     #[schema(example = "owner_name is required, initial_balance must be non-negative")]
     pub error: String,
+}
+
+/// `limit` (1-100, default 50) and `offset` (default 0).
+#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
+pub struct Page {
+    /// Page size, 1-100.
+    pub limit: Option<usize>,
+    /// Items to skip.
+    pub offset: Option<usize>,
+}
+
+impl Page {
+    /// The effective `(offset, limit)`.
+    pub fn bounds(self) -> (usize, usize) {
+        (self.offset.unwrap_or(0), self.limit.unwrap_or(50).clamp(1, 100))
+    }
 }

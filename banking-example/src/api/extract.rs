@@ -14,17 +14,10 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::errors::ApiError;
-use crate::app::AppState;
+use super::state::AppState;
 use crate::auth::Identity;
 
-/// Header naming the calling client (required on `/accounts` routes).
-pub const CLIENT_ID_HEADER: &str = "x-client-id";
-/// Correlation header, generated when absent and echoed back.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// Header making a POST idempotent.
-pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
-/// Header carrying validation warnings.
-pub const WARNINGS_HEADER: &str = "x-validation-warnings";
+pub use super::headers::{CLIENT_ID_HEADER, IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER, WARNINGS_HEADER};
 
 /// Namespace of correlation ids derived from non-UUID request ids.
 const REQUEST_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a0e_93d4_4c51_8f4b_0c1d_22e3_a001);

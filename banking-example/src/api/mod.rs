@@ -3,16 +3,23 @@
 pub mod access;
 pub mod accounts;
 pub mod amounts;
+pub mod auth;
 pub mod cluster;
 pub mod contract;
 mod dto;
 pub mod errors;
 pub mod extract;
+pub mod forwarding;
+pub mod headers;
 pub mod health;
+mod http_metrics;
+pub mod idempotency;
 pub mod openapi;
 pub mod peer;
 pub mod routes;
+mod state;
 pub mod transfers;
+pub mod validation;
 
 pub use dto::{
     AccountPage, AccountView, AccountViewStatus, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory,
@@ -20,3 +27,4 @@ pub use dto::{
 };
 pub use errors::ApiError;
 pub use routes::{admin_router, router};
+pub use state::{AppState, Services};

@@ -5,8 +5,8 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::auth;
 use super::{access, accounts, health, transfers};
-use crate::auth::routes as auth;
 
 /// Adds the `bearer` security scheme (JWT access tokens).
 #[derive(Debug, Clone, Copy)]

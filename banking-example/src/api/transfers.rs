@@ -21,10 +21,10 @@ use super::access::authorize;
 use super::dto::ErrorBody;
 use super::errors::ApiError;
 use super::extract::{ApiJson, Caller, IdempotencyKey};
-use crate::app::AppState;
+use super::idempotency::{Idempotency, Reply};
+use super::state::AppState;
 use crate::auth::rbac::{can_read, AccountAction};
 use crate::domain::{Amount, Money};
-use crate::idempotency::{Idempotency, Reply};
 use crate::transfer::{Transfer, TransferCommand, TransferError, TransferRequested, TransferStatus};
 
 /// Body of `POST /transfers`.

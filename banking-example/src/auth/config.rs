@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use rand::RngCore;
 
-use crate::config::ConfigError;
+use crate::error::{parse, ConfigError};
 
 /// Shortest accepted secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -266,16 +266,6 @@ fn secret(value: Option<String>, name: &'static str, persistent: bool, dev: bool
             Ok(value.unwrap_or_default().into_bytes())
         }
     }
-}
-
-fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value.parse().map_err(|e: T::Err| ConfigError::Invalid {
-        name,
-        reason: format!("{value:?}: {e}"),
-    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ pub mod pg;
 pub mod rbac;
 pub mod refresh;
 pub mod reset;
-pub mod routes;
 mod service;
 pub mod sqlite;
 mod stores;

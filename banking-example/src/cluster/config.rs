@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use es_redis::ShardConfig;
 
-use crate::config::{parse, ConfigError};
+use crate::error::{parse, ConfigError};
 
 /// Cluster mode: several server instances share PostgreSQL and Redis and
 /// split the accounts between them by shard.

@@ -5,7 +5,7 @@
 //! - Each instance owns some shards under a lease; a command for an account
 //!   is handled by the owner of the account's shard only. A request that
 //!   reaches another instance is forwarded to the owner
-//!   ([`routing`]), so clients behind any load balancer need not know.
+//!   ([`api::forwarding`](crate::api::forwarding)), so clients behind any load balancer need not know.
 //! - Appends carry the owner's fencing token and PostgreSQL refuses a stale
 //!   one, so an owner paused past its lease cannot write after a new owner
 //!   took over; its request is answered 503 (`Retry-After`) and the
@@ -14,7 +14,6 @@
 //!   out), its commands are answered 503 with `Retry-After`.
 
 mod config;
-pub mod routing;
 
 pub use config::ClusterConfig;
 

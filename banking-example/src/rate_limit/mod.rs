@@ -98,6 +98,11 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn health(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Whether every request is allowed without counting (no key needs to
+    /// be built for it).
+    fn is_unlimited(&self) -> bool {
+        false
+    }
 }
 
 /// A limiter that lets everything through (`requests_per_minute = 0`).
@@ -112,5 +117,9 @@ impl RateLimiter for NoRateLimit {
 
     fn name(&self) -> &'static str {
         "disabled"
+    }
+
+    fn is_unlimited(&self) -> bool {
+        true
     }
 }

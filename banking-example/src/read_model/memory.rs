@@ -8,8 +8,8 @@ use es_core::{BoxError, EventEnvelope, StoreError, TypedProjector};
 use uuid::Uuid;
 
 use super::row::{account_id, arrival, AccountRow};
+use super::AccountView;
 use super::{AccountQueries, PROJECTION};
-use crate::api::AccountView;
 use crate::domain::{Account, AccountEvent};
 
 #[derive(Debug, Default)]

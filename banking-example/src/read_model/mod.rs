@@ -25,6 +25,7 @@ mod memory;
 mod postgres;
 mod row;
 mod sqlite;
+mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +43,8 @@ pub use memory::InMemoryAccounts;
 pub use postgres::{AccountsTable, PgAccounts};
 pub use row::{arrival, AccountRow};
 pub use sqlite::{SqliteAccounts, SqliteAccountsTable, SQLITE_ACCOUNTS};
+pub use view::{AccountView, AccountViewStatus};
 
-use crate::api::AccountView;
 use crate::domain::upcasters;
 
 /// Name (and checkpoint key) of the in-memory projection.

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::row::{account_id, arrival, AccountRow};
 use super::AccountQueries;
-use crate::api::AccountView;
+use super::AccountView;
 use crate::domain::{Account, AccountEvent, AccountStatus, Money};
 
 /// Version `version` of the accounts projection: writes

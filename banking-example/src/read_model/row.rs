@@ -4,7 +4,7 @@
 use es_core::{Aggregate, EventEnvelope};
 use uuid::Uuid;
 
-use crate::api::AccountView;
+use super::AccountView;
 use crate::domain::{Account, AccountEvent, Money};
 
 /// An account as the read model keeps it.

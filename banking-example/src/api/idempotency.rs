@@ -25,14 +25,13 @@ use es_core::{CommandDeduplicator, DedupError, DedupStatus};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::api::errors::ApiError;
-use crate::api::extract::WARNINGS_HEADER;
+use super::errors::ApiError;
+use super::headers::WARNINGS_HEADER;
 
 /// Namespace of command ids and request fingerprints.
 const NAMESPACE: Uuid = Uuid::from_u128(0x0b8e_55d4_2f0c_4a59_9a52_7c7e_5e1b_1d01);
 
-/// Header set on a replayed response.
-pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+pub use super::headers::REPLAYED_HEADER;
 
 /// A response as stored for replay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

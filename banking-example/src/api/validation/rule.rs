@@ -37,6 +37,12 @@ impl ValidationReport {
     pub fn warning_message(&self) -> String {
         self.warnings.join("; ")
     }
+
+    /// The `x-validation-warnings` of the answer: the warnings joined with
+    /// `"; "`, `None` without any.
+    pub fn warnings(&self) -> Option<String> {
+        (!self.warnings.is_empty()).then(|| self.warning_message())
+    }
 }
 
 /// One validation rule for requests of type `T`.

@@ -21,11 +21,11 @@ use es_core::StreamId;
 use es_redis::Route;
 use uuid::Uuid;
 
-use super::Cluster;
-use crate::api::errors::ApiError;
-use crate::api::extract::{Caller, IdempotencyKey};
-use crate::app::AppState;
-use crate::idempotency::Idempotency;
+use super::errors::ApiError;
+use super::extract::{Caller, IdempotencyKey};
+use super::idempotency::Idempotency;
+use super::state::AppState;
+use crate::cluster::Cluster;
 
 /// The loop-guard header of a forwarded request: the forwarding instance.
 pub const FORWARDED_BY: &str = "x-bank-forwarded-by";

@@ -11,17 +11,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::rbac::{may_list_users, Role};
-use super::users::{is_email, normalize_username, MAX_USERNAME_BYTES};
-use super::{AuthError, TokenPair};
-use crate::api::errors::ApiError;
-use crate::api::extract::{ApiJson, AuthUser};
-use crate::api::peer::{limit_key, ClientAddr};
-use crate::api::ErrorBody;
-use crate::app::AppState;
+use super::dto::{ErrorBody, Page};
+use super::errors::ApiError;
+use super::extract::{ApiJson, AuthUser};
+use super::peer::{limit_key, ClientAddr};
+use super::state::AppState;
+use crate::auth::rbac::{may_list_users, Role};
+use crate::auth::users::{is_email, normalize_username, MAX_USERNAME_BYTES};
+use crate::auth::{AuthError, TokenPair};
 
 /// Body of `POST /auth/register` and `POST /auth/login`.
 #[derive(Clone, Deserialize, ToSchema)]
@@ -103,22 +103,6 @@ pub struct UserPage {
     pub limit: usize,
     /// Offset used.
     pub offset: usize,
-}
-
-/// `limit` (1-100, default 50) and `offset` (default 0).
-#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
-pub struct Page {
-    /// Page size, 1-100.
-    pub limit: Option<usize>,
-    /// Items to skip.
-    pub offset: Option<usize>,
-}
-
-impl Page {
-    /// The effective `(offset, limit)`.
-    pub fn bounds(self) -> (usize, usize) {
-        (self.offset.unwrap_or(0), self.limit.unwrap_or(50).clamp(1, 100))
-    }
 }
 
 /// The client address as a rate-limit key (`ip:...`; IPv6 by /64,

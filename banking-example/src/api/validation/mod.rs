@@ -4,7 +4,7 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! use banking_example::validation::{AccountCreationValidator, ValidatorRegistry};
+//! use banking_example::api::validation::{AccountCreationValidator, ValidatorRegistry};
 //! use banking_example::api::CreateAccountRequest;
 //! let mut registry = ValidatorRegistry::new();
 //! registry.register::<CreateAccountRequest>(AccountCreationValidator::default());

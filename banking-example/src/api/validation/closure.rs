@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{RequestValidationRule, ValidationReport};
-use crate::api::CloseAccountRequest;
+use crate::api::dto::CloseAccountRequest;
 
 /// Longest accepted close reason, in characters.
 pub const MAX_REASON_CHARS: usize = 500;

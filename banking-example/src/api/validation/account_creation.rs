@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{check_amount, RequestValidationRule, ValidationReport};
-use crate::api::CreateAccountRequest;
+use crate::api::dto::CreateAccountRequest;
 use crate::domain::Money;
 
 /// Longest accepted owner name, in characters.
