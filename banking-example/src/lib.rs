@@ -1,16 +1,13 @@
-//! # banking-example — the reference banking application of es-rs
+#![doc = include_str!("../README.md")]
 //!
-//! An accounts service on the es-core kernel: the [`domain::Account`]
-//! aggregate (exact [`domain::Money`]), an axum HTTP API with OpenAPI,
-//! request validation, rate limiting, idempotency keys, and a projection
-//! read model. Run it with `cargo run -p banking-example`; see the README.
+//! ## Modules
 //!
-//! Each module imports only modules after it in this list (no cycles):
+//! The [`domain::Account`] aggregate (exact [`domain::Money`]), the HTTP
+//! API in [`api`], auth, validation, rate limiting, idempotency keys and
+//! the read model. Each module imports only modules after it in this list (no cycles):
 //! [`app`] (wiring), [`api`] (all of HTTP), [`backends`], [`publishing`],
 //! [`config`], [`auth`], [`cluster`], [`rate_limit`], [`transfer`],
 //! [`error`], [`read_model`], [`net`], [`domain`].
-#![deny(missing_docs)]
-#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
