@@ -215,14 +215,15 @@ async fn worker(
     while Instant::now() < end {
         let c = match &mut conn {
             Some(c) => c,
-            None => match Conn::open(&host).await {
-                Ok(c) => conn.insert(c),
-                Err(_) => {
+            None => {
+                if let Ok(c) = Conn::open(&host).await {
+                    conn.insert(c)
+                } else {
                     tally.io_errors += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
-            },
+            }
         };
         x ^= x << 13;
         x ^= x >> 7;
@@ -231,21 +232,18 @@ async fn worker(
         let t0 = Instant::now();
         let result = c.send("POST", path, &auth, body).await;
         let counted = t0 >= start + warmup;
-        match result {
-            Ok((status, _)) => {
-                tally.acked += u64::from(status == 200);
-                if counted {
-                    tally.latencies_us.push(t0.elapsed().as_micros() as u64);
-                    *tally.status.entry(status).or_default() += 1;
-                }
+        if let Ok((status, _)) = result {
+            tally.acked += u64::from(status == 200);
+            if counted {
+                tally.latencies_us.push(t0.elapsed().as_micros() as u64);
+                *tally.status.entry(status).or_default() += 1;
             }
-            Err(_) => {
-                tally.unknown += 1;
-                if counted {
-                    tally.io_errors += 1;
-                }
-                conn = None;
+        } else {
+            tally.unknown += 1;
+            if counted {
+                tally.io_errors += 1;
             }
+            conn = None;
         }
     }
     tally
@@ -371,7 +369,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         }
     }
     let elapsed = start.elapsed().saturating_sub(args.warmup).as_secs_f64();
-    let (rss, hwm) = args.server_pid.map(memory_kb).unwrap_or((None, None));
+    let (rss, hwm) = args.server_pid.map_or((None, None), memory_kb);
 
     // Every acknowledged deposit, warm-up included, moved 1.00 exactly once.
     let after = balance_cents(&host, &auth, &ids).await?;

@@ -111,8 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .json(&json!({"amount": 1.25}))
                         .send()
                         .await
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false);
+                        .is_ok_and(|r| r.status().is_success());
                     latencies.push(t.elapsed());
                     errors += usize::from(!ok);
                 }

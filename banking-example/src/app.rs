@@ -123,8 +123,8 @@ impl App {
             }
             builder.build()
         };
-        let (repo, transfer_accounts) = match &cluster {
-            Some(c) => (
+        let (repo, transfer_accounts) = if let Some(c) = &cluster {
+            (
                 accounts_on(Arc::new(FencedStore::new(
                     Arc::clone(&backends.store),
                     Arc::new(c.manager.clone()),
@@ -135,11 +135,10 @@ impl App {
                 // transfer and step, so each applies once, ordered with the
                 // owners' commands by the stream's version check.
                 accounts_on(Arc::clone(&backends.store)),
-            ),
-            None => {
-                let repo = accounts_on(Arc::clone(&backends.store));
-                (repo.clone(), repo)
-            }
+            )
+        } else {
+            let repo = accounts_on(Arc::clone(&backends.store));
+            (repo.clone(), repo)
         };
 
         let read_side: ReadSide = match (&backends.postgres, &backends.sqlite) {
@@ -220,7 +219,7 @@ impl App {
             metrics: metrics_handle(),
             backends: backends.names.clone(),
             config: Arc::new(config),
-            publishing: publishing.as_ref().map(|p| p.probe()),
+            publishing: publishing.as_ref().map(super::publishing::EventPublishing::probe),
             cluster,
             transfers,
             transfers_failure,

@@ -313,7 +313,7 @@ mod tests {
             ("REDIS_URL", " "),
         ]
         .into();
-        let c = AppConfig::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap();
+        let c = AppConfig::from_lookup(|k| vars.get(k).map(std::string::ToString::to_string)).unwrap();
         assert_eq!(c.bind_addr.port(), 8080);
         assert_eq!(c.rate_limit.requests_per_minute, 0);
         assert_eq!(c.rate_limit.burst_size, ENV_DEFAULT_BURST);

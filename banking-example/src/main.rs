@@ -79,16 +79,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let backends = Backends::from_config(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.bind_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, store = %backends.names.store, "banking example listening; API docs at /docs");
-    let admin = match config.admin_bind_addr {
-        Some(addr) => {
-            let admin = tokio::net::TcpListener::bind(addr).await?;
-            tracing::info!(addr = %admin.local_addr()?, "operations listener: /metrics, /health/ready with details");
-            Some(admin)
-        }
-        None => {
-            tracing::info!("operations listener off (ADMIN_BIND_ADDR=off): no /metrics");
-            None
-        }
+    let admin = if let Some(addr) = config.admin_bind_addr {
+        let admin = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %admin.local_addr()?, "operations listener: /metrics, /health/ready with details");
+        Some(admin)
+    } else {
+        tracing::info!("operations listener off (ADMIN_BIND_ADDR=off): no /metrics");
+        None
     };
     let app = banking_example::App::build(config, backends).await?;
     app.serve(listener, admin, shutdown_signal()).await?;

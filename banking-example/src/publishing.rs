@@ -104,7 +104,7 @@ async fn outbox_backlog(p: &OutboxPoller) -> Result<BTreeMap<String, serde_json:
     d.insert("parked_events".into(), s.parked.into());
     d.insert(
         "oldest_pending_seconds".into(),
-        s.oldest_pending_age.map(|a| a.as_secs_f64()).unwrap_or(0.0).into(),
+        s.oldest_pending_age.map_or(0.0, |a| a.as_secs_f64()).into(),
     );
     Ok(d)
 }

@@ -196,14 +196,13 @@ async fn three_instances_survive_a_pause_and_a_kill_without_losing_or_doubling_a
                             .json(&json!({ "amount": amount }))
                             .send()
                             .await;
-                        let r = match sent {
-                            Ok(r) => r,
-                            Err(_) => {
-                                tally.lock().unwrap().unknown += 1;
-                                target += 1;
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                continue;
-                            }
+                        let r = if let Ok(r) = sent {
+                            r
+                        } else {
+                            tally.lock().unwrap().unknown += 1;
+                            target += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
                         };
                         let status = r.status();
                         let body = r.text().await.unwrap_or_default();

@@ -96,7 +96,7 @@ async fn es_admin_lists_and_rebuilds_the_bank_projections_with_progress() {
     let runners = banking_example::read_model::projection_runners(&store);
     let accounts_projection = runners
         .iter()
-        .map(|r| r.name())
+        .map(es_core::ProjectionRunner::name)
         .find(|n| n.starts_with("accounts"))
         .expect("an accounts projection");
 

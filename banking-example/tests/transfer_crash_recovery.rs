@@ -192,7 +192,7 @@ async fn transfers_settle_and_conserve_money_across_two_kills() {
     .fetch_one(&mut db)
     .await
     .unwrap();
-    assert_eq!(settled, completed as i64);
+    assert_eq!(settled, i64::from(completed));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut total = 0.0;

@@ -30,7 +30,7 @@ async fn append_until(store: PostgresEventStore, stop: Arc<AtomicBool>) -> BTree
             *versions.entry(stream).or_insert(0) += 1;
         }
         round += 1;
-        if round % 4 == 0 {
+        if round.is_multiple_of(4) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

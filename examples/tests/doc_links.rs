@@ -280,7 +280,7 @@ fn without_code(line: &str) -> String {
         let after = &rest[start + ticks..];
         let closing = "`".repeat(ticks);
         if let Some(end) = after.find(&closing) {
-            rest = &after[end + ticks..]
+            rest = &after[end + ticks..];
         } else {
             out.push_str(&rest[start..]);
             rest = "";

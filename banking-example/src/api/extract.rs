@@ -110,8 +110,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .unwrap_or_else(|| Uuid::now_v7().to_string());
+            .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
         let correlation_id =
             Uuid::parse_str(&request_id).unwrap_or_else(|_| Uuid::new_v5(&REQUEST_ID_NAMESPACE, request_id.as_bytes()));
         Ok(Self {

@@ -109,8 +109,11 @@ fn duration_series(method: &'static str, route: &str) -> Histogram {
 /// The kept series of every method and route seen.
 #[derive(Default)]
 pub(crate) struct HttpMetrics {
-    series: RwLock<HashMap<&'static str, HashMap<Box<str>, Arc<RouteSeries>>>>,
+    series: RwLock<HashMap<&'static str, RoutesSeries>>,
 }
+
+/// The kept series of one method, by route.
+type RoutesSeries = HashMap<Box<str>, Arc<RouteSeries>>;
 
 impl std::fmt::Debug for HttpMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -87,12 +87,11 @@ impl PasswordHasher {
         if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
             return Ok(permit);
         }
-        match tokio::time::timeout(self.queue_wait, Arc::clone(&self.slots).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => {
-                metrics::counter!("password_hash_rejections_total").increment(1);
-                Err(HashError::Busy)
-            }
+        if let Ok(Ok(permit)) = tokio::time::timeout(self.queue_wait, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(permit)
+        } else {
+            metrics::counter!("password_hash_rejections_total").increment(1);
+            Err(HashError::Busy)
         }
     }
 
@@ -126,13 +125,11 @@ impl PasswordHasher {
         let hash = hash.to_owned();
         Ok(tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            PasswordHash::new(&hash)
-                .map(|parsed| {
-                    Self::argon2(params)
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
+            PasswordHash::new(&hash).is_ok_and(|parsed| {
+                Self::argon2(params)
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
         })
         .await
         .unwrap_or(false))

@@ -175,17 +175,15 @@ impl AuthService {
             });
         }
         let user = self.stores.users.by_username(&username).await?;
-        let valid = match &user {
-            Some(u) => self
-                .hasher
+        let valid = if let Some(u) = &user {
+            self.hasher
                 .verify(password, &u.password_hash)
                 .await
-                .map_err(hash_error)?,
-            None => {
-                let dummy = self.dummy_hash().await?.to_owned();
-                self.hasher.verify(password, &dummy).await.map_err(hash_error)?;
-                false
-            }
+                .map_err(hash_error)?
+        } else {
+            let dummy = self.dummy_hash().await?.to_owned();
+            self.hasher.verify(password, &dummy).await.map_err(hash_error)?;
+            false
         };
         let Some(user) = user.filter(|_| valid) else {
             count("login_failure");
@@ -196,7 +194,7 @@ impl AuthService {
                     tracing::warn!(until = %until, "login failed; username locked out for this source");
                 }
                 Some(until) => {
-                    tracing::info!(failures = after.failures, until = %until, "login failed; next try delayed")
+                    tracing::info!(failures = after.failures, until = %until, "login failed; next try delayed");
                 }
                 None => tracing::info!(failures = after.failures, "login failed"),
             }

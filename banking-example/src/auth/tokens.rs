@@ -260,7 +260,12 @@ pub fn token_hash(key: &[u8], token: &str) -> String {
         return String::new(); // HMAC accepts keys of any length
     };
     mac.update(token.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(64);
+    for b in mac.finalize().into_bytes() {
+        hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        hex.push(char::from(b"0123456789abcdef"[usize::from(b & 0x0f)]));
+    }
+    hex
 }
 
 /// The reset token a queued mail's `seed` stands for: base64url

@@ -35,8 +35,8 @@ impl ClusterConfig {
         database_url: Option<&str>,
     ) -> Result<Option<Self>, ConfigError> {
         match get("CLUSTER_SHARDS").as_deref() {
-            None | Some("0") | Some("false") => return Ok(None),
-            Some("1") | Some("true") => {}
+            None | Some("0" | "false") => return Ok(None),
+            Some("1" | "true") => {}
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     name: "CLUSTER_SHARDS",

@@ -86,19 +86,18 @@ impl RateLimiter for InMemoryRateLimiter {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             clients.retain(|_, tat| *tat > now);
         }
-        let tat = match clients.get(key) {
-            Some(tat) => (*tat).max(now),
-            None => {
-                if clients.len() >= self.config.max_clients.max(1) {
-                    self.make_room(&mut clients, now);
-                }
-                now
+        let tat = if let Some(tat) = clients.get(key) {
+            (*tat).max(now)
+        } else {
+            if clients.len() >= self.config.max_clients.max(1) {
+                self.make_room(&mut clients, now);
             }
+            now
         };
         let ahead = tat - now;
         if ahead > tolerance {
             return RateLimitDecision::Limited {
-                retry_after: ahead - tolerance,
+                retry_after: ahead.checked_sub(tolerance).unwrap(),
             };
         }
         clients.insert(key.to_owned(), tat + t);

@@ -82,7 +82,7 @@ pub fn arrival(event: &EventEnvelope<AccountEvent>) -> Option<(Uuid, Money)> {
 }
 
 /// The account id of an event's stream, if it is a UUID.
-pub fn account_id(event: &EventEnvelope<AccountEvent>) -> Option<Uuid> {
+pub(super) fn account_id(event: &EventEnvelope<AccountEvent>) -> Option<Uuid> {
     let id = Uuid::parse_str(event.stream_id.as_str()).ok();
     if id.is_none() {
         tracing::warn!(stream_id = %event.stream_id, "account stream id is not a UUID; not projected");

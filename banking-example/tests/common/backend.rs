@@ -10,7 +10,7 @@ use es_core::EventStore;
 
 /// Which backends a server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// Everything in process.
     Memory,
     /// The embedded SQLite file (events, read model, users), the rest in
@@ -31,7 +31,7 @@ pub enum Backend {
 /// shared; on SQLite it is one file (in a directory of its own), on
 /// PostgreSQL one schema.
 #[derive(Clone)]
-pub struct Storage {
+pub(crate) struct Storage {
     backend: Backend,
     schema: String,
     data_dir: std::path::PathBuf,
@@ -40,7 +40,7 @@ pub struct Storage {
 
 impl Backend {
     /// Fresh, empty storage of this kind.
-    pub async fn storage(self) -> Storage {
+    pub(crate) async fn storage(self) -> Storage {
         let memory = (self == Backend::Memory).then(|| {
             let b = Backends::in_memory(&super::config());
             (b.store, b.auth)
@@ -57,29 +57,29 @@ impl Backend {
     }
 
     /// A server on fresh storage with the test config.
-    pub async fn start(self) -> RunningServer {
+    pub(crate) async fn start(self) -> RunningServer {
         self.start_with(super::config()).await
     }
 
     /// A server on fresh storage with `config`.
-    pub async fn start_with(self, config: AppConfig) -> RunningServer {
+    pub(crate) async fn start_with(self, config: AppConfig) -> RunningServer {
         self.storage().await.start(config).await
     }
 
     /// A server on fresh storage whose auth service tells time by `clock`.
-    pub async fn start_with_clock(self, config: AppConfig, clock: es_core::ManualClock) -> RunningServer {
+    pub(crate) async fn start_with_clock(self, config: AppConfig, clock: es_core::ManualClock) -> RunningServer {
         self.storage().await.start_with_clock(config, clock).await
     }
 }
 
 impl Storage {
     /// The backend kind.
-    pub fn backend(&self) -> Backend {
+    pub(crate) fn backend(&self) -> Backend {
         self.backend
     }
 
     /// `config` pointed at this storage.
-    pub fn config(&self, config: AppConfig) -> AppConfig {
+    pub(crate) fn config(&self, config: AppConfig) -> AppConfig {
         match self.backend {
             Backend::Memory => config,
             Backend::Sqlite => AppConfig {
@@ -103,7 +103,7 @@ impl Storage {
 
     /// The backends of a server on this storage (`config` as given to
     /// [`Storage::config`]).
-    pub async fn backends(&self, config: &AppConfig) -> Backends {
+    pub(crate) async fn backends(&self, config: &AppConfig) -> Backends {
         let mut backends = Backends::from_config(config).await.unwrap();
         if let Some((store, auth)) = &self.memory {
             backends.store = Arc::clone(store);
@@ -123,14 +123,14 @@ impl Storage {
     }
 
     /// A server on this storage.
-    pub async fn start(&self, config: AppConfig) -> RunningServer {
+    pub(crate) async fn start(&self, config: AppConfig) -> RunningServer {
         let config = self.config(config);
         let backends = self.backends(&config).await;
         banking_example::start(config, backends).await.unwrap()
     }
 
     /// A server on this storage whose auth service tells time by `clock`.
-    pub async fn start_with_clock(&self, config: AppConfig, clock: es_core::ManualClock) -> RunningServer {
+    pub(crate) async fn start_with_clock(&self, config: AppConfig, clock: es_core::ManualClock) -> RunningServer {
         let config = self.config(config);
         let mut backends = self.backends(&config).await;
         backends.clock = Arc::new(clock);

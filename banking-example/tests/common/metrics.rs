@@ -6,7 +6,7 @@
 
 /// The value of the sample `name` whose labels are exactly `labels`
 /// (0 when there is none yet).
-pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut want: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     want.sort();
     text.lines()
@@ -17,10 +17,10 @@ pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// One sample: name, labels (sorted), value.
-pub type Sample = (String, Vec<(String, String)>, f64);
+pub(crate) type Sample = (String, Vec<(String, String)>, f64);
 
 /// `name{k="v",...} value` into its parts (labels sorted).
-pub fn parse_sample(line: &str) -> Option<Sample> {
+pub(crate) fn parse_sample(line: &str) -> Option<Sample> {
     let (series, value) = line.trim().rsplit_once(' ')?;
     let value: f64 = value.parse().ok()?;
     let Some((name, rest)) = series.split_once('{') else {
@@ -58,7 +58,7 @@ pub fn parse_sample(line: &str) -> Option<Sample> {
 }
 
 /// The metrics text of the server at `base`.
-pub async fn scrape(base: &str) -> String {
+pub(crate) async fn scrape(base: &str) -> String {
     let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::OK);
     r.text().await.unwrap()

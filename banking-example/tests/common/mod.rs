@@ -10,13 +10,13 @@ use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
 /// The password of every test user.
-pub const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 /// Test auth settings: fixed secrets (so tokens work across restarts and
 /// on several instances), cheap Argon2, no auth rate limit, no progressive
 /// login delay (tests of the lockout fail in a row; `lockout.rs` tests
 /// the delay).
-pub fn auth_config() -> AuthConfig {
+pub(crate) fn auth_config() -> AuthConfig {
     AuthConfig {
         jwt_secret: b"test-only-jwt-secret-0123456789abcdef".to_vec(),
         refresh_token_secret: b"test-only-refresh-secret-0123456789abcdef".to_vec(),
@@ -33,7 +33,7 @@ pub fn auth_config() -> AuthConfig {
 
 /// A config on 127.0.0.1:0 (the operations listener too) with rate
 /// limiting off.
-pub fn config() -> AppConfig {
+pub(crate) fn config() -> AppConfig {
     AppConfig {
         bind_addr: "127.0.0.1:0".parse().unwrap(),
         admin_bind_addr: Some("127.0.0.1:0".parse().unwrap()),
@@ -47,12 +47,12 @@ pub fn config() -> AppConfig {
 }
 
 /// A fresh unique username.
-pub fn username() -> String {
+pub(crate) fn username() -> String {
     format!("u{}@test.example", uuid::Uuid::new_v4().simple())
 }
 
 /// Registers `username` and logs in; returns the login body.
-pub async fn register_and_login(base: &str, username: &str) -> Value {
+pub(crate) async fn register_and_login(base: &str, username: &str) -> Value {
     let http = Client::new();
     let r = http
         .post(format!("{base}/auth/register"))
@@ -65,7 +65,7 @@ pub async fn register_and_login(base: &str, username: &str) -> Value {
 }
 
 /// Logs in; returns the token pair.
-pub async fn login(base: &str, username: &str, password: &str) -> Value {
+pub(crate) async fn login(base: &str, username: &str, password: &str) -> Value {
     let r = Client::new()
         .post(format!("{base}/auth/login"))
         .json(&json!({"username": username, "password": password}))
@@ -78,18 +78,18 @@ pub async fn login(base: &str, username: &str, password: &str) -> Value {
 }
 
 /// A server on in-memory backends with `config`.
-pub async fn start_with(config: AppConfig) -> RunningServer {
+pub(crate) async fn start_with(config: AppConfig) -> RunningServer {
     Backend::Memory.start_with(config).await
 }
 
 /// A server on in-memory backends with the test config.
-pub async fn start() -> RunningServer {
+pub(crate) async fn start() -> RunningServer {
     start_with(config()).await
 }
 
 /// A test client bound to one server, one client id and one user.
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub http: Client,
     pub base: String,
     pub client_id: String,
@@ -100,21 +100,21 @@ pub struct Api {
 
 impl Api {
     /// A new customer (registered and logged in) calling as `client_id`.
-    pub async fn new(server: &RunningServer, client_id: &str) -> Self {
+    pub(crate) async fn new(server: &RunningServer, client_id: &str) -> Self {
         let username = username();
         let tokens = register_and_login(&server.url(), &username).await;
         Self::with_tokens(server, client_id, &username, &tokens)
     }
 
     /// A client for an existing user.
-    pub async fn login(server: &RunningServer, client_id: &str, username: &str) -> Self {
+    pub(crate) async fn login(server: &RunningServer, client_id: &str, username: &str) -> Self {
         let tokens = login(&server.url(), username, PASSWORD).await;
         Self::with_tokens(server, client_id, username, &tokens)
     }
 
     /// A new customer (registered and logged in) of the server at `base`
     /// (a server process).
-    pub async fn register_at(base: &str, client_id: &str) -> Self {
+    pub(crate) async fn register_at(base: &str, client_id: &str) -> Self {
         let username = username();
         let tokens = register_and_login(base, &username).await;
         Self::at(base, client_id, &username, &tokens)
@@ -136,7 +136,7 @@ impl Api {
     }
 
     /// The same user calling as another client.
-    pub fn as_client(&self, client_id: &str) -> Self {
+    pub(crate) fn as_client(&self, client_id: &str) -> Self {
         Self {
             client_id: client_id.into(),
             ..self.clone()
@@ -144,12 +144,12 @@ impl Api {
     }
 
     /// The same user and token against another server.
-    pub fn on(&self, server: &RunningServer) -> Self {
+    pub(crate) fn on(&self, server: &RunningServer) -> Self {
         self.at_base(&server.url())
     }
 
     /// The same user and token against the server at `base`.
-    pub fn at_base(&self, base: &str) -> Self {
+    pub(crate) fn at_base(&self, base: &str) -> Self {
         Self {
             base: base.to_owned(),
             ..self.clone()
@@ -157,22 +157,22 @@ impl Api {
     }
 
     /// The user id (from `/auth/me`).
-    pub async fn user_id(&self) -> String {
+    pub(crate) async fn user_id(&self) -> String {
         let (status, me) = read(self.authed(self.http.get(self.url("/auth/me"))).send().await.unwrap()).await;
         assert_eq!(status, StatusCode::OK, "{me}");
         me["user_id"].as_str().unwrap().to_owned()
     }
 
     /// Adds the client id and the bearer token.
-    pub fn authed(&self, rb: RequestBuilder) -> RequestBuilder {
+    pub(crate) fn authed(&self, rb: RequestBuilder) -> RequestBuilder {
         rb.header("x-client-id", &self.client_id).bearer_auth(&self.token)
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Response {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Response {
         self.authed(self.http.post(self.url(path)))
             .json(&body)
             .send()
@@ -180,7 +180,7 @@ impl Api {
             .unwrap()
     }
 
-    pub async fn post_keyed(&self, path: &str, key: &str, body: Value) -> Response {
+    pub(crate) async fn post_keyed(&self, path: &str, key: &str, body: Value) -> Response {
         self.authed(self.http.post(self.url(path)))
             .header("idempotency-key", key)
             .json(&body)
@@ -189,12 +189,12 @@ impl Api {
             .unwrap()
     }
 
-    pub async fn get(&self, path: &str) -> Response {
+    pub(crate) async fn get(&self, path: &str) -> Response {
         self.authed(self.http.get(self.url(path))).send().await.unwrap()
     }
 
     /// GET with the token only (no client id).
-    pub async fn get_raw(&self, path: &str) -> Response {
+    pub(crate) async fn get_raw(&self, path: &str) -> Response {
         self.http
             .get(self.url(path))
             .bearer_auth(&self.token)
@@ -204,7 +204,7 @@ impl Api {
     }
 
     /// Opens an account and returns its id.
-    pub async fn open(&self, owner: &str, balance: Value) -> String {
+    pub(crate) async fn open(&self, owner: &str, balance: Value) -> String {
         let r = self
             .post("/accounts", json!({"owner_name": owner, "initial_balance": balance}))
             .await;
@@ -217,7 +217,7 @@ impl Api {
 /// The account's view once it has reached `version`: a server started on
 /// an existing database rebuilds its read model from the log, which an
 /// open transaction elsewhere in the cluster may hold back a moment.
-pub async fn view_at_least(api: &Api, account: &str, version: u64) -> Value {
+pub(crate) async fn view_at_least(api: &Api, account: &str, version: u64) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let (status, view) = read(api.get(&format!("/accounts/{account}")).await).await;
@@ -234,7 +234,7 @@ pub async fn view_at_least(api: &Api, account: &str, version: u64) -> Value {
 }
 
 /// Status and JSON body (the body is always JSON in this API).
-pub async fn read(r: Response) -> (StatusCode, Value) {
+pub(crate) async fn read(r: Response) -> (StatusCode, Value) {
     let status = r.status();
     let text = r.text().await.unwrap();
     let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text:?}"));
@@ -243,7 +243,7 @@ pub async fn read(r: Response) -> (StatusCode, Value) {
 
 /// Asserts an error answer: status, and the `{"error"}` shape with only
 /// that key; returns the message.
-pub async fn expect_error(r: Response, status: StatusCode) -> String {
+pub(crate) async fn expect_error(r: Response, status: StatusCode) -> String {
     let (got, body) = read(r).await;
     assert_eq!(got, status, "unexpected status, body {body}");
     let obj = body
@@ -254,7 +254,7 @@ pub async fn expect_error(r: Response, status: StatusCode) -> String {
 }
 
 /// The raw JSON text of a field, to check exact decimal digits.
-pub fn raw_number(body_text: &str, field: &str) -> String {
+pub(crate) fn raw_number(body_text: &str, field: &str) -> String {
     let start = body_text.find(&format!("\"{field}\":")).unwrap() + field.len() + 3;
     body_text[start..]
         .chars()
@@ -262,23 +262,23 @@ pub fn raw_number(body_text: &str, field: &str) -> String {
         .collect()
 }
 
-pub mod backend;
-pub mod metrics;
-pub mod pg;
-pub mod process;
-pub mod redis;
-pub mod tls;
+pub(crate) mod backend;
+pub(crate) mod metrics;
+pub(crate) mod pg;
+pub(crate) mod process;
+pub(crate) mod redis;
+pub(crate) mod tls;
 
-pub use backend::Backend;
+pub(crate) use backend::Backend;
 
 /// A server on in-memory backends whose auth service tells time by
 /// `clock`.
-pub async fn start_with_clock(config: AppConfig, clock: es_core::ManualClock) -> RunningServer {
+pub(crate) async fn start_with_clock(config: AppConfig, clock: es_core::ManualClock) -> RunningServer {
     Backend::Memory.start_with_clock(config, clock).await
 }
 
 /// POSTs JSON to `path` with an optional bearer token.
-pub async fn post_json(base: &str, path: &str, token: Option<&str>, body: Value) -> Response {
+pub(crate) async fn post_json(base: &str, path: &str, token: Option<&str>, body: Value) -> Response {
     let mut rb = Client::new().post(format!("{base}{path}")).json(&body);
     if let Some(t) = token {
         rb = rb.bearer_auth(t);
@@ -289,7 +289,7 @@ pub async fn post_json(base: &str, path: &str, token: Option<&str>, body: Value)
 /// 20 clients each deposit 1.01 ten times into `id` at once; asserts every
 /// deposit succeeded and none was lost (balance 202.00, version 201 on an
 /// account opened with 0).
-pub async fn twenty_clients_deposit(owner: &Api, id: &str, client_prefix: &str) {
+pub(crate) async fn twenty_clients_deposit(owner: &Api, id: &str, client_prefix: &str) {
     let tasks: Vec<_> = (0..20)
         .map(|c| {
             let api = owner.as_client(&format!("{client_prefix}-{c}"));

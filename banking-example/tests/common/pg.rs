@@ -3,20 +3,20 @@
 
 use banking_example::AppConfig;
 
-pub use es_postgres::testing::database_url;
+pub(crate) use es_postgres::testing::database_url;
 
 /// Creates the test database when missing.
-pub async fn ensure_database() {
+pub(crate) async fn ensure_database() {
     es_postgres::testing::ensure_database().await.expect("test database");
 }
 
 /// A fresh schema name (at most 40 characters).
-pub fn schema() -> String {
+pub(crate) fn schema() -> String {
     es_postgres::testing::fresh_schema("bank")
 }
 
 /// The test config on PostgreSQL in `schema`.
-pub async fn config(schema: &str) -> AppConfig {
+pub(crate) async fn config(schema: &str) -> AppConfig {
     ensure_database().await;
     AppConfig {
         database_url: Some(database_url()),
@@ -28,7 +28,7 @@ pub async fn config(schema: &str) -> AppConfig {
 /// A private PostgreSQL cluster (initdb in a temporary directory, on a
 /// spare port), for tests that stop the database under a running server.
 /// Stopped and removed on drop.
-pub struct OwnPostgres {
+pub(crate) struct OwnPostgres {
     dir: std::path::PathBuf,
     bin: std::path::PathBuf,
     port: u16,
@@ -38,13 +38,13 @@ pub struct OwnPostgres {
 
 impl OwnPostgres {
     /// Creates and starts a cluster (user `postgres`, trust auth).
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(None).await
     }
 
     /// Creates and starts a cluster that takes TCP connections over TLS
     /// only (`hostssl` in pg_hba.conf), presenting `cert` and `key`.
-    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+    pub(crate) async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
         Self::start_with(Some((cert.to_owned(), key.to_owned()))).await
     }
 
@@ -103,19 +103,19 @@ impl OwnPostgres {
     }
 
     /// The URL of its `postgres` database.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
     /// Stops it at once (`pg_ctl stop -m immediate`: like a crash).
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let (bin, dir) = (self.bin.clone(), self.dir.display().to_string());
         tokio::task::spawn_blocking(move || {
             run(&mut pg_command(
                 &bin,
                 "pg_ctl",
                 &["-D", &dir, "-m", "immediate", "-w", "stop"],
-            ))
+            ));
         })
         .await
         .unwrap();
@@ -123,7 +123,7 @@ impl OwnPostgres {
     }
 
     /// Starts it again on the same port and waits until it accepts connections.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         let (bin, dir, port, options) = (self.bin.clone(), self.dir.clone(), self.port, self.options.clone());
         tokio::task::spawn_blocking(move || start_cluster(&bin, &dir, port, &options))
             .await

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// One server process; killed on drop.
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Option<Child>,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
@@ -19,7 +19,7 @@ pub struct ServerProcess {
 
 /// The environment of a server on PostgreSQL in `schema`: fixed secrets
 /// (tokens stay valid across restarts), cheap Argon2, no rate limits.
-pub fn pg_env(schema: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn pg_env(schema: &str) -> Vec<(&'static str, String)> {
     vec![
         ("DATABASE_URL", super::pg::database_url()),
         ("DATABASE_SCHEMA", schema.to_owned()),
@@ -38,7 +38,7 @@ pub fn pg_env(schema: &str) -> Vec<(&'static str, String)> {
 
 /// The environment of a server on its default store, the SQLite file in
 /// `data_dir`: as [`pg_env`] without `DATABASE_URL`.
-pub fn sqlite_env(data_dir: &std::path::Path) -> Vec<(&'static str, String)> {
+pub(crate) fn sqlite_env(data_dir: &std::path::Path) -> Vec<(&'static str, String)> {
     let mut env: Vec<_> = pg_env("unused")
         .into_iter()
         .filter(|(k, _)| !k.starts_with("DATABASE_"))
@@ -51,7 +51,7 @@ impl ServerProcess {
     /// Starts the binary with `env` (and nothing else of this process's
     /// environment but `PATH`) on a spare port, in an empty directory (no
     /// `.env`), and waits until `/health` answers.
-    pub async fn start(env: &[(&'static str, String)]) -> Self {
+    pub(crate) async fn start(env: &[(&'static str, String)]) -> Self {
         let port = super::redis::spare_port();
         let admin_port = super::redis::spare_port();
         let dir = std::env::temp_dir().join(format!("es-rs-test-server-{}", uuid::Uuid::new_v4().simple()));
@@ -96,7 +96,7 @@ impl ServerProcess {
 
     /// Kills the process with SIGKILL (no graceful shutdown, nothing
     /// flushed) and reaps it.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -105,7 +105,7 @@ impl ServerProcess {
 
     /// Sends SIGTERM and waits, at most `patience`, for a successful exit;
     /// returns how long the graceful shutdown took.
-    pub async fn terminate(&mut self, patience: Duration) -> Duration {
+    pub(crate) async fn terminate(&mut self, patience: Duration) -> Duration {
         let mut child = self.child.take().expect("running");
         let started = Instant::now();
         let pid = child.id().to_string();
@@ -125,12 +125,12 @@ impl ServerProcess {
     }
 
     /// Its process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Its output so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

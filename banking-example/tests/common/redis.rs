@@ -11,17 +11,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The opt-out variable: set to `1` to skip Redis tests when no Redis runs.
-pub const OPT_OUT: &str = "BANKING_TESTS_WITHOUT_REDIS";
+pub(crate) const OPT_OUT: &str = "BANKING_TESTS_WITHOUT_REDIS";
 
 /// The shared Redis of the tests.
-pub fn url() -> String {
+pub(crate) fn url() -> String {
     std::env::var("BANKING_TEST_REDIS_URL")
         .or_else(|_| std::env::var("REDIS_URL"))
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// Whether `url` answers PING within a few seconds.
-pub async fn answers(url: &str) -> bool {
+pub(crate) async fn answers(url: &str) -> bool {
     let ping = async {
         let client = ::redis::Client::open(url).ok()?;
         let mut conn = client.get_multiplexed_async_connection().await.ok()?;
@@ -32,7 +32,7 @@ pub async fn answers(url: &str) -> bool {
 
 /// `true` when the shared Redis answers. When it does not: `false` (skip)
 /// if the opt-out variable is set, else the test fails here.
-pub async fn required() -> bool {
+pub(crate) async fn required() -> bool {
     if answers(&url()).await {
         return true;
     }
@@ -47,12 +47,12 @@ pub async fn required() -> bool {
 }
 
 /// A fresh key prefix.
-pub fn prefix(name: &str) -> String {
+pub(crate) fn prefix(name: &str) -> String {
     format!("banking-test:{name}:{}:", uuid::Uuid::new_v4().simple())
 }
 
 /// A private `redis-server` on a spare port, killed on drop.
-pub struct OwnRedis {
+pub(crate) struct OwnRedis {
     port: u16,
     child: Option<Child>,
     /// With AOF (`appendfsync always`): the directory of its files.
@@ -63,7 +63,7 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     /// Starts one and waits until it answers.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let port = spare_port();
         let mut redis = Self {
             port,
@@ -77,7 +77,7 @@ impl OwnRedis {
 
     /// Starts one with AOF and `appendfsync always` (what write-behind
     /// needs for acknowledged events to survive a Redis restart).
-    pub async fn start_aof() -> Self {
+    pub(crate) async fn start_aof() -> Self {
         let dir = std::env::temp_dir().join(format!("banking-redis-aof-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut redis = Self {
@@ -92,7 +92,7 @@ impl OwnRedis {
 
     /// Starts one that also takes TLS connections on another port,
     /// presenting `cert` and `key` (clients are not asked for one).
-    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+    pub(crate) async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
         let args = vec![
             "--tls-cert-file".to_owned(),
             cert.display().to_string(),
@@ -112,18 +112,18 @@ impl OwnRedis {
     }
 
     /// `rediss://127.0.0.1:<tls port>` (with [`Self::start_tls`]).
-    pub fn tls_url(&self) -> String {
+    pub(crate) fn tls_url(&self) -> String {
         let (port, _) = self.tls.as_ref().expect("started with start_tls");
         format!("rediss://127.0.0.1:{port}")
     }
 
     /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Kills it (SIGKILL) and waits for the process to end.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -131,7 +131,7 @@ impl OwnRedis {
     }
 
     /// Starts it again on the same port (empty: nothing is persisted).
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.kill();
         self.spawn().await;
     }
@@ -179,6 +179,6 @@ impl Drop for OwnRedis {
 }
 
 /// A port nothing listens on right now.
-pub fn spare_port() -> u16 {
+pub(crate) fn spare_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The files, in a temporary directory removed on drop.
-pub struct Certs {
+pub(crate) struct Certs {
     dir: PathBuf,
     /// The CA certificate that signed the server's.
     pub ca: PathBuf,
@@ -33,7 +33,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 impl Certs {
     /// Makes a fresh set.
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let dir = std::env::temp_dir().join(format!("es-rs-test-tls-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         for ca in ["ca", "other-ca"] {

@@ -115,7 +115,7 @@ impl Kafka {
 
     pub(crate) async fn create_topic(&self, topic: &str, partitions: i32) {
         if let Some(mock) = &self.mock {
-            mock.create_topic(topic, partitions, 1).expect("create topic")
+            mock.create_topic(topic, partitions, 1).expect("create topic");
         } else {
             let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
                 .set("bootstrap.servers", &self.bootstrap)

@@ -28,7 +28,7 @@ pub struct WarmReport {
 /// Logs progress about every tenth of the work.
 fn progress(done: usize, total: usize, report: &WarmReport) {
     let step = (total / 10).max(1);
-    if done % step == 0 || done == total {
+    if done.is_multiple_of(step) || done == total {
         tracing::info!(
             done,
             total,

@@ -7,7 +7,7 @@ use crate::api::dto::CreateAccountRequest;
 use crate::domain::Money;
 
 /// Longest accepted owner name, in characters.
-pub const MAX_OWNER_NAME_CHARS: usize = 200;
+pub(super) const MAX_OWNER_NAME_CHARS: usize = 200;
 
 /// `owner_name` non-empty after trimming, at most 200 characters (as sent), no
 /// control characters; `initial_balance` present, non-negative, at most 2

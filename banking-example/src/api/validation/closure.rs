@@ -6,7 +6,7 @@ use super::{RequestValidationRule, ValidationReport};
 use crate::api::dto::CloseAccountRequest;
 
 /// Longest accepted close reason, in characters.
-pub const MAX_REASON_CHARS: usize = 500;
+pub(super) const MAX_REASON_CHARS: usize = 500;
 
 /// `reason` non-empty after trimming, at most 500 characters (as sent), no control
 /// characters.
