@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde_json::Value;
 
 /// Why a run could not be read or plotted.
 #[derive(Debug, thiserror::Error)]
@@ -39,18 +40,18 @@ pub(crate) enum PlotError {
     },
 }
 
-/// One line of the run file.
+/// Where and how the run was recorded.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Record {
-    /// Where and how the run was recorded.
-    Meta { recorded_at: String, machine: String },
-    /// The pgbench 1-row INSERT ceiling at one client count.
-    Ceiling { concurrency: u32, tps: f64 },
-    /// A `bank_bench` JSON line.
-    BankBench(BankBench),
-    /// A `read_model_bench` JSON line.
-    Rebuild(Rebuild),
+struct Meta {
+    recorded_at: String,
+    machine: String,
+}
+
+/// The pgbench 1-row INSERT ceiling at one client count.
+#[derive(Debug, Deserialize)]
+struct Ceiling {
+    concurrency: u32,
+    tps: f64,
 }
 
 /// The fields of a `bank_bench` line the plots use.
@@ -108,16 +109,35 @@ impl Run {
             if line.trim().is_empty() {
                 continue;
             }
-            let record: Record = serde_json::from_str(line).map_err(|source| PlotError::Parse {
+            // Read as a `Value` first, then by its `kind`: serde's tagged
+            // enums buffer numbers in a way serde_json's
+            // `arbitrary_precision` (on in this workspace) cannot read back.
+            let parse_error = |source| PlotError::Parse {
                 path: path.to_owned(),
                 line: i + 1,
                 source,
-            })?;
-            match record {
-                Record::Meta { recorded_at, machine } => run.caption = format!("{machine}, {recorded_at}"),
-                Record::Ceiling { concurrency, tps } => ceilings.entry(concurrency).or_default().push(tps),
-                Record::BankBench(b) => run.bank.entry(b.concurrency).or_default().push(b),
-                Record::Rebuild(r) => run.rebuilds.push(r),
+            };
+            let value: Value = serde_json::from_str(line).map_err(parse_error)?;
+            let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+            match kind.as_str() {
+                "meta" => {
+                    let m: Meta = serde_json::from_value(value).map_err(parse_error)?;
+                    run.caption = format!("{}, {}", m.machine, m.recorded_at);
+                }
+                "ceiling" => {
+                    let c: Ceiling = serde_json::from_value(value).map_err(parse_error)?;
+                    ceilings.entry(c.concurrency).or_default().push(c.tps);
+                }
+                "bank_bench" => {
+                    let b: BankBench = serde_json::from_value(value).map_err(parse_error)?;
+                    run.bank.entry(b.concurrency).or_default().push(b);
+                }
+                "rebuild" => run.rebuilds.push(serde_json::from_value(value).map_err(parse_error)?),
+                other => {
+                    return Err(parse_error(serde::de::Error::custom(format!(
+                        "unknown record kind {other:?} (meta, ceiling, bank_bench or rebuild)"
+                    ))))
+                }
             }
         }
         run.ceilings = ceilings
