@@ -314,6 +314,11 @@ pub async fn global_log_order_and_filters<S: EventStore>(store: S) {
     assert_eq!(all.len(), 12);
     assert!(all.windows(2).all(|w| w[0].global_position < w[1].global_position));
     assert_eq!(store.head_position().await.expect("head"), all[11].global_position);
+    assert_eq!(
+        store.committed_position().await.expect("committed position"),
+        all[11].global_position,
+        "with nothing in flight the committed position is the head"
+    );
     // Per stream, the log preserves version order.
     for id in &streams {
         let versions: Vec<_> = all.iter().filter(|e| &e.stream_id == id).map(|e| e.version).collect();

@@ -222,6 +222,18 @@ pub trait EventStore: Send + Sync + 'static {
     /// Highest global position a reader may currently see (0 when empty).
     async fn head_position(&self) -> Result<u64, StoreError>;
 
+    /// Highest global position of any committed event (0 when empty),
+    /// counting events a reader cannot see yet because a transaction
+    /// holding a lower position is still in flight. A reader that waits
+    /// until it has passed this position has seen every append
+    /// acknowledged before the call: read-your-writes for a query that
+    /// does not know which writes to wait for (a list, say). The default
+    /// is [`head_position`](EventStore::head_position), right for stores
+    /// whose log never hides a committed event.
+    async fn committed_position(&self) -> Result<u64, StoreError> {
+        self.head_position().await
+    }
+
     /// Waits until events after `after_position` may be readable, or until
     /// `timeout`. Backends with a wake-up mechanism return early; the default
     /// just sleeps (polling).

@@ -224,6 +224,37 @@ async fn wait_for_reports_whether_the_projection_got_there() {
     task.abort();
 }
 
+/// With `linger`, a follower woken by the first of a burst of appends
+/// reads the whole burst as one page.
+#[tokio::test]
+async fn a_lingering_follower_reads_a_burst_as_one_page() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let log = Arc::new(Log::default());
+    let counting = Arc::new(Counting {
+        inner: ProjectorUnit::new(log.clone(), Arc::new(InMemoryCheckpointStore::new())),
+        calls: AtomicUsize::new(0),
+    });
+    let config = ProjectionConfig {
+        linger: Duration::from_millis(400),
+        poll_interval: Duration::from_secs(30),
+        ..fast(OnFailure::Stop, 100)
+    };
+    let runner = ProjectionRunner::new(store.clone(), counting.clone()).with_config(config);
+    let follower = runner.clone();
+    let task = tokio::spawn(async move { follower.run(std::future::pending()).await });
+    // The follower is waiting (its first catch-up found nothing).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut last = 0;
+    for _ in 0..5 {
+        last = append(&store, json!({})).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(runner.wait_for(last, Duration::from_secs(10)).await);
+    assert_eq!(log.positions.lock().unwrap().as_slice(), &[1, 2, 3, 4, 5]);
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 1, "one page for the burst");
+    task.abort();
+}
+
 #[tokio::test]
 async fn dead_letters_can_be_retried_or_skipped() {
     let store = Arc::new(InMemoryEventStore::new());

@@ -36,6 +36,7 @@ pub(crate) struct Sql {
     pub(crate) read_all: String,
     pub(crate) append_in_transaction: String,
     pub(crate) head: String,
+    pub(crate) committed_head: String,
     pub(crate) heads: String,
     pub(crate) stream_version: String,
     pub(crate) find_event: String,
@@ -180,6 +181,7 @@ impl Sql {
             head: format!(
                 "SELECT coalesce(max(global_position), 0) FROM {s}.events WHERE global_position < {VISIBLE_LIMIT}"
             ),
+            committed_head: format!("SELECT coalesce(max(global_position), 0) FROM {s}.events"),
             heads: format!(
                 "SELECT coalesce((SELECT max(global_position) FROM {s}.events WHERE global_position < {VISIBLE_LIMIT}), 0), \
                         coalesce((SELECT max(global_position) FROM {s}.events), 0)"

@@ -461,6 +461,15 @@ impl EventStore for PostgresEventStore {
         Ok(v.max(0) as u64)
     }
 
+    async fn committed_position(&self) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let v: i64 = retry_transient(&inner.config.transient_retry, "committed position", || {
+            sqlx::query_scalar(&inner.sql.committed_head).fetch_one(&inner.pool)
+        })
+        .await?;
+        Ok(v.max(0) as u64)
+    }
+
     async fn wait_for_events(&self, after_position: u64, timeout: Duration) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let inner = &self.inner;

@@ -60,11 +60,20 @@ async fn global_log_reader_waits_at_the_gap_then_delivers_both_in_order() {
         .await
         .unwrap();
     assert_eq!(direct, 2, "B really is committed");
+    assert_eq!(
+        store.committed_position().await.unwrap(),
+        b.positions[0],
+        "the committed position counts B, hidden behind the gap"
+    );
 
     slow.commit().await.unwrap();
     let seen = settled_read_all(&store, checkpoint, 100, &EventFilter::all(), 2).await;
     let positions: Vec<u64> = seen.iter().map(|e| e.global_position).collect();
     assert_eq!(positions, vec![a.positions[0], b.positions[0]], "both, in order");
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        store.committed_position().await.unwrap()
+    );
     delivered.extend(&positions);
     let again = store
         .read_all(*delivered.last().unwrap(), 100, &EventFilter::all())

@@ -142,6 +142,10 @@ impl<S: EventStore + ?Sized> EventStore for FencedStore<S> {
         self.inner.head_position().await
     }
 
+    async fn committed_position(&self) -> Result<u64, StoreError> {
+        self.inner.committed_position().await
+    }
+
     async fn wait_for_events(&self, after_position: u64, timeout: Duration) -> Result<(), StoreError> {
         self.inner.wait_for_events(after_position, timeout).await
     }

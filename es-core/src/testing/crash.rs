@@ -142,4 +142,8 @@ impl EventStore for CrashingStore {
     async fn head_position(&self) -> Result<u64, StoreError> {
         self.inner.head_position().await
     }
+
+    async fn committed_position(&self) -> Result<u64, StoreError> {
+        self.inner.committed_position().await
+    }
 }

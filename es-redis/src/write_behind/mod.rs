@@ -511,6 +511,10 @@ impl<S: EventStore + ?Sized> EventStore for WriteBehindStore<S> {
         self.inner.head_position().await
     }
 
+    async fn committed_position(&self) -> Result<u64, StoreError> {
+        self.inner.committed_position().await
+    }
+
     async fn wait_for_events(&self, after_position: u64, timeout: Duration) -> Result<(), StoreError> {
         self.inner.wait_for_events(after_position, timeout).await
     }
