@@ -98,10 +98,12 @@ pub struct AppConfig {
     pub idempotency_ttl: Duration,
     /// How long a request waits for another one with the same key.
     pub idempotency_wait: Duration,
-    /// How long a command waits for the account read model to apply its
-    /// events before answering (`READ_YOUR_WRITES_WAIT_MS`, default 2000;
-    /// 0 turns the wait off). Past it the command still answers (from its
-    /// own outcome) and `read_your_writes_timeouts_total` counts it.
+    /// How long `GET /accounts` waits for the account read model to apply
+    /// every committed event (`READ_YOUR_WRITES_WAIT_MS`, default 2000; 0
+    /// turns the wait off). Past it the list is served as it is and
+    /// `read_your_writes_timeouts_total` counts it. Commands never wait
+    /// for the read model; `GET /accounts/{id}` never serves a row older
+    /// than its stream.
     pub read_your_writes_wait: Duration,
     /// How long a transfer may wait for its debit before it fails with
     /// nothing moved (`TRANSFER_TIMEOUT_SECS`, default 30).

@@ -130,6 +130,7 @@ pub fn check(caller: &Caller, id: Uuid, owner: Option<Uuid>, action: AccountActi
 pub async fn list_accounts(State(state): State<AppState>, caller: Caller, Query(page): Query<Page>) -> Response {
     let (offset, limit) = page.bounds();
     let owner = (!sees_all_accounts(&caller.user.roles)).then_some(caller.user.user_id);
+    super::consistency::wait_for_committed(&state).await;
     let (accounts, total) = match state.read_model.list(owner, offset, limit).await {
         Ok(page) => page,
         Err(e) => {

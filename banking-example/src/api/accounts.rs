@@ -9,6 +9,7 @@ use es_core::{CommandContext, Metadata};
 use uuid::Uuid;
 
 use super::access::{authorize, check};
+use super::consistency::view_is_current;
 use super::dto::{
     AccountView, CloseAccountRequest, CreateAccountRequest, ErrorBody, EventHistory, EventView, EventsQuery,
     TransactionRequest, DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE,
@@ -103,7 +104,7 @@ pub async fn get_account(State(state): State<AppState>, caller: Caller, AccountI
         // the acknowledged commands: a view older than the stream answers
         // from the log (store plus pending events) instead.
         Ok(Some(view)) => {
-            if !is_behind(&state, id, view.version).await {
+            if view_is_current(&state, id, view.version).await {
                 return match check(&caller, id, view.owner_id, AccountAction::Read) {
                     Ok(()) => Json(view).into_response(),
                     Err(e) => e.into_response(),
@@ -113,8 +114,9 @@ pub async fn get_account(State(state): State<AppState>, caller: Caller, AccountI
         Ok(None) => {}
         Err(e) => tracing::warn!(account_id = %id, error = %e, "read model unavailable; reading the log"),
     }
-    // Not projected (yet): a command whose read-your-writes wait timed
-    // out, or the read model is down. Answer from the log.
+    // Not projected yet (the projection is behind the stream: a command
+    // just answered, write-behind events not flushed yet, or the read
+    // model is down). Answer from the log.
     let loaded = match state.repo.load(id.to_string()).await {
         Ok(loaded) => loaded,
         Err(e) => return ApiError::from_repository(e, id).into_response(),
@@ -127,20 +129,6 @@ pub async fn get_account(State(state): State<AppState>, caller: Caller, AccountI
         Ok(()) => Json(view).into_response(),
         Err(e) => e.into_response(),
     }
-}
-
-/// Whether the stream has events the view does not reflect yet; only
-/// asked when the store acknowledges before its global log has the events
-/// (write-behind). When the version cannot be read, the view is served.
-async fn is_behind(state: &AppState, id: uuid::Uuid, view_version: u64) -> bool {
-    let store = state.repo.store();
-    if !store.defers_global_positions() {
-        return false;
-    }
-    store
-        .stream_version(&es_core::StreamId::from(id.to_string()))
-        .await
-        .is_ok_and(|v| v > view_version)
 }
 
 /// Lists an account's events, a page at a time.
@@ -462,9 +450,6 @@ async fn run(state: &AppState, caller: &Caller, request: CommandRequest) -> Resp
             if outcome.already_applied {
                 tracing::info!(account_id = %id, "command already applied (retry recognised by the store)");
             }
-            if let Some(position) = outcome.append.as_ref().and_then(|a| a.positions.last()) {
-                read_your_writes(state, *position).await;
-            }
             let view = AccountView::from_state(id, &outcome.state, outcome.version)
                 .map(|v| v.owned_by(owner))
                 .ok_or_else(|| ApiError::Internal(format!("account {id} has no state after {name}")))?;
@@ -479,23 +464,6 @@ async fn run(state: &AppState, caller: &Caller, request: CommandRequest) -> Resp
     let outcome = if response.status().is_success() { "ok" } else { "error" };
     metrics::counter!("commands_total", "command" => name, "outcome" => outcome).increment(1);
     response
-}
-
-/// Waits (bounded) until the read model has applied the event at
-/// `position`, so a `GET` after this answer sees it.
-async fn read_your_writes(state: &AppState, position: u64) {
-    let wait = state.config.read_your_writes_wait;
-    if wait.is_zero() || state.projection.known_position() >= position {
-        return;
-    }
-    if !state.projection.wait_for(position, wait).await {
-        tracing::warn!(
-            position,
-            ?wait,
-            "account read model did not reach the command's events in time"
-        );
-        metrics::counter!("read_your_writes_timeouts_total").increment(1);
-    }
 }
 
 /// Event metadata of a request: correlation id, actor, client, key.

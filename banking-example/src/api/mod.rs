@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod amounts;
 pub mod auth;
 pub mod cluster;
+mod consistency;
 pub mod contract;
 mod dto;
 pub mod errors;

@@ -40,14 +40,21 @@ impl std::fmt::Debug for Transfers {
     }
 }
 
-/// Pages of 256 events, a 250 ms polling fallback, and stopping (not
-/// skipping) on a transfer that keeps failing: money in flight waits for
-/// the cause to be fixed rather than for an operator to find a dead
-/// letter.
+/// Pages of 256 events, a 250 ms polling fallback, 20 ms of linger after
+/// a wake-up, and stopping (not skipping) on a transfer that keeps
+/// failing: money in flight waits for the cause to be fixed rather than
+/// for an operator to find a dead letter.
+///
+/// The linger matters under deposits: every append wakes this runner,
+/// which finds no transfer event in most pages but still moves its
+/// checkpoint (a transaction); letting events gather for 20 ms made the
+/// banking server's deposits about 10 % faster (`scripts/bench-http.sh`)
+/// for at most 20 ms more per transfer step.
 pub fn runner_config() -> ProjectionConfig {
     ProjectionConfig {
         batch_size: 256,
         poll_interval: Duration::from_millis(250),
+        linger: Duration::from_millis(20),
         ..ProjectionConfig::default()
     }
 }
