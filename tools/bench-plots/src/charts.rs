@@ -44,6 +44,49 @@ fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)
     move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
 }
 
+/// A chart of this tool: `f64` on both axes (linear or log), drawn as SVG.
+type Chart<'a, X, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>;
+
+/// Draws one series: a line through `points` with a dot on each, named in
+/// the legend when `label` is given.
+fn series<'a, X, Y>(
+    chart: &mut Chart<'a, X, Y>,
+    points: &[(f64, f64)],
+    color: RGBColor,
+    dot: i32,
+    label: Option<&str>,
+) -> Result<(), String>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let line = chart
+        .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+        .map_err(|e| e.to_string())?;
+    if let Some(label) = label {
+        line.label(label).legend(legend_line(color));
+    }
+    chart
+        .draw_series(points.iter().map(|p| Circle::new(*p, dot, color.filled())))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Draws the legend of the labelled series, top left.
+fn legend<'a, X, Y>(chart: &mut Chart<'a, X, Y>) -> Result<(), String>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 /// Ops/s of the bank workload and the pgbench 1-row ceiling against
 /// concurrency (log scale).
 fn throughput(run: &Run, file: &Path) -> Result<PathBuf, PlotError> {
@@ -77,26 +120,21 @@ fn throughput(run: &Run, file: &Path) -> Result<PathBuf, PlotError> {
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(|e| e.to_string())?;
-        for (points, color, label) in [
-            (&bank, BLUE, "es-postgres: bank workload (commands/s)"),
-            (&ceiling, RED, "pgbench: 1-row INSERT transactions/s"),
-        ] {
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(label)
-                .legend(legend_line(color));
-            chart
-                .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
-                .map_err(|e| e.to_string())?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())
+        series(
+            &mut chart,
+            &bank,
+            BLUE,
+            4,
+            Some("es-postgres: bank workload (commands/s)"),
+        )?;
+        series(
+            &mut chart,
+            &ceiling,
+            RED,
+            4,
+            Some("pgbench: 1-row INSERT transactions/s"),
+        )?;
+        legend(&mut chart)
     })
 }
 
@@ -137,13 +175,7 @@ fn latency_cdf(run: &Run, concurrency: u32, file: &Path) -> Result<PathBuf, Plot
             .y_desc("percentile")
             .draw()
             .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), BLUE.stroke_width(2)))
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(points.iter().map(|p| Circle::new(*p, 3, BLUE.filled())))
-            .map_err(|e| e.to_string())?;
-        Ok(())
+        series(&mut chart, &points, BLUE, 3, None)
     })
 }
 
@@ -183,23 +215,9 @@ fn projection_lag(run: &Run, file: &Path) -> Result<PathBuf, PlotError> {
             .map_err(|e| e.to_string())?;
         let p50: Vec<(f64, f64)> = followed.iter().map(|p| (p.0, p.1)).collect();
         let p99: Vec<(f64, f64)> = followed.iter().map(|p| (p.0, p.2)).collect();
-        for (points, color, label) in [(&p50, BLUE, "p50"), (&p99, RED, "p99")] {
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(label)
-                .legend(legend_line(color));
-            chart
-                .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
-                .map_err(|e| e.to_string())?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())
+        series(&mut chart, &p50, BLUE, 4, Some("p50"))?;
+        series(&mut chart, &p99, RED, 4, Some("p99"))?;
+        legend(&mut chart)
     })
 }
 
@@ -241,13 +259,7 @@ fn rebuild(run: &Run, file: &Path) -> Result<PathBuf, PlotError> {
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), GREEN.stroke_width(2)))
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(points.iter().map(|p| Circle::new(*p, 4, GREEN.filled())))
-            .map_err(|e| e.to_string())?;
-        Ok(())
+        series(&mut chart, &points, GREEN, 4, None)
     })
 }
 
