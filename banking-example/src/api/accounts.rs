@@ -100,9 +100,9 @@ pub async fn create_account(
 )]
 pub async fn get_account(State(state): State<AppState>, caller: Caller, AccountId(id): AccountId) -> Response {
     match state.read_model.get(id).await {
-        // With write-behind the read model follows the store, which lags
-        // the acknowledged commands: a view older than the stream answers
-        // from the log (store plus pending events) instead.
+        // Commands do not wait for the projection (and with write-behind
+        // the store itself lags the acknowledged commands): a row older
+        // than its stream answers from the log instead.
         Ok(Some(view)) => {
             if view_is_current(&state, id, view.version).await {
                 return match check(&caller, id, view.owner_id, AccountAction::Read) {
