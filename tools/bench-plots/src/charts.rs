@@ -49,8 +49,8 @@ type Chart<'a, X, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>;
 
 /// Draws one series: a line through `points` with a dot on each, named in
 /// the legend when `label` is given.
-fn series<'a, X, Y>(
-    chart: &mut Chart<'a, X, Y>,
+fn series<X, Y>(
+    chart: &mut Chart<'_, X, Y>,
     points: &[(f64, f64)],
     color: RGBColor,
     dot: i32,
@@ -73,7 +73,7 @@ where
 }
 
 /// Draws the legend of the labelled series, top left.
-fn legend<'a, X, Y>(chart: &mut Chart<'a, X, Y>) -> Result<(), String>
+fn legend<X, Y>(chart: &mut Chart<'_, X, Y>) -> Result<(), String>
 where
     X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
