@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The HTTP request path against the library under it, in one run: per round
-# the 1-row pgbench ceiling at 16 clients (the SQL of scripts/pg-ceiling.sh),
+# the 1-row pgbench ceiling at 16 clients (scripts/pg-ceiling-1row.sh, 5 s),
 # es-postgres's bank_bench at 16 workers, then the release banking server on
 # PostgreSQL loaded by banking-example's http_bench (deposits with a bearer
 # token over 1,000 accounts, rate limits off) at 16 and 64 connections.
@@ -33,32 +33,17 @@ servers="${SERVERS:-new=$target/banking-example}"
 connections="${CONNECTIONS:-16 64}"
 
 work=$(mktemp -d)
-db=es_ceiling_http
 schemas=()
 server=""
 cleanup() {
   if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
   for s in "${schemas[@]}"; do psql -q "$url" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
-  dropdb --if-exists "$db" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-dropdb --if-exists "$db" >/dev/null 2>&1 || true
-createdb "$db"
-psql -q -d "$db" -c "CREATE TABLE events(global_position bigserial PRIMARY KEY, stream_id uuid NOT NULL,
-  version bigint NOT NULL, event_type text NOT NULL, payload jsonb NOT NULL, metadata jsonb,
-  recorded_at timestamptz NOT NULL DEFAULT now(), UNIQUE (stream_id, version)); CREATE SEQUENCE v;"
-cat > "$work/r1.sql" <<'SQL'
-BEGIN;
-INSERT INTO events(stream_id, version, event_type, payload, metadata)
-SELECT gen_random_uuid(), nextval('v'), 'MoneyDeposited', '{"amount":"100.25"}', '{"correlation_id":"6f1c1b0e-5b7e-4a59-9d43-3b2f0c8e1a11"}' FROM generate_series(1, 1);
-COMMIT;
-SQL
 
-ceiling() {
-  (cd "$work" && pgbench -n -M prepared -f r1.sql -c "$1" -j 2 -T "$secs" "$db" 2>/dev/null) \
-    | sed -n 's/^tps = \([0-9.]*\) (without.*/\1/p'
-}
+# ceiling CLIENTS: the 1-row ceiling's transactions/s (5 s)
+ceiling() { scripts/pg-ceiling-1row.sh "$1" | sed -n 's/.*tps=\([0-9.]*\).*/\1/p'; }
 
 # serve BINARY SCHEMA: starts the server, waits until it answers
 serve() {
