@@ -47,7 +47,16 @@ async fn appends_in_one_transaction_get_distinct_increasing_positions() {
             .unwrap();
         tx.commit().await.unwrap();
 
-        let all = store.read_all(0, 100, &EventFilter::default()).await.unwrap();
+        // Readers see the events once no older transaction of the shared
+        // server (another test's) is still open.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let all = loop {
+            let all = store.read_all(0, 100, &EventFilter::default()).await.unwrap();
+            if all.len() >= 5 || std::time::Instant::now() >= deadline {
+                break all;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
         let positions: Vec<u64> = all.iter().map(|e| e.global_position).collect();
         assert_eq!(positions.len(), 5, "outbox {outbox}: {positions:?}");
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
