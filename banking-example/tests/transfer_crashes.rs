@@ -97,6 +97,10 @@ impl Durable {
             .with_config(ProjectionConfig {
                 batch_size: 4,
                 retry: RetryPolicy::never(),
+                // As the server runs it: moves past events the runner does
+                // not take stay in memory (here until the next transfer
+                // step), and a crash loses them.
+                skip_checkpoint_interval: std::time::Duration::from_secs(3600),
                 ..ProjectionConfig::default()
             });
         Live {

@@ -255,6 +255,146 @@ async fn a_lingering_follower_reads_a_burst_as_one_page() {
     task.abort();
 }
 
+/// Takes only `Wanted` events: a process manager among other traffic.
+#[derive(Default)]
+struct Picky {
+    positions: Mutex<Vec<u64>>,
+}
+
+#[async_trait]
+impl Projector for Picky {
+    fn name(&self) -> &str {
+        "picky"
+    }
+    fn filter(&self) -> EventFilter {
+        EventFilter::all().event_types(["Wanted"])
+    }
+    async fn apply(&self, e: &RecordedEvent) -> Result<(), BoxError> {
+        self.positions.lock().unwrap().push(e.global_position);
+        Ok(())
+    }
+    async fn reset(&self) -> Result<(), BoxError> {
+        self.positions.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+async fn append_type(store: &InMemoryEventStore, event_type: &str) -> u64 {
+    store
+        .append(
+            "order",
+            &StreamId::from("o"),
+            ExpectedVersion::Any,
+            vec![NewEvent::new(event_type, json!({}))],
+        )
+        .await
+        .unwrap()
+        .positions[0]
+}
+
+#[tokio::test]
+async fn moves_past_filtered_out_events_are_written_with_the_next_page_or_once_old() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let picky = Arc::new(Picky::default());
+    let checkpoints = Arc::new(InMemoryCheckpointStore::new());
+    let counting = Arc::new(Counting {
+        inner: ProjectorUnit::new(picky.clone(), checkpoints.clone()),
+        calls: AtomicUsize::new(0),
+    });
+    let interval = Duration::from_millis(300);
+    let runner = ProjectionRunner::new(store.clone(), counting.clone()).with_config(ProjectionConfig {
+        skip_checkpoint_interval: interval,
+        ..fast(OnFailure::Stop, 100)
+    });
+    let unit = counting.clone() as Arc<dyn ProjectionUnit>;
+
+    // Pages with nothing the projection takes: no unit of work, the
+    // stored checkpoint stays, the runner stands past them.
+    let mut last = 0;
+    for _ in 0..3 {
+        last = append_type(&store, "Other").await;
+        assert_eq!(runner.catch_up().await.unwrap().position, last);
+    }
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 0, "nothing written");
+    assert_eq!(unit.position().await.unwrap(), 0);
+    assert_eq!(runner.known_position(), last);
+    assert_eq!(
+        runner.position().await.unwrap(),
+        0,
+        "position() is the stored checkpoint"
+    );
+    assert_eq!(runner.known_position(), last, "and does not move the known one back");
+
+    // The next page that applies something writes the whole move.
+    let wanted = append_type(&store, "Wanted").await;
+    let report = runner.catch_up().await.unwrap();
+    assert_eq!((report.applied, report.position), (1, wanted));
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 1, "one unit of work");
+    assert_eq!(unit.position().await.unwrap(), wanted);
+
+    // A move kept in memory is written once it is `interval` old, even
+    // when nothing else comes.
+    last = append_type(&store, "Other").await;
+    runner.catch_up().await.unwrap();
+    assert_eq!(unit.position().await.unwrap(), wanted);
+    tokio::time::sleep(interval + Duration::from_millis(50)).await;
+    assert_eq!(runner.catch_up().await.unwrap().position, last);
+    assert_eq!(unit.position().await.unwrap(), last, "written once old");
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 2);
+
+    // Crash: a move kept in memory is lost with the runner; a new one
+    // reads those events again and applies nothing twice.
+    append_type(&store, "Other").await;
+    runner.catch_up().await.unwrap();
+    let wanted2 = append_type(&store, "Wanted").await;
+    let fresh = ProjectionRunner::new(store.clone(), counting.clone()).with_config(runner.config().clone());
+    assert_eq!(fresh.catch_up().await.unwrap().position, wanted2);
+    assert_eq!(picky.positions.lock().unwrap().as_slice(), &[wanted, wanted2]);
+
+    // Another runner moved the stored checkpoint: the first one's move in
+    // memory (made from an older stored checkpoint) is dropped, and it
+    // goes on from the stored one without applying anything again.
+    assert_eq!(runner.catch_up().await.unwrap().position, wanted2);
+    assert_eq!(
+        picky.positions.lock().unwrap().as_slice(),
+        &[wanted, wanted2],
+        "each once"
+    );
+
+    // Shutting down a follower writes what it kept in memory.
+    last = append_type(&store, "Other").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let follower = runner.clone();
+    let task = tokio::spawn(async move {
+        follower
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    assert!(runner.wait_for(last, Duration::from_secs(10)).await);
+    assert_eq!(unit.position().await.unwrap(), wanted2, "kept in memory while running");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(unit.position().await.unwrap(), last, "written at shutdown");
+    assert_eq!(picky.positions.lock().unwrap().as_slice(), &[wanted, wanted2]);
+}
+
+#[tokio::test]
+async fn without_an_interval_every_move_is_written() {
+    assert!(ProjectionConfig::default().skip_checkpoint_interval.is_zero());
+    let store = Arc::new(InMemoryEventStore::new());
+    let counting = Arc::new(Counting {
+        inner: ProjectorUnit::new(Arc::new(Picky::default()), Arc::new(InMemoryCheckpointStore::new())),
+        calls: AtomicUsize::new(0),
+    });
+    let runner = ProjectionRunner::new(store.clone(), counting.clone()).with_config(fast(OnFailure::Stop, 100));
+    let last = append_type(&store, "Other").await;
+    runner.catch_up().await.unwrap();
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(counting.position().await.unwrap(), last);
+}
+
 #[tokio::test]
 async fn dead_letters_can_be_retried_or_skipped() {
     let store = Arc::new(InMemoryEventStore::new());

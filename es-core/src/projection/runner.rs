@@ -1,8 +1,8 @@
 //! [`ProjectionRunner`]: the one loop that drives every projection.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -36,6 +36,22 @@ pub struct ProjectionConfig {
     /// store — for that much more lag. [`catch_up`](ProjectionRunner::catch_up)
     /// never lingers.
     pub linger: Duration,
+    /// How long a runner may keep in memory only a checkpoint that moved
+    /// past events its filter leaves out (default zero: every move is
+    /// written at once). A filtered projection — a process manager that
+    /// handles a few event types, say — is woken by every append and
+    /// mostly finds nothing to apply; writing the checkpoint each time is
+    /// a transaction per wake-up that applies nothing. With an interval,
+    /// such a move is written with the next page that applies something,
+    /// or once it is this old. Nothing is applied twice or skipped: the
+    /// events between the stored checkpoint and the one in memory are
+    /// events the projection does not take, and a runner that finds the
+    /// stored checkpoint moved by another runner starts from there. After
+    /// a crash the runner reads those events again and applies nothing.
+    /// [`position`](ProjectionRunner::position) reports the stored
+    /// checkpoint; [`known_position`](ProjectionRunner::known_position) and
+    /// [`wait_for`](ProjectionRunner::wait_for) the one in memory.
+    pub skip_checkpoint_interval: Duration,
     /// Attempts at an event the projector fails on.
     pub retry: RetryPolicy,
     /// What to do when the attempts are used up.
@@ -51,6 +67,7 @@ impl Default for ProjectionConfig {
             batch_size: 1000,
             poll_interval: Duration::from_millis(500),
             linger: Duration::ZERO,
+            skip_checkpoint_interval: Duration::ZERO,
             retry: RetryPolicy {
                 max_attempts: 5,
                 initial_delay: Duration::from_millis(20),
@@ -93,7 +110,9 @@ pub struct ProjectionReport {
     /// Events the projector failed on and that were dead-lettered
     /// ([`OnFailure::DeadLetter`]); not included in `applied`.
     pub dead_lettered: u64,
-    /// The checkpoint afterwards.
+    /// The checkpoint afterwards (in memory: with
+    /// [`ProjectionConfig::skip_checkpoint_interval`], the stored one may
+    /// still be behind it, over events the projection does not take).
     pub position: u64,
 }
 
@@ -137,6 +156,19 @@ pub struct ProjectionRunner {
     config: ProjectionConfig,
     position: watch::Sender<u64>,
     progress: Option<ProgressFn>,
+    skipped: Arc<Mutex<Option<Skipped>>>,
+}
+
+/// A checkpoint move past filtered-out events, not written yet
+/// ([`ProjectionConfig::skip_checkpoint_interval`]).
+#[derive(Debug, Clone, Copy)]
+struct Skipped {
+    /// The stored checkpoint when the move was made.
+    stored: u64,
+    /// Where the runner stands.
+    ahead: u64,
+    /// When the first move not written was made.
+    since: Instant,
 }
 
 impl Clone for ProjectionRunner {
@@ -147,6 +179,7 @@ impl Clone for ProjectionRunner {
             config: self.config.clone(),
             position: self.position.clone(),
             progress: self.progress.clone(),
+            skipped: Arc::clone(&self.skipped),
         }
     }
 }
@@ -176,6 +209,7 @@ impl ProjectionRunner {
             config: ProjectionConfig::default(),
             position: watch::Sender::new(0),
             progress: None,
+            skipped: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -228,7 +262,8 @@ impl ProjectionRunner {
     /// The stored checkpoint: last position applied.
     pub async fn position(&self) -> Result<u64, ProjectionError> {
         let p = self.unit.position().await.map_err(|e| self.store_err(e))?;
-        self.publish(p);
+        let held = *self.skipped.lock().unwrap_or_else(PoisonError::into_inner);
+        self.publish(held.filter(|s| s.stored == p).map_or(p, |s| s.ahead));
         Ok(p)
     }
 
@@ -251,39 +286,77 @@ impl ProjectionRunner {
     #[tracing::instrument(name = "es.projection.catch_up", skip(self), fields(projection = self.unit.name()))]
     pub async fn catch_up(&self) -> Result<ProjectionReport, ProjectionError> {
         let filter = self.unit.filter();
+        let stored = self.unit.position().await.map_err(|e| self.store_err(e))?;
+        // A move past filtered-out events kept in memory goes on from where
+        // it stood, unless another runner moved the stored checkpoint since.
+        let mut skipped = self.take_skipped().filter(|s| s.stored == stored && s.ahead > stored);
         let mut report = ProjectionReport {
-            position: self.position().await?,
+            position: skipped.map_or(stored, |s| s.ahead),
             ..ProjectionReport::default()
         };
-        loop {
-            let head = self.store.head_position().await.map_err(|e| self.store_err(e))?;
-            let page = self
-                .store
-                .read_all(report.position, self.config.batch_size, &filter)
-                .await
-                .map_err(|e| self.store_err(e))?;
-            let (next, full) = super::checkpoint_after_page(report.position, head, &page, self.config.batch_size);
-            let moved = next != report.position;
-            if moved {
-                report.position = self.commit_page(report.position, &page, next, &mut report).await?;
-                self.publish(report.position);
-                if let Some(last) = page.last() {
-                    let lag = (chrono::Utc::now() - last.recorded_at).as_seconds_f64().max(0.0);
-                    metrics::histogram!("es_projection_lag_seconds", "projection" => self.unit.name().to_owned())
-                        .record(lag);
+        self.publish(report.position);
+        let result = async {
+            loop {
+                let head = self.store.head_position().await.map_err(|e| self.store_err(e))?;
+                let page = self
+                    .store
+                    .read_all(report.position, self.config.batch_size, &filter)
+                    .await
+                    .map_err(|e| self.store_err(e))?;
+                let (next, full) = super::checkpoint_after_page(report.position, head, &page, self.config.batch_size);
+                if next != report.position {
+                    if page.is_empty() && self.may_skip(skipped.as_ref()) {
+                        skipped = Some(Skipped {
+                            stored,
+                            ahead: next,
+                            since: skipped.map_or_else(Instant::now, |s| s.since),
+                        });
+                        report.position = next;
+                    } else {
+                        let from = skipped.take().map_or(report.position, |s| s.stored);
+                        report.position = self.commit_page(from, &page, next, &mut report).await?;
+                        if let Some(last) = page.last() {
+                            let lag = (chrono::Utc::now() - last.recorded_at).as_seconds_f64().max(0.0);
+                            metrics::histogram!("es_projection_lag_seconds", "projection" => self.unit.name().to_owned())
+                                .record(lag);
+                        }
+                    }
+                    self.publish(report.position);
+                }
+                if let Some(f) = &self.progress {
+                    f(&Progress {
+                        position: report.position,
+                        head,
+                        report,
+                    });
+                }
+                if !full {
+                    break;
                 }
             }
-            if let Some(f) = &self.progress {
-                f(&Progress {
-                    position: report.position,
-                    head,
-                    report,
-                });
+            // A move kept in memory long enough is written now, even when
+            // nothing else came.
+            if let Some(s) = skipped.filter(|s| !self.may_skip(Some(s))) {
+                skipped = None;
+                report.position = self.commit_page(s.stored, &[], s.ahead, &mut report).await?;
+                self.publish(report.position);
             }
-            if !full {
-                return Ok(report);
-            }
+            Ok(report)
         }
+        .await;
+        *self.skipped.lock().unwrap_or_else(PoisonError::into_inner) = skipped;
+        result
+    }
+
+    /// Whether a move past filtered-out events may stay in memory (`held`:
+    /// the one already kept, if any).
+    fn may_skip(&self, held: Option<&Skipped>) -> bool {
+        let interval = self.config.skip_checkpoint_interval;
+        !interval.is_zero() && held.is_none_or(|s| s.since.elapsed() < interval)
+    }
+
+    fn take_skipped(&self) -> Option<Skipped> {
+        self.skipped.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
     /// Applies `page` moving the checkpoint from `from` to `to`; returns
@@ -422,8 +495,29 @@ impl ProjectionRunner {
     ///
     /// Store errors (database down) are logged and retried with
     /// `store_retry` back-off; it returns an error only when the projector
-    /// fails and the runner is set to [`OnFailure::Stop`].
+    /// fails and the runner is set to [`OnFailure::Stop`]. At shutdown it
+    /// writes a checkpoint it kept in memory
+    /// ([`ProjectionConfig::skip_checkpoint_interval`]).
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ProjectionError> {
+        let result = self.follow(shutdown).await;
+        self.write_skipped().await;
+        result
+    }
+
+    /// Writes a move past filtered-out events kept in memory, if any (a
+    /// failure is logged: the events are read again, and skipped again).
+    async fn write_skipped(&self) {
+        let Some(s) = self.take_skipped() else { return };
+        let mut report = ProjectionReport::default();
+        match self.commit_page(s.stored, &[], s.ahead, &mut report).await {
+            Ok(position) => self.publish(position),
+            Err(e) => {
+                tracing::warn!(projection = self.unit.name(), error = %e, "could not write the checkpoint kept in memory");
+            }
+        }
+    }
+
+    async fn follow(&self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ProjectionError> {
         tokio::pin!(shutdown);
         let mut failures = 0u32;
         loop {
@@ -465,6 +559,7 @@ impl ProjectionRunner {
         let name = self.unit.name().to_owned();
         match mode {
             ReplayMode::Full => {
+                self.take_skipped();
                 self.unit.reset().await.map_err(|e| match e {
                     UnitError::Store(source) => self.store_err(source),
                     other => ProjectionError::Reset {
@@ -476,6 +571,7 @@ impl ProjectionRunner {
                 self.catch_up().await
             }
             ReplayMode::From(position) => {
+                self.take_skipped();
                 self.unit.seek(position).await.map_err(|e| self.store_err(e))?;
                 self.publish(position);
                 self.catch_up().await
