@@ -21,6 +21,11 @@ pub(crate) async fn config(schema: &str) -> AppConfig {
     AppConfig {
         database_url: Some(database_url()),
         database_schema: schema.to_owned(),
+        // Readers of the shared server see no event past a transaction
+        // still open, and another test's may stay open for seconds (a
+        // server paused mid-append in tests/cluster.rs): a list waits that
+        // out rather than answering without the caller's own write.
+        read_your_writes_wait: std::time::Duration::from_secs(30),
         ..super::config()
     }
 }
