@@ -90,11 +90,13 @@ impl Storage {
             Backend::Postgres => AppConfig {
                 database_url: Some(super::pg::database_url()),
                 database_schema: self.schema.clone(),
+                read_your_writes_wait: super::pg::READ_YOUR_WRITES_WAIT,
                 ..config
             },
             Backend::PostgresRedis => AppConfig {
                 database_url: Some(super::pg::database_url()),
                 database_schema: self.schema.clone(),
+                read_your_writes_wait: super::pg::READ_YOUR_WRITES_WAIT,
                 redis_url: Some(super::redis::url()),
                 ..config
             },

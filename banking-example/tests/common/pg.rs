@@ -21,14 +21,17 @@ pub(crate) async fn config(schema: &str) -> AppConfig {
     AppConfig {
         database_url: Some(database_url()),
         database_schema: schema.to_owned(),
-        // Readers of the shared server see no event past a transaction
-        // still open, and another test's may stay open for seconds (a
-        // server paused mid-append in tests/cluster.rs): a list waits that
-        // out rather than answering without the caller's own write.
-        read_your_writes_wait: std::time::Duration::from_secs(30),
+        read_your_writes_wait: READ_YOUR_WRITES_WAIT,
         ..super::config()
     }
 }
+
+/// How long a list waits for read-your-writes on servers of the shared
+/// PostgreSQL. Readers see no event past a transaction still open, and
+/// another test's may stay open for seconds (a server paused mid-append
+/// in tests/cluster.rs): a list waits that out rather than answering
+/// without the caller's own write.
+pub(crate) const READ_YOUR_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A private PostgreSQL cluster (initdb in a temporary directory, on a
 /// spare port), for tests that stop the database under a running server.
