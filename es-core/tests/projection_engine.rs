@@ -88,12 +88,16 @@ impl<U: ProjectionUnit> ProjectionUnit for Counting<U> {
 }
 
 async fn append(store: &InMemoryEventStore, payload: serde_json::Value) -> u64 {
+    append_as(store, "Placed", payload).await
+}
+
+async fn append_as(store: &InMemoryEventStore, event_type: &str, payload: serde_json::Value) -> u64 {
     store
         .append(
             "order",
             &StreamId::from("o"),
             ExpectedVersion::Any,
-            vec![NewEvent::new("Placed", payload)],
+            vec![NewEvent::new(event_type, payload)],
         )
         .await
         .unwrap()
@@ -279,19 +283,6 @@ impl Projector for Picky {
     }
 }
 
-async fn append_type(store: &InMemoryEventStore, event_type: &str) -> u64 {
-    store
-        .append(
-            "order",
-            &StreamId::from("o"),
-            ExpectedVersion::Any,
-            vec![NewEvent::new(event_type, json!({}))],
-        )
-        .await
-        .unwrap()
-        .positions[0]
-}
-
 #[tokio::test]
 async fn moves_past_filtered_out_events_are_written_with_the_next_page_or_once_old() {
     let store = Arc::new(InMemoryEventStore::new());
@@ -312,7 +303,7 @@ async fn moves_past_filtered_out_events_are_written_with_the_next_page_or_once_o
     // stored checkpoint stays, the runner stands past them.
     let mut last = 0;
     for _ in 0..3 {
-        last = append_type(&store, "Other").await;
+        last = append_as(&store, "Other", json!({})).await;
         assert_eq!(runner.catch_up().await.unwrap().position, last);
     }
     assert_eq!(counting.calls.load(Ordering::SeqCst), 0, "nothing written");
@@ -326,7 +317,7 @@ async fn moves_past_filtered_out_events_are_written_with_the_next_page_or_once_o
     assert_eq!(runner.known_position(), last, "and does not move the known one back");
 
     // The next page that applies something writes the whole move.
-    let wanted = append_type(&store, "Wanted").await;
+    let wanted = append_as(&store, "Wanted", json!({})).await;
     let report = runner.catch_up().await.unwrap();
     assert_eq!((report.applied, report.position), (1, wanted));
     assert_eq!(counting.calls.load(Ordering::SeqCst), 1, "one unit of work");
@@ -334,7 +325,7 @@ async fn moves_past_filtered_out_events_are_written_with_the_next_page_or_once_o
 
     // A move kept in memory is written once it is `interval` old, even
     // when nothing else comes.
-    last = append_type(&store, "Other").await;
+    last = append_as(&store, "Other", json!({})).await;
     runner.catch_up().await.unwrap();
     assert_eq!(unit.position().await.unwrap(), wanted);
     tokio::time::sleep(interval + Duration::from_millis(50)).await;
@@ -344,9 +335,9 @@ async fn moves_past_filtered_out_events_are_written_with_the_next_page_or_once_o
 
     // Crash: a move kept in memory is lost with the runner; a new one
     // reads those events again and applies nothing twice.
-    append_type(&store, "Other").await;
+    append_as(&store, "Other", json!({})).await;
     runner.catch_up().await.unwrap();
-    let wanted2 = append_type(&store, "Wanted").await;
+    let wanted2 = append_as(&store, "Wanted", json!({})).await;
     let fresh = ProjectionRunner::new(store.clone(), counting.clone()).with_config(runner.config().clone());
     assert_eq!(fresh.catch_up().await.unwrap().position, wanted2);
     assert_eq!(picky.positions.lock().unwrap().as_slice(), &[wanted, wanted2]);
@@ -362,7 +353,7 @@ async fn moves_past_filtered_out_events_are_written_with_the_next_page_or_once_o
     );
 
     // Shutting down a follower writes what it kept in memory.
-    last = append_type(&store, "Other").await;
+    last = append_as(&store, "Other", json!({})).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let follower = runner.clone();
     let task = tokio::spawn(async move {
@@ -378,6 +369,18 @@ async fn moves_past_filtered_out_events_are_written_with_the_next_page_or_once_o
     task.await.unwrap().unwrap();
     assert_eq!(unit.position().await.unwrap(), last, "written at shutdown");
     assert_eq!(picky.positions.lock().unwrap().as_slice(), &[wanted, wanted2]);
+
+    // The stored checkpoint moved back (an operator's seek) while a move
+    // is kept in memory: the seek wins, and what follows it is applied
+    // again.
+    let other = append_as(&store, "Other", json!({})).await;
+    runner.catch_up().await.unwrap();
+    assert_eq!(unit.position().await.unwrap(), last, "kept in memory");
+    unit.seek(wanted).await.unwrap();
+    let report = runner.catch_up().await.unwrap();
+    assert_eq!((report.applied, report.position), (1, other));
+    assert_eq!(picky.positions.lock().unwrap().as_slice(), &[wanted, wanted2, wanted2]);
+    assert_eq!(unit.position().await.unwrap(), other);
 }
 
 #[tokio::test]
@@ -389,7 +392,7 @@ async fn without_an_interval_every_move_is_written() {
         calls: AtomicUsize::new(0),
     });
     let runner = ProjectionRunner::new(store.clone(), counting.clone()).with_config(fast(OnFailure::Stop, 100));
-    let last = append_type(&store, "Other").await;
+    let last = append_as(&store, "Other", json!({})).await;
     runner.catch_up().await.unwrap();
     assert_eq!(counting.calls.load(Ordering::SeqCst), 1);
     assert_eq!(counting.position().await.unwrap(), last);

@@ -338,8 +338,7 @@ impl ProjectionRunner {
             // nothing else came.
             if let Some(s) = skipped.filter(|s| !self.may_skip(Some(s))) {
                 skipped = None;
-                report.position = self.commit_page(s.stored, &[], s.ahead, &mut report).await?;
-                self.publish(report.position);
+                report.position = self.write_move(s).await?;
             }
             Ok(report)
         }
@@ -508,13 +507,20 @@ impl ProjectionRunner {
     /// failure is logged: the events are read again, and skipped again).
     async fn write_skipped(&self) {
         let Some(s) = self.take_skipped() else { return };
-        let mut report = ProjectionReport::default();
-        match self.commit_page(s.stored, &[], s.ahead, &mut report).await {
-            Ok(position) => self.publish(position),
-            Err(e) => {
-                tracing::warn!(projection = self.unit.name(), error = %e, "could not write the checkpoint kept in memory");
-            }
+        if let Err(e) = self.write_move(s).await {
+            tracing::warn!(projection = self.unit.name(), error = %e, "could not write the checkpoint kept in memory");
         }
+    }
+
+    /// Writes one move past filtered-out events (an empty page from the
+    /// stored checkpoint to where the runner stands) and publishes where
+    /// the checkpoint is now (another runner's, if it moved first).
+    async fn write_move(&self, s: Skipped) -> Result<u64, ProjectionError> {
+        let position = self
+            .commit_page(s.stored, &[], s.ahead, &mut ProjectionReport::default())
+            .await?;
+        self.publish(position);
+        Ok(position)
     }
 
     async fn follow(&self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ProjectionError> {
