@@ -152,7 +152,7 @@ impl PostgresDeduplicator {
 
 #[async_trait]
 impl CommandDeduplicator for PostgresDeduplicator {
-    #[tracing::instrument(name = "es.pg.dedup.begin", skip_all)]
+    #[tracing::instrument(level = "debug", name = "es.pg.dedup.begin", skip_all)]
     async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
         // A key abandoned between the two statements is claimed on the
         // next round; two rounds settle any race.
@@ -190,7 +190,7 @@ impl CommandDeduplicator for PostgresDeduplicator {
         Ok(DedupStatus::InProgress)
     }
 
-    #[tracing::instrument(name = "es.pg.dedup.complete", skip_all)]
+    #[tracing::instrument(level = "debug", name = "es.pg.dedup.complete", skip_all)]
     async fn complete(&self, key: &str, outcome: &Value) -> Result<(), DedupError> {
         sqlx::query(&self.complete_sql)
             .bind(key)
@@ -208,7 +208,7 @@ impl CommandDeduplicator for PostgresDeduplicator {
         Ok(())
     }
 
-    #[tracing::instrument(name = "es.pg.dedup.abandon", skip_all)]
+    #[tracing::instrument(level = "debug", name = "es.pg.dedup.abandon", skip_all)]
     async fn abandon(&self, key: &str) -> Result<(), DedupError> {
         sqlx::query(&self.abandon_sql)
             .bind(key)

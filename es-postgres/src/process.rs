@@ -135,7 +135,7 @@ impl PostgresDeadlineStore {
 
 #[async_trait]
 impl DeadlineStore for PostgresDeadlineStore {
-    #[tracing::instrument(name = "es.pg.deadline.set", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.pg.deadline.set", skip(self))]
     async fn set(&self, manager: &str, process_id: &StreamId, at: Option<DateTime<Utc>>) -> Result<(), StoreError> {
         self.setup().await?;
         let q = match at {
@@ -151,7 +151,7 @@ impl DeadlineStore for PostgresDeadlineStore {
         Ok(())
     }
 
-    #[tracing::instrument(name = "es.pg.deadline.due", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.pg.deadline.due", skip(self))]
     async fn due(
         &self,
         manager: &str,

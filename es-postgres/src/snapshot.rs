@@ -44,7 +44,7 @@ impl PostgresSnapshotStore {
 
 #[async_trait]
 impl SnapshotStore for PostgresSnapshotStore {
-    #[tracing::instrument(name = "es.pg.snapshot.save", skip_all, fields(stream_id = %snapshot.stream_id, version = snapshot.version))]
+    #[tracing::instrument(level = "debug", name = "es.pg.snapshot.save", skip_all, fields(stream_id = %snapshot.stream_id, version = snapshot.version))]
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         sqlx::query(&self.upsert)
             .bind(snapshot.stream_id.as_str())
@@ -59,7 +59,7 @@ impl SnapshotStore for PostgresSnapshotStore {
         Ok(())
     }
 
-    #[tracing::instrument(name = "es.pg.snapshot.load", skip_all, fields(stream_id = %stream_id))]
+    #[tracing::instrument(level = "debug", name = "es.pg.snapshot.load", skip_all, fields(stream_id = %stream_id))]
     async fn load(&self, stream_id: &StreamId) -> Result<Option<Snapshot>, StoreError> {
         let row = sqlx::query(&self.select)
             .bind(stream_id.as_str())

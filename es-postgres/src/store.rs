@@ -315,7 +315,7 @@ impl PostgresEventStore {
 
 #[async_trait]
 impl EventStore for PostgresEventStore {
-    #[tracing::instrument(name = "es.pg.append", skip_all, fields(stream_id = %stream_id, events = events.len()))]
+    #[tracing::instrument(level = "debug", name = "es.pg.append", skip_all, fields(stream_id = %stream_id, events = events.len()))]
     async fn append(
         &self,
         stream_type: &str,
@@ -326,7 +326,7 @@ impl EventStore for PostgresEventStore {
         self.enqueue(stream_type, stream_id, expected, events, None).await
     }
 
-    #[tracing::instrument(name = "es.pg.append_fenced", skip_all,
+    #[tracing::instrument(level = "debug", name = "es.pg.append_fenced", skip_all,
         fields(stream_id = %stream_id, events = events.len(), shard = fence.shard, token = fence.token))]
     async fn append_fenced(
         &self,
@@ -377,7 +377,7 @@ impl EventStore for PostgresEventStore {
         })
     }
 
-    #[tracing::instrument(name = "es.pg.read_stream", skip(self), fields(stream_id = %stream_id))]
+    #[tracing::instrument(level = "debug", name = "es.pg.read_stream", skip(self), fields(stream_id = %stream_id))]
     async fn read_stream_batch(
         &self,
         stream_id: &StreamId,
@@ -396,7 +396,7 @@ impl EventStore for PostgresEventStore {
         rows
     }
 
-    #[tracing::instrument(name = "es.pg.read_all", skip(self, filter))]
+    #[tracing::instrument(level = "debug", name = "es.pg.read_all", skip(self, filter))]
     async fn read_all(
         &self,
         after_position: u64,

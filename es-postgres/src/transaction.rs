@@ -31,7 +31,7 @@ impl PostgresEventStore {
     /// tx.commit().await?;
     /// # Ok(()) }
     /// ```
-    #[tracing::instrument(name = "es.pg.append_in_transaction", skip_all, fields(stream_id = %stream_id))]
+    #[tracing::instrument(level = "debug", name = "es.pg.append_in_transaction", skip_all, fields(stream_id = %stream_id))]
     pub async fn append_in_transaction(
         &self,
         conn: &mut PgConnection,

@@ -167,7 +167,7 @@ impl RedisDeduplicator {
 
 #[async_trait]
 impl CommandDeduplicator for RedisDeduplicator {
-    #[tracing::instrument(name = "es.redis.dedup.begin", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.redis.dedup.begin", skip(self))]
     async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
         let rkey = self.key(key);
         let claimant = Uuid::new_v4().simple().to_string();
@@ -223,7 +223,7 @@ impl CommandDeduplicator for RedisDeduplicator {
         Ok(status)
     }
 
-    #[tracing::instrument(name = "es.redis.dedup.complete", skip(self, outcome))]
+    #[tracing::instrument(level = "debug", name = "es.redis.dedup.complete", skip(self, outcome))]
     async fn complete(&self, key: &str, outcome: &Value) -> Result<(), DedupError> {
         let rkey = self.key(key);
         let value = format!("C:{outcome}");
@@ -250,7 +250,7 @@ impl CommandDeduplicator for RedisDeduplicator {
         }
     }
 
-    #[tracing::instrument(name = "es.redis.dedup.abandon", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.redis.dedup.abandon", skip(self))]
     async fn abandon(&self, key: &str) -> Result<(), DedupError> {
         let rkey = self.key(key);
         let result: Result<i64, RedisError> = self

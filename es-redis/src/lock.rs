@@ -183,7 +183,7 @@ impl RedisLockManager {
 
 #[async_trait]
 impl LockManager for RedisLockManager {
-    #[tracing::instrument(name = "es.redis.lock.try_acquire", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.redis.lock.try_acquire", skip(self))]
     async fn try_acquire(&self, key: &str, ttl: Duration) -> Result<Option<LockGuard>, LockError> {
         let rkey = self.key(key);
         let owner = Uuid::new_v4();
@@ -217,7 +217,7 @@ impl LockManager for RedisLockManager {
         self.retry().run(key, || self.try_acquire(key, ttl)).await
     }
 
-    #[tracing::instrument(name = "es.redis.lock.release", skip_all, fields(key = %lease.key, fencing_token = lease.fencing_token))]
+    #[tracing::instrument(level = "debug", name = "es.redis.lock.release", skip_all, fields(key = %lease.key, fencing_token = lease.fencing_token))]
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
         // Not retried: a second attempt after a lost reply would report a
         // successful release as lost.
@@ -230,7 +230,7 @@ impl LockManager for RedisLockManager {
         Ok(released)
     }
 
-    #[tracing::instrument(name = "es.redis.lock.extend", skip_all, fields(key = %lease.key, fencing_token = lease.fencing_token))]
+    #[tracing::instrument(level = "debug", name = "es.redis.lock.extend", skip_all, fields(key = %lease.key, fencing_token = lease.fencing_token))]
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, LockError> {
         let extended = self
             .owned_call(

@@ -119,7 +119,7 @@ impl<A: Aggregate, S: EventStore + ?Sized> LockedRepository<A, S> {
     }
 
     /// Executes a command under the stream's lock.
-    #[tracing::instrument(name = "es.redis.locked.execute", skip_all, fields(stream_type = A::TYPE))]
+    #[tracing::instrument(level = "debug", name = "es.redis.locked.execute", skip_all, fields(stream_type = A::TYPE))]
     pub async fn execute_in(
         &self,
         stream_id: impl Into<StreamId>,

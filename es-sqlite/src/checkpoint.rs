@@ -97,7 +97,7 @@ fn decode_dead_letter(r: &SqliteRow) -> Result<DeadLetter, StoreError> {
 
 #[async_trait]
 impl CheckpointStore for SqliteCheckpointStore {
-    #[tracing::instrument(name = "es.sqlite.checkpoint.load", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.checkpoint.load", skip(self))]
     async fn load(&self, projection: &str) -> Result<u64, StoreError> {
         let v: Option<i64> = retry_transient(&self.config.transient_retry, "load checkpoint", || {
             sqlx::query_scalar(LOAD).bind(projection).fetch_optional(&self.pool)
@@ -106,7 +106,7 @@ impl CheckpointStore for SqliteCheckpointStore {
         Ok(unsigned(v.unwrap_or(0)))
     }
 
-    #[tracing::instrument(name = "es.sqlite.checkpoint.save", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.checkpoint.save", skip(self))]
     async fn save(&self, projection: &str, position: u64) -> Result<(), StoreError> {
         let now = sql::micros(chrono::Utc::now());
         let _turn = self.gate.enter().await;
@@ -121,7 +121,7 @@ impl CheckpointStore for SqliteCheckpointStore {
         Ok(())
     }
 
-    #[tracing::instrument(name = "es.sqlite.dead_letter", skip_all, fields(projection = %l.projection, position = l.global_position))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.dead_letter", skip_all, fields(projection = %l.projection, position = l.global_position))]
     async fn dead_letter(&self, l: DeadLetter) -> Result<(), StoreError> {
         let _turn = self.gate.enter().await;
         retry_transient(&self.config.transient_retry, "record dead letter", || {
@@ -130,7 +130,7 @@ impl CheckpointStore for SqliteCheckpointStore {
         .await
     }
 
-    #[tracing::instrument(name = "es.sqlite.dead_letter.remove", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.dead_letter.remove", skip(self))]
     async fn remove_dead_letter(&self, projection: &str, global_position: u64) -> Result<bool, StoreError> {
         let _turn = self.gate.enter().await;
         let removed = retry_transient(&self.config.transient_retry, "remove dead letter", || {
@@ -144,7 +144,7 @@ impl CheckpointStore for SqliteCheckpointStore {
         Ok(removed > 0)
     }
 
-    #[tracing::instrument(name = "es.sqlite.dead_letters", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.dead_letters", skip(self))]
     async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, StoreError> {
         let rows = retry_transient(&self.config.transient_retry, "read dead letters", || {
             sqlx::query(DEAD_LETTERS).bind(projection).fetch_all(&self.pool)

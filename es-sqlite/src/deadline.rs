@@ -62,7 +62,7 @@ impl SqliteDeadlineStore {
 
 #[async_trait]
 impl DeadlineStore for SqliteDeadlineStore {
-    #[tracing::instrument(name = "es.sqlite.deadline.set", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.deadline.set", skip(self))]
     async fn set(&self, manager: &str, process_id: &StreamId, at: Option<DateTime<Utc>>) -> Result<(), StoreError> {
         self.setup().await?;
         let _turn = self.gate.enter().await;
@@ -80,7 +80,7 @@ impl DeadlineStore for SqliteDeadlineStore {
         .map(|_| ())
     }
 
-    #[tracing::instrument(name = "es.sqlite.deadline.due", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.deadline.due", skip(self))]
     async fn due(
         &self,
         manager: &str,

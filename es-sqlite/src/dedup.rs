@@ -88,7 +88,7 @@ impl SqliteDeduplicator {
 
 #[async_trait]
 impl CommandDeduplicator for SqliteDeduplicator {
-    #[tracing::instrument(name = "es.sqlite.dedup.begin", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.dedup.begin", skip(self))]
     async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
         let now = Self::now_ms();
         let mut tx = self
@@ -131,7 +131,7 @@ impl CommandDeduplicator for SqliteDeduplicator {
         Ok(DedupStatus::Started)
     }
 
-    #[tracing::instrument(name = "es.sqlite.dedup.complete", skip(self, outcome))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.dedup.complete", skip(self, outcome))]
     async fn complete(&self, key: &str, outcome: &Value) -> Result<(), DedupError> {
         sqlx::query(
             "INSERT INTO dedup_keys (key, outcome, since_ms) VALUES (?, ?, ?) \
@@ -146,7 +146,7 @@ impl CommandDeduplicator for SqliteDeduplicator {
         Ok(())
     }
 
-    #[tracing::instrument(name = "es.sqlite.dedup.abandon", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.dedup.abandon", skip(self))]
     async fn abandon(&self, key: &str) -> Result<(), DedupError> {
         sqlx::query("DELETE FROM dedup_keys WHERE key = ? AND outcome IS NULL")
             .bind(key)

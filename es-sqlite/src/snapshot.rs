@@ -57,7 +57,7 @@ impl SqliteSnapshotStore {
 
 #[async_trait]
 impl SnapshotStore for SqliteSnapshotStore {
-    #[tracing::instrument(name = "es.sqlite.snapshot.save", skip_all, fields(stream_id = %snapshot.stream_id, version = snapshot.version))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.snapshot.save", skip_all, fields(stream_id = %snapshot.stream_id, version = snapshot.version))]
     async fn save(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         let state = snapshot.state.to_string();
         let _turn = self.gate.enter().await;
@@ -75,7 +75,7 @@ impl SnapshotStore for SqliteSnapshotStore {
         Ok(())
     }
 
-    #[tracing::instrument(name = "es.sqlite.snapshot.load", skip_all, fields(stream_id = %stream_id))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.snapshot.load", skip_all, fields(stream_id = %stream_id))]
     async fn load(&self, stream_id: &StreamId) -> Result<Option<Snapshot>, StoreError> {
         let row = retry_transient(&self.config.transient_retry, "load snapshot", || {
             sqlx::query(SELECT).bind(stream_id.as_str()).fetch_optional(&self.pool)

@@ -312,7 +312,7 @@ fn json_list(values: &[String]) -> Option<String> {
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
-    #[tracing::instrument(name = "es.sqlite.append", skip_all, fields(stream_id = %stream_id, events = events.len()))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.append", skip_all, fields(stream_id = %stream_id, events = events.len()))]
     async fn append(
         &self,
         stream_type: &str,
@@ -360,7 +360,7 @@ impl EventStore for SqliteEventStore {
         result
     }
 
-    #[tracing::instrument(name = "es.sqlite.read_stream", skip(self), fields(stream_id = %stream_id))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.read_stream", skip(self), fields(stream_id = %stream_id))]
     async fn read_stream_batch(
         &self,
         stream_id: &StreamId,
@@ -378,7 +378,7 @@ impl EventStore for SqliteEventStore {
         .await?
     }
 
-    #[tracing::instrument(name = "es.sqlite.read_all", skip(self, filter))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.read_all", skip(self, filter))]
     async fn read_all(
         &self,
         after_position: u64,
@@ -398,7 +398,7 @@ impl EventStore for SqliteEventStore {
         .await?
     }
 
-    #[tracing::instrument(name = "es.sqlite.find_event", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.find_event", skip(self))]
     async fn find_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
         let inner = &self.inner;
         let found = retry_transient(&inner.config.transient_retry, "find event", || {
@@ -408,7 +408,7 @@ impl EventStore for SqliteEventStore {
         Ok(found.into_iter().next())
     }
 
-    #[tracing::instrument(name = "es.sqlite.stream_version", skip(self), fields(stream_id = %stream_id))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.stream_version", skip(self), fields(stream_id = %stream_id))]
     async fn stream_version(&self, stream_id: &StreamId) -> Result<u64, StoreError> {
         let inner = &self.inner;
         let v: i64 = retry_transient(&inner.config.transient_retry, "stream version", || {

@@ -175,7 +175,7 @@ impl InMemoryEventStore {
 
 #[async_trait]
 impl EventStore for InMemoryEventStore {
-    #[tracing::instrument(name = "es.memory.append", skip_all, fields(stream_id = %stream_id, events = events.len()))]
+    #[tracing::instrument(level = "debug", name = "es.memory.append", skip_all, fields(stream_id = %stream_id, events = events.len()))]
     async fn append(
         &self,
         stream_type: &str,
@@ -186,7 +186,7 @@ impl EventStore for InMemoryEventStore {
         self.append_checked(stream_type, stream_id, expected, events, None)
     }
 
-    #[tracing::instrument(name = "es.memory.append_fenced", skip_all, fields(stream_id = %stream_id, shard = fence.shard, token = fence.token))]
+    #[tracing::instrument(level = "debug", name = "es.memory.append_fenced", skip_all, fields(stream_id = %stream_id, shard = fence.shard, token = fence.token))]
     async fn append_fenced(
         &self,
         stream_type: &str,

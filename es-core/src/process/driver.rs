@@ -192,7 +192,7 @@ impl<M: ProcessManager> ProcessDriver<M> {
         self.drive_process(&process_id.into()).await
     }
 
-    #[tracing::instrument(name = "es.process.drive", skip(self), fields(process = self.manager.name(), process_id = %process_id))]
+    #[tracing::instrument(level = "debug", name = "es.process.drive", skip(self), fields(process = self.manager.name(), process_id = %process_id))]
     async fn drive_process(&self, process_id: &StreamId) -> Result<(), ProcessError> {
         let name = self.manager.name();
         let mut had_deadline = false;
@@ -331,7 +331,7 @@ impl<M: ProcessManager> ProcessDriver<M> {
     /// fact, on top of the version it was decided on. The recorded fact
     /// wakes the runner, which does the rest. Returns how many were
     /// recorded.
-    #[tracing::instrument(name = "es.process.deadlines", skip(self), fields(process = self.manager.name()))]
+    #[tracing::instrument(level = "debug", name = "es.process.deadlines", skip(self), fields(process = self.manager.name()))]
     pub async fn record_due_deadlines(&self) -> Result<usize, ProcessError> {
         let name = self.manager.name();
         let now = self.clock.now();

@@ -283,7 +283,7 @@ impl ProjectionRunner {
     }
 
     /// Applies every event after the checkpoint up to the head of the log.
-    #[tracing::instrument(name = "es.projection.catch_up", skip(self), fields(projection = self.unit.name()))]
+    #[tracing::instrument(level = "debug", name = "es.projection.catch_up", skip(self), fields(projection = self.unit.name()))]
     pub async fn catch_up(&self) -> Result<ProjectionReport, ProjectionError> {
         let filter = self.unit.filter();
         let stored = self.unit.position().await.map_err(|e| self.store_err(e))?;

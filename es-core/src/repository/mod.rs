@@ -232,7 +232,7 @@ impl<A: Aggregate, S: EventStore + ?Sized> Repository<A, S> {
         self.submit(stream_id.into(), Box::new(decider), ctx).await
     }
 
-    #[tracing::instrument(name = "es.repository.execute", skip_all, fields(stream_type = A::TYPE, stream_id = %stream_id))]
+    #[tracing::instrument(level = "debug", name = "es.repository.execute", skip_all, fields(stream_type = A::TYPE, stream_id = %stream_id))]
     async fn submit(
         &self,
         stream_id: StreamId,
@@ -253,7 +253,7 @@ impl<A: Aggregate, S: EventStore + ?Sized> Repository<A, S> {
         self.load_stream(stream_id.into()).await
     }
 
-    #[tracing::instrument(name = "es.repository.load", skip_all, fields(stream_type = A::TYPE, stream_id = %id))]
+    #[tracing::instrument(level = "debug", name = "es.repository.load", skip_all, fields(stream_type = A::TYPE, stream_id = %id))]
     async fn load_stream(&self, id: StreamId) -> Result<Versioned<A>, RepositoryError<A::Error>> {
         let mut state = self.inner.starting_state(&id).await?;
         self.inner.complete(&id, &mut state).await?;

@@ -185,7 +185,7 @@ impl<P: TransactionalProjector + ?Sized> ProjectionUnit for PgProjectionUnit<P> 
         es_core::CheckpointStore::load(&PostgresCheckpointStore::new(&self.store), self.projector.name()).await
     }
 
-    #[tracing::instrument(name = "es.pg.projection.apply", skip_all, fields(projection = self.projector.name(), events = events.len()))]
+    #[tracing::instrument(level = "debug", name = "es.pg.projection.apply", skip_all, fields(projection = self.projector.name(), events = events.len()))]
     async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
         self.setup().await.map_err(setup_failed)?;
         es_core::backend::apply_keeping_prefix(events, advance, |page, advance| self.try_apply(page, advance)).await

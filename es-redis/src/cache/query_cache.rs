@@ -111,7 +111,7 @@ where
         }
     }
 
-    #[tracing::instrument(name = "es.redis.query_cache.l2_get", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.redis.query_cache.l2_get", skip(self))]
     async fn get_l2(&self, key: &str) -> Option<V> {
         let rkey = self.redis_key(key);
         match l2::get(&self.inner.backend, &rkey).await {
@@ -137,7 +137,7 @@ where
     }
 
     /// Stores a value in both levels.
-    #[tracing::instrument(name = "es.redis.query_cache.put", skip(self, value))]
+    #[tracing::instrument(level = "debug", name = "es.redis.query_cache.put", skip(self, value))]
     pub async fn put(&self, key: &str, value: &V) {
         self.inner.l1.insert(key.to_owned(), value.clone());
         let rkey = self.redis_key(key);
@@ -180,7 +180,7 @@ where
     }
 
     /// Drops keys from L1 and L2.
-    #[tracing::instrument(name = "es.redis.query_cache.invalidate", skip(self))]
+    #[tracing::instrument(level = "debug", name = "es.redis.query_cache.invalidate", skip(self))]
     pub async fn invalidate(&self, keys: &[String]) {
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
         for k in keys {

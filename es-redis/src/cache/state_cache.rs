@@ -152,7 +152,7 @@ impl<A: Aggregate> RedisStateCache<A> {
         self.l2_get(&stream_id.into()).await
     }
 
-    #[tracing::instrument(name = "es.redis.cache.l2_get", skip_all, fields(stream_type = A::TYPE, stream_id = %stream_id))]
+    #[tracing::instrument(level = "debug", name = "es.redis.cache.l2_get", skip_all, fields(stream_type = A::TYPE, stream_id = %stream_id))]
     async fn l2_get(&self, stream_id: &StreamId) -> Option<Versioned<A>> {
         let key = self.redis_key(stream_id);
         let (version, json) = match l2::get_versioned(&self.inner.backend, &key).await {
@@ -183,7 +183,7 @@ impl<A: Aggregate> RedisStateCache<A> {
         }
     }
 
-    #[tracing::instrument(name = "es.redis.cache.l2_put", skip_all, fields(stream_type = A::TYPE, stream_id = %stream_id, version = state.version))]
+    #[tracing::instrument(level = "debug", name = "es.redis.cache.l2_put", skip_all, fields(stream_type = A::TYPE, stream_id = %stream_id, version = state.version))]
     async fn put_l2(&self, stream_id: &StreamId, state: &Versioned<A>) {
         let key = self.redis_key(stream_id);
         let json = match serde_json::to_string(&state.state) {
@@ -245,7 +245,7 @@ impl<A: Aggregate> StateCache<A> for RedisStateCache<A> {
         self.put_l2(stream_id, state).await;
     }
 
-    #[tracing::instrument(name = "es.redis.cache.invalidate", skip_all, fields(stream_type = A::TYPE, stream_id = %stream_id))]
+    #[tracing::instrument(level = "debug", name = "es.redis.cache.invalidate", skip_all, fields(stream_type = A::TYPE, stream_id = %stream_id))]
     async fn invalidate(&self, stream_id: &StreamId) {
         self.inner.l1.invalidate(stream_id);
         if let Err(e) = l2::del(&self.inner.backend, &[self.redis_key(stream_id)]).await {

@@ -366,7 +366,7 @@ impl ShardManager {
     }
 
     /// One round of the protocol (see the type's docs).
-    #[tracing::instrument(name = "es.redis.shard.tick", skip(self), fields(instance = %self.inner.me.id))]
+    #[tracing::instrument(level = "debug", name = "es.redis.shard.tick", skip(self), fields(instance = %self.inner.me.id))]
     pub async fn tick(&self) -> Result<(), ShardError> {
         if self.inner.stopped.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());

@@ -213,13 +213,13 @@ impl<P: SqliteProjector + ?Sized> ProjectionUnit for SqliteProjectionUnit<P> {
         es_core::CheckpointStore::load(&SqliteCheckpointStore::new(&self.store), self.projector.name()).await
     }
 
-    #[tracing::instrument(name = "es.sqlite.projection.apply", skip_all, fields(projection = self.projector.name(), events = events.len()))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.projection.apply", skip_all, fields(projection = self.projector.name(), events = events.len()))]
     async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
         self.setup().await?;
         es_core::backend::apply_keeping_prefix(events, advance, |page, advance| self.try_apply(page, advance)).await
     }
 
-    #[tracing::instrument(name = "es.sqlite.projection.dead_letter", skip_all, fields(projection = self.projector.name(), position = letter.global_position))]
+    #[tracing::instrument(level = "debug", name = "es.sqlite.projection.dead_letter", skip_all, fields(projection = self.projector.name(), position = letter.global_position))]
     async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
         self.setup().await?;
         let _turn = self.turn().await;
