@@ -8,6 +8,7 @@
 //! password comes from `ADMIN_PASSWORD` or, when unset, the first line of
 //! stdin.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use banking_example::auth::{AuthService, Role};
@@ -47,6 +48,8 @@ async fn main() -> ExitCode {
     let dotenv = dotenvy::dotenv();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=info")))
+        // Colours only on a terminal: a log file or collector gets plain text.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     match dotenv {
         Ok(path) => tracing::info!(path = %path.display(), "loaded .env"),

@@ -8,10 +8,14 @@
 //! other algorithm are rejected before the signature is looked at —
 //! requires that `typ`, our issuer and our audience, and checks `exp` and
 //! `nbf` against the injected clock with a small leeway (`iat` must not be
-//! in the future either).
+//! in the future either). A token that passed is kept (bounded, keyed on
+//! the whole string), so its next uses check only the time; revocation is
+//! the caller's, on every request.
 //!
 //! Opaque tokens are 32 random bytes, base64url; the server stores only
 //! their HMAC-SHA256 under `REFRESH_TOKEN_SECRET`.
+
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -141,7 +145,18 @@ pub struct AccessTokens {
     leeway: i64,
     issuer: String,
     audience: String,
+    /// The claims of tokens whose signature, type, issuer and audience
+    /// were checked before, keyed on the whole token: the same string
+    /// verifies the same way under the same key, so only the time checks
+    /// run again (revocation is the caller's, on every request). Only
+    /// tokens that passed are kept; shared by clones.
+    verified: moka::sync::Cache<Box<str>, Arc<Claims>>,
 }
+
+/// Verified tokens kept (about half a kilobyte each).
+const VERIFIED_TOKENS_KEPT: u64 = 10_000;
+/// A kept token unused this long is dropped (tokens live minutes).
+const VERIFIED_TOKEN_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl std::fmt::Debug for AccessTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -182,6 +197,10 @@ impl AccessTokens {
             leeway: i64::try_from(leeway.as_secs()).unwrap_or(0),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS_KEPT)
+                .time_to_idle(VERIFIED_TOKEN_IDLE)
+                .build(),
         }
     }
 
@@ -216,6 +235,27 @@ impl AccessTokens {
     /// The claims of a valid token at `now` (revocation is checked by the
     /// caller).
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, TokenError> {
+        let claims = match self.verified.get(token) {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.decode(token)?);
+                self.verified.insert(token.into(), Arc::clone(&claims));
+                claims
+            }
+        };
+        let now = now.timestamp();
+        if claims.exp <= now - self.leeway {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf > now + self.leeway || claims.iat > now + self.leeway {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(Claims::clone(&claims))
+    }
+
+    /// The claims of a token with a valid signature, type, issuer and
+    /// audience (time not checked).
+    fn decode(&self, token: &str) -> Result<Claims, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::HS256 {
@@ -228,22 +268,14 @@ impl AccessTokens {
         {
             return Err(TokenError::WrongType);
         }
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
                 ErrorKind::InvalidSignature => TokenError::Signature,
                 ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::Audience,
                 _ => TokenError::Malformed,
-            })?;
-        let claims = data.claims;
-        let now = now.timestamp();
-        if claims.exp <= now - self.leeway {
-            return Err(TokenError::Expired);
-        }
-        if claims.nbf > now + self.leeway || claims.iat > now + self.leeway {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(claims)
+            })
     }
 }
 
@@ -305,6 +337,25 @@ mod tests {
         assert_eq!(t.verify(&token, earlier), Err(TokenError::NotYetValid));
         assert_eq!(tokens(&[8; 32]).verify(&token, now), Err(TokenError::Signature));
         assert_eq!(t.verify("garbage", now), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn a_verified_token_is_kept_but_time_and_other_strings_are_checked_again() {
+        let t = tokens(&[7; 32]);
+        let now = Utc::now();
+        let (token, claims) = t.issue(Uuid::new_v4(), &[Role::Customer], Uuid::new_v4(), now).unwrap();
+        assert_eq!(t.verify(&token, now).unwrap(), claims);
+        assert!(t.verified.get(token.as_str()).is_some(), "kept after the first check");
+        // Kept claims still expire, on this instance and its clones.
+        let later = now + chrono::Duration::seconds(3600 + 31);
+        assert_eq!(t.clone().verify(&token, later), Err(TokenError::Expired));
+        // The same claims under another signature are not the kept token.
+        let (head, _) = token.rsplit_once('.').unwrap();
+        let forged = format!("{head}.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
+        assert_eq!(t.verify(&forged, now), Err(TokenError::Signature));
+        assert!(t.verified.get(forged.as_str()).is_none(), "refused tokens are not kept");
+        // Another key never sees this key's kept tokens.
+        assert_eq!(tokens(&[8; 32]).verify(&token, now), Err(TokenError::Signature));
     }
 
     #[test]
