@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# A flame graph of the release banking server under HTTP deposits: starts
+# the server on PostgreSQL (rate limits off, as in scripts/bench-http.sh),
+# loads it with http_bench at CONNECTIONS for 8 s, samples the server with
+# perf (297 Hz, DWARF call graphs) from the 3rd to the 7th second, folds
+# the stacks with inferno-collapse-perf and draws them with
+# inferno-flamegraph. Needs perf (Debian: linux-perf) and inferno
+# (`cargo install inferno`); the release profile keeps line tables.
+#
+# Usage: scripts/http-flamegraph.sh [out.svg=docs/flamegraph-http-deposits.svg]
+# Env: SERVER (default target/release/banking-example), CONNECTIONS
+#      (default 16), DATABASE_URL, PORT (default 18095), RUST_LOG (the
+#      server's; default info), NO_BUILD=1 (use what is built), FOLDED=path
+#      (also keep the folded stacks there, one line per stack and count).
+set -euo pipefail
+out="${1:-docs/flamegraph-http-deposits.svg}"
+cd "$(dirname "$0")/.."
+for tool in perf inferno-collapse-perf inferno-flamegraph; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is not installed" >&2; exit 1; }
+done
+if [ -z "${NO_BUILD:-}" ]; then
+  cargo build --quiet --release -p banking-example --bin banking-example --example http_bench
+fi
+target="${CARGO_TARGET_DIR:-target}/release"
+bin="${SERVER:-$target/banking-example}"
+url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
+port="${PORT:-18095}"
+conns="${CONNECTIONS:-16}"
+schema="http_flame_$$"
+work=$(mktemp -d)
+server=""
+cleanup() {
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+DATABASE_URL="$url" DATABASE_SCHEMA="$schema" BIND_ADDR="127.0.0.1:$port" ADMIN_BIND_ADDR=off \
+  RATE_LIMIT_REQUESTS_PER_MINUTE=0 AUTH_RATE_LIMIT_PER_MINUTE=0 AUTH_ALLOW_INSECURE_SECRETS=1 \
+  RUST_LOG="${RUST_LOG:-info}" "$bin" > "$work/server.log" 2>&1 &
+server=$!
+for _ in $(seq 1 300); do
+  if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$server" 2>/dev/null; then cat "$work/server.log" >&2; exit 1; fi
+  sleep 0.1
+done
+
+"$target/examples/http_bench" --url "http://127.0.0.1:$port" --connections "$conns" --duration 8 \
+  --warmup 1 --accounts 1000 --server-pid "$server" > "$work/out.json" &
+load=$!
+# Set-up (a user, 1,000 accounts) and the warm-up first: wait until the
+# measured part has run two seconds.
+sleep 3
+perf record -q -F 297 --call-graph dwarf -o "$work/perf.data" -p "$server" -- sleep 4 2>/dev/null
+wait "$load"
+cat "$work/out.json"
+perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$work/folded"
+if [ -n "${FOLDED:-}" ]; then cp "$work/folded" "$FOLDED"; fi
+inferno-flamegraph --minwidth 0.25 --title "banking-example: HTTP deposits, $conns connections" < "$work/folded" > "$out"
+echo "wrote $out ($(wc -l < "$work/folded") distinct stacks)"

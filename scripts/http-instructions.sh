@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Instructions the banking server executes per HTTP deposit, counted by
+# valgrind's callgrind: user-space instructions, repeatable where timings
+# on a small shared machine are not. Each server binary runs twice under
+# callgrind on PostgreSQL (rate limits off, as in scripts/bench-http.sh),
+# loaded by http_bench (16 connections, no warm-up) for SHORT and then LONG
+# seconds; the difference of the two runs' instruction totals over the
+# difference of their acknowledged deposits is the cost of one deposit,
+# with start-up and set-up (a user, 1,000 accounts, the final check)
+# cancelled out. Under valgrind the server runs one thread at a time and
+# some 50 times slower, so compare binaries with each other, not with
+# timings; kernel work (system calls) is not counted.
+#
+# Usage: scripts/http-instructions.sh label=binary [label=binary ...]
+#        (default: new=target/release/banking-example)
+# Env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable),
+#      SHORT (default 10), LONG (default 40), CONNECTIONS (default 16),
+#      PORT (default 18300), RUST_LOG (the server's; default info),
+#      NO_BUILD=1 (use what is built).
+# Prints one JSON line per run and per binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "error: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+if [ -z "${NO_BUILD:-}" ]; then
+  cargo build --quiet --release -p banking-example --bin banking-example --example http_bench
+fi
+target="${CARGO_TARGET_DIR:-target}/release"
+url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
+port="${PORT:-18300}"
+short="${SHORT:-10}"
+long="${LONG:-40}"
+conns="${CONNECTIONS:-16}"
+servers=("$@")
+[ ${#servers[@]} -gt 0 ] || servers=("new=$target/banking-example")
+
+work=$(mktemp -d)
+server=""
+runs=0
+schema=""
+cleanup() {
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  if [ -n "$schema" ]; then psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# run LABEL BINARY SECONDS: writes "requests instructions" to $work/result
+run() {
+  runs=$((runs + 1))
+  schema="http_instr_$$_$runs"
+  DATABASE_URL="$url" DATABASE_SCHEMA="$schema" BIND_ADDR="127.0.0.1:$port" ADMIN_BIND_ADDR=off \
+    RATE_LIMIT_REQUESTS_PER_MINUTE=0 AUTH_RATE_LIMIT_PER_MINUTE=0 AUTH_ALLOW_INSECURE_SECRETS=1 \
+    RUST_LOG="${RUST_LOG:-info}" valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$2" \
+    > "$work/server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 1200); do
+    if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
+    if ! kill -0 "$server" 2>/dev/null; then cat "$work/server.log" >&2; return 1; fi
+    sleep 0.5
+  done
+  line=$("$target/examples/http_bench" --url "http://127.0.0.1:$port" --connections "$conns" \
+         --duration "$3" --warmup 0 --accounts 1000)
+  # SIGTERM: the server shuts down cleanly and callgrind writes its totals.
+  kill -TERM "$server"; wait "$server" || true; server=""
+  psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true; schema=""
+  grep -q '"verified":true' <<< "$line" || { echo "error: $1 did not verify: $line" >&2; return 1; }
+  requests=$(sed -E 's/.*"requests":([0-9]+).*/\1/' <<< "$line")
+  instructions=$(sed -n -E 's/^(summary|totals): ([0-9]+).*/\2/p' "$work/callgrind.out" | head -n1)
+  echo "{\"server\":\"$1\",\"seconds\":$3,\"requests\":$requests,\"instructions\":$instructions}" >&2
+  echo "$requests $instructions" > "$work/result"
+}
+
+for s in "${servers[@]}"; do
+  label="${s%%=*}"; bin="${s#*=}"
+  run "$label" "$bin" "$short"; read -r r1 i1 < "$work/result"
+  run "$label" "$bin" "$long"; read -r r2 i2 < "$work/result"
+  awk -v l="$label" -v r1="$r1" -v i1="$i1" -v r2="$r2" -v i2="$i2" 'BEGIN {
+    if (r2 <= r1) { printf "error: %s: the long run acknowledged no more deposits than the short one\n", l > "/dev/stderr"; exit 1 }
+    printf "{\"server\":\"%s\",\"instructions_per_request\":%.0f,\"requests\":[%d,%d],\"instructions\":[%d,%d]}\n", l, (i2 - i1) / (r2 - r1), r1, r2, i1, i2 }'
+done
