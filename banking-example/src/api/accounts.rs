@@ -453,12 +453,7 @@ async fn run(state: &AppState, caller: &Caller, request: CommandRequest) -> Resp
             let view = AccountView::from_state(id, &outcome.state, outcome.version)
                 .map(|v| v.owned_by(owner))
                 .ok_or_else(|| ApiError::Internal(format!("account {id} has no state after {name}")))?;
-            let body = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
-            Ok(Reply {
-                status: success,
-                body,
-                warnings,
-            })
+            Reply::json(success, &view, warnings)
         })
         .await;
     let outcome = if response.status().is_success() { "ok" } else { "error" };

@@ -18,9 +18,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use es_core::{CommandDeduplicator, DedupError, DedupStatus};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -37,7 +37,12 @@ pub use super::headers::REPLAYED_HEADER;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct StoredResponse {
     status: u16,
+    /// The body as a JSON value (all that earlier versions stored, and
+    /// what they replay).
     body: serde_json::Value,
+    /// The body exactly as first sent, replayed byte for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     warnings: Option<String>,
     fingerprint: Uuid,
@@ -48,15 +53,29 @@ struct StoredResponse {
 pub struct Reply {
     /// HTTP status.
     pub status: StatusCode,
-    /// JSON body.
-    pub body: serde_json::Value,
+    /// The JSON body, serialized (once: the answer and a stored replay
+    /// are these bytes).
+    pub body: Bytes,
     /// Validation warnings for the `x-validation-warnings` header.
     pub warnings: Option<String>,
 }
 
+impl Reply {
+    /// A reply of `status` with `body` serialized as JSON.
+    pub fn json<T: Serialize>(status: StatusCode, body: &T, warnings: Option<String>) -> Result<Self, ApiError> {
+        let body = serde_json::to_vec(body).map_err(|e| ApiError::Internal(format!("response body: {e}")))?;
+        Ok(Self {
+            status,
+            body: Bytes::from(body),
+            warnings,
+        })
+    }
+}
+
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body)).into_response();
+        let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+        let mut response = (self.status, content_type, self.body).into_response();
         if let Some(w) = self.warnings.and_then(|w| HeaderValue::from_str(&w).ok()) {
             response.headers_mut().insert(WARNINGS_HEADER, w);
         }
@@ -143,19 +162,19 @@ impl Idempotency {
                 }
                 return e.into_response();
             }
-            Err(e) => Reply {
-                status: e.status(),
-                body: serde_json::json!({ "error": e.public_message() }),
-                warnings: None,
+            Err(e) => match Reply::json(e.status(), &serde_json::json!({ "error": e.public_message() }), None) {
+                Ok(reply) => reply,
+                Err(e) => return e.into_response(),
             },
         };
-        let stored = StoredResponse {
+        let stored = serde_json::from_slice(&reply.body).map(|body| StoredResponse {
             status: reply.status.as_u16(),
-            body: reply.body.clone(),
+            body,
+            body_text: std::str::from_utf8(&reply.body).ok().map(str::to_owned),
             warnings: reply.warnings.clone(),
             fingerprint,
-        };
-        match serde_json::to_value(&stored) {
+        });
+        match stored.and_then(|stored| serde_json::to_value(&stored)) {
             Ok(value) => {
                 if let Err(err) = self.dedup.complete(dedup_key, &value).await {
                     // The command id still protects the money; only the
@@ -185,9 +204,17 @@ fn replay(stored: serde_json::Value, fingerprint: Uuid) -> Response {
     }
     metrics::counter!("idempotent_replays_total").increment(1);
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let body = match stored.body_text {
+        Some(text) => Bytes::from(text),
+        // Stored by an earlier version: the value, serialized again.
+        None => match serde_json::to_vec(&stored.body) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => return ApiError::Internal(format!("stored idempotent response unreadable: {e}")).into_response(),
+        },
+    };
     let mut response = Reply {
         status,
-        body: stored.body,
+        body,
         warnings: stored.warnings,
     }
     .into_response();
@@ -195,4 +222,75 @@ fn replay(stored: serde_json::Value, fingerprint: Uuid) -> Response {
         .headers_mut()
         .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use es_core::InMemoryDeduplicator;
+
+    async fn body(response: Response) -> (StatusCode, Option<String>, String) {
+        let status = response.status();
+        let replayed = response
+            .headers()
+            .get(REPLAYED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, replayed, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_retry_gets_the_first_answer_byte_for_byte() {
+        let dedup = Arc::new(InMemoryDeduplicator::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        let idempotency = Idempotency::new(dedup, Duration::from_secs(1));
+        // Field order as the handler serialized it, not sorted.
+        let answer = serde_json::json!({ "b": 1, "a": "2.50" });
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let run = |_| async {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Reply::json(StatusCode::CREATED, &Ordered, None)
+        };
+        let first = body(idempotency.execute("client", Some("k"), "req", run).await).await;
+        let retry = body(idempotency.execute("client", Some("k"), "req", run).await).await;
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(first, (StatusCode::CREATED, None, r#"{"b":1,"a":"2.50"}"#.to_owned()));
+        assert_eq!(retry, (StatusCode::CREATED, Some("true".to_owned()), first.2.clone()));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&first.2).unwrap(), answer);
+    }
+
+    /// Serializes its fields out of alphabetical order.
+    struct Ordered;
+
+    impl Serialize for Ordered {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct;
+            let mut st = s.serialize_struct("Ordered", 2)?;
+            st.serialize_field("b", &1)?;
+            st.serialize_field("a", "2.50")?;
+            st.end()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_stored_by_an_earlier_version_is_replayed_from_its_value() {
+        let fingerprint = Uuid::new_v5(&NAMESPACE, b"req");
+        let stored = serde_json::json!({
+            "status": 200,
+            "body": { "balance": "5.00", "version": 2 },
+            "fingerprint": fingerprint,
+        });
+        let (status, replayed, text) = body(replay(stored.clone(), fingerprint)).await;
+        assert_eq!((status, replayed.as_deref()), (StatusCode::OK, Some("true")));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            stored["body"]
+        );
+        // Another request under the same key is still refused.
+        let other = Uuid::new_v5(&NAMESPACE, b"other");
+        assert_eq!(replay(stored, other).status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
 }

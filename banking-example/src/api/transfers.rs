@@ -182,12 +182,7 @@ pub async fn create_transfer(
                 let at = outcome.events.first().map_or_else(Utc::now, |e| e.recorded_at);
                 let view = TransferView::of(&outcome.state, at, at)
                     .ok_or_else(|| ApiError::Internal(format!("transfer {id} has no request")))?;
-                let body = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
-                Ok(Reply {
-                    status: StatusCode::ACCEPTED,
-                    body,
-                    warnings: None,
-                })
+                Reply::json(StatusCode::ACCEPTED, &view, None)
             },
         )
         .await;
