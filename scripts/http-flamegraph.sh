@@ -4,7 +4,9 @@
 # loads it with http_bench at CONNECTIONS for 8 s, samples the server with
 # perf (297 Hz, DWARF call graphs) from the 3rd to the 7th second, folds
 # the stacks with inferno-collapse-perf and draws them with
-# inferno-flamegraph. Needs perf (Debian: linux-perf) and inferno
+# inferno-flamegraph, and prints the share of the samples whose stacks
+# pass through each group of frames (system calls, sqlx, allocator, ...;
+# the groups overlap). Needs perf (Debian: linux-perf) and inferno
 # (`cargo install inferno`); the release profile keeps line tables.
 #
 # Usage: scripts/http-flamegraph.sh [out.svg=docs/flamegraph-http-deposits.svg]
@@ -59,3 +61,24 @@ perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$work/fo
 if [ -n "${FOLDED:-}" ]; then cp "$work/folded" "$FOLDED"; fi
 inferno-flamegraph --minwidth 0.25 --title "banking-example: HTTP deposits, $conns connections" < "$work/folded" > "$out"
 echo "wrote $out ($(wc -l < "$work/folded") distinct stacks)"
+
+# Share of the samples whose stack has a frame matching each pattern.
+total=$(awk '{ s += $NF } END { print s }' "$work/folded")
+while IFS='|' read -r name pattern; do
+  n=$(grep -E "$pattern" "$work/folded" | awk '{ s += $NF } END { print s + 0 }')
+  awk -v n="$n" -v t="$total" -v name="$name" 'BEGIN { printf "%-22s %5.1f %%\n", name, 100 * n / t }'
+done <<'GROUPS'
+system calls|entry_SYSCALL_64
+writev|writev
+finish_task_switch|finish_task_switch
+sqlx|sqlx
+append batcher|es_postgres::batcher::run
+projection runners|ProjectionRunner|app::follow|transfer::runtime
+allocator|mi_malloc|mi_free|_mi_|mi_theap|__rust_alloc|__rust_dealloc|__rust_realloc
+JSON|serde_json
+hyper request parsing|hyper::proto::h1::role::.*parse|Buffered<T,B>::parse
+moka|moka::
+tracing|tracing_subscriber|tracing_core::dispatcher|tracing::span::Span::(new|enter|exit|drop|record)
+metrics|(^|[^a-z_])metrics::|metrics_exporter|metrics_util
+JWT|jsonwebtoken|AccessTokens
+GROUPS
