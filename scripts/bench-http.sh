@@ -35,8 +35,10 @@ connections="${CONNECTIONS:-16 64}"
 work=$(mktemp -d)
 schemas=()
 server=""
+# shellcheck source=scripts/http-server.sh
+. scripts/http-server.sh
 cleanup() {
-  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  stop_server
   for s in "${schemas[@]}"; do psql -q "$url" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
   rm -rf "$work"
 }
@@ -45,33 +47,19 @@ trap cleanup EXIT
 # ceiling CLIENTS: the 1-row ceiling's transactions/s (5 s)
 ceiling() { scripts/pg-ceiling-1row.sh "$1" | sed -n 's/.*tps=\([0-9.]*\).*/\1/p'; }
 
-# serve BINARY SCHEMA: starts the server, waits until it answers
-serve() {
-  DATABASE_URL="$url" DATABASE_SCHEMA="$2" BIND_ADDR="127.0.0.1:$port" ADMIN_BIND_ADDR=off \
-    RATE_LIMIT_REQUESTS_PER_MINUTE=0 AUTH_RATE_LIMIT_PER_MINUTE=0 AUTH_ALLOW_INSECURE_SECRETS=1 \
-    RUST_LOG="${RUST_LOG:-info}" "$1" > "$work/server.log" 2>&1 &
-  server=$!
-  for _ in $(seq 1 300); do
-    if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then return 0; fi
-    if ! kill -0 "$server" 2>/dev/null; then cat "$work/server.log" >&2; return 1; fi
-    sleep 0.1
-  done
-  echo "server did not come up" >&2; cat "$work/server.log" >&2; return 1
-}
-stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
 
 # load BINARY LABEL ROUND: one server (fresh schema), each connection count; prints the JSON lines
 load() {
   local schema="bench_http_$$_$3_$2"
   schemas+=("$schema")
-  serve "$1" "$schema"
+  serve "$schema" "$1"
   for c in $connections; do
     line=$("$target/examples/http_bench" --url "http://127.0.0.1:$port" --connections "$c" \
            --duration "$secs" --warmup 1 --accounts 1000 --server-pid "$server")
     echo "$2 c$c $line"
     echo "$3 $2 $c $line" >> "$work/http"
   done
-  stop
+  stop_server
 }
 
 num() { sed -E "s/.*\"$1\":([0-9.]+).*/\1/"; }

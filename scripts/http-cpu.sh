@@ -24,27 +24,16 @@ port="${PORT:-18090}"
 schema="http_cpu_$$"
 work=$(mktemp -d)
 server=""
+# shellcheck source=scripts/http-server.sh
+. scripts/http-server.sh
 cleanup() {
-  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  stop_server
   if [ "${STORE:-}" != memory ]; then psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-if [ "${STORE:-}" = memory ]; then
-  store=(STORE=memory)
-else
-  store=(DATABASE_URL="$url" DATABASE_SCHEMA="$schema")
-fi
-env "${store[@]}" BIND_ADDR="127.0.0.1:$port" ADMIN_BIND_ADDR=off \
-  RATE_LIMIT_REQUESTS_PER_MINUTE=0 AUTH_RATE_LIMIT_PER_MINUTE=0 AUTH_ALLOW_INSECURE_SECRETS=1 \
-  RUST_LOG="${RUST_LOG:-info}" "$bin" > "$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 300); do
-  if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$server" 2>/dev/null; then cat "$work/server.log" >&2; exit 1; fi
-  sleep 0.1
-done
+serve "$schema" "$bin"
 
 # ticks PID...: summed user+system clock ticks of the processes
 ticks() { local t=0 v; for p in "$@"; do v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0); t=$((t + v)); done; echo "$t"; }

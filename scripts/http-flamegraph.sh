@@ -31,22 +31,16 @@ conns="${CONNECTIONS:-16}"
 schema="http_flame_$$"
 work=$(mktemp -d)
 server=""
+# shellcheck source=scripts/http-server.sh
+. scripts/http-server.sh
 cleanup() {
-  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  stop_server
   psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-DATABASE_URL="$url" DATABASE_SCHEMA="$schema" BIND_ADDR="127.0.0.1:$port" ADMIN_BIND_ADDR=off \
-  RATE_LIMIT_REQUESTS_PER_MINUTE=0 AUTH_RATE_LIMIT_PER_MINUTE=0 AUTH_ALLOW_INSECURE_SECRETS=1 \
-  RUST_LOG="${RUST_LOG:-info}" "$bin" > "$work/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 300); do
-  if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$server" 2>/dev/null; then cat "$work/server.log" >&2; exit 1; fi
-  sleep 0.1
-done
+serve "$schema" "$bin"
 
 "$target/examples/http_bench" --url "http://127.0.0.1:$port" --connections "$conns" --duration 8 \
   --warmup 1 --accounts 1000 --server-pid "$server" > "$work/out.json" &

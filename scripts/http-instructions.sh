@@ -37,8 +37,10 @@ work=$(mktemp -d)
 server=""
 runs=0
 schema=""
+# shellcheck source=scripts/http-server.sh
+. scripts/http-server.sh
 cleanup() {
-  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  stop_server
   if [ -n "$schema" ]; then psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }
@@ -48,20 +50,11 @@ trap cleanup EXIT
 run() {
   runs=$((runs + 1))
   schema="http_instr_$$_$runs"
-  DATABASE_URL="$url" DATABASE_SCHEMA="$schema" BIND_ADDR="127.0.0.1:$port" ADMIN_BIND_ADDR=off \
-    RATE_LIMIT_REQUESTS_PER_MINUTE=0 AUTH_RATE_LIMIT_PER_MINUTE=0 AUTH_ALLOW_INSECURE_SECRETS=1 \
-    RUST_LOG="${RUST_LOG:-info}" valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$2" \
-    > "$work/server.log" 2>&1 &
-  server=$!
-  for _ in $(seq 1 1200); do
-    if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$server" 2>/dev/null; then cat "$work/server.log" >&2; return 1; fi
-    sleep 0.5
-  done
+  serve "$schema" "$2" valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out"
   line=$("$target/examples/http_bench" --url "http://127.0.0.1:$port" --connections "$conns" \
          --duration "$3" --warmup 0 --accounts 1000)
   # SIGTERM: the server shuts down cleanly and callgrind writes its totals.
-  kill -TERM "$server"; wait "$server" || true; server=""
+  stop_server
   psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true; schema=""
   grep -q '"verified":true' <<< "$line" || { echo "error: $1 did not verify: $line" >&2; return 1; }
   requests=$(sed -E 's/.*"requests":([0-9]+).*/\1/' <<< "$line")
