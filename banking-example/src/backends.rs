@@ -119,6 +119,7 @@ impl Backends {
         };
         let store_config = EventStoreConfig {
             outbox: crate::publishing::needs_outbox(config),
+            batch_processor_count: config.pg_batch_processors,
             ..EventStoreConfig::with_schema(config.database_schema.clone())
         };
         let store = PostgresEventStore::connect(url, store_config).await.map_err(connect)?;

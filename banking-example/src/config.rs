@@ -50,6 +50,12 @@ pub struct AppConfig {
     /// PostgreSQL schema holding the event store, the read model and the
     /// auth tables (`DATABASE_SCHEMA`, default `bank`).
     pub database_schema: String,
+    /// Group-commit writers of the PostgreSQL event store, each with its
+    /// own connection (`PG_BATCH_PROCESSORS`, 1-64, default 2: es-postgres's
+    /// `EventStoreConfig::batch_processor_count`). Fewer writers gather more
+    /// appends per statement (fewer commits for the same deposits); more
+    /// keep appends moving while one statement waits on the disk.
+    pub pg_batch_processors: usize,
     /// Redis for the state cache, de-duplication and the shared rate
     /// limiter (`REDIS_URL`).
     pub redis_url: Option<String>,
@@ -135,6 +141,7 @@ impl Default for AppConfig {
             database_url: None,
             data_dir: None,
             database_schema: "bank".into(),
+            pg_batch_processors: es_postgres::EventStoreConfig::default().batch_processor_count,
             redis_url: None,
             write_behind: false,
             kafka_brokers: None,
@@ -207,6 +214,15 @@ impl AppConfig {
         };
         if let Some(v) = get("DATABASE_SCHEMA") {
             c.database_schema = v;
+        }
+        if let Some(v) = get("PG_BATCH_PROCESSORS") {
+            c.pg_batch_processors = parse("PG_BATCH_PROCESSORS", &v)?;
+            if !(1..=64).contains(&c.pg_batch_processors) {
+                return Err(ConfigError::Invalid {
+                    name: "PG_BATCH_PROCESSORS",
+                    reason: format!("{v:?} is not 1-64"),
+                });
+            }
         }
         c.redis_url = get("REDIS_URL");
         if let Some(v) = get("WRITE_BEHIND") {
@@ -326,6 +342,21 @@ mod tests {
             Some(PathBuf::from("data")),
             "the server persists by default"
         );
+    }
+
+    #[test]
+    fn batch_processors_are_1_to_64() {
+        let with =
+            |v: &'static str| AppConfig::from_lookup(move |k| (k == "PG_BATCH_PROCESSORS").then(|| v.to_string()));
+        assert_eq!(with("1").unwrap().pg_batch_processors, 1);
+        assert_eq!(
+            AppConfig::from_lookup(|_| None).unwrap().pg_batch_processors,
+            es_postgres::EventStoreConfig::default().batch_processor_count
+        );
+        for bad in ["0", "65", "two"] {
+            let err = with(bad).unwrap_err();
+            assert!(err.to_string().contains("PG_BATCH_PROCESSORS"), "{bad}: {err}");
+        }
     }
 
     #[test]
