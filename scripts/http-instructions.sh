@@ -16,7 +16,8 @@
 # Env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable),
 #      SHORT (default 10), LONG (default 40), CONNECTIONS (default 16),
 #      PORT (default 18300), RUST_LOG (the server's; default info),
-#      NO_BUILD=1 (use what is built).
+#      NO_BUILD=1 (use what is built), KEEP=dir (keep each run's callgrind
+#      output there as <label>-<seconds>s.callgrind, for callgrind_annotate).
 # Prints one JSON line per run and per binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +60,7 @@ run() {
   grep -q '"verified":true' <<< "$line" || { echo "error: $1 did not verify: $line" >&2; return 1; }
   requests=$(sed -E 's/.*"requests":([0-9]+).*/\1/' <<< "$line")
   instructions=$(sed -n -E 's/^(summary|totals): ([0-9]+).*/\2/p' "$work/callgrind.out" | head -n1)
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work/callgrind.out" "$KEEP/$1-$3s.callgrind"; fi
   echo "{\"server\":\"$1\",\"seconds\":$3,\"requests\":$requests,\"instructions\":$instructions}" >&2
   echo "$requests $instructions" > "$work/result"
 }
