@@ -27,6 +27,10 @@ impl std::fmt::Debug for KafkaSecurity {
     }
 }
 
+/// Most group-commit writers `PG_BATCH_PROCESSORS` accepts: each keeps one
+/// of the PostgreSQL store's 16 pooled connections while appends come.
+pub const MAX_PG_BATCH_PROCESSORS: usize = 8;
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppConfig {
@@ -51,10 +55,12 @@ pub struct AppConfig {
     /// auth tables (`DATABASE_SCHEMA`, default `bank`).
     pub database_schema: String,
     /// Group-commit writers of the PostgreSQL event store, each with its
-    /// own connection (`PG_BATCH_PROCESSORS`, 1-64, default 2: es-postgres's
+    /// own connection (`PG_BATCH_PROCESSORS`, 1-8, default 2: es-postgres's
     /// `EventStoreConfig::batch_processor_count`). Fewer writers gather more
     /// appends per statement (fewer commits for the same deposits); more
-    /// keep appends moving while one statement waits on the disk.
+    /// keep appends moving while one statement waits on the disk. At most
+    /// 8, so that the store's 16 pooled connections leave room for the
+    /// projections and the reads.
     pub pg_batch_processors: usize,
     /// Redis for the state cache, de-duplication and the shared rate
     /// limiter (`REDIS_URL`).
@@ -217,10 +223,10 @@ impl AppConfig {
         }
         if let Some(v) = get("PG_BATCH_PROCESSORS") {
             c.pg_batch_processors = parse("PG_BATCH_PROCESSORS", &v)?;
-            if !(1..=64).contains(&c.pg_batch_processors) {
+            if !(1..=MAX_PG_BATCH_PROCESSORS).contains(&c.pg_batch_processors) {
                 return Err(ConfigError::Invalid {
                     name: "PG_BATCH_PROCESSORS",
-                    reason: format!("{v:?} is not 1-64"),
+                    reason: format!("{v:?} is not 1-{MAX_PG_BATCH_PROCESSORS}"),
                 });
             }
         }
@@ -345,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn batch_processors_are_1_to_64() {
+    fn batch_processors_are_1_to_8() {
         let with =
             |v: &'static str| AppConfig::from_lookup(move |k| (k == "PG_BATCH_PROCESSORS").then(|| v.to_string()));
         assert_eq!(with("1").unwrap().pg_batch_processors, 1);
@@ -353,7 +359,8 @@ mod tests {
             AppConfig::from_lookup(|_| None).unwrap().pg_batch_processors,
             es_postgres::EventStoreConfig::default().batch_processor_count
         );
-        for bad in ["0", "65", "two"] {
+        assert_eq!(with("8").unwrap().pg_batch_processors, 8);
+        for bad in ["0", "9", "two"] {
             let err = with(bad).unwrap_err();
             assert!(err.to_string().contains("PG_BATCH_PROCESSORS"), "{bad}: {err}");
         }
