@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Where the instructions of one HTTP deposit go, from the two callgrind runs
-of one server binary by scripts/http-instructions.sh (run it with KEEP=dir).
+of one server binary by scripts/http-instructions.sh (which runs this with
+KEEP=dir).
 
 The short and the long run differ only by the deposits answered in
 between, so the difference of a count over the difference of the deposits
@@ -19,9 +20,13 @@ Prints, per deposit:
 - the functions with the most own instructions.
 """
 
+import os
 import re
 import subprocess
 import sys
+
+# The workspace this script belongs to: its crates' sources live under it.
+WORKSPACE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 # task -> regular expression over function names (inclusive counts)
 TASKS = [
@@ -43,9 +48,11 @@ def source_of(path):
     if m:
         name = m.group(1)
         return "mimalloc" if name.startswith("libmimalloc") else name
-    m = re.match(r"/work/[^/]+/([^/]+)/", path)
-    if m:
-        return m.group(1)
+    if path.startswith(WORKSPACE):
+        path = path[len(WORKSPACE):]
+    first = path.split("/", 1)[0]
+    if first and not first.startswith(".") and os.path.isdir(WORKSPACE + first):
+        return first
     if path.startswith("/rustc/") or path.startswith("library/"):
         return "std (core, alloc)"
     if path.startswith("/rust/deps/"):

@@ -17,7 +17,8 @@
 #      SHORT (default 10), LONG (default 40), CONNECTIONS (default 16),
 #      PORT (default 18300), RUST_LOG (the server's; default info),
 #      NO_BUILD=1 (use what is built), KEEP=dir (keep each run's callgrind
-#      output there as <label>-<seconds>s.callgrind, for callgrind_annotate).
+#      output there as <label>-<seconds>s.callgrind, and print where one
+#      deposit's instructions go: scripts/callgrind-per-request.py).
 # Prints one JSON line per run and per binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,4 +73,7 @@ for s in "${servers[@]}"; do
   awk -v l="$label" -v r1="$r1" -v i1="$i1" -v r2="$r2" -v i2="$i2" 'BEGIN {
     if (r2 <= r1) { printf "error: %s: the long run acknowledged no more deposits than the short one\n", l > "/dev/stderr"; exit 1 }
     printf "{\"server\":\"%s\",\"instructions_per_request\":%.0f,\"requests\":[%d,%d],\"instructions\":[%d,%d]}\n", l, (i2 - i1) / (r2 - r1), r1, r2, i1, i2 }'
+  if [ -n "${KEEP:-}" ]; then
+    scripts/callgrind-per-request.py "$KEEP/$label-${short}s.callgrind" "$KEEP/$label-${long}s.callgrind" "$r1" "$r2"
+  fi
 done
