@@ -29,7 +29,7 @@ pub fn is_visible_ascii(value: &str, max: usize) -> bool {
 
 /// The validated `x-client-id` of a request.
 pub fn client_id(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(raw) = headers.get(CLIENT_ID_HEADER) else {
+    let Some(raw) = headers.get(&super::headers::CLIENT_ID) else {
         return Err(ApiError::BadRequest("x-client-id header is required".into()));
     };
     match raw.to_str() {
@@ -108,7 +108,7 @@ impl FromRequestParts<AppState> for Caller {
         let AuthUser(user) = AuthUser::from_request_parts(parts, state).await?;
         let request_id = parts
             .headers
-            .get(REQUEST_ID_HEADER)
+            .get(&super::headers::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
         let correlation_id =
@@ -130,7 +130,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        match parts.headers.get(IDEMPOTENCY_KEY_HEADER) {
+        match parts.headers.get(&super::headers::IDEMPOTENCY_KEY) {
             None => Ok(Self(None)),
             Some(v) => match v.to_str() {
                 Ok(v) if is_visible_ascii(v, 255) => Ok(Self(Some(v.to_owned()))),

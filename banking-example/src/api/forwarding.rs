@@ -12,10 +12,11 @@
 //! from the `Idempotency-Key` (the same on every instance), or, without a
 //! key, a fresh id in one of this instance's shards.
 
+use std::future::Future;
+
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use es_core::StreamId;
 use es_redis::Route;
@@ -47,20 +48,33 @@ fn command_account(path: &str) -> Option<Uuid> {
         .flatten()
 }
 
-/// The middleware: a no-op outside cluster mode.
-pub async fn route_to_owner(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(cluster) = state.cluster.clone() else {
-        return next.run(req).await;
-    };
-    if req.method() != Method::POST {
-        return next.run(req).await;
+/// Routes `req`: `local` handles it when this instance owns its shard (and
+/// always outside cluster mode), or it is forwarded, or answered 503.
+pub async fn route_to_owner<F, Fut>(state: &AppState, req: Request, local: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    match &state.cluster {
+        // Boxed: the cluster's paths (a Redis read, forwarding) stay out
+        // of the future of every request of a single instance.
+        Some(cluster) if req.method() == Method::POST => Box::pin(route_in_cluster(state, cluster, req, local)).await,
+        _ => local(req).await,
     }
+}
+
+/// [`route_to_owner`] in cluster mode, for a POST.
+async fn route_in_cluster<F, Fut>(state: &AppState, cluster: &Cluster, req: Request, local: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let path = req.uri().path().to_owned();
     let forwarded = req.headers().contains_key(FORWARDED_BY);
     let (route, req) = if path == "/accounts" {
-        match create_route(&state, &cluster, req).await {
+        match create_route(state, cluster, req).await {
             Ok(routed) => routed,
-            Err(req) => return next.run(req).await,
+            Err(req) => return local(req).await,
         }
     } else if let Some(id) = command_account(&path) {
         let stream = StreamId::from(id.to_string());
@@ -71,18 +85,18 @@ pub async fn route_to_owner(State(state): State<AppState>, req: Request, next: N
         };
         (route, req)
     } else {
-        return next.run(req).await;
+        return local(req).await;
     };
     match route {
         Route::Local(permit) => {
-            let response = next.run(req).await;
+            let response = local(req).await;
             drop(permit);
             response
         }
         Route::Remote { address, shard, .. } if !forwarded => {
             metrics::counter!("cluster_forwarded_requests_total").increment(1);
             tracing::debug!(shard, %address, "forwarding to the shard's owner");
-            forward(&cluster, &state, req, &address).await
+            forward(cluster, state, req, &address).await
         }
         Route::Remote { shard, .. } | Route::Unavailable { shard } => {
             metrics::counter!("cluster_unavailable_total").increment(1);

@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::errors::ApiError;
-use super::headers::WARNINGS_HEADER;
 
 /// Namespace of command ids and request fingerprints.
 const NAMESPACE: Uuid = Uuid::from_u128(0x0b8e_55d4_2f0c_4a59_9a52_7c7e_5e1b_1d01);
@@ -77,7 +76,7 @@ impl IntoResponse for Reply {
         let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
         let mut response = (self.status, content_type, self.body).into_response();
         if let Some(w) = self.warnings.and_then(|w| HeaderValue::from_str(&w).ok()) {
-            response.headers_mut().insert(WARNINGS_HEADER, w);
+            response.headers_mut().insert(super::headers::WARNINGS.clone(), w);
         }
         response
     }

@@ -8,6 +8,7 @@ pub mod cluster;
 mod consistency;
 pub mod contract;
 mod dto;
+pub mod edge;
 pub mod errors;
 pub mod extract;
 pub mod forwarding;

@@ -149,8 +149,11 @@ pub struct AccessTokens {
     /// were checked before, keyed on the whole token: the same string
     /// verifies the same way under the same key, so only the time checks
     /// run again (revocation is the caller's, on every request). Only
-    /// tokens that passed are kept; shared by clones.
-    verified: moka::sync::Cache<Box<str>, Arc<Claims>>,
+    /// tokens that passed are kept; shared by clones. Hashed with
+    /// foldhash (seeded per process): a token is some 300 bytes, hashed on
+    /// every request, and SipHash's resistance to chosen keys buys
+    /// nothing where only verified tokens are stored.
+    verified: moka::sync::Cache<Box<str>, Arc<Claims>, foldhash::fast::RandomState>,
 }
 
 /// Verified tokens kept (about half a kilobyte each).
@@ -200,7 +203,7 @@ impl AccessTokens {
             verified: moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_TOKENS_KEPT)
                 .time_to_idle(VERIFIED_TOKEN_IDLE)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 
