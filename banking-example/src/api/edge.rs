@@ -117,7 +117,7 @@ fn echo_request_id(mut response: Response, id: Option<HeaderValue>, replaced: bo
 /// The span of a request: method, path and request id. Its fields are
 /// read only when the span is enabled (`info` for this module), so with
 /// the level off it costs one level check.
-pub(crate) fn request_span(req: &Request) -> tracing::Span {
+fn request_span(req: &Request) -> tracing::Span {
     tracing::info_span!(
         "http",
         method = %req.method(),
@@ -159,7 +159,7 @@ fn record(method: &'static str, route: &str, status: StatusCode, start: Instant)
 
 /// `answer`, or 408 `{"error": "request timed out"}` when it takes longer
 /// than `timeout` (it is then dropped, cancelling what it was waiting on).
-pub(crate) async fn within(timeout: Duration, answer: impl Future<Output = Response>) -> Response {
+async fn within(timeout: Duration, answer: impl Future<Output = Response>) -> Response {
     match tokio::time::timeout(timeout, answer).await {
         Ok(response) => response,
         Err(_) => error_response(StatusCode::REQUEST_TIMEOUT, "request timed out"),
