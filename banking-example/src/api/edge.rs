@@ -33,7 +33,7 @@ use uuid::Uuid;
 use super::errors::{ensure_json_errors, error_response, ApiError};
 use super::extract::{bearer_token, is_visible_ascii, AuthUser};
 use super::forwarding::route_to_owner;
-use super::headers::{CLIENT_ID, REQUEST_ID};
+use super::headers::{CLIENT_ID, RATE_LIMIT_REMAINING, REQUEST_ID};
 use super::http_metrics::{method_label, HttpMetrics};
 use super::peer;
 use super::state::AppState;
@@ -203,9 +203,9 @@ async fn limited(state: &AppState, mut req: Request, next: Next, client: Option<
         RateLimitDecision::Allowed { remaining } => {
             let mut response = next.run(req).await;
             if remaining != u32::MAX {
-                if let Ok(v) = HeaderValue::from_str(&remaining.to_string()) {
-                    response.headers_mut().insert("x-ratelimit-remaining", v);
-                }
+                response
+                    .headers_mut()
+                    .insert(RATE_LIMIT_REMAINING.clone(), HeaderValue::from(remaining));
             }
             response
         }

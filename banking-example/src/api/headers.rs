@@ -15,6 +15,8 @@ pub const WARNINGS_HEADER: &str = "x-validation-warnings";
 
 /// Header set on a replayed response.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+/// Header telling a caller under a rate limit how many requests it has left.
+pub const RATE_LIMIT_REMAINING_HEADER: &str = "x-ratelimit-remaining";
 
 /// [`CLIENT_ID_HEADER`], parsed.
 pub static CLIENT_ID: HeaderName = HeaderName::from_static(CLIENT_ID_HEADER);
@@ -24,3 +26,5 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(IDEMPOTENCY_KEY_HEADER);
 /// [`WARNINGS_HEADER`], parsed.
 pub static WARNINGS: HeaderName = HeaderName::from_static(WARNINGS_HEADER);
+/// [`RATE_LIMIT_REMAINING_HEADER`], parsed.
+pub static RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static(RATE_LIMIT_REMAINING_HEADER);
