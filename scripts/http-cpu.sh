@@ -33,7 +33,15 @@ server=""
 # shellcheck source=scripts/http-server.sh
 . scripts/http-server.sh
 cleanup() {
+  # bank_bench (LIBRARY=1) stopped before its end leaves its schema,
+  # bench_<its pid>_<time>: dropped here.
+  local bench="${bench_pid:-}"
   stop_server
+  if [ -n "$bench" ]; then
+    for s in $(psql -Atq "$url" -c "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench\_${bench}\_%'" 2>/dev/null); do
+      psql -q "$url" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true
+    done
+  fi
   if [ "${STORE:-}" != memory ]; then psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }
@@ -54,6 +62,7 @@ if [ "${LIBRARY:-}" = 1 ]; then
   "$target/examples/bank_bench" --database-url "$url" --accounts 1000 --concurrency "$conns" \
     --ops-per-worker $((25000 * (secs + 2) / conns)) > "$work/out.json" 2>/dev/null &
   server=$!
+  bench_pid=$server
   load=""
 else
   serve "$schema" "$bin"
