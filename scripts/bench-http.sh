@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The HTTP request path against the library under it, in one run: per round
 # the 1-row pgbench ceiling at 16 clients (scripts/pg-ceiling-1row.sh, 5 s),
-# es-postgres's bank_bench at 16 workers, then the release banking server on
-# PostgreSQL loaded by banking-example's http_bench (deposits with a bearer
-# token over 1,000 accounts, rate limits off) at 16 and 64 connections.
+# es-postgres's bank_bench at 16 workers for as long as each load run (its
+# rate over a fraction of a second is well above its rate over seconds),
+# then the release banking server on PostgreSQL loaded by banking-example's
+# http_bench (deposits with a bearer token over 1,000 accounts, rate limits
+# off) at 16 and 64 connections.
 # Prints every JSON line and a table with the ratios.
 #
 # With SERVERS="label=binary label=binary ..." each round loads every one
@@ -66,7 +68,7 @@ num() { sed -E "s/.*\"$1\":([0-9.]+).*/\1/"; }
 
 for r in $(seq 1 "$rounds"); do
   c16=$(ceiling 16)
-  bb=$("$target/examples/bank_bench" --database-url "$url" --accounts 1000 --concurrency 16 --ops-per-worker 1000 | head -1)
+  bb=$("$target/examples/bank_bench" --database-url "$url" --accounts 1000 --concurrency 16 --duration-secs "$secs" | head -1)
   echo "ceiling@16 $c16 | bank_bench c16 $bb"
   echo "$r $c16 $(num ops_per_sec <<< "$bb")" >> "$work/lib"
   for s in $servers; do load "${s#*=}" "${s%%=*}" "$r"; done

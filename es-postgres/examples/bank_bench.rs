@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release -p es-postgres --example bank_bench -- \
 //!     --database-url postgres://postgres@127.0.0.1:5432/postgres \
-//!     --accounts 1000 --concurrency 16 --ops-per-worker 500 [--scenario uniform|hot] [--mix mixed|deposit] [--snapshots]
+//!     --accounts 1000 --concurrency 16 [--ops-per-worker 500 | --duration-secs 5] [--scenario uniform|hot] [--mix mixed|deposit] [--snapshots]
 //! cargo run --release -p es-postgres --example bank_bench -- --mode append --concurrency 16 --ops-per-worker 2000
 //! cargo run --release -p es-postgres --example bank_bench -- --mode rehydrate
 //! ```
@@ -60,6 +60,11 @@ struct Args {
     concurrency: usize,
     #[arg(long, default_value_t = 500)]
     ops_per_worker: usize,
+    /// Bank mode: every worker runs commands for this many seconds instead
+    /// of `--ops-per-worker` commands (to compare with a load run of the
+    /// same length: a short run's rate is not a long run's).
+    #[arg(long, value_parser = positive_seconds)]
+    duration_secs: Option<Duration>,
     #[arg(long, value_enum, default_value = "uniform")]
     scenario: Scenario,
     #[arg(long, value_enum, default_value = "mixed")]
@@ -342,6 +347,14 @@ impl es_core::FenceSource for OwnsAllShards {
     }
 }
 
+/// A positive number of seconds (`--duration-secs`).
+fn positive_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>().map(Duration::try_from_secs_f64) {
+        Ok(Ok(d)) if !d.is_zero() => Ok(d),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if args.runtime_threads <= 1 {
@@ -470,15 +483,24 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     };
     let net: Arc<Vec<AtomicI64>> = Arc::new((0..accounts).map(|_| AtomicI64::new(0)).collect());
     let retries = Arc::new(AtomicU64::new(0));
+    let duration = args.duration_secs;
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let (repo, net, retries) = (repo.clone(), Arc::clone(&net), Arc::clone(&retries));
             let (ops, mix, hot) = (args.ops_per_worker, args.mix, args.scenario == Scenario::Hot);
+            let deadline = duration.map(|d| started + d);
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(ops);
+                let mut latencies = Vec::with_capacity(if deadline.is_some() { 1 << 16 } else { ops });
                 let (mut accepted, mut rejected) = (0u64, 0u64);
-                for _ in 0..ops {
+                loop {
+                    let done = match deadline {
+                        Some(deadline) => Instant::now() >= deadline,
+                        None => latencies.len() >= ops,
+                    };
+                    if done {
+                        break;
+                    }
                     let i = if hot { 0 } else { fastrand::usize(..accounts) };
                     let amount = fastrand::i64(100..=10_000);
                     let cmd = if mix == Mix::Deposit || fastrand::bool() {
@@ -537,7 +559,7 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     let events: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}.events", store.schema()))
         .fetch_one(store.pool())
         .await?;
-    let ops = (args.concurrency * args.ops_per_worker) as u64;
+    let ops = latencies.len() as u64;
     let mut lags = Vec::new();
     if let (Some(stop), Some(task)) = (stop_follow, follow_task) {
         // Let the projection reach the end of the log, then stop it.
