@@ -347,11 +347,11 @@ impl es_core::FenceSource for OwnsAllShards {
     }
 }
 
-/// A positive number of seconds (`--duration-secs`).
+/// A positive number of seconds up to a day (`--duration-secs`).
 fn positive_seconds(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>().map(Duration::try_from_secs_f64) {
-        Ok(Ok(d)) if !d.is_zero() => Ok(d),
-        _ => Err(format!("{text:?} is not a positive number of seconds")),
+        Ok(Ok(d)) if !d.is_zero() && d <= Duration::from_secs(86_400) => Ok(d),
+        _ => Err(format!("{text:?} is not a number of seconds above 0 and at most 86400")),
     }
 }
 
@@ -483,13 +483,12 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     };
     let net: Arc<Vec<AtomicI64>> = Arc::new((0..accounts).map(|_| AtomicI64::new(0)).collect());
     let retries = Arc::new(AtomicU64::new(0));
-    let duration = args.duration_secs;
     let started = Instant::now();
+    let deadline = args.duration_secs.map(|d| started + d);
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let (repo, net, retries) = (repo.clone(), Arc::clone(&net), Arc::clone(&retries));
             let (ops, mix, hot) = (args.ops_per_worker, args.mix, args.scenario == Scenario::Hot);
-            let deadline = duration.map(|d| started + d);
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(if deadline.is_some() { 1 << 16 } else { ops });
                 let (mut accepted, mut rejected) = (0u64, 0u64);
