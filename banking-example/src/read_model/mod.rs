@@ -24,6 +24,7 @@
 //! passed every committed event.
 
 mod memory;
+mod net;
 mod postgres;
 mod row;
 mod sqlite;

@@ -1,7 +1,7 @@
 //! The account read model in PostgreSQL (with `DATABASE_URL`): the table
 //! `<schema>.accounts_v<N>`, read through the view `<schema>.accounts`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -10,14 +10,17 @@ use es_postgres::{PageFailure, PgTypedProjector, PostgresEventStore};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use super::net::{net_moves, NetMove};
 use super::row::{account_id, arrival, AccountRow};
 use super::AccountQueries;
 use super::AccountView;
 use crate::domain::{Account, AccountEvent, AccountStatus, Money};
 
 /// Version `version` of the accounts projection: writes
-/// `<schema>.accounts_v<version>`, one row per account, a page of events
-/// with three statements (read the rows it touches, fold, upsert).
+/// `<schema>.accounts_v<version>`, one row per account. A page of events
+/// takes one statement for the accounts that only moved money in it
+/// (their net amount added in place, see `add_net_moves`) and two more
+/// for any other account (read the rows it touches, fold, upsert).
 pub struct AccountsTable {
     name: String,
     table: String,
@@ -30,6 +33,54 @@ impl AccountsTable {
     pub fn new(name: String, table: String) -> Self {
         let index = format!("{}_owner_idx", table.rsplit('.').next().unwrap_or("accounts"));
         Self { name, table, index }
+    }
+}
+
+/// Above this balance the fold's additions could saturate: an account
+/// that gets near it is folded row by row instead.
+const NET_MOVE_CEILING: &str = "1e25";
+
+impl AccountsTable {
+    /// Adds each account's net amount to its row where the row is at the
+    /// version the account's first event in the page follows and the
+    /// running sum keeps the balance between zero and [`NET_MOVE_CEILING`]
+    /// (there the fold takes the same steps); returns the accounts it
+    /// changed. A row at any other version (a replay over rows already
+    /// past it, a read model built from part of the log), or missing, is
+    /// left to the fold.
+    async fn add_net_moves(&self, tx: &mut PgConnection, moves: &[NetMove]) -> Result<HashSet<Uuid>, sqlx::Error> {
+        if moves.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let n = moves.len();
+        let (mut ids, mut froms, mut tos) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut nets, mut lows, mut highs) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for m in moves {
+            ids.push(m.id);
+            froms.push(i64::try_from(m.from_version).unwrap_or(i64::MAX));
+            tos.push(i64::try_from(m.to_version).unwrap_or(i64::MAX));
+            nets.push(m.net.to_string());
+            lows.push(m.low.to_string());
+            highs.push(m.high.to_string());
+        }
+        let changed: Vec<Uuid> = sqlx::query_scalar(&format!(
+            "UPDATE {t} AS t SET balance = t.balance + m.net, version = m.to_version, updated_at = now() \
+             FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::text[]::numeric[], $5::text[]::numeric[], \
+               $6::text[]::numeric[]) AS m(id, from_version, to_version, net, low, high) \
+             WHERE t.id = m.id AND t.version = m.from_version AND t.balance + m.low >= 0 \
+               AND t.balance + m.high <= {NET_MOVE_CEILING} \
+             RETURNING t.id",
+            t = self.table
+        ))
+        .bind(&ids)
+        .bind(&froms)
+        .bind(&tos)
+        .bind(&nets)
+        .bind(&lows)
+        .bind(&highs)
+        .fetch_all(tx)
+        .await?;
+        Ok(changed.into_iter().collect())
     }
 }
 
@@ -108,21 +159,24 @@ impl PgTypedProjector for AccountsTable {
         tx: &mut PgConnection,
         events: &[EventEnvelope<AccountEvent>],
     ) -> Result<(), PageFailure> {
+        // Look the page's accounts up by primary key whatever the planner's
+        // statistics say: during a rebuild the table was just truncated and
+        // has none, and a sequential scan per page grows with the table
+        // (measured: 50 s instead of 6 s for 1,000,000 events).
+        sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await?;
+        let moved = self.add_net_moves(tx, &net_moves(events)).await?;
+        let folded = |id: &Uuid| !moved.contains(id);
         let mut ids: Vec<Uuid> = events
             .iter()
             .filter_map(account_id)
             .chain(events.iter().filter_map(|e| arrival(e).map(|(from, _)| from)))
+            .filter(folded)
             .collect();
         ids.sort_unstable();
         ids.dedup();
         if ids.is_empty() {
             return Ok(());
         }
-        // Look the page's accounts up by primary key whatever the planner's
-        // statistics say: during a rebuild the table was just truncated and
-        // has none, and a sequential scan per page grows with the table
-        // (measured: 50 s instead of 6 s for 1,000,000 events).
-        sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await?;
         let existing = sqlx::query(&format!("SELECT {COLUMNS} FROM {} WHERE id = ANY($1)", self.table))
             .bind(&ids)
             .fetch_all(&mut *tx)
@@ -134,7 +188,9 @@ impl PgTypedProjector for AccountsTable {
         }
         let mut changed: Vec<Uuid> = Vec::with_capacity(ids.len());
         for e in events {
-            let Some(id) = account_id(e) else { continue };
+            let Some(id) = account_id(e).filter(folded) else {
+                continue;
+            };
             let row = rows.entry(id).or_insert_with(|| AccountRow::empty(id));
             if row.apply(e) {
                 changed.push(id);
