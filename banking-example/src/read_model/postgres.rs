@@ -63,11 +63,14 @@ impl AccountsTable {
             lows.push(m.low.to_string());
             highs.push(m.high.to_string());
         }
+        // `t.id = ANY($1)` keeps the scan of the table to the page's rows
+        // (joined on the unnested arrays alone, the planner scans the
+        // whole primary key once per page).
         let changed: Vec<Uuid> = sqlx::query_scalar(&format!(
             "UPDATE {t} AS t SET balance = t.balance + m.net, version = m.to_version, updated_at = now() \
              FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::text[]::numeric[], $5::text[]::numeric[], \
                $6::text[]::numeric[]) AS m(id, from_version, to_version, net, low, high) \
-             WHERE t.id = m.id AND t.version = m.from_version AND t.balance + m.low >= 0 \
+             WHERE t.id = ANY($1) AND t.id = m.id AND t.version = m.from_version AND t.balance + m.low >= 0 \
                AND t.balance + m.high <= {NET_MOVE_CEILING} \
              RETURNING t.id",
             t = self.table
