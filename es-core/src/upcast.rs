@@ -88,15 +88,22 @@ where
 }
 
 /// Upcasters keyed by (event type, schema version), applied in a chain.
+///
+/// Kept by event type, then by version, so a lookup takes the event type
+/// as a `&str` (no key is built per event read).
 #[derive(Clone, Default)]
 pub struct UpcasterRegistry {
-    by_key: HashMap<(String, u32), Arc<dyn Upcaster>>,
+    by_type: HashMap<String, HashMap<u32, Arc<dyn Upcaster>>>,
 }
 
 impl fmt::Debug for UpcasterRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut keys: Vec<_> = self.by_key.keys().collect();
-        keys.sort();
+        let mut keys: Vec<(&str, u32)> = self
+            .by_type
+            .iter()
+            .flat_map(|(t, versions)| versions.keys().map(move |v| (t.as_str(), *v)))
+            .collect();
+        keys.sort_unstable();
         f.debug_struct("UpcasterRegistry").field("upcasters", &keys).finish()
     }
 }
@@ -109,20 +116,22 @@ impl UpcasterRegistry {
 
     /// Registers an upcaster, replacing any other for the same key.
     pub fn register(&mut self, upcaster: impl Upcaster + 'static) -> &mut Self {
-        let key = (upcaster.event_type().to_owned(), upcaster.source_version());
-        self.by_key.insert(key, Arc::new(upcaster));
+        let versions = self.by_type.entry(upcaster.event_type().to_owned()).or_default();
+        versions.insert(upcaster.source_version(), Arc::new(upcaster));
         self
     }
 
     /// Whether no upcaster is registered.
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.by_type.is_empty()
     }
 
     /// Whether a payload of `event_type` stored at `schema_version` would
     /// be changed by the chain.
     pub fn applies_to(&self, event_type: &str, schema_version: u32) -> bool {
-        !self.by_key.is_empty() && self.by_key.contains_key(&(event_type.to_owned(), schema_version))
+        self.by_type
+            .get(event_type)
+            .is_some_and(|versions| versions.contains_key(&schema_version))
     }
 
     /// Runs the chain for a payload stored at `schema_version`; returns the
@@ -151,18 +160,16 @@ impl UpcasterRegistry {
         metadata: Option<&Metadata>,
     ) -> Result<(Value, u32), UpcastError> {
         let mut version = schema_version;
-        if self.by_key.is_empty() {
+        let Some(versions) = self.by_type.get(event_type) else {
             return Ok((payload, version));
-        }
-        let mut key = (event_type.to_owned(), version);
-        while let Some(upcaster) = self.by_key.get(&key) {
+        };
+        while let Some(upcaster) = versions.get(&version) {
             let upcast = match metadata {
                 Some(m) => upcaster.upcast_event(payload, m),
                 None => upcaster.upcast(payload),
             };
             payload = upcast.map_err(|e| UpcastError(format!("{event_type} v{version} -> v{}: {e}", version + 1)))?;
             version += 1;
-            key.1 = version;
         }
         Ok((payload, version))
     }
