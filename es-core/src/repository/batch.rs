@@ -101,7 +101,7 @@ pub(crate) async fn process<A: Aggregate, S: EventStore + ?Sized>(
             .append(A::TYPE, id, ExpectedVersion::Exact(expected), new_events)
             .await
         {
-            Ok(result) => return Some(commit(inner, id, batch, (decisions, &stamps), state, result, conflicts).await),
+            Ok(result) => return Some(commit(inner, id, batch, (decisions, stamps), state, result, conflicts).await),
             Err(StoreError::Conflict { actual, .. }) => {
                 conflicts += 1;
                 if let Some(cache) = &inner.cache {
@@ -282,7 +282,7 @@ async fn commit<A: Aggregate, S: EventStore + ?Sized>(
     inner: &Inner<A, S>,
     id: &StreamId,
     batch: Vec<Pending<A>>,
-    (decisions, stamps): (Vec<Decision<A>>, &[Stamp]),
+    (decisions, stamps): (Vec<Decision<A>>, Vec<Stamp>),
     before: Versioned<A>,
     result: AppendResult,
     conflicts: u32,
@@ -341,27 +341,25 @@ async fn commit<A: Aggregate, S: EventStore + ?Sized>(
 /// stored with.
 fn committed_events<A: Aggregate>(
     decisions: &[Decision<A>],
-    stamps: &[Stamp],
+    stamps: Vec<Stamp>,
     result: &AppendResult,
     base_version: u64,
 ) -> Vec<Vec<CommittedEvent<A::Event>>> {
+    // Each stamp describes exactly one event: its metadata moves into it.
+    let mut stamps = stamps.into_iter().enumerate();
     decisions
         .iter()
         .map(|d| match d {
             Decision::Accepted { events, first, .. } => events
                 .iter()
-                .enumerate()
-                .filter_map(|(i, event)| {
-                    let k = first + i;
-                    let stamp = stamps.get(k)?;
-                    Some(CommittedEvent {
-                        event: event.clone(),
-                        event_id: stamp.event_id,
-                        version: base_version + 1 + k as u64,
-                        global_position: result.positions.get(k).copied().unwrap_or_default(),
-                        metadata: stamp.metadata.clone(),
-                        recorded_at: stamp.recorded_at,
-                    })
+                .zip(stamps.by_ref().skip_while(|(k, _)| k < first))
+                .map(|(event, (k, stamp))| CommittedEvent {
+                    event: event.clone(),
+                    event_id: stamp.event_id,
+                    version: base_version + 1 + k as u64,
+                    global_position: result.positions.get(k).copied().unwrap_or_default(),
+                    metadata: stamp.metadata,
+                    recorded_at: stamp.recorded_at,
                 })
                 .collect(),
             _ => Vec::new(),
