@@ -343,12 +343,16 @@ pub fn validate_append(stream_id: &StreamId, events: &[NewEvent]) -> Result<(), 
             reason: "no events to append".into(),
         });
     }
-    let mut seen = std::collections::HashSet::with_capacity(events.len());
-    if let Some(dup) = events.iter().find(|e| !seen.insert(e.event_id)) {
-        return Err(StoreError::InvalidAppend {
-            stream_id: stream_id.clone(),
-            reason: format!("event id {} appears twice in one append", dup.event_id),
-        });
+    // One event (the common case) cannot repeat an id: no set to build.
+    if events.len() > 1 {
+        let mut seen: std::collections::HashSet<uuid::Uuid, foldhash::fast::RandomState> =
+            std::collections::HashSet::with_capacity_and_hasher(events.len(), foldhash::fast::RandomState::default());
+        if let Some(dup) = events.iter().find(|e| !seen.insert(e.event_id)) {
+            return Err(StoreError::InvalidAppend {
+                stream_id: stream_id.clone(),
+                reason: format!("event id {} appears twice in one append", dup.event_id),
+            });
+        }
     }
     Ok(())
 }

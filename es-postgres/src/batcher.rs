@@ -10,7 +10,13 @@
 //! unique violation (a racing writer in another process, or a reused event
 //! id) aborts the statement; the batch is then written append by append.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap as StdHashMap;
+use std::collections::HashSet as StdHashSet;
+
+/// The batcher's maps: keyed by the streams and event ids of one batch
+/// (bounded by its size), looked up for every append.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,7 +168,7 @@ pub(crate) async fn run(
 /// predecessor check cannot see rows of its own statement).
 async fn write_batch(writer: &mut Writer, sql: &Sql, config: &EventStoreConfig, mut batch: Vec<AppendJob>) {
     while !batch.is_empty() {
-        let mut seen = HashSet::with_capacity(batch.len());
+        let mut seen = HashSet::with_capacity_and_hasher(batch.len(), foldhash::fast::RandomState::default());
         let (round, later): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| seen.insert(j.stream_id.clone()));
         batch = later;
         let Ok(resolved) = resolve(writer, sql, round).await else {
@@ -185,7 +191,7 @@ async fn resolve(writer: &mut Writer, sql: &Sql, jobs: Vec<AppendJob>) -> Result
         .filter(|j| j.expected.exact().is_none())
         .map(|j| j.stream_id.as_str().to_owned())
         .collect();
-    let mut current = HashMap::new();
+    let mut current = HashMap::default();
     if !lookup.is_empty() {
         let query = format!(
             "SELECT s.id, coalesce((SELECT max(version) FROM {}.events e WHERE e.stream_id = s.id), 0) \
@@ -371,7 +377,7 @@ impl Columns {
 /// Where each of `ids` is stored, from rows of the `find_events` statement,
 /// in the form `es_core::backend::check_replay` takes.
 pub(crate) fn stored_slots(rows: &[sqlx::postgres::PgRow], ids: &[Uuid]) -> Vec<Option<(StreamId, u64, u64)>> {
-    let mut by_id = HashMap::with_capacity(rows.len());
+    let mut by_id = HashMap::with_capacity_and_hasher(rows.len(), foldhash::fast::RandomState::default());
     for row in rows {
         if let (Ok(id), Ok(sid), Ok(v), Ok(p)) = (
             row.try_get::<Uuid, _>(0),
@@ -411,7 +417,7 @@ async fn execute(
         None => c.bind(sqlx::query(many)),
     };
     let rows = query.fetch_all(conn).await?;
-    let mut positions = HashMap::with_capacity(rows.len());
+    let mut positions = HashMap::with_capacity_and_hasher(rows.len(), foldhash::fast::RandomState::default());
     for row in rows {
         let id: Uuid = row.try_get(0)?;
         let pos: i64 = row.try_get(1)?;
@@ -482,7 +488,7 @@ async fn write_round(
         Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
             let mut again = Vec::new();
             for r in round {
-                again.extend(settle(writer, sql, r, &HashMap::new()).await);
+                again.extend(settle(writer, sql, r, &HashMap::default()).await);
             }
             again
         }
@@ -518,7 +524,7 @@ async fn write_one(writer: &mut Writer, sql: &Sql, config: &EventStoreConfig, r:
         }
         Err(e) if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
             let [r] = single;
-            settle(writer, sql, r, &HashMap::new()).await
+            settle(writer, sql, r, &HashMap::default()).await
         }
         Err(e) if sqlstate(&e).is_some_and(|c| c.starts_with("22")) => {
             // A data exception: PostgreSQL cannot store this append's data

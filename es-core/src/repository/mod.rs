@@ -97,7 +97,9 @@ pub(crate) struct Inner<A: Aggregate, S: EventStore + ?Sized> {
     pub(crate) handlers: Vec<Arc<dyn EventHandler<A>>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) max_batch: usize,
-    pub(crate) mailboxes: Mutex<HashMap<StreamId, VecDeque<Pending<A>>>>,
+    /// The commands waiting per stream, looked up on every command. Only
+    /// streams with commands in flight are in it, so a fast hasher is safe.
+    pub(crate) mailboxes: Mutex<HashMap<StreamId, VecDeque<Pending<A>>, foldhash::fast::RandomState>>,
 }
 
 /// Builds a [`Repository`].
@@ -188,7 +190,7 @@ impl<A: Aggregate, S: EventStore + ?Sized> Repository<A, S> {
                 handlers: Vec::new(),
                 clock: Arc::new(SystemClock),
                 max_batch: 256,
-                mailboxes: Mutex::new(HashMap::new()),
+                mailboxes: Mutex::new(HashMap::default()),
             },
         }
     }
