@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod logging;
 pub mod net;
 pub mod publishing;
 pub mod rate_limit;

@@ -12,6 +12,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use banking_example::auth::{AuthService, Role};
+use banking_example::logging::PlainFields;
 use banking_example::{AppConfig, Backends};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -46,11 +47,18 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let dotenv = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=info")))
-        // Colours only on a terminal: a log file or collector gets plain text.
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
+    // Colours only on a terminal: a log file or collector gets plain text,
+    // with its fields written without the colour styling.
+    if std::io::stdout().is_terminal() {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .fmt_fields(PlainFields)
+            .init();
+    }
     match dotenv {
         Ok(path) => tracing::info!(path = %path.display(), "loaded .env"),
         Err(e) if e.not_found() => {}
