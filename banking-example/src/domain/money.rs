@@ -139,7 +139,44 @@ fn scientific_exact(mantissa: &str, exponent: &str) -> Option<Decimal> {
 
 /// Serializes an exact decimal as a JSON number keeping its digits.
 pub(crate) fn serialize_decimal<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-    rust_decimal::serde::arbitrary_precision::serialize(value, s)
+    let mut buffer = [0u8; DECIMAL_TEXT_MAX];
+    let number = match decimal_text(value, &mut buffer) {
+        Some(text) => serde_json::Number::from_str(text),
+        // Negative, or beyond 64 bits: rare, so written the general way.
+        None => serde_json::Number::from_str(&value.to_string()),
+    };
+    number.map_err(serde::ser::Error::custom)?.serialize(s)
+}
+
+/// Room for the text of a decimal with a 64-bit mantissa: 20 digits, up
+/// to 28 places, a point and a leading zero.
+const DECIMAL_TEXT_MAX: usize = 52;
+
+/// The text `Decimal`'s `Display` gives (`1500.00`, `0.05`, `7`), written
+/// into `buffer` without allocating, for the decimals every answer and
+/// event carries: non-negative, with a mantissa below 2^64. `None` for
+/// any other (the caller formats those itself).
+fn decimal_text<'b>(value: &Decimal, buffer: &'b mut [u8; DECIMAL_TEXT_MAX]) -> Option<&'b str> {
+    if value.is_sign_negative() {
+        return None;
+    }
+    let mut mantissa = u64::try_from(value.mantissa()).ok()?;
+    let scale = value.scale() as usize;
+    let mut at = buffer.len();
+    let mut digits = 0;
+    // Digits from the last; the point after `scale` of them; at least one
+    // digit before the point.
+    while mantissa > 0 || digits <= scale {
+        if digits == scale && scale > 0 {
+            at -= 1;
+            buffer[at] = b'.';
+        }
+        at -= 1;
+        buffer[at] = b'0' + (mantissa % 10) as u8;
+        mantissa /= 10;
+        digits += 1;
+    }
+    std::str::from_utf8(&buffer[at..]).ok()
 }
 
 impl Serialize for Money {
@@ -164,8 +201,8 @@ pub struct Amount(pub Decimal);
 impl<'de> Deserialize<'de> for Amount {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let number = serde_json::Number::deserialize(d)?;
-        let text = number.to_string();
-        parse_decimal(&text)
+        // The number's own text, as sent (`arbitrary_precision`).
+        parse_decimal(number.as_str())
             .map(Amount)
             .ok_or_else(|| serde::de::Error::custom("number is out of range for an amount"))
     }
@@ -206,6 +243,47 @@ fn number_schema(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The text written without allocating is `Display`'s, for every
+        /// decimal it takes, at every scale.
+        #[test]
+        fn decimal_text_is_display(mantissa in any::<u64>(), scale in 0u32..=28, negative in any::<bool>()) {
+            let value = Decimal::from_i128_with_scale(i128::from(mantissa) * if negative { -1 } else { 1 }, scale);
+            let mut buffer = [0u8; DECIMAL_TEXT_MAX];
+            match decimal_text(&value, &mut buffer) {
+                Some(text) => prop_assert_eq!(text, value.to_string()),
+                None => prop_assert!(value.is_sign_negative()),
+            }
+            let json = serde_json::to_string(&Amount(value)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(json, value.to_string());
+        }
+    }
+
+    #[test]
+    fn decimal_text_of_small_and_large_values() {
+        for text in [
+            "0",
+            "0.00",
+            "0.05",
+            "1.50",
+            "1500.00",
+            "18446744073709551615",
+            "0.0000000000000000000000000001",
+        ] {
+            let value = Decimal::from_str(text).unwrap();
+            let mut buffer = [0u8; DECIMAL_TEXT_MAX];
+            assert_eq!(decimal_text(&value, &mut buffer), Some(text));
+        }
+        // Beyond 64 bits and negative values take the general path, same text.
+        for text in ["18446744073709551616", "-1.50", "79228162514264337593543950335"] {
+            let value = Decimal::from_str(text).unwrap();
+            let mut buffer = [0u8; DECIMAL_TEXT_MAX];
+            assert_eq!(decimal_text(&value, &mut buffer), None);
+            assert_eq!(serde_json::to_string(&Amount(value)).unwrap(), text);
+        }
+    }
 
     fn m(s: &str) -> Money {
         s.parse().unwrap()
