@@ -24,12 +24,16 @@ use crate::domain::AccountEvent;
 /// it is opened and never changes, so a known owner is kept (up to a
 /// bound); an unknown account is looked up every time.
 #[derive(Clone)]
-pub struct Owners(moka::sync::Cache<Uuid, Option<Uuid>>);
+pub struct Owners(moka::sync::Cache<Uuid, Option<Uuid>, foldhash::fast::RandomState>);
 
 impl Owners {
     /// Keeps the owners of at most `capacity` accounts.
     pub fn new(capacity: u64) -> Self {
-        Self(moka::sync::Cache::new(capacity))
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
+        )
     }
 }
 

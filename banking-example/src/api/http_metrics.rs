@@ -45,7 +45,7 @@ struct RouteSeries {
     route: Arc<str>,
     duration: Kept<Histogram>,
     /// `http_requests_total` by status code.
-    requests: RwLock<HashMap<u16, Kept<Counter>>>,
+    requests: RwLock<HashMap<u16, Kept<Counter>, FastHash>>,
 }
 
 /// A handle and when it was registered.
@@ -71,7 +71,7 @@ impl RouteSeries {
             },
             method,
             route,
-            requests: RwLock::new(HashMap::new()),
+            requests: RwLock::new(HashMap::default()),
         }
     }
 
@@ -109,11 +109,15 @@ fn duration_series(method: &'static str, route: &str) -> Histogram {
 /// The kept series of every method and route seen.
 #[derive(Default)]
 pub(crate) struct HttpMetrics {
-    series: RwLock<HashMap<&'static str, RoutesSeries>>,
+    series: RwLock<HashMap<&'static str, RoutesSeries, FastHash>>,
 }
 
 /// The kept series of one method, by route.
-type RoutesSeries = HashMap<Box<str>, Arc<RouteSeries>>;
+type RoutesSeries = HashMap<Box<str>, Arc<RouteSeries>, FastHash>;
+
+/// The maps' hasher: looked up on every request, keyed by labels the
+/// server itself chose (methods, route templates, status codes).
+type FastHash = foldhash::fast::RandomState;
 
 impl std::fmt::Debug for HttpMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

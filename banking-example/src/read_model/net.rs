@@ -73,7 +73,7 @@ fn signed_amount(event: &AccountEvent) -> Option<Decimal> {
 /// versions follow each other, and no transfer in the page credits money
 /// sent from them. Every other account of the page needs the full fold.
 pub(super) fn net_moves(events: &[EventEnvelope<AccountEvent>]) -> Vec<NetMove> {
-    let mut moves: HashMap<Uuid, Option<NetMove>> = HashMap::new();
+    let mut moves: HashMap<Uuid, Option<NetMove>, foldhash::fast::RandomState> = HashMap::default();
     for e in events {
         let Ok(id) = Uuid::parse_str(e.stream_id.as_str()) else {
             continue;
