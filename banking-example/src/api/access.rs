@@ -22,7 +22,8 @@ use crate::domain::AccountEvent;
 
 /// The owners of the accounts seen lately. An account's owner is set when
 /// it is opened and never changes, so a known owner is kept (up to a
-/// bound); an unknown account is looked up every time.
+/// bound); an unknown account is looked up every time. Its keys are
+/// existing accounts' ids, so it hashes with foldhash rather than SipHash.
 #[derive(Clone)]
 pub struct Owners(moka::sync::Cache<Uuid, Option<Uuid>, foldhash::fast::RandomState>);
 
