@@ -259,6 +259,39 @@ async fn a_lingering_follower_reads_a_burst_as_one_page() {
     task.abort();
 }
 
+/// A reader waiting for a position does not sit out the linger: the
+/// follower reads at once, and lingers as before when nobody waits.
+#[tokio::test]
+async fn a_reader_waiting_for_a_position_cuts_the_linger_short() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let log = Arc::new(Log::default());
+    let config = ProjectionConfig {
+        linger: Duration::from_secs(60),
+        poll_interval: Duration::from_secs(60),
+        ..fast(OnFailure::Stop, 100)
+    };
+    let runner = ProjectionRunner::new(store.clone(), unit(&log)).with_config(config);
+    let follower = runner.clone();
+    let task = tokio::spawn(async move { follower.run(std::future::pending()).await });
+    // The follower is waiting (its first catch-up found nothing).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = append(&store, json!({})).await;
+    // Nobody waits: the follower is woken and lingers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(log.positions.lock().unwrap().is_empty(), "lingering");
+    let started = std::time::Instant::now();
+    assert!(runner.wait_for(first, Duration::from_secs(10)).await);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(log.positions.lock().unwrap().as_slice(), &[first]);
+    // The next wake-up lingers again until a clone of the runner waits.
+    let second = append(&store, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(runner.known_position(), first, "lingering again");
+    assert!(runner.clone().wait_for(second, Duration::from_secs(10)).await);
+    assert_eq!(log.positions.lock().unwrap().as_slice(), &[first, second]);
+    task.abort();
+}
+
 /// Takes only `Wanted` events: a process manager among other traffic.
 #[derive(Default)]
 struct Picky {

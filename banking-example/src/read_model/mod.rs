@@ -100,9 +100,10 @@ pub struct ReadSide {
 /// How the account projection runs: pages of 1,000 events, live wake-ups
 /// with a 250 ms polling fallback, 10 ms of linger after a wake-up (under
 /// load, pages of a hundred events instead of ten: fewer transactions for
-/// the same rows; commands never wait for the projection, see
-/// [`crate::api`]'s read-your-writes), and (the default) stopping on an
-/// event it cannot apply rather than skipping it.
+/// the same rows; commands never wait for the projection, and a list that
+/// must show them cuts the linger short, see [`crate::api`]'s
+/// read-your-writes), and (the default) stopping on an event it cannot
+/// apply rather than skipping it.
 pub fn projection_config() -> ProjectionConfig {
     ProjectionConfig {
         batch_size: 1000,

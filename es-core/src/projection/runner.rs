@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::{Advance, DeadLetter, ProjectionError, ProjectionUnit, Undecodable, UnitError};
 use crate::error::BoxError;
@@ -33,7 +33,10 @@ pub struct ProjectionConfig {
     /// before it reads them (default zero: at once). Under a steady stream
     /// of appends a few milliseconds turn many pages of a few events into
     /// fewer, larger ones — fewer transactions for the read model and the
-    /// store — for that much more lag. [`catch_up`](ProjectionRunner::catch_up)
+    /// store — for that much more lag. A caller of
+    /// [`wait_for`](ProjectionRunner::wait_for) (on this runner or a clone)
+    /// that is still behind cuts the linger short, so read-your-writes
+    /// does not wait for it. [`catch_up`](ProjectionRunner::catch_up)
     /// never lingers.
     pub linger: Duration,
     /// How long a runner may keep in memory only a checkpoint that moved
@@ -157,6 +160,10 @@ pub struct ProjectionRunner {
     position: watch::Sender<u64>,
     progress: Option<ProgressFn>,
     skipped: Arc<Mutex<Option<Skipped>>>,
+    /// Poked by a [`wait_for`](Self::wait_for) that is behind: ends the
+    /// follower's linger (a poke while it is not lingering ends the next
+    /// one).
+    hurry: Arc<Notify>,
 }
 
 /// A checkpoint move past filtered-out events, not written yet
@@ -180,6 +187,7 @@ impl Clone for ProjectionRunner {
             position: self.position.clone(),
             progress: self.progress.clone(),
             skipped: Arc::clone(&self.skipped),
+            hurry: Arc::clone(&self.hurry),
         }
     }
 }
@@ -210,6 +218,7 @@ impl ProjectionRunner {
             position: watch::Sender::new(0),
             progress: None,
             skipped: Arc::new(Mutex::new(None)),
+            hurry: Arc::new(Notify::new()),
         }
     }
 
@@ -274,12 +283,30 @@ impl ProjectionRunner {
 
     /// Waits until the projection has applied everything up to `position`
     /// (as seen by this runner and its clones), for at most `timeout`;
-    /// whether it got there.
+    /// whether it got there. A following runner that lingers
+    /// ([`ProjectionConfig::linger`]) reads at once when a caller is
+    /// behind.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
         let mut rx = self.position.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= position))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        let reached = async {
+            // Pokes again after every page that fell short (one that
+            // stopped at a gap, say), so no linger is sat out.
+            let mut poked = None;
+            loop {
+                let now = *rx.borrow_and_update();
+                if now >= position {
+                    return true;
+                }
+                if poked != Some(now) {
+                    poked = Some(now);
+                    self.hurry.notify_one();
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, reached).await.unwrap_or(false)
     }
 
     /// Applies every event after the checkpoint up to the head of the log.
@@ -542,6 +569,7 @@ impl ProjectionRunner {
                     tokio::select! {
                         () = &mut shutdown => return Ok(()),
                         () = tokio::time::sleep(self.config.linger) => {}
+                        () = self.hurry.notified() => {}
                     }
                 }
                 Ok(()) => {}
