@@ -138,8 +138,8 @@ pub struct AppConfig {
     pub command_max_attempts: u32,
     /// Authentication (`JWT_SECRET`, ...; see [`AuthConfig`]).
     pub auth: AuthConfig,
-    /// Cluster mode (`CLUSTER_SHARDS=1`; see [`ClusterConfig`]): off by
-    /// default.
+    /// Cluster mode (`CLUSTER_SHARDS=1`; see
+    /// [`ClusterConfig`](crate::cluster::ClusterConfig)): off by default.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Proxies whose `X-Forwarded-For` names the client
     /// (`TRUSTED_PROXIES`: addresses or CIDR blocks, comma-separated;

@@ -102,8 +102,8 @@ impl EventFilter {
 
 /// An append-only store of event streams with a global log.
 ///
-/// Guarantees every implementation must give (checked by the
-/// [`conformance`](crate::conformance) suite):
+/// Guarantees every implementation must give (checked by the conformance
+/// suite, `es_core::conformance` with the `conformance` feature):
 /// - **Atomic appends**: all events of one append are stored, or none.
 /// - **Optimistic concurrency**: an append whose [`ExpectedVersion`] does
 ///   not hold fails with [`StoreError::Conflict`] carrying the real version,

@@ -1,6 +1,5 @@
 //! Cluster mode: several server instances share PostgreSQL and Redis and
-//! split the accounts between them by shard (es-redis's
-//! [`ShardManager`](es_redis::ShardManager)).
+//! split the accounts between them by shard ([`es_redis::ShardManager`]).
 //!
 //! - Each instance owns some shards under a lease; a command for an account
 //!   is handled by the owner of the account's shard only. A request that

@@ -19,7 +19,7 @@ pub struct ProjectionStatus {
     /// Its checkpoint.
     pub position: u64,
     /// Events in the log after the checkpoint (of any type; counted up to
-    /// [`LAG_COUNT_CAP`]).
+    /// 1,000,000).
     pub lag_events: u64,
     /// Age of the oldest event after the checkpoint (0 when caught up).
     pub lag_seconds: f64,
