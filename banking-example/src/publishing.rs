@@ -201,10 +201,18 @@ impl EventPublishing {
                     },
                 )
                 .map_err(setup)?;
-                // A taken slot name is reported at once (and then by
-                // /health/ready until fixed), not discovered by a reader.
-                if let Err(e) = relay.check_slot().await {
-                    tracing::error!(error = %e, "the CDC relay cannot use its replication slot");
+                // The slot exists before the server takes its first
+                // command: the relay decodes only what commits after the
+                // slot's creation, so an event committed earlier would never
+                // be published. Creating it waits for the write
+                // transactions running on the cluster. A taken slot name or
+                // a cluster without logical decoding is reported at once
+                // (and then by /health/ready until fixed; the relay keeps
+                // trying), not discovered by a reader.
+                match relay.ensure_slot().await {
+                    Ok(true) => tracing::info!(slot, "created the CDC relay's replication slot"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "the CDC relay cannot use its replication slot"),
                 }
                 tracing::info!(
                     brokers,

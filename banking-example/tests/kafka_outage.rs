@@ -7,7 +7,9 @@
 //! during the cut and up after it, and the backlog drains at 5,000 events/s
 //! or faster (the bound below). Then SIGTERM with a backlog (broker down
 //! again): the process exits within its grace period, and a restarted
-//! process publishes what was left.
+//! process publishes what was left. And with CDC, what the server commits
+//! right after start-up is published even when an open write transaction
+//! holds up the creation of the relay's replication slot.
 
 mod common;
 
@@ -361,18 +363,7 @@ async fn outage_scenario(method: &str) {
     assert_stream_order(&order);
     drop(server);
     if method == "cdc_debezium" {
-        // The killed process's backend may hold the slot for a moment.
-        let pool = sqlx::PgPool::connect(&common::pg::database_url()).await.unwrap();
-        let deadline = Instant::now() + PATIENCE;
-        while sqlx::query("SELECT pg_drop_replication_slot($1)")
-            .bind(&slot)
-            .execute(&pool)
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "slot {slot} stays active");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        drop_slot(&slot).await;
     }
 }
 
@@ -382,4 +373,66 @@ async fn outage_scenario(method: &str) {
 async fn both_capture_methods_publish_everything_through_a_broker_outage() {
     outage_scenario("outbox_poller").await;
     outage_scenario("cdc_debezium").await;
+}
+
+/// Drops a test's replication slot (the killed process's backend may hold
+/// it for a moment).
+async fn drop_slot(slot: &str) {
+    let pool = sqlx::PgPool::connect(&common::pg::database_url()).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while sqlx::query("SELECT pg_drop_replication_slot($1)")
+        .bind(slot)
+        .execute(&pool)
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "slot {slot} stays active");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The relay decodes only what commits after its slot was created, and
+/// creating the slot waits for every write transaction running on the
+/// cluster. The server must not take a command before the slot exists:
+/// here a write transaction stays open for 3 s while the server starts.
+/// Had the server answered meanwhile, accounts are opened at once (their
+/// events commit before the slot exists); otherwise once it answers.
+/// Either way every account's first event must reach the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cdc_publishes_what_the_server_takes_right_after_start_up() {
+    common::pg::ensure_database().await;
+    let mock: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).unwrap();
+    mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    let bootstrap = mock.bootstrap_servers();
+    let schema = common::pg::schema();
+    let slot = format!("es_startup_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut env = pg_env(&schema);
+    env.extend([
+        ("KAFKA_BROKERS", bootstrap.clone()),
+        ("DATA_CAPTURE_METHOD", "cdc_debezium".to_owned()),
+        ("CDC_SLOT_NAME", slot.clone()),
+    ]);
+    let http = Client::new();
+    let reader = TopicReader::start(&bootstrap);
+
+    let pool = sqlx::PgPool::connect(&common::pg::database_url()).await.unwrap();
+    let mut open = pool.begin().await.unwrap();
+    sqlx::query("SELECT txid_current()").execute(&mut *open).await.unwrap();
+    let starting = tokio::spawn(async move { ServerProcess::start(&env).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (server, ids) = if starting.is_finished() {
+        let server = starting.await.unwrap();
+        let (_, ids) = open_accounts(&http, &server.base).await;
+        open.rollback().await.unwrap();
+        (server, ids)
+    } else {
+        open.rollback().await.unwrap();
+        let server = starting.await.unwrap();
+        let (_, ids) = open_accounts(&http, &server.base).await;
+        (server, ids)
+    };
+    let expected: BTreeMap<String, u64> = ids.iter().map(|id| (id.clone(), 1)).collect();
+    reader.complete(&expected).await;
+    drop(server);
+    drop_slot(&slot).await;
 }
