@@ -24,27 +24,13 @@ rounds="${1:-3}"
 secs="${2:-5}"
 cd "$(dirname "$0")/.."
 export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}" PGSSLMODE="${PGSSLMODE:-disable}"
-url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
 port="${PORT:-18080}"
-if [ -z "${NO_BUILD:-}" ]; then
-  cargo build --quiet --release -p es-postgres --example bank_bench
-  cargo build --quiet --release -p banking-example --bin banking-example --example http_bench
-fi
-target="${CARGO_TARGET_DIR:-target}/release"
-servers="${SERVERS:-new=$target/banking-example}"
-connections="${CONNECTIONS:-16 64}"
-
-work=$(mktemp -d)
-schemas=()
-server=""
 # shellcheck source=scripts/http-server.sh
 . scripts/http-server.sh
-cleanup() {
-  stop_server
-  for s in "${schemas[@]}"; do psql -q "$url" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap finish EXIT
+build_release -p es-postgres --example bank_bench
+servers="${SERVERS:-new=$target/banking-example}"
+connections="${CONNECTIONS:-16 64}"
 
 # ceiling CLIENTS: the 1-row ceiling's transactions/s (5 s)
 ceiling() { scripts/pg-ceiling-1row.sh "$1" | sed -n 's/.*tps=\([0-9.]*\).*/\1/p'; }

@@ -19,33 +19,24 @@ set -euo pipefail
 conns="${1:-16}"
 secs="${2:-6}"
 cd "$(dirname "$0")/.."
-if [ -z "${NO_BUILD:-}" ]; then
-  cargo build --quiet --release -p banking-example --bin banking-example --example http_bench
-  if [ "${LIBRARY:-}" = 1 ]; then cargo build --quiet --release -p es-postgres --example bank_bench; fi
-fi
-target="${CARGO_TARGET_DIR:-target}/release"
-bin="${SERVER:-$target/banking-example}"
-url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
 port="${PORT:-18090}"
-schema="http_cpu_$$"
-work=$(mktemp -d)
-server=""
 # shellcheck source=scripts/http-server.sh
 . scripts/http-server.sh
+bin="${SERVER:-$target/banking-example}"
+schema="http_cpu_$$"
+if [ "${STORE:-}" != memory ]; then schemas+=("$schema"); fi
 cleanup() {
   # bank_bench (LIBRARY=1) stopped before its end leaves its schema,
   # bench_<its pid>_<time>: dropped here.
   local bench="${bench_pid:-}"
-  stop_server
   if [ -n "$bench" ]; then
-    for s in $(psql -Atq "$url" -c "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench\_${bench}\_%'" 2>/dev/null); do
-      psql -q "$url" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true
-    done
+    stop_server
+    schemas+=($(psql -Atq "$url" -c "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench\_${bench}\_%'" 2>/dev/null || true))
   fi
-  if [ "${STORE:-}" != memory ]; then psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true; fi
-  rm -rf "$work"
+  finish
 }
 trap cleanup EXIT
+if [ "${LIBRARY:-}" = 1 ]; then build_release -p es-postgres --example bank_bench; else build_release; fi
 
 # ticks PID...: summed user+system clock ticks of the processes
 ticks() {

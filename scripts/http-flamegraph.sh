@@ -20,25 +20,15 @@ cd "$(dirname "$0")/.."
 for tool in perf inferno-collapse-perf inferno-flamegraph; do
   command -v "$tool" >/dev/null || { echo "error: $tool is not installed" >&2; exit 1; }
 done
-if [ -z "${NO_BUILD:-}" ]; then
-  cargo build --quiet --release -p banking-example --bin banking-example --example http_bench
-fi
-target="${CARGO_TARGET_DIR:-target}/release"
-bin="${SERVER:-$target/banking-example}"
-url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
 port="${PORT:-18095}"
-conns="${CONNECTIONS:-16}"
-schema="http_flame_$$"
-work=$(mktemp -d)
-server=""
 # shellcheck source=scripts/http-server.sh
 . scripts/http-server.sh
-cleanup() {
-  stop_server
-  psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap finish EXIT
+build_release
+bin="${SERVER:-$target/banking-example}"
+conns="${CONNECTIONS:-16}"
+schema="http_flame_$$"
+schemas+=("$schema")
 
 serve "$schema" "$bin"
 

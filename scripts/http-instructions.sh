@@ -23,41 +23,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "error: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
-if [ -z "${NO_BUILD:-}" ]; then
-  cargo build --quiet --release -p banking-example --bin banking-example --example http_bench
-fi
-target="${CARGO_TARGET_DIR:-target}/release"
-url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
 port="${PORT:-18300}"
+# shellcheck source=scripts/http-server.sh
+. scripts/http-server.sh
+trap finish EXIT
+build_release
 short="${SHORT:-10}"
 long="${LONG:-40}"
 conns="${CONNECTIONS:-16}"
 servers=("$@")
 [ ${#servers[@]} -gt 0 ] || servers=("new=$target/banking-example")
-
-work=$(mktemp -d)
-server=""
 runs=0
-schema=""
-# shellcheck source=scripts/http-server.sh
-. scripts/http-server.sh
-cleanup() {
-  stop_server
-  if [ -n "$schema" ]; then psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # run LABEL BINARY SECONDS: writes "requests instructions" to $work/result
 run() {
   runs=$((runs + 1))
-  schema="http_instr_$$_$runs"
+  local schema="http_instr_$$_$runs"
+  schemas+=("$schema")
   serve "$schema" "$2" valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out"
   line=$("$target/examples/http_bench" --url "http://127.0.0.1:$port" --connections "$conns" \
          --duration "$3" --warmup 0 --accounts 1000)
   # SIGTERM: the server shuts down cleanly and callgrind writes its totals.
   stop_server
-  psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true; schema=""
   grep -q '"verified":true' <<< "$line" || { echo "error: $1 did not verify: $line" >&2; return 1; }
   requests=$(sed -E 's/.*"requests":([0-9]+).*/\1/' <<< "$line")
   instructions=$(sed -n -E 's/^(summary|totals): ([0-9]+).*/\2/p' "$work/callgrind.out" | head -n1)

@@ -17,26 +17,19 @@ set -euo pipefail
 conns="${1:-16}"
 lists="${2:-200}"
 cd "$(dirname "$0")/.."
-if [ -z "${NO_BUILD:-}" ]; then
-  cargo build --quiet --release -p banking-example --bin banking-example --example http_bench
-fi
-target="${CARGO_TARGET_DIR:-target}/release"
-bin="${SERVER:-$target/banking-example}"
-url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
 port="${PORT:-18095}"
-schema="http_list_$$"
-work=$(mktemp -d)
-server=""
-load=""
 # shellcheck source=scripts/http-server.sh
 . scripts/http-server.sh
+load=""
 cleanup() {
   if [ -n "$load" ]; then kill "$load" 2>/dev/null || true; wait "$load" 2>/dev/null || true; fi
-  stop_server
-  psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  finish
 }
 trap cleanup EXIT
+build_release
+bin="${SERVER:-$target/banking-example}"
+schema="http_list_$$"
+schemas+=("$schema")
 
 serve "$schema" "$bin"
 base="http://127.0.0.1:$port"

@@ -1,7 +1,25 @@
 # Sourced by the HTTP benchmark scripts (bench-http.sh, http-cpu.sh,
-# http-flamegraph.sh, http-instructions.sh): the release banking server as
-# they all run it. The caller sets $work (a scratch directory), $port and
-# $url (the PostgreSQL URL).
+# http-flamegraph.sh, http-instructions.sh, http-list-latency.sh), from the
+# repository's root: the release banking server as they all run it, and
+# the set-up they share. Sourcing sets $target (the release directory),
+# $url (the PostgreSQL URL, DATABASE_URL or the local default), $work (a
+# scratch directory), $server (none yet) and $schemas (the schemas to
+# drop at the end); the caller sets $port.
+
+target="${CARGO_TARGET_DIR:-target}/release"
+url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
+work=$(mktemp -d)
+server=""
+schemas=()
+
+# build_release [CARGO ARGS...]: unless NO_BUILD is set, builds the release
+# server and http_bench, and whatever else the arguments name
+# (`-p es-postgres --example bank_bench`).
+build_release() {
+  if [ -z "${NO_BUILD:-}" ]; then
+    cargo build --quiet --release -p banking-example --bin banking-example --example http_bench "$@"
+  fi
+}
 
 # serve SCHEMA BINARY [WRAPPER...]: starts BINARY in the background (under
 # WRAPPER, valgrind say, when given) on PostgreSQL in schema SCHEMA, or
@@ -34,4 +52,13 @@ stop_server() {
     wait "$server" 2>/dev/null || true
     server=""
   fi
+}
+
+# finish: stops the server, drops every schema in $schemas and removes
+# $work; each script's EXIT trap ends with it.
+finish() {
+  stop_server
+  local s
+  for s in "${schemas[@]}"; do psql -q "$url" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
+  rm -rf "$work"
 }
