@@ -250,24 +250,54 @@ async fn publishing_becomes(http: &Client, base: &str, want: &str) -> Value {
     }
 }
 
+/// What a scenario publishes through: a mock broker with the topic, a
+/// reader of the topic, and the server's environment (its own schema,
+/// publishing with `method` to that broker, its own replication slot).
+struct Publishing {
+    mock: MockCluster<'static, DefaultProducerContext>,
+    reader: TopicReader,
+    env: Vec<(&'static str, String)>,
+    slot: String,
+    http: Client,
+}
+
+impl Publishing {
+    async fn set_up(method: &str, slot_prefix: &str) -> Self {
+        common::pg::ensure_database().await;
+        let mock: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+        let bootstrap = mock.bootstrap_servers();
+        let slot = format!("{slot_prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut env = pg_env(&common::pg::schema());
+        env.extend([
+            ("KAFKA_BROKERS", bootstrap.clone()),
+            ("DATA_CAPTURE_METHOD", method.to_owned()),
+            ("CDC_SLOT_NAME", slot.clone()),
+        ]);
+        let reader = TopicReader::start(&bootstrap);
+        Self {
+            mock,
+            reader,
+            env,
+            slot,
+            http: Client::new(),
+        }
+    }
+}
+
 async fn outage_scenario(method: &str) {
-    common::pg::ensure_database().await;
-    let mock: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).unwrap();
-    mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
-    let bootstrap = mock.bootstrap_servers();
-    let schema = common::pg::schema();
-    let slot = format!("es_outage_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let mut env = pg_env(&schema);
+    let Publishing {
+        mock,
+        reader,
+        mut env,
+        slot,
+        http,
+    } = Publishing::set_up(method, "es_outage").await;
     env.extend([
-        ("KAFKA_BROKERS", bootstrap.clone()),
-        ("DATA_CAPTURE_METHOD", method.to_owned()),
-        ("CDC_SLOT_NAME", slot.clone()),
         ("KAFKA_MESSAGE_TIMEOUT_MS", "2000".to_owned()),
         ("PUBLISH_UNHEALTHY_AFTER_ROUNDS", "2".to_owned()),
         ("SHUTDOWN_GRACE_SECS", "2".to_owned()),
     ]);
-    let http = Client::new();
-    let reader = TopicReader::start(&bootstrap);
     let mut server = ServerProcess::start(&env).await;
     publishing_becomes(&http, &server.admin, "up").await;
     let (token, ids) = open_accounts(&http, &server.base).await;
@@ -400,20 +430,13 @@ async fn drop_slot(slot: &str) {
 /// Either way every account's first event must reach the topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cdc_publishes_what_the_server_takes_right_after_start_up() {
-    common::pg::ensure_database().await;
-    let mock: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).unwrap();
-    mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
-    let bootstrap = mock.bootstrap_servers();
-    let schema = common::pg::schema();
-    let slot = format!("es_startup_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let mut env = pg_env(&schema);
-    env.extend([
-        ("KAFKA_BROKERS", bootstrap.clone()),
-        ("DATA_CAPTURE_METHOD", "cdc_debezium".to_owned()),
-        ("CDC_SLOT_NAME", slot.clone()),
-    ]);
-    let http = Client::new();
-    let reader = TopicReader::start(&bootstrap);
+    let Publishing {
+        mock: _mock,
+        reader,
+        env,
+        slot,
+        http,
+    } = Publishing::set_up("cdc_debezium", "es_startup").await;
 
     let pool = sqlx::PgPool::connect(&common::pg::database_url()).await.unwrap();
     let mut open = pool.begin().await.unwrap();
