@@ -1,7 +1,8 @@
 //! `POST /transfers` and `GET /transfers/{id}` on every backend: 202 with
 //! `Location`, completed with the money moved; insufficient funds fails
 //! at the debit with nothing moved; a closed or missing destination is
-//! refunded; ownership and 404 rules as for accounts; Idempotency-Key.
+//! refunded, as is one that is a transfer's id; ownership and 404 rules
+//! as for accounts; Idempotency-Key.
 
 mod common;
 
@@ -171,6 +172,45 @@ async fn a_closed_or_missing_destination_is_refunded(backend: Backend) {
     );
 }
 
+/// Account and transfer ids share one namespace. A transfer whose
+/// destination is a transfer (its id is in the `Location` of every
+/// transfer) is refunded as "not found", and the transfers after it go
+/// on; neither kind of id reads as the other.
+async fn a_destination_that_is_not_an_account_is_refunded(backend: Backend) {
+    let server = backend.start().await;
+    let alice = Api::new(&server, "alice-app").await;
+    let from = alice.open("Alice", json!(50)).await;
+    let savings = alice.open("Alice savings", json!(0)).await;
+    let (_, first, _) = post_transfer(&alice, "first", &from, &savings, json!(5)).await;
+    assert_eq!(settled(&alice, &first).await["status"], "completed");
+    let transfer_id = first.trim_start_matches("/transfers/").to_owned();
+
+    let (status, location, body) = post_transfer(&alice, "to-a-transfer", &from, &transfer_id, json!(20)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let failed = settled(&alice, &location).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["reason"].as_str().unwrap().contains("not found"), "{failed}");
+    let (_, after, _) = post_transfer(&alice, "after", &from, &savings, json!(1)).await;
+    assert_eq!(settled(&alice, &after).await["status"], "completed");
+    account_settles_at(&alice, &from, "44.00").await;
+    account_settles_at(&alice, &savings, "6.00").await;
+
+    for path in [
+        format!("/accounts/{transfer_id}"),
+        format!("/accounts/{transfer_id}/events"),
+        format!("/transfers/{from}"),
+    ] {
+        expect_error(alice.get(&path).await, StatusCode::NOT_FOUND).await;
+    }
+    expect_error(
+        alice
+            .post(&format!("/accounts/{transfer_id}/deposit"), json!({"amount": 1}))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+
 async fn only_the_sources_owner_or_staff_may_transfer_and_see_it(backend: Backend) {
     let server = backend.start().await;
     let alice = Api::new(&server, "alice-app").await;
@@ -242,5 +282,6 @@ crate::on_every_backend!(
     a_transfer_completes_and_moves_the_money,
     insufficient_funds_fail_at_the_debit_with_nothing_moved,
     a_closed_or_missing_destination_is_refunded,
+    a_destination_that_is_not_an_account_is_refunded,
     only_the_sources_owner_or_staff_may_transfer_and_see_it,
 );

@@ -1,6 +1,7 @@
 //! The repository: commands, metadata, expected versions, per-stream
 //! batching, caches, retries, command ids, validators and handlers,
-//! snapshots, upcasting, corrupt payloads, async decisions.
+//! snapshots, upcasting, corrupt payloads, streams of another type, async
+//! decisions.
 
 mod common;
 
@@ -567,6 +568,37 @@ async fn corrupt_payloads_are_errors_not_panics() {
     let err = r.execute("w", WalletCommand::Credit(1)).await.unwrap_err();
     assert!(matches!(err, RepositoryError::Corrupt { version: 1, .. }), "{err:?}");
     assert!(err.to_string().contains("stream w at version 1"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stream_of_another_type_is_not_loaded_as_this_one() {
+    let store = Arc::new(InMemoryEventStore::new());
+    // Events a wallet would decode: only the stream's type tells them apart.
+    store
+        .append(
+            "purse",
+            &"p".into(),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Credited", json!({"Credited": {"amount": 5}}))],
+        )
+        .await
+        .unwrap();
+    let r = repo(&store);
+    let wrong = |err: RepositoryError<WalletError>| match err {
+        RepositoryError::WrongType {
+            stream_id,
+            expected,
+            found,
+        } => (stream_id.as_str().to_owned(), expected, found),
+        other => panic!("{other:?}"),
+    };
+    let want = ("p".to_owned(), "wallet", "purse".to_owned());
+    assert_eq!(wrong(r.load("p").await.unwrap_err()), want);
+    assert_eq!(wrong(r.history("p").await.unwrap_err()), want);
+    let err = r.execute("p", WalletCommand::Credit(1)).await.unwrap_err();
+    assert_eq!(err.to_string(), "stream p is a purse stream, not a wallet stream");
+    assert_eq!(wrong(err), want);
+    assert_eq!(store.stream_version(&"p".into()).await.unwrap(), 1, "nothing appended");
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use super::errors::ApiError;
 use super::extract::Caller;
 use super::state::AppState;
 use crate::auth::rbac::{can_read, may, sees_all_accounts, AccountAction};
-use crate::domain::AccountEvent;
+use crate::domain::{Account, AccountEvent};
 
 /// The owners of the accounts seen lately. An account's owner is set when
 /// it is opened and never changes, so a known owner is kept (up to a
@@ -71,7 +71,11 @@ async fn stored_owner(state: &AppState, id: Uuid) -> Result<Option<Option<Uuid>>
         .read_stream_batch(&id.to_string().into(), 1, 1)
         .await
         .map_err(|e| ApiError::from_store(&e))?;
-    let Some(created) = first.first() else {
+    // No stream, or another kind of stream under that id (a transfer's).
+    let Some(created) = first
+        .first()
+        .filter(|e| e.stream_type == <Account as es_core::Aggregate>::TYPE)
+    else {
         return Ok(None);
     };
     let event: AccountEvent = state

@@ -101,6 +101,8 @@ impl ApiError {
                 "version conflict: expected version {expected}, current version {actual}"
             )),
             RepositoryError::Store(store) => Self::from_store(&store),
+            // The id names another kind of stream: no such account.
+            RepositoryError::WrongType { .. } => Self::from_domain(AccountError::NotFound, id),
             other => Self::Internal(other.to_string()),
         }
     }

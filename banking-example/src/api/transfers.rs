@@ -215,6 +215,8 @@ pub async fn get_transfer(State(state): State<AppState>, caller: Caller, Path(ra
     };
     let history = match state.transfers.repo.history(id.to_string()).await {
         Ok(h) => h,
+        // An account's id, say.
+        Err(RepositoryError::WrongType { .. }) => return not_found(),
         Err(e) => return ApiError::Internal(format!("transfer {id}: {e}")).into_response(),
     };
     let (Some(first), Some(last)) = (history.first(), history.last()) else {

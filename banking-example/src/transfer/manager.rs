@@ -116,6 +116,15 @@ impl ProcessManager for TransferManager {
             ("debit", Ok(_)) => TransferEvent::Debited,
             ("debit", Err(RepositoryError::Rejected(e))) => TransferEvent::DebitRefused { reason: e.to_string() },
             ("debit", Err(RepositoryError::Invalid(reason))) => TransferEvent::DebitRefused { reason },
+            // An id that names another kind of stream (a transfer's, say):
+            // no such account, for good; retrying would stop every transfer
+            // behind this one.
+            ("debit", Err(RepositoryError::WrongType { .. })) => TransferEvent::DebitRefused {
+                reason: "source account not found".into(),
+            },
+            ("credit", Err(RepositoryError::WrongType { .. })) => TransferEvent::CreditRefused {
+                reason: "destination account not found".into(),
+            },
             ("credit", Ok(_)) => TransferEvent::Credited,
             ("credit", Err(RepositoryError::Rejected(e))) => TransferEvent::CreditRefused {
                 reason: match e {

@@ -134,6 +134,20 @@ pub enum RepositoryError<E: std::error::Error + 'static> {
         #[source]
         source: CodecError,
     },
+    /// The stream belongs to another aggregate type: its events were
+    /// written as `found`, and this repository loads `expected`. Nothing
+    /// was decided or appended. A caller that takes ids from outside
+    /// (another aggregate's id given where an account's is expected, say)
+    /// treats it as "no such aggregate".
+    #[error("stream {stream_id} is a {found} stream, not a {expected} stream")]
+    WrongType {
+        /// The stream.
+        stream_id: StreamId,
+        /// The aggregate type this repository loads ([`Aggregate::TYPE`](crate::Aggregate::TYPE)).
+        expected: &'static str,
+        /// The stream type its events were written with.
+        found: String,
+    },
     /// The command was decided under a lock whose fencing token is older
     /// than one already recorded in the stream: its holder lost the lock
     /// while a newer holder wrote. Nothing was appended; not retried.
@@ -185,6 +199,15 @@ impl<E: std::error::Error + 'static> RepositoryError<E> {
                 stream_id: stream_id.clone(),
                 version: *version,
                 source: source.clone(),
+            },
+            Self::WrongType {
+                stream_id,
+                expected,
+                found,
+            } => Self::WrongType {
+                stream_id: stream_id.clone(),
+                expected,
+                found: found.clone(),
             },
             Self::Fenced {
                 stream_id,

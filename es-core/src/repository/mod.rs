@@ -295,8 +295,21 @@ impl<A: Aggregate, S: EventStore + ?Sized> Repository<A, S> {
     }
 }
 
+/// A record of another aggregate type's stream is not decoded as `A`.
+fn check_type<A: Aggregate>(r: &RecordedEvent) -> Result<(), RepositoryError<A::Error>> {
+    if r.stream_type == A::TYPE {
+        return Ok(());
+    }
+    Err(RepositoryError::WrongType {
+        stream_id: r.stream_id.clone(),
+        expected: A::TYPE,
+        found: r.stream_type.clone(),
+    })
+}
+
 impl<A: Aggregate, S: EventStore + ?Sized> Inner<A, S> {
     pub(crate) fn decode(&self, r: &RecordedEvent) -> Result<CommittedEvent<A::Event>, RepositoryError<A::Error>> {
+        check_type::<A>(r)?;
         let event = self
             .codec
             .decode::<A::Event>(r)
@@ -367,6 +380,7 @@ impl<A: Aggregate, S: EventStore + ?Sized> Inner<A, S> {
                     reason: format!("expected version {}", state.version + 1),
                 })));
             }
+            check_type::<A>(&record)?;
             let event = self
                 .codec
                 .decode::<A::Event>(&record)
