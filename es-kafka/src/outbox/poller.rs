@@ -33,10 +33,16 @@ pub const CLAIM_WINDOWS: usize = 8;
 ///   that dies at any point leaves its rows pending, and they are
 ///   published again;
 /// - **per-stream order, with any number of pollers**: a batch owns whole
-///   streams by locking each stream's oldest unpublished row
-///   (`FOR UPDATE SKIP LOCKED`), so no two pollers publish a stream at
-///   once, and a stream's rows are published in version order; after a
-///   failure only the acknowledged prefix of the stream is marked;
+///   streams by taking each stream's advisory lock
+///   (`pg_try_advisory_xact_lock`, skipping streams another poller
+///   holds), so no two pollers publish a stream at once, and a stream's
+///   rows are published in version order; after a failure only the
+///   acknowledged prefix of the stream is marked;
+/// - **readers of the log do not wait for Kafka**: a claim writes nothing
+///   and takes no row lock until its acknowledgements are in, so it has
+///   no transaction id while it waits, and es-postgres's global-log
+///   readers (projections, process managers), which stop below the oldest
+///   running transaction id, go on through a broker outage;
 /// - **nothing uncommitted**: rows of a rolled-back append never exist;
 /// - a row failing `max_attempts` times through its own fault
 ///   ([`PublishError::is_permanent`](crate::PublishError::is_permanent)) is

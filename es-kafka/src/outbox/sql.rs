@@ -22,6 +22,9 @@ pub(crate) struct OutboxSql {
 
 impl OutboxSql {
     pub(crate) fn new(s: &str) -> Self {
+        // The first key of the streams' advisory locks (the second is the
+        // stream id's hash): one class per schema.
+        let lock_class = format!("hashtext('{s}.outbox')");
         Self {
             migrate: vec![
                 // A stream's oldest unpublished row (its head) in one probe.
@@ -63,25 +66,31 @@ impl OutboxSql {
                  GROUP BY stream_id ORDER BY first"
             ),
             // 2. `lock_heads`: each candidate stream's oldest unpublished row
-            //    (one probe of `outbox_unpublished_stream`), locked unless
-            //    another poller holds it, at most $2 of them. Holding a
-            //    stream's head is owning the stream until commit; a head
-            //    published meanwhile fails the re-check after the lock, so a
-            //    stream is only ever owned from its true head;
+            //    (one probe of `outbox_unpublished_stream`), oldest first,
+            //    unless parked; the stream's advisory lock taken unless
+            //    another poller holds it, until $2 are taken. Holding it is
+            //    owning the stream until the claim ends. An advisory lock,
+            //    not a row lock: a row lock gives the claim a transaction
+            //    id for as long as Kafka takes to acknowledge, and every
+            //    reader of the global log waits behind the oldest running
+            //    transaction id (es-postgres's gap-safe reads), so a broker
+            //    outage would stall them too;
             lock_heads: format!(
                 "WITH heads AS MATERIALIZED ( \
-                   SELECT h.global_position FROM unnest($1::text[]) AS c(stream_id) CROSS JOIN LATERAL ( \
-                     SELECT p.global_position FROM {s}.outbox p \
+                   SELECT c.stream_id, h.global_position FROM unnest($1::text[]) AS c(stream_id) \
+                   CROSS JOIN LATERAL ( \
+                     SELECT p.global_position, p.parked_at FROM {s}.outbox p \
                      WHERE p.stream_id = c.stream_id AND p.published_at IS NULL \
-                     ORDER BY p.version LIMIT 1) h) \
-                 SELECT o.stream_id FROM {s}.outbox o \
-                 WHERE o.global_position = ANY(ARRAY(SELECT global_position FROM heads)) \
-                   AND o.published_at IS NULL AND o.parked_at IS NULL \
-                 ORDER BY o.global_position LIMIT $2 \
-                 FOR UPDATE OF o SKIP LOCKED"
+                     ORDER BY p.version LIMIT 1) h \
+                   WHERE h.parked_at IS NULL) \
+                 SELECT o.stream_id FROM (SELECT stream_id FROM heads ORDER BY global_position OFFSET 0) o \
+                 WHERE pg_try_advisory_xact_lock({lock_class}, hashtext(o.stream_id)) \
+                 LIMIT $2"
             ),
             // 3. `rows`: per owned stream, up to $2 unpublished rows in
-            //    version order.
+            //    version order. A statement of its own, so a fresh
+            //    snapshot: a poller that owned a stream before this claim
+            //    released it at its commit, and what it marked is seen.
             rows: format!(
                 "SELECT {ROW_COLUMNS} FROM unnest($1::text[]) WITH ORDINALITY AS w(stream_id, ord) \
                  CROSS JOIN LATERAL ( \
