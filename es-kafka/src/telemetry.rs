@@ -49,6 +49,9 @@ pub const CONSUMER_DUPLICATES: &str = "es_kafka_consumer_duplicates_total";
 pub const CONSUMER_EARLY: &str = "es_kafka_consumer_out_of_order_total";
 /// Counter, label `projection`: failed `apply` attempts.
 pub const CONSUMER_FAILURES: &str = "es_kafka_consumer_failures_total";
+/// Counter, label `projection`: consumption errors librdkafka reported and recovers from (a
+/// broker unreachable, a rebalance); the consumer keeps waiting.
+pub const CONSUMER_ERRORS: &str = "es_kafka_consumer_errors_total";
 /// Counter, label `projection`: events sent to the dead-letter topic.
 pub const CONSUMER_DEAD_LETTERS: &str = "es_kafka_consumer_dead_letters_total";
 

@@ -1,5 +1,6 @@
 //! The projection consumer: order, duplicates, resume from committed
-//! offsets, dead letters, and a group splitting partitions.
+//! offsets, dead letters, a message consumed again after a failure, and a
+//! group splitting partitions.
 
 mod common;
 
@@ -10,7 +11,7 @@ use async_trait::async_trait;
 use common::{Kafka, PATIENCE};
 use es_core::{BoxError, Metadata, Projector, RecordedEvent, RetryPolicy, StreamId};
 use es_kafka::message::{header_str, headers};
-use es_kafka::{ConsumerConfig, Handled, InMemoryDedup, KafkaProjectionConsumer};
+use es_kafka::{ConsumerConfig, DedupStore, Handled, InMemoryDedup, KafkaProjectionConsumer};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -122,6 +123,62 @@ async fn applies_in_order_absorbs_duplicates_and_resumes_after_committed_offsets
     .unwrap();
     assert_eq!(next(&c2).await, Handled::Applied);
     assert_eq!(*projector2.applied.lock().unwrap(), vec![("s1".into(), 4)]);
+}
+
+/// A dedup store that fails its first lookup (a database blip).
+struct FlakyDedup {
+    failures_left: Mutex<u32>,
+    inner: InMemoryDedup,
+}
+
+#[async_trait]
+impl DedupStore for FlakyDedup {
+    async fn last_version(&self, stream: &StreamId) -> Result<Option<u64>, BoxError> {
+        let failing = {
+            let mut left = self.failures_left.lock().unwrap();
+            let failing = *left > 0;
+            *left = left.saturating_sub(1);
+            failing
+        };
+        if failing {
+            return Err("dedup store unreachable".into());
+        }
+        self.inner.last_version(stream).await
+    }
+    async fn record(&self, stream: &StreamId, version: u64) -> Result<(), BoxError> {
+        self.inner.record(stream, version).await
+    }
+}
+
+/// A message whose handling failed is consumed again by the next call,
+/// not passed over: the caller may retry after an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_that_failed_is_consumed_again_by_the_next_call() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 1).await;
+    let batch: Vec<_> = (1..=2).map(|v| event("f1", v, "Deposited")).collect();
+    assert!(kafka.publisher().publish(&batch).await.iter().all(Result::is_ok));
+    let projector = Arc::new(Recorder::default());
+    let c = KafkaProjectionConsumer::new(
+        config(&kafka, &common::unique("g"), &topic),
+        projector.clone(),
+        Arc::new(FlakyDedup {
+            failures_left: Mutex::new(1),
+            inner: InMemoryDedup::new(),
+        }),
+    )
+    .unwrap();
+    let failed = tokio::time::timeout(PATIENCE, c.next())
+        .await
+        .expect("a message within PATIENCE");
+    assert!(matches!(failed, Err(es_kafka::ConsumerError::Dedup(_))), "{failed:?}");
+    assert_eq!(next(&c).await, Handled::Applied);
+    assert_eq!(next(&c).await, Handled::Applied);
+    assert_eq!(
+        *projector.applied.lock().unwrap(),
+        vec![("f1".into(), 1), ("f1".into(), 2)],
+        "version 1 is applied after the failure, before version 2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,12 +2,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use es_core::{BoxError, Projector, RecordedEvent};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
+use rdkafka::Offset;
 use tracing::Instrument;
 
 use super::dedup::{verdict, DedupStore, Verdict};
@@ -15,6 +18,11 @@ use super::{dead_letter, ConsumerConfig};
 use crate::error::{ConsumerError, SetupError};
 use crate::message::decode_envelope;
 use crate::telemetry;
+
+/// The pause after a passing consumption error, before waiting again.
+const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// How long rewinding a partition after a failed message may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,18 +109,59 @@ impl KafkaProjectionConsumer {
         })
     }
 
-    /// Waits for the next message and handles it.
+    /// Waits for the next message and handles it. After an error the
+    /// message is consumed again by the next call (the partition is
+    /// rewound to it), so a caller may retry.
     pub async fn next(&self) -> Result<Handled, ConsumerError> {
-        let msg = self.consumer.recv().await?;
+        let msg = self.receive().await?;
+        self.handle_and_store(&msg).await
+    }
+
+    /// The next message. librdkafka reports passing conditions (brokers
+    /// unreachable for a while, a group rebalancing, a coordinator moving)
+    /// as consumption errors and recovers from them by itself: they are
+    /// logged and counted, and the wait goes on. A fatal error ends it.
+    async fn receive(&self) -> Result<BorrowedMessage<'_>, ConsumerError> {
+        loop {
+            match self.consumer.recv().await {
+                Ok(msg) => return Ok(msg),
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka consumer error; librdkafka recovers");
+                    ::metrics::counter!(telemetry::CONSUMER_ERRORS, "projection" => self.projector.name().to_owned())
+                        .increment(1);
+                    tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Handles `msg` and marks it handled; when handling fails, rewinds
+    /// its partition to it, so it is consumed again rather than passed over.
+    async fn handle_and_store(&self, msg: &BorrowedMessage<'_>) -> Result<Handled, ConsumerError> {
         let span = tracing::debug_span!(
             "kafka.consume",
             topic = msg.topic(),
             partition = msg.partition(),
             offset = msg.offset()
         );
-        let handled = self.handle(&msg).instrument(span).await?;
-        self.store_offset(&msg);
-        Ok(handled)
+        match self.handle(msg).instrument(span).await {
+            Ok(handled) => {
+                self.store_offset(msg);
+                Ok(handled)
+            }
+            Err(e) => {
+                let rewound =
+                    self.consumer
+                        .seek(msg.topic(), msg.partition(), Offset::Offset(msg.offset()), SEEK_TIMEOUT);
+                if let Err(seek) = rewound {
+                    // The partition was revoked meanwhile: its new owner
+                    // starts at the last committed offset, before `msg`.
+                    tracing::warn!(error = %seek, partition = msg.partition(), offset = msg.offset(), "not rewound");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Handles messages until `shutdown` completes (checked between
@@ -123,16 +172,9 @@ impl KafkaProjectionConsumer {
         loop {
             let msg = tokio::select! {
                 () = &mut shutdown => break,
-                msg = self.consumer.recv() => msg?,
+                msg = self.receive() => msg?,
             };
-            let span = tracing::debug_span!(
-                "kafka.consume",
-                topic = msg.topic(),
-                partition = msg.partition(),
-                offset = msg.offset()
-            );
-            self.handle(&msg).instrument(span).await?;
-            self.store_offset(&msg);
+            self.handle_and_store(&msg).await?;
         }
         self.commit().await
     }
