@@ -141,6 +141,19 @@ impl App {
             (repo.clone(), repo)
         };
 
+        // Publishing starts before anything can append (the transfer runner
+        // and its deadlines included): the CDC relay publishes only what
+        // commits after its replication slot exists.
+        let publishing = match &backends.postgres {
+            Some(store) => crate::publishing::EventPublishing::start(&config, store)
+                .await
+                .map_err(|e| AppError::Connect {
+                    backend: "kafka",
+                    reason: e.to_string(),
+                })?,
+            None => None,
+        };
+
         let read_side: ReadSide = match (&backends.postgres, &backends.sqlite) {
             (Some(store), _) => crate::read_model::postgres(store).await?,
             (None, Some(store)) => crate::read_model::sqlite(store).await?,
@@ -196,15 +209,6 @@ impl App {
 
         let auth = AuthService::new(config.auth.clone(), Arc::clone(&backends.clock), backends.auth.clone())
             .map_err(|e| AppError::Unsupported(format!("auth setup: {e}")))?;
-        let publishing = match &backends.postgres {
-            Some(store) => crate::publishing::EventPublishing::start(&config, store)
-                .await
-                .map_err(|e| AppError::Connect {
-                    backend: "kafka",
-                    reason: e.to_string(),
-                })?,
-            None => None,
-        };
         let state = AppState::new(Services {
             auth: Arc::new(auth),
             repo,

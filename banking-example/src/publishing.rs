@@ -205,14 +205,12 @@ impl EventPublishing {
                 // command: the relay decodes only what commits after the
                 // slot's creation, so an event committed earlier would never
                 // be published. Creating it waits for the write
-                // transactions running on the cluster. A taken slot name or
-                // a cluster without logical decoding is reported at once
-                // (and then by /health/ready until fixed; the relay keeps
-                // trying), not discovered by a reader.
-                match relay.ensure_slot().await {
-                    Ok(true) => tracing::info!(slot, "created the CDC relay's replication slot"),
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, "the CDC relay cannot use its replication slot"),
+                // transactions running on the cluster. Without it (a taken
+                // slot name, a cluster without logical decoding) the
+                // server does not start: it would take commands it can
+                // never publish.
+                if relay.ensure_slot().await.map_err(setup)? {
+                    tracing::info!(slot, "created the CDC relay's replication slot");
                 }
                 tracing::info!(
                     brokers,
