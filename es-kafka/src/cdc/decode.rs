@@ -193,5 +193,10 @@ mod tests {
         assert_eq!(at.to_rfc3339(), "2026-11-27T08:42:18.955557+00:00");
         assert_eq!(parse_change("table s.t: DELETE: id[bigint]:1").unwrap(), Change::Other);
         assert!(parse_change("table s.t: INSERT: a[text]:'open").is_err());
+        // A schema that is a keyword comes quoted.
+        let Change::Insert { table, .. } = parse_change("table \"time\".events: INSERT: a[text]:'x'").unwrap() else {
+            panic!("not an insert")
+        };
+        assert_eq!(table, "\"time\".events");
     }
 }

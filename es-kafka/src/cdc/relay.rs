@@ -44,7 +44,7 @@ pub struct CdcRelay {
     pool: PgPool,
     publisher: Arc<KafkaPublisher>,
     config: CdcConfig,
-    table: String,
+    table: EventsTable,
     health: Arc<PublishHealth>,
     /// Highest global position acknowledged so far (0: none yet).
     acked_position: Arc<AtomicU64>,
@@ -108,7 +108,7 @@ impl CdcRelay {
         let schema = crate::ident::check(&config.schema)?;
         crate::ident::check(&config.slot)?;
         Ok(Self {
-            table: format!("{schema}.events"),
+            table: EventsTable::of(schema),
             health: Arc::new(PublishHealth::new(METHOD, config.unhealthy_after)),
             acked_position: Arc::new(AtomicU64::new(0)),
             pool,
@@ -134,7 +134,7 @@ impl CdcRelay {
         } else {
             let n: i64 = sqlx::query_scalar(&format!(
                 "SELECT count(*) FROM (SELECT 1 FROM {} WHERE global_position > $1 LIMIT 10000000) x",
-                self.table
+                self.table.sql
             ))
             .bind(acked as i64)
             .fetch_one(&self.pool)
@@ -215,7 +215,7 @@ impl CdcRelay {
             };
             match parse_change(&data).map_err(decode_err)? {
                 Change::Begin => open.clear(),
-                Change::Insert { table, columns } if table == self.table => {
+                Change::Insert { table, columns } if self.table.is(&table) => {
                     open.push(event_from_columns(&columns).map_err(decode_err)?);
                 }
                 Change::Insert { .. } | Change::Other => {}
@@ -330,9 +330,52 @@ impl CdcRelay {
     }
 }
 
+/// The names of `{schema}.events`.
+#[derive(Debug, Clone)]
+struct EventsTable {
+    /// As SQL writes it: the schema quoted, which a keyword (`time`,
+    /// `values`, ...) needs.
+    sql: String,
+    /// As `test_decoding` prints it: the schema quoted only when it is a
+    /// keyword (the schema is a plain identifier, `ident::check`).
+    plain: String,
+}
+
+impl EventsTable {
+    fn of(schema: &str) -> Self {
+        Self {
+            sql: format!("\"{schema}\".events"),
+            plain: format!("{schema}.events"),
+        }
+    }
+
+    /// Whether `decoded`, a table name of a decoded change, is this table.
+    fn is(&self, decoded: &str) -> bool {
+        decoded == self.plain || decoded == self.sql
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_events_table_is_recognised_quoted_or_not() {
+        let names = EventsTable::of("time");
+        assert_eq!(names.sql, "\"time\".events");
+        for decoded in ["time.events", "\"time\".events"] {
+            assert!(names.is(decoded), "{decoded}");
+        }
+        for other in [
+            "time.outbox",
+            "\"time\".outbox",
+            "times.events",
+            "\"times\".events",
+            "events",
+        ] {
+            assert!(!names.is(other), "{other}");
+        }
+    }
 
     #[test]
     fn safe_lsn_stops_before_a_partly_published_transaction() {
