@@ -31,6 +31,9 @@ impl std::fmt::Debug for KafkaSecurity {
 /// of the PostgreSQL store's 16 pooled connections while appends come.
 pub const MAX_PG_BATCH_PROCESSORS: usize = 8;
 
+/// The longest `TRANSFER_TIMEOUT_SECS`: 366 days.
+pub const MAX_TRANSFER_TIMEOUT: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// The server's group-commit writers when `PG_BATCH_PROCESSORS` is unset:
 /// one, below es-postgres's default of two. A server's appends arrive one
 /// by one as requests finish their HTTP work; one writer gathers twice as
@@ -287,6 +290,14 @@ impl AppConfig {
         }
         if let Some(v) = get("TRANSFER_TIMEOUT_SECS") {
             c.transfer_timeout = Duration::from_secs(parse("TRANSFER_TIMEOUT_SECS", &v)?);
+            // A deadline is the request's time plus this: bounded, so the
+            // sum stays a date (a larger value failed every transfer).
+            if c.transfer_timeout.is_zero() || c.transfer_timeout > MAX_TRANSFER_TIMEOUT {
+                return Err(ConfigError::Invalid {
+                    name: "TRANSFER_TIMEOUT_SECS",
+                    reason: format!("{v:?} is not 1-{}", MAX_TRANSFER_TIMEOUT.as_secs()),
+                });
+            }
         }
         if let Some(v) = get("RATE_LIMIT_REQUESTS_PER_MINUTE") {
             c.rate_limit.requests_per_minute = parse("RATE_LIMIT_REQUESTS_PER_MINUTE", &v)?;
@@ -432,5 +443,11 @@ mod tests {
         let err = AppConfig::from_lookup(|k| (k == "RATE_LIMIT_BURST").then(|| "many".to_string())).unwrap_err();
         assert!(err.to_string().contains("RATE_LIMIT_BURST"));
         assert!(AppConfig::from_lookup(|k| (k == "MAX_TRANSACTION_AMOUNT").then(|| "1.001".into())).is_err());
+        for bad in ["0", "31622401", "18446744073709551615"] {
+            let err = AppConfig::from_lookup(|k| (k == "TRANSFER_TIMEOUT_SECS").then(|| bad.into())).unwrap_err();
+            assert!(err.to_string().contains("TRANSFER_TIMEOUT_SECS"), "{bad}: {err}");
+        }
+        let year = AppConfig::from_lookup(|k| (k == "TRANSFER_TIMEOUT_SECS").then(|| "31622400".into())).unwrap();
+        assert_eq!(year.transfer_timeout, MAX_TRANSFER_TIMEOUT);
     }
 }
