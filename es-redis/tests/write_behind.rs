@@ -465,6 +465,60 @@ async fn a_diverged_stream_is_reported_and_nothing_is_overwritten() {
     store.shutdown().await;
 }
 
+/// The version key of a stream with appends still pending is lost (evicted
+/// under an `allkeys-*` policy, deleted by hand): the version read again
+/// is past those appends, not the store's, so an append decided on the
+/// store's version conflicts instead of taking their versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_version_key_never_lets_an_append_take_a_pending_ones_versions() {
+    let schema = testing::fresh_schema("wbvkey");
+    let prefix = prefix();
+    let inner = pg(&schema).await;
+    let store = write_behind(
+        Arc::clone(&inner),
+        &redis_url(),
+        WriteBehindConfig {
+            spawn_flusher: false,
+            ..config(&prefix)
+        },
+    )
+    .await;
+    let id = StreamId::from("acct");
+    let pending = [event(1), event(2), event(3)];
+    store
+        .append("account", &id, ExpectedVersion::Exact(0), vec![pending[0].clone()])
+        .await
+        .expect("admitted");
+    store
+        .append("account", &id, ExpectedVersion::Exact(1), pending[1..].to_vec())
+        .await
+        .expect("admitted");
+    let mut c = common::raw().await;
+    redis::cmd("DEL")
+        .arg(format!("{prefix}:v:acct"))
+        .query_async::<()>(&mut c)
+        .await
+        .expect("del");
+    // Decided on the store's version (nothing flushed yet).
+    let late = store
+        .append("account", &id, ExpectedVersion::Exact(0), vec![event(9)])
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::Conflict { actual: 3, .. })),
+        "got {late:?}"
+    );
+    store
+        .append("account", &id, ExpectedVersion::Exact(3), vec![event(4)])
+        .await
+        .expect("admitted after the pending ones");
+    drain(store.flusher()).await;
+    let log = verified_log(&inner, 4).await;
+    let ids: Vec<uuid::Uuid> = pending.iter().map(|e| e.event_id).collect();
+    assert_eq!(log[&id].len(), 4, "{log:?}");
+    assert_eq!(log[&id][..3], ids[..], "the pending appends kept their versions");
+    store.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flusher_that_cannot_write_reports_itself_stuck() {
     let schema = testing::fresh_schema("wbstuck");

@@ -98,11 +98,21 @@ end
 return out
 ";
 
-/// Records the store's version of streams Redis has no version of (never
-/// over one it has). ARGV: prefix, then stream, version pairs.
+/// Records the version of streams Redis has no version of (never over one
+/// it has): the store's, or past it the last version of the stream's
+/// appends still pending here (the version key can be lost while they
+/// are: evicted, deleted by hand), so an admission never takes a pending
+/// append's versions again. ARGV: prefix, then stream, store version pairs.
 const INIT: &str = r"
+local P = ARGV[1]
 for i = 2, #ARGV, 2 do
-  redis.call('SET', ARGV[1] .. ':v:' .. ARGV[i], ARGV[i + 1], 'NX')
+  local sid, v = ARGV[i], tonumber(ARGV[i + 1])
+  local pending = redis.call('HGETALL', P .. ':p:' .. sid)
+  for j = 1, #pending, 2 do
+    local last = tonumber(pending[j]) + #cjson.decode(pending[j + 1]).e - 1
+    if last > v then v = last end
+  end
+  redis.call('SET', P .. ':v:' .. sid, v, 'NX')
 end
 return 1
 ";
