@@ -519,6 +519,55 @@ async fn a_lost_version_key_never_lets_an_append_take_a_pending_ones_versions() 
     store.shutdown().await;
 }
 
+/// A late copy of an acknowledgement (a retried script whose first send
+/// ran after all, once the next round had taken its batch) leaves the next
+/// round's batch alone: that round fails before its write, and the batch
+/// is still there for the round after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_acknowledgement_leaves_the_next_rounds_batch_alone() {
+    let schema = testing::fresh_schema("wback");
+    let prefix = prefix();
+    let inner = pg(&schema).await;
+    let store = write_behind(
+        Arc::clone(&inner),
+        &redis_url(),
+        WriteBehindConfig {
+            spawn_flusher: false,
+            shards: 1,
+            ..config(&prefix)
+        },
+    )
+    .await;
+    let id = StreamId::from("acct");
+    store
+        .append("account", &id, ExpectedVersion::Exact(0), vec![event(1)])
+        .await
+        .expect("admitted");
+    let flusher = store.flusher();
+    let first = flusher.take().await.expect("take");
+    assert_eq!(first.appends.len(), 1);
+    flusher.write(&first).await.expect("write");
+    flusher.acknowledge(&first).await.expect("acknowledge");
+
+    store
+        .append("account", &id, ExpectedVersion::Exact(1), vec![event(2)])
+        .await
+        .expect("admitted");
+    let second = flusher.take().await.expect("take");
+    assert_eq!(second.appends.len(), 1);
+    // The first round's acknowledgement again, now; then the second round
+    // ends before its write (a store error, a crash).
+    flusher.acknowledge(&first).await.expect("late acknowledge");
+    drop(second);
+    drain(flusher).await;
+    assert_eq!(
+        verified_log(&inner, 2).await[&id].len(),
+        2,
+        "the second append is stored"
+    );
+    store.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flusher_that_cannot_write_reports_itself_stuck() {
     let schema = testing::fresh_schema("wbstuck");

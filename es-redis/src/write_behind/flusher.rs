@@ -40,6 +40,8 @@ pub struct TakenAppend {
     pub admitted_ms: i64,
     /// Its stream type and events; `None` when Redis lost the body.
     body: Option<PendingBody>,
+    /// Its entry in the shard's lists, as Redis holds it.
+    entry: String,
 }
 
 impl TakenAppend {
@@ -226,6 +228,7 @@ impl<S: EventStore + ?Sized> Flusher<S> {
                     first_version: entry.first_version,
                     admitted_ms: entry.admitted_ms,
                     body,
+                    entry: raw.clone(),
                 });
             }
         }
@@ -434,7 +437,14 @@ impl<S: EventStore + ?Sized> Flusher<S> {
                 .into_bytes(),
             taken.shards.len().to_string().into_bytes(),
         ];
-        args.extend(taken.shards.iter().map(|s| s.to_string().into_bytes()));
+        // Per shard the entries taken from it, as its list holds them:
+        // only that list is acknowledged.
+        for shard in &taken.shards {
+            let entries: Vec<&TakenAppend> = taken.appends.iter().filter(|a| a.shard == *shard).collect();
+            args.push(shard.to_string().into_bytes());
+            args.push(entries.len().to_string().into_bytes());
+            args.extend(entries.iter().map(|a| a.entry.as_bytes().to_vec()));
+        }
         for a in &taken.appends {
             if let Some(b) = &a.body {
                 args.extend(b.events.iter().map(|e| e.event_id.to_string().into_bytes()));

@@ -168,30 +168,45 @@ end
 return out
 ";
 
-/// Ends a round: per shard still held, drops the written appends'
-/// bodies and the processing list; lets the written ids expire after the
-/// grace period. ARGV: prefix, owner, grace ms, shard count, shards, ids.
-/// Returns per shard 1 (acknowledged) or 0 (lease lost: left as is).
+/// Ends a round: per shard still held whose processing list is still the
+/// one the round took, drops those appends' bodies and the list; lets the
+/// written ids expire after the grace period. A list that is not the
+/// round's any more (a late copy of an acknowledgement already done, the
+/// list since refilled by the next round) is left alone. ARGV: prefix,
+/// owner, grace ms, shard count, then per shard: shard, entry count, the
+/// entries it took; then the ids. Returns per shard 1 (acknowledged) or 0
+/// (lease lost: left as is).
 const ACK: &str = r"
 local P, owner, grace, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local out = {}
-for i = 5, 4 + n do
-  local s = ARGV[i]
+local i = 5
+for _ = 1, n do
+  local s, k = ARGV[i], tonumber(ARGV[i + 1])
+  local first = i + 2
+  i = first + k
   if redis.call('GET', P .. ':l:' .. s) == owner then
     local rk = P .. ':r:' .. s
-    for _, e in ipairs(redis.call('LRANGE', rk, 0, -1)) do
-      local a = string.find(e, ':', 1, true)
-      local b = string.find(e, ':', a + 1, true)
-      redis.call('HDEL', P .. ':p:' .. string.sub(e, b + 1), string.sub(e, a + 1, b - 1))
+    local held = redis.call('LRANGE', rk, 0, -1)
+    local same = #held == k
+    for j = 1, k do
+      if not same then break end
+      same = held[j] == ARGV[first + j - 1]
     end
-    redis.call('DEL', rk)
+    if same then
+      for _, e in ipairs(held) do
+        local a = string.find(e, ':', 1, true)
+        local b = string.find(e, ':', a + 1, true)
+        redis.call('HDEL', P .. ':p:' .. string.sub(e, b + 1), string.sub(e, a + 1, b - 1))
+      end
+      redis.call('DEL', rk)
+    end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
 end
-for i = 5 + n, #ARGV do
-  redis.call('PEXPIRE', P .. ':e:' .. ARGV[i], grace)
+for j = i, #ARGV do
+  redis.call('PEXPIRE', P .. ':e:' .. ARGV[j], grace)
 end
 return out
 ";
