@@ -12,6 +12,7 @@ use common::{append_n, assert_complete_in_order, relay, versions_by_stream, with
 use es_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use es_kafka::{CdcRelay, KafkaPublisher};
 use es_postgres::PostgresEventStore;
+use futures::FutureExt;
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -215,4 +216,81 @@ async fn the_slot_never_passes_a_transaction_acknowledged_in_part() {
         assert_eq!(big.event.payload, json!({ "memo": "x".repeat(20_000) }));
     })
     .await;
+}
+
+/// The relay's database idle while another database of the cluster
+/// writes: the slot still moves along (it would keep all that WAL
+/// otherwise), and what is appended afterwards is relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_slot_moves_along_while_other_databases_write() {
+    common::ensure_database().await;
+    let shared = PgPool::connect(&common::database_url()).await.unwrap();
+    let database = common::unique("es_kafka_idle");
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&shared)
+        .await
+        .unwrap();
+    let url = match common::database_url().rsplit_once('/') {
+        Some((server, rest)) => match rest.split_once('?') {
+            Some((_, query)) => format!("{server}/{database}?{query}"),
+            None => format!("{server}/{database}"),
+        },
+        None => panic!("no database in the test URL"),
+    };
+    // The database is dropped whatever happens (as the slot is).
+    let outcome = std::panic::AssertUnwindSafe(idle_database_scenario(&url, &shared))
+        .catch_unwind()
+        .await;
+    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .execute(&shared)
+        .await
+        .unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn idle_database_scenario(url: &str, shared: &PgPool) {
+    let store = PostgresEventStore::connect(url, es_postgres::EventStoreConfig::with_schema("bank".to_owned()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 1).await;
+    let (store_ref, kafka_ref, shared_ref) = (&store, &kafka, shared);
+    with_slot(store_ref, kafka_ref, |slot| async move {
+        let r = relay(store_ref, kafka_ref.publisher(), &slot);
+        assert_eq!(r.relay_once().await.unwrap().transactions, 0);
+        let before = confirmed(store_ref.pool(), &slot).await;
+        // Another database writes (and flushes).
+        let scratch = common::unique("idle_wal");
+        for statement in [
+            format!("CREATE TABLE {scratch} (x int)"),
+            format!("INSERT INTO {scratch} SELECT generate_series(1, 1000)"),
+            format!("DROP TABLE {scratch}"),
+        ] {
+            sqlx::query(&statement).execute(shared_ref).await.unwrap();
+        }
+        let written: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
+            .fetch_one(shared_ref)
+            .await
+            .unwrap();
+        let idle = r.relay_once().await.unwrap();
+        assert_eq!(idle.transactions, 0, "nothing of this database to relay");
+        let after = confirmed(store_ref.pool(), &slot).await;
+        assert!(
+            after >= lsn(&written) && after > before,
+            "the slot moved past the other database's WAL: {before:X} -> {after:X}, written up to {written}"
+        );
+        // Appended after the move: relayed.
+        append_n(store_ref, "account", "late", 2).await;
+        relay_until_published(&r, 2).await;
+        let reads = kafka_ref.read_topic(&topic).await;
+        assert_eq!(
+            versions_by_stream(&reads),
+            BTreeMap::from([("late".into(), vec![1, 2])])
+        );
+    })
+    .await;
+    store.pool().close().await;
 }

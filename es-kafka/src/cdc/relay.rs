@@ -70,6 +70,11 @@ pub struct ChangeBatch {
     /// Per complete transaction: its commit LSN and how many of `events`
     /// it contributed (transactions of other tables contribute 0).
     pub transactions: Vec<(String, usize)>,
+    /// When the slot had nothing to decode: the WAL position flushed
+    /// before it was read, which the slot may move to. Its database idle,
+    /// the slot would otherwise stay where it is while other databases of
+    /// the cluster write, and keep their WAL.
+    pub idle_upto: Option<String>,
 }
 
 impl ChangeBatch {
@@ -205,8 +210,11 @@ impl CdcRelay {
 
     /// Reads (peeks, without consuming) the next whole transactions.
     pub async fn read_batch(&self) -> Result<ChangeBatch, CdcError> {
-        let rows = slot::peek(&self.pool, &self.config.slot, self.config.max_changes).await?;
-        let mut batch = ChangeBatch::default();
+        let (rows, flushed) = slot::peek(&self.pool, &self.config.slot, self.config.max_changes).await?;
+        let mut batch = ChangeBatch {
+            idle_upto: rows.is_empty().then_some(flushed),
+            ..ChangeBatch::default()
+        };
         let mut open: Vec<RecordedEvent> = Vec::new();
         for (lsn, data) in rows {
             let decode_err = |reason: String| CdcError::Decode {
@@ -249,7 +257,7 @@ impl CdcRelay {
                     .push(telemetry::record_lag(METHOD, *committed_at, d.acked_at));
             }
         }
-        if let Some(lsn) = batch.safe_lsn(prefix) {
+        if let Some(lsn) = batch.safe_lsn(prefix).or(batch.idle_upto.as_deref()) {
             slot::advance(&self.pool, &self.config.slot, lsn).await?;
             outcome.advanced_to = Some(lsn.to_owned());
         }
@@ -382,6 +390,7 @@ mod tests {
         let batch = ChangeBatch {
             events: Vec::new(),
             transactions: vec![("0/1".into(), 2), ("0/2".into(), 0), ("0/3".into(), 3)],
+            idle_upto: None,
         };
         assert_eq!(batch.safe_lsn(0), None);
         assert_eq!(batch.safe_lsn(1), None);

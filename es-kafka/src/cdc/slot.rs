@@ -147,8 +147,12 @@ pub(crate) async fn drop(pool: &PgPool, slot: &str) -> Result<(), CdcError> {
 
 /// Decodes (without consuming) up to `max_changes` changes, whole
 /// transactions only, with ISO timestamps in UTC.
-pub(crate) async fn peek(pool: &PgPool, slot: &str, max_changes: i32) -> Result<Vec<PeekRow>, CdcError> {
+pub(crate) async fn peek(pool: &PgPool, slot: &str, max_changes: i32) -> Result<(Vec<PeekRow>, String), CdcError> {
     let mut tx = pool.begin().await?;
+    // Read before the peek, which decodes at least up to here.
+    let flushed: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
+        .fetch_one(&mut *tx)
+        .await?;
     sqlx::query("SET LOCAL TimeZone = 'UTC'").execute(&mut *tx).await?;
     sqlx::query("SET LOCAL DateStyle = 'ISO, YMD'")
         .execute(&mut *tx)
@@ -162,10 +166,11 @@ pub(crate) async fn peek(pool: &PgPool, slot: &str, max_changes: i32) -> Result<
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    rows.iter()
+    let rows = rows
+        .iter()
         .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
-        .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map_err(CdcError::from)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok((rows, flushed))
 }
 
 /// Moves the slot's confirmed position to `lsn`: changes of transactions
