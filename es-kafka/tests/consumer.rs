@@ -181,6 +181,52 @@ async fn a_message_that_failed_is_consumed_again_by_the_next_call() {
     );
 }
 
+/// A message of a stream whose value does not decode, but whose key and
+/// version header say where it belongs: dead-lettered, and the stream's
+/// later versions are applied, not held back as early for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_undecodable_message_does_not_hold_its_stream_back() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 1).await;
+    let cfg = config(&kafka, &common::unique("g"), &topic);
+    kafka.create_topic(&cfg.dead_letter_topic, 1).await;
+    let publisher = kafka.publisher();
+    assert!(publisher
+        .publish(&[event("u", 1, "Deposited")])
+        .await
+        .iter()
+        .all(Result::is_ok));
+    publisher
+        .producer()
+        .send(
+            FutureRecord::to(&topic).key("u").payload("not json").headers(
+                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: headers::STREAM_VERSION,
+                    value: Some("2"),
+                }),
+            ),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(publisher
+        .publish(&[event("u", 3, "Deposited")])
+        .await
+        .iter()
+        .all(Result::is_ok));
+    let projector = Arc::new(Recorder::default());
+    let c = KafkaProjectionConsumer::new(cfg, projector.clone(), Arc::new(InMemoryDedup::new())).unwrap();
+    let mut handled = Vec::new();
+    for _ in 0..3 {
+        handled.push(next(&c).await);
+    }
+    assert_eq!(handled, vec![Handled::Applied, Handled::DeadLettered, Handled::Applied]);
+    assert_eq!(
+        *projector.applied.lock().unwrap(),
+        vec![("u".into(), 1), ("u".into(), 3)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_ahead_of_a_missing_version_waits_for_the_republication() {
     let kafka = Kafka::start();

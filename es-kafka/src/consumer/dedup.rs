@@ -21,6 +21,13 @@ pub trait DedupStore: Send + Sync + 'static {
 }
 
 /// A [`DedupStore`] in memory: one entry per stream seen.
+///
+/// It lasts a process and knows only what its own member handled: for a
+/// group of one member. With several, a partition that comes back to a
+/// member after another one handled some of its streams meets versions
+/// this store has not seen, and takes every later event of those streams
+/// for an early one (skipped). Give a group of several members a store
+/// they share, next to the read model.
 #[derive(Debug, Default)]
 pub struct InMemoryDedup {
     versions: Mutex<HashMap<StreamId, u64>>,

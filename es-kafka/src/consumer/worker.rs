@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use es_core::{BoxError, Projector, RecordedEvent};
+use es_core::{BoxError, Projector, RecordedEvent, StreamId};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -16,13 +16,25 @@ use tracing::Instrument;
 use super::dedup::{verdict, DedupStore, Verdict};
 use super::{dead_letter, ConsumerConfig};
 use crate::error::{ConsumerError, SetupError};
-use crate::message::decode_envelope;
+use crate::message::{decode_envelope, header_str};
 use crate::telemetry;
 
 /// The pause after a passing consumption error, before waiting again.
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// How long rewinding a partition after a failed message may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The stream and version a message names in its key and
+/// [`headers::STREAM_VERSION`](crate::message::headers::STREAM_VERSION)
+/// header, when both are there (what the publishers write beside the
+/// envelope).
+fn stream_position(msg: &BorrowedMessage<'_>) -> Option<(StreamId, u64)> {
+    let stream = std::str::from_utf8(msg.key()?).ok()?;
+    let version = header_str(msg.headers()?, crate::message::headers::STREAM_VERSION)?
+        .parse()
+        .ok()?;
+    Some((StreamId::from(stream), version))
+}
 
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +231,20 @@ impl KafkaProjectionConsumer {
             Err(e) => {
                 let error = format!("undecodable envelope: {e}");
                 tracing::warn!(%error, "dead-lettering message");
-                return self.dead_letter(msg, &error, 0, &name).await;
+                let handled = self.dead_letter(msg, &error, 0, &name).await?;
+                // Its place in its stream, when its key and headers tell it
+                // and it is the next version: the versions after it are not
+                // early (they would be skipped for good).
+                if let Some((stream, version)) = stream_position(msg) {
+                    let last = self.dedup.last_version(&stream).await.map_err(ConsumerError::Dedup)?;
+                    if verdict(last, version) == Verdict::Apply {
+                        self.dedup
+                            .record(&stream, version)
+                            .await
+                            .map_err(ConsumerError::Dedup)?;
+                    }
+                }
+                return Ok(handled);
             }
         };
         let last = self
