@@ -247,6 +247,37 @@ async fn a_deadline_recorded_by_the_timer_survives_a_restart() {
 }
 
 #[tokio::test]
+async fn a_process_that_cannot_be_loaded_does_not_hold_back_the_deadlines_after_it() {
+    let d = Durable::new();
+    let (driver, _) = d.start(d.store.clone());
+    driver.repository().execute("p2", request(30)).await.unwrap();
+    // "p1" is due first, but its stream is not a payment's.
+    d.store
+        .append(
+            "payment",
+            &"p1".into(),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Garbage", serde_json::json!(1))],
+        )
+        .await
+        .unwrap();
+    for (id, secs) in [("p1", 5), ("p2", 10)] {
+        d.deadlines
+            .set("payments", &id.into(), Some(t0() + Duration::seconds(secs)))
+            .await
+            .unwrap();
+    }
+    d.clock.advance(Duration::seconds(11));
+    let failed = driver.record_due_deadlines().await;
+    assert!(
+        matches!(&failed, Err(ProcessError::Store { process_id, .. }) if process_id.as_str() == "p1"),
+        "{failed:?}"
+    );
+    let p2 = driver.repository().load("p2").await.unwrap().state;
+    assert!(p2.timed_out, "p2's deadline was recorded all the same");
+}
+
+#[tokio::test]
 async fn a_late_runner_records_the_deadline_before_issuing_anything() {
     let d = Durable::new();
     let (driver, runner) = d.start(d.store.clone());

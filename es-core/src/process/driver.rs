@@ -330,33 +330,65 @@ impl<M: ProcessManager> ProcessDriver<M> {
     /// process due, the manager's [`on_deadline`](ProcessManager::on_deadline)
     /// fact, on top of the version it was decided on. The recorded fact
     /// wakes the runner, which does the rest. Returns how many were
-    /// recorded.
+    /// recorded; when a process fails (its stream unreadable, the store
+    /// down), the others are still recorded, and the first failure is
+    /// returned.
     #[tracing::instrument(level = "debug", name = "es.process.deadlines", skip(self), fields(process = self.manager.name()))]
     pub async fn record_due_deadlines(&self) -> Result<usize, ProcessError> {
         let name = self.manager.name();
         let now = self.clock.now();
         let due = self.deadlines.due(name, now, self.config.deadline_batch).await?;
         let mut recorded = 0;
+        // A process that fails (its stream unreadable, say) is reported
+        // once all the others had their turn: it comes first in every
+        // later batch too, and must not hold back the deadlines after it.
+        let mut first_error = None;
         for (process_id, _) in due {
-            let loaded = self
-                .repo
-                .load(process_id.as_str())
-                .await
-                .map_err(|e| Self::store_err(&process_id, e))?;
-            let deadline = self.manager.deadline(&loaded.state);
-            match deadline {
-                Some(at) if at <= now => match self.manager.on_deadline(&loaded.state, now) {
-                    Some(record) => {
-                        self.record_deadline(&process_id, record, loaded.version).await?;
-                        recorded += 1;
-                    }
-                    None => self.deadlines.set(name, &process_id, None).await?,
-                },
-                // Moved on (or later): the index follows the state.
-                other => self.deadlines.set(name, &process_id, other).await?,
+            match self.record_due_deadline(&process_id, now).await {
+                Ok(true) => recorded += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(process = name, %process_id, error = %e, "recording a passed deadline failed");
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(recorded)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(recorded),
+        }
+    }
+
+    /// Records `process_id`'s deadline if it passed by `now`, else moves
+    /// the index to where its state says; returns whether it recorded one.
+    async fn record_due_deadline(
+        &self,
+        process_id: &StreamId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, ProcessError> {
+        let name = self.manager.name();
+        let loaded = self
+            .repo
+            .load(process_id.as_str())
+            .await
+            .map_err(|e| Self::store_err(process_id, e))?;
+        match self.manager.deadline(&loaded.state) {
+            Some(at) if at <= now => match self.manager.on_deadline(&loaded.state, now) {
+                Some(record) => {
+                    self.record_deadline(process_id, record, loaded.version).await?;
+                    Ok(true)
+                }
+                None => {
+                    self.deadlines.set(name, process_id, None).await?;
+                    Ok(false)
+                }
+            },
+            // Moved on (or later): the index follows the state.
+            other => {
+                self.deadlines.set(name, process_id, other).await?;
+                Ok(false)
+            }
+        }
     }
 
     /// Records passed deadlines every `deadline_interval` until `shutdown`
