@@ -73,8 +73,10 @@ impl PublishError {
     /// it again cannot succeed (it cannot be encoded, or the broker refuses
     /// it as too large or invalid). Everything else — brokers down or
     /// unreachable, timeouts, a producer that had to be recreated, a
-    /// stream blocked behind an earlier failure — is transient: the outbox
-    /// poller retries it without counting an attempt, so an outage never
+    /// stream blocked behind an earlier failure, a topic the producer is
+    /// not authorized for (an ACL is a setting of the broker, fixed there,
+    /// not a fault of the rows) — is transient: the outbox poller retries
+    /// it without counting an attempt, so an outage or a missing ACL never
     /// parks healthy rows.
     pub fn is_permanent(&self) -> bool {
         use rdkafka::types::RDKafkaErrorCode as C;
@@ -89,7 +91,6 @@ impl PublishError {
                         | C::InvalidRecord
                         | C::MessageBatchTooLarge
                         | C::BadMessage
-                        | C::TopicAuthorizationFailed
                         | C::InvalidTopic
                 )
             ),
@@ -183,4 +184,29 @@ pub enum ConsumerError {
         #[source]
         source: KafkaError,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PublishError;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    fn delivery(code: C) -> PublishError {
+        PublishError::Delivery {
+            event_id: uuid::Uuid::nil(),
+            topic: "t".into(),
+            source: KafkaError::MessageProduction(code),
+        }
+    }
+
+    #[test]
+    fn only_the_messages_own_faults_are_permanent() {
+        for own in [C::MessageSizeTooLarge, C::InvalidRecord, C::InvalidTopic] {
+            assert!(delivery(own).is_permanent(), "{own:?}");
+        }
+        for passing in [C::TopicAuthorizationFailed, C::AllBrokersDown, C::MessageTimedOut] {
+            assert!(!delivery(passing).is_permanent(), "{passing:?}");
+        }
+    }
 }
