@@ -568,6 +568,81 @@ async fn a_late_acknowledgement_leaves_the_next_rounds_batch_alone() {
     store.shutdown().await;
 }
 
+/// A round in which one stream's append is refused for good and another
+/// stream's write fails (the store down for a moment): the round is taken
+/// again whole, and the refused append is in the dead list once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_append_is_dead_lettered_once_when_its_round_is_repeated() {
+    use es_core::testing::{Crash, CrashingStore};
+    let schema = testing::fresh_schema("wbdead");
+    let prefix = prefix();
+    let pg: Arc<dyn EventStore> = pg(&schema).await;
+    // Store appends: #1 the first flush; in the next round #2 the refused
+    // append, #3 the other stream's, which fails.
+    let inner = Arc::new(CrashingStore::new(
+        Arc::clone(&pg),
+        [(3, Crash::Before)].into_iter().collect(),
+    ));
+    let store = WriteBehindStore::builder(Arc::clone(&inner))
+        .redis(redis(&redis_url()))
+        .config(WriteBehindConfig {
+            spawn_flusher: false,
+            shards: 1,
+            ..config(&prefix)
+        })
+        .build()
+        .await
+        .expect("write-behind store");
+    let bad = StreamId::from("bad");
+    for v in 0..3 {
+        store
+            .append("account", &bad, ExpectedVersion::Exact(v), vec![event(v)])
+            .await
+            .expect("admitted");
+    }
+    let flusher = store.flusher();
+    let first = flusher.take().await.expect("take");
+    flusher.write(&first).await.expect("write");
+    flusher.acknowledge(&first).await.expect("acknowledge");
+    // Redis goes back in time for "bad" (as in the divergence test).
+    let mut c = common::raw().await;
+    redis::cmd("SET")
+        .arg(format!("{prefix}:v:bad"))
+        .arg(2)
+        .query_async::<()>(&mut c)
+        .await
+        .expect("set");
+    store
+        .append("account", &bad, ExpectedVersion::Exact(2), vec![event(99)])
+        .await
+        .expect("admitted by the stale version");
+    store
+        .append(
+            "account",
+            &StreamId::from("ok"),
+            ExpectedVersion::Exact(0),
+            vec![event(1)],
+        )
+        .await
+        .expect("admitted");
+    let round = flusher.take().await.expect("take");
+    assert!(flusher.write(&round).await.is_err(), "the round fails");
+    let again = flusher.take().await.expect("take again");
+    assert_eq!(again.appends.len(), 2, "the same two appends");
+    let written = flusher.write(&again).await.expect("write");
+    assert_eq!(written.diverged, 1);
+    flusher.acknowledge(&again).await.expect("acknowledge");
+    let dead: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{prefix}:dead"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .expect("dead list");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    store.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flusher_that_cannot_write_reports_itself_stuck() {
     let schema = testing::fresh_schema("wbstuck");

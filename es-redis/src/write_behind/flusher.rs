@@ -277,7 +277,9 @@ impl<S: EventStore + ?Sized> Flusher<S> {
                 Err(e) => failure = Some(e),
             }
         }
-        if !dead.is_empty() {
+        // Only a round that completes records its refused appends: a round
+        // that fails is taken again whole, and would record them twice.
+        if failure.is_none() && !dead.is_empty() {
             let mut args = vec![self.config.key_prefix.clone().into_bytes()];
             for (append, reason) in &dead {
                 tracing::error!(stream = %append.stream_id, first_version = append.first_version, %reason,
