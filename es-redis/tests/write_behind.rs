@@ -124,6 +124,39 @@ async fn drain(flusher: &Flusher<PostgresEventStore>) {
     }
 }
 
+/// A write-behind store over a fresh schema, flushed only by the test
+/// (no flusher task), with `shards` shard lists; its key prefix and the
+/// store under it.
+async fn flushed_by_hand(
+    schema_prefix: &str,
+    shards: u32,
+) -> (String, Arc<PostgresEventStore>, WriteBehindStore<PostgresEventStore>) {
+    let prefix = prefix();
+    let inner = pg(&testing::fresh_schema(schema_prefix)).await;
+    let store = write_behind(
+        Arc::clone(&inner),
+        &redis_url(),
+        WriteBehindConfig {
+            spawn_flusher: false,
+            shards,
+            ..config(&prefix)
+        },
+    )
+    .await;
+    (prefix, inner, store)
+}
+
+/// The dead list under `prefix`.
+async fn dead_list(c: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(format!("{prefix}:dead"))
+        .arg(0)
+        .arg(-1)
+        .query_async(c)
+        .await
+        .expect("dead list")
+}
+
 fn backend(url: &str) -> Arc<RedisBackend> {
     Arc::new(RedisBackend::new("wb-test", &redis(url), &ResilienceConfig::default()).expect("backend"))
 }
@@ -404,18 +437,7 @@ async fn two_processes_appending_to_one_stream_get_gapless_versions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_diverged_stream_is_reported_and_nothing_is_overwritten() {
-    let schema = testing::fresh_schema("wbdiv");
-    let prefix = prefix();
-    let inner = pg(&schema).await;
-    let store = write_behind(
-        Arc::clone(&inner),
-        &redis_url(),
-        WriteBehindConfig {
-            spawn_flusher: false,
-            ..config(&prefix)
-        },
-    )
-    .await;
+    let (prefix, inner, store) = flushed_by_hand("wbdiv", 4).await;
     let id = StreamId::from("acct");
     for v in 0..3 {
         store
@@ -449,13 +471,7 @@ async fn a_diverged_stream_is_reported_and_nothing_is_overwritten() {
         .append("account", &id, ExpectedVersion::Any, vec![event(100)])
         .await;
     assert!(matches!(refused, Err(StoreError::Diverged { .. })), "got {refused:?}");
-    let dead: Vec<String> = redis::cmd("LRANGE")
-        .arg(format!("{prefix}:dead"))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut c)
-        .await
-        .expect("dead list");
+    let dead = dead_list(&mut c, &prefix).await;
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].contains(&ghost.event_id.to_string()),
@@ -471,18 +487,7 @@ async fn a_diverged_stream_is_reported_and_nothing_is_overwritten() {
 /// store's version conflicts instead of taking their versions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_version_key_never_lets_an_append_take_a_pending_ones_versions() {
-    let schema = testing::fresh_schema("wbvkey");
-    let prefix = prefix();
-    let inner = pg(&schema).await;
-    let store = write_behind(
-        Arc::clone(&inner),
-        &redis_url(),
-        WriteBehindConfig {
-            spawn_flusher: false,
-            ..config(&prefix)
-        },
-    )
-    .await;
+    let (prefix, inner, store) = flushed_by_hand("wbvkey", 4).await;
     let id = StreamId::from("acct");
     let pending = [event(1), event(2), event(3)];
     store
@@ -525,19 +530,7 @@ async fn a_lost_version_key_never_lets_an_append_take_a_pending_ones_versions() 
 /// is still there for the round after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_acknowledgement_leaves_the_next_rounds_batch_alone() {
-    let schema = testing::fresh_schema("wback");
-    let prefix = prefix();
-    let inner = pg(&schema).await;
-    let store = write_behind(
-        Arc::clone(&inner),
-        &redis_url(),
-        WriteBehindConfig {
-            spawn_flusher: false,
-            shards: 1,
-            ..config(&prefix)
-        },
-    )
-    .await;
+    let (_, inner, store) = flushed_by_hand("wback", 1).await;
     let id = StreamId::from("acct");
     store
         .append("account", &id, ExpectedVersion::Exact(0), vec![event(1)])
@@ -632,13 +625,7 @@ async fn a_refused_append_is_dead_lettered_once_when_its_round_is_repeated() {
     let written = flusher.write(&again).await.expect("write");
     assert_eq!(written.diverged, 1);
     flusher.acknowledge(&again).await.expect("acknowledge");
-    let dead: Vec<String> = redis::cmd("LRANGE")
-        .arg(format!("{prefix}:dead"))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut c)
-        .await
-        .expect("dead list");
+    let dead = dead_list(&mut c, &prefix).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     store.shutdown().await;
 }
