@@ -363,6 +363,24 @@ async fn child_writer() {
     let schema = std::env::var("WB_SCHEMA").expect("schema");
     let prefix = std::env::var("WB_PREFIX").expect("prefix");
     let store = write_behind(pg(&schema).await, &redis_url(), config(&prefix)).await;
+    // Both writers start together (on a loaded machine one could
+    // otherwise finish before the other starts, and nothing contends).
+    let mut c = common::raw().await;
+    let ready = format!("{prefix}:ready");
+    redis::cmd("INCR")
+        .arg(&ready)
+        .query_async::<()>(&mut c)
+        .await
+        .expect("incr");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: Option<u32> = redis::cmd("GET").arg(&ready).query_async(&mut c).await.expect("get");
+        if n >= Some(2) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the other writer never started");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let id = StreamId::from(stream);
     let mut won = 0;
     let mut seen = store.stream_version(&id).await.expect("version");
