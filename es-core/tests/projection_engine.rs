@@ -463,6 +463,44 @@ async fn dead_letters_can_be_retried_or_skipped() {
     ));
 }
 
+#[tokio::test]
+async fn a_replay_drops_the_dead_letters_it_meets_again_and_never_starts_past_the_checkpoint() {
+    let store = Arc::new(InMemoryEventStore::new());
+    append(&store, json!({})).await;
+    append(&store, json!({"poison": true})).await;
+    append(&store, json!({})).await;
+    let log = Arc::new(Log::default());
+    let runner = ProjectionRunner::new(store.clone(), unit(&log)).with_config(fast(OnFailure::DeadLetter, 10));
+    assert_eq!(runner.catch_up().await.unwrap().dead_lettered, 1);
+
+    // The projector is fixed and the log replayed: event 2 is applied, so
+    // its letter goes (retrying it later would apply it twice).
+    log.poisoned.store(false, Ordering::SeqCst);
+    let report = runner.replay(es_core::ReplayMode::Full).await.unwrap();
+    assert_eq!((report.applied, report.dead_lettered), (3, 0));
+    assert!(runner.dead_letters().await.unwrap().is_empty());
+
+    // The same from a position: letters before it stay, later ones go.
+    log.poisoned.store(true, Ordering::SeqCst);
+    append(&store, json!({"poison": true})).await;
+    let last = append(&store, json!({"poison": true})).await;
+    assert_eq!(runner.catch_up().await.unwrap().dead_lettered, 2);
+    log.poisoned.store(false, Ordering::SeqCst);
+    runner.replay(es_core::ReplayMode::From(last - 1)).await.unwrap();
+    let letters = runner.dead_letters().await.unwrap();
+    assert_eq!(
+        letters.iter().map(|l| l.global_position).collect::<Vec<_>>(),
+        vec![last - 1]
+    );
+
+    // Moving the checkpoint forward would pass over events never applied.
+    let checkpoint = runner.position().await.unwrap();
+    assert!(matches!(
+        runner.replay(es_core::ReplayMode::From(checkpoint + 1)).await,
+        Err(ProjectionError::PastCheckpoint { position, checkpoint: c, .. }) if position == checkpoint + 1 && c == checkpoint
+    ));
+}
+
 // ---- typed projections --------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -584,4 +622,114 @@ async fn typed_projections_get_decoded_upcast_events_and_undecodable_ones_are_no
     let letters = runner.dead_letters().await.unwrap();
     assert_eq!((letters[0].global_position, letters[0].attempts), (3, 1), "not retried");
     assert!(letters[0].error.contains("does not decode"), "{}", letters[0].error);
+}
+
+/// Applies every page through `inner`, then reports the page failed after
+/// its last event (`index` equal to the page's length), once.
+struct FailsAfterItsLastEvent<U> {
+    inner: U,
+    failed: AtomicBool,
+}
+
+#[async_trait]
+impl<U: ProjectionUnit> ProjectionUnit for FailsAfterItsLastEvent<U> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn filter(&self) -> EventFilter {
+        self.inner.filter()
+    }
+    async fn position(&self) -> Result<u64, StoreError> {
+        self.inner.position().await
+    }
+    async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
+        self.inner.apply(events, advance).await?;
+        if events.is_empty() || self.failed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(UnitError::Apply {
+            applied: events.len(),
+            index: Some(events.len()),
+            error: "failed after the page's last event".into(),
+        })
+    }
+    async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
+        self.inner.dead_letter(letter, advance).await
+    }
+    async fn reset(&self) -> Result<(), UnitError> {
+        self.inner.reset().await
+    }
+    async fn seek(&self, position: u64) -> Result<(), StoreError> {
+        self.inner.seek(position).await
+    }
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters().await
+    }
+    async fn resolve_dead_letter(&self, position: u64, event: Option<&RecordedEvent>) -> Result<bool, UnitError> {
+        self.inner.resolve_dead_letter(position, event).await
+    }
+}
+
+#[tokio::test]
+async fn a_unit_failing_after_its_last_event_neither_panics_the_runner_nor_applies_twice() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let log = Arc::new(Log::default());
+    let mut last = 0;
+    for _ in 0..5 {
+        last = append(&store, json!({})).await;
+    }
+    let unit = Arc::new(FailsAfterItsLastEvent {
+        inner: ProjectorUnit::new(log.clone(), Arc::new(InMemoryCheckpointStore::new())),
+        failed: AtomicBool::new(false),
+    });
+    let runner = ProjectionRunner::new(store.clone(), unit.clone()).with_config(fast(OnFailure::Stop, 10));
+    runner.catch_up().await.unwrap();
+    assert_eq!(unit.position().await.unwrap(), last);
+    assert_eq!(
+        log.positions.lock().unwrap().clone(),
+        (1..=last).collect::<Vec<_>>(),
+        "every event once"
+    );
+    // The same from a selective replay, which moves no checkpoint.
+    unit.failed.store(false, Ordering::SeqCst);
+    log.positions.lock().unwrap().clear();
+    runner
+        .replay(es_core::ReplayMode::Selective {
+            event_types: vec!["Placed".to_owned()],
+            from: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        log.positions.lock().unwrap().clone(),
+        (1..=last).collect::<Vec<_>>(),
+        "every event once"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_placed_after_the_page_is_not_taken_for_a_located_one() {
+    let store = InMemoryEventStore::new();
+    for _ in 0..3 {
+        append(&store, json!({})).await;
+    }
+    let events = store.read_all(0, 10, &EventFilter::all()).await.unwrap();
+    let calls = AtomicUsize::new(0);
+    let result = es_core::backend::apply_keeping_prefix(&events, None, |page, _| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let len = page.len();
+        async move {
+            Err(UnitError::Apply {
+                applied: 0,
+                index: Some(len),
+                error: "after the page".into(),
+            })
+        }
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no second attempt at the whole page");
+    match result {
+        Err(UnitError::Apply { applied, index, .. }) => assert_eq!((applied, index), (0, None)),
+        other => panic!("expected an unlocated failure, got {other:?}"),
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{ProcessDriver, ProcessManager};
+use crate::projection::drop_letters_after;
 use crate::{
     Advance, CheckpointStore, DeadLetter, EventFilter, ProjectionRunner, ProjectionUnit, RecordedEvent, StoreError,
     UnitError,
@@ -109,12 +110,14 @@ impl<M: ProcessManager> ProjectionUnit for ProcessUnit<M> {
     async fn reset(&self) -> Result<(), UnitError> {
         let _serial = self.serial.lock().await;
         self.checkpoints.save(self.name_str(), 0).await?;
+        drop_letters_after(&*self.checkpoints, self.name_str(), 0).await?;
         Ok(())
     }
 
     async fn seek(&self, position: u64) -> Result<(), StoreError> {
         let _serial = self.serial.lock().await;
-        self.checkpoints.save(self.name_str(), position).await
+        self.checkpoints.save(self.name_str(), position).await?;
+        drop_letters_after(&*self.checkpoints, self.name_str(), position).await
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {

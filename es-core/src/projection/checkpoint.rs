@@ -63,3 +63,21 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// Removes the dead letter at `global_position`; whether there was one.
     async fn remove_dead_letter(&self, projection: &str, global_position: u64) -> Result<bool, StoreError>;
 }
+
+/// Drops the dead letters of `projection` after `position` (a replay from
+/// there meets their events again): for units that keep their letters in a
+/// [`CheckpointStore`].
+pub(crate) async fn drop_letters_after<C: CheckpointStore + ?Sized>(
+    checkpoints: &C,
+    projection: &str,
+    position: u64,
+) -> Result<(), StoreError> {
+    for letter in checkpoints.dead_letters(projection).await? {
+        if letter.global_position > position {
+            checkpoints
+                .remove_dead_letter(projection, letter.global_position)
+                .await?;
+        }
+    }
+    Ok(())
+}

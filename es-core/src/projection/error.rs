@@ -41,6 +41,18 @@ pub enum ProjectionError {
         /// The projector's error.
         error: String,
     },
+    /// A replay from a position was asked to start past the checkpoint:
+    /// the events in between were never applied, and moving the checkpoint
+    /// forward would pass over them.
+    #[error("projection {projection}: cannot replay from {position}, past its checkpoint {checkpoint}")]
+    PastCheckpoint {
+        /// The projection.
+        projection: String,
+        /// The position asked for.
+        position: u64,
+        /// The projection's checkpoint.
+        checkpoint: u64,
+    },
     /// There is no event at the position asked for (retrying a dead letter
     /// of an event that no longer exists).
     #[error("projection {projection}: no event at position {position}")]

@@ -26,6 +26,7 @@ mod typed;
 mod unit;
 mod view;
 
+pub(crate) use checkpoint::drop_letters_after;
 pub use checkpoint::{CheckpointStore, DeadLetter};
 pub use error::ProjectionError;
 pub use page::checkpoint_after_page;

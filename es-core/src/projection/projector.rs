@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Advance, CheckpointStore, DeadLetter, ProjectionUnit, UnitError};
+use super::{drop_letters_after, Advance, CheckpointStore, DeadLetter, ProjectionUnit, UnitError};
 use crate::error::BoxError;
 use crate::{EventFilter, RecordedEvent, StoreError};
 
@@ -154,12 +154,14 @@ where
             error,
         })?;
         self.checkpoints.save(self.projector.name(), 0).await?;
+        drop_letters_after(&*self.checkpoints, self.projector.name(), 0).await?;
         Ok(())
     }
 
     async fn seek(&self, position: u64) -> Result<(), StoreError> {
         let _serial = self.serial.lock().await;
-        self.checkpoints.save(self.projector.name(), position).await
+        self.checkpoints.save(self.projector.name(), position).await?;
+        drop_letters_after(&*self.checkpoints, self.projector.name(), position).await
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {

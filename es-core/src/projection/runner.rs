@@ -93,7 +93,9 @@ impl Default for ProjectionConfig {
 pub enum ReplayMode {
     /// Reset the read model and apply the whole log again.
     Full,
-    /// Move the checkpoint back to `position` and apply everything after it.
+    /// Move the checkpoint back to `position` and apply everything after it
+    /// (refused with [`ProjectionError::PastCheckpoint`] when `position` is
+    /// past the checkpoint).
     From(u64),
     /// Apply again only events of these types after `from`, up to the
     /// current checkpoint; the checkpoint does not move.
@@ -433,7 +435,11 @@ impl ProjectionRunner {
                         }
                         _ => {}
                     }
-                    let event = &rest[0];
+                    // A unit that reports every event applied and still
+                    // fails has committed them: nothing is left to settle.
+                    let Some(event) = rest.first() else {
+                        return Ok(from);
+                    };
                     let last = rest.len() == 1;
                     let event_to = if last { to } else { event.global_position };
                     match self.settle(from, event, event_to, error).await? {
@@ -605,6 +611,14 @@ impl ProjectionRunner {
                 self.catch_up().await
             }
             ReplayMode::From(position) => {
+                let checkpoint = self.unit.position().await.map_err(|e| self.store_err(e))?;
+                if position > checkpoint {
+                    return Err(ProjectionError::PastCheckpoint {
+                        projection: name,
+                        position,
+                        checkpoint,
+                    });
+                }
                 self.take_skipped();
                 self.unit.seek(position).await.map_err(|e| self.store_err(e))?;
                 self.publish(position);
@@ -686,7 +700,9 @@ impl ProjectionRunner {
                         one_by_one = true;
                         continue;
                     }
-                    let event = &rest[0];
+                    let Some(event) = rest.first() else {
+                        break;
+                    };
                     let mut attempt = 1;
                     let mut error = error;
                     loop {

@@ -71,9 +71,11 @@ pub trait ProjectionUnit: Send + Sync + 'static {
     /// Records a dead letter and, with `advance`, moves the checkpoint past
     /// its event, atomically.
     async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError>;
-    /// Clears the read model and sets the checkpoint to 0, atomically.
+    /// Clears the read model, drops its dead letters and sets the
+    /// checkpoint to 0, atomically: the replay meets those events again.
     async fn reset(&self) -> Result<(), UnitError>;
-    /// Sets the checkpoint to `position` (replay from there).
+    /// Sets the checkpoint to `position` (replay from there) and drops the
+    /// dead letters of events after it, which the replay meets again.
     async fn seek(&self, position: u64) -> Result<(), StoreError>;
     /// The dead letters, oldest first.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
@@ -106,7 +108,7 @@ where
     match attempt(events, advance).await {
         Err(UnitError::Apply {
             index: Some(i), error, ..
-        }) if i > 0 && i <= events.len() => {
+        }) if i > 0 && i < events.len() => {
             let prefix = advance.map(|a| Advance {
                 from: a.from,
                 to: events[i - 1].global_position,

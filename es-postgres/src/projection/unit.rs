@@ -47,6 +47,7 @@ struct UnitSql {
     dead_letter: String,
     fail: String,
     remove_letter: String,
+    drop_letters_after: String,
 }
 
 impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
@@ -73,6 +74,9 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
                      ON CONFLICT (projection) DO UPDATE SET last_error = EXCLUDED.last_error, failed_at = now()"
                 ),
                 remove_letter: format!("DELETE FROM {s}.dead_letters WHERE projection = $1 AND global_position = $2"),
+                drop_letters_after: format!(
+                    "DELETE FROM {s}.dead_letters WHERE projection = $1 AND global_position > $2"
+                ),
             },
         }
     }
@@ -132,6 +136,22 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
             Some(a) if a.from != stored => Err(UnitError::Moved { position: stored }),
             _ => Ok(stored),
         }
+    }
+
+    /// Drops the dead letters of events after `position`, which a replay
+    /// from there meets again.
+    async fn drop_letters_after(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        position: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&self.sql.drop_letters_after)
+            .bind(self.projector.name())
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| backend("drop dead letters", e))?;
+        Ok(())
     }
 
     async fn move_to(&self, tx: &mut Transaction<'static, Postgres>, position: u64) -> Result<(), StoreError> {
@@ -216,6 +236,7 @@ impl<P: TransactionalProjector + ?Sized> ProjectionUnit for PgProjectionUnit<P> 
             error,
         })?;
         self.move_to(&mut tx, 0).await?;
+        self.drop_letters_after(&mut tx, 0).await?;
         tx.commit().await.map_err(|e| backend("commit projection reset", e))?;
         Ok(())
     }
@@ -230,6 +251,7 @@ impl<P: TransactionalProjector + ?Sized> ProjectionUnit for PgProjectionUnit<P> 
             .await
             .map_err(|e| backend("lock checkpoint", e))?;
         self.move_to(&mut tx, position).await?;
+        self.drop_letters_after(&mut tx, position).await?;
         tx.commit().await.map_err(|e| backend("commit checkpoint", e))
     }
 

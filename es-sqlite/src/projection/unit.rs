@@ -18,6 +18,8 @@ use crate::sql::{self, signed, unsigned};
 use crate::SqliteEventStore;
 
 /// Creates the checkpoint row if missing and reads it.
+/// The dead letters of one projection after a position.
+const DROP_LETTERS_AFTER: &str = "DELETE FROM dead_letters WHERE projection = ?1 AND global_position > ?2";
 const LOCK: &str = "INSERT INTO checkpoints (projection, position, updated_at) VALUES (?1, 0, ?2) \
      ON CONFLICT (projection) DO UPDATE SET projection = excluded.projection RETURNING position";
 
@@ -164,6 +166,18 @@ impl<P: SqliteProjector + ?Sized> SqliteProjectionUnit<P> {
         }
     }
 
+    /// Drops the dead letters of events after `position`, which a replay
+    /// from there meets again.
+    async fn drop_letters_after(&self, tx: &mut Transaction<'static, Sqlite>, position: u64) -> Result<(), StoreError> {
+        sqlx::query(DROP_LETTERS_AFTER)
+            .bind(self.projector.name())
+            .bind(signed(position))
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| backend("drop dead letters", e))?;
+        Ok(())
+    }
+
     async fn move_to(&self, tx: &mut Transaction<'static, Sqlite>, position: u64) -> Result<(), StoreError> {
         sqlx::query(ADVANCE)
             .bind(self.projector.name())
@@ -248,6 +262,7 @@ impl<P: SqliteProjector + ?Sized> ProjectionUnit for SqliteProjectionUnit<P> {
             error,
         })?;
         self.move_to(&mut tx, 0).await?;
+        self.drop_letters_after(&mut tx, 0).await?;
         tx.commit().await.map_err(|e| backend("commit projection reset", e))?;
         Ok(())
     }
@@ -264,6 +279,7 @@ impl<P: SqliteProjector + ?Sized> ProjectionUnit for SqliteProjectionUnit<P> {
             .await
             .map_err(|e| backend("lock checkpoint", e))?;
         self.move_to(&mut tx, position).await?;
+        self.drop_letters_after(&mut tx, position).await?;
         tx.commit().await.map_err(|e| backend("commit checkpoint", e))
     }
 
