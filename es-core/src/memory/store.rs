@@ -164,7 +164,13 @@ impl InMemoryEventStore {
         data.streams.entry(stream_id.clone()).or_default().extend(&positions);
         let head = data.log.len() as u64;
         drop(data);
-        self.inner.head.send_replace(head);
+        // Appends that raced may publish out of order: the head only moves
+        // forward.
+        self.inner.head.send_if_modified(|h| {
+            let moved = head > *h;
+            *h = (*h).max(head);
+            moved
+        });
         Ok(AppendResult {
             first_version: current + 1,
             new_version: current + positions.len() as u64,
