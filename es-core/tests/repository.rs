@@ -260,6 +260,45 @@ async fn two_processes_with_caches_never_lose_an_update() {
     assert_eq!((state.state.balance, state.version), (203, 203));
 }
 
+/// A repeated command answered by a process whose cache is behind the
+/// stream gets the state after the command, not the cached one.
+#[tokio::test]
+async fn a_repeat_is_answered_with_the_current_state_even_from_a_stale_cache() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let make = || -> Repository<Wallet, InMemoryEventStore> {
+        Repository::builder(Arc::clone(&store))
+            .cache(Arc::new(InMemoryStateCache::<Wallet>::new(100)))
+            .build()
+    };
+    let (a, b) = (make(), make());
+    b.execute("w", WalletCommand::Credit(10)).await.unwrap(); // b caches v1
+    let key = Uuid::new_v4();
+    let first = a
+        .execute_in(
+            "w",
+            WalletCommand::Credit(5),
+            CommandContext::default().with_command_id(key),
+        )
+        .await
+        .unwrap();
+    assert_eq!((first.version, first.state.balance), (2, 15));
+    // The retry reaches b, whose cache is still at v1.
+    let again = b
+        .execute_in(
+            "w",
+            WalletCommand::Credit(5),
+            CommandContext::default().with_command_id(key),
+        )
+        .await
+        .unwrap();
+    assert!(again.already_applied);
+    assert_eq!(
+        (again.version, again.state.balance),
+        (2, 15),
+        "the state after the command"
+    );
+}
+
 /// A rejection decided on a stale cached state is checked against the
 /// store before it is answered.
 #[tokio::test]

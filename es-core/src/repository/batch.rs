@@ -35,6 +35,9 @@ enum Decision<A: Aggregate> {
     AlreadyApplied {
         state: A,
         version: u64,
+        /// The command's events are past `version`: the state decided on
+        /// is older than they are (a cache behind the stream).
+        behind: bool,
     },
     /// Decided under a lock whose token is older than one in the stream.
     Fenced {
@@ -49,7 +52,7 @@ impl<A: Aggregate> Decision<A> {
     fn needs_current_state(&self) -> bool {
         !matches!(
             self,
-            Self::Accepted { .. } | Self::AlreadyApplied { .. } | Self::Fenced { .. }
+            Self::Accepted { .. } | Self::AlreadyApplied { behind: false, .. } | Self::Fenced { .. }
         )
     }
 }
@@ -175,16 +178,20 @@ async fn decide_all<A: Aggregate, S: EventStore + ?Sized>(
     for p in batch {
         if let Some(cid) = p.ctx.command_id {
             let seen_here = !command_ids.insert(cid);
-            if seen_here
-                || inner
+            let stored = if seen_here {
+                None
+            } else {
+                inner
                     .store
                     .find_event(p.ctx.event_id(id, 0))
                     .await?
-                    .is_some_and(|e| &e.stream_id == id)
-            {
+                    .filter(|e| &e.stream_id == id)
+            };
+            if seen_here || stored.is_some() {
                 decisions.push(Decision::AlreadyApplied {
                     state: working.state.clone(),
                     version: working.version,
+                    behind: stored.is_some_and(|e| e.version > working.version),
                 });
                 continue;
             }
@@ -412,7 +419,7 @@ fn settle<A: Aggregate>(
             already_applied: false,
             conflict_retries: conflicts,
         }),
-        Decision::AlreadyApplied { state, version } => Ok(CommandOutcome {
+        Decision::AlreadyApplied { state, version, .. } => Ok(CommandOutcome {
             state,
             version,
             events: Vec::new(),
