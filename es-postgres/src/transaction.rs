@@ -42,88 +42,107 @@ impl PostgresEventStore {
     ) -> Result<AppendResult, StoreError> {
         es_core::backend::validate_append(stream_id, &events)?;
         let sql = &self.inner.sql;
-        let current: i64 = sqlx::query_scalar(&sql.stream_version)
-            .bind(stream_id.as_str())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| backend("stream version", e))?;
-        let current = current.max(0) as u64;
-        let base = match expected {
-            ExpectedVersion::Exact(v) => v,
-            ExpectedVersion::NoStream => 0,
-            ExpectedVersion::StreamExists if current == 0 => {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current: i64 = sqlx::query_scalar(&sql.stream_version)
+                .bind(stream_id.as_str())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| backend("stream version", e))?;
+            let current = current.max(0) as u64;
+            let base = match expected {
+                ExpectedVersion::Exact(v) => v,
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::StreamExists if current == 0 => {
+                    return Err(StoreError::Conflict {
+                        stream_id: stream_id.clone(),
+                        expected,
+                        actual: 0,
+                    })
+                }
+                ExpectedVersion::Any | ExpectedVersion::StreamExists => current,
+            };
+            sqlx::query("SAVEPOINT es_append")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| backend("savepoint", e))?;
+            let n = events.len();
+            let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+            let mut columns = Columns::default();
+            columns.push(stream_type, stream_id, base, &events);
+            let q = columns.bind(sqlx::query(&sql.append_in_transaction));
+            let inserted = match q.fetch_all(&mut *conn).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT es_append")
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| backend("rollback to savepoint", e))?;
+                    if crate::error::sqlstate(&e).as_deref() != Some(crate::error::UNIQUE_VIOLATION) {
+                        return Err(backend("append", e));
+                    }
+                    Vec::new()
+                }
+            };
+            if inserted.len() == n {
+                sqlx::query("RELEASE SAVEPOINT es_append")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| backend("release savepoint", e))?;
+                // Delivered to LISTENing readers when the caller commits.
+                sqlx::query(&sql.notify)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| backend("notify", e))?;
+                let mut positions = std::collections::HashMap::new();
+                for row in &inserted {
+                    let id: Uuid = row.try_get(0).map_err(|e| backend("decode", e))?;
+                    let p: i64 = row.try_get(1).map_err(|e| backend("decode", e))?;
+                    positions.insert(id, p as u64);
+                }
+                return Ok(AppendResult {
+                    first_version: base + 1,
+                    new_version: base + n as u64,
+                    positions: ids.iter().filter_map(|id| positions.get(id).copied()).collect(),
+                });
+            }
+            let stored = sqlx::query(&sql.find_events)
+                .bind(&ids)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| backend("check replay", e))?;
+            if !stored.is_empty() {
+                let slots = stored_slots(&stored, &ids);
+                if let Some(result) = check_replay(stream_id, expected, &events, &slots)? {
+                    return Ok(result);
+                }
+            }
+            let actual: i64 = sqlx::query_scalar(&sql.stream_version)
+                .bind(stream_id.as_str())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| backend("stream version", e))?;
+            let actual = actual.max(0) as u64;
+            // `Any` (and `StreamExists` on a stream that exists) never
+            // conflicts: a writer that took the version first, and whose
+            // commit this statement waited for, is appended after.
+            let retry = match expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::StreamExists => actual > 0,
+                _ => false,
+            };
+            if !retry || attempt >= ANY_ATTEMPTS || actual == current {
                 return Err(StoreError::Conflict {
                     stream_id: stream_id.clone(),
                     expected,
-                    actual: 0,
-                })
-            }
-            ExpectedVersion::Any | ExpectedVersion::StreamExists => current,
-        };
-        sqlx::query("SAVEPOINT es_append")
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| backend("savepoint", e))?;
-        let n = events.len();
-        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let mut columns = Columns::default();
-        columns.push(stream_type, stream_id, base, &events);
-        let q = columns.bind(sqlx::query(&sql.append_in_transaction));
-        let inserted = match q.fetch_all(&mut *conn).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT es_append")
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| backend("rollback to savepoint", e))?;
-                if crate::error::sqlstate(&e).as_deref() != Some(crate::error::UNIQUE_VIOLATION) {
-                    return Err(backend("append", e));
-                }
-                Vec::new()
-            }
-        };
-        if inserted.len() == n {
-            sqlx::query("RELEASE SAVEPOINT es_append")
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| backend("release savepoint", e))?;
-            // Delivered to LISTENing readers when the caller commits.
-            sqlx::query(&sql.notify)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| backend("notify", e))?;
-            let mut positions = std::collections::HashMap::new();
-            for row in &inserted {
-                let id: Uuid = row.try_get(0).map_err(|e| backend("decode", e))?;
-                let p: i64 = row.try_get(1).map_err(|e| backend("decode", e))?;
-                positions.insert(id, p as u64);
-            }
-            return Ok(AppendResult {
-                first_version: base + 1,
-                new_version: base + n as u64,
-                positions: ids.iter().filter_map(|id| positions.get(id).copied()).collect(),
-            });
-        }
-        let stored = sqlx::query(&sql.find_events)
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| backend("check replay", e))?;
-        if !stored.is_empty() {
-            let slots = stored_slots(&stored, &ids);
-            if let Some(result) = check_replay(stream_id, expected, &events, &slots)? {
-                return Ok(result);
+                    actual,
+                });
             }
         }
-        let actual: i64 = sqlx::query_scalar(&sql.stream_version)
-            .bind(stream_id.as_str())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| backend("stream version", e))?;
-        Err(StoreError::Conflict {
-            stream_id: stream_id.clone(),
-            expected,
-            actual: actual.max(0) as u64,
-        })
     }
 }
+
+/// Attempts of an `Any` append in a transaction that lost its version to a
+/// concurrent writer (each re-reads the stream's version).
+const ANY_ATTEMPTS: u32 = 10;

@@ -78,3 +78,52 @@ async fn appends_in_one_transaction_get_distinct_increasing_positions() {
         }
     }
 }
+
+/// An `Any` append in a transaction that waits for another transaction's
+/// append to the same stream goes after it once that one commits: `Any`
+/// never conflicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_any_append_waiting_for_another_writer_goes_after_it() {
+    let store = testing::store(EventStoreConfig::with_schema(testing::fresh_schema("txany")))
+        .await
+        .unwrap();
+    let stream = StreamId::from("s");
+    let mut first = store.pool().begin().await.unwrap();
+    store
+        .append_in_transaction(
+            &mut first,
+            "account",
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Opened", json!({}))],
+        )
+        .await
+        .unwrap();
+    let second = {
+        let (store, stream) = (store.clone(), stream.clone());
+        tokio::spawn(async move {
+            let mut tx = store.pool().begin().await.unwrap();
+            let result = store
+                .append_in_transaction(
+                    &mut tx,
+                    "account",
+                    &stream,
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new("Deposited", json!({}))],
+                )
+                .await;
+            tx.commit().await.unwrap();
+            result
+        })
+    };
+    // The second writer is blocked on the first one's row.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second append waits for the first transaction"
+    );
+    first.commit().await.unwrap();
+    let result = second.await.unwrap().expect("an Any append does not conflict");
+    assert_eq!((result.first_version, result.new_version), (2, 2));
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 2);
+}
