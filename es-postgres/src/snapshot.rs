@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use es_core::{Aggregate, EventStore, Repository, Snapshot, SnapshotStore, StoreError, StreamId};
+use es_core::{Aggregate, EventStore, Repository, Snapshot, SnapshotStore, StoreError, StreamId, UpcasterRegistry};
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 
@@ -125,6 +125,24 @@ impl<A: Aggregate> BackgroundSnapshotter<A> {
             config,
             position: 0,
         }
+    }
+
+    /// Reads the log through `upcasters`, as the aggregate's repository
+    /// does: a snapshot is the state that repository would load, so it
+    /// must decode old events the same way.
+    ///
+    /// ```no_run
+    /// # use es_postgres::{BackgroundSnapshotter, PostgresEventStore, SnapshotterConfig};
+    /// # use es_core::{Aggregate, UpcasterRegistry};
+    /// # fn build<A: Aggregate>(store: PostgresEventStore, upcasters: UpcasterRegistry) {
+    /// let snapshotter = BackgroundSnapshotter::<A>::new(store, SnapshotterConfig::default()).with_upcasters(upcasters);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: UpcasterRegistry) -> Self {
+        let dyn_store: Arc<dyn EventStore> = Arc::new(self.store.clone());
+        self.repository = Repository::builder(dyn_store).upcasters(upcasters).build();
+        self
     }
 
     /// One run; returns how many snapshots were taken.

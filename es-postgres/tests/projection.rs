@@ -132,6 +132,50 @@ async fn background_snapshotter_snapshots_due_streams_only() {
     assert_eq!(snapshotter.run_once().await.unwrap(), 0, "nothing new is due");
 }
 
+/// The snapshotter decodes old events through the same upcasters as the
+/// repository that will trust its snapshots.
+#[tokio::test]
+async fn background_snapshotter_reads_the_log_through_the_upcasters() {
+    let store = common::store().await;
+    let r = repo(&store);
+    for _ in 0..5 {
+        r.execute("old", 2).await.unwrap();
+    }
+    // Today's reading of those (version 1) events counts each twice.
+    let upcasters = || {
+        let mut registry = es_core::UpcasterRegistry::new();
+        registry.register(es_core::FnUpcaster::new("Added", 1, |v| {
+            Ok(json!({"Added": v["Added"].as_i64().unwrap_or(0) * 2}))
+        }));
+        registry
+    };
+    let mut snapshotter = BackgroundSnapshotter::<Tally>::new(
+        store.clone(),
+        SnapshotterConfig {
+            snapshot_interval_secs: 1,
+            max_snapshots_per_run: 10,
+            threshold: 5,
+        },
+    )
+    .with_upcasters(upcasters());
+    let mut taken = 0;
+    for _ in 0..100 {
+        taken += snapshotter.run_once().await.unwrap();
+        if taken > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(taken, 1);
+    let snaps = PostgresSnapshotStore::new(&store);
+    let old = snaps.load(&StreamId::from("old")).await.unwrap().unwrap();
+    assert_eq!((old.version, old.state), (5, json!({"total": 20})));
+    let upcasting: Repository<Tally, PostgresEventStore> = Repository::builder(Arc::new(store.clone()))
+        .upcasters(upcasters())
+        .build();
+    assert_eq!(upcasting.load("old").await.unwrap().state.total, 20);
+}
+
 /// Counts events per stream in a table, in the runner's transaction.
 struct CountsTable {
     schema: String,
