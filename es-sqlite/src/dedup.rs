@@ -1,6 +1,8 @@
 //! [`SqliteDeduplicator`]: idempotency keys kept in the SQLite file, so a
 //! restart still recognises a retry and answers it with the first response.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,8 +24,14 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Expired keys are purged every this many completions.
+const PURGE_EVERY: u64 = 1024;
+/// Most keys one purge deletes (keeps each purge, a write, short).
+const PURGE_BATCH: i64 = 10_000;
+
 /// es-core's `CommandDeduplicator` on the event store's SQLite file (table
-/// `dedup_keys`, created by [`new`](Self::new)).
+/// `dedup_keys`, created by [`new`](Self::new)). Keys past their window are
+/// deleted every 1024 completions ([`purge_expired`](Self::purge_expired)).
 ///
 /// A key is `in progress` from `begin` until `complete` (its outcome is
 /// kept for `window`) or `abandon`; an in-progress key older than
@@ -57,6 +65,7 @@ pub struct SqliteDeduplicator {
     pool: SqlitePool,
     window: Duration,
     in_flight_ttl: Duration,
+    completions: Arc<AtomicU64>,
 }
 
 impl SqliteDeduplicator {
@@ -70,6 +79,10 @@ impl SqliteDeduplicator {
         .execute(&pool)
         .await
         .map_err(unavailable("create dedup table"))?;
+        sqlx::query("CREATE INDEX IF NOT EXISTS dedup_keys_since ON dedup_keys (since_ms)")
+            .execute(&pool)
+            .await
+            .map_err(unavailable("create dedup index"))?;
         sqlx::query("DELETE FROM dedup_keys WHERE outcome IS NULL")
             .execute(&pool)
             .await
@@ -78,7 +91,22 @@ impl SqliteDeduplicator {
             pool,
             window,
             in_flight_ttl,
+            completions: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Deletes up to 10,000 keys whose window (and in-flight time) ended;
+    /// returns how many. Runs by itself every 1024 completions.
+    pub async fn purge_expired(&self) -> Result<u64, DedupError> {
+        let older_than = millis(self.window.max(self.in_flight_ttl));
+        let done =
+            sqlx::query("DELETE FROM dedup_keys WHERE key IN (SELECT key FROM dedup_keys WHERE since_ms < ? LIMIT ?)")
+                .bind(Self::now_ms().saturating_sub(older_than))
+                .bind(PURGE_BATCH)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable("purge dedup keys"))?;
+        Ok(done.rows_affected())
     }
 
     fn now_ms() -> i64 {
@@ -143,6 +171,13 @@ impl CommandDeduplicator for SqliteDeduplicator {
         .execute(&self.pool)
         .await
         .map_err(unavailable("complete dedup key"))?;
+        if self.completions.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
+            match self.purge_expired().await {
+                Ok(n) if n > 0 => tracing::debug!(purged = n, "expired idempotency keys deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+            }
+        }
         Ok(())
     }
 

@@ -84,3 +84,34 @@ async fn expired_outcomes_and_dead_in_flight_keys_start_again() {
         "its owner died"
     );
 }
+
+/// Keys past their window are deleted as completions go on, so the file
+/// does not grow by one row per key for ever.
+#[tokio::test]
+async fn expired_keys_are_purged_as_completions_go_on() {
+    let temp = TempDatabase::new("dedup-purge");
+    let store = common::open(&temp, SqliteConfig::default()).await;
+    let dedup = SqliteDeduplicator::new(&store, Duration::from_millis(1), Duration::from_millis(1))
+        .await
+        .unwrap();
+    let rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM dedup_keys")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    for i in 0..1500 {
+        let key = format!("k{i}");
+        assert_eq!(dedup.begin(&key).await.unwrap(), DedupStatus::Started);
+        dedup.complete(&key, &json!({"status": 200})).await.unwrap();
+    }
+    assert!(
+        rows().await < 1500,
+        "a purge ran among the completions: {} rows",
+        rows().await
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(dedup.purge_expired().await.unwrap() > 0);
+    assert_eq!(rows().await, 0, "every key is past its window");
+    store.shutdown().await;
+}
