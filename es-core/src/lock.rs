@@ -78,6 +78,17 @@ pub trait LockManager: Send + Sync + 'static {
 
     /// Extends a lease to `ttl` from now; `false` if it was lost.
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, LockError>;
+
+    /// Makes every later token larger than `token`, when the manager's
+    /// counter is below it; whether it was. A resource (an event stream)
+    /// holding a token the counter never reached means the counter was
+    /// lost (a Redis restarted without persistence, say): without this,
+    /// every later holder would be fenced off until the counter passed it
+    /// again. The default does nothing (`false`).
+    async fn raise_tokens_past(&self, token: FencingToken) -> Result<bool, LockError> {
+        let _ = token;
+        Ok(false)
+    }
 }
 
 /// A held lock. Released by [`release`](LockGuard::release), or on drop (in

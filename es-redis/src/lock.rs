@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use es_core::{Lease, LockError, LockGuard, LockManager, LockRetry};
+use es_core::{FencingToken, Lease, LockError, LockGuard, LockManager, LockRetry};
 use redis::Script;
 use uuid::Uuid;
 
@@ -49,7 +49,18 @@ end
 return 0
 ";
 
+/// Raises the counter `KEYS[1]` to `ARGV[1]` when it is below; 1 if it was.
+const RAISE: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
 static ACQUIRE_SCRIPT: OnceLock<Script> = OnceLock::new();
+static RAISE_SCRIPT: OnceLock<Script> = OnceLock::new();
 static RELEASE_SCRIPT: OnceLock<Script> = OnceLock::new();
 static EXTEND_SCRIPT: OnceLock<Script> = OnceLock::new();
 
@@ -86,7 +97,10 @@ fn owner_str(owner: &Uuid) -> String {
 /// visible and lets other resources fence too.
 ///
 /// The counter key `{lock_prefix}__fencing_token` never expires (tokens
-/// must never restart); do not delete it while leases may be in use.
+/// must never restart); do not delete it while leases may be in use. If it
+/// is lost all the same (a Redis restarted without persistence),
+/// [`LockedRepository`](crate::LockedRepository) raises it past the token
+/// it finds in the stream (`raise_tokens_past`) and takes the lock again.
 ///
 /// Not Redlock: with Redis replication, a failover can lose a lock; the
 /// store's concurrency check still keeps data correct.
@@ -228,6 +242,27 @@ impl LockManager for RedisLockManager {
         let outcome = if released { "released" } else { "lost" };
         metrics::counter!(telemetry::LOCK, "outcome" => outcome).increment(1);
         Ok(released)
+    }
+
+    #[tracing::instrument(level = "debug", name = "es.redis.lock.raise_tokens", skip(self))]
+    async fn raise_tokens_past(&self, token: FencingToken) -> Result<bool, LockError> {
+        let raised: i64 = self
+            .inner
+            .backend
+            .run("lock.raise_tokens", Idempotency::Idempotent, |mut c| {
+                let mut inv = script(&RAISE_SCRIPT, RAISE).prepare_invoke();
+                inv.key(&self.inner.fence_key).arg(token);
+                async move { inv.invoke_async(&mut c).await }
+            })
+            .await
+            .map_err(|e| Self::backend_error("raise tokens", &self.inner.fence_key, e))?;
+        if raised == 1 {
+            tracing::warn!(
+                token,
+                "the fencing-token counter was behind a stored token (lost?); raised past it"
+            );
+        }
+        Ok(raised == 1)
     }
 
     #[tracing::instrument(level = "debug", name = "es.redis.lock.extend", skip_all, fields(key = %lease.key, fencing_token = lease.fencing_token))]

@@ -47,7 +47,11 @@ pub enum LockedError<E: std::error::Error + 'static> {
 /// whose token is older than one already in the stream. A holder that lost
 /// its lease (a pause past the TTL, a Redis failover) while a newer holder
 /// wrote gets [`RepositoryError::Fenced`] and writes nothing, even after
-/// catching up on the version conflict.
+/// catching up on the version conflict. If the token counter itself was
+/// lost (a Redis restarted without persistence), the first command on a
+/// stream written before is refused the same way and the counter raised
+/// past the stream's token (`LockManager::raise_tokens_past`): the retry
+/// goes through.
 ///
 /// **When each mode wins** (measured by `examples/hot_account.rs`; figures
 /// in the README): with one or a few processes per stream, es-core's
@@ -144,6 +148,15 @@ impl<A: Aggregate, S: EventStore + ?Sized> LockedRepository<A, S> {
             Ok(false) => tracing::warn!(stream_id = %id, fencing_token = token,
                 "stream lock expired before release; the store's version check guarded the append"),
             Err(e) => tracing::warn!(stream_id = %id, error = %e, "stream lock release failed; it expires by TTL"),
+        }
+        if let Err(RepositoryError::Fenced { newer, .. }) = &result {
+            // A stream token the counter never reached: the counter was
+            // lost. Raised past it, the next command gets a newer token
+            // (otherwise every command would be fenced off until the
+            // counter caught up by itself).
+            if let Err(e) = self.locks.raise_tokens_past(*newer).await {
+                tracing::warn!(stream_id = %id, error = %e, "could not check the fencing-token counter");
+            }
         }
         result.map_err(LockedError::Repository)
     }

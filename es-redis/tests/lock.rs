@@ -197,3 +197,37 @@ async fn locked_repositories_serialize_a_hot_stream_and_record_tokens() {
     assert!(tokens.windows(2).all(|w| w[0] < w[1]), "token order is version order");
     cleanup(&p).await;
 }
+
+/// The token counter lost (a Redis restarted without persistence): the
+/// first locked command on a stream written before is fenced off and
+/// raises the counter past the stream's token; the next one goes through.
+#[tokio::test]
+async fn a_lost_token_counter_fences_off_one_command_then_heals() {
+    let p = prefix();
+    let store = Arc::new(InMemoryEventStore::new());
+    let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store)).build();
+    let locks = Arc::new(RedisLockManager::new(lock_config(&p)).unwrap());
+    let locked = LockedRepository::new(repo, locks, Duration::from_secs(5));
+    for _ in 0..5 {
+        locked.execute("x", AccountCommand::Deposit(1)).await.unwrap();
+    }
+    let mut c = raw().await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{p}:lock:__fencing_token"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let fenced = locked.execute("x", AccountCommand::Deposit(1)).await;
+    assert!(
+        matches!(
+            fenced,
+            Err(es_redis::LockedError::Repository(
+                es_core::RepositoryError::Fenced { .. }
+            ))
+        ),
+        "{fenced:?}"
+    );
+    let out = locked.execute("x", AccountCommand::Deposit(1)).await.unwrap();
+    assert_eq!(out.version, 6, "the retry is appended after the five");
+    cleanup(&p).await;
+}

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::lock;
 use crate::clock::deadline;
-use crate::{Clock, Lease, LockError, LockGuard, LockManager, LockRetry, SystemClock};
+use crate::{Clock, FencingToken, Lease, LockError, LockGuard, LockManager, LockRetry, SystemClock};
 
 /// In-process [`LockManager`] with TTLs and fencing tokens; clones share
 /// the same locks.
@@ -116,6 +116,13 @@ impl LockManager for InMemoryLockManager {
             state.held.remove(&lease.key);
         }
         Ok(owned)
+    }
+
+    async fn raise_tokens_past(&self, token: FencingToken) -> Result<bool, LockError> {
+        let mut state = lock(&self.inner.state);
+        let behind = state.next_token < token;
+        state.next_token = state.next_token.max(token);
+        Ok(behind)
     }
 
     async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<bool, LockError> {
