@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::auth::AuthConfig;
+use crate::auth::{AuthConfig, Persistence};
 use crate::domain::Money;
 use crate::net::TrustedProxies;
 use crate::rate_limit::RateLimitConfig;
@@ -333,7 +333,12 @@ impl AppConfig {
                 reason,
             })?;
         }
-        c.auth = AuthConfig::from_lookup(get, c.database_url.is_some())?;
+        let persistence = match (&c.database_url, &c.data_dir) {
+            (Some(_), _) => Persistence::Database,
+            (None, Some(_)) => Persistence::EmbeddedFile,
+            (None, None) => Persistence::Nothing,
+        };
+        c.auth = AuthConfig::from_lookup(get, persistence)?;
         Ok(c)
     }
 

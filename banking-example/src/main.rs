@@ -4,9 +4,9 @@
 //! `.env.example`); graceful shutdown on SIGINT/SIGTERM.
 //!
 //! `banking-example create-admin --username admin@example.com` creates an
-//! admin user in the configured store (PostgreSQL: `DATABASE_URL`); the
-//! password comes from `ADMIN_PASSWORD` or, when unset, the first line of
-//! stdin.
+//! admin user in the configured store (the SQLite file under `DATA_DIR` by
+//! default, or `DATABASE_URL`); the password comes from `ADMIN_PASSWORD`
+//! or, when unset, the first line of stdin.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -79,10 +79,8 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = AppConfig::from_env()?;
-    if config.database_url.is_none() {
-        tracing::warn!(
-            "no DATABASE_URL: using the embedded in-memory event store; data is NOT persisted and is lost on exit"
-        );
+    if config.database_url.is_none() && config.data_dir.is_none() {
+        tracing::warn!("STORE=memory: using the in-memory event store; data is NOT persisted and is lost on exit");
     }
     if config.rate_limit.is_disabled() {
         tracing::warn!("rate limiting is disabled (RATE_LIMIT_REQUESTS_PER_MINUTE=0)");
@@ -106,8 +104,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn create_admin(username: &str) -> Result<(), Box<dyn std::error::Error>> {
     let config = AppConfig::from_env()?;
-    if config.database_url.is_none() {
-        return Err("create-admin needs DATABASE_URL: in memory the user would be lost when this command exits".into());
+    if config.database_url.is_none() && config.data_dir.is_none() {
+        return Err(
+            "create-admin needs a persistent store (the SQLite file, or DATABASE_URL): with STORE=memory the user \
+             would be lost when this command exits"
+                .into(),
+        );
     }
     let password = match std::env::var("ADMIN_PASSWORD") {
         Ok(p) if !p.is_empty() => p,
@@ -123,6 +125,10 @@ async fn create_admin(username: &str) -> Result<(), Box<dyn std::error::Error>> 
     let id = auth.create_user(username, &password, &[Role::Admin]).await?;
     if let Some(store) = &backends.postgres {
         store.shutdown().await;
+    }
+    if let Some(store) = &backends.sqlite {
+        store.shutdown().await;
+        store.pool().close().await;
     }
     tracing::info!(user_id = %id, "admin created");
     println!("{id}");

@@ -627,3 +627,42 @@ async fn auth_state_lives_in_sqlite() {
     common::login(&server.url(), &api.username, "brand new passphrase").await;
     server.stop().await.unwrap();
 }
+
+/// `create-admin` on the server's default store (the SQLite file under
+/// `DATA_DIR`, no `DATABASE_URL`): the admin is kept in the file and can
+/// log in to a server started on it, whose log does not claim the data is
+/// lost on exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_admin_keeps_the_admin_in_the_default_sqlite_file() {
+    let db = TempDb::new();
+    let env = common::process::sqlite_env(&db.dir);
+    let username = format!("admin-{}@example.com", Uuid::now_v7().simple());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_banking-example"))
+        .args(["create-admin", "--username", &username])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("ADMIN_PASSWORD", common::PASSWORD)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(&db.dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "create-admin failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let server = common::process::ServerProcess::start(&env).await;
+    let tokens = common::login(&server.base, &username, common::PASSWORD).await;
+    let token = tokens["access_token"].as_str().unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{}/auth/users", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(r).await;
+    assert_eq!(status, StatusCode::OK, "an admin lists users: {body}");
+    assert!(!server.log().contains("NOT persisted"), "{}", server.log());
+}

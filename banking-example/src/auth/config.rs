@@ -19,13 +19,16 @@
 //! | `ARGON2_MEMORY_KIB`, `ARGON2_ITERATIONS`, `ARGON2_PARALLELISM` | 19456, 2, 1 | Argon2id cost (OWASP minimum) |
 //! | `ARGON2_MAX_CONCURRENT` | number of CPUs | password hashes running at once (each holds `ARGON2_MEMORY_KIB`) |
 //! | `ARGON2_QUEUE_WAIT_MS` | 1000 | how long a login waits for a hashing slot before 503 with `Retry-After` |
-//! | `AUTH_ALLOW_INSECURE_SECRETS` | unset | `1`/`true`: with a persistent store, start even without proper secrets (development only; logs a loud warning) |
+//! | `AUTH_ALLOW_INSECURE_SECRETS` | unset | `1`/`true`: with a persistent store, start even without proper secrets (development only; logs a loud warning). Persistent: `DATABASE_URL` (both secrets required and strong) or the embedded SQLite file, the default (a secret that is set must be strong; an unset one is drawn at random, so sessions end with the process) |
 
 use std::time::Duration;
 
 use rand::RngCore;
 
 use crate::error::{parse, ConfigError};
+
+/// The longest accepted lifetime, lockout or window (`*_SECS`): 10 years.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Shortest accepted secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -161,17 +164,32 @@ pub fn secret_problem(secret: &str) -> Option<String> {
     None
 }
 
+/// What the server keeps across restarts, which decides how strict the
+/// secrets must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing (`STORE=memory`, no `DATABASE_URL`): any secret is accepted,
+    /// with a warning when it is weak; unset ones are drawn at random.
+    Nothing,
+    /// The embedded SQLite file (the default): users outlive the process,
+    /// so a secret that is set must be strong; unset ones are drawn at
+    /// random (sessions then end with the process, users stay).
+    EmbeddedFile,
+    /// A database (`DATABASE_URL`): both secrets must be set and strong.
+    Database,
+}
+
 impl AuthConfig {
-    /// Reads the auth settings (names in the module docs). `persistent`
-    /// says whether a persistent store is configured: then a missing,
-    /// default or short secret is an error unless
-    /// `AUTH_ALLOW_INSECURE_SECRETS` is set.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>, persistent: bool) -> Result<Self, ConfigError> {
+    /// Reads the auth settings (names in the module docs). `persistence`
+    /// says what the server keeps: with a database a missing, default or
+    /// short secret is an error, with the embedded file a default or short
+    /// one is, unless `AUTH_ALLOW_INSECURE_SECRETS` is set.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>, persistence: Persistence) -> Result<Self, ConfigError> {
         let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let dev = get("AUTH_ALLOW_INSECURE_SECRETS").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
         let mut c = Self {
-            jwt_secret: secret(get("JWT_SECRET"), "JWT_SECRET", persistent, dev)?,
-            refresh_token_secret: secret(get("REFRESH_TOKEN_SECRET"), "REFRESH_TOKEN_SECRET", persistent, dev)?,
+            jwt_secret: secret(get("JWT_SECRET"), "JWT_SECRET", persistence, dev)?,
+            refresh_token_secret: secret(get("REFRESH_TOKEN_SECRET"), "REFRESH_TOKEN_SECRET", persistence, dev)?,
             ..Self::default()
         };
         if c.jwt_secret == c.refresh_token_secret {
@@ -188,9 +206,16 @@ impl AuthConfig {
         if let Some(v) = get("JWT_AUDIENCE") {
             c.jwt_audience = v;
         }
+        // Each is added to the clock's time: bounded, so the sum stays a date.
         let secs = |name: &'static str, d: &mut Duration| -> Result<(), ConfigError> {
             if let Some(v) = get(name) {
                 *d = Duration::from_secs(parse(name, &v)?);
+                if *d > MAX_DURATION {
+                    return Err(ConfigError::Invalid {
+                        name,
+                        reason: format!("{v:?} is more than {} seconds (10 years)", MAX_DURATION.as_secs()),
+                    });
+                }
             }
             Ok(())
         };
@@ -230,17 +255,30 @@ impl AuthConfig {
     }
 }
 
-fn secret(value: Option<String>, name: &'static str, persistent: bool, dev: bool) -> Result<Vec<u8>, ConfigError> {
+fn secret(
+    value: Option<String>,
+    name: &'static str,
+    persistence: Persistence,
+    dev: bool,
+) -> Result<Vec<u8>, ConfigError> {
     let problem = match &value {
         None => Some("not set".to_owned()),
         Some(v) => secret_problem(v),
     };
-    match (problem, persistent, dev) {
+    // A weak secret that is set is refused whenever something persists; a
+    // missing one only with a database (the embedded file draws one).
+    let strict = match persistence {
+        Persistence::Database => true,
+        Persistence::EmbeddedFile => value.is_some(),
+        Persistence::Nothing => false,
+    };
+    match (problem, strict, dev) {
         (None, _, _) => Ok(value.unwrap_or_default().into_bytes()),
         (Some(problem), true, false) => Err(ConfigError::Invalid {
             name,
             reason: format!(
-                "{problem}: with DATABASE_URL a secret of at least {MIN_SECRET_BYTES} random bytes is required \
+                "{problem}: with a persistent store (DATABASE_URL, or the embedded file unless STORE=memory) \
+                 a secret of at least {MIN_SECRET_BYTES} random bytes is required \
                  (set AUTH_ALLOW_INSECURE_SECRETS=1 for development only)"
             ),
         }),
@@ -262,7 +300,7 @@ fn secret(value: Option<String>, name: &'static str, persistent: bool, dev: bool
             Ok(random_secret())
         }
         (Some(problem), false, _) => {
-            tracing::warn!(variable = name, problem = %problem, "weak secret (accepted because nothing is persisted)");
+            tracing::warn!(variable = name, problem = %problem, "weak secret (accepted because nothing is persisted: STORE=memory)");
             Ok(value.unwrap_or_default().into_bytes())
         }
     }
@@ -274,8 +312,17 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)], persistent: bool) -> Result<AuthConfig, ConfigError> {
+        let persistence = if persistent {
+            Persistence::Database
+        } else {
+            Persistence::Nothing
+        };
+        load_with(vars, persistence)
+    }
+
+    fn load_with(vars: &[(&str, &str)], persistence: Persistence) -> Result<AuthConfig, ConfigError> {
         let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        AuthConfig::from_lookup(|k| vars.get(k).cloned(), persistent)
+        AuthConfig::from_lookup(|k| vars.get(k).cloned(), persistence)
     }
 
     const GOOD: &str = "0123456789abcdef0123456789abcdef-x";
@@ -302,6 +349,39 @@ mod tests {
         // The development flag lets it start (with a random secret).
         let dev = load(&[("AUTH_ALLOW_INSECURE_SECRETS", "1")], true).unwrap();
         assert_eq!(dev.jwt_secret.len(), MIN_SECRET_BYTES);
+    }
+
+    #[test]
+    fn the_embedded_file_refuses_weak_secrets_and_draws_missing_ones() {
+        let file = Persistence::EmbeddedFile;
+        let err = load_with(&[("JWT_SECRET", "secret"), ("REFRESH_TOKEN_SECRET", GOOD)], file).unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET"), "{err}");
+        let err = load_with(&[("JWT_SECRET", GOOD), ("REFRESH_TOKEN_SECRET", "short")], file).unwrap_err();
+        assert!(err.to_string().contains("REFRESH_TOKEN_SECRET"), "{err}");
+        let drawn = load_with(&[], file).unwrap();
+        assert_eq!(drawn.jwt_secret.len(), MIN_SECRET_BYTES);
+        let set = load_with(&[("JWT_SECRET", GOOD), ("REFRESH_TOKEN_SECRET", &GOOD.repeat(2))], file).unwrap();
+        assert_eq!(set.jwt_secret, GOOD.as_bytes());
+        // In memory only, a weak secret is accepted (with a warning).
+        assert!(load_with(&[("JWT_SECRET", "secret")], Persistence::Nothing).is_ok());
+        assert!(load_with(&[("JWT_SECRET", "secret"), ("AUTH_ALLOW_INSECURE_SECRETS", "1")], file).is_ok());
+    }
+
+    #[test]
+    fn lifetimes_are_bounded_so_their_deadlines_stay_dates() {
+        for name in [
+            "ACCESS_TOKEN_EXPIRY_SECS",
+            "REFRESH_TOKEN_EXPIRY_SECS",
+            "RESET_TOKEN_EXPIRY_SECS",
+            "AUTH_RATE_LIMIT_WINDOW_SECS",
+            "LOCKOUT_DURATION_SECS",
+            "JWT_LEEWAY_SECS",
+        ] {
+            let err = load(&[(name, "10000000000000")], false).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+            let max = MAX_DURATION.as_secs().to_string();
+            assert!(load(&[(name, max.as_str())], false).is_ok(), "{name}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod stores;
 pub mod tokens;
 pub mod users;
 
-pub use config::AuthConfig;
+pub use config::{AuthConfig, Persistence};
 pub use rbac::Role;
 pub use service::AuthService;
 pub use stores::AuthStores;
