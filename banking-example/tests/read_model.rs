@@ -8,7 +8,9 @@ mod common;
 use std::sync::Arc;
 
 use banking_example::domain::{AccountClosed, AccountCreated, AccountEvent, Money, MoneyDeposited, MoneyWithdrawn};
-use banking_example::read_model::{self, projection_runners, ReadSide, ACCOUNTS, ACCOUNTS_VERSION};
+use banking_example::read_model::{
+    self, projection_runners, AccountQueries, PgAccounts, ReadSide, ACCOUNTS, ACCOUNTS_VERSION,
+};
 use banking_example::{Backends, RunningServer};
 use common::{pg, read, Api};
 use es_core::{DomainEvent, EventStore, ExpectedVersion, Metadata, NewEvent, ProjectionRunner, ReplayMode, StreamId};
@@ -383,4 +385,53 @@ async fn net_amounts_added_in_place_equal_the_fold() {
     assert_eq!((view.balance.to_string(), view.version), ("3.01".to_owned(), 4));
     let view = pg.queries.get(only_in).await.unwrap().unwrap();
     assert_eq!((view.balance.to_string(), view.version), ("13.00".to_owned(), 3));
+}
+
+/// While version 1 of the table (from before `in_flight`) still serves
+/// readers, as it does during the rebuild that upgrades it, reads and
+/// lists keep working.
+#[tokio::test]
+async fn reads_keep_working_while_version_1_serves() {
+    pg::ensure_database().await;
+    let schema = pg::schema();
+    let store = PostgresEventStore::connect(&pg::database_url(), EventStoreConfig::with_schema(schema.clone()))
+        .await
+        .unwrap();
+    let db = pool().await;
+    sqlx::query(&format!(
+        "CREATE TABLE {schema}.{ACCOUNTS}_v1 (id UUID PRIMARY KEY, owner_id UUID, owner_name TEXT NOT NULL, \
+         balance NUMERIC NOT NULL, status TEXT NOT NULL, version BIGINT NOT NULL, \
+         updated_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    ))
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "CREATE VIEW {schema}.{ACCOUNTS} AS SELECT * FROM {schema}.{ACCOUNTS}_v1"
+    ))
+    .execute(&db)
+    .await
+    .unwrap();
+    let (id, owner) = (Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query(&format!(
+        "INSERT INTO {schema}.{ACCOUNTS}_v1 (id, owner_id, owner_name, balance, status, version) \
+         VALUES ($1, $2, 'Ada', 12.50, 'open', 3)"
+    ))
+    .bind(id)
+    .bind(owner)
+    .execute(&db)
+    .await
+    .unwrap();
+    let queries = PgAccounts::new(&store, format!("{schema}.{ACCOUNTS}"));
+    let one = queries.get(id).await.unwrap().expect("the account");
+    assert_eq!(
+        (one.owner_name.as_str(), one.balance.to_string().as_str(), one.version),
+        ("Ada", "12.50", 3)
+    );
+    for owner in [None, Some(owner)] {
+        let (page, total) = queries.list(owner, 0, 10).await.unwrap();
+        assert_eq!((page.len(), total), (1, 1));
+        assert_eq!(page[0].id, id);
+    }
+    store.shutdown().await;
 }

@@ -164,8 +164,14 @@ pub async fn postgres(store: &PostgresEventStore) -> Result<ReadSide, ReadModelE
             );
             let (bg, runner) = (bg.clone(), runner.clone());
             tokio::spawn(async move {
-                if let Err(e) = activate(&bg, &runner).await {
-                    tracing::error!(error = %e, "switching readers to the new accounts version failed");
+                // Until readers are switched: a failed rebuild (the
+                // database restarting, say) is tried again, never left
+                // with readers on the old version for good.
+                let mut pause = REBUILD_RETRY_FIRST;
+                while let Err(e) = activate(&bg, &runner).await {
+                    tracing::error!(error = %e, retry_in = ?pause, "switching readers to the new accounts version failed");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(REBUILD_RETRY_MAX);
                 }
             });
         }
@@ -183,6 +189,11 @@ pub async fn postgres(store: &PostgresEventStore) -> Result<ReadSide, ReadModelE
         backend: "postgres",
     })
 }
+
+/// The first pause before a failed background rebuild is tried again.
+const REBUILD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest pause between tries of a failing background rebuild.
+const REBUILD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Catches `runner` up and switches readers to it, until it is not behind.
 async fn activate(bg: &BlueGreen, runner: &ProjectionRunner) -> Result<(), ReadModelError> {

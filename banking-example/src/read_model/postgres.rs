@@ -105,6 +105,24 @@ fn status_of(text: &str) -> AccountStatus {
 
 const COLUMNS: &str = "id, owner_id, owner_name, balance::text, status, version, in_flight::text";
 
+/// [`COLUMNS`] of a version 1 table, which has no `in_flight` (nothing was
+/// in flight before transfers): read while version 1 still serves readers,
+/// during the rebuild of an upgrade.
+const V1_COLUMNS: &str = "id, owner_id, owner_name, balance::text, status, version, '0'::text AS in_flight";
+
+/// Runs `read` with [`COLUMNS`], and again with [`V1_COLUMNS`] when the
+/// serving table lacks one of them (SQLSTATE 42703, undefined column).
+async fn with_columns<T, F, Fut>(read: F) -> Result<T, sqlx::Error>
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    match read(COLUMNS).await {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42703") => read(V1_COLUMNS).await,
+        other => other,
+    }
+}
+
 fn row_of(r: &sqlx::postgres::PgRow) -> Result<AccountRow, StoreError> {
     let d = |e: sqlx::Error| StoreError::backend("decode account row", e);
     let balance: String = r.try_get(3).map_err(d)?;
@@ -272,11 +290,12 @@ impl PgAccounts {
 #[async_trait]
 impl AccountQueries for PgAccounts {
     async fn get(&self, id: Uuid) -> Result<Option<AccountView>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM {} WHERE id = $1", self.view))
-            .bind(id)
-            .fetch_optional(self.store.pool())
-            .await
-            .map_err(|e| StoreError::backend("read account", e))?;
+        let row = with_columns(|columns| {
+            let sql = format!("SELECT {columns} FROM {} WHERE id = $1", self.view);
+            async move { sqlx::query(&sql).bind(id).fetch_optional(self.store.pool()).await }
+        })
+        .await
+        .map_err(|e| StoreError::backend("read account", e))?;
         Ok(row.map(|r| row_of(&r)).transpose()?.and_then(|r| r.view()))
     }
 
@@ -291,17 +310,23 @@ impl AccountQueries for PgAccounts {
             None => ("", ""),
         };
         let db = |e| StoreError::backend("list accounts", e);
-        let sql = format!(
-            "SELECT {COLUMNS} FROM {} {filter} ORDER BY id LIMIT $1 OFFSET $2",
-            self.view
-        );
-        let mut page = sqlx::query(&sql)
-            .bind(limit.min(i64::MAX as usize) as i64)
-            .bind(offset.min(i64::MAX as usize) as i64);
-        if let Some(o) = owner {
-            page = page.bind(o);
-        }
-        let rows = page.fetch_all(self.store.pool()).await.map_err(db)?;
+        let rows = with_columns(|columns| {
+            let sql = format!(
+                "SELECT {columns} FROM {} {filter} ORDER BY id LIMIT $1 OFFSET $2",
+                self.view
+            );
+            async move {
+                let mut page = sqlx::query(&sql)
+                    .bind(limit.min(i64::MAX as usize) as i64)
+                    .bind(offset.min(i64::MAX as usize) as i64);
+                if let Some(o) = owner {
+                    page = page.bind(o);
+                }
+                page.fetch_all(self.store.pool()).await
+            }
+        })
+        .await
+        .map_err(db)?;
         let count_sql = format!("SELECT count(*) FROM {} {count}", self.view);
         let mut total = sqlx::query_scalar::<_, i64>(&count_sql);
         if let Some(o) = owner {
