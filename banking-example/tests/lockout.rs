@@ -56,6 +56,72 @@ async fn a_flood_from_one_source_does_not_lock_the_owner_out_elsewhere(backend: 
     server.stop().await.unwrap();
 }
 
+/// With the auth rate limit on (20 a minute per address and per
+/// username), floods of reset requests and of guesses from one source use
+/// up that source's and the username's buckets, but not the owner's login
+/// from elsewhere.
+async fn a_flood_from_one_source_does_not_rate_limit_the_owner_elsewhere(backend: Backend) {
+    let mut config = behind_proxy();
+    config.auth.rate_limit_requests = 20;
+    let server = backend.start_with(config).await;
+    let base = server.url();
+    let api = Api::new(&server, "lockout").await;
+    let attacker = "198.51.100.1";
+    let mut refused = 0;
+    for _ in 0..25 {
+        let r = Client::new()
+            .post(format!("{base}/auth/reset-password"))
+            .header("x-forwarded-for", attacker)
+            .json(&json!({"email": api.username}))
+            .send()
+            .await
+            .unwrap();
+        refused += usize::from(r.status() == StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert!(refused >= 5, "the attacker's address is limited: {refused} refused");
+    let guesser = "198.51.100.2";
+    for _ in 0..25 {
+        let r = login_from(&base, guesser, &api.username, "wrong password!").await;
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&r.status()),
+            "{}",
+            r.status()
+        );
+    }
+    let (status, body) = read(login_from(&base, "203.0.113.7", &api.username, common::PASSWORD).await).await;
+    assert_eq!(status, StatusCode::OK, "the owner logs in from elsewhere: {body}");
+    server.stop().await.unwrap();
+}
+
+/// Guesses sent all at once from one source are checked one after the
+/// other: no more get an answer than the lockout allows.
+async fn concurrent_guesses_from_one_source_get_no_more_tries_than_the_lockout_allows(backend: Backend) {
+    let server = backend.start_with(behind_proxy()).await;
+    let base = server.url();
+    let api = Api::new(&server, "lockout").await;
+    let guesses: Vec<_> = (0..20)
+        .map(|_| {
+            let (base, username) = (base.clone(), api.username.clone());
+            tokio::spawn(async move {
+                login_from(&base, "198.51.100.3", &username, "wrong password!")
+                    .await
+                    .status()
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for g in guesses {
+        let status = g.await.unwrap();
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&status),
+            "{status}"
+        );
+        checked += usize::from(status == StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(checked, 3, "MAX_LOGIN_ATTEMPTS passwords checked, the rest refused");
+    server.stop().await.unwrap();
+}
+
 async fn each_failure_from_a_source_makes_its_next_try_wait_longer(backend: Backend) {
     let clock = ManualClock::at(chrono::Utc::now());
     let mut config = behind_proxy();
@@ -139,6 +205,8 @@ async fn idle_failure_counts_are_purged(backend: Backend) {
 
 crate::on_every_backend!(
     a_flood_from_one_source_does_not_lock_the_owner_out_elsewhere,
+    a_flood_from_one_source_does_not_rate_limit_the_owner_elsewhere,
+    concurrent_guesses_from_one_source_get_no_more_tries_than_the_lockout_allows,
     each_failure_from_a_source_makes_its_next_try_wait_longer,
     idle_failure_counts_are_purged,
 );

@@ -123,13 +123,32 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
     }
 }
 
-async fn limit(state: &AppState, ip: &str, username: Option<&str>) -> Result<(), ApiError> {
+/// What a per-username auth limit is counted for: each has a bucket of its
+/// own, so that floods of one (reset requests, say) do not refuse another
+/// (the owner's login).
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    Register,
+    Login,
+    Reset,
+}
+
+/// The per-address auth limit, then the per-username one of `purpose`.
+async fn limit(state: &AppState, ip: &str, username: Option<(&str, Purpose)>) -> Result<(), ApiError> {
     state.auth.check_rate(ip).await?;
-    if let Some(u) = username {
-        state
-            .auth
-            .check_rate(&format!("user:{}", normalize_username(u)))
-            .await?;
+    if let Some((u, purpose)) = username {
+        let u = normalize_username(u);
+        let key = match purpose {
+            Purpose::Register => format!("user:register:{u}"),
+            Purpose::Reset => format!("user:reset:{u}"),
+            // Counted only for sources that failed to log in as `u`: a
+            // flood of guesses from elsewhere never refuses the owner, who
+            // logs in from a source without failures (the lockout and its
+            // delay still bind each guessing source).
+            Purpose::Login if state.auth.failed_from(&u, ip).await? => format!("user:login:{u}"),
+            Purpose::Login => return Ok(()),
+        };
+        state.auth.check_rate(&key).await?;
     }
     Ok(())
 }
@@ -161,7 +180,7 @@ pub async fn register(State(state): State<AppState>, ip: PeerIp, ApiJson(body): 
     if let Err(e) = check_length("username", &body.username) {
         return err(e);
     }
-    if let Err(e) = limit(&state, &ip.0, Some(&body.username)).await {
+    if let Err(e) = limit(&state, &ip.0, Some((&body.username, Purpose::Register))).await {
         return err(e);
     }
     match state.auth.register(&body.username, &body.password).await {
@@ -182,7 +201,7 @@ pub async fn login(State(state): State<AppState>, ip: PeerIp, ApiJson(body): Api
     if let Err(e) = check_length("username", &body.username) {
         return err(e);
     }
-    if let Err(e) = limit(&state, &ip.0, Some(&body.username)).await {
+    if let Err(e) = limit(&state, &ip.0, Some((&body.username, Purpose::Login))).await {
         return err(e);
     }
     match state.auth.login(&body.username, &body.password, &ip.0).await {
@@ -251,7 +270,7 @@ pub async fn reset_password(
     if !is_email(&normalize_username(&body.email)) {
         return err(ApiError::BadRequest("email must be an email address".into()));
     }
-    if let Err(e) = limit(&state, &ip.0, Some(&body.email)).await {
+    if let Err(e) = limit(&state, &ip.0, Some((&body.email, Purpose::Reset))).await {
         return err(e);
     }
     if let Err(e) = state.auth.request_reset(&body.email).await {

@@ -30,7 +30,16 @@ pub struct AuthService {
     stores: AuthStores,
     lockout: LockoutPolicy,
     dummy_hash: OnceCell<String>,
+    /// One login at a time per username and source in this process: a
+    /// burst of guesses is checked one after the other, each against the
+    /// failures recorded before it, so the lockout and the progressive
+    /// delay hold under concurrency (across instances the store's atomic
+    /// count bounds it). Bounded; idle turns go after a minute.
+    login_turns: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
 }
+
+/// Most username-and-source pairs with a login turn kept at once.
+const LOGIN_TURNS: u64 = 100_000;
 
 impl std::fmt::Debug for AuthService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,6 +90,10 @@ impl AuthService {
             stores,
             lockout,
             dummy_hash: OnceCell::new(),
+            login_turns: moka::sync::Cache::builder()
+                .max_capacity(LOGIN_TURNS)
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
         })
     }
 
@@ -93,8 +106,16 @@ impl AuthService {
         self.clock.now()
     }
 
+    /// Whether logins as `username` (normalized) failed from `source`
+    /// since its last success there: such a source is subject to the
+    /// per-username login limit, others are not.
+    pub async fn failed_from(&self, username: &str, source: &str) -> Result<bool, AuthError> {
+        let attempts = self.stores.attempts.get(AttemptKey { username, source }).await?;
+        Ok(attempts.failures > 0 || attempts.locked_until.is_some())
+    }
+
     /// Counts one request against the auth limit of `key` (`ip:...` or
-    /// `user:...`).
+    /// `user:<purpose>:...`).
     pub async fn check_rate(&self, key: &str) -> Result<(), AuthError> {
         match self.stores.limiter.check(&format!("auth:{key}")).await {
             RateLimitDecision::Allowed { .. } => Ok(()),
@@ -165,6 +186,10 @@ impl AuthService {
             username: &username,
             source,
         };
+        let turn = self.login_turns.get_with(format!("{username}\u{0}{source}"), || {
+            Arc::new(tokio::sync::Mutex::new(()))
+        });
+        let _turn = turn.lock().await;
         let now = self.now();
         let attempts = self.stores.attempts.get(key).await?;
         if let Some(until) = self.lockout.locked_until(&attempts, now) {
