@@ -141,6 +141,14 @@ async fn every_operation_documents_the_shared_statuses_and_header_rules() {
                 }
             }
             for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] == "path" {
+                    let name = p["name"].as_str().unwrap();
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: path parameter {p} not in the path"
+                    );
+                    assert_eq!(p["required"], true, "{method} {path}: {p}");
+                }
                 let (name, schema) = (p["name"].as_str().unwrap().to_ascii_lowercase(), &p["schema"]);
                 let max = match name.as_str() {
                     "x-client-id" => 128,
@@ -161,5 +169,24 @@ async fn every_operation_documents_the_shared_statuses_and_header_rules() {
         }
     }
     assert!(headers >= 10, "{headers} header parameters seen");
+    // The pages of the two lists are query parameters.
+    for (path, also) in [("/accounts", Some("x-client-id")), ("/auth/users", None)] {
+        let params = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for name in ["limit", "offset"] {
+            assert!(
+                params.iter().any(|p| p["name"] == name && p["in"] == "query"),
+                "GET {path}: no query parameter {name}: {params:?}"
+            );
+        }
+        if let Some(name) = also {
+            assert!(
+                params.iter().any(|p| p["name"] == name),
+                "GET {path}: no {name}: {params:?}"
+            );
+        }
+    }
     server.stop().await.unwrap();
 }

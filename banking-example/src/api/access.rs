@@ -127,9 +127,9 @@ pub fn check(caller: &Caller, id: Uuid, owner: Option<Uuid>, action: AccountActi
 
 /// Lists the caller's accounts (every account for tellers and admins).
 #[utoipa::path(
-    get, path = "/accounts", tag = "accounts", params(Page),
+    get, path = "/accounts", tag = "accounts",
     security(("bearer" = [])),
-    params(("x-client-id" = String, Header, description = "Calling client")),
+    params(Page, ("x-client-id" = String, Header, description = "Calling client")),
     responses(
         (status = 200, description = "A page of accounts, ordered by id", body = AccountPage),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),

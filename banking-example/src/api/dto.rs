@@ -148,10 +148,12 @@ pub struct ErrorBody {
 
 /// `limit` (1-100, default 50) and `offset` (default 0).
 #[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
-    /// Page size, 1-100.
+    /// Page size, 1-100 (default 50; a value outside the range is brought
+    /// into it).
     pub limit: Option<usize>,
-    /// Items to skip.
+    /// Items to skip (default 0).
     pub offset: Option<usize>,
 }
 

@@ -177,8 +177,8 @@ impl UserStore for PgAuthStore {
             self.s
         );
         let rows = sqlx::query(&sql)
-            .bind(offset as i64)
-            .bind(limit as i64)
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
