@@ -171,7 +171,9 @@ impl Default for DedupConfig {
 /// Distributed lock settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LockConfig {
-    /// Default lease time (used by [`LockedRepository`](crate::LockedRepository)).
+    /// The lease time to give [`LockedRepository::new`](crate::LockedRepository::new)
+    /// (`LockedRepository::new(repo, locks, config.lock_timeout)`); the
+    /// manager itself takes each lease's time from its caller.
     pub lock_timeout: Duration,
     /// Attempts of `acquire` while the lock is taken.
     pub retry_attempts: u32,

@@ -32,10 +32,11 @@ const CACHE: &str = "query";
 ///   invalidation in this process.
 /// - Redis failures are misses; the loader then serves.
 ///
-/// Other processes' L1 entries are not invalidated remotely: they live at
-/// most `ttl` (use [`EvictionPolicy::Ttl`](crate::EvictionPolicy::Ttl)
-/// to bound that from the write, or a small `max_size`/`ttl` for views
-/// read by several instances).
+/// Other processes' L1 entries are not invalidated remotely: with the LRU
+/// and LFU policies they live until `ttl` passes without a read, so a view
+/// read often in another instance stays there; use
+/// [`EvictionPolicy::Ttl`](crate::EvictionPolicy::Ttl) to bound their age
+/// from the write, for views read by several instances.
 pub struct QueryCache<V> {
     inner: Arc<Inner<V>>,
 }
