@@ -51,7 +51,8 @@ fn millis(d: Duration) -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError<E: std::error::Error + 'static> {
     /// De-duplication refused (Redis down and fail-closed, or still in
-    /// progress after waiting). The command did not run.
+    /// progress after waiting). The command did not run. (When only
+    /// storing the outcome fails, the command ran: `run` answers `Ok`.)
     #[error(transparent)]
     Dedup(#[from] DedupError),
     /// The command ran and failed; the key was released for a retry.
@@ -151,7 +152,13 @@ impl RedisDeduplicator {
             DedupStatus::InProgress => Err(RunError::Dedup(DedupError::InProgress { key: key.to_owned() })),
             DedupStatus::Started => match command().await {
                 Ok(outcome) => {
-                    self.complete(key, &outcome).await?;
+                    // The command ran: its outcome is the answer even if it
+                    // cannot be stored (a retry then waits for the in-flight
+                    // mark to expire, and pass a command id to the
+                    // repository so that it cannot apply twice).
+                    if let Err(e) = self.complete(key, &outcome).await {
+                        tracing::warn!(key, error = %e, "the outcome could not be stored; the key stays in flight until its TTL");
+                    }
                     Ok(outcome)
                 }
                 Err(e) => {

@@ -155,6 +155,33 @@ async fn dedup_fails_closed_by_default_and_open_when_configured() {
     open.complete("k", &serde_json::json!(1)).await.unwrap();
 }
 
+/// Redis goes away while the command runs: the command ran, so `run`
+/// answers its outcome rather than "did not run" (which would invite a
+/// second run).
+#[tokio::test]
+async fn a_command_that_ran_is_answered_even_if_its_outcome_cannot_be_stored() {
+    let p = prefix();
+    let proxy = Proxy::start().await;
+    let dedup = RedisDeduplicator::new(DedupConfig {
+        redis: redis_config(proxy.url()),
+        resilience: fast_resilience(),
+        ..dedup_config(&p)
+    })
+    .unwrap();
+    let runs = AtomicUsize::new(0);
+    let answer = dedup
+        .run("k", Duration::from_secs(1), || async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            proxy.stop();
+            Ok::<_, std::io::Error>(serde_json::json!("ran"))
+        })
+        .await;
+    assert_eq!(answer.unwrap(), serde_json::json!("ran"));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    proxy.restart().await;
+    cleanup(&p).await;
+}
+
 #[tokio::test]
 async fn locks_report_backend_errors_when_redis_is_down() {
     let p = prefix();
