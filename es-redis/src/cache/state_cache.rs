@@ -30,7 +30,9 @@ const CACHE: &str = "state";
 ///   version this process wrote per stream and ignores any L2 entry older
 ///   than it (e.g. left behind by a failed or reordered L2 write), so a
 ///   process never starts from a state older than its own last write, even
-///   when several processes share the Redis.
+///   when several processes share the Redis. It remembers the streams of
+///   its last `4 × max_size` writes (at least 1,024), least recently
+///   written forgotten first.
 /// - **Never a reason to fail**: every Redis failure (down, slow, circuit
 ///   open, load shed, undecodable entry) is a miss; the repository then
 ///   loads from the store. When Redis comes back the circuit closes and
@@ -87,8 +89,11 @@ impl<A: Aggregate> RedisStateCache<A> {
     pub fn with_backend(config: CacheConfig, backend: Arc<RedisBackend>) -> Self {
         let key_base = format!("{}:state:{}:s{}:", config.key_prefix, A::TYPE, A::SNAPSHOT_VERSION);
         let recent_key = format!("{}:recent:{}:s{}", config.key_prefix, A::TYPE, A::SNAPSHOT_VERSION);
+        // LRU, not moka's default TinyLFU: TinyLFU may refuse to admit a
+        // key seen once, and a watermark is written once per write.
         let written = Cache::builder()
             .max_capacity(config.max_size.saturating_mul(4).max(1024))
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
         Self {
             inner: Arc::new(Inner {
