@@ -211,15 +211,18 @@ impl Backends {
                 url: url.clone(),
                 ..RedisConfig::default()
             };
+            // States and replies belong to one store: keyed by its schema,
+            // so deployments sharing a Redis never answer from each other's.
+            let scope = format!("banking:{}", config.database_schema);
             let cache = RedisStateCache::<Account>::new(CacheConfig {
-                key_prefix: "banking".into(),
+                key_prefix: scope.clone(),
                 redis: redis.clone(),
                 ..CacheConfig::default()
             })
             .map_err(redis_err)?;
             backends.cache = Some(Arc::new(cache));
             let dedup = RedisDeduplicator::new(DedupConfig {
-                key_prefix: "banking".into(),
+                key_prefix: scope,
                 window: config.idempotency_ttl,
                 redis,
                 ..DedupConfig::default()
