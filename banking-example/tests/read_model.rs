@@ -397,6 +397,7 @@ async fn reads_keep_working_while_version_1_serves() {
     let store = PostgresEventStore::connect(&pg::database_url(), EventStoreConfig::with_schema(schema.clone()))
         .await
         .unwrap();
+    store.migrate().await.unwrap();
     let db = pool().await;
     sqlx::query(&format!(
         "CREATE TABLE {schema}.{ACCOUNTS}_v1 (id UUID PRIMARY KEY, owner_id UUID, owner_name TEXT NOT NULL, \
