@@ -18,7 +18,10 @@ async fn racing_appends_never_leave_the_head_behind() {
                 for i in 0..2000 {
                     let stream = StreamId::from(format!("s-{t}-{i}"));
                     let new = vec![NewEvent::new("Happened", json!({}))];
-                    let appended = store.append("thing", &stream, ExpectedVersion::NoStream, new).await.unwrap();
+                    let appended = store
+                        .append("thing", &stream, ExpectedVersion::NoStream, new)
+                        .await
+                        .unwrap();
                     if store.head_position().await.unwrap() < appended.positions[0] {
                         behind += 1;
                     }
@@ -32,5 +35,9 @@ async fn racing_appends_never_leave_the_head_behind() {
         behind += t.await.unwrap();
     }
     assert_eq!(behind, 0, "the head fell behind an acknowledged append {behind} times");
-    assert_eq!(store.head_position().await.unwrap(), 32 * 2000, "the head ends at the log's end");
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        32 * 2000,
+        "the head ends at the log's end"
+    );
 }
