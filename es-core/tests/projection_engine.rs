@@ -49,10 +49,23 @@ impl Projector for Log {
     }
 }
 
-/// Counts the unit's `apply` calls.
+/// Counts the unit's `apply` calls; with `fail_after_page` set, the next
+/// non-empty page is applied and then reported failed after its last event
+/// (`index` equal to the page's length), once.
 struct Counting<U> {
     inner: U,
     calls: AtomicUsize,
+    fail_after_page: AtomicBool,
+}
+
+impl<U> Counting<U> {
+    fn new(inner: U) -> Self {
+        Self {
+            inner,
+            calls: AtomicUsize::new(0),
+            fail_after_page: AtomicBool::new(false),
+        }
+    }
 }
 
 #[async_trait]
@@ -68,7 +81,15 @@ impl<U: ProjectionUnit> ProjectionUnit for Counting<U> {
     }
     async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.apply(events, advance).await
+        self.inner.apply(events, advance).await?;
+        if events.is_empty() || !self.fail_after_page.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(UnitError::Apply {
+            applied: events.len(),
+            index: Some(events.len()),
+            error: "failed after the page's last event".into(),
+        })
     }
     async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
         self.inner.dead_letter(letter, advance).await
@@ -166,10 +187,10 @@ async fn each_page_is_one_unit_of_work_and_a_bad_event_costs_only_itself() {
         append(&store, if i == 42 { json!({"poison": true}) } else { json!({}) }).await;
     }
     let log = Arc::new(Log::default());
-    let counting = Arc::new(Counting {
-        inner: ProjectorUnit::new(log.clone(), Arc::new(InMemoryCheckpointStore::new())),
-        calls: AtomicUsize::new(0),
-    });
+    let counting = Arc::new(Counting::new(ProjectorUnit::new(
+        log.clone(),
+        Arc::new(InMemoryCheckpointStore::new()),
+    )));
     let runner = ProjectionRunner::new(store.clone(), counting.clone()).with_config(fast(OnFailure::DeadLetter, 25));
     let report = runner.catch_up().await.unwrap();
     assert_eq!((report.applied, report.dead_lettered, report.position), (99, 1, 100));
@@ -234,10 +255,10 @@ async fn wait_for_reports_whether_the_projection_got_there() {
 async fn a_lingering_follower_reads_a_burst_as_one_page() {
     let store = Arc::new(InMemoryEventStore::new());
     let log = Arc::new(Log::default());
-    let counting = Arc::new(Counting {
-        inner: ProjectorUnit::new(log.clone(), Arc::new(InMemoryCheckpointStore::new())),
-        calls: AtomicUsize::new(0),
-    });
+    let counting = Arc::new(Counting::new(ProjectorUnit::new(
+        log.clone(),
+        Arc::new(InMemoryCheckpointStore::new()),
+    )));
     let config = ProjectionConfig {
         linger: Duration::from_millis(400),
         poll_interval: Duration::from_secs(30),
@@ -321,10 +342,7 @@ async fn moves_past_filtered_out_events_are_written_with_the_next_page_or_once_o
     let store = Arc::new(InMemoryEventStore::new());
     let picky = Arc::new(Picky::default());
     let checkpoints = Arc::new(InMemoryCheckpointStore::new());
-    let counting = Arc::new(Counting {
-        inner: ProjectorUnit::new(picky.clone(), checkpoints.clone()),
-        calls: AtomicUsize::new(0),
-    });
+    let counting = Arc::new(Counting::new(ProjectorUnit::new(picky.clone(), checkpoints.clone())));
     let interval = Duration::from_millis(300);
     let runner = ProjectionRunner::new(store.clone(), counting.clone()).with_config(ProjectionConfig {
         skip_checkpoint_interval: interval,
@@ -420,10 +438,10 @@ async fn moves_past_filtered_out_events_are_written_with_the_next_page_or_once_o
 async fn without_an_interval_every_move_is_written() {
     assert!(ProjectionConfig::default().skip_checkpoint_interval.is_zero());
     let store = Arc::new(InMemoryEventStore::new());
-    let counting = Arc::new(Counting {
-        inner: ProjectorUnit::new(Arc::new(Picky::default()), Arc::new(InMemoryCheckpointStore::new())),
-        calls: AtomicUsize::new(0),
-    });
+    let counting = Arc::new(Counting::new(ProjectorUnit::new(
+        Arc::new(Picky::default()),
+        Arc::new(InMemoryCheckpointStore::new()),
+    )));
     let runner = ProjectionRunner::new(store.clone(), counting.clone()).with_config(fast(OnFailure::Stop, 100));
     let last = append_as(&store, "Other", json!({})).await;
     runner.catch_up().await.unwrap();
@@ -624,52 +642,6 @@ async fn typed_projections_get_decoded_upcast_events_and_undecodable_ones_are_no
     assert!(letters[0].error.contains("does not decode"), "{}", letters[0].error);
 }
 
-/// Applies every page through `inner`, then reports the page failed after
-/// its last event (`index` equal to the page's length), once.
-struct FailsAfterItsLastEvent<U> {
-    inner: U,
-    failed: AtomicBool,
-}
-
-#[async_trait]
-impl<U: ProjectionUnit> ProjectionUnit for FailsAfterItsLastEvent<U> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn filter(&self) -> EventFilter {
-        self.inner.filter()
-    }
-    async fn position(&self) -> Result<u64, StoreError> {
-        self.inner.position().await
-    }
-    async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
-        self.inner.apply(events, advance).await?;
-        if events.is_empty() || self.failed.swap(true, Ordering::SeqCst) {
-            return Ok(());
-        }
-        Err(UnitError::Apply {
-            applied: events.len(),
-            index: Some(events.len()),
-            error: "failed after the page's last event".into(),
-        })
-    }
-    async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
-        self.inner.dead_letter(letter, advance).await
-    }
-    async fn reset(&self) -> Result<(), UnitError> {
-        self.inner.reset().await
-    }
-    async fn seek(&self, position: u64) -> Result<(), StoreError> {
-        self.inner.seek(position).await
-    }
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.inner.dead_letters().await
-    }
-    async fn resolve_dead_letter(&self, position: u64, event: Option<&RecordedEvent>) -> Result<bool, UnitError> {
-        self.inner.resolve_dead_letter(position, event).await
-    }
-}
-
 #[tokio::test]
 async fn a_unit_failing_after_its_last_event_neither_panics_the_runner_nor_applies_twice() {
     let store = Arc::new(InMemoryEventStore::new());
@@ -678,10 +650,11 @@ async fn a_unit_failing_after_its_last_event_neither_panics_the_runner_nor_appli
     for _ in 0..5 {
         last = append(&store, json!({})).await;
     }
-    let unit = Arc::new(FailsAfterItsLastEvent {
-        inner: ProjectorUnit::new(log.clone(), Arc::new(InMemoryCheckpointStore::new())),
-        failed: AtomicBool::new(false),
-    });
+    let unit = Arc::new(Counting::new(ProjectorUnit::new(
+        log.clone(),
+        Arc::new(InMemoryCheckpointStore::new()),
+    )));
+    unit.fail_after_page.store(true, Ordering::SeqCst);
     let runner = ProjectionRunner::new(store.clone(), unit.clone()).with_config(fast(OnFailure::Stop, 10));
     runner.catch_up().await.unwrap();
     assert_eq!(unit.position().await.unwrap(), last);
@@ -691,7 +664,7 @@ async fn a_unit_failing_after_its_last_event_neither_panics_the_runner_nor_appli
         "every event once"
     );
     // The same from a selective replay, which moves no checkpoint.
-    unit.failed.store(false, Ordering::SeqCst);
+    unit.fail_after_page.store(true, Ordering::SeqCst);
     log.positions.lock().unwrap().clear();
     runner
         .replay(es_core::ReplayMode::Selective {

@@ -99,6 +99,19 @@ async fn snapshot_store_keeps_the_newest_and_repository_uses_it() {
     assert_eq!(fresh.load("t1").await.unwrap().state.total, 501);
 }
 
+/// Runs `snapshotter` until a run takes snapshots (the log may be briefly
+/// held back by other tests' writers); how many it took.
+async fn first_snapshots(snapshotter: &mut BackgroundSnapshotter<Tally>) -> usize {
+    for _ in 0..100 {
+        let taken = snapshotter.run_once().await.unwrap();
+        if taken > 0 {
+            return taken;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    0
+}
+
 #[tokio::test]
 async fn background_snapshotter_snapshots_due_streams_only() {
     let store = common::store().await;
@@ -115,15 +128,7 @@ async fn background_snapshotter_snapshots_due_streams_only() {
             threshold: 5,
         },
     );
-    // The log may be briefly held back by other tests' writers.
-    let mut taken = 0;
-    for _ in 0..100 {
-        taken += snapshotter.run_once().await.unwrap();
-        if taken > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let taken = first_snapshots(&mut snapshotter).await;
     assert_eq!(taken, 1);
     let snaps = PostgresSnapshotStore::new(&store);
     let busy = snaps.load(&StreamId::from("busy")).await.unwrap().unwrap();
@@ -158,14 +163,7 @@ async fn background_snapshotter_reads_the_log_through_the_upcasters() {
         },
     )
     .with_upcasters(upcasters());
-    let mut taken = 0;
-    for _ in 0..100 {
-        taken += snapshotter.run_once().await.unwrap();
-        if taken > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let taken = first_snapshots(&mut snapshotter).await;
     assert_eq!(taken, 1);
     let snaps = PostgresSnapshotStore::new(&store);
     let old = snaps.load(&StreamId::from("old")).await.unwrap().unwrap();
