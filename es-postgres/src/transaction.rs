@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::batcher::{stored_slots, Columns};
 use crate::error::backend;
+use crate::sql::Sql;
 use crate::PostgresEventStore;
 
 impl PostgresEventStore {
@@ -43,14 +44,9 @@ impl PostgresEventStore {
         es_core::backend::validate_append(stream_id, &events)?;
         let sql = &self.inner.sql;
         let mut attempt = 0;
+        let mut current = stream_version(conn, sql, stream_id).await?;
         loop {
             attempt += 1;
-            let current: i64 = sqlx::query_scalar(&sql.stream_version)
-                .bind(stream_id.as_str())
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| backend("stream version", e))?;
-            let current = current.max(0) as u64;
             let base = match expected {
                 ExpectedVersion::Exact(v) => v,
                 ExpectedVersion::NoStream => 0,
@@ -118,12 +114,7 @@ impl PostgresEventStore {
                     return Ok(result);
                 }
             }
-            let actual: i64 = sqlx::query_scalar(&sql.stream_version)
-                .bind(stream_id.as_str())
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| backend("stream version", e))?;
-            let actual = actual.max(0) as u64;
+            let actual = stream_version(conn, sql, stream_id).await?;
             // `Any` (and `StreamExists` on a stream that exists) never
             // conflicts: a writer that took the version first, and whose
             // commit this statement waited for, is appended after.
@@ -139,8 +130,19 @@ impl PostgresEventStore {
                     actual,
                 });
             }
+            current = actual;
         }
     }
+}
+
+/// The stream's version as `conn` sees it now.
+async fn stream_version(conn: &mut PgConnection, sql: &Sql, stream_id: &StreamId) -> Result<u64, StoreError> {
+    let version: i64 = sqlx::query_scalar(&sql.stream_version)
+        .bind(stream_id.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| backend("stream version", e))?;
+    Ok(version.max(0) as u64)
 }
 
 /// Attempts of an `Any` append in a transaction that lost its version to a
