@@ -211,8 +211,10 @@ impl Backends {
                 url: url.clone(),
                 ..RedisConfig::default()
             };
-            // States and replies belong to one store: keyed by its schema,
-            // so deployments sharing a Redis never answer from each other's.
+            // States and replies belong to one store: keyed by its schema, so
+            // deployments on different schemas sharing a Redis never answer
+            // from each other's (same schema names: give them their own Redis
+            // database in REDIS_URL).
             let scope = format!("banking:{}", config.database_schema);
             let cache = RedisStateCache::<Account>::new(CacheConfig {
                 key_prefix: scope.clone(),

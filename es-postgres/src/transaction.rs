@@ -103,6 +103,12 @@ impl PostgresEventStore {
                     positions: ids.iter().filter_map(|id| positions.get(id).copied()).collect(),
                 });
             }
+            // Nothing of this attempt is kept: end its savepoint, so that
+            // attempts do not nest.
+            sqlx::query("RELEASE SAVEPOINT es_append")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| backend("release savepoint", e))?;
             let stored = sqlx::query(&sql.find_events)
                 .bind(&ids)
                 .fetch_all(&mut *conn)

@@ -116,12 +116,24 @@ async fn an_any_append_waiting_for_another_writer_goes_after_it() {
             result
         })
     };
-    // The second writer is blocked on the first one's row.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !second.is_finished(),
-        "the second append waits for the first transaction"
-    );
+    // The second writer is blocked on the first one's row before the first
+    // commits (so its retry is what is tested).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let waiting = loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+        )
+        .bind(format!("%{}.events%", store.schema()))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if n > 0 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(waiting, 1, "the second append waits for the first transaction");
+    assert!(!second.is_finished());
     first.commit().await.unwrap();
     let result = second.await.unwrap().expect("an Any append does not conflict");
     assert_eq!((result.first_version, result.new_version), (2, 2));

@@ -1,7 +1,7 @@
 //! [`SqliteDeduplicator`]: idempotency keys kept in the SQLite file, so a
 //! restart still recognises a retry and answers it with the first response.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,12 +26,14 @@ fn millis(d: Duration) -> i64 {
 
 /// Expired keys are purged every this many completions.
 const PURGE_EVERY: u64 = 1024;
-/// Most keys one purge deletes (keeps each purge, a write, short).
-const PURGE_BATCH: i64 = 10_000;
+/// Most keys one purge deletes: twice what accrues between purges, and a
+/// short write (it holds the file's write lock).
+const PURGE_BATCH: i64 = 2048;
 
 /// es-core's `CommandDeduplicator` on the event store's SQLite file (table
 /// `dedup_keys`, created by [`new`](Self::new)). Keys past their window are
-/// deleted every 1024 completions ([`purge_expired`](Self::purge_expired)).
+/// deleted in the background every 1024 completions
+/// ([`purge_expired`](Self::purge_expired)).
 ///
 /// A key is `in progress` from `begin` until `complete` (its outcome is
 /// kept for `window`) or `abandon`; an in-progress key older than
@@ -66,6 +68,8 @@ pub struct SqliteDeduplicator {
     window: Duration,
     in_flight_ttl: Duration,
     completions: Arc<AtomicU64>,
+    /// Whether a background purge is running (one at a time).
+    purging: Arc<AtomicBool>,
 }
 
 impl SqliteDeduplicator {
@@ -92,11 +96,13 @@ impl SqliteDeduplicator {
             window,
             in_flight_ttl,
             completions: Arc::new(AtomicU64::new(0)),
+            purging: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// Deletes up to 10,000 keys whose window (and in-flight time) ended;
-    /// returns how many. Runs by itself every 1024 completions.
+    /// Deletes up to 2,048 keys whose window (and in-flight time) ended;
+    /// returns how many. Runs by itself, in the background, every 1024
+    /// completions.
     pub async fn purge_expired(&self) -> Result<u64, DedupError> {
         let older_than = millis(self.window.max(self.in_flight_ttl));
         let done =
@@ -171,12 +177,20 @@ impl CommandDeduplicator for SqliteDeduplicator {
         .execute(&self.pool)
         .await
         .map_err(unavailable("complete dedup key"))?;
-        if self.completions.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
-            match self.purge_expired().await {
-                Ok(n) if n > 0 => tracing::debug!(purged = n, "expired idempotency keys deleted"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
-            }
+        if self.completions.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1
+            && !self.purging.swap(true, Ordering::AcqRel)
+        {
+            // Off the caller's path: the purge is a write, and waits its turn
+            // behind the appends.
+            let this = self.clone();
+            tokio::spawn(async move {
+                match this.purge_expired().await {
+                    Ok(n) if n > 0 => tracing::debug!(purged = n, "expired idempotency keys deleted"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+                }
+                this.purging.store(false, Ordering::Release);
+            });
         }
         Ok(())
     }

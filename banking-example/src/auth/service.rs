@@ -1,6 +1,7 @@
 //! [`AuthService`]: registration, login, token refresh and revocation,
 //! password change and reset, and token verification for every request.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,12 +35,16 @@ pub struct AuthService {
     /// burst of guesses is checked one after the other, each against the
     /// failures recorded before it, so the lockout and the progressive
     /// delay hold under concurrency (across instances the store's atomic
-    /// count bounds it). Bounded; idle turns go after a minute.
-    login_turns: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
+    /// count bounds it). A fixed set of turns, a pair hashed to one: never
+    /// more memory, and a held turn is never forgotten (pairs sharing one
+    /// merely wait for each other).
+    login_turns: Box<[tokio::sync::Mutex<()>]>,
+    /// Hashes a username and source to its turn.
+    turn_hasher: foldhash::fast::RandomState,
 }
 
-/// Most username-and-source pairs with a login turn kept at once.
-const LOGIN_TURNS: u64 = 100_000;
+/// Login turns (see `AuthService::login_turns`).
+const LOGIN_TURNS: usize = 4096;
 
 impl std::fmt::Debug for AuthService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,10 +95,8 @@ impl AuthService {
             stores,
             lockout,
             dummy_hash: OnceCell::new(),
-            login_turns: moka::sync::Cache::builder()
-                .max_capacity(LOGIN_TURNS)
-                .time_to_idle(Duration::from_secs(60))
-                .build(),
+            login_turns: (0..LOGIN_TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            turn_hasher: foldhash::fast::RandomState::default(),
         })
     }
 
@@ -186,10 +189,8 @@ impl AuthService {
             username: &username,
             source,
         };
-        let turn = self.login_turns.get_with(format!("{username}\u{0}{source}"), || {
-            Arc::new(tokio::sync::Mutex::new(()))
-        });
-        let _turn = turn.lock().await;
+        let turn = self.turn_hasher.hash_one((username.as_str(), source)) as usize % LOGIN_TURNS;
+        let _turn = self.login_turns[turn].lock().await;
         let now = self.now();
         let attempts = self.stores.attempts.get(key).await?;
         if let Some(until) = self.lockout.locked_until(&attempts, now) {

@@ -17,9 +17,10 @@ use crate::gate::Turn;
 use crate::sql::{self, signed, unsigned};
 use crate::SqliteEventStore;
 
-/// Creates the checkpoint row if missing and reads it.
 /// The dead letters of one projection after a position.
 const DROP_LETTERS_AFTER: &str = "DELETE FROM dead_letters WHERE projection = ?1 AND global_position > ?2";
+
+/// Creates the checkpoint row if missing and reads it.
 const LOCK: &str = "INSERT INTO checkpoints (projection, position, updated_at) VALUES (?1, 0, ?2) \
      ON CONFLICT (projection) DO UPDATE SET projection = excluded.projection RETURNING position";
 
