@@ -280,17 +280,24 @@ async fn password_hashing_at_capacity_answers_503_with_retry_after() {
     config.auth.argon2_max_concurrent = 1;
     config.auth.argon2_queue_wait = Duration::ZERO;
     let server = common::start_with(config).await;
-    let username = common::username();
-    let r = common::post_json(
-        &server.url(),
-        "/auth/register",
-        None,
-        json!({"username": username, "password": common::PASSWORD}),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    // Eight users (logins of one user from one source take turns, so they
+    // would never hash at once).
+    let mut usernames = Vec::new();
+    for _ in 0..8 {
+        let username = common::username();
+        let r = common::post_json(
+            &server.url(),
+            "/auth/register",
+            None,
+            json!({"username": username, "password": common::PASSWORD}),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        usernames.push(username);
+    }
+    let username = usernames[0].clone();
     let base = server.url();
-    let logins = (0..8).map(|_| {
+    let logins = usernames.iter().map(|username| {
         common::post_json(
             &base,
             "/auth/login",
