@@ -132,12 +132,16 @@ pub fn check(caller: &Caller, id: Uuid, owner: Option<Uuid>, action: AccountActi
     params(Page, ("x-client-id" = String, Header, description = "Calling client")),
     responses(
         (status = 200, description = "A page of accounts, ordered by id", body = AccountPage),
+        (status = 400, description = "`limit` or `offset` is not a number, or a header rule is broken", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 503, description = "The read model is unavailable", body = ErrorBody),
     )
 )]
 pub async fn list_accounts(State(state): State<AppState>, caller: Caller, Query(page): Query<Page>) -> Response {
-    let (offset, limit) = page.bounds();
+    let (offset, limit) = match page.bounds() {
+        Ok(bounds) => bounds,
+        Err(e) => return ApiError::BadRequest(e).into_response(),
+    };
     let owner = (!sees_all_accounts(&caller.user.roles)).then_some(caller.user.user_id);
     super::consistency::wait_for_committed(&state).await;
     let (accounts, total) = match state.read_model.list(owner, offset, limit).await {

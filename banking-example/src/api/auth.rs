@@ -337,6 +337,7 @@ pub async fn me(State(state): State<AppState>, AuthUser(who): AuthUser) -> Respo
 #[utoipa::path(get, path = "/auth/users", tag = "auth", params(Page), security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of users", body = UserPage),
+        (status = 400, description = "`limit` or `offset` is not a number", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
@@ -344,7 +345,10 @@ pub async fn list_users(State(state): State<AppState>, AuthUser(who): AuthUser, 
     if !may_list_users(&who.roles) {
         return err(ApiError::Forbidden("only admins may list users".into()));
     }
-    let (offset, limit) = page.bounds();
+    let (offset, limit) = match page.bounds() {
+        Ok(bounds) => bounds,
+        Err(e) => return err(ApiError::BadRequest(e)),
+    };
     match state.auth.stores().users.list(offset, limit).await {
         Ok((users, total)) => Json(UserPage {
             users: users

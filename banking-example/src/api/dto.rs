@@ -152,14 +152,24 @@ pub struct ErrorBody {
 pub struct Page {
     /// Page size, 1-100 (default 50; a value outside the range is brought
     /// into it).
+    #[param(maximum = 9223372036854775807_i64)]
     pub limit: Option<usize>,
     /// Items to skip (default 0).
+    #[param(maximum = 9223372036854775807_i64)]
     pub offset: Option<usize>,
 }
 
+/// The largest `limit` or `offset` a page takes (as the schema says).
+pub(super) const MAX_PAGE_NUMBER: usize = 9_223_372_036_854_775_807;
+
 impl Page {
-    /// The effective `(offset, limit)`.
-    pub fn bounds(self) -> (usize, usize) {
-        (self.offset.unwrap_or(0), self.limit.unwrap_or(50).clamp(1, 100))
+    /// The effective `(offset, limit)`; an error past [`MAX_PAGE_NUMBER`].
+    pub fn bounds(self) -> Result<(usize, usize), String> {
+        for (name, value) in [("limit", self.limit), ("offset", self.offset)] {
+            if value.is_some_and(|v| v > MAX_PAGE_NUMBER) {
+                return Err(format!("{name} must be at most {MAX_PAGE_NUMBER}"));
+            }
+        }
+        Ok((self.offset.unwrap_or(0), self.limit.unwrap_or(50).clamp(1, 100)))
     }
 }
