@@ -151,10 +151,15 @@ pub enum CdcError {
         /// What was wrong.
         reason: String,
     },
-    /// Some events of the batch were not acknowledged; the slot was not
-    /// advanced and the whole batch will be read and published again.
+    /// Some events of the batch were not acknowledged. The slot was
+    /// advanced past the transactions Kafka acknowledged whole (their
+    /// events are counted in `published` and not read again); the rest of
+    /// the batch will be read and published again.
     #[error("cdc publish: {failed} of {total} events not acknowledged, first: {first}")]
     Publish {
+        /// Events of the transactions acknowledged whole, which the slot
+        /// was advanced past.
+        published: usize,
         /// Events that failed.
         failed: usize,
         /// Events in the batch.

@@ -218,6 +218,81 @@ async fn the_slot_never_passes_a_transaction_acknowledged_in_part() {
     .await;
 }
 
+/// A round Kafka acknowledges in part: the events of the transactions
+/// acknowledged whole count as published (the slot moved past them and
+/// never reads them again), those of the transaction acknowledged in part
+/// do not (they are published again each round), and the rounds stuck on
+/// the refused event turn the record unhealthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_acknowledged_in_part_counts_what_the_slot_passed() {
+    let kafka = Kafka::start();
+    let _topic = kafka.topic("account", 3).await;
+    let store = common::store(false).await;
+    let (store, kafka) = (&store, &kafka);
+    with_slot(store, kafka, |slot| async move {
+        append_n(store, "account", "a", 2).await;
+        store
+            .append(
+                "account",
+                &StreamId::from("q"),
+                ExpectedVersion::NoStream,
+                vec![small(1), oversized(), small(3)],
+            )
+            .await
+            .unwrap();
+        let r = CdcRelay::new(
+            store.pool().clone(),
+            limited_publisher(kafka),
+            es_kafka::CdcConfig {
+                unhealthy_after: 2,
+                backoff: es_core::RetryPolicy {
+                    initial_delay: std::time::Duration::from_millis(10),
+                    max_delay: std::time::Duration::from_millis(50),
+                    ..es_kafka::CdcConfig::new(store.schema(), &slot).backoff
+                },
+                ..es_kafka::CdcConfig::new(store.schema(), &slot)
+            },
+        )
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = r.clone();
+        let task = tokio::spawn(async move {
+            running
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let stuck = loop {
+            let h = r.health();
+            if !h.healthy && h.failed_rounds_total >= 3 {
+                break h;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never stuck on the refused event: {h:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let _ = stop.send(());
+        task.await.unwrap();
+        assert_eq!(
+            stuck.published_total, 2,
+            "a's two events count once, q's acknowledged first event does not: {stuck:?}"
+        );
+        assert!(stuck.last_publish_at.is_some(), "{stuck:?}");
+        assert!(
+            stuck
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.to_lowercase().contains("too large")),
+            "{stuck:?}"
+        );
+    })
+    .await;
+}
+
 /// The relay's database idle while another database of the cluster
 /// writes: the slot still moves along (it would keep all that WAL
 /// otherwise), and what is appended afterwards is relayed.

@@ -81,16 +81,22 @@ impl ChangeBatch {
     /// The LSN to advance to once events `..published` are acknowledged:
     /// the commit of the last transaction all of whose events are in.
     pub fn safe_lsn(&self, published: usize) -> Option<&str> {
+        self.passed(published).0
+    }
+
+    /// The commit of the last transaction all of whose events are among
+    /// `..published`, and how many events those whole transactions hold.
+    fn passed(&self, published: usize) -> (Option<&str>, usize) {
         let mut covered = 0;
-        let mut lsn = None;
+        let mut passed = (None, 0);
         for (commit, n) in &self.transactions {
             covered += n;
             if covered > published {
                 break;
             }
-            lsn = Some(commit.as_str());
+            passed = (Some(commit.as_str()), covered);
         }
-        lsn
+        passed
     }
 }
 
@@ -257,7 +263,8 @@ impl CdcRelay {
                     .push(telemetry::record_lag(METHOD, *committed_at, d.acked_at));
             }
         }
-        if let Some(lsn) = batch.safe_lsn(prefix).or(batch.idle_upto.as_deref()) {
+        let (safe, passed) = batch.passed(prefix);
+        if let Some(lsn) = safe.or(batch.idle_upto.as_deref()) {
             slot::advance(&self.pool, &self.config.slot, lsn).await?;
             outcome.advanced_to = Some(lsn.to_owned());
         }
@@ -267,6 +274,7 @@ impl CdcRelay {
             ::metrics::counter!(telemetry::PUBLISH_FAILURES, "method" => METHOD).increment(failed as u64);
             if let Some(Err(first)) = results.into_iter().nth(prefix) {
                 return Err(CdcError::Publish {
+                    published: passed,
                     failed,
                     total: events.len(),
                     first,
@@ -329,7 +337,14 @@ impl CdcRelay {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cdc relay round failed");
-                    self.health.failed(e.to_string());
+                    match e {
+                        // Part of the batch went out and the slot moved past
+                        // it: progress, as in the outbox poller, yet back off.
+                        // Events of a transaction acknowledged in part are
+                        // published again, so they are not counted here.
+                        CdcError::Publish { published, .. } if published > 0 => self.health.progress(published),
+                        e => self.health.failed(e.to_string()),
+                    }
                     Progress::Failed
                 }
             }
@@ -397,5 +412,8 @@ mod tests {
         assert_eq!(batch.safe_lsn(2), Some("0/2"));
         assert_eq!(batch.safe_lsn(4), Some("0/2"));
         assert_eq!(batch.safe_lsn(5), Some("0/3"));
+        assert_eq!(batch.passed(1), (None, 0));
+        assert_eq!(batch.passed(4), (Some("0/2"), 2));
+        assert_eq!(batch.passed(5), (Some("0/3"), 5));
     }
 }
