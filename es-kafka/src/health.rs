@@ -15,9 +15,10 @@ pub const DEFAULT_UNHEALTHY_AFTER: u32 = 5;
 /// The progress record of one publishing loop ([`OutboxPoller`] or
 /// [`CdcRelay`]), updated after every round.
 ///
-/// A round **fails** when it returns an error, or when events were pending
-/// and none was acknowledged (a broker outage looks like that: the
-/// deliveries time out). Every failed round is logged (a warning) and
+/// A round **fails** when it returns an error, or when a pending event was
+/// not acknowledged (a broker outage looks like that: the deliveries time
+/// out). A round that acknowledged some events and failed on others
+/// counts both ([`partial`](PublishHealth::partial)). Every failed round is logged (a warning) and
 /// counted ([`telemetry::FAILED_ROUNDS`]); after `unhealthy_after`
 /// consecutive failed rounds [`HealthSnapshot::healthy`] is false, with the
 /// last reason, until a round makes progress again.
@@ -106,10 +107,25 @@ impl PublishHealth {
 
     /// Records a round that made no progress, with why.
     pub fn failed(&self, reason: impl Into<String>) {
-        let reason = reason.into();
+        self.fail(0, reason.into());
+    }
+
+    /// Records a round that acknowledged `published` events but failed on
+    /// others, with why: the events count, and so does the failure (a
+    /// stream stuck behind an event Kafka keeps refusing turns the record
+    /// unhealthy even while other streams go out).
+    pub fn partial(&self, published: usize, reason: impl Into<String>) {
+        self.fail(published, reason.into());
+    }
+
+    fn fail(&self, published: usize, reason: String) {
         let now = Utc::now();
         ::metrics::counter!(telemetry::FAILED_ROUNDS, "method" => self.method).increment(1);
         self.with(|s| {
+            if published > 0 {
+                s.last_publish_at = Some(now);
+                s.published_total += published as u64;
+            }
             s.consecutive_failed_rounds += 1;
             s.failed_rounds_total += 1;
             s.healthy = s.consecutive_failed_rounds < self.unhealthy_after;
@@ -117,8 +133,9 @@ impl PublishHealth {
             tracing::warn!(
                 method = self.method,
                 consecutive = s.consecutive_failed_rounds,
+                published,
                 reason = %reason,
-                "publishing round made no progress"
+                "publishing round failed"
             );
             s.last_error = Some(reason);
         });
@@ -160,12 +177,19 @@ mod tests {
         assert!(s.healthy);
         assert_eq!((s.consecutive_failed_rounds, s.published_total), (0, 7));
         assert!(s.last_error.is_none() && s.last_publish_at.is_some());
+        h.partial(2, "e");
+        h.partial(1, "f");
+        let s = h.snapshot();
+        assert_eq!((s.consecutive_failed_rounds, s.published_total), (2, 10));
+        assert_eq!(s.last_error.as_deref(), Some("f"));
+        h.partial(0, "g");
+        assert!(!h.snapshot().healthy, "partial rounds are failed rounds");
         h.failed("d");
         h.progress(0);
         let s = h.snapshot();
         assert_eq!(
             (s.consecutive_failed_rounds, s.published_total, s.failed_rounds_total),
-            (0, 7, 4),
+            (0, 10, 7),
             "nothing pending ends a failure run"
         );
     }

@@ -25,8 +25,8 @@ pub const OUTBOX_PARKED_ROWS: &str = "es_kafka_outbox_parked_rows";
 /// Counter: producers replaced after librdkafka declared them fatally
 /// failed.
 pub const PRODUCER_RECREATED: &str = "es_kafka_producer_recreated_total";
-/// Counter, label `method`: rounds of the poller or relay that published
-/// nothing although events were pending (an error, or no acknowledgement).
+/// Counter, label `method`: rounds of the poller or relay that failed (an
+/// error, or a pending event not acknowledged, whether or not others were).
 pub const FAILED_ROUNDS: &str = "es_kafka_failed_rounds_total";
 /// Gauge, label `method`: seconds since the last acknowledged event (set
 /// when health is read, e.g. on each scrape of the banking example).

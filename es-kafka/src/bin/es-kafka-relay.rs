@@ -45,7 +45,11 @@ async fn shutdown() {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+                .from_env_lossy(),
+        )
         .init();
     let method: DataCaptureMethod = env_or("DATA_CAPTURE_METHOD", "cdc_debezium").parse()?;
     let relay_kind: CdcRelayKind = env_or("CDC_RELAY", "builtin").parse()?;

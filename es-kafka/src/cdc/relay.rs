@@ -250,12 +250,16 @@ impl CdcRelay {
         let events: Vec<RecordedEvent> = batch.events.iter().map(|(e, _)| e.clone()).collect();
         let results = self.publisher.publish(&events).await;
         let prefix = results.iter().take_while(|r| r.is_ok()).count();
+        // Only the events of whole acknowledged transactions are done: the
+        // others (acknowledged or not) are read and published again, so
+        // they are neither counted nor timed here.
+        let (safe, passed) = batch.passed(prefix);
         let mut outcome = RelayOutcome {
             transactions: batch.transactions.len(),
-            published: prefix,
+            published: passed,
             ..RelayOutcome::default()
         };
-        for ((event, committed_at), result) in batch.events.iter().zip(&results).take(prefix) {
+        for ((event, committed_at), result) in batch.events.iter().zip(&results).take(passed) {
             self.acked_position.fetch_max(event.global_position, Ordering::Relaxed);
             if let Ok(d) = result {
                 outcome
@@ -263,15 +267,15 @@ impl CdcRelay {
                     .push(telemetry::record_lag(METHOD, *committed_at, d.acked_at));
             }
         }
-        let (safe, passed) = batch.passed(prefix);
         if let Some(lsn) = safe.or(batch.idle_upto.as_deref()) {
             slot::advance(&self.pool, &self.config.slot, lsn).await?;
             outcome.advanced_to = Some(lsn.to_owned());
         }
-        ::metrics::counter!(telemetry::PUBLISHED, "method" => METHOD).increment(prefix as u64);
+        ::metrics::counter!(telemetry::PUBLISHED, "method" => METHOD).increment(passed as u64);
         let failed = results.len() - prefix;
         if failed > 0 {
-            ::metrics::counter!(telemetry::PUBLISH_FAILURES, "method" => METHOD).increment(failed as u64);
+            ::metrics::counter!(telemetry::PUBLISH_FAILURES, "method" => METHOD)
+                .increment((results.len() - passed) as u64);
             if let Some(Err(first)) = results.into_iter().nth(prefix) {
                 return Err(CdcError::Publish {
                     published: passed,
@@ -339,13 +343,19 @@ impl CdcRelay {
                     tracing::error!(error = %e, "cdc relay round failed");
                     match e {
                         // Part of the batch went out and the slot moved past
-                        // it: progress, as in the outbox poller, yet back off.
+                        // it: a failed round that published, and the next
+                        // one goes at once (it starts with the failure).
                         // Events of a transaction acknowledged in part are
                         // published again, so they are not counted here.
-                        CdcError::Publish { published, .. } if published > 0 => self.health.progress(published),
-                        e => self.health.failed(e.to_string()),
+                        CdcError::Publish { published, .. } if published > 0 => {
+                            self.health.partial(published, e.to_string());
+                            Progress::Busy
+                        }
+                        e => {
+                            self.health.failed(e.to_string());
+                            Progress::Failed
+                        }
                     }
-                    Progress::Failed
                 }
             }
         })

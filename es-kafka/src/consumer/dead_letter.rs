@@ -1,7 +1,5 @@
 //! Sending a poison message to the dead-letter topic.
 
-use std::time::Duration;
-
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -46,7 +44,7 @@ pub(crate) async fn send(
         record = record.payload(payload);
     }
     producer
-        .send(record, Duration::from_secs(30))
+        .send(record, super::worker::DEAD_LETTER_TIMEOUT)
         .await
         .map(|_| ())
         .map_err(|(source, _)| ConsumerError::DeadLetter {

@@ -20,6 +20,9 @@ use crate::message::{decode_envelope, header_str};
 use crate::telemetry;
 
 /// The pause after a passing consumption error, before waiting again.
+/// How long a dead letter may take to be acknowledged, unless
+/// `message.timeout.ms` is set in the config's `extra`.
+pub(crate) const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// How long rewinding a partition after a failed message may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -94,11 +97,14 @@ impl KafkaProjectionConsumer {
             cc.set(k, v);
         }
         cc.set("bootstrap.servers", &config.bootstrap_servers);
-        let producer: FutureProducer = cc
-            .clone()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create()?;
+        let mut pc = cc.clone();
+        if !config.extra.contains_key("message.timeout.ms") {
+            // librdkafka's default is 300 s; a dead letter that cannot go
+            // out in time fails the message (it is consumed again) instead
+            // of holding the consumer, and its shutdown, for minutes.
+            pc.set("message.timeout.ms", DEAD_LETTER_TIMEOUT.as_millis().to_string());
+        }
+        let producer: FutureProducer = pc.set("enable.idempotence", "true").set("acks", "all").create()?;
         let consumer: StreamConsumer = cc
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "true")
@@ -238,10 +244,7 @@ impl KafkaProjectionConsumer {
                 if let Some((stream, version)) = stream_position(msg) {
                     let last = self.dedup.last_version(&stream).await.map_err(ConsumerError::Dedup)?;
                     if verdict(last, version) == Verdict::Apply {
-                        self.dedup
-                            .record(&stream, version)
-                            .await
-                            .map_err(ConsumerError::Dedup)?;
+                        self.record_with_retry(&stream, version).await?;
                     }
                 }
                 return Ok(handled);
@@ -275,11 +278,26 @@ impl KafkaProjectionConsumer {
         } else {
             Handled::Filtered
         };
-        self.dedup
-            .record(&event.stream_id, event.version)
-            .await
-            .map_err(ConsumerError::Dedup)?;
+        self.record_with_retry(&event.stream_id, event.version).await?;
         Ok(handled)
+    }
+
+    /// Records a handled version, retrying a failing store by the retry
+    /// policy: the message is applied (or dead-lettered) already, and an
+    /// error here means it is consumed and handled again.
+    async fn record_with_retry(&self, stream: &StreamId, version: u64) -> Result<(), ConsumerError> {
+        let mut attempt = 1;
+        loop {
+            match self.dedup.record(stream, version).await {
+                Ok(()) => return Ok(()),
+                Err(e) if self.config.retry.should_retry(attempt) => {
+                    tracing::warn!(error = %e, attempt, %stream, version, "recording the handled version failed; retrying");
+                    tokio::time::sleep(self.config.retry.delay_after(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(ConsumerError::Dedup(e)),
+            }
+        }
     }
 
     async fn apply_with_retry(&self, event: &RecordedEvent, name: &str) -> Result<(), (BoxError, u32)> {

@@ -316,12 +316,22 @@ impl OutboxPoller {
                     .failed(format!("{} rows claimed, none published: {reason}", o.claimed));
                 Progress::Failed
             }
+            Ok(o) if o.failed > 0 => {
+                // Some rows went out: the next round goes at once (other
+                // streams are not held back by one that keeps failing).
+                let reason = o.first_error.clone().unwrap_or_else(|| "rows not acknowledged".into());
+                self.health.partial(
+                    o.published,
+                    format!("{} of {} rows not published: {reason}", o.failed, o.claimed),
+                );
+                Progress::Busy
+            }
             Ok(o) => {
                 self.health.progress(o.published);
-                match (o.failed, o.claimed) {
-                    (f, _) if f > 0 => Progress::Failed,
-                    (_, 0) => Progress::Idle,
-                    _ => Progress::Busy,
+                if o.claimed == 0 {
+                    Progress::Idle
+                } else {
+                    Progress::Busy
                 }
             }
             Err(e) => {
