@@ -137,7 +137,52 @@ async fn retry_after_a_restart_moves_money_once(backend: Backend) {
     second.stop().await.unwrap();
 }
 
+/// A key whose window has passed (a one-second window here), used again
+/// with another body, is never answered with the first request's outcome:
+/// a deposit is another command and moves its money; a transfer, whose id
+/// the key names, is refused.
+async fn a_forgotten_key_used_for_another_request_is_not_taken_for_the_first(backend: Backend) {
+    let storage = backend.storage().await;
+    let config = || {
+        let mut c = common::config();
+        c.idempotency_ttl = std::time::Duration::from_secs(1);
+        c
+    };
+    let first = storage.start(config()).await;
+    let api = Api::new(&first, "forgetful").await;
+    let id = api.open("Forget", json!(50)).await;
+    let source = api.open("Source", json!(50)).await;
+    let target = api.open("Target", json!(0)).await;
+    let deposit = format!("/accounts/{id}/deposit");
+    let (status, body) = read(api.post_keyed(&deposit, "dep", json!({"amount": 20})).await).await;
+    assert_eq!((status, body["version"].as_u64()), (StatusCode::OK, Some(2)), "{body}");
+    let transfer = |amount: u32| json!({"from": source, "to": target, "amount": amount});
+    let (status, body) = read(api.post_keyed("/transfers", "tr", transfer(5)).await).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    first.stop().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let second = storage.start(config()).await;
+    let api = api.on(&second);
+    let (status, body) = read(api.post_keyed(&deposit, "dep", json!({"amount": 30})).await).await;
+    assert_eq!(
+        (status, body["version"].as_u64(), body["balance"].to_string()),
+        (StatusCode::OK, Some(3), "100.00".into()),
+        "the second deposit is applied: {body}"
+    );
+    let (_, history) = read(api.get(&format!("/accounts/{id}/events?limit=1000")).await).await;
+    assert_eq!(history["events"].as_array().unwrap().len(), 3, "{history}");
+    let msg = expect_error(
+        api.post_keyed("/transfers", "tr", transfer(7)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(msg, "Idempotency-Key was already used for a different request");
+    second.stop().await.unwrap();
+}
+
 crate::on_every_backend!(
+    a_forgotten_key_used_for_another_request_is_not_taken_for_the_first,
     same_key_twice_returns_the_same_response_and_moves_money_once,
     keys_are_scoped_per_client_and_request,
     keyed_account_creation_is_idempotent,

@@ -108,6 +108,15 @@ impl Idempotency {
         Uuid::new_v5(&NAMESPACE, scoped(client_id, key).as_bytes())
     }
 
+    /// The command id of a keyed request: its key and the request itself
+    /// (`fingerprint`), so that once the key's window has passed (or its
+    /// record is lost) the same request is still recognised by the store,
+    /// and another request under the same key is another command rather
+    /// than taken for the first one.
+    pub fn request_command_id(client_id: &str, key: &str, fingerprint: Uuid) -> Uuid {
+        Uuid::new_v5(&Self::command_id(client_id, key), fingerprint.as_bytes())
+    }
+
     /// A deterministic id derived from a client's key, for resources the
     /// command creates (the new account's id), so that a retry after a
     /// crash addresses the same stream.
@@ -132,7 +141,7 @@ impl Idempotency {
         match self.dedup.begin_or_wait(&dedup_key, self.wait).await {
             Ok(DedupStatus::Completed(stored)) => replay(stored, fingerprint),
             Ok(DedupStatus::Started) => {
-                let result = run(Some(Self::command_id(client_id, key))).await;
+                let result = run(Some(Self::request_command_id(client_id, key, fingerprint))).await;
                 self.finish(&dedup_key, fingerprint, result).await
             }
             Ok(DedupStatus::InProgress) | Err(DedupError::InProgress { .. }) => {

@@ -174,8 +174,11 @@ pub async fn create_transfer(
                     .execute_in(id, TransferCommand::Request(request), ctx)
                     .await
                     .map_err(|e| match e {
+                        // The id comes from the key: the key's window has
+                        // passed (or its record was lost) and it was used
+                        // for another transfer.
                         RepositoryError::Rejected(TransferError::AlreadyExists) => {
-                            ApiError::Conflict(format!("transfer {id} already exists"))
+                            ApiError::Unprocessable("Idempotency-Key was already used for a different request".into())
                         }
                         other => ApiError::Internal(format!("transfer {id}: {other}")),
                     })?;
