@@ -18,7 +18,7 @@ use crate::{PgProjectionUnit, PostgresEventStore, TransactionalProjector};
 
 /// A process driver as a [`TransactionalProjector`]: run in
 /// [`PgProjectionUnit`], a page of the log is driven while the unit holds
-/// the projection's checkpoint row lock, so with several server instances
+/// the projection's turn (an advisory lock), so with several server instances
 /// one drives a page and the others wait, then see the checkpoint moved
 /// and skip it: each process is driven by one instance at a time. The
 /// steps themselves go through the event store (their own transactions);

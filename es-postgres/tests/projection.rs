@@ -489,3 +489,90 @@ async fn health_reports_pool_and_round_trip() {
     assert!(h.pool_size >= 1);
     assert!(h.error.is_none());
 }
+
+/// A projector that, while its page is open, appends through the store
+/// (another connection, as a process manager's commands do) and looks
+/// for that event in the global log.
+struct Issuer {
+    store: PostgresEventStore,
+    seen_while_open: AtomicBool,
+}
+
+#[async_trait]
+impl TransactionalProjector for Issuer {
+    fn name(&self) -> &str {
+        "issuer"
+    }
+    fn filter(&self) -> EventFilter {
+        EventFilter::all().stream_types(["trigger"])
+    }
+    async fn apply(&self, _tx: &mut PgConnection, e: &RecordedEvent) -> Result<(), BoxError> {
+        let issued = self
+            .store
+            .append(
+                "issued",
+                &StreamId::from(format!("issued-{}", e.stream_id)),
+                ExpectedVersion::Any,
+                vec![NewEvent::new("Issued", json!({}))],
+            )
+            .await?;
+        let position = issued.positions.last().copied().ok_or("no position")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            let visible = self.store.read_all(position - 1, 1, &EventFilter::all()).await?;
+            if visible.first().is_some_and(|v| v.global_position == position) {
+                self.seen_while_open.store(true, Ordering::SeqCst);
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+    async fn reset(&self, _tx: &mut PgConnection) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// A unit's page in progress does not hold back the log's readers: an
+/// event appended (and committed) by another connection during the page
+/// is visible at once. A transaction with a transaction id would hide
+/// every position past it until it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_in_progress_does_not_hide_what_others_commit() {
+    let store = common::store().await;
+    store
+        .append(
+            "trigger",
+            &StreamId::from("t1"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Trigger", json!({}))],
+        )
+        .await
+        .unwrap();
+    settle(&store, 1).await;
+    let issuer = Arc::new(Issuer {
+        store: store.clone(),
+        seen_while_open: AtomicBool::new(false),
+    });
+    // The first page creates the checkpoint row; the second runs on it.
+    let runner = PgProjectionUnit::new(&store, Arc::clone(&issuer))
+        .runner()
+        .with_config(config(OnFailure::Stop));
+    assert_eq!(runner.catch_up().await.unwrap().applied, 1);
+    issuer.seen_while_open.store(false, Ordering::SeqCst);
+    store
+        .append(
+            "trigger",
+            &StreamId::from("t2"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Trigger", json!({}))],
+        )
+        .await
+        .unwrap();
+    settle(&store, 3).await;
+    assert_eq!(runner.catch_up().await.unwrap().applied, 1);
+    assert!(
+        issuer.seen_while_open.load(Ordering::SeqCst),
+        "the event committed during the page stayed hidden until the page committed"
+    );
+}

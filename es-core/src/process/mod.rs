@@ -26,7 +26,7 @@
 //!   deadline never both win;
 //! - **one driver issues commands**: only the runner's unit issues steps
 //!   (in-process its operations are serialized; es-postgres's unit holds
-//!   the checkpoint row lock while it drives a page, so several instances
+//!   the projection's turn while it drives a page, so several instances
 //!   take turns); the deadline timer only records facts.
 
 mod deadline;

@@ -18,8 +18,8 @@ use crate::{
 /// moves. A crash in between drives them again on restart, which is safe:
 /// driving is idempotent. Operations are serialized, so runners of one
 /// unit in a process take turns; across server instances use
-/// es-postgres's `PgProcess`, which holds the checkpoint row lock
-/// while it drives.
+/// es-postgres's `PgProcess`, which holds the projection's turn (an
+/// advisory lock) while it drives.
 ///
 /// A [`reset`](ProjectionUnit::reset) only moves the checkpoint to 0 (a
 /// full replay drives every process again, which issues nothing that was

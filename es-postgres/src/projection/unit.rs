@@ -19,8 +19,11 @@ use crate::PostgresEventStore;
 /// page writes, the checkpoint move and dead letters commit in one
 /// transaction.
 ///
-/// Each transaction first locks the projection's checkpoint row and
-/// compares it with the position the runner read from; if another runner
+/// Each transaction first takes the projection's turn (a
+/// transaction-scoped advisory lock, which gives it no transaction id, so
+/// a page that writes late does not hide what others commit from the
+/// log's readers) and compares the checkpoint with the position the
+/// runner read from; if another runner
 /// (another server instance) moved it, nothing is applied and the runner
 /// continues from there. So any number of instances may run the same
 /// projection: every event is applied exactly once.
@@ -42,8 +45,19 @@ pub struct PgProjectionUnit<P: ?Sized> {
 }
 
 struct UnitSql {
+    /// The unit's turn: a transaction-scoped advisory lock, which (unlike
+    /// a row lock) gives the transaction no transaction id, so a page
+    /// whose apply writes late (a process manager issuing commands
+    /// through other connections) does not hold back every reader of the
+    /// log, whose visible positions stop below the oldest transaction id
+    /// in flight.
+    turn: String,
+    read: String,
+    /// Creates the checkpoint row when it is missing (row-locked).
     lock: String,
     advance: String,
+    /// Moves the checkpoint only from where the turn found it.
+    advance_from: String,
     dead_letter: String,
     fail: String,
     remove_letter: String,
@@ -60,6 +74,8 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
             projector,
             setup: OnceCell::new(),
             sql: UnitSql {
+                turn: format!("SELECT pg_advisory_xact_lock(hashtext('es-projection-unit-{s}'), hashtext($1))"),
+                read: format!("SELECT position FROM {s}.checkpoints WHERE projection = $1"),
                 lock: format!(
                     "INSERT INTO {s}.checkpoints (projection, position) VALUES ($1, 0) \
                      ON CONFLICT (projection) DO UPDATE SET projection = EXCLUDED.projection RETURNING position"
@@ -67,6 +83,10 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
                 advance: format!(
                     "UPDATE {s}.checkpoints SET position = $2, updated_at = now(), last_error = NULL, failed_at = NULL \
                      WHERE projection = $1"
+                ),
+                advance_from: format!(
+                    "UPDATE {s}.checkpoints SET position = $2, updated_at = now(), last_error = NULL, failed_at = NULL \
+                     WHERE projection = $1 AND position = $3"
                 ),
                 dead_letter: PostgresCheckpointStore::dead_letter_sql(s),
                 fail: format!(
@@ -124,13 +144,28 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
             .map_err(|e| backend("begin projection transaction", e))
     }
 
-    /// Locks the checkpoint row; with an advance, checks it.
+    /// Takes the projection's turn and reads the checkpoint; with an
+    /// advance, checks it.
     async fn lock(&self, tx: &mut Transaction<'static, Postgres>, advance: Option<Advance>) -> Result<u64, UnitError> {
-        let stored: i64 = sqlx::query_scalar(&self.sql.lock)
-            .bind(self.projector.name())
-            .fetch_one(&mut **tx)
+        let name = self.projector.name();
+        sqlx::query(&self.sql.turn)
+            .bind(name)
+            .execute(&mut **tx)
             .await
-            .map_err(|e| backend("lock checkpoint", e))?;
+            .map_err(|e| backend("lock projection", e))?;
+        let found: Option<i64> = sqlx::query_scalar(&self.sql.read)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(|e| backend("read checkpoint", e))?;
+        let stored = match found {
+            Some(p) => p,
+            None => sqlx::query_scalar(&self.sql.lock)
+                .bind(name)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(|e| backend("create checkpoint", e))?,
+        };
         let stored = stored.max(0) as u64;
         match advance {
             Some(a) if a.from != stored => Err(UnitError::Moved { position: stored }),
@@ -164,10 +199,37 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
         Ok(())
     }
 
+    /// Moves the checkpoint from `from` (where [`lock`](Self::lock) found
+    /// it) to `to`; [`UnitError::Moved`] when something else moved it
+    /// meanwhile (a checkpoint store writing without the unit's turn), and
+    /// the caller rolls back.
+    async fn move_from(&self, tx: &mut Transaction<'static, Postgres>, from: u64, to: u64) -> Result<(), UnitError> {
+        let name = self.projector.name();
+        let moved = sqlx::query(&self.sql.advance_from)
+            .bind(name)
+            .bind(to as i64)
+            .bind(from as i64)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| backend("save checkpoint", e))?
+            .rows_affected();
+        if moved == 1 {
+            return Ok(());
+        }
+        let now: Option<i64> = sqlx::query_scalar(&self.sql.read)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(|e| backend("read checkpoint", e))?;
+        Err(UnitError::Moved {
+            position: now.unwrap_or(0).max(0) as u64,
+        })
+    }
+
     /// One transaction: lock, apply, move, commit.
     async fn try_apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
         let mut tx = self.begin().await?;
-        self.lock(&mut tx, advance).await?;
+        let from = self.lock(&mut tx, advance).await?;
         if !events.is_empty() {
             if let Err(failure) = self.projector.apply_page(&mut tx, events).await {
                 let _ = tx.rollback().await;
@@ -179,7 +241,10 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
             }
         }
         if let Some(a) = advance {
-            self.move_to(&mut tx, a.to).await?;
+            if let Err(e) = self.move_from(&mut tx, from, a.to).await {
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
         }
         tx.commit().await.map_err(|e| backend("commit projection page", e))?;
         Ok(())
@@ -214,12 +279,12 @@ impl<P: TransactionalProjector + ?Sized> ProjectionUnit for PgProjectionUnit<P> 
     async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
         self.setup().await.map_err(setup_failed)?;
         let mut tx = self.begin().await?;
-        self.lock(&mut tx, advance).await?;
+        let from = self.lock(&mut tx, advance).await?;
         PostgresCheckpointStore::insert_dead_letter(&mut *tx, &self.sql.dead_letter, &letter)
             .await
             .map_err(|e| backend("record dead letter", e))?;
         if let Some(a) = advance {
-            self.move_to(&mut tx, a.to).await?;
+            self.move_from(&mut tx, from, a.to).await?;
         }
         tx.commit().await.map_err(|e| backend("commit dead letter", e))?;
         metrics::counter!("es_postgres_projection_dead_letters_total").increment(1);
@@ -244,12 +309,10 @@ impl<P: TransactionalProjector + ?Sized> ProjectionUnit for PgProjectionUnit<P> 
     async fn seek(&self, position: u64) -> Result<(), StoreError> {
         self.setup().await?;
         let mut tx = self.begin().await?;
-        let name = self.projector.name();
-        sqlx::query_scalar::<_, i64>(&self.sql.lock)
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| backend("lock checkpoint", e))?;
+        self.lock(&mut tx, None).await.map_err(|e| match e {
+            UnitError::Store(e) => e,
+            other => StoreError::backend("lock checkpoint", other),
+        })?;
         self.move_to(&mut tx, position).await?;
         self.drop_letters_after(&mut tx, position).await?;
         tx.commit().await.map_err(|e| backend("commit checkpoint", e))
