@@ -108,6 +108,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // must always be what was opened.
     let pool = sqlx::PgPool::connect(&url_for_reader).await?;
     let expected = opening as f64 * accounts as f64;
+    // The openings are acknowledged before the read model shows them:
+    // sampling starts once it does.
+    let opened_by = Instant::now() + Duration::from_secs(30);
+    while money(&pool, &schema)
+        .await
+        .map_or(true, |(sum, _)| (sum - expected).abs() >= 0.001)
+    {
+        if Instant::now() > opened_by {
+            return Err("the read model never showed the opened accounts".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = tokio::spawn({
         let (pool, schema, sampling) = (pool.clone(), schema.clone(), std::sync::Arc::clone(&sampling));
