@@ -143,6 +143,10 @@ impl Transfer {
         if self.settled {
             return None;
         }
+        if self.timed_out && self.debited {
+            // The debit landed as the deadline passed: it is refunded.
+            return Some("timed out; the debited amount is refunded".into());
+        }
         if self.timed_out {
             return Some("timed out before the debit".into());
         }
@@ -187,5 +191,29 @@ impl Aggregate for Transfer {
             TransferEvent::Settled => self.settled = true,
             TransferEvent::TimedOut => self.timed_out = true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_says_whether_the_debit_landed() {
+        let before = Transfer {
+            timed_out: true,
+            refunded: true,
+            ..Transfer::default()
+        };
+        assert_eq!(before.reason().as_deref(), Some("timed out before the debit"));
+        let landed = Transfer {
+            debited: true,
+            ..before
+        };
+        assert_eq!(landed.status(), TransferStatus::Failed);
+        assert_eq!(
+            landed.reason().as_deref(),
+            Some("timed out; the debited amount is refunded")
+        );
     }
 }

@@ -271,12 +271,14 @@ impl<M: ProcessManager> ProcessDriver<M> {
 
     /// Records that the deadline passed, only on top of the version it was
     /// decided on (a fact recorded since wins; the caller looks again).
+    /// Whether this call recorded it (not when a fact came first, nor when
+    /// another timer or driver recorded it already).
     async fn record_deadline(
         &self,
         process_id: &StreamId,
         record: Outcome<M>,
         version: u64,
-    ) -> Result<(), ProcessError> {
+    ) -> Result<bool, ProcessError> {
         let id = step_command_id(process_id, "deadline");
         let ctx = CommandContext::default()
             .with_command_id(id)
@@ -286,13 +288,14 @@ impl<M: ProcessManager> ProcessDriver<M> {
                 ..Metadata::default()
             });
         match self.repo.execute_in(process_id.clone(), record, ctx).await {
+            Ok(outcome) if outcome.already_applied => Ok(false),
             Ok(_) => {
                 metrics::counter!("es_process_deadlines_total", "process" => self.manager.name().to_owned())
                     .increment(1);
                 tracing::info!(process = self.manager.name(), process_id = %process_id, "deadline passed");
-                Ok(())
+                Ok(true)
             }
-            Err(RepositoryError::Conflict { .. }) => Ok(()),
+            Err(RepositoryError::Conflict { .. }) => Ok(false),
             Err(e) => Err(Self::store_err(process_id, e)),
         }
     }
@@ -374,10 +377,7 @@ impl<M: ProcessManager> ProcessDriver<M> {
             .map_err(|e| Self::store_err(process_id, e))?;
         match self.manager.deadline(&loaded.state) {
             Some(at) if at <= now => match self.manager.on_deadline(&loaded.state, now) {
-                Some(record) => {
-                    self.record_deadline(process_id, record, loaded.version).await?;
-                    Ok(true)
-                }
+                Some(record) => self.record_deadline(process_id, record, loaded.version).await,
                 None => {
                     self.deadlines.set(name, process_id, None).await?;
                     Ok(false)

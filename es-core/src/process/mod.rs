@@ -22,8 +22,10 @@
 //!   state, the [`DeadlineStore`] indexes waiting processes, and the
 //!   driver's clock is injectable ([`Clock`](crate::Clock)); a passed
 //!   deadline is recorded in the process stream (conditionally on its
-//!   version) before anything is done about it, so a step and its
-//!   deadline never both win;
+//!   version) before anything is done about it, so it never overrides a
+//!   fact recorded first; a step already issued when it passes still
+//!   records its outcome after it, and the manager decides from both
+//!   (the bank refunds a debit that lands as its transfer times out);
 //! - **one driver issues commands**: only the runner's unit issues steps
 //!   (in-process its operations are serialized; es-postgres's unit holds
 //!   the projection's turn while it drives a page, so several instances
