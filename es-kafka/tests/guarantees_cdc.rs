@@ -261,7 +261,7 @@ async fn a_round_acknowledged_in_part_counts_what_the_slot_passed() {
                 .run(async {
                     let _ = stopped.await;
                 })
-                .await
+                .await;
         });
         let deadline = std::time::Instant::now() + PATIENCE;
         let stuck = loop {

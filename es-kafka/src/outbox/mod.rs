@@ -38,7 +38,7 @@ impl Default for Retention {
 pub struct OutboxConfig {
     /// Schema of the es-postgres tables.
     pub schema: String,
-    /// Most streams claimed by one batch.
+    /// Most streams claimed by one batch (no more than `batch_size`).
     pub max_streams: i64,
     /// Most rows published by one batch.
     pub batch_size: i64,

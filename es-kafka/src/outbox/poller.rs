@@ -135,14 +135,17 @@ impl OutboxPoller {
     /// `batch_size` of their rows (an equal share per stream).
     ///
     /// Candidates come from windows of `batch_size` pending rows in global
-    /// order; when other pollers own every stream of a window, the next
-    /// window is tried (at most [`CLAIM_WINDOWS`] of them), so several
-    /// pollers share a backlog that sits in a few streams.
+    /// order; while fewer than `max_streams` streams are claimed and the
+    /// window was full, the next window is tried (at most
+    /// [`CLAIM_WINDOWS`] of them), so several pollers share a backlog that
+    /// sits in a few streams (each skips the streams others own). No more
+    /// than `batch_size` streams are claimed, so the share of each is at
+    /// least one row and the batch at most `batch_size` rows.
     pub async fn claim(&self) -> Result<Claim, OutboxError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(self.sql.custom_plans).execute(&mut *tx).await?;
         let batch = self.config.batch_size.max(1);
-        let max_streams = usize::try_from(self.config.max_streams.max(1)).unwrap_or(1);
+        let max_streams = usize::try_from(self.config.max_streams.clamp(1, batch)).unwrap_or(1);
         let mut owned: Vec<String> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut after = i64::MIN;
