@@ -64,6 +64,11 @@ pub enum ApiError {
     /// 503: a backend is unavailable (safe to retry).
     #[error("{0}")]
     Unavailable(String),
+    /// 502: in cluster mode, the answer of the instance that owns the
+    /// account was lost after the request reached it, for a request
+    /// without `Idempotency-Key`: the outcome is unknown.
+    #[error("{0}")]
+    BadGateway(String),
     /// 500: the detail is logged, never sent.
     #[error("internal server error")]
     Internal(String),
@@ -83,6 +88,7 @@ impl ApiError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } | Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

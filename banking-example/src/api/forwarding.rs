@@ -174,15 +174,30 @@ fn hop_by_hop(name: &header::HeaderName) -> bool {
     )
 }
 
-/// Sends the request to the owner and relays its answer. A request the
-/// owner may not have received, or whose answer was lost, is answered 503:
-/// the client retries (with its `Idempotency-Key`, safely).
+/// The answer when the owner's was not received: 503 with `Retry-After`
+/// when a retry cannot apply the command twice (the owner was never
+/// reached, or the request has an `Idempotency-Key`); otherwise 502 (the
+/// owner may have applied it: the outcome is unknown, and a retry without
+/// a key could apply it again).
+fn no_answer(reached: bool, keyed: bool, message: &str) -> Response {
+    if !reached || keyed {
+        return unavailable(&format!("{message}; retry shortly"));
+    }
+    ApiError::BadGateway(format!(
+        "{message}; the outcome is unknown (send an Idempotency-Key to retry safely)"
+    ))
+    .into_response()
+}
+
+/// Sends the request to the owner and relays its answer; see [`no_answer`]
+/// when there is none.
 async fn forward(cluster: &Cluster, state: &AppState, req: Request, base: &str) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => return ApiError::PayloadTooLarge("request body too large".into()).into_response(),
     };
+    let keyed = parts.headers.contains_key(&crate::api::headers::IDEMPOTENCY_KEY);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut request = cluster.client().request(parts.method.clone(), format!("{base}{path}"));
     for (name, value) in &parts.headers {
@@ -196,7 +211,7 @@ async fn forward(cluster: &Cluster, state: &AppState, req: Request, base: &str) 
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(error = %e, %base, "forwarding to the shard's owner failed");
-            return unavailable("the account's owner instance is unreachable; retry shortly");
+            return no_answer(!e.is_connect(), keyed, "the account's owner instance did not answer");
         }
     };
     let status = answer.status();
@@ -205,7 +220,7 @@ async fn forward(cluster: &Cluster, state: &AppState, req: Request, base: &str) 
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, %base, "the shard owner's answer was cut off");
-            return unavailable("the account's owner instance did not answer; retry shortly");
+            return no_answer(true, keyed, "the account's owner instance's answer was cut off");
         }
     };
     let mut response = Response::new(Body::from(body.to_vec()));
@@ -221,6 +236,16 @@ async fn forward(cluster: &Cluster, state: &AppState, req: Request, base: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_answer_is_retried_only_when_a_retry_is_safe() {
+        let status = |reached, keyed| no_answer(reached, keyed, "x").status();
+        assert_eq!(status(false, false), StatusCode::SERVICE_UNAVAILABLE, "never reached");
+        assert_eq!(status(true, true), StatusCode::SERVICE_UNAVAILABLE, "keyed");
+        let unknown = no_answer(true, false, "x");
+        assert_eq!(unknown.status(), StatusCode::BAD_GATEWAY, "unkeyed, maybe applied");
+        assert!(unknown.headers().get(header::RETRY_AFTER).is_none());
+    }
 
     #[test]
     fn only_account_commands_are_routed_by_path() {
