@@ -25,6 +25,6 @@ pub use lock::RedisLockManager;
 pub use locked_repository::{LockedError, LockedRepository, FENCING_TOKEN_HEADER};
 pub use shard::{
     ClusterView, InstanceInfo, InstanceRecord, Route, ShardConfig, ShardError, ShardManager, ShardPermit, ShardRecord,
-    ShardStatus,
+    ShardStatus, PRUNE_AFTER_LEASES,
 };
 pub use write_behind::{Durability, Flusher, WriteBehindConfig, WriteBehindStore};

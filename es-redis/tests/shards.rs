@@ -160,6 +160,44 @@ async fn a_dead_instance_loses_its_shards_within_ttl_plus_one_interval() {
     }
 }
 
+/// A killed instance never deregisters: its registration is pruned once
+/// it has lapsed for `PRUNE_AFTER_LEASES` lock timeouts (and owns no
+/// shard), not before.
+#[tokio::test]
+async fn a_dead_instances_registration_is_pruned_long_after_it_lapsed() {
+    let (config, store, clock) = (config(&prefix()), store().await, clock());
+    let a = instance("a", &config, &store, &clock).await;
+    let b = instance("b", &config, &store, &clock).await;
+    a.tick().await.unwrap();
+    b.tick().await.unwrap();
+    let dead = a.read_view().await.unwrap();
+    let dead_id = dead.instances.keys().find(|id| id.starts_with("a-")).unwrap().clone();
+    // `a` dies; `b` takes its shards and keeps ticking.
+    let step = config.lock_timeout;
+    let mut waited = Duration::ZERO;
+    let prune_after = config.lock_timeout * u32::try_from(es_redis::PRUNE_AFTER_LEASES).unwrap();
+    while waited < prune_after {
+        advance(&clock, step);
+        waited += step;
+        b.tick().await.unwrap();
+        let view = b.read_view().await.unwrap();
+        if b.owned_shards().len() == 16 && waited + step < prune_after {
+            assert!(view.instances.contains_key(&dead_id), "pruned after {waited:?}");
+        }
+    }
+    advance(&clock, step * 2);
+    b.tick().await.unwrap();
+    let view = b.read_view().await.unwrap();
+    assert_eq!(b.owned_shards().len(), 16);
+    assert!(
+        !view.instances.contains_key(&dead_id),
+        "still registered: {:?}",
+        view.instances.keys()
+    );
+    assert_eq!(view.instances.len(), 1, "the live instance stays");
+    b.shutdown().await;
+}
+
 /// The owner pauses past its lease; another instance takes the shard and
 /// writes; the paused one wakes and tries to write: the store refuses it
 /// and nothing of it is stored.

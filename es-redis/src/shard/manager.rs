@@ -145,6 +145,10 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Lock timeouts after its last heartbeat at which an instance that owns
+/// no shard is taken off the registrations (5 minutes by default).
+pub const PRUNE_AFTER_LEASES: i64 = 60;
+
 impl ShardManager {
     /// Joins the cluster under `config.key_prefix`: checks the shard count
     /// (the first instance records it) and registers this instance. Takes
@@ -377,6 +381,7 @@ impl ShardManager {
         self.drop_lapsed();
         let view = self.read_view().await?;
         *write(&self.inner.view) = view.clone();
+        self.prune_registrations(&view).await;
         self.release_orphans(&view).await;
         for shard in shards_to_acquire(&view, &self.inner.config, &self.inner.me.id) {
             if let Err(e) = self.acquire(shard).await {
@@ -386,6 +391,42 @@ impl ShardManager {
         self.rebalance().await;
         metrics::gauge!(telemetry::SHARDS_OWNED).set(self.owned_shards().len() as f64);
         Ok(())
+    }
+
+    /// Deletes the registrations of instances that lapsed long ago
+    /// ([`PRUNE_AFTER_LEASES`] lock timeouts) and own no shard: a killed
+    /// instance never deregisters, and instance ids are new at each start,
+    /// so the hash every round reads would otherwise only grow.
+    async fn prune_registrations(&self, view: &ClusterView) {
+        let cutoff = view
+            .now_ms
+            .saturating_sub(millis(self.inner.config.lock_timeout).saturating_mul(PRUNE_AFTER_LEASES));
+        let lapsed: Vec<String> = view
+            .instances
+            .iter()
+            .filter(|(id, r)| {
+                r.expires_at_ms < cutoff && !view.shards.iter().any(|s| s.owner.as_deref() == Some(id.as_str()))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let key = self.key("instances");
+        for id in lapsed {
+            let key = key.clone();
+            let pruned = self
+                .call(
+                    "prune registration",
+                    Idempotency::Idempotent,
+                    move |mut c: ConnectionManager| {
+                        let mut inv = scripts().prune_instance.prepare_invoke();
+                        inv.key(&key).arg(&id).arg(cutoff);
+                        async move { inv.invoke_async::<i64>(&mut c).await }
+                    },
+                )
+                .await;
+            if let Err(e) = pruned {
+                tracing::debug!(error = %e, "could not prune a lapsed registration");
+            }
+        }
     }
 
     /// Hands every shard back (draining each) and deregisters; the other

@@ -28,5 +28,5 @@ mod view;
 
 pub use config::ShardConfig;
 pub use error::ShardError;
-pub use manager::{InstanceInfo, Route, ShardManager, ShardPermit};
+pub use manager::{InstanceInfo, Route, ShardManager, ShardPermit, PRUNE_AFTER_LEASES};
 pub use view::{ClusterView, InstanceRecord, ShardRecord, ShardStatus};

@@ -77,6 +77,18 @@ if t < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'token', ARGV[1]) end
 return 1
 ";
 
+/// Deletes an instance's registration if it is still the one that lapsed
+/// before the cutoff (a restarted or resumed instance registers again
+/// meanwhile: that one stays). Returns 1 when deleted.
+/// KEYS: instances. ARGV: instance, cutoff.
+const PRUNE_INSTANCE: &str = r"
+local json = redis.call('HGET', KEYS[1], ARGV[1])
+if not json then return 0 end
+local ok, record = pcall(cjson.decode, json)
+if ok and type(record) == 'table' and tonumber(record['expires_at_ms'] or 0) >= tonumber(ARGV[2]) then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+";
+
 /// The scripts, compiled once.
 pub(crate) struct Scripts {
     pub(crate) acquire: Script,
@@ -84,6 +96,7 @@ pub(crate) struct Scripts {
     pub(crate) release: Script,
     pub(crate) mark_rebalancing: Script,
     pub(crate) raise_token: Script,
+    pub(crate) prune_instance: Script,
 }
 
 pub(crate) fn scripts() -> &'static Scripts {
@@ -94,5 +107,6 @@ pub(crate) fn scripts() -> &'static Scripts {
         release: Script::new(RELEASE),
         mark_rebalancing: Script::new(MARK_REBALANCING),
         raise_token: Script::new(RAISE_TOKEN),
+        prune_instance: Script::new(PRUNE_INSTANCE),
     })
 }
