@@ -61,6 +61,30 @@ async fn write_behind(
         .expect("write-behind store")
 }
 
+/// Processes splitting one log into different numbers of pending lists
+/// would flush one stream's appends from two lists, out of order: the
+/// second is refused at build.
+#[tokio::test]
+async fn a_process_with_another_shard_count_is_refused() {
+    let inner = pg(&testing::fresh_schema("wbshards")).await;
+    let shared = prefix();
+    let first = write_behind(Arc::clone(&inner), &redis_url(), config(&shared)).await;
+    let other = WriteBehindConfig {
+        shards: 8,
+        ..config(&shared)
+    };
+    let refused = WriteBehindStore::builder(Arc::clone(&inner))
+        .redis(redis(&redis_url()))
+        .config(other)
+        .build()
+        .await;
+    let err = refused.err().expect("a second shard count is refused").to_string();
+    assert!(err.contains("8 shards") && err.contains("into 4"), "{err}");
+    let same = write_behind(inner, &redis_url(), config(&shared)).await;
+    same.shutdown().await;
+    first.shutdown().await;
+}
+
 async fn conformance_store() -> WriteBehindStore<PostgresEventStore> {
     let inner = pg(&testing::fresh_schema("wbconf")).await;
     write_behind(inner, &redis_url(), config(&prefix())).await

@@ -160,6 +160,7 @@ impl<S: EventStore + ?Sized> WriteBehindBuilder<S> {
                     .map_err(|e| store_error("write-behind connect", e))?,
             ),
         };
+        check_shards(&backend, &self.config).await?;
         let tx = admission::spawn(Arc::new(Admission {
             inner: Arc::clone(&self.inner),
             backend: Arc::clone(&backend),
@@ -324,6 +325,49 @@ impl<S: EventStore + ?Sized> WriteBehindStore<S> {
         }
         events.sort_by_key(|e| e.version);
         Ok(events)
+    }
+}
+
+/// Records the log's number of pending lists in Redis (first process) or
+/// checks it (the others): processes splitting one log differently would
+/// put one stream's appends on two lists, flushed out of order. Refuses a
+/// mismatch; when Redis cannot be asked, warns and goes on (admission
+/// fails until it can be reached anyway).
+async fn check_shards(backend: &RedisBackend, config: &WriteBehindConfig) -> Result<(), StoreError> {
+    let key = format!("{}:config:shards", config.key_prefix);
+    let shards = config.shards;
+    let stored = backend
+        .run(
+            "write-behind shard count",
+            Idempotency::Idempotent,
+            move |mut c: ConnectionManager| {
+                let key = key.clone();
+                async move {
+                    let _: Option<String> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(shards)
+                        .arg("NX")
+                        .query_async(&mut c)
+                        .await?;
+                    redis::cmd("GET").arg(&key).query_async::<Option<u32>>(&mut c).await
+                }
+            },
+        )
+        .await;
+    match stored {
+        Ok(Some(stored)) if stored != shards => Err(StoreError::backend(
+            "write-behind shard count",
+            format!(
+                "configured with {shards} shards, but the log at key prefix {} is split into {stored}: \
+                 every process sharing it must use the same number",
+                config.key_prefix
+            ),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "write-behind: could not check the shard count in redis");
+            Ok(())
+        }
     }
 }
 
