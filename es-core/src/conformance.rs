@@ -290,6 +290,29 @@ pub async fn atomic_appends<S: EventStore>(store: S) {
     assert_eq!(store.stream_version(&a).await.expect("version"), 1);
     let empty = store.append("t", &a, ExpectedVersion::Any, Vec::new()).await;
     assert!(matches!(empty, Err(StoreError::InvalidAppend { .. })), "got {empty:?}");
+    // Stream ids every backend can store, and only those.
+    let longest = StreamId::from(
+        format!("{}-{}", a.as_str(), "x".repeat(crate::store::MAX_STREAM_ID_BYTES))
+            .chars()
+            .take(crate::store::MAX_STREAM_ID_BYTES)
+            .collect::<String>(),
+    );
+    store
+        .append("t", &longest, ExpectedVersion::NoStream, vec![event("L", 1)])
+        .await
+        .expect("a stream id of the longest length");
+    for bad in [
+        StreamId::from(format!("{}x", longest.as_str())),
+        StreamId::from(""),
+        StreamId::from(format!("{}-nul\0", a.as_str())),
+    ] {
+        let r = store.append("t", &bad, ExpectedVersion::Any, vec![event("L", 2)]).await;
+        assert!(
+            matches!(r, Err(StoreError::InvalidAppend { .. })),
+            "stream id of {} bytes: {r:?}",
+            bad.as_str().len()
+        );
+    }
     let e = event("A", 9);
     let twice = store.append("t", &a, ExpectedVersion::Any, vec![e.clone(), e]).await;
     assert!(twice.is_err(), "an id twice in one append is refused");

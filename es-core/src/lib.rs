@@ -66,7 +66,7 @@ pub use repository::{
 pub use retry::RetryPolicy;
 pub use shard::{jump_consistent_hash, shard_of, stream_hash, FenceSource, FencedStore, ShardFence, ShardId};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
-pub use store::{AppendResult, EventFilter, EventStore, DEFAULT_READ_BATCH};
+pub use store::{AppendResult, EventFilter, EventStore, DEFAULT_READ_BATCH, MAX_STREAM_ID_BYTES};
 pub use subscription::subscribe;
 pub use upcast::{FnUpcaster, UpcastError, Upcaster, UpcasterRegistry};
 pub use version::ExpectedVersion;

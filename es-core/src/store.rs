@@ -333,10 +333,22 @@ where
     .boxed()
 }
 
-/// Checks the shape of an append before any backend work: it must have
-/// events, and no event id twice. Backends call this so that all of them
-/// refuse the same appends the same way.
+/// The longest stream id an append takes, in bytes: every backend stores
+/// it (PostgreSQL indexes it, and refuses index rows over about 2.7 kB).
+pub const MAX_STREAM_ID_BYTES: usize = 1024;
+
+/// Checks the shape of an append before any backend work: a stream id of
+/// 1 to [`MAX_STREAM_ID_BYTES`] bytes without NUL, events, and no event id
+/// twice. Backends call this so that all of them refuse the same appends
+/// the same way.
 pub fn validate_append(stream_id: &StreamId, events: &[NewEvent]) -> Result<(), StoreError> {
+    let id = stream_id.as_str();
+    if id.is_empty() || id.len() > MAX_STREAM_ID_BYTES || id.contains('\0') {
+        return Err(StoreError::InvalidAppend {
+            stream_id: stream_id.clone(),
+            reason: format!("a stream id is 1 to {MAX_STREAM_ID_BYTES} bytes without NUL"),
+        });
+    }
     if events.is_empty() {
         return Err(StoreError::InvalidAppend {
             stream_id: stream_id.clone(),
