@@ -10,6 +10,7 @@ mod error;
 mod lock;
 mod locked_repository;
 pub mod shard;
+mod shared_setting;
 pub mod telemetry;
 pub mod write_behind;
 

@@ -78,7 +78,7 @@ async fn a_process_with_another_shard_count_is_refused() {
         .config(other)
         .build()
         .await;
-    let err = refused.err().expect("a second shard count is refused").to_string();
+    let err = refused.expect_err("a second shard count is refused").to_string();
     assert!(err.contains("8 shards") && err.contains("into 4"), "{err}");
     let same = write_behind(inner, &redis_url(), config(&shared)).await;
     same.shutdown().await;

@@ -490,24 +490,17 @@ impl ShardManager {
     async fn check_shard_count(&self) -> Result<(), ShardError> {
         let key = self.key("config:shard_count");
         let count = self.inner.config.shard_count;
-        let stored: u32 = self
+        let stored = self
             .call(
                 "check shard count",
                 Idempotency::Idempotent,
                 move |mut c: ConnectionManager| {
                     let key = key.clone();
-                    async move {
-                        let _: Option<String> = redis::cmd("SET")
-                            .arg(&key)
-                            .arg(count)
-                            .arg("NX")
-                            .query_async(&mut c)
-                            .await?;
-                        redis::cmd("GET").arg(&key).query_async(&mut c).await
-                    }
+                    async move { crate::shared_setting::record_once(&mut c, &key, count).await }
                 },
             )
-            .await?;
+            .await?
+            .unwrap_or(count);
         if stored != count {
             return Err(ShardError::ShardCountMismatch {
                 configured: count,

@@ -342,15 +342,7 @@ async fn check_shards(backend: &RedisBackend, config: &WriteBehindConfig) -> Res
             Idempotency::Idempotent,
             move |mut c: ConnectionManager| {
                 let key = key.clone();
-                async move {
-                    let _: Option<String> = redis::cmd("SET")
-                        .arg(&key)
-                        .arg(shards)
-                        .arg("NX")
-                        .query_async(&mut c)
-                        .await?;
-                    redis::cmd("GET").arg(&key).query_async::<Option<u32>>(&mut c).await
-                }
+                async move { crate::shared_setting::record_once(&mut c, &key, shards).await }
             },
         )
         .await;
