@@ -89,10 +89,18 @@ impl App {
         let cluster = match (&config.cluster, &backends.postgres) {
             (None, _) => None,
             (Some(cluster), Some(_)) => {
-                let advertise = cluster
-                    .advertise_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{}", config.bind_addr));
+                let advertise = match &cluster.advertise_url {
+                    Some(url) => url.clone(),
+                    // Every instance would forward to itself.
+                    None if config.bind_addr.ip().is_unspecified() => {
+                        return Err(AppError::Unsupported(format!(
+                            "cluster mode: BIND_ADDR {} is no address other instances can reach; \
+                             set CLUSTER_ADVERTISE_URL",
+                            config.bind_addr
+                        )))
+                    }
+                    None => format!("http://{}", config.bind_addr),
+                };
                 Some(
                     crate::cluster::Cluster::join(cluster, advertise, Arc::clone(&backends.store))
                         .await

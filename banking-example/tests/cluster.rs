@@ -340,6 +340,46 @@ async fn three_instances_survive_a_pause_and_a_kill_without_losing_or_doubling_a
     assert!(total >= 400, "{total} deposits");
 }
 
+/// Cluster mode bound to every interface (`0.0.0.0`) without
+/// `CLUSTER_ADVERTISE_URL` refuses to start: the other instances would
+/// forward to an address that is their own.
+#[test]
+fn cluster_mode_on_an_unspecified_address_needs_an_advertised_url() {
+    let mut env = cluster_env(
+        "unused_cluster",
+        &format!("bank:test:unspecified:{}:", uuid::Uuid::now_v7().simple()),
+    );
+    env.push(("BIND_ADDR", "0.0.0.0:0".to_owned()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_banking-example"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "error")
+        .env("NO_COLOR", "1")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that starts anyway would serve until killed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("started on 0.0.0.0 without CLUSTER_ADVERTISE_URL");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(log.contains("CLUSTER_ADVERTISE_URL"), "{log}");
+}
+
 /// Cluster mode without Redis (or without PostgreSQL) refuses to start,
 /// saying why.
 #[test]

@@ -21,7 +21,8 @@ pub struct ClusterConfig {
     pub shards: ShardConfig,
     /// The base URL other instances reach this one at
     /// (`CLUSTER_ADVERTISE_URL`; default `http://` + the bound address,
-    /// which is only right when binding a routable address).
+    /// which is only right when binding a routable address: bound to
+    /// `0.0.0.0` or `[::]` without it, the server refuses to start).
     pub advertise_url: Option<String>,
 }
 
