@@ -101,6 +101,20 @@ fn oversized() -> NewEvent {
     NewEvent::new("Deposited", json!({ "memo": "x".repeat(20_000) }))
 }
 
+/// Appends stream `q` in one transaction whose middle event
+/// [`limited_publisher`] refuses: v1 is acknowledged before it, v3 not.
+async fn append_refused_in_the_middle(store: &PostgresEventStore) {
+    store
+        .append(
+            "account",
+            &StreamId::from("q"),
+            ExpectedVersion::NoStream,
+            vec![small(1), oversized(), small(3)],
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_slot_advances_to_at_least_the_last_relayed_commit() {
     let kafka = Kafka::start();
@@ -145,15 +159,7 @@ async fn the_slot_never_passes_a_transaction_acknowledged_in_part() {
         append_n(store, "account", "a", 2).await;
         // ... one with an event Kafka refuses in the middle: q v1 is
         // acknowledged before it ...
-        store
-            .append(
-                "account",
-                &StreamId::from("q"),
-                ExpectedVersion::NoStream,
-                vec![small(1), oversized(), small(3)],
-            )
-            .await
-            .unwrap();
+        append_refused_in_the_middle(store).await;
         // ... and one behind it that would be acknowledged whole.
         append_n(store, "account", "c", 1).await;
 
@@ -231,15 +237,7 @@ async fn a_round_acknowledged_in_part_counts_what_the_slot_passed() {
     let (store, kafka) = (&store, &kafka);
     with_slot(store, kafka, |slot| async move {
         append_n(store, "account", "a", 2).await;
-        store
-            .append(
-                "account",
-                &StreamId::from("q"),
-                ExpectedVersion::NoStream,
-                vec![small(1), oversized(), small(3)],
-            )
-            .await
-            .unwrap();
+        append_refused_in_the_middle(store).await;
         let r = CdcRelay::new(
             store.pool().clone(),
             limited_publisher(kafka),
