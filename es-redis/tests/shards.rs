@@ -321,6 +321,101 @@ async fn a_joining_instance_gets_its_share_and_handovers_wait_for_commands_in_fl
     }
 }
 
+/// `shutdown` while a round is taking a shard: the shard taken after
+/// `shutdown` read what to hand over is handed back too, so the others
+/// need not wait for its lease to lapse.
+#[tokio::test]
+async fn a_shard_taken_while_shutting_down_is_handed_back() {
+    let (config, store, clock) = (config(&prefix()), store().await, clock());
+    let held = Arc::new(HeldFence::new(store.clone()));
+    let me = InstanceInfo {
+        id: format!("a-{}", uuid::Uuid::now_v7().simple()),
+        address: "http://a.invalid".to_owned(),
+    };
+    let a = ShardManager::connect(config.clone(), me, held.clone(), Arc::new(clock.clone()))
+        .await
+        .expect("join the cluster");
+    let round = tokio::spawn({
+        let a = a.clone();
+        async move { a.tick().await }
+    });
+    // The round has its first token from Redis and waits in the store.
+    held.entered.notified().await;
+    a.shutdown().await;
+    held.go.notify_one();
+    round.await.unwrap().unwrap();
+
+    assert!(a.owned_shards().is_empty(), "{:?}", a.owned_shards());
+    let view = a.read_view().await.unwrap();
+    let kept: Vec<_> = view.shards.iter().filter(|s| s.owner.is_some()).collect();
+    assert!(kept.is_empty(), "shards left to lapse: {kept:?}");
+    assert!(view.instances.is_empty(), "deregistered");
+}
+
+/// A store whose first `raise_fence` waits until told to go on.
+struct HeldFence {
+    inner: Arc<PostgresEventStore>,
+    entered: tokio::sync::Notify,
+    go: tokio::sync::Notify,
+    first: std::sync::atomic::AtomicBool,
+}
+
+impl HeldFence {
+    fn new(inner: Arc<PostgresEventStore>) -> Self {
+        Self {
+            inner,
+            entered: tokio::sync::Notify::new(),
+            go: tokio::sync::Notify::new(),
+            first: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for HeldFence {
+    async fn append(
+        &self,
+        stream_type: &str,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<es_core::AppendResult, StoreError> {
+        self.inner.append(stream_type, stream_id, expected, events).await
+    }
+    async fn raise_fence(&self, fence: es_core::ShardFence) -> Result<(), StoreError> {
+        if self.first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.go.notified().await;
+        }
+        self.inner.raise_fence(fence).await
+    }
+    async fn read_stream_batch(
+        &self,
+        id: &StreamId,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<es_core::RecordedEvent>, StoreError> {
+        self.inner.read_stream_batch(id, from, max).await
+    }
+    async fn read_all(
+        &self,
+        after: u64,
+        max: usize,
+        filter: &es_core::EventFilter,
+    ) -> Result<Vec<es_core::RecordedEvent>, StoreError> {
+        self.inner.read_all(after, max, filter).await
+    }
+    async fn find_event(&self, id: uuid::Uuid) -> Result<Option<es_core::RecordedEvent>, StoreError> {
+        self.inner.find_event(id).await
+    }
+    async fn stream_version(&self, id: &StreamId) -> Result<u64, StoreError> {
+        self.inner.stream_version(id).await
+    }
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        self.inner.head_position().await
+    }
+}
+
 trait NowPlus {
     fn now_plus(&self, by: Duration) -> chrono::DateTime<chrono::Utc>;
 }

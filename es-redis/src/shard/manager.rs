@@ -361,7 +361,7 @@ impl ShardManager {
                     () = this.inner.stop.notified() => return,
                     () = tokio::time::sleep(this.inner.config.rebalance_interval) => {}
                 }
-                if this.inner.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                if this.is_stopped() {
                     return;
                 }
             }
@@ -371,7 +371,7 @@ impl ShardManager {
     /// One round of the protocol (see the type's docs).
     #[tracing::instrument(level = "debug", name = "es.redis.shard.tick", skip(self), fields(instance = %self.inner.me.id))]
     pub async fn tick(&self) -> Result<(), ShardError> {
-        if self.inner.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.is_stopped() {
             return Ok(());
         }
         let now = self.now_ms();
@@ -383,6 +383,9 @@ impl ShardManager {
         self.prune_registrations(&view).await;
         self.release_orphans(&view).await;
         for shard in shards_to_acquire(&view, &self.inner.config, &self.inner.me.id) {
+            if self.is_stopped() {
+                break;
+            }
             if let Err(e) = self.acquire(shard).await {
                 tracing::warn!(shard, error = %e, "could not take shard");
             }
@@ -413,6 +416,10 @@ impl ShardManager {
                 },
             )
             .await;
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn now_ms(&self) -> i64 {
@@ -580,6 +587,9 @@ impl ShardManager {
     /// Takes a shard: a new token in Redis, then the store's fence raised
     /// to it, then commands are accepted.
     async fn acquire(&self, shard: ShardId) -> Result<(), ShardError> {
+        if self.is_stopped() {
+            return Ok(());
+        }
         let key = self.shard_key(shard);
         let me = self.inner.me.id.clone();
         let now = self.now_ms();
@@ -629,6 +639,12 @@ impl ShardManager {
         );
         metrics::counter!(telemetry::SHARD_ACQUISITIONS).increment(1);
         tracing::info!(shard, token, "took shard");
+        // `shutdown` may have read the shards to hand over while this round
+        // was taking one: hand it back here. (Either this sees `stopped`, or
+        // `shutdown`, which sets it before reading, sees the shard.)
+        if self.is_stopped() {
+            self.hand_over(shard).await;
+        }
         Ok(())
     }
 
@@ -671,10 +687,11 @@ impl ShardManager {
         }
         write(&self.inner.owned).remove(&shard);
         match self.release(shard, token).await {
-            Ok(_) => {
+            Ok(true) => {
                 metrics::counter!(telemetry::SHARD_REBALANCES).increment(1);
                 tracing::info!(shard, token, "handed shard over");
             }
+            Ok(false) => tracing::debug!(shard, token, "shard already released"),
             Err(e) => tracing::warn!(shard, error = %e, "could not release shard; its lease lapses instead"),
         }
     }
