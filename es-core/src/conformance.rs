@@ -475,26 +475,29 @@ pub async fn concurrent_appends_one_winner_per_version<S: EventStore>(store: S) 
     assert!(read.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
 }
 
-/// A reader waiting for new events is woken (or polls) and then reads them.
+/// A reader waiting for new events is woken by an append from another
+/// task, long before its timeout, and then reads them. Its wait lasts
+/// far longer than the check allows, so a store that only sleeps out the
+/// timeout fails; one that returns at once while nothing came (more than
+/// a spurious wake-up or two before the append) fails too.
 pub async fn wait_for_events_wakes<S: EventStore>(store: S) {
+    const SPURIOUS_WAKE_UPS: u32 = 10;
     let store = Arc::new(store);
     let head = store.head_position().await.expect("head");
     let waiter = {
         let store = Arc::clone(&store);
         tokio::spawn(async move {
-            store
-                .wait_for_events(head, Duration::from_millis(500))
-                .await
-                .expect("wait");
+            let mut waits = 0u32;
             loop {
-                let got = store.read_all(head, 10, &EventFilter::all()).await.expect("read");
-                if !got.is_empty() {
-                    return got;
-                }
                 store
-                    .wait_for_events(head, Duration::from_millis(500))
+                    .wait_for_events(head, Duration::from_secs(60))
                     .await
                     .expect("wait");
+                waits += 1;
+                let got = store.read_all(head, 10, &EventFilter::all()).await.expect("read");
+                if !got.is_empty() {
+                    return (got, waits);
+                }
             }
         })
     };
@@ -503,11 +506,15 @@ pub async fn wait_for_events_wakes<S: EventStore>(store: S) {
         .append("t", &stream("wake"), ExpectedVersion::NoStream, vec![event("W", 1)])
         .await
         .expect("append");
-    let got = tokio::time::timeout(Duration::from_secs(30), waiter)
+    let (got, waits) = tokio::time::timeout(Duration::from_secs(30), waiter)
         .await
-        .expect("the waiter sees the event")
+        .expect("the append wakes the waiter long before its 60 s timeout")
         .expect("task");
     assert_eq!(got.len(), 1);
+    assert!(
+        waits <= SPURIOUS_WAKE_UPS + 1,
+        "wait_for_events returned {waits} times before the event was read: it must wait, not return at once"
+    );
 }
 
 /// Shard fences (for stores that implement them; generate this check with

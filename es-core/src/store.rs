@@ -236,7 +236,9 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Waits until events after `after_position` may be readable, or until
     /// `timeout`. Backends with a wake-up mechanism return early; the default
-    /// just sleeps (polling).
+    /// just sleeps (polling), so the conformance suite's
+    /// `wait_for_events_wakes` refuses a store that keeps it: its readers
+    /// would see each append only at the end of their wait.
     async fn wait_for_events(&self, after_position: u64, timeout: Duration) -> Result<(), StoreError> {
         let _ = after_position;
         tokio::time::sleep(timeout).await;
