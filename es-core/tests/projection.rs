@@ -114,27 +114,42 @@ async fn catches_up_from_checkpoint_and_filters() {
     assert_eq!(applied.len(), 8);
 }
 
+/// Events appended after the runner's first catch-up ended (it is idle,
+/// waiting) are applied by its live following, not read as history.
 #[tokio::test]
 async fn follows_live_events_until_shutdown() {
     let store = Arc::new(InMemoryEventStore::new());
+    // History: fewer events than a page, so the first catch-up reads one
+    // short page and ends once it has published position 2.
+    for _ in 0..2 {
+        append(&store, "order", "o", "Placed", json!({})).await;
+    }
     let projector = Arc::new(Counts::default());
     let runner = runner(&store, &projector, &Arc::default(), fast_config(OnFailure::Stop));
+    let follower = runner.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        runner
+        follower
             .run(async {
                 let _ = stop_rx.await;
             })
             .await
     });
+    assert!(runner.wait_for(2, Duration::from_secs(60)).await, "history applied");
+    assert!(
+        !runner.wait_for(3, Duration::from_millis(50)).await,
+        "idle: nothing more to apply"
+    );
+    assert_eq!(projector.applied.lock().unwrap().as_slice(), &[1, 2]);
     for _ in 0..5 {
         append(&store, "order", "o", "Placed", json!({})).await;
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while projector.applied.lock().unwrap().len() < 5 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(projector.applied.lock().unwrap().len(), 5);
+    assert!(
+        runner.wait_for(7, Duration::from_secs(60)).await,
+        "the live events were applied"
+    );
+    assert_eq!(projector.applied.lock().unwrap().as_slice(), &[1, 2, 3, 4, 5, 6, 7]);
+    assert!(!task.is_finished(), "still following");
     stop_tx.send(()).unwrap();
     task.await.unwrap().unwrap();
 }

@@ -108,6 +108,67 @@ impl<U: ProjectionUnit> ProjectionUnit for Counting<U> {
     }
 }
 
+/// One runner's view of a unit shared with other runners: counts the
+/// events its own `apply` calls applied (a call refused because another
+/// runner moved the checkpoint first counts nothing); while `paused`,
+/// its `apply` calls wait before reaching the shared unit.
+struct Tagged {
+    inner: Arc<dyn ProjectionUnit>,
+    applied: AtomicUsize,
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+impl Tagged {
+    fn new(inner: Arc<dyn ProjectionUnit>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            applied: AtomicUsize::new(0),
+            paused: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    fn pause(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+}
+
+#[async_trait]
+impl ProjectionUnit for Tagged {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn filter(&self) -> EventFilter {
+        self.inner.filter()
+    }
+    async fn position(&self) -> Result<u64, StoreError> {
+        self.inner.position().await
+    }
+    async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
+        let _ = self.paused.subscribe().wait_for(|p| !*p).await;
+        self.inner.apply(events, advance).await?;
+        self.applied.fetch_add(events.len(), Ordering::SeqCst);
+        Ok(())
+    }
+    async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
+        self.inner.dead_letter(letter, advance).await
+    }
+    async fn reset(&self) -> Result<(), UnitError> {
+        self.inner.reset().await
+    }
+    async fn seek(&self, position: u64) -> Result<(), StoreError> {
+        self.inner.seek(position).await
+    }
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters().await
+    }
+    async fn resolve_dead_letter(&self, position: u64, event: Option<&RecordedEvent>) -> Result<bool, UnitError> {
+        self.inner.resolve_dead_letter(position, event).await
+    }
+    async fn record_failure(&self, error: &str) -> Result<(), StoreError> {
+        self.inner.record_failure(error).await
+    }
+}
+
 async fn append(store: &InMemoryEventStore, payload: serde_json::Value) -> u64 {
     append_as(store, "Placed", payload).await
 }
@@ -201,13 +262,18 @@ async fn each_page_is_one_unit_of_work_and_a_bad_event_costs_only_itself() {
     assert_eq!(positions, (1..=100).filter(|p| *p != 42).collect::<Vec<_>>());
 }
 
+/// Two runners of one unit: each applies a stretch alone while the other
+/// is held (so both apply events, and each one's held page is then
+/// refused as moved), then they race over 300 more; every event is
+/// applied once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_runners_of_one_projection_apply_each_event_once() {
     let store = Arc::new(InMemoryEventStore::new());
     let log = Arc::new(Log::default());
     let unit = unit(&log);
-    let a = ProjectionRunner::new(store.clone(), unit.clone()).with_config(fast(OnFailure::Stop, 7));
-    let b = ProjectionRunner::new(store.clone(), unit.clone()).with_config(fast(OnFailure::Stop, 5));
+    let (unit_a, unit_b) = (Tagged::new(unit.clone()), Tagged::new(unit));
+    let a = ProjectionRunner::new(store.clone(), unit_a.clone()).with_config(fast(OnFailure::Stop, 7));
+    let b = ProjectionRunner::new(store.clone(), unit_b.clone()).with_config(fast(OnFailure::Stop, 5));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let run = |r: ProjectionRunner, mut stop: tokio::sync::watch::Receiver<bool>| {
         tokio::spawn(async move {
@@ -217,22 +283,50 @@ async fn two_runners_of_one_projection_apply_each_event_once() {
             .await
         })
     };
+    // Turns: only `a` can apply events 1..=50, only `b` 51..=100.
+    unit_b.pause(true);
     let ta = run(a.clone(), stop_rx.clone());
     let tb = run(b.clone(), stop_rx);
     let mut last = 0;
+    for _ in 0..50 {
+        last = append(&store, json!({})).await;
+    }
+    assert!(a.wait_for(last, Duration::from_secs(30)).await);
+    unit_a.pause(true);
+    unit_b.pause(false);
+    for _ in 0..50 {
+        last = append(&store, json!({})).await;
+    }
+    assert!(b.wait_for(last, Duration::from_secs(30)).await);
+    unit_a.pause(false);
+    // Both free: they race.
     for _ in 0..300 {
         last = append(&store, json!({})).await;
         if last % 17 == 0 {
             tokio::task::yield_now().await;
         }
     }
+    assert_eq!(last, 400);
     assert!(a.wait_for(last, Duration::from_secs(30)).await);
     assert!(b.wait_for(last, Duration::from_secs(30)).await);
     stop_tx.send(true).unwrap();
     ta.await.unwrap().unwrap();
     tb.await.unwrap().unwrap();
     let positions = log.positions.lock().unwrap().clone();
-    assert_eq!(positions, (1..=300).collect::<Vec<_>>(), "every event once, in order");
+    assert_eq!(positions, (1..=400).collect::<Vec<_>>(), "every event once, in order");
+    let by_runner = (
+        unit_a.applied.load(Ordering::SeqCst),
+        unit_b.applied.load(Ordering::SeqCst),
+    );
+    assert_eq!(
+        by_runner.0 + by_runner.1,
+        400,
+        "each event counted for one runner: {by_runner:?}"
+    );
+    assert!(
+        by_runner.0 >= 50 && by_runner.1 >= 50,
+        "each runner applied its turn: {by_runner:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,10 +1,12 @@
 //! Three processes open one database file, each with its own writer: they
 //! append to the same streams at exact versions (conflicts across
-//! processes), and each runs the same non-idempotent projection, while
-//! this process follows the global log. Afterwards: every stream is
-//! gapless with one winner per version, the follower saw every position
-//! of the final log in order (it never skipped one), and the projection
-//! applied every event exactly once.
+//! processes: at least one per worker but one, forced by an opening
+//! append to one stream at the version all read before any appended),
+//! and each runs the same non-idempotent projection, while this process
+//! follows the global log. Afterwards: every stream is gapless with one
+//! winner per version, the follower saw every position of the final log
+//! in order (it never skipped one), and the projection applied every
+//! event exactly once, by the workers, at least two of them.
 //!
 //! The test runs this test binary three more times as the workers
 //! (selected by an environment variable). Across processes, SQLite's
@@ -76,6 +78,28 @@ async fn exists(store: &SqliteEventStore, sql: &str) -> bool {
         .unwrap()
 }
 
+/// Appends `events` to `stream` at an exact version, starting at
+/// `version` and reading it again after each conflict; the conflicts met.
+async fn append_at_exact_version(
+    store: &SqliteEventStore,
+    stream: &StreamId,
+    events: Vec<NewEvent>,
+    mut version: u64,
+) -> i64 {
+    let mut conflicts = 0;
+    loop {
+        match store
+            .append("tally", stream, ExpectedVersion::Exact(version), events.clone())
+            .await
+        {
+            Ok(_) => return conflicts,
+            Err(StoreError::Conflict { .. }) => conflicts += 1,
+            Err(e) => panic!("append failed: {e}"),
+        }
+        version = store.stream_version(stream).await.unwrap();
+    }
+}
+
 /// A worker process: runs the projection, appends at exact versions
 /// (retrying conflicts), reports done, and stops when told.
 async fn worker(file: String) {
@@ -100,23 +124,29 @@ async fn worker(file: String) {
                 .await
         }
     });
-    let mut conflicts = 0;
+    // Every worker reads the opening stream's version, then waits until
+    // all have (nobody appends before): of their opening appends at that
+    // version one wins and the others conflict with it, a conflict across
+    // processes whatever the timing. The workers' appends start together.
+    let opening = StreamId::from("s0");
+    let opening_version = store.stream_version(&opening).await.unwrap();
+    sqlx::query("INSERT INTO ready (pid) VALUES (?1)")
+        .bind(pid)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    while !exists(&store, &format!("SELECT (SELECT count(*) FROM ready) >= {WORKERS}")).await {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let opening_event = NewEvent::new("Added", json!({ "pid": pid, "opening": true }));
+    let mut conflicts = append_at_exact_version(&store, &opening, vec![opening_event], opening_version).await;
     for k in 0..APPENDS_PER_WORKER {
         let stream = StreamId::from(format!("s{}", (k + pid as usize) % STREAMS));
         let events: Vec<NewEvent> = (0..=(k % 2))
             .map(|i| NewEvent::new("Added", json!({ "pid": pid, "k": k, "i": i })))
             .collect();
-        loop {
-            let v = store.stream_version(&stream).await.unwrap();
-            match store
-                .append("tally", &stream, ExpectedVersion::Exact(v), events.clone())
-                .await
-            {
-                Ok(_) => break,
-                Err(StoreError::Conflict { .. }) => conflicts += 1,
-                Err(e) => panic!("append failed: {e}"),
-            }
-        }
+        let version = store.stream_version(&stream).await.unwrap();
+        conflicts += append_at_exact_version(&store, &stream, events, version).await;
     }
     store.shutdown().await;
     sqlx::query("INSERT INTO done (pid, conflicts) VALUES (?1, ?2)")
@@ -147,6 +177,7 @@ async fn processes_on_one_file_keep_streams_gapless_and_the_log_unskippable() {
     for ddl in [
         "CREATE TABLE done (pid INTEGER NOT NULL, conflicts INTEGER NOT NULL)",
         "CREATE TABLE stop (at INTEGER)",
+        "CREATE TABLE ready (pid INTEGER NOT NULL)",
     ] {
         sqlx::query(ddl).execute(store.pool()).await.unwrap();
     }
@@ -204,7 +235,7 @@ async fn processes_on_one_file_keep_streams_gapless_and_the_log_unskippable() {
             .unwrap();
     let positions: Vec<u64> = log.iter().map(|(p, _, _)| *p as u64).collect();
     assert_eq!(seen, positions, "the follower saw every position, in order");
-    let expected_events: usize = (0..APPENDS_PER_WORKER).map(|k| 1 + k % 2).sum::<usize>() * WORKERS;
+    let expected_events: usize = (1 + (0..APPENDS_PER_WORKER).map(|k| 1 + k % 2).sum::<usize>()) * WORKERS;
     assert_eq!(log.len(), expected_events, "every append stored once");
     for s in 0..STREAMS {
         let versions: Vec<i64> = log
@@ -222,7 +253,10 @@ async fn processes_on_one_file_keep_streams_gapless_and_the_log_unskippable() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    eprintln!("conflicts across processes: {conflicts}");
+    assert!(
+        conflicts >= WORKERS as i64 - 1,
+        "the opening appends conflicted across processes ({conflicts} conflicts)"
+    );
 
     let head = position;
     let projected = eventually(120, || async {
@@ -265,4 +299,17 @@ async fn processes_on_one_file_keep_streams_gapless_and_the_log_unskippable() {
         (log.len() as i64, log.len() as i64),
         "each event applied once"
     );
+    let by_pid: Vec<(i64, i64)> = sqlx::query_as("SELECT pid, count(*) FROM applied GROUP BY pid ORDER BY pid")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let workers: Vec<i64> = sqlx::query_scalar("SELECT pid FROM done ORDER BY pid")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        by_pid.iter().all(|(pid, _)| workers.contains(pid)),
+        "applied by the workers only: {by_pid:?}, workers {workers:?}"
+    );
+    assert!(by_pid.len() >= 2, "the workers shared the projection: {by_pid:?}");
 }

@@ -14,8 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::{append, eventually, open};
 use es_core::{
-    Aggregate, BoxError, DomainEvent, EventEnvelope, EventStore, ExpectedVersion, NewEvent, OnFailure,
-    ProjectionConfig, ProjectionError, RecordedEvent, ReplayMode, RetryPolicy, StreamId,
+    Advance, Aggregate, BoxError, DeadLetter, DomainEvent, EventEnvelope, EventFilter, EventStore, ExpectedVersion,
+    NewEvent, OnFailure, ProjectionConfig, ProjectionError, ProjectionRunner, ProjectionUnit, RecordedEvent,
+    ReplayMode, RetryPolicy, StoreError, StreamId, UnitError,
 };
 use es_sqlite::testing::TempDatabase;
 use es_sqlite::{
@@ -468,30 +469,106 @@ impl SqliteProjector for Tagged {
     }
 }
 
+/// A unit whose `apply` calls wait while it is paused, before reaching the
+/// wrapped unit (so holding no transaction or lock meanwhile).
+struct Held {
+    inner: Arc<dyn ProjectionUnit>,
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+impl Held {
+    fn new(inner: Arc<dyn ProjectionUnit>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            paused: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    fn pause(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+}
+
+#[async_trait]
+impl ProjectionUnit for Held {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn filter(&self) -> EventFilter {
+        self.inner.filter()
+    }
+    async fn position(&self) -> Result<u64, StoreError> {
+        self.inner.position().await
+    }
+    async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
+        let _ = self.paused.subscribe().wait_for(|p| !*p).await;
+        self.inner.apply(events, advance).await
+    }
+    async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
+        self.inner.dead_letter(letter, advance).await
+    }
+    async fn reset(&self) -> Result<(), UnitError> {
+        self.inner.reset().await
+    }
+    async fn seek(&self, position: u64) -> Result<(), StoreError> {
+        self.inner.seek(position).await
+    }
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters().await
+    }
+    async fn resolve_dead_letter(&self, position: u64, event: Option<&RecordedEvent>) -> Result<bool, UnitError> {
+        self.inner.resolve_dead_letter(position, event).await
+    }
+    async fn record_failure(&self, error: &str) -> Result<(), StoreError> {
+        self.inner.record_failure(error).await
+    }
+}
+
 /// Two stores open the same file, as two instances of a service would
 /// (each its own writer and pool); each runs the same non-idempotent
 /// projection while both append: every event is applied exactly once.
+/// Each runner first applies a stretch alone while the other is held
+/// (left free, one runner often applies everything), so both apply
+/// events; then they race while four writers append.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_runners_on_one_file_apply_every_event_exactly_once() {
     const WRITERS: usize = 4;
     const EVENTS_PER_WRITER: usize = 300;
+    const TURN: usize = 20;
     let temp = TempDatabase::new("twice");
     let stores = [
         open(&temp, SqliteConfig::default()).await,
         open(&temp, SqliteConfig::default()).await,
     ];
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let runners: Vec<_> = stores
+    let units: Vec<_> = stores
         .iter()
         .enumerate()
         .map(|(i, store)| {
-            let runner = SqliteProjectionUnit::new(store, Arc::new(Tagged { runner: i as i64 }))
-                .runner()
-                .with_config(ProjectionConfig {
-                    batch_size: 7,
-                    poll_interval: Duration::from_millis(20),
-                    ..ProjectionConfig::default()
-                });
+            Held::new(Arc::new(SqliteProjectionUnit::new(
+                store,
+                Arc::new(Tagged { runner: i as i64 }),
+            )))
+        })
+        .collect();
+    let followers: Vec<_> = stores
+        .iter()
+        .zip(&units)
+        .map(|(store, unit)| {
+            ProjectionRunner::new(Arc::new(store.clone()), unit.clone()).with_config(ProjectionConfig {
+                batch_size: 7,
+                poll_interval: Duration::from_millis(20),
+                ..ProjectionConfig::default()
+            })
+        })
+        .collect();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Turns: only runner 0 can apply the first TURN events, only runner 1
+    // the next TURN.
+    units[1].pause(true);
+    let runners: Vec<_> = followers
+        .iter()
+        .map(|runner| {
+            let runner = runner.clone();
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
                 runner
@@ -502,6 +579,21 @@ async fn two_runners_on_one_file_apply_every_event_exactly_once() {
             })
         })
         .collect();
+    for turn in 0..2 {
+        let mut last = 0;
+        for k in 0..TURN {
+            let event = NewEvent::new("Added", json!({ "turn": turn, "k": k }));
+            last = append(&stores[turn], &format!("s{:02}", k % 20), event).await;
+        }
+        assert!(
+            followers[turn].wait_for(last, Duration::from_secs(60)).await,
+            "runner {turn} applied its turn"
+        );
+        units[turn].pause(true);
+        units[1 - turn].pause(false);
+    }
+    // Both free: they race while the writers append.
+    units[1].pause(false);
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let store = stores[w % 2].clone();
@@ -533,7 +625,7 @@ async fn two_runners_on_one_file_apply_every_event_exactly_once() {
         r.await.unwrap().unwrap();
     }
 
-    let total = (WRITERS * EVENTS_PER_WRITER) as i64;
+    let total = (2 * TURN + WRITERS * EVENTS_PER_WRITER) as i64;
     assert_eq!(
         table_counts(&stores[0], "tagged").await,
         log_counts(&stores[0]).await,
@@ -549,7 +641,10 @@ async fn two_runners_on_one_file_apply_every_event_exactly_once() {
             .fetch_all(stores[0].pool())
             .await
             .unwrap();
-    eprintln!("events applied per runner: {by_runner:?}");
+    assert!(
+        by_runner.len() == 2 && by_runner.iter().all(|(_, n)| *n >= TURN as i64),
+        "both runners applied events (at least their turns): {by_runner:?}"
+    );
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -230,15 +230,27 @@ async fn a_waiting_reader_sees_another_writers_appends_by_polling() {
     );
 }
 
+/// Polling (every 10 ms) finds nothing: the wait lasts its timeout, and
+/// ends then.
 #[tokio::test]
 async fn wait_for_events_returns_at_its_timeout_when_nothing_comes() {
+    const WAIT: Duration = Duration::from_millis(200);
     let store = es_sqlite::testing::memory_store(SqliteConfig {
         poll_interval: Duration::from_millis(10),
         ..SqliteConfig::default()
     })
     .await
     .unwrap();
-    store.wait_for_events(0, Duration::from_millis(50)).await.unwrap();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), store.wait_for_events(0, WAIT))
+        .await
+        .expect("the wait ends at its timeout")
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed + Duration::from_millis(5) >= WAIT,
+        "returned after {elapsed:?}, before its timeout of {WAIT:?}"
+    );
     assert!(store.read_all(0, 10, &EventFilter::all()).await.unwrap().is_empty());
 }
 
