@@ -199,7 +199,17 @@ async fn processes_running_one_projection_apply_every_event_exactly_once() {
     })
     .await;
     assert!(applied_some, "the workers did not start projecting");
-    let mut killed = children.remove(0);
+    // The one killed is one that has projected (not one that may never
+    // have had a turn).
+    let busy: Vec<i32> = sqlx::query_scalar(&format!("SELECT DISTINCT pid FROM {schema}.applied"))
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let at = children
+        .iter()
+        .position(|c| c.id().is_some_and(|id| busy.contains(&(id as i32))))
+        .expect("a worker that projected");
+    let mut killed = children.remove(at);
     let killed_pid = killed.id().unwrap() as i32;
     killed.kill().await.unwrap();
     for w in writers {

@@ -1,10 +1,12 @@
 //! Appends whose outcome the writer did not learn: the connection killed
-//! while the statement waits, or the caller gone before the answer. The
-//! retry with the same event ids is recognised, and each event is stored
-//! exactly once.
+//! while the statement waits, the answer lost after the commit, or the
+//! caller gone before the answer. The retry with the same event ids is
+//! recognised, and each event is stored exactly once.
 mod common;
 
-use std::sync::Arc;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use es_core::{AppendResult, EventStore, ExpectedVersion, NewEvent, RetryPolicy, StoreError, StreamId};
 use es_postgres::{EventStoreConfig, PostgresEventStore};
@@ -64,10 +66,10 @@ async fn append_and_kill(
 }
 
 /// The store retries the killed statement itself, on a fresh connection,
-/// with the same event ids: stored once. The caller's own retry of the
-/// same append is then recognised as the same append.
+/// with the same event ids; the caller's own retry of the same append is
+/// then recognised as the same append.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_append_retried_by_the_store_is_stored_once() {
+async fn a_killed_append_is_retried_by_the_store_and_its_repeat_recognised() {
     let store = store("kill", RetryPolicy::default()).await;
     let observer = common::observer().await;
     let event = NewEvent::new("Happened", json!({ "n": 1 }));
@@ -165,4 +167,179 @@ async fn an_append_committed_after_the_caller_gave_up_is_recognised() {
         .unwrap();
     assert_eq!(retry.new_version, 1, "answered as the stored append");
     assert_eq!(copies(&observer, &store, &event).await, 1);
+}
+
+/// The statement commits but its answer never reaches the store (the
+/// connection breaks on the way back): the store's retry on a new
+/// connection finds the events already stored and answers with them, as
+/// the first attempt would have; nothing is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_whose_answer_is_lost_after_its_commit_is_answered_from_the_store() {
+    let observer = common::observer().await;
+    let direct = sqlx::postgres::PgConnectOptions::from_str(&common::database_url()).unwrap();
+    let proxy = Proxy::start(direct.get_host().to_owned(), direct.get_port()).await;
+    let schema = common::schema("lost");
+    // One connection: the warm-up below prepares the append statement on
+    // the connection the held append then uses (a statement still being
+    // prepared would wait for its held answer before it ever ran).
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(
+            direct
+                .clone()
+                .host("127.0.0.1")
+                .port(proxy.port)
+                .application_name(&schema),
+        )
+        .await
+        .unwrap();
+    let config = EventStoreConfig {
+        batch_processor_count: 1,
+        max_connections: 1,
+        transient_retry: RetryPolicy {
+            max_attempts: 10,
+            initial_delay: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        },
+        ..EventStoreConfig::with_schema(schema.clone())
+    };
+    let store = Arc::new(PostgresEventStore::with_pool(pool, config).unwrap());
+    store.migrate().await.unwrap();
+    store
+        .append(
+            "t",
+            &StreamId::from("warm-up"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Happened", json!({ "n": 0 }))],
+        )
+        .await
+        .unwrap();
+    let event = NewEvent::new("Happened", json!({ "n": 1 }));
+
+    // The statement is running (it waits behind a lock) when the proxy
+    // starts holding the answers back.
+    let blocker = common::lock_events(&observer, &schema).await;
+    let append = tokio::spawn({
+        let (store, event) = (Arc::clone(&store), event.clone());
+        async move {
+            store
+                .append("t", &StreamId::from("u"), ExpectedVersion::NoStream, vec![event])
+                .await
+        }
+    });
+    common::wait_for_blocked(&observer, &schema, 1).await;
+    proxy.hold(true);
+    blocker.rollback().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while copies(&observer, &store, &event).await == 0 {
+        assert!(std::time::Instant::now() < deadline, "the append never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!append.is_finished(), "the answer was held back");
+    // The answer is lost: the connection breaks before it gets through.
+    proxy.cut();
+    proxy.hold(false);
+
+    let answered = tokio::time::timeout(Duration::from_secs(60), append)
+        .await
+        .expect("the append was answered")
+        .unwrap()
+        .expect("the retry recognised the committed append");
+    let stored: i64 = sqlx::query_scalar(&format!(
+        "SELECT global_position FROM {schema}.events WHERE event_id = $1"
+    ))
+    .bind(event.event_id)
+    .fetch_one(&observer)
+    .await
+    .unwrap();
+    assert_eq!((answered.first_version, answered.new_version), (1, 1));
+    assert_eq!(answered.positions, vec![stored as u64], "answered with what is stored");
+    assert_eq!(copies(&observer, &store, &event).await, 1);
+}
+
+/// A TCP proxy to PostgreSQL that can hold back what the server sends and
+/// cut every connection: an answer lost on its way back.
+struct Proxy {
+    port: u16,
+    hold: tokio::sync::watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(host: String, port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (hold, held) = tokio::sync::watch::channel(false);
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let local = listener.local_addr().unwrap().port();
+        let accept = tokio::spawn({
+            let conns = Arc::clone(&conns);
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = tokio::net::TcpStream::connect((host.as_str(), port)).await else {
+                        continue;
+                    };
+                    let conn = tokio::spawn(pipe(client, server, held.clone()));
+                    conns.lock().unwrap().push(conn);
+                }
+            }
+        });
+        Self {
+            port: local,
+            hold,
+            accept,
+            conns,
+        }
+    }
+
+    /// While `on`, what the server sends waits in the proxy.
+    fn hold(&self, on: bool) {
+        self.hold.send_replace(on);
+    }
+
+    /// Breaks every proxied connection (what was held is dropped); new
+    /// connections are still accepted.
+    fn cut(&self) {
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+async fn pipe(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    mut held: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let up = tokio::io::copy(&mut from_client, &mut to_server);
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from_server.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            while *held.borrow_and_update() {
+                if held.changed().await.is_err() {
+                    return Ok(());
+                }
+            }
+            to_client.write_all(&buf[..n]).await?;
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
 }
