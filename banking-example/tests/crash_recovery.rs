@@ -21,8 +21,11 @@ const ACCOUNTS: usize = 4;
 const WORKERS: usize = 8;
 /// Most deposits one worker sends (bounds the test if the kill is late).
 const PER_WORKER: usize = 200;
-/// The kill comes once this many deposits were acknowledged.
+/// The kill comes once this many deposits of a round were acknowledged.
 const KILL_AFTER: usize = 60;
+/// Most kill rounds (each kills the server once) before giving up on a
+/// kill between a commit and its answer.
+const MAX_ROUNDS: usize = 10;
 
 /// One deposit: its account, key and amount (unique, so the log shows
 /// which request each event came from).
@@ -44,6 +47,63 @@ async fn send(api: &Api, d: &Deposit) -> Result<(StatusCode, serde_json::Value),
     let text = r.text().await?;
     let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
     Ok((status, body))
+}
+
+/// One kill round: workers deposit (keys and amounts unique to the round)
+/// until `KILL_AFTER` are acknowledged, then the server is killed. Returns
+/// the acknowledged deposits and those in flight at the kill (with their
+/// client), whose outcome is unknown.
+async fn kill_round(
+    server: &mut ServerProcess,
+    owner: &Api,
+    accounts: &[String],
+    round: usize,
+) -> (Vec<Deposit>, Vec<(Api, Deposit)>) {
+    let acked = Arc::new(AtomicUsize::new(0));
+    let kill_now = Arc::new(Notify::new());
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let api = owner.as_client(&format!("crash-client-{w}"));
+            let account = accounts[w % ACCOUNTS].clone();
+            let (acked, kill_now) = (Arc::clone(&acked), Arc::clone(&kill_now));
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for i in 0..PER_WORKER {
+                    let d = Deposit {
+                        account: account.clone(),
+                        key: format!("dep-{round}-{w}-{i}"),
+                        amount: ((round * WORKERS + w) * PER_WORKER + i + 1) as u64,
+                    };
+                    match send(&api, &d).await {
+                        Ok((status, body)) => {
+                            assert_eq!(status, StatusCode::OK, "{body}");
+                            answered.push(d);
+                            if acked.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
+                                kill_now.notify_one();
+                            }
+                        }
+                        // The server died: this one's outcome is unknown.
+                        Err(_) => return (answered, Some((api, d))),
+                    }
+                }
+                (answered, None)
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(120), kill_now.notified())
+        .await
+        .expect("the deposits never got going");
+    server.kill9();
+    let mut answered = Vec::new();
+    let mut unknown = Vec::new();
+    for w in workers {
+        let (a, u) = w.await.unwrap();
+        answered.extend(a);
+        unknown.extend(u);
+    }
+    assert!(answered.len() >= KILL_AFTER);
+    assert!(!unknown.is_empty(), "no request was in flight at the kill");
+    (answered, unknown)
 }
 
 /// The deposit amounts in the account's log, from the events route.
@@ -86,90 +146,61 @@ async fn kill_during_deposits_in_write_behind_mode_then_retry_unknown_outcomes()
 }
 
 async fn kill_during_deposits(env: Vec<(&'static str, String)>) {
-    let mut first = ServerProcess::start(&env).await;
-    let owner = Api::register_at(&first.base, "crash-owner").await;
+    let mut server = ServerProcess::start(&env).await;
+    let mut owner = Api::register_at(&server.base, "crash-owner").await;
     let mut accounts = Vec::new();
     for i in 0..ACCOUNTS {
         accounts.push(owner.open(&format!("Crash {i}"), json!(0)).await);
     }
-
-    let acked = Arc::new(AtomicUsize::new(0));
-    let kill_now = Arc::new(Notify::new());
-    let workers: Vec<_> = (0..WORKERS)
-        .map(|w| {
-            let api = owner.as_client(&format!("crash-client-{w}"));
-            let account = accounts[w % ACCOUNTS].clone();
-            let (acked, kill_now) = (Arc::clone(&acked), Arc::clone(&kill_now));
-            tokio::spawn(async move {
-                let mut answered = Vec::new();
-                for i in 0..PER_WORKER {
-                    let d = Deposit {
-                        account: account.clone(),
-                        key: format!("dep-{w}-{i}"),
-                        amount: (w * PER_WORKER + i + 1) as u64,
-                    };
-                    match send(&api, &d).await {
-                        Ok((status, body)) => {
-                            assert_eq!(status, StatusCode::OK, "{body}");
-                            answered.push(d);
-                            if acked.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
-                                kill_now.notify_one();
-                            }
-                        }
-                        // The server died: this one's outcome is unknown.
-                        Err(_) => return (answered, Some((api, d))),
-                    }
-                }
-                (answered, None)
-            })
-        })
-        .collect();
-    tokio::time::timeout(Duration::from_secs(120), kill_now.notified())
-        .await
-        .expect("the deposits never got going");
-    first.kill9();
+    // Kill rounds until one kill has landed between a commit and its
+    // answer (else the retries below would all be first attempts, and
+    // prove nothing about recognising a repeat).
     let mut answered = Vec::new();
-    let mut unknown = Vec::new();
-    for w in workers {
-        let (a, u) = w.await.unwrap();
-        answered.extend(a);
-        unknown.extend(u);
+    let mut committed_unanswered = 0;
+    for round in 0..MAX_ROUNDS {
+        let (acked, unknown) = kill_round(&mut server, &owner, &accounts, round).await;
+        answered.extend(acked);
+        // A new process on the same database; the clients retry.
+        server = ServerProcess::start(&env).await;
+        owner = owner.at_base(&server.base);
+        let mut before_retry: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for account in &accounts {
+            before_retry.insert(account, logged_deposits(&owner, account).await);
+        }
+        let committed = unknown
+            .iter()
+            .filter(|(_, d)| before_retry[d.account.as_str()].contains(&d.amount))
+            .count();
+        committed_unanswered += committed;
+        eprintln!(
+            "round {round}: {} answered, {} unknown at the kill ({committed} of them committed)",
+            answered.len(),
+            unknown.len()
+        );
+        for (api, d) in &unknown {
+            // A key the killed process had claimed may still read as in
+            // progress (409) until its claim runs out (Redis de-duplication):
+            // the client retries it, as it would any 409 "in progress".
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let (status, body) = loop {
+                let (status, body) = send(&api.at_base(&server.base), d).await.unwrap();
+                let in_progress = status == StatusCode::CONFLICT && body.to_string().contains("in progress");
+                if !in_progress || std::time::Instant::now() > deadline {
+                    break (status, body);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
+            assert_eq!(status, StatusCode::OK, "retry of {d:?}: {body}");
+            answered.push(d.clone());
+        }
+        if committed_unanswered > 0 {
+            break;
+        }
     }
-    assert!(answered.len() >= KILL_AFTER);
-    assert!(!unknown.is_empty(), "no request was in flight at the kill");
-
-    // A new process on the same database; the clients retry.
-    let second = ServerProcess::start(&env).await;
-    let owner = owner.at_base(&second.base);
-    let mut before_retry: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for account in &accounts {
-        before_retry.insert(account, logged_deposits(&owner, account).await);
-    }
-    let committed_unanswered = unknown
-        .iter()
-        .filter(|(_, d)| before_retry[d.account.as_str()].contains(&d.amount))
-        .count();
-    eprintln!(
-        "{} answered, {} unknown at the kill ({committed_unanswered} of them committed)",
-        answered.len(),
-        unknown.len()
+    assert!(
+        committed_unanswered > 0,
+        "no kill in {MAX_ROUNDS} rounds landed between a commit and its answer"
     );
-    for (api, d) in &unknown {
-        // A key the killed process had claimed may still read as in
-        // progress (409) until its claim runs out (Redis de-duplication):
-        // the client retries it, as it would any 409 "in progress".
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let (status, body) = loop {
-            let (status, body) = send(&api.at_base(&second.base), d).await.unwrap();
-            let in_progress = status == StatusCode::CONFLICT && body.to_string().contains("in progress");
-            if !in_progress || std::time::Instant::now() > deadline {
-                break (status, body);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
-        assert_eq!(status, StatusCode::OK, "retry of {d:?}: {body}");
-        answered.push(d.clone());
-    }
 
     // Every acknowledged deposit is in its account's log exactly once,
     // and nothing else is; the balance (rebuilt from the log by the new

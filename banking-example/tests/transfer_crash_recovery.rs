@@ -193,6 +193,19 @@ async fn transfers_settle_and_conserve_money_across_two_kills() {
     .await
     .unwrap();
     assert_eq!(settled, i64::from(completed));
+    // One transfer per key: a retry that started a second transfer would
+    // show here (and its id would not be among those answered).
+    let requested: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT stream_id FROM {schema}.events WHERE event_type = 'TransferRequested'"
+    ))
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        requested.into_iter().collect::<BTreeSet<_>>(),
+        ids,
+        "the transfers in the store are those answered, each once"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut total = 0.0;

@@ -179,6 +179,11 @@ async fn a_command_that_ran_is_answered_even_if_its_outcome_cannot_be_stored() {
     assert_eq!(answer.unwrap(), serde_json::json!("ran"));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     proxy.restart().await;
+    // The outcome really went unstored (else this test proved nothing).
+    assert_ne!(
+        dedup.begin("k").await.unwrap(),
+        DedupStatus::Completed(serde_json::json!("ran"))
+    );
     cleanup(&p).await;
 }
 

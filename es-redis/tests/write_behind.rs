@@ -188,7 +188,7 @@ fn backend(url: &str) -> Arc<RedisBackend> {
 /// Runs one of this binary's `child_*` tests as a separate process.
 fn child(test: &str, env: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+    cmd.args(["--exact", test, "--ignored", "--nocapture", "--test-threads=1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     for (k, v) in env {
@@ -216,10 +216,9 @@ fn wait_for_line(child: &mut Child, marker: &str) -> String {
 /// The flusher process of `a_flusher_killed_between_its_steps_loses_and_doubles_nothing`:
 /// takes a batch, optionally writes it, says so, and waits to be killed.
 #[tokio::test]
+#[ignore = "the child process of a_flusher_killed_between_its_steps_loses_and_doubles_nothing"]
 async fn child_flusher() {
-    let Ok(stage) = std::env::var("WB_CHILD_FLUSHER") else {
-        return;
-    };
+    let stage = std::env::var("WB_CHILD_FLUSHER").expect("WB_CHILD_FLUSHER: the stage to stop at");
     let schema = std::env::var("WB_SCHEMA").expect("schema");
     let prefix = std::env::var("WB_PREFIX").expect("prefix");
     let inner = pg(&schema).await;
@@ -380,10 +379,9 @@ async fn redis_killed_and_restarted_under_load_keeps_every_acknowledged_event() 
 /// at the version it last saw; prints `WON <version>` or `LOST <expected>
 /// <actual>` per attempt, then `DONE`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of two_processes_appending_to_one_stream_get_gapless_versions"]
 async fn child_writer() {
-    let Ok(stream) = std::env::var("WB_CHILD_WRITER") else {
-        return;
-    };
+    let stream = std::env::var("WB_CHILD_WRITER").expect("WB_CHILD_WRITER: the stream to append to");
     let schema = std::env::var("WB_SCHEMA").expect("schema");
     let prefix = std::env::var("WB_PREFIX").expect("prefix");
     let store = write_behind(pg(&schema).await, &redis_url(), config(&prefix)).await;
