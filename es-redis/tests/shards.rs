@@ -2,6 +2,7 @@
 //! injected clock driving the leases (each test has its own key prefix
 //! and schema).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -327,7 +328,8 @@ async fn a_joining_instance_gets_its_share_and_handovers_wait_for_commands_in_fl
 #[tokio::test]
 async fn a_shard_taken_while_shutting_down_is_handed_back() {
     let (config, store, clock) = (config(&prefix()), store().await, clock());
-    let held = Arc::new(HeldFence::new(store.clone()));
+    let held = Arc::new(Wrapped::new(store.clone()));
+    held.hold_first_raise.store(true, Ordering::SeqCst);
     let me = InstanceInfo {
         id: format!("a-{}", uuid::Uuid::now_v7().simple()),
         address: "http://a.invalid".to_owned(),
@@ -352,27 +354,88 @@ async fn a_shard_taken_while_shutting_down_is_handed_back() {
     assert!(view.instances.is_empty(), "deregistered");
 }
 
-/// A store whose first `raise_fence` waits until told to go on.
-struct HeldFence {
+/// An instance whose store fails (it cannot raise fences, nor read) lets
+/// its registration lapse, so another takes every shard instead of
+/// stopping at its fair share; once its store answers again, it gets its
+/// share back.
+#[tokio::test]
+async fn an_instance_whose_store_fails_leaves_its_share_to_the_others() {
+    let (config, store, clock) = (config(&prefix()), store().await, clock());
+    let failing = Arc::new(Wrapped::new(store.clone()));
+    failing.down.store(true, Ordering::SeqCst);
+    let me = InstanceInfo {
+        id: format!("a-{}", uuid::Uuid::now_v7().simple()),
+        address: "http://a.invalid".to_owned(),
+    };
+    let a = ShardManager::connect(config.clone(), me, failing.clone(), Arc::new(clock.clone()))
+        .await
+        .expect("join the cluster");
+    let b = instance("b", &config, &store, &clock).await;
+    for _ in 0..3 {
+        a.tick().await.unwrap();
+        b.tick().await.unwrap();
+        advance(&clock, config.rebalance_interval);
+    }
+    assert!(a.owned_shards().is_empty());
+    // Within a lease of a's last heartbeat, b has taken every shard.
+    for _ in 0..(config.lock_timeout.as_millis() / config.rebalance_interval.as_millis() + 2) {
+        a.tick().await.unwrap();
+        b.tick().await.unwrap();
+        advance(&clock, config.rebalance_interval);
+    }
+    assert_eq!(b.owned_shards().len(), 16, "b took a's share");
+    let view = b.read_view().await.unwrap();
+    assert!(view.shards.iter().all(|s| s.status == ShardStatus::Assigned));
+
+    // The store answers again: a registers, and the cluster rebalances.
+    failing.down.store(false, Ordering::SeqCst);
+    for _ in 0..20 {
+        a.tick().await.unwrap();
+        b.tick().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        advance(&clock, config.rebalance_interval);
+        if a.owned_shards().len() == 8 && b.owned_shards().len() == 8 {
+            break;
+        }
+    }
+    assert_eq!(
+        (a.owned_shards().len(), b.owned_shards().len()),
+        (8, 8),
+        "a got its share back"
+    );
+}
+
+/// The PostgreSQL store with faults: its first `raise_fence` waiting until
+/// told to go on (`hold_first_raise`), or fences and reads failing (`down`).
+struct Wrapped {
     inner: Arc<PostgresEventStore>,
     entered: tokio::sync::Notify,
     go: tokio::sync::Notify,
-    first: std::sync::atomic::AtomicBool,
+    hold_first_raise: AtomicBool,
+    down: AtomicBool,
 }
 
-impl HeldFence {
+impl Wrapped {
     fn new(inner: Arc<PostgresEventStore>) -> Self {
         Self {
             inner,
             entered: tokio::sync::Notify::new(),
             go: tokio::sync::Notify::new(),
-            first: std::sync::atomic::AtomicBool::new(true),
+            hold_first_raise: AtomicBool::new(false),
+            down: AtomicBool::new(false),
         }
+    }
+
+    fn check(&self, operation: &'static str) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::backend(operation, "the database is unreachable"));
+        }
+        Ok(())
     }
 }
 
 #[async_trait::async_trait]
-impl EventStore for HeldFence {
+impl EventStore for Wrapped {
     async fn append(
         &self,
         stream_type: &str,
@@ -383,7 +446,8 @@ impl EventStore for HeldFence {
         self.inner.append(stream_type, stream_id, expected, events).await
     }
     async fn raise_fence(&self, fence: es_core::ShardFence) -> Result<(), StoreError> {
-        if self.first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        self.check("raise fence")?;
+        if self.hold_first_raise.swap(false, Ordering::SeqCst) {
             self.entered.notify_one();
             self.go.notified().await;
         }
@@ -412,6 +476,7 @@ impl EventStore for HeldFence {
         self.inner.stream_version(id).await
     }
     async fn head_position(&self) -> Result<u64, StoreError> {
+        self.check("head position")?;
         self.inner.head_position().await
     }
 }

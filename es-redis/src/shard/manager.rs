@@ -84,7 +84,10 @@ struct Owned {
 ///
 /// Every `rebalance_interval` ([`ShardManager::spawn`], or
 /// [`ShardManager::tick`] driven by hand):
-/// 1. heartbeat: the instance's registration lives `lock_timeout` longer;
+/// 1. heartbeat: the instance's registration lives `lock_timeout` longer
+///    (not while it owns no shard and its store fails both the fence it
+///    last raised and a read: its registration then lapses, and the
+///    others take its share of the shards until the store answers again);
 /// 2. renew the leases of its shards (a lease found taken or changed is
 ///    lost at once; one that could not be renewed lapses at its end);
 ///    shards marked for handover are drained and released in the
@@ -131,6 +134,9 @@ struct Inner {
     view: RwLock<ClusterView>,
     stop: Notify,
     stopped: std::sync::atomic::AtomicBool,
+    /// The store failed the last fence this instance tried to raise (for
+    /// a reason other than a higher fence).
+    store_failing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ShardManager {
@@ -200,6 +206,7 @@ impl ShardManager {
                 view: RwLock::new(ClusterView::default()),
                 stop: Notify::new(),
                 stopped: std::sync::atomic::AtomicBool::new(false),
+                store_failing: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         manager.check_shard_count().await?;
@@ -375,7 +382,7 @@ impl ShardManager {
             return Ok(());
         }
         let now = self.now_ms();
-        self.heartbeat(now).await?;
+        self.heartbeat_while_serving(now).await?;
         self.renew(now).await;
         self.drop_lapsed();
         let view = self.read_view().await?;
@@ -605,8 +612,16 @@ impl ShardManager {
             return Ok(());
         }
         match self.inner.store.raise_fence(ShardFence::new(shard, token)).await {
-            Ok(()) => {}
+            Ok(()) => self
+                .inner
+                .store_failing
+                .store(false, std::sync::atomic::Ordering::SeqCst),
             Err(source) => {
+                if !matches!(source, StoreError::Fenced { .. }) {
+                    self.inner
+                        .store_failing
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 if let StoreError::Fenced { current, .. } = &source {
                     // The store saw a higher token than Redis holds (Redis
                     // lost data): move the counter past it for next time.

@@ -1,5 +1,8 @@
-//! The instances' registrations in Redis: each instance's heartbeat, and
-//! the pruning of those that lapsed long ago.
+//! The instances' registrations in Redis: each instance's heartbeat (held
+//! back while its store cannot fence), and the pruning of those that lapsed
+//! long ago.
+
+use std::sync::atomic::Ordering;
 
 use redis::aio::ConnectionManager;
 
@@ -13,6 +16,28 @@ use crate::shard::{ClusterView, InstanceRecord, ShardError};
 pub const PRUNE_AFTER_LEASES: i64 = 60;
 
 impl ShardManager {
+    /// Heartbeats, unless this instance owns no shard, its store failed the
+    /// last fence it tried to raise, and a read of the store fails too. A
+    /// live instance that cannot take its fair share would hold those shards
+    /// back from everyone (the others stop at their own share); letting its
+    /// registration lapse grows the others' shares until its store answers
+    /// again.
+    pub(super) async fn heartbeat_while_serving(&self, now: i64) -> Result<(), ShardError> {
+        if self.inner.store_failing.load(Ordering::SeqCst) && read(&self.inner.owned).is_empty() {
+            match self.inner.store.head_position().await {
+                Ok(_) => {
+                    self.inner.store_failing.store(false, Ordering::SeqCst);
+                    tracing::info!("the store answers again: registering for shards");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the store cannot fence: not registering, so the others take the shards");
+                    return Ok(());
+                }
+            }
+        }
+        self.heartbeat(now).await
+    }
+
     /// Registers this instance again (address, shards held, expiry).
     pub(super) async fn heartbeat(&self, now: i64) -> Result<(), ShardError> {
         let record = InstanceRecord {
