@@ -313,6 +313,21 @@ pub async fn atomic_appends<S: EventStore>(store: S) {
             bad.as_str().len()
         );
     }
+    // Events every backend can store, and only those: no NUL character
+    // (PostgreSQL's jsonb cannot hold one), wherever it hides.
+    let mut in_header = event("N", 5);
+    in_header.metadata.headers.insert("h".into(), "nul\0".into());
+    for bad in [
+        NewEvent::new("N\0", json!({})),
+        NewEvent::new("N", json!({ "deep": [{ "s": "nul\0" }] })),
+        NewEvent::new("N", json!({ "key\0": 1 })),
+        in_header,
+    ] {
+        let r = store
+            .append("t", &a, ExpectedVersion::Any, vec![event("A", 8), bad])
+            .await;
+        assert!(matches!(r, Err(StoreError::InvalidAppend { .. })), "got {r:?}");
+    }
     let e = event("A", 9);
     let twice = store.append("t", &a, ExpectedVersion::Any, vec![e.clone(), e]).await;
     assert!(twice.is_err(), "an id twice in one append is refused");

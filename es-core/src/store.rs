@@ -357,6 +357,15 @@ pub fn validate_append(stream_id: &StreamId, events: &[NewEvent]) -> Result<(), 
             reason: "no events to append".into(),
         });
     }
+    if let Some(e) = events.iter().find(|e| holds_nul(e)) {
+        return Err(StoreError::InvalidAppend {
+            stream_id: stream_id.clone(),
+            reason: format!(
+                "event {} has a NUL character in its type, payload or metadata (PostgreSQL's jsonb cannot store one)",
+                e.event_id
+            ),
+        });
+    }
     // One event (the common case) cannot repeat an id: no set to build.
     if events.len() > 1 {
         let mut seen: std::collections::HashSet<uuid::Uuid, foldhash::fast::RandomState> =
@@ -369,6 +378,37 @@ pub fn validate_append(stream_id: &StreamId, events: &[NewEvent]) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Whether the event's type, payload or metadata holds a NUL character
+/// (in a string or an object key): every backend refuses those alike.
+fn holds_nul(event: &NewEvent) -> bool {
+    let m = &event.metadata;
+    if event.event_type.contains('\0')
+        || m.actor_id.as_deref().is_some_and(|a| a.contains('\0'))
+        || m.headers.iter().any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return true;
+    }
+    // Iterative, so a deeply nested payload built in code cannot overflow
+    // the stack.
+    let mut pending = vec![&event.payload];
+    while let Some(v) = pending.pop() {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => return true,
+            serde_json::Value::Array(items) => pending.extend(items),
+            serde_json::Value::Object(fields) => {
+                for (k, v) in fields {
+                    if k.contains('\0') {
+                        return true;
+                    }
+                    pending.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Decides whether an append whose first event id is already stored is a
