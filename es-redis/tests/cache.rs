@@ -265,6 +265,47 @@ async fn query_cache_loads_once_and_invalidates_on_events() {
     cleanup(&p).await;
 }
 
+/// A view loaded in one process while another invalidates its key (new
+/// events committed there) is not stored: it would hide the invalidation
+/// from every process until its TTL.
+#[tokio::test]
+async fn a_view_loaded_while_another_process_invalidates_it_is_not_stored() {
+    let p = prefix();
+    let a = QueryCache::<serde_json::Value>::new("views", cache_config(&p)).unwrap();
+    let b = QueryCache::<serde_json::Value>::new("views", cache_config(&p)).unwrap();
+    let (loading, loading_seen) = tokio::sync::oneshot::channel();
+    let (go, go_seen) = tokio::sync::oneshot::channel::<()>();
+    let load = tokio::spawn({
+        let a = a.clone();
+        async move {
+            a.get_or_load("v", || async move {
+                loading.send(()).unwrap();
+                go_seen.await.unwrap();
+                Ok::<_, std::io::Error>(serde_json::json!("old"))
+            })
+            .await
+            .unwrap()
+        }
+    });
+    loading_seen.await.unwrap();
+    b.invalidate(&["v".to_owned()]).await;
+    go.send(()).unwrap();
+    assert_eq!(
+        load.await.unwrap(),
+        serde_json::json!("old"),
+        "the caller gets what it read"
+    );
+    let c = QueryCache::<serde_json::Value>::new("views", cache_config(&p)).unwrap();
+    assert_eq!(c.get("v").await, None, "not stored in Redis");
+    assert_eq!(a.get("v").await, None, "nor in the loader's process");
+    // Without an invalidation under way, a loaded view is stored.
+    a.get_or_load("v", || async { Ok::<_, std::io::Error>(serde_json::json!("new")) })
+        .await
+        .unwrap();
+    assert_eq!(c.get("v").await, Some(serde_json::json!("new")));
+    cleanup(&p).await;
+}
+
 #[tokio::test]
 async fn l1_can_be_disabled() {
     let p = prefix();

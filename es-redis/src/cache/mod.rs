@@ -5,6 +5,7 @@
 //! - [`QueryCache`]: query results (read-model views) with explicit
 //!   invalidation, and [`InvalidateOnEvents`] to invalidate on commits.
 
+mod generation;
 mod l1;
 mod l2;
 mod query_cache;

@@ -12,6 +12,7 @@ use moka::sync::Cache;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::generation::{self, Keys};
 use super::{l1, l2};
 use crate::backend::RedisBackend;
 use crate::config::CacheConfig;
@@ -27,9 +28,11 @@ const CACHE: &str = "query";
 ///   before it returns (a Redis failure is logged; the L2 entry then
 ///   expires by `l2_ttl`).
 /// - [`get_or_load`](Self::get_or_load) does not store a result loaded
-///   before an invalidation of this cache that completed during the load,
-///   so a view read just before new events cannot overwrite the
-///   invalidation in this process.
+///   before an invalidation of its key that completed during the load, in
+///   this process or any other (each invalidation bumps the key's
+///   generation in Redis; the loaded view is stored only under the
+///   generation it was loaded under), so a view read just before new events
+///   cannot overwrite their invalidation.
 /// - Redis failures are misses; the loader then serves.
 ///
 /// Other processes' L1 entries are not invalidated remotely: with the LRU
@@ -46,6 +49,8 @@ struct Inner<V> {
     backend: Arc<RedisBackend>,
     config: CacheConfig,
     key_base: String,
+    /// Where the keys' generations live.
+    generation_base: String,
     /// Bumped by every invalidation.
     epoch: AtomicU64,
 }
@@ -80,12 +85,14 @@ where
     /// A cache over a shared backend.
     pub fn with_backend(name: &str, config: CacheConfig, backend: Arc<RedisBackend>) -> Self {
         let key_base = format!("{}:query:{}:", config.key_prefix, name);
+        let generation_base = format!("{}:query-generation:{}:", config.key_prefix, name);
         Self {
             inner: Arc::new(Inner {
                 l1: l1::build(&config, CACHE),
                 backend,
                 config,
                 key_base,
+                generation_base,
                 epoch: AtomicU64::new(0),
             }),
         }
@@ -93,6 +100,26 @@ where
 
     fn redis_key(&self, key: &str) -> String {
         format!("{}{}", self.inner.key_base, key)
+    }
+
+    fn generation_key(&self, key: &str) -> String {
+        format!("{}{}", self.inner.generation_base, key)
+    }
+
+    fn decode(&self, key: &str, json: &str) -> Option<V> {
+        match serde_json::from_str(json) {
+            Ok(v) => Some(v),
+            Err(source) => {
+                let e = RedisError::Codec {
+                    direction: "decode",
+                    key: self.redis_key(key),
+                    source,
+                };
+                metrics::counter!(telemetry::ERRORS, "op" => "cache.get", "kind" => e.kind()).increment(1);
+                tracing::warn!(error = %e, "cached view does not decode; treated as a miss");
+                None
+            }
+        }
     }
 
     /// The cached value: L1, else L2 (filling L1), else `None`.
@@ -114,21 +141,8 @@ where
 
     #[tracing::instrument(level = "debug", name = "es.redis.query_cache.l2_get", skip(self))]
     async fn get_l2(&self, key: &str) -> Option<V> {
-        let rkey = self.redis_key(key);
-        match l2::get(&self.inner.backend, &rkey).await {
-            Ok(Some(json)) => match serde_json::from_str(&json) {
-                Ok(v) => Some(v),
-                Err(source) => {
-                    let e = RedisError::Codec {
-                        direction: "decode",
-                        key: rkey,
-                        source,
-                    };
-                    metrics::counter!(telemetry::ERRORS, "op" => "cache.get", "kind" => e.kind()).increment(1);
-                    tracing::warn!(error = %e, "cached view does not decode; treated as a miss");
-                    None
-                }
-            },
+        match l2::get(&self.inner.backend, &self.redis_key(key)).await {
+            Ok(Some(json)) => self.decode(key, &json),
             Ok(None) => None,
             Err(e) => {
                 tracing::debug!(error = %e, "L2 read failed; treated as a miss");
@@ -160,35 +174,89 @@ where
     }
 
     /// The cached value, or `load()`'s result, which is then cached (unless
-    /// an invalidation happened meanwhile). A loader error is returned and
-    /// nothing is cached.
+    /// its key was invalidated meanwhile, here or in another process). A
+    /// loader error is returned and nothing is cached.
     pub async fn get_or_load<E, F, Fut>(&self, key: &str, load: F) -> Result<V, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        if let Some(v) = self.get(key).await {
+        if let Some(v) = self.inner.l1.get(key) {
+            telemetry::hit(CACHE, "l1");
             return Ok(v);
         }
+        telemetry::miss(CACHE, "l1");
+        let (value_key, generation_key) = (self.redis_key(key), self.generation_key(key));
+        let keys = Keys {
+            value: &value_key,
+            generation: &generation_key,
+        };
+        // The generation the load runs under; `None`: Redis did not answer.
+        let generation = match generation::read(&self.inner.backend, &keys).await {
+            Ok((Some(json), generation)) => match self.decode(key, &json) {
+                Some(v) => {
+                    telemetry::hit(CACHE, "l2");
+                    self.inner.l1.insert(key.to_owned(), v.clone());
+                    return Ok(v);
+                }
+                None => Some(generation),
+            },
+            Ok((None, generation)) => Some(generation),
+            Err(e) => {
+                tracing::debug!(error = %e, "L2 read failed; treated as a miss");
+                None
+            }
+        };
+        telemetry::miss(CACHE, "l2");
         let epoch = self.inner.epoch.load(Ordering::Acquire);
         let value = load().await?;
-        if self.inner.epoch.load(Ordering::Acquire) == epoch {
-            self.put(key, &value).await;
-        } else {
+        if self.inner.epoch.load(Ordering::Acquire) != epoch {
             tracing::debug!(key, "invalidated while loading; result not cached");
+            return Ok(value);
+        }
+        let Some(generation) = generation else {
+            // Redis is away: this process's level only.
+            self.inner.l1.insert(key.to_owned(), value.clone());
+            return Ok(value);
+        };
+        let json = match serde_json::to_string(&value) {
+            Ok(json) => json,
+            Err(source) => {
+                let e = RedisError::Codec {
+                    direction: "encode",
+                    key: value_key,
+                    source,
+                };
+                tracing::warn!(error = %e, "view does not serialize; kept in L1 only");
+                self.inner.l1.insert(key.to_owned(), value.clone());
+                return Ok(value);
+            }
+        };
+        match generation::put_if_current(&self.inner.backend, &keys, &generation, &json, self.inner.config.l2_ttl).await
+        {
+            Ok(true) => self.inner.l1.insert(key.to_owned(), value.clone()),
+            Ok(false) => tracing::debug!(key, "invalidated elsewhere while loading; result not cached"),
+            Err(e) => {
+                tracing::debug!(error = %e, "L2 write failed");
+                self.inner.l1.insert(key.to_owned(), value.clone());
+            }
         }
         Ok(value)
     }
 
-    /// Drops keys from L1 and L2.
+    /// Drops keys from L1 and L2, and bumps their generations in Redis (so
+    /// that loads under way anywhere do not store what they read).
     #[tracing::instrument(level = "debug", name = "es.redis.query_cache.invalidate", skip(self))]
     pub async fn invalidate(&self, keys: &[String]) {
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
         for k in keys {
             self.inner.l1.invalidate(k);
         }
-        let rkeys: Vec<String> = keys.iter().map(|k| self.redis_key(k)).collect();
-        if let Err(e) = l2::del(&self.inner.backend, &rkeys).await {
+        let pairs: Vec<(String, String)> = keys
+            .iter()
+            .map(|k| (self.redis_key(k), self.generation_key(k)))
+            .collect();
+        if let Err(e) = generation::invalidate(&self.inner.backend, &pairs, self.inner.config.l2_ttl).await {
             tracing::warn!(error = %e, "L2 invalidation failed; entries expire by TTL");
         }
     }
