@@ -4,11 +4,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use es_core::{shard_of, Clock, EventStore, FenceSource, LockManager, ShardFence, ShardId, StoreError, StreamId};
+use es_core::{shard_of, Clock, EventStore, FenceSource, ShardFence, ShardId, StoreError, StreamId};
 use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, OwnedRwLockReadGuard};
 
-use super::plan::{rebalance_moves, shards_to_acquire};
+use super::plan::shards_to_acquire;
 use super::scripts::scripts;
 use super::{ClusterView, InstanceRecord, ShardConfig, ShardError, ShardRecord, ShardStatus};
 use crate::backend::{Idempotency, RedisBackend};
@@ -148,6 +148,7 @@ impl std::fmt::Debug for ShardManager {
     }
 }
 
+mod rebalance;
 mod registrations;
 
 fn millis(d: Duration) -> i64 {
@@ -382,13 +383,19 @@ impl ShardManager {
             return Ok(());
         }
         let now = self.now_ms();
-        self.heartbeat_while_serving(now).await?;
+        let registered = self.heartbeat_while_serving(now).await?;
         self.renew(now).await;
         self.drop_lapsed();
         let view = self.read_view().await?;
         *write(&self.inner.view) = view.clone();
         self.prune_registrations(&view).await;
         self.release_orphans(&view).await;
+        // Out of the cluster while its store fails: it leaves the shards to
+        // the others rather than holding each for a failing attempt.
+        if !registered || self.is_stopped() {
+            metrics::gauge!(telemetry::SHARDS_OWNED).set(self.owned_shards().len() as f64);
+            return Ok(());
+        }
         for shard in shards_to_acquire(&view, &self.inner.config, &self.inner.me.id) {
             if self.is_stopped() {
                 break;
@@ -397,7 +404,9 @@ impl ShardManager {
                 tracing::warn!(shard, error = %e, "could not take shard");
             }
         }
-        self.rebalance().await;
+        if !self.is_stopped() {
+            self.rebalance().await;
+        }
         metrics::gauge!(telemetry::SHARDS_OWNED).set(self.owned_shards().len() as f64);
         Ok(())
     }
@@ -700,59 +709,30 @@ impl ShardManager {
                 "commands still in flight at the end of the drain; releasing anyway (the fence refuses them)"
             );
         }
-        write(&self.inner.owned).remove(&shard);
+        {
+            let mut owned = write(&self.inner.owned);
+            if owned.get(&shard).is_none_or(|o| o.token != token) {
+                // Another hand-over of it (a round taking it during
+                // `shutdown`) got here first.
+                return;
+            }
+            owned.remove(&shard);
+        }
         match self.release(shard, token).await {
             Ok(true) => {
                 metrics::counter!(telemetry::SHARD_REBALANCES).increment(1);
                 tracing::info!(shard, token, "handed shard over");
             }
-            Ok(false) => tracing::debug!(shard, token, "shard already released"),
+            Ok(false) => {
+                metrics::counter!(telemetry::SHARD_LEASE_LOSSES).increment(1);
+                tracing::warn!(
+                    shard,
+                    token,
+                    "shard lease lapsed during the drain; another instance may own it now"
+                );
+            }
             Err(e) => tracing::warn!(shard, error = %e, "could not release shard; its lease lapses instead"),
         }
-    }
-
-    /// One rebalancer at a time: marks the shards to move.
-    async fn rebalance(&self) {
-        let view = read(&self.inner.view).clone();
-        let moves = rebalance_moves(&view, &self.inner.config);
-        if moves.is_empty() {
-            return;
-        }
-        let lock = match self
-            .inner
-            .locks
-            .try_acquire("rebalance", self.inner.config.rebalance_interval * 3)
-            .await
-        {
-            Ok(Some(lock)) => lock,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "rebalance lock unavailable");
-                return;
-            }
-        };
-        for m in moves {
-            let Some(record) = view.shards.get(m.shard as usize) else {
-                continue;
-            };
-            let key = self.shard_key(m.shard);
-            let (from, to, token) = (m.from.clone(), m.to.clone(), record.token);
-            let marked = self
-                .call(
-                    "mark shard for handover",
-                    Idempotency::Idempotent,
-                    move |mut c: ConnectionManager| {
-                        let mut inv = scripts().mark_rebalancing.prepare_invoke();
-                        inv.key(&key).arg(&from).arg(token).arg(&to);
-                        async move { inv.invoke_async::<i64>(&mut c).await }
-                    },
-                )
-                .await;
-            if let Ok(1) = marked {
-                tracing::info!(shard = m.shard, from = %m.from, to = %m.to, "moving shard");
-            }
-        }
-        let _ = lock.release().await;
     }
 }
 

@@ -22,7 +22,8 @@ impl ShardManager {
     /// back from everyone (the others stop at their own share); letting its
     /// registration lapse grows the others' shares until its store answers
     /// again.
-    pub(super) async fn heartbeat_while_serving(&self, now: i64) -> Result<(), ShardError> {
+    /// Returns whether it registered.
+    pub(super) async fn heartbeat_while_serving(&self, now: i64) -> Result<bool, ShardError> {
         if self.inner.store_failing.load(Ordering::SeqCst) && read(&self.inner.owned).is_empty() {
             match self.inner.store.head_position().await {
                 Ok(_) => {
@@ -31,11 +32,17 @@ impl ShardManager {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the store cannot fence: not registering, so the others take the shards");
-                    return Ok(());
+                    return Ok(false);
                 }
             }
+            // The probe may have waited long: `shutdown` may have
+            // deregistered this instance meanwhile.
+            if self.is_stopped() {
+                return Ok(false);
+            }
         }
-        self.heartbeat(now).await
+        self.heartbeat(now).await?;
+        Ok(true)
     }
 
     /// Registers this instance again (address, shards held, expiry).
