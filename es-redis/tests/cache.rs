@@ -306,6 +306,53 @@ async fn a_view_loaded_while_another_process_invalidates_it_is_not_stored() {
     cleanup(&p).await;
 }
 
+/// The generation a load started under lapses (Redis evicted it, or the
+/// load outlived its TTL) after another process invalidated the key, and
+/// a new read starts the generation again: the older load's view does not
+/// overwrite the newer one.
+#[tokio::test]
+async fn a_view_loaded_under_a_lapsed_generation_is_not_stored() {
+    let p = prefix();
+    let a = QueryCache::<serde_json::Value>::new("views", cache_config(&p)).unwrap();
+    let b = QueryCache::<serde_json::Value>::new("views", cache_config(&p)).unwrap();
+    let (loading, loading_seen) = tokio::sync::oneshot::channel();
+    let (go, go_seen) = tokio::sync::oneshot::channel::<()>();
+    let load = tokio::spawn({
+        let a = a.clone();
+        async move {
+            a.get_or_load("v", || async move {
+                loading.send(()).unwrap();
+                go_seen.await.unwrap();
+                Ok::<_, std::io::Error>(serde_json::json!("old"))
+            })
+            .await
+            .unwrap()
+        }
+    });
+    loading_seen.await.unwrap();
+    b.invalidate(&["v".to_owned()]).await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{p}:query-generation:views:v"))
+        .query_async(&mut common::raw().await)
+        .await
+        .unwrap();
+    // Another process reads the view afresh, starting the generation again.
+    let fresh = b
+        .get_or_load("v", || async { Ok::<_, std::io::Error>(serde_json::json!("fresh")) })
+        .await
+        .unwrap();
+    assert_eq!(fresh, serde_json::json!("fresh"));
+    go.send(()).unwrap();
+    assert_eq!(load.await.unwrap(), serde_json::json!("old"));
+    let c = QueryCache::<serde_json::Value>::new("views", cache_config(&p)).unwrap();
+    assert_eq!(
+        c.get("v").await,
+        Some(serde_json::json!("fresh")),
+        "the older load did not overwrite the fresh view"
+    );
+    cleanup(&p).await;
+}
+
 #[tokio::test]
 async fn l1_can_be_disabled() {
     let p = prefix();

@@ -2,6 +2,12 @@
 //! generation, and a view loaded under one generation is stored only while
 //! that generation is still current. So a view another process loaded just
 //! before new events cannot land in Redis after their invalidation.
+//!
+//! A generation key lives `ttl` after its last read or bump. A read that
+//! finds none starts one at Redis's clock in microseconds (far above any
+//! count of bumps, so a generation that lapsed and started again cannot
+//! come back to a value a load in progress holds); a put whose generation
+//! key is gone is refused.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -11,11 +17,24 @@ use redis::Script;
 use crate::backend::{Idempotency, RedisBackend};
 use crate::error::RedisError;
 
+/// Returns `{value or false, generation}` of `KEYS[1]`, starting the
+/// generation `KEYS[2]` when there is none; the generation then lives
+/// `ARGV[1]` ms.
+const READ: &str = r"
+local g = redis.call('GET', KEYS[2])
+if not g then
+  local t = redis.call('TIME')
+  g = t[1] .. string.format('%06d', tonumber(t[2]))
+end
+redis.call('SET', KEYS[2], g, 'PX', ARGV[1])
+return {redis.call('GET', KEYS[1]), g}
+";
+
 /// Sets `KEYS[1]` to `ARGV[2]` (TTL `ARGV[3]` ms) only if the generation
-/// `KEYS[2]` is still `ARGV[1]` (`""`: none yet). Returns 1 if written.
+/// `KEYS[2]` is still `ARGV[1]`. Returns 1 if written.
 const PUT_IF_CURRENT: &str = r"
 local g = redis.call('GET', KEYS[2])
-if (g or '') ~= ARGV[1] then return 0 end
+if g ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 ";
@@ -30,6 +49,11 @@ for i = 1, #KEYS, 2 do
 end
 return 1
 ";
+
+fn read_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(READ))
+}
 
 fn put_script() -> &'static Script {
     static SCRIPT: OnceLock<Script> = OnceLock::new();
@@ -51,16 +75,21 @@ pub(crate) struct Keys<'a> {
     pub(crate) generation: &'a str,
 }
 
-/// The value and the generation it is current under (`""`: never
-/// invalidated, or long ago), in one round trip.
-pub(crate) async fn read(backend: &RedisBackend, keys: &Keys<'_>) -> Result<(Option<String>, String), RedisError> {
-    let (value, generation): (Option<String>, Option<String>) = backend
+/// The value and the generation it is current under (started if there was
+/// none; it then lives `ttl`), in one round trip.
+pub(crate) async fn read(
+    backend: &RedisBackend,
+    keys: &Keys<'_>,
+    ttl: Duration,
+) -> Result<(Option<String>, String), RedisError> {
+    let ttl_ms = millis(ttl);
+    backend
         .run("cache.get", Idempotency::Idempotent, |mut c| {
-            let (v, g) = (keys.value.to_owned(), keys.generation.to_owned());
-            async move { redis::cmd("MGET").arg(v).arg(g).query_async(&mut c).await }
+            let mut inv = read_script().prepare_invoke();
+            inv.key(keys.value).key(keys.generation).arg(ttl_ms);
+            async move { inv.invoke_async(&mut c).await }
         })
-        .await?;
-    Ok((value, generation.unwrap_or_default()))
+        .await
 }
 
 /// Stores `json` unless the key was invalidated since `generation` was

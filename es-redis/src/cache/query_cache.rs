@@ -35,6 +35,9 @@ const CACHE: &str = "query";
 ///   cannot overwrite their invalidation.
 /// - Redis failures are misses; the loader then serves.
 ///
+/// Each key invalidated or read from Redis keeps a small generation key
+/// there for `l2_ttl` (beside the value's own key).
+///
 /// Other processes' L1 entries are not invalidated remotely: with the LRU
 /// and LFU policies they live until `ttl` passes without a read, so a view
 /// read often in another instance stays there; use
@@ -186,17 +189,23 @@ where
             return Ok(v);
         }
         telemetry::miss(CACHE, "l1");
+        // Taken before Redis is read: an invalidation in this process after
+        // this point keeps what is read or loaded out of L1.
+        let epoch = self.inner.epoch.load(Ordering::Acquire);
+        let unchanged = || self.inner.epoch.load(Ordering::Acquire) == epoch;
         let (value_key, generation_key) = (self.redis_key(key), self.generation_key(key));
         let keys = Keys {
             value: &value_key,
             generation: &generation_key,
         };
         // The generation the load runs under; `None`: Redis did not answer.
-        let generation = match generation::read(&self.inner.backend, &keys).await {
+        let generation = match generation::read(&self.inner.backend, &keys, self.inner.config.l2_ttl).await {
             Ok((Some(json), generation)) => match self.decode(key, &json) {
                 Some(v) => {
                     telemetry::hit(CACHE, "l2");
-                    self.inner.l1.insert(key.to_owned(), v.clone());
+                    if unchanged() {
+                        self.inner.l1.insert(key.to_owned(), v.clone());
+                    }
                     return Ok(v);
                 }
                 None => Some(generation),
@@ -208,9 +217,8 @@ where
             }
         };
         telemetry::miss(CACHE, "l2");
-        let epoch = self.inner.epoch.load(Ordering::Acquire);
         let value = load().await?;
-        if self.inner.epoch.load(Ordering::Acquire) != epoch {
+        if !unchanged() {
             tracing::debug!(key, "invalidated while loading; result not cached");
             return Ok(value);
         }
@@ -219,27 +227,31 @@ where
             self.inner.l1.insert(key.to_owned(), value.clone());
             return Ok(value);
         };
-        let json = match serde_json::to_string(&value) {
-            Ok(json) => json,
+        let stored = match serde_json::to_string(&value) {
+            Ok(json) => {
+                let ttl = self.inner.config.l2_ttl;
+                match generation::put_if_current(&self.inner.backend, &keys, &generation, &json, ttl).await {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "L2 write failed");
+                        true
+                    }
+                }
+            }
             Err(source) => {
                 let e = RedisError::Codec {
                     direction: "encode",
-                    key: value_key,
+                    key: value_key.clone(),
                     source,
                 };
                 tracing::warn!(error = %e, "view does not serialize; kept in L1 only");
-                self.inner.l1.insert(key.to_owned(), value.clone());
-                return Ok(value);
+                true
             }
         };
-        match generation::put_if_current(&self.inner.backend, &keys, &generation, &json, self.inner.config.l2_ttl).await
-        {
-            Ok(true) => self.inner.l1.insert(key.to_owned(), value.clone()),
-            Ok(false) => tracing::debug!(key, "invalidated elsewhere while loading; result not cached"),
-            Err(e) => {
-                tracing::debug!(error = %e, "L2 write failed");
-                self.inner.l1.insert(key.to_owned(), value.clone());
-            }
+        if !stored {
+            tracing::debug!(key, "invalidated elsewhere while loading; result not cached");
+        } else if unchanged() {
+            self.inner.l1.insert(key.to_owned(), value.clone());
         }
         Ok(value)
     }
