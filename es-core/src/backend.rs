@@ -2,8 +2,9 @@
 //! [`ProjectionUnit`] implementation follows, so that all backends refuse,
 //! replay and page the same way. Applications do not need them.
 //!
-//! - [`validate_append`]: the shape checks of an append (events present, no
-//!   event id twice), before any backend work.
+//! - [`validate_append`]: the shape checks of an append (a stream id every
+//!   backend can store, events present, no NUL character anywhere in them,
+//!   no event id twice), before any backend work.
 //! - [`check_replay`]: whether an append whose ids are already stored is a
 //!   replay of the same append (idempotent success) or a duplicate.
 //! - [`checkpoint_after_page`]: how far a reader of the gap-safe global log

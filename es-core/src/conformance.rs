@@ -494,7 +494,7 @@ pub async fn concurrent_appends_one_winner_per_version<S: EventStore>(store: S) 
 /// task, long before its timeout, and then reads them. Its wait lasts
 /// far longer than the check allows, so a store that only sleeps out the
 /// timeout fails; one that returns at once while nothing came (more than
-/// a spurious wake-up or two before the append) fails too.
+/// a few spurious wake-ups before the append) fails too.
 pub async fn wait_for_events_wakes<S: EventStore>(store: S) {
     const SPURIOUS_WAKE_UPS: u32 = 10;
     let store = Arc::new(store);

@@ -340,7 +340,8 @@ where
 pub const MAX_STREAM_ID_BYTES: usize = 1024;
 
 /// Checks the shape of an append before any backend work: a stream id of
-/// 1 to [`MAX_STREAM_ID_BYTES`] bytes without NUL, events, and no event id
+/// 1 to [`MAX_STREAM_ID_BYTES`] bytes without NUL, events, no NUL
+/// character in an event's type, payload or metadata, and no event id
 /// twice. Backends call this so that all of them refuse the same appends
 /// the same way.
 pub fn validate_append(stream_id: &StreamId, events: &[NewEvent]) -> Result<(), StoreError> {

@@ -6,6 +6,9 @@
 //!   deadline, then expect the next step (a process manager's commands).
 //! - [`CrashingStore`] and [`crash_plan`]: crashes before or after any
 //!   append, for proptests that restart a process manager between steps.
+//! - [`PausableUnit`]: one runner's handle on a projection unit several
+//!   runners share, whose pages can be held back and which counts what it
+//!   applied, for tests that every runner works and none applies twice.
 //! - [`Properties`]: checks, for any command sequence proptest generates,
 //!   that `handle` is deterministic, a state restored from a snapshot
 //!   decides like the live one, events survive the codec (and apply alike
@@ -42,9 +45,11 @@
 //! ```
 
 mod crash;
+mod pausable_unit;
 mod process;
 
 pub use crash::{crash_plan, Crash, CrashingStore};
+pub use pausable_unit::PausableUnit;
 pub use process::ProcessTest;
 /// The property-testing crate the kit is built on (strategies,
 /// `proptest!`), so a test of your own needs no version of its own.

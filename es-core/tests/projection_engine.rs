@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use es_core::testing::PausableUnit;
 use es_core::{
     Advance, Aggregate, BoxError, DeadLetter, DomainEvent, EventCodec, EventEnvelope, EventFilter, EventStore,
     ExpectedVersion, InMemoryCheckpointStore, InMemoryEventStore, Metadata, NewEvent, OnFailure, ProjectionConfig,
@@ -105,67 +106,6 @@ impl<U: ProjectionUnit> ProjectionUnit for Counting<U> {
     }
     async fn resolve_dead_letter(&self, position: u64, event: Option<&RecordedEvent>) -> Result<bool, UnitError> {
         self.inner.resolve_dead_letter(position, event).await
-    }
-}
-
-/// One runner's view of a unit shared with other runners: counts the
-/// events its own `apply` calls applied (a call refused because another
-/// runner moved the checkpoint first counts nothing); while `paused`,
-/// its `apply` calls wait before reaching the shared unit.
-struct Tagged {
-    inner: Arc<dyn ProjectionUnit>,
-    applied: AtomicUsize,
-    paused: tokio::sync::watch::Sender<bool>,
-}
-
-impl Tagged {
-    fn new(inner: Arc<dyn ProjectionUnit>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            applied: AtomicUsize::new(0),
-            paused: tokio::sync::watch::Sender::new(false),
-        })
-    }
-
-    fn pause(&self, paused: bool) {
-        self.paused.send_replace(paused);
-    }
-}
-
-#[async_trait]
-impl ProjectionUnit for Tagged {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn filter(&self) -> EventFilter {
-        self.inner.filter()
-    }
-    async fn position(&self) -> Result<u64, StoreError> {
-        self.inner.position().await
-    }
-    async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
-        let _ = self.paused.subscribe().wait_for(|p| !*p).await;
-        self.inner.apply(events, advance).await?;
-        self.applied.fetch_add(events.len(), Ordering::SeqCst);
-        Ok(())
-    }
-    async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
-        self.inner.dead_letter(letter, advance).await
-    }
-    async fn reset(&self) -> Result<(), UnitError> {
-        self.inner.reset().await
-    }
-    async fn seek(&self, position: u64) -> Result<(), StoreError> {
-        self.inner.seek(position).await
-    }
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.inner.dead_letters().await
-    }
-    async fn resolve_dead_letter(&self, position: u64, event: Option<&RecordedEvent>) -> Result<bool, UnitError> {
-        self.inner.resolve_dead_letter(position, event).await
-    }
-    async fn record_failure(&self, error: &str) -> Result<(), StoreError> {
-        self.inner.record_failure(error).await
     }
 }
 
@@ -271,7 +211,7 @@ async fn two_runners_of_one_projection_apply_each_event_once() {
     let store = Arc::new(InMemoryEventStore::new());
     let log = Arc::new(Log::default());
     let unit = unit(&log);
-    let (unit_a, unit_b) = (Tagged::new(unit.clone()), Tagged::new(unit));
+    let (unit_a, unit_b) = (PausableUnit::new(unit.clone()), PausableUnit::new(unit));
     let a = ProjectionRunner::new(store.clone(), unit_a.clone()).with_config(fast(OnFailure::Stop, 7));
     let b = ProjectionRunner::new(store.clone(), unit_b.clone()).with_config(fast(OnFailure::Stop, 5));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -314,10 +254,7 @@ async fn two_runners_of_one_projection_apply_each_event_once() {
     tb.await.unwrap().unwrap();
     let positions = log.positions.lock().unwrap().clone();
     assert_eq!(positions, (1..=400).collect::<Vec<_>>(), "every event once, in order");
-    let by_runner = (
-        unit_a.applied.load(Ordering::SeqCst),
-        unit_b.applied.load(Ordering::SeqCst),
-    );
+    let by_runner = (unit_a.applied(), unit_b.applied());
     assert_eq!(
         by_runner.0 + by_runner.1,
         400,

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::{append, eventually, open};
+use es_core::testing::PausableUnit;
 use es_core::{
-    Advance, Aggregate, BoxError, DeadLetter, DomainEvent, EventEnvelope, EventFilter, EventStore, ExpectedVersion,
-    NewEvent, OnFailure, ProjectionConfig, ProjectionError, ProjectionRunner, ProjectionUnit, RecordedEvent,
-    ReplayMode, RetryPolicy, StoreError, StreamId, UnitError,
+    Aggregate, BoxError, DomainEvent, EventEnvelope, EventStore, ExpectedVersion, NewEvent, OnFailure,
+    ProjectionConfig, ProjectionError, ProjectionRunner, RecordedEvent, ReplayMode, RetryPolicy, StreamId,
 };
 use es_sqlite::testing::TempDatabase;
 use es_sqlite::{
@@ -469,61 +469,6 @@ impl SqliteProjector for Tagged {
     }
 }
 
-/// A unit whose `apply` calls wait while it is paused, before reaching the
-/// wrapped unit (so holding no transaction or lock meanwhile).
-struct Held {
-    inner: Arc<dyn ProjectionUnit>,
-    paused: tokio::sync::watch::Sender<bool>,
-}
-
-impl Held {
-    fn new(inner: Arc<dyn ProjectionUnit>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            paused: tokio::sync::watch::Sender::new(false),
-        })
-    }
-
-    fn pause(&self, paused: bool) {
-        self.paused.send_replace(paused);
-    }
-}
-
-#[async_trait]
-impl ProjectionUnit for Held {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn filter(&self) -> EventFilter {
-        self.inner.filter()
-    }
-    async fn position(&self) -> Result<u64, StoreError> {
-        self.inner.position().await
-    }
-    async fn apply(&self, events: &[RecordedEvent], advance: Option<Advance>) -> Result<(), UnitError> {
-        let _ = self.paused.subscribe().wait_for(|p| !*p).await;
-        self.inner.apply(events, advance).await
-    }
-    async fn dead_letter(&self, letter: DeadLetter, advance: Option<Advance>) -> Result<(), UnitError> {
-        self.inner.dead_letter(letter, advance).await
-    }
-    async fn reset(&self) -> Result<(), UnitError> {
-        self.inner.reset().await
-    }
-    async fn seek(&self, position: u64) -> Result<(), StoreError> {
-        self.inner.seek(position).await
-    }
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.inner.dead_letters().await
-    }
-    async fn resolve_dead_letter(&self, position: u64, event: Option<&RecordedEvent>) -> Result<bool, UnitError> {
-        self.inner.resolve_dead_letter(position, event).await
-    }
-    async fn record_failure(&self, error: &str) -> Result<(), StoreError> {
-        self.inner.record_failure(error).await
-    }
-}
-
 /// Two stores open the same file, as two instances of a service would
 /// (each its own writer and pool); each runs the same non-idempotent
 /// projection while both append: every event is applied exactly once.
@@ -544,7 +489,7 @@ async fn two_runners_on_one_file_apply_every_event_exactly_once() {
         .iter()
         .enumerate()
         .map(|(i, store)| {
-            Held::new(Arc::new(SqliteProjectionUnit::new(
+            PausableUnit::new(Arc::new(SqliteProjectionUnit::new(
                 store,
                 Arc::new(Tagged { runner: i as i64 }),
             )))
