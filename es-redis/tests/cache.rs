@@ -265,6 +265,34 @@ async fn query_cache_loads_once_and_invalidates_on_events() {
     cleanup(&p).await;
 }
 
+/// A `get_or_load` of `key` on `cache` whose loader has read its view
+/// (`"old"`) and waits until `go` is sent.
+async fn held_load(
+    cache: &QueryCache<serde_json::Value>,
+    key: &'static str,
+) -> (
+    tokio::task::JoinHandle<serde_json::Value>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (loading, loading_seen) = tokio::sync::oneshot::channel();
+    let (go, go_seen) = tokio::sync::oneshot::channel::<()>();
+    let load = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_load(key, || async move {
+                    loading.send(()).unwrap();
+                    go_seen.await.unwrap();
+                    Ok::<_, std::io::Error>(serde_json::json!("old"))
+                })
+                .await
+                .unwrap()
+        }
+    });
+    loading_seen.await.unwrap();
+    (load, go)
+}
+
 /// A view loaded in one process while another invalidates its key (new
 /// events committed there) is not stored: it would hide the invalidation
 /// from every process until its TTL.
@@ -273,21 +301,7 @@ async fn a_view_loaded_while_another_process_invalidates_it_is_not_stored() {
     let p = prefix();
     let a = QueryCache::<serde_json::Value>::new("views", cache_config(&p)).unwrap();
     let b = QueryCache::<serde_json::Value>::new("views", cache_config(&p)).unwrap();
-    let (loading, loading_seen) = tokio::sync::oneshot::channel();
-    let (go, go_seen) = tokio::sync::oneshot::channel::<()>();
-    let load = tokio::spawn({
-        let a = a.clone();
-        async move {
-            a.get_or_load("v", || async move {
-                loading.send(()).unwrap();
-                go_seen.await.unwrap();
-                Ok::<_, std::io::Error>(serde_json::json!("old"))
-            })
-            .await
-            .unwrap()
-        }
-    });
-    loading_seen.await.unwrap();
+    let (load, go) = held_load(&a, "v").await;
     b.invalidate(&["v".to_owned()]).await;
     go.send(()).unwrap();
     assert_eq!(
@@ -315,21 +329,7 @@ async fn a_view_loaded_under_a_lapsed_generation_is_not_stored() {
     let p = prefix();
     let a = QueryCache::<serde_json::Value>::new("views", cache_config(&p)).unwrap();
     let b = QueryCache::<serde_json::Value>::new("views", cache_config(&p)).unwrap();
-    let (loading, loading_seen) = tokio::sync::oneshot::channel();
-    let (go, go_seen) = tokio::sync::oneshot::channel::<()>();
-    let load = tokio::spawn({
-        let a = a.clone();
-        async move {
-            a.get_or_load("v", || async move {
-                loading.send(()).unwrap();
-                go_seen.await.unwrap();
-                Ok::<_, std::io::Error>(serde_json::json!("old"))
-            })
-            .await
-            .unwrap()
-        }
-    });
-    loading_seen.await.unwrap();
+    let (load, go) = held_load(&a, "v").await;
     b.invalidate(&["v".to_owned()]).await;
     let _: () = redis::cmd("DEL")
         .arg(format!("{p}:query-generation:views:v"))
