@@ -238,3 +238,74 @@ async fn shutdown_during_an_outage_returns_within_the_grace_period_and_leaves_ro
     let reads = kafka.read_topic(&topic).await;
     assert_complete_in_order(&reads, &BTreeMap::from([("g1".into(), 3), ("g2".into(), 1)]));
 }
+
+/// Committing while the broker is down waits for librdkafka, but off the
+/// runtime's threads and only up to `commit_timeout`: on a one-thread
+/// runtime, other tasks go on meanwhile, and the commit then fails. (It
+/// used to block the runtime's thread until the broker came back.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_commit_during_an_outage_holds_up_nothing_and_times_out() {
+    let kafka = Kafka::start();
+    if !kafka.is_mock() {
+        eprintln!("skipped: needs the mock cluster to take the broker down");
+        return;
+    }
+    let topic = kafka.topic("account", 1).await;
+    let event = es_core::RecordedEvent {
+        global_position: 1,
+        stream_id: es_core::StreamId::from("c1"),
+        stream_type: "account".into(),
+        version: 1,
+        event_id: uuid::Uuid::now_v7(),
+        event_type: "Deposited".into(),
+        schema_version: 1,
+        payload: serde_json::json!({}),
+        metadata: es_core::Metadata::default(),
+        recorded_at: chrono::Utc::now(),
+    };
+    assert!(kafka.publisher().publish(&[event]).await.iter().all(Result::is_ok));
+    struct Nothing;
+    #[async_trait::async_trait]
+    impl es_core::Projector for Nothing {
+        fn name(&self) -> &str {
+            "nothing"
+        }
+        async fn apply(&self, _: &es_core::RecordedEvent) -> Result<(), es_core::BoxError> {
+            Ok(())
+        }
+    }
+    let consumer = es_kafka::KafkaProjectionConsumer::new(
+        es_kafka::ConsumerConfig {
+            commit_timeout: Duration::from_secs(1),
+            ..es_kafka::ConsumerConfig::new(&kafka.bootstrap, common::unique("g"), vec![topic])
+        },
+        Arc::new(Nothing),
+        Arc::new(es_kafka::InMemoryDedup::new()),
+    )
+    .unwrap();
+    tokio::time::timeout(common::PATIENCE, consumer.next())
+        .await
+        .expect("the message")
+        .unwrap();
+    kafka.mock.as_ref().unwrap().broker_down(1).unwrap();
+    let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = tokio::spawn({
+        let ticks = Arc::clone(&ticks);
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ticks.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    tokio::task::yield_now().await;
+    let started = std::time::Instant::now();
+    let committed = consumer.commit().await;
+    let took = started.elapsed();
+    ticker.abort();
+    let ticks = ticks.load(Ordering::SeqCst);
+    kafka.mock.as_ref().unwrap().broker_up(1).unwrap();
+    assert!(committed.is_err(), "{committed:?}");
+    assert!(took < Duration::from_secs(10), "the commit waited {took:?}");
+    assert!(ticks >= 20, "the runtime ticked only {ticks} times in {took:?}");
+}

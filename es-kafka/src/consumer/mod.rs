@@ -28,13 +28,20 @@ pub struct ConsumerConfig {
     /// `auto.commit.interval.ms`: how often handled offsets are committed
     /// (only offsets of handled events are ever committed).
     pub commit_interval: Duration,
+    /// How long [`commit`](KafkaProjectionConsumer::commit) (and the final
+    /// commit of [`run`](KafkaProjectionConsumer::run)) waits for the
+    /// broker. Past it, it returns an error without holding anything up;
+    /// the offsets are committed later by librdkafka, or their messages
+    /// handled again after a restart (at least once).
+    pub commit_timeout: Duration,
     /// Any other librdkafka consumer settings.
     pub extra: BTreeMap<String, String>,
 }
 
 impl ConsumerConfig {
     /// Settings for a group reading `topics`, dead letters to
-    /// `<group_id>.dead-letters`, 5 attempts.
+    /// `<group_id>.dead-letters`, 5 attempts, commits every 500 ms and
+    /// waited for up to 10 s.
     pub fn new(bootstrap_servers: impl Into<String>, group_id: impl Into<String>, topics: Vec<String>) -> Self {
         let group_id = group_id.into();
         Self {
@@ -48,6 +55,7 @@ impl ConsumerConfig {
                 ..RetryPolicy::default()
             },
             commit_interval: Duration::from_millis(500),
+            commit_timeout: Duration::from_secs(10),
             extra: BTreeMap::new(),
         }
     }

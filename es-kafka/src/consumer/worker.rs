@@ -27,6 +27,24 @@ const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// How long rewinding a partition after a failed message may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Runs a blocking librdkafka call on a thread of its own and waits for it
+/// up to `timeout`, so that no runtime thread is held: a synchronous commit
+/// waits for the broker for as long as it is away. Past the timeout (or if
+/// no thread could be started) `None`; the thread finishes by itself.
+async fn off_runtime<T: Send + 'static>(timeout: Duration, call: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("es-kafka-blocking".into())
+        .spawn(move || {
+            let _ = tx.send(call());
+        });
+    if let Err(e) = thread {
+        tracing::warn!(error = %e, "could not start a thread for a blocking kafka call");
+        return None;
+    }
+    tokio::time::timeout(timeout, rx).await.ok().and_then(Result::ok)
+}
+
 /// The stream and version a message names in its key and
 /// [`headers::STREAM_VERSION`](crate::message::headers::STREAM_VERSION)
 /// header, when both are there (what the publishers write beside the
@@ -70,7 +88,7 @@ pub enum Handled {
 ///   header, and consumption moves on;
 /// - partitions are split between the group's members by Kafka.
 pub struct KafkaProjectionConsumer {
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     producer: FutureProducer,
     projector: Arc<dyn Projector>,
     dedup: Arc<dyn DedupStore>,
@@ -119,7 +137,7 @@ impl KafkaProjectionConsumer {
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Self {
-            consumer,
+            consumer: Arc::new(consumer),
             producer,
             projector,
             dedup,
@@ -169,13 +187,18 @@ impl KafkaProjectionConsumer {
                 Ok(handled)
             }
             Err(e) => {
-                let rewound =
-                    self.consumer
-                        .seek(msg.topic(), msg.partition(), Offset::Offset(msg.offset()), SEEK_TIMEOUT);
-                if let Err(seek) = rewound {
+                let consumer = Arc::clone(&self.consumer);
+                let (topic, partition, offset) = (msg.topic().to_owned(), msg.partition(), msg.offset());
+                let rewound = off_runtime(SEEK_TIMEOUT + Duration::from_secs(1), move || {
+                    consumer.seek(&topic, partition, Offset::Offset(offset), SEEK_TIMEOUT)
+                })
+                .await;
+                match rewound {
+                    Some(Ok(())) => {}
                     // The partition was revoked meanwhile: its new owner
                     // starts at the last committed offset, before `msg`.
-                    tracing::warn!(error = %seek, partition = msg.partition(), offset = msg.offset(), "not rewound");
+                    Some(Err(seek)) => tracing::warn!(error = %seek, partition, offset, "not rewound"),
+                    None => tracing::warn!(partition, offset, "not rewound in time"),
                 }
                 Err(e)
             }
@@ -184,7 +207,7 @@ impl KafkaProjectionConsumer {
 
     /// Handles messages until `shutdown` completes (checked between
     /// messages, never in the middle of one), then commits the handled
-    /// offsets synchronously.
+    /// offsets and waits for the broker (see [`commit`](Self::commit)).
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumerError> {
         tokio::pin!(shutdown);
         loop {
@@ -208,16 +231,23 @@ impl KafkaProjectionConsumer {
             .collect())
     }
 
-    /// Commits the offsets of every handled message now and waits.
-    #[allow(
-        clippy::unused_async,
-        reason = "public API: async so a future client can commit without blocking"
-    )]
+    /// Commits the offsets of every handled message now and waits for the
+    /// broker, up to [`ConsumerConfig::commit_timeout`], off the runtime's
+    /// threads (librdkafka's commit blocks its thread while the broker is
+    /// away). Past the timeout it returns
+    /// `KafkaError::ConsumerCommit(OperationTimedOut)`.
     pub async fn commit(&self) -> Result<(), ConsumerError> {
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+        use rdkafka::types::RDKafkaErrorCode;
+        let consumer = Arc::clone(&self.consumer);
+        let committed = off_runtime(self.config.commit_timeout, move || {
+            consumer.commit_consumer_state(CommitMode::Sync)
+        })
+        .await;
+        match committed {
+            None => Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::OperationTimedOut).into()),
             // Nothing stored since the last commit.
-            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
-            other => Ok(other?),
+            Some(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => Ok(()),
+            Some(other) => Ok(other?),
         }
     }
 
