@@ -132,9 +132,14 @@ where
             return Some(v);
         }
         telemetry::miss(CACHE, "l1");
+        let epoch = self.inner.epoch.load(Ordering::Acquire);
         if let Some(v) = self.get_l2(key).await {
             telemetry::hit(CACHE, "l2");
-            self.inner.l1.insert(key.to_owned(), v.clone());
+            // Not if this process invalidated meanwhile (the value may
+            // predate it).
+            if self.inner.epoch.load(Ordering::Acquire) == epoch {
+                self.inner.l1.insert(key.to_owned(), v.clone());
+            }
             Some(v)
         } else {
             telemetry::miss(CACHE, "l2");
