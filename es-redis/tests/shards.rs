@@ -405,6 +405,39 @@ async fn an_instance_whose_store_fails_leaves_its_share_to_the_others() {
     );
 }
 
+/// `shutdown` while a round of an instance out of the cluster waits for
+/// its store to answer: when the store answers, the round does not
+/// register the instance again (others would hand shards to a ghost).
+#[tokio::test]
+async fn a_round_waiting_for_its_store_does_not_register_again_after_shutdown() {
+    let (config, store, clock) = (config(&prefix()), store().await, clock());
+    let failing = Arc::new(Wrapped::new(store.clone()));
+    failing.down.store(true, Ordering::SeqCst);
+    let me = InstanceInfo {
+        id: format!("a-{}", uuid::Uuid::now_v7().simple()),
+        address: "http://a.invalid".to_owned(),
+    };
+    let a = ShardManager::connect(config.clone(), me, failing.clone(), Arc::new(clock.clone()))
+        .await
+        .expect("join the cluster");
+    a.tick().await.unwrap();
+    assert!(a.owned_shards().is_empty(), "no fence could be raised");
+    failing.hold_next_read.store(true, Ordering::SeqCst);
+    let round = tokio::spawn({
+        let a = a.clone();
+        async move { a.tick().await }
+    });
+    // The round probes its store, which answers only after the shutdown.
+    failing.entered.notified().await;
+    a.shutdown().await;
+    failing.down.store(false, Ordering::SeqCst);
+    failing.go.notify_one();
+    round.await.unwrap().unwrap();
+    let view = a.read_view().await.unwrap();
+    assert!(view.instances.is_empty(), "registered again: {:?}", view.instances);
+    assert!(a.owned_shards().is_empty());
+}
+
 /// The PostgreSQL store with faults: its first `raise_fence` waiting until
 /// told to go on (`hold_first_raise`), or fences and reads failing (`down`).
 struct Wrapped {
@@ -412,6 +445,8 @@ struct Wrapped {
     entered: tokio::sync::Notify,
     go: tokio::sync::Notify,
     hold_first_raise: AtomicBool,
+    /// The next `head_position` waits until told to go on.
+    hold_next_read: AtomicBool,
     down: AtomicBool,
 }
 
@@ -422,6 +457,7 @@ impl Wrapped {
             entered: tokio::sync::Notify::new(),
             go: tokio::sync::Notify::new(),
             hold_first_raise: AtomicBool::new(false),
+            hold_next_read: AtomicBool::new(false),
             down: AtomicBool::new(false),
         }
     }
@@ -476,6 +512,10 @@ impl EventStore for Wrapped {
         self.inner.stream_version(id).await
     }
     async fn head_position(&self) -> Result<u64, StoreError> {
+        if self.hold_next_read.swap(false, Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.go.notified().await;
+        }
         self.check("head position")?;
         self.inner.head_position().await
     }
