@@ -43,10 +43,12 @@ fn clock() -> ManualClock {
     ManualClock::at(chrono::Utc::now())
 }
 
-async fn instance(
+/// An instance named `name` over `store` (the PostgreSQL store, or it
+/// wrapped with faults).
+async fn instance<S: EventStore>(
     name: &str,
     config: &ShardConfig,
-    store: &Arc<PostgresEventStore>,
+    store: &Arc<S>,
     clock: &ManualClock,
 ) -> ShardManager {
     let me = InstanceInfo {
@@ -330,13 +332,7 @@ async fn a_shard_taken_while_shutting_down_is_handed_back() {
     let (config, store, clock) = (config(&prefix()), store().await, clock());
     let held = Arc::new(Wrapped::new(store.clone()));
     held.hold_first_raise.store(true, Ordering::SeqCst);
-    let me = InstanceInfo {
-        id: format!("a-{}", uuid::Uuid::now_v7().simple()),
-        address: "http://a.invalid".to_owned(),
-    };
-    let a = ShardManager::connect(config.clone(), me, held.clone(), Arc::new(clock.clone()))
-        .await
-        .expect("join the cluster");
+    let a = instance("a", &config, &held, &clock).await;
     let round = tokio::spawn({
         let a = a.clone();
         async move { a.tick().await }
@@ -363,13 +359,7 @@ async fn an_instance_whose_store_fails_leaves_its_share_to_the_others() {
     let (config, store, clock) = (config(&prefix()), store().await, clock());
     let failing = Arc::new(Wrapped::new(store.clone()));
     failing.down.store(true, Ordering::SeqCst);
-    let me = InstanceInfo {
-        id: format!("a-{}", uuid::Uuid::now_v7().simple()),
-        address: "http://a.invalid".to_owned(),
-    };
-    let a = ShardManager::connect(config.clone(), me, failing.clone(), Arc::new(clock.clone()))
-        .await
-        .expect("join the cluster");
+    let a = instance("a", &config, &failing, &clock).await;
     let b = instance("b", &config, &store, &clock).await;
     for _ in 0..3 {
         a.tick().await.unwrap();
@@ -413,13 +403,7 @@ async fn a_round_waiting_for_its_store_does_not_register_again_after_shutdown() 
     let (config, store, clock) = (config(&prefix()), store().await, clock());
     let failing = Arc::new(Wrapped::new(store.clone()));
     failing.down.store(true, Ordering::SeqCst);
-    let me = InstanceInfo {
-        id: format!("a-{}", uuid::Uuid::now_v7().simple()),
-        address: "http://a.invalid".to_owned(),
-    };
-    let a = ShardManager::connect(config.clone(), me, failing.clone(), Arc::new(clock.clone()))
-        .await
-        .expect("join the cluster");
+    let a = instance("a", &config, &failing, &clock).await;
     a.tick().await.unwrap();
     assert!(a.owned_shards().is_empty(), "no fence could be raised");
     failing.hold_next_read.store(true, Ordering::SeqCst);
