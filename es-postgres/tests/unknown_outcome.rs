@@ -215,6 +215,12 @@ async fn an_append_whose_answer_is_lost_after_its_commit_is_answered_from_the_st
         )
         .await
         .unwrap();
+    // The first append carries the listeners' notification, and so does
+    // any append at least 2 ms after the last that did: waiting makes the
+    // held append use the statement the warm-up prepared. (Within 2 ms it
+    // would use the plain one, whose first parse waits behind the lock and
+    // then for its held answer, so it would never run.)
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let event = NewEvent::new("Happened", json!({ "n": 1 }));
 
     // The statement is running (it waits behind a lock) when the proxy
