@@ -26,11 +26,11 @@ async fn add_apples(
     dedup: &dyn CommandDeduplicator,
     key: &str,
 ) -> Result<Value, Box<dyn std::error::Error>> {
-    match dedup.begin_or_wait(key, Duration::from_secs(1)).await? {
+    let claim = match dedup.begin_or_wait(key, Duration::from_secs(1)).await? {
         DedupStatus::Completed(answer) => return Ok(answer),
         DedupStatus::InProgress => return Err("still running".into()),
-        DedupStatus::Started => {}
-    }
+        DedupStatus::Started(claim) => claim,
+    };
     // The command id comes from the key, so even without the deduplicator
     // (or after it forgot the key) the store would not append twice.
     let command_id = Uuid::new_v5(&Uuid::NAMESPACE_URL, key.as_bytes());
@@ -48,11 +48,11 @@ async fn add_apples(
     {
         Ok(out) => {
             let answer = json!({ "version": out.version, "apples": out.state.items.get("apple") });
-            dedup.complete(key, &answer).await?;
+            dedup.complete(key, &claim, &answer).await?;
             Ok(answer)
         }
         Err(e) => {
-            dedup.abandon(key).await?; // a retry may run it again
+            dedup.abandon(key, &claim).await?; // a retry may run it again
             Err(e.into())
         }
     }

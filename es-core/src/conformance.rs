@@ -13,7 +13,9 @@
 //! ```
 
 mod deadlines;
+mod dedup;
 pub use deadlines::deadline_store;
+pub use dedup::deduplicator_claims;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

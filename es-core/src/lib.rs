@@ -37,7 +37,7 @@ pub use aggregate::{Aggregate, DomainEvent};
 pub use cache::{StateCache, Versioned};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{CodecError, EventCodec};
-pub use dedup::{CommandDeduplicator, DedupError, DedupStatus};
+pub use dedup::{CommandDeduplicator, DedupClaim, DedupError, DedupStatus};
 pub use error::{BoxError, StoreError};
 /// `#[derive(DomainEvent)]`: `event_type` is each variant's name (or
 /// `#[event(name = "...")]`), `schema_version` is `#[event(version = N)]`

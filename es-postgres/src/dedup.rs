@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use es_core::{CommandDeduplicator, DedupError, DedupStatus};
+use es_core::{CommandDeduplicator, DedupClaim, DedupError, DedupStatus};
 use serde_json::Value;
 use sqlx::postgres::PgPool;
 use sqlx::Row;
@@ -40,7 +40,9 @@ const PURGE_BATCH: i64 = 10_000;
 /// `in_flight_ttl` (its owner died) may be begun again. `begin` is one
 /// `INSERT … ON CONFLICT DO UPDATE … WHERE expired` statement: of two
 /// concurrent `begin`s of a key, from one process or several, exactly one
-/// gets `Started`. Expired keys are deleted in batches every 1024
+/// gets `Started`. Each row keeps the claim that marked or completed it,
+/// and `complete` and `abandon` are statements conditional on it: a late
+/// holder whose key a retry took changes nothing. Expired keys are deleted in batches every 1024
 /// completions, so the table holds about one window of keys.
 ///
 /// [`new`](Self::new) forgets the keys in progress: they belong to a
@@ -59,8 +61,10 @@ const PURGE_BATCH: i64 = 10_000;
 /// use es_postgres::PostgresDeduplicator;
 ///
 /// let dedup = PostgresDeduplicator::new(&store, Duration::from_secs(24 * 3600), Duration::from_secs(30)).await?;
-/// assert_eq!(dedup.begin("client-1:key-1").await?, DedupStatus::Started);
-/// dedup.complete("client-1:key-1", &serde_json::json!({"status": 200})).await?;
+/// let DedupStatus::Started(claim) = dedup.begin("client-1:key-1").await? else {
+///     return Err("the key is already in use".into());
+/// };
+/// dedup.complete("client-1:key-1", &claim, &serde_json::json!({"status": 200})).await?;
 /// assert!(matches!(dedup.begin("client-1:key-1").await?, DedupStatus::Completed(_)));
 /// # Ok(()) }
 /// ```
@@ -95,7 +99,8 @@ impl PostgresDeduplicator {
             .map_err(unavailable("lock dedup setup"))?;
         sqlx::raw_sql(&format!(
             "CREATE TABLE IF NOT EXISTS {s}.dedup_keys (key TEXT PRIMARY KEY, outcome TEXT, \
-             since TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()); \
+             since TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), claim TEXT); \
+             ALTER TABLE {s}.dedup_keys ADD COLUMN IF NOT EXISTS claim TEXT; \
              CREATE INDEX IF NOT EXISTS dedup_keys_since ON {s}.dedup_keys (since)"
         ))
         .execute(&mut *tx)
@@ -111,20 +116,25 @@ impl PostgresDeduplicator {
             // Claims a new key, an expired outcome, or an in-flight mark
             // whose owner died; returns a row only when it did.
             begin_sql: format!(
-                "INSERT INTO {s}.dedup_keys AS d (key, outcome, since) VALUES ($1, NULL, clock_timestamp()) \
-                 ON CONFLICT (key) DO UPDATE SET outcome = NULL, since = clock_timestamp() \
+                "INSERT INTO {s}.dedup_keys AS d (key, outcome, since, claim) VALUES ($1, NULL, clock_timestamp(), $4) \
+                 ON CONFLICT (key) DO UPDATE SET outcome = NULL, since = clock_timestamp(), claim = excluded.claim \
                  WHERE (d.outcome IS NOT NULL AND d.since < clock_timestamp() - $2 * interval '1 millisecond') \
                     OR (d.outcome IS NULL AND d.since < clock_timestamp() - $3 * interval '1 millisecond') \
                  RETURNING true"
             )
             .into(),
             read_sql: format!("SELECT outcome FROM {s}.dedup_keys WHERE key = $1").into(),
+            // Stores the outcome unless another claim's mark or outcome
+            // is live; updates no row when it is.
             complete_sql: format!(
-                "INSERT INTO {s}.dedup_keys (key, outcome, since) VALUES ($1, $2, clock_timestamp()) \
-                 ON CONFLICT (key) DO UPDATE SET outcome = excluded.outcome, since = excluded.since"
+                "INSERT INTO {s}.dedup_keys AS d (key, outcome, since, claim) VALUES ($1, $2, clock_timestamp(), $3) \
+                 ON CONFLICT (key) DO UPDATE SET outcome = excluded.outcome, since = excluded.since, claim = excluded.claim \
+                 WHERE d.claim = excluded.claim \
+                    OR (d.outcome IS NOT NULL AND d.since < clock_timestamp() - $4 * interval '1 millisecond') \
+                    OR (d.outcome IS NULL AND d.since < clock_timestamp() - $5 * interval '1 millisecond')"
             )
             .into(),
-            abandon_sql: format!("DELETE FROM {s}.dedup_keys WHERE key = $1 AND outcome IS NULL").into(),
+            abandon_sql: format!("DELETE FROM {s}.dedup_keys WHERE key = $1 AND outcome IS NULL AND claim = $2").into(),
             purge_sql: format!(
                 "DELETE FROM {s}.dedup_keys WHERE key IN (SELECT key FROM {s}.dedup_keys \
                  WHERE since < clock_timestamp() - $1 * interval '1 millisecond' LIMIT $2)"
@@ -157,15 +167,17 @@ impl CommandDeduplicator for PostgresDeduplicator {
         // A key abandoned between the two statements is claimed on the
         // next round; two rounds settle any race.
         for _ in 0..3 {
+            let claim = DedupClaim::new();
             let claimed = sqlx::query(&self.begin_sql)
                 .bind(key)
                 .bind(millis(self.window))
                 .bind(millis(self.in_flight_ttl))
+                .bind(claim.as_str())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(unavailable("begin dedup key"))?;
             if claimed.is_some() {
-                return Ok(DedupStatus::Started);
+                return Ok(DedupStatus::Started(claim));
             }
             let row = sqlx::query(&self.read_sql)
                 .bind(key)
@@ -191,13 +203,19 @@ impl CommandDeduplicator for PostgresDeduplicator {
     }
 
     #[tracing::instrument(level = "debug", name = "es.pg.dedup.complete", skip_all)]
-    async fn complete(&self, key: &str, outcome: &Value) -> Result<(), DedupError> {
-        sqlx::query(&self.complete_sql)
+    async fn complete(&self, key: &str, claim: &DedupClaim, outcome: &Value) -> Result<(), DedupError> {
+        let stored = sqlx::query(&self.complete_sql)
             .bind(key)
             .bind(outcome.to_string())
+            .bind(claim.as_str())
+            .bind(millis(self.window))
+            .bind(millis(self.in_flight_ttl))
             .execute(&self.pool)
             .await
             .map_err(unavailable("complete dedup key"))?;
+        if stored.rows_affected() == 0 {
+            return Err(DedupError::ClaimLost { key: key.to_owned() });
+        }
         if self.completions.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
             match self.purge_expired().await {
                 Ok(n) if n > 0 => tracing::debug!(purged = n, "expired idempotency keys deleted"),
@@ -209,9 +227,10 @@ impl CommandDeduplicator for PostgresDeduplicator {
     }
 
     #[tracing::instrument(level = "debug", name = "es.pg.dedup.abandon", skip_all)]
-    async fn abandon(&self, key: &str) -> Result<(), DedupError> {
+    async fn abandon(&self, key: &str, claim: &DedupClaim) -> Result<(), DedupError> {
         sqlx::query(&self.abandon_sql)
             .bind(key)
+            .bind(claim.as_str())
             .execute(&self.pool)
             .await
             .map_err(unavailable("abandon dedup key"))?;

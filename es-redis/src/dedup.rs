@@ -6,10 +6,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use es_core::{CommandDeduplicator, DedupError, DedupStatus};
+use es_core::{CommandDeduplicator, DedupClaim, DedupError, DedupStatus};
 use redis::Script;
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::backend::{Idempotency, RedisBackend};
 use crate::config::{DedupConfig, WhenUnavailable};
@@ -29,10 +28,21 @@ if v == 'I:' .. ARGV[1] then return 'S' end
 return v
 ";
 
-/// Deletes the key only while it is an in-flight mark.
-const ABANDON: &str = r"
+/// Stores the outcome `ARGV[2]` (`C:<json>`, `ARGV[3]` ms) while the key
+/// is free or claimed by `ARGV[1]`, or already holds this very outcome (a
+/// retried call); returns 0, changing nothing, when another claim holds it.
+const COMPLETE: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 2) == 'I:' then return redis.call('DEL', KEYS[1]) end
+if (not v) or v == 'I:' .. ARGV[1] or v == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// Deletes the key only while it is `ARGV[1]`'s in-flight mark.
+const ABANDON: &str = r"
+if redis.call('GET', KEYS[1]) == 'I:' .. ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
 
@@ -41,6 +51,7 @@ fn script(cell: &'static OnceLock<Script>, src: &str) -> &'static Script {
 }
 
 static BEGIN_SCRIPT: OnceLock<Script> = OnceLock::new();
+static COMPLETE_SCRIPT: OnceLock<Script> = OnceLock::new();
 static ABANDON_SCRIPT: OnceLock<Script> = OnceLock::new();
 
 fn millis(d: Duration) -> u64 {
@@ -64,11 +75,16 @@ pub enum RunError<E: std::error::Error + 'static> {
 ///
 /// Protocol: `begin` atomically claims the key (`SET NX PX` inside a Lua
 /// script, value `I:<claimant>`, TTL `in_flight_ttl`); exactly one caller
-/// among concurrent ones gets [`DedupStatus::Started`]. `complete` replaces
-/// the mark with `C:<outcome json>` for `window`; a later `begin` returns
-/// [`DedupStatus::Completed`] with it. `abandon` deletes an in-flight mark
-/// (never a completed outcome) so a failed command can be retried. A mark
-/// whose owner died expires after `in_flight_ttl`.
+/// among concurrent ones gets [`DedupStatus::Started`], the claimant being
+/// its [`DedupClaim`]. `complete` replaces the claimant's mark (or a key
+/// whose mark expired unclaimed) with `C:<outcome json>` for `window`; a
+/// later `begin` returns [`DedupStatus::Completed`] with it. `abandon`
+/// deletes the claimant's in-flight mark (never a completed outcome, never
+/// another claimant's mark) so a failed command can be retried. A mark
+/// whose owner died expires after `in_flight_ttl`. A completed outcome
+/// does not keep its claim: `complete` with exactly the stored outcome
+/// succeeds whoever calls it (that is how a retried call is recognised),
+/// with any other it is [`DedupError::ClaimLost`].
 ///
 /// **Redis down**: with [`WhenUnavailable::FailClosed`] (default) every
 /// call returns [`DedupError::Unavailable`] and the caller must not run the
@@ -150,19 +166,19 @@ impl RedisDeduplicator {
         match self.begin_or_wait(key, wait).await? {
             DedupStatus::Completed(outcome) => Ok(outcome),
             DedupStatus::InProgress => Err(RunError::Dedup(DedupError::InProgress { key: key.to_owned() })),
-            DedupStatus::Started => match command().await {
+            DedupStatus::Started(claim) => match command().await {
                 Ok(outcome) => {
                     // The command ran: its outcome is the answer even if it
                     // cannot be stored (a retry then waits for the in-flight
                     // mark to expire, and pass a command id to the
                     // repository so that it cannot apply twice).
-                    if let Err(e) = self.complete(key, &outcome).await {
+                    if let Err(e) = self.complete(key, &claim, &outcome).await {
                         tracing::warn!(key, error = %e, "the outcome could not be stored; the key stays in flight until its TTL");
                     }
                     Ok(outcome)
                 }
                 Err(e) => {
-                    if let Err(abandon) = self.abandon(key).await {
+                    if let Err(abandon) = self.abandon(key, &claim).await {
                         tracing::warn!(key, error = %abandon, "cannot release key; it expires with the in-flight TTL");
                     }
                     Err(RunError::Command(e))
@@ -177,23 +193,23 @@ impl CommandDeduplicator for RedisDeduplicator {
     #[tracing::instrument(level = "debug", name = "es.redis.dedup.begin", skip(self))]
     async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
         let rkey = self.key(key);
-        let claimant = Uuid::new_v4().simple().to_string();
+        let claim = DedupClaim::new();
         let ttl = millis(self.inner.config.in_flight_ttl);
         let reply: Result<String, RedisError> = self
             .inner
             .backend
             .run("dedup.begin", Idempotency::Idempotent, |mut c| {
                 let mut inv = script(&BEGIN_SCRIPT, BEGIN).prepare_invoke();
-                inv.key(&rkey).arg(&claimant).arg(ttl);
+                inv.key(&rkey).arg(claim.as_str()).arg(ttl);
                 async move { inv.invoke_async(&mut c).await }
             })
             .await;
         let reply = match reply {
             Ok(r) => r,
-            Err(e) => return self.unavailable("begin", e, DedupStatus::Started),
+            Err(e) => return self.unavailable("begin", e, DedupStatus::Started(claim)),
         };
         let status = if reply == "S" {
-            DedupStatus::Started
+            DedupStatus::Started(claim)
         } else if reply.starts_with("I:") {
             DedupStatus::InProgress
         } else if let Some(json) = reply.strip_prefix("C:") {
@@ -222,7 +238,7 @@ impl CommandDeduplicator for RedisDeduplicator {
             });
         };
         let label = match status {
-            DedupStatus::Started => "started",
+            DedupStatus::Started(_) => "started",
             DedupStatus::InProgress => "in_progress",
             DedupStatus::Completed(_) => "completed",
         };
@@ -231,41 +247,35 @@ impl CommandDeduplicator for RedisDeduplicator {
     }
 
     #[tracing::instrument(level = "debug", name = "es.redis.dedup.complete", skip(self, outcome))]
-    async fn complete(&self, key: &str, outcome: &Value) -> Result<(), DedupError> {
+    async fn complete(&self, key: &str, claim: &DedupClaim, outcome: &Value) -> Result<(), DedupError> {
         let rkey = self.key(key);
         let value = format!("C:{outcome}");
         let ttl = millis(self.inner.config.window);
-        let result = self
+        let result: Result<i64, RedisError> = self
             .inner
             .backend
             .run("dedup.complete", Idempotency::Idempotent, |mut c| {
-                let (rkey, value) = (rkey.clone(), value.clone());
-                async move {
-                    redis::cmd("SET")
-                        .arg(rkey)
-                        .arg(value)
-                        .arg("PX")
-                        .arg(ttl)
-                        .query_async::<()>(&mut c)
-                        .await
-                }
+                let mut inv = script(&COMPLETE_SCRIPT, COMPLETE).prepare_invoke();
+                inv.key(&rkey).arg(claim.as_str()).arg(&value).arg(ttl);
+                async move { inv.invoke_async(&mut c).await }
             })
             .await;
         match result {
-            Ok(()) => Ok(()),
+            Ok(0) => Err(DedupError::ClaimLost { key: key.to_owned() }),
+            Ok(_) => Ok(()),
             Err(e) => self.unavailable("complete", e, ()),
         }
     }
 
     #[tracing::instrument(level = "debug", name = "es.redis.dedup.abandon", skip(self))]
-    async fn abandon(&self, key: &str) -> Result<(), DedupError> {
+    async fn abandon(&self, key: &str, claim: &DedupClaim) -> Result<(), DedupError> {
         let rkey = self.key(key);
         let result: Result<i64, RedisError> = self
             .inner
             .backend
             .run("dedup.abandon", Idempotency::Idempotent, |mut c| {
                 let mut inv = script(&ABANDON_SCRIPT, ABANDON).prepare_invoke();
-                inv.key(&rkey);
+                inv.key(&rkey).arg(claim.as_str());
                 async move { inv.invoke_async(&mut c).await }
             })
             .await;

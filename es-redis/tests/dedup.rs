@@ -53,7 +53,7 @@ async fn fifty_concurrent_identical_commands_apply_exactly_once() {
 async fn in_progress_then_completed() {
     let p = prefix();
     let dedup = RedisDeduplicator::new(dedup_config(&p)).unwrap();
-    assert_eq!(dedup.begin("k").await.unwrap(), DedupStatus::Started);
+    let claim = dedup.begin("k").await.unwrap().into_claim().expect("started");
     assert_eq!(dedup.begin("k").await.unwrap(), DedupStatus::InProgress);
     let err = dedup.begin_or_wait("k", Duration::from_millis(60)).await.unwrap_err();
     assert!(matches!(err, DedupError::InProgress { ref key } if key == "k"), "{err}");
@@ -64,7 +64,7 @@ async fn in_progress_then_completed() {
         let dedup = dedup.clone();
         tokio::spawn(async move { dedup.begin_or_wait("k", Duration::from_secs(60)).await })
     };
-    dedup.complete("k", &json!({ "ok": 1 })).await.unwrap();
+    dedup.complete("k", &claim, &json!({ "ok": 1 })).await.unwrap();
     assert_eq!(
         waiter.await.unwrap().unwrap(),
         DedupStatus::Completed(json!({ "ok": 1 }))
@@ -75,7 +75,7 @@ async fn in_progress_then_completed() {
     );
 
     // Abandon never drops a completed outcome.
-    dedup.abandon("k").await.unwrap();
+    dedup.abandon("k", &claim).await.unwrap();
     assert_eq!(
         dedup.begin("k").await.unwrap(),
         DedupStatus::Completed(json!({ "ok": 1 }))
@@ -119,15 +119,28 @@ async fn abandoned_in_flight_mark_expires_and_window_ends() {
         ..dedup_config(&p)
     };
     let dedup = RedisDeduplicator::new(config).unwrap();
-    assert_eq!(dedup.begin("k").await.unwrap(), DedupStatus::Started);
+    assert!(dedup.begin("k").await.unwrap().is_started());
     // The owner died: its in-flight mark expires in Redis. Asking again
     // while it lives changes nothing (in progress), so poll.
     let status = until_not(&dedup, |s| *s == DedupStatus::InProgress).await;
-    assert_eq!(status, DedupStatus::Started, "owner died: mark expired");
-    dedup.complete("k", &json!(1)).await.unwrap();
+    let claim = status.into_claim().expect("owner died: mark expired");
+    dedup.complete("k", &claim, &json!(1)).await.unwrap();
     assert_eq!(dedup.begin("k").await.unwrap(), DedupStatus::Completed(json!(1)));
     let status = until_not(&dedup, |s| *s == DedupStatus::Completed(json!(1))).await;
-    assert_eq!(status, DedupStatus::Started, "window ended");
+    assert!(status.is_started(), "window ended");
+    cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn claims_conform() {
+    let p = prefix();
+    let ttl = Duration::from_millis(500);
+    let dedup = RedisDeduplicator::new(DedupConfig {
+        in_flight_ttl: ttl,
+        ..dedup_config(&p)
+    })
+    .unwrap();
+    es_core::conformance::deduplicator_claims(&dedup, ttl).await;
     cleanup(&p).await;
 }
 

@@ -130,7 +130,8 @@ async fn dedup_fails_closed_by_default_and_open_when_configured() {
         matches!(err, DedupError::Unavailable { operation: "begin", .. }),
         "{err}"
     );
-    assert!(closed.complete("k", &serde_json::json!(1)).await.is_err());
+    let claim = es_core::DedupClaim::new();
+    assert!(closed.complete("k", &claim, &serde_json::json!(1)).await.is_err());
     let body_ran = AtomicBool::new(false);
     let ran = closed
         .run("k", Duration::from_secs(1), || async {
@@ -151,8 +152,8 @@ async fn dedup_fails_closed_by_default_and_open_when_configured() {
         ..dedup_config(&p)
     })
     .unwrap();
-    assert_eq!(open.begin("k").await.unwrap(), DedupStatus::Started);
-    open.complete("k", &serde_json::json!(1)).await.unwrap();
+    let claim = open.begin("k").await.unwrap().into_claim().expect("started");
+    open.complete("k", &claim, &serde_json::json!(1)).await.unwrap();
 }
 
 /// Redis goes away while the command runs: the command ran, so `run`

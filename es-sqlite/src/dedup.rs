@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use es_core::{CommandDeduplicator, DedupError, DedupStatus};
+use es_core::{CommandDeduplicator, DedupClaim, DedupError, DedupStatus};
 use serde_json::Value;
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
@@ -39,7 +39,9 @@ const PURGE_BATCH: i64 = 2048;
 /// kept for `window`) or `abandon`; an in-progress key older than
 /// `in_flight_ttl` may be begun again. Each `begin` is one `BEGIN
 /// IMMEDIATE` transaction: two concurrent `begin`s of one key, from one
-/// process or several, never both get `Started`.
+/// process or several, never both get `Started`. Each row keeps the claim
+/// that marked or completed it, and `complete` and `abandon` are statements
+/// conditional on it: a late holder whose key a retry took changes nothing.
 ///
 /// [`new`](Self::new) forgets the keys in progress: they belong to a
 /// process that died (killed between `begin` and `complete`), and a client
@@ -57,8 +59,10 @@ const PURGE_BATCH: i64 = 2048;
 /// use es_sqlite::SqliteDeduplicator;
 ///
 /// let dedup = SqliteDeduplicator::new(&store, Duration::from_secs(24 * 3600), Duration::from_secs(30)).await?;
-/// assert_eq!(dedup.begin("client-1:key-1").await?, DedupStatus::Started);
-/// dedup.complete("client-1:key-1", &serde_json::json!({"status": 200})).await?;
+/// let DedupStatus::Started(claim) = dedup.begin("client-1:key-1").await? else {
+///     return Err("the key is already in use".into());
+/// };
+/// dedup.complete("client-1:key-1", &claim, &serde_json::json!({"status": 200})).await?;
 /// assert!(matches!(dedup.begin("client-1:key-1").await?, DedupStatus::Completed(_)));
 /// # Ok(()) }
 /// ```
@@ -78,11 +82,23 @@ impl SqliteDeduplicator {
         let pool = store.pool().clone();
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS dedup_keys (key TEXT PRIMARY KEY, outcome TEXT, \
-             since_ms INTEGER NOT NULL)",
+             since_ms INTEGER NOT NULL, claim TEXT)",
         )
         .execute(&pool)
         .await
         .map_err(unavailable("create dedup table"))?;
+        // A table from before claims were kept gains the column.
+        let has_claim: bool =
+            sqlx::query_scalar("SELECT count(*) > 0 FROM pragma_table_info('dedup_keys') WHERE name = 'claim'")
+                .fetch_one(&pool)
+                .await
+                .map_err(unavailable("read dedup table columns"))?;
+        if !has_claim {
+            sqlx::query("ALTER TABLE dedup_keys ADD COLUMN claim TEXT")
+                .execute(&pool)
+                .await
+                .map_err(unavailable("add the dedup claim column"))?;
+        }
         sqlx::query("CREATE INDEX IF NOT EXISTS dedup_keys_since ON dedup_keys (since_ms)")
             .execute(&pool)
             .await
@@ -152,31 +168,46 @@ impl CommandDeduplicator for SqliteDeduplicator {
                 _ => {}
             }
         }
+        let claim = DedupClaim::new();
         sqlx::query(
-            "INSERT INTO dedup_keys (key, outcome, since_ms) VALUES (?, NULL, ?) \
-             ON CONFLICT (key) DO UPDATE SET outcome = NULL, since_ms = excluded.since_ms",
+            "INSERT INTO dedup_keys (key, outcome, since_ms, claim) VALUES (?, NULL, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET outcome = NULL, since_ms = excluded.since_ms, claim = excluded.claim",
         )
         .bind(key)
         .bind(now)
+        .bind(claim.as_str())
         .execute(&mut *tx)
         .await
         .map_err(unavailable("start dedup key"))?;
         tx.commit().await.map_err(unavailable("commit dedup key"))?;
-        Ok(DedupStatus::Started)
+        Ok(DedupStatus::Started(claim))
     }
 
     #[tracing::instrument(level = "debug", name = "es.sqlite.dedup.complete", skip(self, outcome))]
-    async fn complete(&self, key: &str, outcome: &Value) -> Result<(), DedupError> {
-        sqlx::query(
-            "INSERT INTO dedup_keys (key, outcome, since_ms) VALUES (?, ?, ?) \
-             ON CONFLICT (key) DO UPDATE SET outcome = excluded.outcome, since_ms = excluded.since_ms",
+    async fn complete(&self, key: &str, claim: &DedupClaim, outcome: &Value) -> Result<(), DedupError> {
+        let now = Self::now_ms();
+        // Stores the outcome unless another claim's mark or outcome is
+        // live; updates no row when it is.
+        let stored = sqlx::query(
+            "INSERT INTO dedup_keys AS d (key, outcome, since_ms, claim) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (key) DO UPDATE SET outcome = excluded.outcome, since_ms = excluded.since_ms, \
+             claim = excluded.claim \
+             WHERE d.claim = excluded.claim \
+                OR (d.outcome IS NOT NULL AND d.since_ms <= ?3 - ?5) \
+                OR (d.outcome IS NULL AND d.since_ms <= ?3 - ?6)",
         )
         .bind(key)
         .bind(outcome.to_string())
-        .bind(Self::now_ms())
+        .bind(now)
+        .bind(claim.as_str())
+        .bind(millis(self.window))
+        .bind(millis(self.in_flight_ttl))
         .execute(&self.pool)
         .await
         .map_err(unavailable("complete dedup key"))?;
+        if stored.rows_affected() == 0 {
+            return Err(DedupError::ClaimLost { key: key.to_owned() });
+        }
         if self.completions.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1
             && !self.purging.swap(true, Ordering::AcqRel)
         {
@@ -196,9 +227,10 @@ impl CommandDeduplicator for SqliteDeduplicator {
     }
 
     #[tracing::instrument(level = "debug", name = "es.sqlite.dedup.abandon", skip(self))]
-    async fn abandon(&self, key: &str) -> Result<(), DedupError> {
-        sqlx::query("DELETE FROM dedup_keys WHERE key = ? AND outcome IS NULL")
+    async fn abandon(&self, key: &str, claim: &DedupClaim) -> Result<(), DedupError> {
+        sqlx::query("DELETE FROM dedup_keys WHERE key = ? AND outcome IS NULL AND claim = ?")
             .bind(key)
+            .bind(claim.as_str())
             .execute(&self.pool)
             .await
             .map_err(unavailable("abandon dedup key"))?;

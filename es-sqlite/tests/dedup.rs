@@ -26,26 +26,26 @@ async fn one_begin_wins_and_the_outcome_survives_a_reopen() {
             tokio::spawn(async move { dedup.begin("k").await.unwrap() })
         })
         .collect();
-    let mut started = 0;
+    let mut claims = Vec::new();
     for r in racers {
         match r.await.unwrap() {
-            DedupStatus::Started => started += 1,
+            DedupStatus::Started(claim) => claims.push(claim),
             DedupStatus::InProgress => {}
             DedupStatus::Completed(v) => panic!("nothing completed yet: {v}"),
         }
     }
-    assert_eq!(started, 1, "exactly one caller may run the command");
-    dedup.complete("k", &json!({"status": 201})).await.unwrap();
+    assert_eq!(claims.len(), 1, "exactly one caller may run the command");
+    dedup.complete("k", &claims[0], &json!({"status": 201})).await.unwrap();
     assert_eq!(
         dedup.begin("k").await.unwrap(),
         DedupStatus::Completed(json!({"status": 201}))
     );
     // Abandoning a completed key changes nothing; an in-flight one is freed.
-    dedup.abandon("k").await.unwrap();
+    dedup.abandon("k", &claims[0]).await.unwrap();
     assert!(matches!(dedup.begin("k").await.unwrap(), DedupStatus::Completed(_)));
-    assert_eq!(dedup.begin("other").await.unwrap(), DedupStatus::Started);
-    dedup.abandon("other").await.unwrap();
-    assert_eq!(dedup.begin("other").await.unwrap(), DedupStatus::Started);
+    let other = dedup.begin("other").await.unwrap().into_claim().expect("started");
+    dedup.abandon("other", &other).await.unwrap();
+    assert!(dedup.begin("other").await.unwrap().is_started());
     store.shutdown().await;
     drop(store);
 
@@ -58,9 +58,8 @@ async fn one_begin_wins_and_the_outcome_survives_a_reopen() {
         DedupStatus::Completed(json!({"status": 201})),
         "a restart still answers the retry with the first outcome"
     );
-    assert_eq!(
-        dedup.begin("other").await.unwrap(),
-        DedupStatus::Started,
+    assert!(
+        dedup.begin("other").await.unwrap().is_started(),
         "a key in progress when its process died is free again"
     );
 }
@@ -72,17 +71,56 @@ async fn expired_outcomes_and_dead_in_flight_keys_start_again() {
     let dedup = SqliteDeduplicator::new(&store, Duration::from_millis(50), Duration::from_millis(50))
         .await
         .unwrap();
-    assert_eq!(dedup.begin("done").await.unwrap(), DedupStatus::Started);
-    dedup.complete("done", &json!(1)).await.unwrap();
-    assert_eq!(dedup.begin("stuck").await.unwrap(), DedupStatus::Started);
+    let done = dedup.begin("done").await.unwrap().into_claim().expect("started");
+    dedup.complete("done", &done, &json!(1)).await.unwrap();
+    assert!(dedup.begin("stuck").await.unwrap().is_started());
     assert_eq!(dedup.begin("stuck").await.unwrap(), DedupStatus::InProgress);
     tokio::time::sleep(Duration::from_millis(80)).await;
-    assert_eq!(dedup.begin("done").await.unwrap(), DedupStatus::Started, "window over");
+    assert!(dedup.begin("done").await.unwrap().is_started(), "window over");
+    assert!(dedup.begin("stuck").await.unwrap().is_started(), "its owner died");
+}
+
+#[tokio::test]
+async fn claims_conform() {
+    let temp = TempDatabase::new("dedup-claims");
+    let store = common::open(&temp, SqliteConfig::default()).await;
+    let ttl = Duration::from_millis(500);
+    let dedup = SqliteDeduplicator::new(&store, Duration::from_secs(3600), ttl)
+        .await
+        .unwrap();
+    es_core::conformance::deduplicator_claims(&dedup, ttl).await;
+    store.shutdown().await;
+}
+
+/// A file written before claims were kept gains the column; its outcomes
+/// are still answered, and nobody's late `complete` replaces them.
+#[tokio::test]
+async fn a_file_from_before_claims_is_upgraded() {
+    let temp = TempDatabase::new("dedup-upgrade");
+    let store = common::open(&temp, SqliteConfig::default()).await;
+    sqlx::raw_sql(
+        "CREATE TABLE dedup_keys (key TEXT PRIMARY KEY, outcome TEXT, since_ms INTEGER NOT NULL); \
+         INSERT INTO dedup_keys (key, outcome, since_ms) VALUES ('old', '{\"n\":1}', CAST(strftime('%s', 'now') AS INTEGER) * 1000)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let ttl = Duration::from_millis(500);
+    let dedup = SqliteDeduplicator::new(&store, Duration::from_secs(3600), ttl)
+        .await
+        .unwrap();
     assert_eq!(
-        dedup.begin("stuck").await.unwrap(),
-        DedupStatus::Started,
-        "its owner died"
+        dedup.begin("old").await.unwrap(),
+        DedupStatus::Completed(json!({ "n": 1 }))
     );
+    let late = es_core::DedupClaim::new();
+    assert!(dedup.complete("old", &late, &json!(2)).await.is_err());
+    assert_eq!(
+        dedup.begin("old").await.unwrap(),
+        DedupStatus::Completed(json!({ "n": 1 }))
+    );
+    es_core::conformance::deduplicator_claims(&dedup, ttl).await;
+    store.shutdown().await;
 }
 
 /// Keys past their window are deleted as completions go on, so the file
@@ -102,8 +140,8 @@ async fn expired_keys_are_purged_as_completions_go_on() {
     };
     for i in 0..1500 {
         let key = format!("k{i}");
-        assert_eq!(dedup.begin(&key).await.unwrap(), DedupStatus::Started);
-        dedup.complete(&key, &json!({"status": 200})).await.unwrap();
+        let claim = dedup.begin(&key).await.unwrap().into_claim().expect("started");
+        dedup.complete(&key, &claim, &json!({"status": 200})).await.unwrap();
     }
     // The purge started by the completions runs in the background.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use es_core::{CommandDeduplicator, DedupError, DedupStatus};
+use es_core::{CommandDeduplicator, DedupClaim, DedupError, DedupStatus};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -140,9 +140,9 @@ impl Idempotency {
         let fingerprint = Uuid::new_v5(&NAMESPACE, request.as_bytes());
         match self.dedup.begin_or_wait(&dedup_key, self.wait).await {
             Ok(DedupStatus::Completed(stored)) => replay(stored, fingerprint),
-            Ok(DedupStatus::Started) => {
+            Ok(DedupStatus::Started(claim)) => {
                 let result = run(Some(Self::request_command_id(client_id, key, fingerprint))).await;
-                self.finish(&dedup_key, fingerprint, result).await
+                self.finish(&dedup_key, &claim, fingerprint, result).await
             }
             Ok(DedupStatus::InProgress) | Err(DedupError::InProgress { .. }) => {
                 ApiError::Conflict("a request with this Idempotency-Key is still in progress".into()).into_response()
@@ -154,7 +154,13 @@ impl Idempotency {
         }
     }
 
-    async fn finish(&self, dedup_key: &str, fingerprint: Uuid, result: Result<Reply, ApiError>) -> Response {
+    async fn finish(
+        &self,
+        dedup_key: &str,
+        claim: &DedupClaim,
+        fingerprint: Uuid,
+        result: Result<Reply, ApiError>,
+    ) -> Response {
         let reply = match result {
             Ok(reply) => reply,
             // Errors that say nothing final about the command are not
@@ -165,7 +171,7 @@ impl Idempotency {
                 | ApiError::Overloaded { .. }
                 | ApiError::RateLimited { .. }),
             ) => {
-                if let Err(err) = self.dedup.abandon(dedup_key).await {
+                if let Err(err) = self.dedup.abandon(dedup_key, claim).await {
                     tracing::warn!(error = %err, "could not release idempotency key");
                 }
                 return e.into_response();
@@ -184,9 +190,10 @@ impl Idempotency {
         });
         match stored.and_then(|stored| serde_json::to_value(&stored)) {
             Ok(value) => {
-                if let Err(err) = self.dedup.complete(dedup_key, &value).await {
+                if let Err(err) = self.dedup.complete(dedup_key, claim, &value).await {
                     // The command id still protects the money; only the
-                    // exact replay of this response is lost.
+                    // exact replay of this response is lost (or, when the
+                    // claim was lost, another request's stands).
                     tracing::warn!(error = %err, "could not store idempotent response");
                 }
             }

@@ -11,7 +11,7 @@ use moka::Expiry;
 use serde_json::Value;
 
 use crate::clock::deadline;
-use crate::{Clock, CommandDeduplicator, DedupError, DedupStatus, SystemClock};
+use crate::{Clock, CommandDeduplicator, DedupClaim, DedupError, DedupStatus, SystemClock};
 
 /// Default memory bound of an [`InMemoryDeduplicator`]: 64 MiB of keys
 /// and outcomes (about 30,000 typical HTTP responses).
@@ -33,9 +33,9 @@ pub const DEFAULT_DEDUP_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 /// use es_core::{CommandDeduplicator, DedupStatus, InMemoryDeduplicator};
 /// use std::time::Duration;
 /// let dedup = InMemoryDeduplicator::new(Duration::from_secs(3600), Duration::from_secs(30));
-/// assert_eq!(dedup.begin("k").await.unwrap(), DedupStatus::Started);
+/// let DedupStatus::Started(claim) = dedup.begin("k").await.unwrap() else { unreachable!() };
 /// assert_eq!(dedup.begin("k").await.unwrap(), DedupStatus::InProgress);
-/// dedup.complete("k", &serde_json::json!({"ok": true})).await.unwrap();
+/// dedup.complete("k", &claim, &serde_json::json!({"ok": true})).await.unwrap();
 /// assert_eq!(dedup.begin("k").await.unwrap(), DedupStatus::Completed(serde_json::json!({"ok": true})));
 /// # });
 /// ```
@@ -53,9 +53,11 @@ struct Inner {
 
 /// An in-flight mark (`outcome: None`) or a completed outcome, valid
 /// until `expiry` on the injected clock; `ttl` tells moka when to drop it.
+/// `claim` is the holder that marked or completed it.
 #[derive(Clone)]
 struct Entry {
     outcome: Option<Arc<Value>>,
+    claim: DedupClaim,
     expiry: DateTime<Utc>,
     ttl: Duration,
     weight: u32,
@@ -153,7 +155,8 @@ impl InMemoryDeduplicator {
 impl CommandDeduplicator for InMemoryDeduplicator {
     async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
         let now = self.inner.clock.now();
-        let mut status = DedupStatus::Started;
+        let claim = DedupClaim::new();
+        let mut status = DedupStatus::Started(claim.clone());
         let ttl = self.inner.in_flight_ttl;
         // Atomic per key: one caller gets `Started`.
         self.inner
@@ -176,6 +179,7 @@ impl CommandDeduplicator for InMemoryDeduplicator {
                 }
                 _ => Op::Put(Entry {
                     outcome: None,
+                    claim: claim.clone(),
                     expiry: deadline(now, ttl),
                     ttl,
                     weight: weight(key, None),
@@ -184,26 +188,43 @@ impl CommandDeduplicator for InMemoryDeduplicator {
         Ok(status)
     }
 
-    async fn complete(&self, key: &str, outcome: &Value) -> Result<(), DedupError> {
+    async fn complete(&self, key: &str, claim: &DedupClaim, outcome: &Value) -> Result<(), DedupError> {
         let now = self.inner.clock.now();
-        self.inner.entries.insert(
-            key.to_owned(),
-            Entry {
-                outcome: Some(Arc::new(outcome.clone())),
-                expiry: deadline(now, self.inner.window),
-                ttl: self.inner.window,
-                weight: weight(key, Some(outcome)),
-            },
-        );
-        Ok(())
-    }
-
-    async fn abandon(&self, key: &str) -> Result<(), DedupError> {
+        let mut held = true;
         self.inner
             .entries
             .entry_by_ref(key)
             .and_compute_with(|current| match current.map(moka::Entry::into_value) {
-                Some(Entry { outcome: None, .. }) => Op::Remove,
+                // Another holder's live mark or outcome stays.
+                Some(entry) if entry.expiry > now && entry.claim != *claim => {
+                    held = false;
+                    Op::Nop
+                }
+                _ => Op::Put(Entry {
+                    outcome: Some(Arc::new(outcome.clone())),
+                    claim: claim.clone(),
+                    expiry: deadline(now, self.inner.window),
+                    ttl: self.inner.window,
+                    weight: weight(key, Some(outcome)),
+                }),
+            });
+        if held {
+            Ok(())
+        } else {
+            Err(DedupError::ClaimLost { key: key.to_owned() })
+        }
+    }
+
+    async fn abandon(&self, key: &str, claim: &DedupClaim) -> Result<(), DedupError> {
+        self.inner
+            .entries
+            .entry_by_ref(key)
+            .and_compute_with(|current| match current.map(moka::Entry::into_value) {
+                Some(Entry {
+                    outcome: None,
+                    claim: holder,
+                    ..
+                }) if holder == *claim => Op::Remove,
                 _ => Op::Nop,
             });
         Ok(())
@@ -221,8 +242,8 @@ mod tests {
         let outcome = serde_json::json!({"status": 200, "body": {"balance": "12.34", "id": "x".repeat(200)}});
         for i in 0..50_000 {
             let key = format!("idem:client:{i}");
-            assert_eq!(dedup.begin(&key).await.unwrap(), DedupStatus::Started);
-            dedup.complete(&key, &outcome).await.unwrap();
+            let claim = dedup.begin(&key).await.unwrap().into_claim().unwrap();
+            dedup.complete(&key, &claim, &outcome).await.unwrap();
         }
         assert!(
             dedup.weighted_size() <= capacity,

@@ -38,20 +38,20 @@ pub async fn deposit_request(
     amount: i64,
     idempotency_key: &str,
 ) -> Result<serde_json::Value, BoxError> {
-    match dedup.begin_or_wait(idempotency_key, Duration::from_secs(5)).await? {
+    let claim = match dedup.begin_or_wait(idempotency_key, Duration::from_secs(5)).await? {
         DedupStatus::Completed(first_answer) => return Ok(first_answer),
         DedupStatus::InProgress => return Err("a request with this key is still running".into()),
-        DedupStatus::Started => {}
-    }
+        DedupStatus::Started(claim) => claim,
+    };
     let command_id = Uuid::new_v5(&IDEMPOTENCY_KEYS, idempotency_key.as_bytes());
     match deposit_once(accounts, id, amount, command_id).await {
         Ok(out) => {
             let answer = json!({ "balance": out.state.balance, "version": out.version });
-            dedup.complete(idempotency_key, &answer).await?;
+            dedup.complete(idempotency_key, &claim, &answer).await?;
             Ok(answer)
         }
         Err(e) => {
-            dedup.abandon(idempotency_key).await?; // a retry may run it again
+            dedup.abandon(idempotency_key, &claim).await?; // a retry may run it again
             Err(e.into())
         }
     }
