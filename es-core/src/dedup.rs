@@ -127,10 +127,11 @@ pub enum DedupError {
 pub trait CommandDeduplicator: Send + Sync + 'static {
     /// Claims the key, or reports it in progress or completed.
     async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError>;
-    /// Stores the outcome for the rest of the window, when `claim` still
-    /// holds the key, the key is free (its mark expired and nobody took
-    /// it), or this claim already completed it; otherwise
-    /// [`DedupError::ClaimLost`] and nothing changes.
+    /// Stores the outcome for the window, when `claim` still holds the
+    /// key in flight or the key is free (its mark expired and nobody took
+    /// it). When the key holds this very outcome already (a retried call)
+    /// it succeeds and changes nothing; otherwise (another request's mark
+    /// or outcome) it is [`DedupError::ClaimLost`] and nothing changes.
     async fn complete(&self, key: &str, claim: &DedupClaim, outcome: &Value) -> Result<(), DedupError>;
     /// Releases the key after a failure so it can be retried, when `claim`
     /// still holds it in flight; otherwise nothing changes (a completed

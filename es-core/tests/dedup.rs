@@ -36,6 +36,6 @@ async fn in_flight_marks_expire_and_outcomes_last_one_window() {
 /// The claims, on the system clock.
 #[tokio::test]
 async fn claims_conform() {
-    let ttl = Duration::from_millis(500);
+    let ttl = Duration::from_secs(1);
     es_core::conformance::deduplicator_claims(&InMemoryDeduplicator::new(Duration::from_secs(3600), ttl), ttl).await;
 }

@@ -40,8 +40,8 @@ const PURGE_BATCH: i64 = 10_000;
 /// `in_flight_ttl` (its owner died) may be begun again. `begin` is one
 /// `INSERT … ON CONFLICT DO UPDATE … WHERE expired` statement: of two
 /// concurrent `begin`s of a key, from one process or several, exactly one
-/// gets `Started`. Each row keeps the claim that marked or completed it,
-/// and `complete` and `abandon` are statements conditional on it: a late
+/// gets `Started`. Each row keeps the claim that marked it, and
+/// `complete` and `abandon` are statements conditional on it: a late
 /// holder whose key a retry took changes nothing. Expired keys are deleted in batches every 1024
 /// completions, so the table holds about one window of keys.
 ///
@@ -100,12 +100,27 @@ impl PostgresDeduplicator {
         sqlx::raw_sql(&format!(
             "CREATE TABLE IF NOT EXISTS {s}.dedup_keys (key TEXT PRIMARY KEY, outcome TEXT, \
              since TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), claim TEXT); \
-             ALTER TABLE {s}.dedup_keys ADD COLUMN IF NOT EXISTS claim TEXT; \
              CREATE INDEX IF NOT EXISTS dedup_keys_since ON {s}.dedup_keys (since)"
         ))
         .execute(&mut *tx)
         .await
         .map_err(unavailable("create dedup table"))?;
+        // A table from before claims were kept gains the column. Checked
+        // first: `ALTER TABLE` locks the table out even when it adds nothing.
+        let has_claim: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = 'dedup_keys' AND column_name = 'claim')",
+        )
+        .bind(s)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable("read dedup table columns"))?;
+        if !has_claim {
+            sqlx::query(&format!("ALTER TABLE {s}.dedup_keys ADD COLUMN claim TEXT"))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable("add the dedup claim column"))?;
+        }
         sqlx::query(&format!("DELETE FROM {s}.dedup_keys WHERE outcome IS NULL"))
             .execute(&mut *tx)
             .await
@@ -124,12 +139,12 @@ impl PostgresDeduplicator {
             )
             .into(),
             read_sql: format!("SELECT outcome FROM {s}.dedup_keys WHERE key = $1").into(),
-            // Stores the outcome unless another claim's mark or outcome
-            // is live; updates no row when it is.
+            // Stores the outcome over the claim's own mark or a free key;
+            // updates no row when another mark or an outcome is live.
             complete_sql: format!(
                 "INSERT INTO {s}.dedup_keys AS d (key, outcome, since, claim) VALUES ($1, $2, clock_timestamp(), $3) \
                  ON CONFLICT (key) DO UPDATE SET outcome = excluded.outcome, since = excluded.since, claim = excluded.claim \
-                 WHERE d.claim = excluded.claim \
+                 WHERE (d.outcome IS NULL AND d.claim = excluded.claim) \
                     OR (d.outcome IS NOT NULL AND d.since < clock_timestamp() - $4 * interval '1 millisecond') \
                     OR (d.outcome IS NULL AND d.since < clock_timestamp() - $5 * interval '1 millisecond')"
             )
@@ -204,9 +219,10 @@ impl CommandDeduplicator for PostgresDeduplicator {
 
     #[tracing::instrument(level = "debug", name = "es.pg.dedup.complete", skip_all)]
     async fn complete(&self, key: &str, claim: &DedupClaim, outcome: &Value) -> Result<(), DedupError> {
+        let text = outcome.to_string();
         let stored = sqlx::query(&self.complete_sql)
             .bind(key)
-            .bind(outcome.to_string())
+            .bind(&text)
             .bind(claim.as_str())
             .bind(millis(self.window))
             .bind(millis(self.in_flight_ttl))
@@ -214,7 +230,16 @@ impl CommandDeduplicator for PostgresDeduplicator {
             .await
             .map_err(unavailable("complete dedup key"))?;
         if stored.rows_affected() == 0 {
-            return Err(DedupError::ClaimLost { key: key.to_owned() });
+            // Kept already (a retried call) unless the outcome differs.
+            let kept: Option<Option<String>> = sqlx::query_scalar(&self.read_sql)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable("read dedup key"))?;
+            return match kept.flatten() {
+                Some(kept) if kept == text => Ok(()),
+                _ => Err(DedupError::ClaimLost { key: key.to_owned() }),
+            };
         }
         if self.completions.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
             match self.purge_expired().await {

@@ -15,7 +15,7 @@ mod dedup {
     use serde_json::json;
 
     const WINDOW: Duration = Duration::from_secs(3600);
-    const IN_FLIGHT: Duration = Duration::from_millis(500);
+    const IN_FLIGHT: Duration = Duration::from_secs(1);
 
     #[tokio::test]
     async fn claims_conform() {

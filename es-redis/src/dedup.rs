@@ -29,11 +29,13 @@ return v
 ";
 
 /// Stores the outcome `ARGV[2]` (`C:<json>`, `ARGV[3]` ms) while the key
-/// is free or claimed by `ARGV[1]`, or already holds this very outcome (a
-/// retried call); returns 0, changing nothing, when another claim holds it.
+/// is free or `ARGV[1]`'s in-flight mark; answers 1 without a change when
+/// it holds this very outcome already (a retried call), and 0, changing
+/// nothing, when another mark or outcome holds it.
 const COMPLETE: &str = r"
 local v = redis.call('GET', KEYS[1])
-if (not v) or v == 'I:' .. ARGV[1] or v == ARGV[2] then
+if v == ARGV[2] then return 1 end
+if (not v) or v == 'I:' .. ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
@@ -81,10 +83,10 @@ pub enum RunError<E: std::error::Error + 'static> {
 /// later `begin` returns [`DedupStatus::Completed`] with it. `abandon`
 /// deletes the claimant's in-flight mark (never a completed outcome, never
 /// another claimant's mark) so a failed command can be retried. A mark
-/// whose owner died expires after `in_flight_ttl`. A completed outcome
-/// does not keep its claim: `complete` with exactly the stored outcome
-/// succeeds whoever calls it (that is how a retried call is recognised),
-/// with any other it is [`DedupError::ClaimLost`].
+/// whose owner died expires after `in_flight_ttl`. `complete` with
+/// exactly the stored outcome succeeds and changes nothing (that is how a
+/// retried call is recognised); with any other over a completed key it is
+/// [`DedupError::ClaimLost`].
 ///
 /// **Redis down**: with [`WhenUnavailable::FailClosed`] (default) every
 /// call returns [`DedupError::Unavailable`] and the caller must not run the
@@ -172,8 +174,14 @@ impl RedisDeduplicator {
                     // cannot be stored (a retry then waits for the in-flight
                     // mark to expire, and pass a command id to the
                     // repository so that it cannot apply twice).
-                    if let Err(e) = self.complete(key, &claim, &outcome).await {
-                        tracing::warn!(key, error = %e, "the outcome could not be stored; the key stays in flight until its TTL");
+                    match self.complete(key, &claim, &outcome).await {
+                        Ok(()) => {}
+                        Err(e @ DedupError::ClaimLost { .. }) => {
+                            tracing::warn!(key, error = %e, "the outcome was not stored: another request took the key and its mark or outcome stands");
+                        }
+                        Err(e) => {
+                            tracing::warn!(key, error = %e, "the outcome could not be stored; the key stays in flight until its TTL");
+                        }
                     }
                     Ok(outcome)
                 }

@@ -134,7 +134,7 @@ async fn abandoned_in_flight_mark_expires_and_window_ends() {
 #[tokio::test]
 async fn claims_conform() {
     let p = prefix();
-    let ttl = Duration::from_millis(500);
+    let ttl = Duration::from_secs(1);
     let dedup = RedisDeduplicator::new(DedupConfig {
         in_flight_ttl: ttl,
         ..dedup_config(&p)

@@ -40,8 +40,8 @@ const PURGE_BATCH: i64 = 2048;
 /// `in_flight_ttl` may be begun again. Each `begin` is one `BEGIN
 /// IMMEDIATE` transaction: two concurrent `begin`s of one key, from one
 /// process or several, never both get `Started`. Each row keeps the claim
-/// that marked or completed it, and `complete` and `abandon` are statements
-/// conditional on it: a late holder whose key a retry took changes nothing.
+/// that marked it, and `complete` and `abandon` are statements conditional
+/// on it: a late holder whose key a retry took changes nothing.
 ///
 /// [`new`](Self::new) forgets the keys in progress: they belong to a
 /// process that died (killed between `begin` and `complete`), and a client
@@ -80,25 +80,31 @@ impl SqliteDeduplicator {
     /// Keys in `store`'s file, completed outcomes kept for `window`.
     pub async fn new(store: &SqliteEventStore, window: Duration, in_flight_ttl: Duration) -> Result<Self, DedupError> {
         let pool = store.pool().clone();
+        // One writer at a time, so that two processes opening a file from
+        // before claims were kept do not both add the column.
+        let mut tx = pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable("begin dedup setup"))?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS dedup_keys (key TEXT PRIMARY KEY, outcome TEXT, \
              since_ms INTEGER NOT NULL, claim TEXT)",
         )
-        .execute(&pool)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable("create dedup table"))?;
-        // A table from before claims were kept gains the column.
         let has_claim: bool =
             sqlx::query_scalar("SELECT count(*) > 0 FROM pragma_table_info('dedup_keys') WHERE name = 'claim'")
-                .fetch_one(&pool)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable("read dedup table columns"))?;
         if !has_claim {
             sqlx::query("ALTER TABLE dedup_keys ADD COLUMN claim TEXT")
-                .execute(&pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(unavailable("add the dedup claim column"))?;
         }
+        tx.commit().await.map_err(unavailable("commit dedup setup"))?;
         sqlx::query("CREATE INDEX IF NOT EXISTS dedup_keys_since ON dedup_keys (since_ms)")
             .execute(&pool)
             .await
@@ -186,18 +192,19 @@ impl CommandDeduplicator for SqliteDeduplicator {
     #[tracing::instrument(level = "debug", name = "es.sqlite.dedup.complete", skip(self, outcome))]
     async fn complete(&self, key: &str, claim: &DedupClaim, outcome: &Value) -> Result<(), DedupError> {
         let now = Self::now_ms();
-        // Stores the outcome unless another claim's mark or outcome is
-        // live; updates no row when it is.
+        // Stores the outcome over the claim's own mark or a free key;
+        // updates no row when another mark or an outcome is live.
+        let text = outcome.to_string();
         let stored = sqlx::query(
             "INSERT INTO dedup_keys AS d (key, outcome, since_ms, claim) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (key) DO UPDATE SET outcome = excluded.outcome, since_ms = excluded.since_ms, \
              claim = excluded.claim \
-             WHERE d.claim = excluded.claim \
+             WHERE (d.outcome IS NULL AND d.claim = excluded.claim) \
                 OR (d.outcome IS NOT NULL AND d.since_ms <= ?3 - ?5) \
                 OR (d.outcome IS NULL AND d.since_ms <= ?3 - ?6)",
         )
         .bind(key)
-        .bind(outcome.to_string())
+        .bind(&text)
         .bind(now)
         .bind(claim.as_str())
         .bind(millis(self.window))
@@ -206,7 +213,16 @@ impl CommandDeduplicator for SqliteDeduplicator {
         .await
         .map_err(unavailable("complete dedup key"))?;
         if stored.rows_affected() == 0 {
-            return Err(DedupError::ClaimLost { key: key.to_owned() });
+            // Kept already (a retried call) unless the outcome differs.
+            let kept: Option<Option<String>> = sqlx::query_scalar("SELECT outcome FROM dedup_keys WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable("read dedup key"))?;
+            return match kept.flatten() {
+                Some(kept) if kept == text => Ok(()),
+                _ => Err(DedupError::ClaimLost { key: key.to_owned() }),
+            };
         }
         if self.completions.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1
             && !self.purging.swap(true, Ordering::AcqRel)

@@ -84,7 +84,7 @@ async fn expired_outcomes_and_dead_in_flight_keys_start_again() {
 async fn claims_conform() {
     let temp = TempDatabase::new("dedup-claims");
     let store = common::open(&temp, SqliteConfig::default()).await;
-    let ttl = Duration::from_millis(500);
+    let ttl = Duration::from_secs(1);
     let dedup = SqliteDeduplicator::new(&store, Duration::from_secs(3600), ttl)
         .await
         .unwrap();
@@ -105,7 +105,7 @@ async fn a_file_from_before_claims_is_upgraded() {
     .execute(store.pool())
     .await
     .unwrap();
-    let ttl = Duration::from_millis(500);
+    let ttl = Duration::from_secs(1);
     let dedup = SqliteDeduplicator::new(&store, Duration::from_secs(3600), ttl)
         .await
         .unwrap();

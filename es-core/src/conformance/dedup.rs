@@ -29,8 +29,9 @@ fn lost(result: Result<(), DedupError>, what: &str) {
 /// Claims: a stranger's or a late holder's `complete` and `abandon` change
 /// nothing, the holder's do, and a holder whose mark expired unclaimed may
 /// still store its outcome. `dedup` must keep outcomes for longer than the
-/// check runs and mark keys in flight for `in_flight_ttl` (keep it short:
-/// the check waits for two marks to expire; 0.5-1 s suits every backend).
+/// check runs and mark keys in flight for `in_flight_ttl`: long enough for
+/// a dozen calls to finish well within it, short because the check waits
+/// for two marks to expire (1 s suits every backend).
 /// Keys are new, so the deduplicator may be shared. Panics on a failed
 /// check.
 pub async fn deduplicator_claims(dedup: &dyn CommandDeduplicator, in_flight_ttl: Duration) {
@@ -63,6 +64,15 @@ pub async fn deduplicator_claims(dedup: &dyn CommandDeduplicator, in_flight_ttl:
         .complete(&k, &a, &json!({ "n": 1 }))
         .await
         .expect("the holder's repeated complete");
+    lost(
+        dedup.complete(&k, &a, &json!({ "n": 2 })).await,
+        "another outcome over a completed key",
+    );
+    assert_eq!(
+        begin(dedup, &k).await,
+        DedupStatus::Completed(json!({ "n": 1 })),
+        "a completed outcome is never replaced"
+    );
     dedup.abandon(&k, &a).await.expect("abandon after complete");
     assert_eq!(
         begin(dedup, &k).await,

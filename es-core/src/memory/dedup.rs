@@ -53,7 +53,7 @@ struct Inner {
 
 /// An in-flight mark (`outcome: None`) or a completed outcome, valid
 /// until `expiry` on the injected clock; `ttl` tells moka when to drop it.
-/// `claim` is the holder that marked or completed it.
+/// `claim` is the holder that marked it.
 #[derive(Clone)]
 struct Entry {
     outcome: Option<Arc<Value>>,
@@ -195,8 +195,10 @@ impl CommandDeduplicator for InMemoryDeduplicator {
             .entries
             .entry_by_ref(key)
             .and_compute_with(|current| match current.map(moka::Entry::into_value) {
-                // Another holder's live mark or outcome stays.
-                Some(entry) if entry.expiry > now && entry.claim != *claim => {
+                // This very outcome, kept already: a retried call.
+                Some(entry) if entry.expiry > now && entry.outcome.as_deref() == Some(outcome) => Op::Nop,
+                // Another holder's live mark, or a live outcome, stays.
+                Some(entry) if entry.expiry > now && (entry.outcome.is_some() || entry.claim != *claim) => {
                     held = false;
                     Op::Nop
                 }

@@ -47,7 +47,11 @@ pub async fn deposit_request(
     match deposit_once(accounts, id, amount, command_id).await {
         Ok(out) => {
             let answer = json!({ "balance": out.state.balance, "version": out.version });
-            dedup.complete(idempotency_key, &claim, &answer).await?;
+            // The deposit is applied, so this is the answer even if it
+            // cannot be kept for retries (the store is down, or this call
+            // was so slow that a retry took the key: `ClaimLost`); the
+            // command id still keeps any retry from applying it twice.
+            let _kept = dedup.complete(idempotency_key, &claim, &answer).await;
             Ok(answer)
         }
         Err(e) => {
