@@ -277,6 +277,37 @@ async fn a_process_that_cannot_be_loaded_does_not_hold_back_the_deadlines_after_
     assert!(p2.timed_out, "p2's deadline was recorded all the same");
 }
 
+/// A drive that fails after its step was issued (the outcome could not be
+/// recorded) leaves the process's deadline indexed all the same, so that
+/// the timer still sees the process if it is dead-lettered.
+#[tokio::test]
+async fn a_drive_that_fails_to_record_an_outcome_leaves_its_deadline_indexed() {
+    let d = Durable::new();
+    Repository::<Wallet>::builder(d.store.clone())
+        .build()
+        .execute("a", 100)
+        .await
+        .unwrap();
+    Repository::<Payment>::builder(d.store.clone())
+        .build()
+        .execute("p1", request(30))
+        .await
+        .unwrap();
+    // Append 1 is the debit of wallet "a", append 2 the process's record of it.
+    let crashing = Arc::new(CrashingStore::new(d.store.clone(), [(2, Crash::Before)].into()));
+    let (driver, _) = d.start(crashing.clone());
+    let failed = driver.drive("p1").await;
+    assert!(matches!(failed, Err(ProcessError::Store { .. })), "{failed:?}");
+    assert!(crashing.take_crashed());
+    assert_eq!(d.balance("a").await, 70, "the step was issued");
+    let due = d
+        .deadlines
+        .due("payments", t0() + Duration::seconds(10), 10)
+        .await
+        .unwrap();
+    assert_eq!(due, vec![(StreamId::from("p1"), t0() + Duration::seconds(10))]);
+}
+
 #[tokio::test]
 async fn a_late_runner_records_the_deadline_before_issuing_anything() {
     let d = Durable::new();

@@ -194,8 +194,33 @@ impl<M: ProcessManager> ProcessDriver<M> {
 
     #[tracing::instrument(level = "debug", name = "es.process.drive", skip(self), fields(process = self.manager.name(), process_id = %process_id))]
     async fn drive_process(&self, process_id: &StreamId) -> Result<(), ProcessError> {
+        // The deadline of the last state loaded, once any state had one.
+        let mut deadline = None;
+        let driven = self.drive_steps(process_id, &mut deadline).await;
+        let Some(deadline) = deadline else {
+            return driven;
+        };
+        // Indexed however the drive ended, so that the timer sees the
+        // process even when this drive failed and it is dead-lettered.
+        let indexed = self.deadlines.set(self.manager.name(), process_id, deadline).await;
+        match (driven, indexed) {
+            (Ok(()), indexed) => indexed.map_err(ProcessError::from),
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(index)) => {
+                tracing::warn!(error = %index, "could not record the deadline");
+                Err(e)
+            }
+        }
+    }
+
+    /// The steps of [`drive`](Self::drive); `deadline` gets the deadline
+    /// of every state loaded once one had a deadline.
+    async fn drive_steps(
+        &self,
+        process_id: &StreamId,
+        deadline: &mut Option<Option<chrono::DateTime<chrono::Utc>>>,
+    ) -> Result<(), ProcessError> {
         let name = self.manager.name();
-        let mut had_deadline = false;
         for _ in 0..self.config.max_steps {
             let loaded = self
                 .repo
@@ -203,18 +228,17 @@ impl<M: ProcessManager> ProcessDriver<M> {
                 .await
                 .map_err(|e| Self::store_err(process_id, e))?;
             let now = self.clock.now();
-            let deadline = self.manager.deadline(&loaded.state);
-            had_deadline |= deadline.is_some();
-            if deadline.is_some_and(|at| at <= now) {
+            let due = self.manager.deadline(&loaded.state);
+            if due.is_some() || deadline.is_some() {
+                *deadline = Some(due);
+            }
+            if due.is_some_and(|at| at <= now) {
                 if let Some(record) = self.manager.on_deadline(&loaded.state, now) {
                     self.record_deadline(process_id, record, loaded.version).await?;
                     continue;
                 }
             }
             let Some(step) = self.manager.next_step(&loaded.state) else {
-                if had_deadline {
-                    self.deadlines.set(name, process_id, deadline).await?;
-                }
                 return Ok(());
             };
             let command_id = step_command_id(process_id, &step.name);
@@ -223,13 +247,6 @@ impl<M: ProcessManager> ProcessDriver<M> {
                 Err(source) => {
                     metrics::counter!("es_process_steps_total", "process" => name.to_owned(), "outcome" => "failed")
                         .increment(1);
-                    if had_deadline {
-                        // Keep the deadline so the timer sees it even if
-                        // this process is dead-lettered.
-                        if let Err(e) = self.deadlines.set(name, process_id, deadline).await {
-                            tracing::warn!(error = %e, "could not record the deadline");
-                        }
-                    }
                     return Err(ProcessError::Issue {
                         process_id: process_id.clone(),
                         step: step.name,
