@@ -14,6 +14,14 @@ use crate::{
     StreamId, SystemClock,
 };
 
+/// The deadlines of the states a drive loaded: whether any had one, and
+/// the last state's (what the deadline index gets once any had one).
+#[derive(Default)]
+struct DeadlineSeen {
+    any: bool,
+    last: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Settings of a [`ProcessDriver`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessConfig {
@@ -194,15 +202,14 @@ impl<M: ProcessManager> ProcessDriver<M> {
 
     #[tracing::instrument(level = "debug", name = "es.process.drive", skip(self), fields(process = self.manager.name(), process_id = %process_id))]
     async fn drive_process(&self, process_id: &StreamId) -> Result<(), ProcessError> {
-        // The deadline of the last state loaded, once any state had one.
-        let mut deadline = None;
-        let driven = self.drive_steps(process_id, &mut deadline).await;
-        let Some(deadline) = deadline else {
+        let mut seen = DeadlineSeen::default();
+        let driven = self.drive_steps(process_id, &mut seen).await;
+        if !seen.any {
             return driven;
-        };
+        }
         // Indexed however the drive ended, so that the timer sees the
         // process even when this drive failed and it is dead-lettered.
-        let indexed = self.deadlines.set(self.manager.name(), process_id, deadline).await;
+        let indexed = self.deadlines.set(self.manager.name(), process_id, seen.last).await;
         match (driven, indexed) {
             (Ok(()), indexed) => indexed.map_err(ProcessError::from),
             (Err(e), Ok(())) => Err(e),
@@ -213,13 +220,9 @@ impl<M: ProcessManager> ProcessDriver<M> {
         }
     }
 
-    /// The steps of [`drive`](Self::drive); `deadline` gets the deadline
-    /// of every state loaded once one had a deadline.
-    async fn drive_steps(
-        &self,
-        process_id: &StreamId,
-        deadline: &mut Option<Option<chrono::DateTime<chrono::Utc>>>,
-    ) -> Result<(), ProcessError> {
+    /// The steps of [`drive`](Self::drive), noting in `seen` the deadline
+    /// of every state loaded.
+    async fn drive_steps(&self, process_id: &StreamId, seen: &mut DeadlineSeen) -> Result<(), ProcessError> {
         let name = self.manager.name();
         for _ in 0..self.config.max_steps {
             let loaded = self
@@ -229,9 +232,8 @@ impl<M: ProcessManager> ProcessDriver<M> {
                 .map_err(|e| Self::store_err(process_id, e))?;
             let now = self.clock.now();
             let due = self.manager.deadline(&loaded.state);
-            if due.is_some() || deadline.is_some() {
-                *deadline = Some(due);
-            }
+            seen.any |= due.is_some();
+            seen.last = due;
             if due.is_some_and(|at| at <= now) {
                 if let Some(record) = self.manager.on_deadline(&loaded.state, now) {
                     self.record_deadline(process_id, record, loaded.version).await?;
