@@ -308,6 +308,122 @@ async fn a_drive_that_fails_to_record_an_outcome_leaves_its_deadline_indexed() {
     assert_eq!(due, vec![(StreamId::from("p1"), t0() + Duration::seconds(10))]);
 }
 
+// An errand whose deadline goes away after its first step and comes back
+// after its second (it then waits for something outside, until `due2`).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Errand {
+    due1: Option<DateTime<Utc>>,
+    due2: Option<DateTime<Utc>>,
+    one: bool,
+    two: bool,
+    timed_out: bool,
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum ErrandEvent {
+    Started { due1: DateTime<Utc>, due2: DateTime<Utc> },
+    OneDone,
+    TwoDone,
+    TimedOut,
+}
+impl DomainEvent for ErrandEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Started { .. } => "Started",
+            Self::OneDone => "OneDone",
+            Self::TwoDone => "TwoDone",
+            Self::TimedOut => "TimedOut",
+        }
+    }
+}
+impl Aggregate for Errand {
+    const TYPE: &'static str = "errand";
+    type Command = ErrandEvent;
+    type Event = ErrandEvent;
+    type Error = std::convert::Infallible;
+    fn handle(&self, c: &ErrandEvent) -> Result<Vec<ErrandEvent>, Self::Error> {
+        Ok(vec![c.clone()])
+    }
+    fn apply(&mut self, e: &ErrandEvent) {
+        match e {
+            ErrandEvent::Started { due1, due2 } => (self.due1, self.due2) = (Some(*due1), Some(*due2)),
+            ErrandEvent::OneDone => self.one = true,
+            ErrandEvent::TwoDone => self.two = true,
+            ErrandEvent::TimedOut => self.timed_out = true,
+        }
+    }
+}
+
+struct Errands;
+
+#[async_trait::async_trait]
+impl ProcessManager for Errands {
+    type Process = Errand;
+    type Command = ();
+    fn name(&self) -> &str {
+        "errands"
+    }
+    fn next_step(&self, e: &Errand) -> Option<Step<()>> {
+        match (e.one, e.two) {
+            _ if e.due1.is_none() || e.timed_out => None,
+            (false, _) => Some(Step::new("one", ())),
+            (true, false) => Some(Step::new("two", ())),
+            (true, true) => None,
+        }
+    }
+    fn deadline(&self, e: &Errand) -> Option<DateTime<Utc>> {
+        match (e.one, e.two) {
+            _ if e.timed_out => None,
+            (false, _) => e.due1,
+            (true, false) => None,
+            (true, true) => e.due2,
+        }
+    }
+    fn on_deadline(&self, _: &Errand, _: DateTime<Utc>) -> Option<ErrandEvent> {
+        Some(ErrandEvent::TimedOut)
+    }
+    async fn issue(&self, _: &StreamId, step: &Step<()>, _: uuid::Uuid) -> Result<ErrandEvent, BoxError> {
+        Ok(if step.name == "one" {
+            ErrandEvent::OneDone
+        } else {
+            ErrandEvent::TwoDone
+        })
+    }
+}
+
+/// A drive fails after its last load saw no deadline, though the fact it
+/// recorded brought one back: the deadline entry stays, so the timer
+/// still finds the errand and times it out.
+#[tokio::test]
+async fn a_failed_drive_never_clears_a_deadline_it_may_not_have_seen() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let deadlines = Arc::new(InMemoryDeadlines::new());
+    let clock = ManualClock::at(t0());
+    let (due1, due2) = (t0() + Duration::seconds(10), t0() + Duration::seconds(20));
+    let errands = Repository::<Errand>::builder(store.clone()).build();
+    errands
+        .execute("e1", ErrandEvent::Started { due1, due2 })
+        .await
+        .unwrap();
+    deadlines.set("errands", &"e1".into(), Some(due1)).await.unwrap();
+    // Append 1 records the first step; append 2, the second, is stored but
+    // its answer lost, after the last load (which saw no deadline).
+    let crashing: Arc<dyn EventStore> = Arc::new(CrashingStore::new(store.clone(), [(2, Crash::After)].into()));
+    let driver = ProcessDriver::new(Arc::new(Errands), Repository::builder(crashing).build())
+        .with_deadlines(deadlines.clone())
+        .with_clock(Arc::new(clock.clone()));
+    let failed = driver.drive("e1").await;
+    assert!(matches!(failed, Err(ProcessError::Store { .. })), "{failed:?}");
+    assert!(
+        errands.load("e1").await.unwrap().state.two,
+        "the second step was recorded"
+    );
+    let indexed = deadlines.due("errands", t0() + Duration::days(1), 10).await.unwrap();
+    assert_eq!(indexed.len(), 1, "the entry stays: {indexed:?}");
+    clock.advance(Duration::seconds(21));
+    assert_eq!(driver.record_due_deadlines().await.unwrap(), 1);
+    assert!(errands.load("e1").await.unwrap().state.timed_out);
+}
+
 #[tokio::test]
 async fn a_late_runner_records_the_deadline_before_issuing_anything() {
     let d = Durable::new();

@@ -14,11 +14,11 @@ use crate::{
     StreamId, SystemClock,
 };
 
-/// The deadlines of the states a drive loaded: whether any had one, and
-/// the last state's (what the deadline index gets once any had one).
+/// The deadlines of the states a drive loaded: the earliest, and the last
+/// state's.
 #[derive(Default)]
 struct DeadlineSeen {
-    any: bool,
+    earliest: Option<chrono::DateTime<chrono::Utc>>,
     last: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -204,12 +204,17 @@ impl<M: ProcessManager> ProcessDriver<M> {
     async fn drive_process(&self, process_id: &StreamId) -> Result<(), ProcessError> {
         let mut seen = DeadlineSeen::default();
         let driven = self.drive_steps(process_id, &mut seen).await;
-        if !seen.any {
+        let Some(earliest) = seen.earliest else {
             return driven;
-        }
+        };
         // Indexed however the drive ended, so that the timer sees the
-        // process even when this drive failed and it is dead-lettered.
-        let indexed = self.deadlines.set(self.manager.name(), process_id, seen.last).await;
+        // process even when this drive failed and it is dead-lettered. A
+        // drive that finished knows the deadline of the state as it stands;
+        // one that failed may not (a fact may have been recorded after its
+        // last load), so it indexes the earliest deadline it saw, never
+        // none: the timer then loads the process and moves the entry.
+        let at = if driven.is_ok() { seen.last } else { Some(earliest) };
+        let indexed = self.deadlines.set(self.manager.name(), process_id, at).await;
         match (driven, indexed) {
             (Ok(()), indexed) => indexed.map_err(ProcessError::from),
             (Err(e), Ok(())) => Err(e),
@@ -232,7 +237,10 @@ impl<M: ProcessManager> ProcessDriver<M> {
                 .map_err(|e| Self::store_err(process_id, e))?;
             let now = self.clock.now();
             let due = self.manager.deadline(&loaded.state);
-            seen.any |= due.is_some();
+            seen.earliest = match (seen.earliest, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             seen.last = due;
             if due.is_some_and(|at| at <= now) {
                 if let Some(record) = self.manager.on_deadline(&loaded.state, now) {
