@@ -16,14 +16,9 @@ use serde::{Deserialize, Serialize};
 struct Wallet {
     balance: i64,
 }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 enum WalletEvent {
     Changed(i64),
-}
-impl DomainEvent for WalletEvent {
-    fn event_type(&self) -> &'static str {
-        "Changed"
-    }
 }
 #[derive(Debug, thiserror::Error)]
 #[error("insufficient funds")]
@@ -56,7 +51,7 @@ struct Payment {
     credited: bool,
     timed_out: bool,
 }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 enum PaymentEvent {
     Requested {
         from: String,
@@ -68,17 +63,6 @@ enum PaymentEvent {
     Refused,
     Credited,
     TimedOut,
-}
-impl DomainEvent for PaymentEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Requested { .. } => "Requested",
-            Self::Debited => "Debited",
-            Self::Refused => "Refused",
-            Self::Credited => "Credited",
-            Self::TimedOut => "TimedOut",
-        }
-    }
 }
 impl Aggregate for Payment {
     const TYPE: &'static str = "payment";
@@ -318,22 +302,12 @@ struct Errand {
     two: bool,
     timed_out: bool,
 }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 enum ErrandEvent {
     Started { due1: DateTime<Utc>, due2: DateTime<Utc> },
     OneDone,
     TwoDone,
     TimedOut,
-}
-impl DomainEvent for ErrandEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::Started { .. } => "Started",
-            Self::OneDone => "OneDone",
-            Self::TwoDone => "TwoDone",
-            Self::TimedOut => "TimedOut",
-        }
-    }
 }
 impl Aggregate for Errand {
     const TYPE: &'static str = "errand";
