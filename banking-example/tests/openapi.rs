@@ -114,7 +114,7 @@ async fn document_and_router_have_the_same_routes() {
 }
 
 /// The document says what the middleware and the extractors answer:
-/// every operation may be rate limited (429), every secured one answers
+/// every operation may time out (408) or be rate limited (429), every secured one answers
 /// 401, every one with a JSON body 400/413/415; the header formats and
 /// the bearer scheme are described.
 #[tokio::test]
@@ -131,6 +131,7 @@ async fn every_operation_documents_the_shared_statuses_and_header_rules() {
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap();
             let has = |s: &str| responses.contains_key(s);
+            assert!(has("408"), "{method} {path}: no 408 (the request timeout)");
             assert!(has("429"), "{method} {path}: no 429");
             if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
                 assert!(has("401"), "{method} {path}: secured, no 401");

@@ -5,7 +5,7 @@
 //!
 //! | when | adds |
 //! | --- | --- |
-//! | every operation | 429 (rate limited, `Retry-After`) |
+//! | every operation | 408 (no answer within `REQUEST_TIMEOUT_SECS`), 429 (rate limited, `Retry-After`) |
 //! | every operation but `/health`, `/openapi.json`, `/docs` | 503 (a backend is unavailable, or hashing is at capacity; `Retry-After` when retrying helps) |
 //! | a JSON request body | 400 (malformed or invalid), 413 (over the body limit), 415 (not `application/json`) |
 //! | bearer security | 401 (`WWW-Authenticate: Bearer`) |
@@ -65,6 +65,12 @@ fn complete_operation(path: &str, op: &mut Map<String, Value>) {
     let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
         return;
     };
+    add(
+        responses,
+        "408",
+        "No answer within the request timeout (REQUEST_TIMEOUT_SECS)",
+        false,
+    );
     add(responses, "429", "Rate limited", true);
     if !NO_BACKEND.contains(&path) {
         add(
@@ -147,7 +153,7 @@ mod tests {
         let statuses: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
         assert_eq!(
             statuses,
-            ["200", "400", "401", "409", "413", "415", "422", "429", "503"]
+            ["200", "400", "401", "408", "409", "413", "415", "422", "429", "503"]
         );
         assert_eq!(op["responses"]["400"]["description"], "kept");
         assert_eq!(op["parameters"][0]["schema"]["maxLength"], 128);
@@ -158,6 +164,6 @@ mod tests {
             .unwrap()
             .keys()
             .collect();
-        assert_eq!(health, ["200", "429"]);
+        assert_eq!(health, ["200", "408", "429"]);
     }
 }
