@@ -38,8 +38,21 @@ pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(_) => matches!(
             sqlstate(e).as_deref(),
             // serialization failure, deadlock, admin shutdown, crash
-            // shutdown, cannot connect now, connection exceptions
-            Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006" | "08001" | "08004")
+            // shutdown, cannot connect now, a transaction ended for idling
+            // (rolled back whole), connection exceptions
+            Some(
+                "40001"
+                    | "40P01"
+                    | "57P01"
+                    | "57P02"
+                    | "57P03"
+                    | "25P03"
+                    | "08000"
+                    | "08003"
+                    | "08006"
+                    | "08001"
+                    | "08004"
+            )
         ),
         _ => false,
     }

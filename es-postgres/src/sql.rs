@@ -6,6 +6,12 @@ const EVENT_COLUMNS: &str =
 
 /// The highest position a reader may see: below every position a
 /// transaction still in flight can hold (its xid << 20).
+/// How long (ms) a shard-fence raise may leave its transaction idle
+/// before the server ends it, releasing the lock every fenced append waits
+/// for: far above the microseconds a live raiser takes between its
+/// statements, far below a shard lease.
+pub(crate) const RAISE_IDLE_LIMIT_MS: u64 = 2_000;
+
 const VISIBLE_LIMIT: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)";
 
 /// Whether `name` is a safe, unquoted PostgreSQL identifier.
@@ -158,8 +164,16 @@ impl Sql {
                  RETURNING token"
             ),
             // Taken exclusively by a raise, in its transaction, before the
-            // upsert: waits for the fenced appends in flight.
-            fence_lock: format!("SELECT pg_advisory_xact_lock(hashtext('{s}.shard_fences'), -1)"),
+            // upsert: waits for the fenced appends in flight. Every fenced
+            // append of every shard waits while it is held, so a raiser
+            // that stalls before its COMMIT (a paused process, a cut
+            // network) is ended by the server after
+            // `RAISE_IDLE_LIMIT_MS` instead of holding the lock (one
+            // simple-query message: no pause can fall between the two).
+            fence_lock: format!(
+                "SET LOCAL idle_in_transaction_session_timeout = {RAISE_IDLE_LIMIT_MS}; \
+                 SELECT pg_advisory_xact_lock(hashtext('{s}.shard_fences'), -1)"
+            ),
             shard_fence: format!("SELECT coalesce((SELECT token FROM {s}.shard_fences WHERE shard = $1), 0)"),
             schema: s.to_owned(),
             channel: format!("es_events_{s}"),

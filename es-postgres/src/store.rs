@@ -352,7 +352,8 @@ impl EventStore for PostgresEventStore {
         // under the old fence), then the raise, in one transaction.
         let raised: Option<i64> = retry_transient(&inner.config.transient_retry, "raise shard fence", || async {
             let mut tx = inner.pool.begin().await?;
-            sqlx::query(&inner.sql.fence_lock).execute(&mut *tx).await?;
+            // Two statements, so the simple-query protocol (no arguments).
+            sqlx::Executor::execute(&mut *tx, inner.sql.fence_lock.as_str()).await?;
             let raised = sqlx::query_scalar(&inner.sql.raise_fence)
                 .bind(shard)
                 .bind(token)

@@ -162,3 +162,80 @@ async fn mixed_batches_fence_only_the_stale_appends() {
         }
     }
 }
+
+/// A raiser that stalls between its upsert and its COMMIT (here: its
+/// answers held back on the way, as for a paused process or a cut network)
+/// holds the lock every fenced append waits for. The server ends its idle
+/// transaction after `RAISE_IDLE_LIMIT_MS` (2 s): the raise is rolled
+/// back, and the other instances' fenced appends go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_raiser_stalled_before_its_commit_does_not_stop_the_fenced_appends() {
+    use std::str::FromStr;
+
+    use common::proxy::Proxy;
+    use es_postgres::EventStoreConfig;
+
+    let observer = common::observer().await;
+    let other = common::store().await;
+    other.raise_fence(ShardFence::new(3, 1)).await.unwrap();
+    let direct = sqlx::postgres::PgConnectOptions::from_str(&common::database_url()).unwrap();
+    let proxy = Proxy::start(direct.get_host().to_owned(), direct.get_port()).await;
+    let name = format!("{}_raiser", other.schema());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(direct.host("127.0.0.1").port(proxy.port).application_name(&name))
+        .await
+        .unwrap();
+    let raiser = PostgresEventStore::with_pool(
+        pool,
+        EventStoreConfig {
+            transient_retry: es_core::RetryPolicy::never(),
+            ..EventStoreConfig::with_schema(other.schema().to_owned())
+        },
+    )
+    .unwrap();
+
+    // The fence's row is locked, so the raise, once it holds the lock,
+    // waits in its upsert; its answers are held from then on.
+    let mut row = observer.begin().await.unwrap();
+    sqlx::query(&format!(
+        "SELECT token FROM {}.shard_fences WHERE shard = 3 FOR UPDATE",
+        other.schema()
+    ))
+    .execute(&mut *row)
+    .await
+    .unwrap();
+    let raising = tokio::spawn(async move { raiser.raise_fence(ShardFence::new(3, 2)).await });
+    common::wait_for_blocked(&observer, &name, 1).await;
+    proxy.hold(true);
+    row.commit().await.unwrap();
+
+    // The upsert is done; the raiser never hears of it, so its COMMIT
+    // never comes, and its transaction holds the lock while idle.
+    let appended = tokio::time::timeout(
+        Duration::from_secs(20),
+        other.append_fenced(
+            "t",
+            &StreamId::from("after-a-stalled-raise"),
+            ExpectedVersion::NoStream,
+            vec![event(1)],
+            ShardFence::new(3, 1),
+        ),
+    )
+    .await
+    .expect("a fenced append waited for a stalled raiser");
+    assert!(
+        appended.is_ok(),
+        "the stalled raise was rolled back, token 1 still holds: {appended:?}"
+    );
+    let token: i64 = sqlx::query_scalar(&format!(
+        "SELECT token FROM {}.shard_fences WHERE shard = 3",
+        other.schema()
+    ))
+    .fetch_one(&observer)
+    .await
+    .unwrap();
+    assert_eq!(token, 1, "the stalled raise did not commit");
+    raising.abort();
+    drop(proxy);
+}

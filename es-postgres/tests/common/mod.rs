@@ -2,6 +2,8 @@
 //! (`es_postgres::testing`).
 #![allow(dead_code)]
 
+pub(crate) mod proxy;
+
 use es_postgres::{testing, EventStoreConfig, PostgresEventStore};
 
 #[allow(unused_imports)]
