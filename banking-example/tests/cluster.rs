@@ -340,6 +340,99 @@ async fn three_instances_survive_a_pause_and_a_kill_without_losing_or_doubling_a
     assert!(total >= 400, "{total} deposits");
 }
 
+/// A command forwarded to an owner that is paused (SIGSTOP: it still
+/// accepts connections, and answers nothing) is answered within the
+/// failover window (lease TTL + interval, the forwarding timeout) with
+/// 503 + `Retry-After`, not held until the request timeout; the retry with
+/// the same key reaches the new owner, and the deposit is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_forwarded_to_a_paused_owner_is_answered_within_the_failover_window() {
+    pg::ensure_database().await;
+    let prefix = format!("bank:test:shards:{}:", uuid::Uuid::now_v7().simple());
+    let env = cluster_env(&pg::schema(), &prefix);
+    let servers = [ServerProcess::start(&env).await, ServerProcess::start(&env).await];
+    let admin = admin_token(&env, &servers[0].base).await;
+    wait_balanced(&servers[0].base, &admin, 2).await;
+    let owner = Api::register_at(&servers[0].base, "paused-owner").await;
+    // Opened without a key through instance 0: an id of a shard it owns.
+    let (status, created) = read(
+        owner
+            .post("/accounts", json!({"owner_name": "Paused", "initial_balance": 0}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let account = created["id"].as_str().unwrap().to_owned();
+
+    let paused = servers[0].pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &paused])
+        .status()
+        .unwrap()
+        .success());
+    let resume = || {
+        Command::new("kill")
+            .args(["-CONT", &paused])
+            .status()
+            .map(|s| s.success())
+    };
+    // The client waits longer than the pause: only the server's own
+    // timeout can answer early.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let deposit = || {
+        http.post(format!("{}/accounts/{account}/deposit", servers[1].base))
+            .bearer_auth(&owner.token)
+            .header("x-client-id", "paused-owner")
+            .header("idempotency-key", "deposit-while-paused")
+            .json(&json!({"amount": 25}))
+            .send()
+    };
+    let sent = Instant::now();
+    let first = deposit().await;
+    let answered_in = sent.elapsed();
+    let first = first.map(|r| (r.status(), r.headers().contains_key("retry-after")));
+    // The pause ends 12 s after it began, whatever was answered.
+    let pause_left = Duration::from_secs(12).saturating_sub(sent.elapsed());
+    tokio::time::sleep(pause_left).await;
+    assert_eq!(resume().ok(), Some(true));
+    eprintln!("first answer {first:?} after {answered_in:?}");
+    let bound = Duration::from_millis(TTL_MS + INTERVAL_MS + 2500);
+    assert!(
+        answered_in <= bound,
+        "a deposit forwarded to the paused owner was answered after {answered_in:?} (bound {bound:?})"
+    );
+    let (status, retry_after) = first.expect("an answer");
+    assert!(
+        status == StatusCode::OK || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after),
+        "{status}"
+    );
+    // The retry with the same key is applied once, by whoever owns it now.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = deposit().await.unwrap();
+        match r.status() {
+            StatusCode::OK => break,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT => {
+                assert!(Instant::now() < deadline, "never applied");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("{other}: {}", r.text().await.unwrap_or_default()),
+        }
+    }
+    let (status, view) = read(
+        owner
+            .at_base(&servers[1].base)
+            .get(&format!("/accounts/{account}"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["balance"].to_string().parse::<f64>().unwrap(), 25.0, "{view}");
+}
+
 /// Cluster mode bound to every interface (`0.0.0.0`) without
 /// `CLUSTER_ADVERTISE_URL` refuses to start: the other instances would
 /// forward to an address that is their own.

@@ -57,8 +57,15 @@ impl Cluster {
             shards = ?manager.owned_shards().keys().collect::<Vec<_>>(),
             "joined the cluster"
         );
+        // An owner that does not answer within the failover window (a
+        // paused process still accepts connections) has lost its shards by
+        // then: the caller is answered 503 (502 without a key) and its
+        // retry reaches the new owner, rather than waiting for the request
+        // timeout.
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
+            .connect_timeout(config.shards.lock_timeout)
+            .timeout(forward_timeout(&config.shards))
             .build()
             .map_err(|e| ShardError::Config {
                 reason: format!("HTTP client for forwarding: {e}"),
@@ -90,4 +97,11 @@ impl Cluster {
     pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
     }
+}
+
+/// How long a forwarded request waits for the owner's answer: the lease
+/// TTL plus a rebalance interval, the time in which another instance takes
+/// over the shards of an owner that stopped renewing them.
+pub fn forward_timeout(shards: &es_redis::ShardConfig) -> std::time::Duration {
+    shards.lock_timeout + shards.rebalance_interval
 }
