@@ -107,11 +107,12 @@ pub struct AppConfig {
     /// `/health/ready` reports Kafka publishing down
     /// (`PUBLISH_UNHEALTHY_AFTER_ROUNDS`, default 5).
     pub publish_unhealthy_after: u32,
-    /// How long shutdown (SIGTERM) may take (`SHUTDOWN_GRACE_SECS`, default
-    /// 10): in-flight requests get this long to finish, then the Kafka
-    /// publisher's round in progress gets the same; whatever is not
-    /// published then stays in the outbox or the replication slot for the
-    /// next start.
+    /// The grace of each of shutdown's two waits (`SHUTDOWN_GRACE_SECS`,
+    /// default 10): in-flight requests get this long to finish, then (after
+    /// the projection stops and the stores flush) the Kafka publisher's
+    /// round in progress gets the same, so a SIGTERM is done within about
+    /// twice the grace; whatever is not published then stays in the outbox
+    /// or the replication slot for the next start.
     pub shutdown_grace: Duration,
     /// Rate limiting (`RATE_LIMIT_*`).
     pub rate_limit: RateLimitConfig,

@@ -36,9 +36,14 @@ pub struct OtherSlot {
 
 /// The default slot name of a deployment: `es_{database}_{schema}`,
 /// lowercased, other characters as `_`, at most 48 characters (a longer
-/// name keeps its start and ends in a hash of the whole, so two
-/// deployments never share a slot). Replication slots belong to the whole
-/// PostgreSQL cluster, so the database must be part of the name.
+/// name keeps its start and ends in a hash of the whole). Replication
+/// slots belong to the whole PostgreSQL cluster, so the database must be
+/// part of the name. Names that differ only in case or punctuation
+/// (`bank-prod` and `bank_prod`), or whose parts split differently
+/// (database `a_b`, schema `c` and database `a`, schema `b_c`), map to
+/// the same slot: the relay's start-up check refuses a slot of another
+/// database ([`CdcError::SlotConflict`](crate::CdcError::SlotConflict)),
+/// and such a deployment sets its own name.
 ///
 /// ```
 /// assert_eq!(es_kafka::cdc::default_slot_name("bank_prod", "bank"), "es_bank_prod_bank");
