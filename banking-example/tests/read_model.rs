@@ -436,3 +436,59 @@ async fn reads_keep_working_while_version_1_serves() {
     }
     store.shutdown().await;
 }
+
+/// While this build's version is rebuilt beside an older one that still
+/// serves readers (and that no upgraded process keeps current), a list
+/// after a command shows it as soon as the new version has passed it,
+/// although readers are not switched yet: the switch is held back here by
+/// taking its lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_list_during_a_rebuild_shows_the_commands_answered_before_it() {
+    pg::ensure_database().await;
+    let schema = pg::schema();
+    let store = PostgresEventStore::connect(&pg::database_url(), EventStoreConfig::with_schema(schema.clone()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    // An older version serves: version 1, built by the same fold.
+    let id = Uuid::now_v7();
+    let opened = append(&store, id, 0, &[created(10_00)]).await;
+    let old = read_model::postgres_runner(&store, 1).unwrap();
+    caught_up(&old, opened).await;
+    let bg = es_postgres::BlueGreen::new(&store, ACCOUNTS, &[ACCOUNTS]).unwrap();
+    assert!(matches!(
+        bg.switch(1).await.unwrap(),
+        es_postgres::SwitchOutcome::Switched { .. }
+    ));
+    // The switch to this build's version waits for this lock.
+    let db = pool().await;
+    let mut held = db.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("es-blue-green-{schema}-{ACCOUNTS}"))
+        .execute(&mut *held)
+        .await
+        .unwrap();
+
+    let side = read_model::postgres(&store).await.unwrap();
+    let deposit = append(&store, id, 1, &[deposited(2_50)]).await;
+    caught_up(&side.runner, deposit).await;
+    assert_eq!(bg.active().await.unwrap(), Some(1), "readers not switched yet");
+    let (page, total) = side.queries.list(None, 0, 10).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(
+        (page[0].balance.to_string(), page[0].version),
+        ("12.50".to_owned(), 2),
+        "the list shows the deposit answered before it"
+    );
+
+    // Released, the switch happens; lists read the view again.
+    held.rollback().await.unwrap();
+    let deadline = std::time::Instant::now() + pg::READ_YOUR_WRITES_WAIT;
+    while bg.active().await.unwrap() != Some(ACCOUNTS_VERSION) {
+        assert!(std::time::Instant::now() < deadline, "never switched");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (page, _) = side.queries.list(None, 0, 10).await.unwrap();
+    assert_eq!(page[0].balance.to_string(), "12.50");
+    store.shutdown().await;
+}

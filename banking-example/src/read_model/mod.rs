@@ -30,6 +30,7 @@ mod row;
 mod sqlite;
 mod view;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,19 +151,22 @@ pub fn projection_runners(store: &PostgresEventStore) -> Vec<ProjectionRunner> {
 pub async fn postgres(store: &PostgresEventStore) -> Result<ReadSide, ReadModelError> {
     let bg = blue_green(store)?;
     let runner = postgres_runner(store, ACCOUNTS_VERSION)?;
+    // Whether readers are switched to this build's version.
+    let serving = Arc::new(AtomicBool::new(false));
     match bg.active().await? {
         None => {
             tracing::info!(version = ACCOUNTS_VERSION, "building the accounts read model");
             activate(&bg, &runner).await?;
+            serving.store(true, Ordering::Release);
         }
-        Some(v) if v == ACCOUNTS_VERSION => {}
+        Some(v) if v == ACCOUNTS_VERSION => serving.store(true, Ordering::Release),
         Some(v) if v < ACCOUNTS_VERSION => {
             tracing::info!(
                 serving = v,
                 building = ACCOUNTS_VERSION,
                 "rebuilding the accounts read model beside the serving version"
             );
-            let (bg, runner) = (bg.clone(), runner.clone());
+            let (bg, runner, serving) = (bg.clone(), runner.clone(), Arc::clone(&serving));
             tokio::spawn(async move {
                 // Until readers are switched: a failed rebuild (the
                 // database restarting, say) is tried again, never left
@@ -173,6 +177,7 @@ pub async fn postgres(store: &PostgresEventStore) -> Result<ReadSide, ReadModelE
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(REBUILD_RETRY_MAX);
                 }
+                serving.store(true, Ordering::Release);
             });
         }
         Some(v) => {
@@ -183,8 +188,13 @@ pub async fn postgres(store: &PostgresEventStore) -> Result<ReadSide, ReadModelE
             );
         }
     }
+    let queries = PgAccounts::new(store, format!("{}.{ACCOUNTS}", store.schema())).own_version(
+        bg.table(ACCOUNTS, ACCOUNTS_VERSION),
+        runner.clone(),
+        serving,
+    );
     Ok(ReadSide {
-        queries: Arc::new(PgAccounts::new(store, format!("{}.{ACCOUNTS}", store.schema()))),
+        queries: Arc::new(queries),
         runner,
         backend: "postgres",
     })

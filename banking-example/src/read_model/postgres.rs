@@ -3,9 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use es_core::{BoxError, EventEnvelope, StoreError};
+use es_core::{BoxError, EventEnvelope, EventStore, ProjectionRunner, StoreError};
 use es_postgres::{PageFailure, PgTypedProjector, PostgresEventStore};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -271,10 +273,28 @@ impl PgTypedProjector for AccountsTable {
 
 /// Reads accounts through the reader view `<schema>.accounts` (the active
 /// version's table), with the primary key or the `(owner_id, id)` index.
+///
+/// With [`own_version`](Self::own_version), a list is read from this
+/// process's own version's table instead whenever that version is not the
+/// one readers are switched to but its runner has passed every committed
+/// event: while a new version is built beside the serving one (which no
+/// upgraded process keeps current any more), and on an old process while a
+/// newer version serves. A list then shows every command answered before
+/// it, as the runner it waited for does; a version still behind is never
+/// read (the view's complete, older rows are).
 #[derive(Debug, Clone)]
 pub struct PgAccounts {
     store: PostgresEventStore,
     view: String,
+    own: Option<OwnVersion>,
+}
+
+/// This process's version of the projection, see [`PgAccounts::own_version`].
+#[derive(Debug, Clone)]
+struct OwnVersion {
+    table: String,
+    runner: ProjectionRunner,
+    serving: Arc<AtomicBool>,
 }
 
 impl PgAccounts {
@@ -283,6 +303,31 @@ impl PgAccounts {
         Self {
             store: store.clone(),
             view,
+            own: None,
+        }
+    }
+
+    /// This process keeps `table` (schema-qualified) current with `runner`;
+    /// `serving` is whether readers are switched to it (then the view is
+    /// that table).
+    #[must_use]
+    pub fn own_version(mut self, table: String, runner: ProjectionRunner, serving: Arc<AtomicBool>) -> Self {
+        self.own = Some(OwnVersion { table, runner, serving });
+        self
+    }
+
+    /// Where a list is read from: the view, or this process's own table
+    /// when readers are not switched to it and it is caught up.
+    async fn list_source(&self) -> &str {
+        let Some(own) = &self.own else {
+            return &self.view;
+        };
+        if own.serving.load(Ordering::Acquire) {
+            return &self.view;
+        }
+        match self.store.committed_position().await {
+            Ok(committed) if own.runner.known_position() >= committed => &own.table,
+            _ => &self.view,
         }
     }
 }
@@ -310,11 +355,9 @@ impl AccountQueries for PgAccounts {
             None => ("", ""),
         };
         let db = |e| StoreError::backend("list accounts", e);
+        let source = self.list_source().await;
         let rows = with_columns(|columns| {
-            let sql = format!(
-                "SELECT {columns} FROM {} {filter} ORDER BY id LIMIT $1 OFFSET $2",
-                self.view
-            );
+            let sql = format!("SELECT {columns} FROM {source} {filter} ORDER BY id LIMIT $1 OFFSET $2");
             async move {
                 let mut page = sqlx::query(&sql)
                     .bind(limit.min(i64::MAX as usize) as i64)
@@ -327,7 +370,7 @@ impl AccountQueries for PgAccounts {
         })
         .await
         .map_err(db)?;
-        let count_sql = format!("SELECT count(*) FROM {} {count}", self.view);
+        let count_sql = format!("SELECT count(*) FROM {source} {count}");
         let mut total = sqlx::query_scalar::<_, i64>(&count_sql);
         if let Some(o) = owner {
             total = total.bind(o);
