@@ -492,3 +492,70 @@ async fn a_list_during_a_rebuild_shows_the_commands_answered_before_it() {
     assert_eq!(page[0].balance.to_string(), "12.50");
     store.shutdown().await;
 }
+
+/// The log can hold a transfer's credit before its debit (write-behind
+/// flushes its shards each in its own order). Once both are in, the
+/// source has no money in flight, whether they were in one page or two,
+/// in PostgreSQL as in memory; a transfer in order still shows its money
+/// in flight between its debit and its credit.
+#[tokio::test]
+async fn a_credit_in_the_log_before_its_debit_leaves_no_money_in_flight() {
+    use banking_example::domain::{TransferCredited, TransferDebited};
+    pg::ensure_database().await;
+    let store = PostgresEventStore::connect(&pg::database_url(), EventStoreConfig::with_schema(pg::schema()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let pg = read_model::postgres(&store).await.unwrap();
+    let (from, to) = (Uuid::now_v7(), Uuid::now_v7());
+    let debited = |transfer, cents| {
+        AccountEvent::TransferDebited(TransferDebited {
+            transfer,
+            to,
+            amount: Money::from_cents(cents),
+        })
+    };
+    let credited = |transfer, cents| {
+        AccountEvent::TransferCredited(TransferCredited {
+            transfer,
+            from,
+            amount: Money::from_cents(cents),
+        })
+    };
+    let in_flight = |pg: &ReadSide, id| {
+        let queries = Arc::clone(&pg.queries);
+        async move {
+            let view = queries.get(id).await.unwrap().unwrap();
+            (view.balance.to_string(), view.in_flight.to_string())
+        }
+    };
+    append(&store, from, 0, &[created(10_00)]).await;
+    append(&store, to, 0, &[created(0)]).await;
+
+    // Two pages: the credit, then the debit.
+    let early = Uuid::now_v7();
+    let last = append(&store, to, 1, &[credited(early, 4_00)]).await;
+    caught_up(&pg.runner, last).await;
+    assert_eq!(in_flight(&pg, from).await, ("10.00".to_owned(), "0.00".to_owned()));
+    let last = append(&store, from, 1, &[debited(early, 4_00)]).await;
+    assert_rows_equal_the_fold(&store, &pg, &[from, to], last).await;
+    assert_eq!(in_flight(&pg, from).await, ("6.00".to_owned(), "0.00".to_owned()));
+
+    // One page: the credit and then the debit.
+    let early = Uuid::now_v7();
+    append(&store, to, 2, &[credited(early, 1_00)]).await;
+    let last = append(&store, from, 2, &[debited(early, 1_00)]).await;
+    assert_rows_equal_the_fold(&store, &pg, &[from, to], last).await;
+    assert_eq!(in_flight(&pg, from).await, ("5.00".to_owned(), "0.00".to_owned()));
+
+    // In order: in flight between the two.
+    let on_time = Uuid::now_v7();
+    let last = append(&store, from, 3, &[debited(on_time, 2_00)]).await;
+    assert_rows_equal_the_fold(&store, &pg, &[from, to], last).await;
+    assert_eq!(in_flight(&pg, from).await, ("3.00".to_owned(), "2.00".to_owned()));
+    let last = append(&store, to, 3, &[credited(on_time, 2_00)]).await;
+    assert_rows_equal_the_fold(&store, &pg, &[from, to], last).await;
+    assert_eq!(in_flight(&pg, from).await, ("3.00".to_owned(), "0.00".to_owned()));
+    assert_eq!(in_flight(&pg, to).await.0, "7.00");
+    store.shutdown().await;
+}

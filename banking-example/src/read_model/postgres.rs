@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use es_core::{BoxError, EventEnvelope, EventStore, ProjectionRunner, StoreError};
 use es_postgres::{PageFailure, PgTypedProjector, PostgresEventStore};
+use rust_decimal::Decimal;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -130,8 +131,8 @@ fn row_of(r: &sqlx::postgres::PgRow) -> Result<AccountRow, StoreError> {
     let balance: String = r.try_get(3).map_err(d)?;
     let balance = Money::from_str(&balance).map_err(|e| StoreError::backend("decode account balance", e))?;
     let in_flight: String = r.try_get(6).map_err(d)?;
-    let in_flight = Money::from_str(&in_flight).map_err(|e| StoreError::backend("decode account in_flight", e))?;
-    Ok(AccountRow {
+    let in_flight = Decimal::from_str(&in_flight).map_err(|e| StoreError::backend("decode account in_flight", e))?;
+    let mut row = AccountRow {
         id: r.try_get(0).map_err(d)?,
         account: Account {
             owner_id: r.try_get(1).map_err(d)?,
@@ -141,8 +142,10 @@ fn row_of(r: &sqlx::postgres::PgRow) -> Result<AccountRow, StoreError> {
             ..Account::default()
         },
         version: r.try_get::<i64, _>(5).map_err(d)?.max(0) as u64,
-        in_flight,
-    })
+        ..AccountRow::empty(Uuid::nil())
+    };
+    row.set_net_in_flight(in_flight);
+    Ok(row)
 }
 
 #[async_trait]
@@ -241,7 +244,7 @@ impl PgTypedProjector for AccountsTable {
             balances.push(row.account.balance.to_string());
             statuses.push(status_text(row.account.status));
             versions.push(row.version as i64);
-            in_flights.push(row.in_flight.to_string());
+            in_flights.push(row.net_in_flight().to_string());
         }
         sqlx::query(&format!(
             "INSERT INTO {} (id, owner_id, owner_name, balance, status, version, updated_at, in_flight) \

@@ -2,6 +2,7 @@
 //! fold both stores share.
 
 use es_core::{Aggregate, EventEnvelope};
+use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::AccountView;
@@ -19,6 +20,12 @@ pub struct AccountRow {
     /// Money debited from this account for transfers whose destination
     /// has not been credited (nor the money refunded) yet.
     pub in_flight: Money,
+    /// Money of transfers from this account whose credit (or refund) is in
+    /// the log before their debit: write-behind flushes its shards each in
+    /// its own order, so the log can hold a transfer's steps out of their
+    /// order. The debits that follow are taken off this first; it is zero
+    /// once every debit is in.
+    pub landed_early: Money,
 }
 
 impl AccountRow {
@@ -29,7 +36,24 @@ impl AccountRow {
             account: Account::default(),
             version: 0,
             in_flight: Money::ZERO,
+            landed_early: Money::ZERO,
         }
+    }
+
+    /// The row's money in flight as one signed figure (`in_flight` less
+    /// `landed_early`), the form the stores keep.
+    pub fn net_in_flight(&self) -> Decimal {
+        self.in_flight.value() - self.landed_early.value()
+    }
+
+    /// Sets `in_flight` and `landed_early` from their stored signed figure.
+    pub fn set_net_in_flight(&mut self, net: Decimal) {
+        let amount = |d: Decimal| Money::new(d).unwrap_or(Money::ZERO);
+        (self.in_flight, self.landed_early) = if net.is_sign_negative() {
+            (Money::ZERO, amount(-net))
+        } else {
+            (amount(net), Money::ZERO)
+        };
     }
 
     /// Applies `event` if it is the row's next version; a version already
@@ -48,9 +72,7 @@ impl AccountRow {
         self.account.apply(&event.event);
         self.version = event.version;
         match &event.event {
-            AccountEvent::TransferDebited(e) => {
-                self.in_flight = self.in_flight.checked_add(e.amount).unwrap_or(self.in_flight);
-            }
+            AccountEvent::TransferDebited(e) => self.debit(e.amount),
             AccountEvent::TransferRefunded(e) => self.land(e.amount),
             _ => {}
         }
@@ -58,9 +80,30 @@ impl AccountRow {
     }
 
     /// Money of a transfer from this account arrived (or came back):
-    /// it is no longer in flight.
+    /// it is no longer in flight (or, when its debit is not in yet, it
+    /// landed early).
     pub fn land(&mut self, amount: Money) {
-        self.in_flight = self.in_flight.checked_sub(amount).unwrap_or(Money::ZERO);
+        match self.in_flight.checked_sub(amount) {
+            Some(left) => self.in_flight = left,
+            None => {
+                let early = amount.checked_sub(self.in_flight).unwrap_or(Money::ZERO);
+                self.landed_early = self.landed_early.checked_add(early).unwrap_or(self.landed_early);
+                self.in_flight = Money::ZERO;
+            }
+        }
+    }
+
+    /// Money left this account for a transfer: in flight, unless its
+    /// arrival is already in.
+    fn debit(&mut self, amount: Money) {
+        match self.landed_early.checked_sub(amount) {
+            Some(left) => self.landed_early = left,
+            None => {
+                let rest = amount.checked_sub(self.landed_early).unwrap_or(Money::ZERO);
+                self.in_flight = self.in_flight.checked_add(rest).unwrap_or(self.in_flight);
+                self.landed_early = Money::ZERO;
+            }
+        }
     }
 
     /// The API's view of the row (none before the account is opened).
@@ -73,7 +116,10 @@ impl AccountRow {
 /// destination's row applies it, the same page write takes the amount off
 /// the source's `in_flight`, so that at every position of the log the read
 /// model shows `sum(balance + in_flight)` equal to what was paid in minus
-/// what was taken out.
+/// what was taken out. (Where the log holds a credit before its debit, as
+/// write-behind's flushes can, the sum is ahead by that amount until the
+/// debit is in; nothing stays in flight after it, see
+/// [`AccountRow::landed_early`].)
 pub fn arrival(event: &EventEnvelope<AccountEvent>) -> Option<(Uuid, Money)> {
     match &event.event {
         AccountEvent::TransferCredited(e) => Some((e.from, e.amount)),

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use es_core::{BoxError, EventEnvelope, StoreError};
 use es_sqlite::{PageFailure, SqliteEventStore, SqliteTypedProjector};
+use rust_decimal::Decimal;
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
@@ -35,7 +36,8 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<AccountRow, StoreError> {
     let balance: String = r.try_get(3).map_err(d)?;
     let status: String = r.try_get(4).map_err(d)?;
     let in_flight: String = r.try_get(6).map_err(d)?;
-    Ok(AccountRow {
+    let in_flight = Decimal::from_str(&in_flight).map_err(|e| StoreError::backend("decode account in_flight", e))?;
+    let mut row = AccountRow {
         id: uuid(r.try_get(0).map_err(d)?)?,
         account: Account {
             owner_id: owner.map(uuid).transpose()?,
@@ -49,8 +51,10 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<AccountRow, StoreError> {
             ..Account::default()
         },
         version: r.try_get::<i64, _>(5).map_err(d)?.max(0) as u64,
-        in_flight: Money::from_str(&in_flight).map_err(|e| StoreError::backend("decode account in_flight", e))?,
-    })
+        ..AccountRow::empty(Uuid::nil())
+    };
+    row.set_net_in_flight(in_flight);
+    Ok(row)
 }
 
 /// The accounts projection on SQLite: one row per account; a page is
@@ -132,7 +136,7 @@ impl SqliteTypedProjector for SqliteAccountsTable {
             .bind(status_text(row.account.status))
             .bind(row.version as i64)
             .bind(&now)
-            .bind(row.in_flight.to_string())
+            .bind(row.net_in_flight().to_string())
             .execute(&mut *tx)
             .await?;
         }
