@@ -14,8 +14,10 @@
 
 mod deadlines;
 mod dedup;
+mod repository;
 pub use deadlines::deadline_store;
 pub use dedup::deduplicator_claims;
+pub use repository::repository_semantics;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -681,6 +683,7 @@ macro_rules! event_store_conformance {
                 long_stream_paging,
                 concurrent_appends_one_winner_per_version,
                 wait_for_events_wakes,
+                repository_semantics,
             );
         }
     };
