@@ -25,6 +25,16 @@ async fn start_pg(schema: &str) -> RunningServer {
     banking_example::start(config, backends).await.unwrap()
 }
 
+/// An event store in `schema`, migrated.
+async fn migrated_store(schema: &str) -> PostgresEventStore {
+    pg::ensure_database().await;
+    let store = PostgresEventStore::connect(&pg::database_url(), EventStoreConfig::with_schema(schema.to_owned()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
 async fn pool() -> sqlx::PgPool {
     sqlx::PgPool::connect(&pg::database_url()).await.unwrap()
 }
@@ -349,11 +359,7 @@ async fn assert_rows_equal_the_fold(store: &PostgresEventStore, pg: &ReadSide, i
 /// them (a replay from an earlier position) changes nothing.
 #[tokio::test]
 async fn net_amounts_added_in_place_equal_the_fold() {
-    pg::ensure_database().await;
-    let store = PostgresEventStore::connect(&pg::database_url(), EventStoreConfig::with_schema(pg::schema()))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = migrated_store(&pg::schema()).await;
     let pg = read_model::postgres(&store).await.unwrap();
     let (only_in, only_moves, below_zero, closes) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let ids = [only_in, only_moves, below_zero, closes];
@@ -392,12 +398,8 @@ async fn net_amounts_added_in_place_equal_the_fold() {
 /// lists keep working.
 #[tokio::test]
 async fn reads_keep_working_while_version_1_serves() {
-    pg::ensure_database().await;
     let schema = pg::schema();
-    let store = PostgresEventStore::connect(&pg::database_url(), EventStoreConfig::with_schema(schema.clone()))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = migrated_store(&schema).await;
     let db = pool().await;
     sqlx::query(&format!(
         "CREATE TABLE {schema}.{ACCOUNTS}_v1 (id UUID PRIMARY KEY, owner_id UUID, owner_name TEXT NOT NULL, \
@@ -444,12 +446,8 @@ async fn reads_keep_working_while_version_1_serves() {
 /// taking its lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_list_during_a_rebuild_shows_the_commands_answered_before_it() {
-    pg::ensure_database().await;
     let schema = pg::schema();
-    let store = PostgresEventStore::connect(&pg::database_url(), EventStoreConfig::with_schema(schema.clone()))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = migrated_store(&schema).await;
     // An older version serves: version 1, built by the same fold.
     let id = Uuid::now_v7();
     let opened = append(&store, id, 0, &[created(10_00)]).await;
@@ -501,11 +499,7 @@ async fn a_list_during_a_rebuild_shows_the_commands_answered_before_it() {
 #[tokio::test]
 async fn a_credit_in_the_log_before_its_debit_leaves_no_money_in_flight() {
     use banking_example::domain::{TransferCredited, TransferDebited};
-    pg::ensure_database().await;
-    let store = PostgresEventStore::connect(&pg::database_url(), EventStoreConfig::with_schema(pg::schema()))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = migrated_store(&pg::schema()).await;
     let pg = read_model::postgres(&store).await.unwrap();
     let (from, to) = (Uuid::now_v7(), Uuid::now_v7());
     let debited = |transfer, cents| {
