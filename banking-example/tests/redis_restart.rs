@@ -32,6 +32,19 @@ async fn server_recovers_after_a_redis_restart() {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     redis.kill();
+    // Readiness says so: keyed requests cannot be de-duplicated.
+    let ready = |api: &Api| {
+        let url = format!("{}/health/ready", server.admin_url());
+        let http = api.http.clone();
+        async move { read(http.get(url).send().await.unwrap()).await }
+    };
+    let (status, body) = ready(&api).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["components"]["deduplicator"]["status"], "down", "{body}");
+    assert!(
+        body["components"]["deduplicator"]["details"]["error"].is_string(),
+        "{body}"
+    );
     let (status, body) = read(api.post_keyed(&deposit, "while-down", json!({"amount": 1})).await).await;
     assert_eq!(
         status,
@@ -71,6 +84,9 @@ async fn server_recovers_after_a_redis_restart() {
         assert!(Instant::now() < deadline, "never recovered: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    let (status, body) = ready(&api).await;
+    assert_eq!(body["components"]["deduplicator"]["status"], "up", "{status} {body}");
 
     // Recovered: every kind of request answers without error.
     for i in 0..20 {

@@ -138,6 +138,14 @@ pub trait CommandDeduplicator: Send + Sync + 'static {
     /// outcome or another request's mark stays).
     async fn abandon(&self, key: &str, claim: &DedupClaim) -> Result<(), DedupError>;
 
+    /// Whether the backend answers, for readiness probes: `Err` when a
+    /// `begin` would fail now. The default, for a backend with nothing of
+    /// its own to reach (in memory, or the event store's own database,
+    /// which readiness probes already), is `Ok`.
+    async fn check(&self) -> Result<(), DedupError> {
+        Ok(())
+    }
+
     /// `begin`, waiting up to `wait` (polling every 10-50 ms) while another
     /// request with the key is in progress.
     async fn begin_or_wait(&self, key: &str, wait: Duration) -> Result<DedupStatus, DedupError> {

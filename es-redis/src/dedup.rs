@@ -198,6 +198,27 @@ impl RedisDeduplicator {
 
 #[async_trait]
 impl CommandDeduplicator for RedisDeduplicator {
+    /// Pings Redis. Failing open, the de-duplicator still serves without
+    /// Redis (keys are then not recognised), so only a de-duplicator that
+    /// fails closed reports it.
+    #[tracing::instrument(level = "debug", name = "es.redis.dedup.check", skip(self))]
+    async fn check(&self) -> Result<(), DedupError> {
+        let reply: Result<String, RedisError> = self
+            .inner
+            .backend
+            .run("dedup.check", Idempotency::Idempotent, |mut c| async move {
+                redis::cmd("PING").query_async(&mut c).await
+            })
+            .await;
+        match (reply, &self.inner.config.when_unavailable) {
+            (Ok(_), _) | (Err(_), WhenUnavailable::FailOpen) => Ok(()),
+            (Err(e), WhenUnavailable::FailClosed) => Err(DedupError::Unavailable {
+                operation: "check",
+                source: Box::new(e),
+            }),
+        }
+    }
+
     #[tracing::instrument(level = "debug", name = "es.redis.dedup.begin", skip(self))]
     async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
         let rkey = self.key(key);

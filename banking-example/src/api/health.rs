@@ -157,9 +157,14 @@ async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
         details.insert("stuck".into(), status.stuck.into());
         components.insert("write_behind".into(), component(!status.stuck, "redis", details));
     }
+    let dedup = state.idempotency.check().await;
+    let mut details = BTreeMap::new();
+    if let Err(e) = &dedup {
+        details.insert("error".into(), e.to_string().into());
+    }
     components.insert(
         "deduplicator".into(),
-        component(true, &state.backends.dedup, BTreeMap::new()),
+        component(dedup.is_ok(), &state.backends.dedup, details),
     );
     if let Some(probe) = &state.publishing {
         let report = probe.report().await;

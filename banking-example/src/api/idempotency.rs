@@ -103,6 +103,11 @@ impl Idempotency {
         Self { dedup, wait }
     }
 
+    /// Whether the de-duplicator's backend answers (readiness).
+    pub async fn check(&self) -> Result<(), es_core::DedupError> {
+        self.dedup.check().await
+    }
+
     /// The command id of a client's key (stable across processes).
     pub fn command_id(client_id: &str, key: &str) -> Uuid {
         Uuid::new_v5(&NAMESPACE, scoped(client_id, key).as_bytes())
