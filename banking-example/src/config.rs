@@ -95,9 +95,10 @@ pub struct AppConfig {
     /// With `cdc_debezium`, who relays the changes (`CDC_RELAY`: `builtin`,
     /// the default, or `debezium`).
     pub cdc_relay: CdcRelayKind,
-    /// How long the Kafka producer retries a message before the publishing
-    /// round counts it failed and retries it later
-    /// (`KAFKA_MESSAGE_TIMEOUT_MS`, default 10 s).
+    /// How long a publishing round waits for Kafka's acknowledgements
+    /// before it counts as failed and is retried later; its messages stay
+    /// queued in the producer meanwhile and go out in order when the broker
+    /// answers (`KAFKA_MESSAGE_TIMEOUT_MS`, default 10 s).
     pub kafka_message_timeout: Duration,
     /// Replication slot of the built-in CDC relay (`CDC_SLOT_NAME`);
     /// default `es_{database}_{schema}`, unique per database of the

@@ -34,8 +34,9 @@ const CLIENTS: usize = 6;
 const MIN_DRAIN_RATE: f64 = 5_000.0;
 /// Time before the drain can start: the producer reconnects with a
 /// back-off capped at 1 s, the loop's own back-off after failed rounds is
-/// capped at 1 s, and a round sent into the dead connection just before
-/// the restore fails only at its message timeout (2 s here); plus 11 s of
+/// capped at 1 s, and a round that gave up just before the restore leaves
+/// its messages queued, so the next waits for them (up to the 2 s wait
+/// set here) before it claims more; plus 11 s of
 /// scheduling slack for a debug build on a loaded 2-core machine (a CI run
 /// took 8.47 s against a bound of 8.38 s with 4 s). A stalled poller never
 /// drains at all, so the guard still catches it.

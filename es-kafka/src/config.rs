@@ -125,9 +125,15 @@ pub struct PublisherConfig {
     pub client_id: String,
     /// Topic of each stream type.
     pub topics: TopicNaming,
-    /// `message.timeout.ms`: how long librdkafka retries one message
-    /// before reporting it failed (the poller or relay then retries the
-    /// whole batch later).
+    /// How long [`publish`](crate::KafkaPublisher::publish) waits for
+    /// acknowledgements (and for an earlier call's messages to leave the
+    /// producer) before it reports the events it has no answer for as
+    /// failed ([`PublishError::Unacknowledged`](crate::PublishError::Unacknowledged));
+    /// the poller or relay then counts a failed round and retries later.
+    /// The messages stay queued: librdkafka's own `message.timeout.ms` is
+    /// infinite, because a message it times out lets the later messages
+    /// of its partition overtake it (a gap in a stream's order on the
+    /// topic).
     pub message_timeout: Duration,
     /// `linger.ms`: how long messages wait to be batched.
     pub linger: Duration,
@@ -136,7 +142,8 @@ pub struct PublisherConfig {
     /// the broker returns (librdkafka's own default is 10 s).
     pub reconnect_backoff_max: Duration,
     /// Any other librdkafka producer settings (security, compression ...).
-    /// The idempotence settings cannot be overridden.
+    /// The idempotence settings and `message.timeout.ms` (always 0, see
+    /// `message_timeout`) cannot be overridden.
     pub extra: BTreeMap<String, String>,
 }
 

@@ -53,6 +53,29 @@ pub enum PublishError {
         #[source]
         source: KafkaError,
     },
+    /// No acknowledgement came within the publisher's wait
+    /// ([`PublisherConfig::message_timeout`](crate::PublisherConfig::message_timeout)):
+    /// the broker is down or slow. The message stays queued in the
+    /// producer and goes out, in order, when the broker answers; publishing
+    /// it again later repeats it (at least once), never reorders it.
+    #[error("event {event_id} not acknowledged within {waited:?} (still queued for the broker)")]
+    Unacknowledged {
+        /// The event.
+        event_id: uuid::Uuid,
+        /// How long the publisher waited.
+        waited: std::time::Duration,
+    },
+    /// Not handed to the producer: messages of an earlier call were still
+    /// waiting for the broker when this call's wait ran out (a later
+    /// message is never queued behind a wait that could end in a gap, and
+    /// an outage does not pile up copies of the same events).
+    #[error("event {event_id} not sent: {waiting} earlier messages still wait for the broker")]
+    Behind {
+        /// The event.
+        event_id: uuid::Uuid,
+        /// Messages (and requests) the producer still held.
+        waiting: i32,
+    },
     /// The producer went away before reporting the delivery.
     #[error("delivery report of event {event_id} lost (producer closed)")]
     Canceled {
@@ -94,7 +117,7 @@ impl PublishError {
                         | C::InvalidTopic
                 )
             ),
-            Self::Canceled { .. } | Self::Blocked { .. } => false,
+            Self::Unacknowledged { .. } | Self::Behind { .. } | Self::Canceled { .. } | Self::Blocked { .. } => false,
         }
     }
 }

@@ -41,6 +41,17 @@ pub struct Delivered {
 /// client's, so Debezium and this publisher put a stream in the same
 /// partition.
 ///
+/// librdkafka gets no message timeout (`message.timeout.ms=0`): a message
+/// it timed out let the later messages of its partition go out without it,
+/// a gap in the stream's order on the topic. The publisher's own wait
+/// ([`PublisherConfig::message_timeout`]) ends instead, with
+/// [`PublishError::Unacknowledged`] for the events it has no answer for,
+/// while their messages stay queued and go out in order when the broker
+/// answers; and a call that finds messages of an earlier call still
+/// queued waits for them to leave before it queues its own (up to the
+/// same wait, else [`PublishError::Behind`]), so a long outage neither
+/// reorders a stream nor piles up copies of the same events.
+///
 /// A producer that librdkafka declares fatally failed (the idempotent
 /// producer can end up so after a broker outage that lost in-flight
 /// requests) is replaced by a fresh one before the next publish, with an
@@ -49,6 +60,7 @@ pub struct Delivered {
 /// published until a restart.
 pub struct KafkaPublisher {
     producer: RwLock<FutureProducer>,
+    ack_wait: Duration,
     client_config: ClientConfig,
     topics: TopicNaming,
 }
@@ -68,13 +80,16 @@ impl KafkaPublisher {
         for (k, v) in &config.extra {
             cc.set(k, v);
         }
+        // Its alias would race the setting below (the keys go to librdkafka
+        // in no set order).
+        cc.remove("delivery.timeout.ms");
         cc.set("bootstrap.servers", &config.bootstrap_servers)
             .set("client.id", &config.client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")
             .set("partitioner", "murmur2_random")
-            .set("message.timeout.ms", config.message_timeout.as_millis().to_string())
+            .set("message.timeout.ms", "0")
             .set("linger.ms", config.linger.as_millis().to_string());
         if !config.extra.contains_key("reconnect.backoff.max.ms") {
             cc.set(
@@ -84,6 +99,7 @@ impl KafkaPublisher {
         }
         Ok(Self {
             producer: RwLock::new(cc.create()?),
+            ack_wait: config.message_timeout,
             client_config: cc,
             topics: config.topics.clone(),
         })
@@ -127,19 +143,36 @@ impl KafkaPublisher {
         }
     }
 
-    /// Publishes `events` and waits for every acknowledgement. Returns one
-    /// result per event, in input order.
+    /// Publishes `events` and waits for every acknowledgement, up to
+    /// [`PublisherConfig::message_timeout`]. Returns one result per event,
+    /// in input order.
     ///
-    /// Events are handed to the producer in input order. If one cannot even
-    /// be queued (e.g. too large), the later events of the *same stream* in
-    /// this batch are not sent ([`PublishError::Blocked`]), so a caller that
-    /// counts, per stream, only the prefix up to the first failure as
-    /// published never leaves a hole it would not fill by publishing again.
+    /// Events are handed to the producer in input order, once the messages
+    /// of earlier calls have left it. If one cannot even be queued (e.g.
+    /// too large), the later events of the *same stream* in this batch are
+    /// not sent ([`PublishError::Blocked`]), so a caller that counts, per
+    /// stream, only the prefix up to the first failure as published never
+    /// leaves a hole it would not fill by publishing again. An event with
+    /// no answer when the wait ends ([`PublishError::Unacknowledged`])
+    /// stays queued and may still be delivered: publishing it again
+    /// repeats it, after it, never before.
     pub async fn publish(&self, events: &[RecordedEvent]) -> Vec<Result<Delivered, PublishError>> {
         let span = tracing::debug_span!("kafka.publish", events = events.len());
+        let deadline = tokio::time::Instant::now() + self.ack_wait;
         self.renew_if_fatal();
         let producer = self.producer();
         async {
+            if let Err(waiting) = drained(&producer, deadline).await {
+                return events
+                    .iter()
+                    .map(|e| {
+                        Err(PublishError::Behind {
+                            event_id: e.event_id,
+                            waiting,
+                        })
+                    })
+                    .collect();
+            }
             let mut blocked: HashSet<&str> = HashSet::new();
             let mut pending = Vec::with_capacity(events.len());
             for event in events {
@@ -152,8 +185,15 @@ impl KafkaPublisher {
                     );
                     continue;
                 }
-                match self.enqueue(&producer, event).await {
-                    Ok(fut) => pending.push(fut.boxed()),
+                match self.enqueue(&producer, event, deadline).await {
+                    Ok(fut) => {
+                        let (event_id, waited) = (event.event_id, self.ack_wait);
+                        pending.push(
+                            tokio::time::timeout_at(deadline, fut)
+                                .map(move |r| r.unwrap_or(Err(PublishError::Unacknowledged { event_id, waited })))
+                                .boxed(),
+                        );
+                    }
                     Err(e) => {
                         blocked.insert(event.stream_id.as_str());
                         pending.push(futures::future::ready(Err(e)).boxed());
@@ -171,6 +211,7 @@ impl KafkaPublisher {
         &self,
         producer: &FutureProducer,
         event: &RecordedEvent,
+        deadline: tokio::time::Instant,
     ) -> Result<impl std::future::Future<Output = Result<Delivered, PublishError>> + Send + 'static, PublishError> {
         let event_id = event.event_id;
         let payload = encode_envelope(event).map_err(|source| PublishError::Encode { event_id, source })?;
@@ -181,7 +222,9 @@ impl KafkaPublisher {
         let delivery = loop {
             match producer.send_result(record) {
                 Ok(delivery) => break delivery,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if tokio::time::Instant::now() < deadline =>
+                {
                     // Local queue full: let deliveries drain, then retry.
                     record = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -215,6 +258,26 @@ impl KafkaPublisher {
         self.producer().flush(timeout)
     }
 }
+
+/// Waits until `producer` holds no message (nor request) of an earlier
+/// call, up to `deadline`; `Err` with how many it still holds then. A
+/// fatally failed producer counts as drained: it sends nothing more, and
+/// the next call replaces it.
+async fn drained(producer: &FutureProducer, deadline: tokio::time::Instant) -> Result<(), i32> {
+    loop {
+        let waiting = producer.in_flight_count();
+        if waiting == 0 || producer.client().fatal_error().is_some() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(waiting);
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// How often [`drained`] looks at the producer's queue.
+const DRAIN_POLL: Duration = Duration::from_millis(1);
 
 /// Given events and their publish results (same order), the indexes of the
 /// events that count as published: per stream, the acknowledged prefix up

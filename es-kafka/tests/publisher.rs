@@ -107,3 +107,59 @@ fn tls_and_sasl_settings_are_accepted() {
     };
     es_kafka::KafkaPublisher::new(&plain).expect("TLS with the system's CAs");
 }
+
+/// Per stream, the topic never shows an event whose predecessor is
+/// missing, even when a broker outage ends while messages wait. librdkafka
+/// fails a message that waited longer than its `message.timeout.ms` and
+/// still sends the later messages of the partition: here event 2 is handed
+/// over, event 3 two seconds later, the broker is down from before the
+/// first until after event 2's wait ran out and back before event 3's. With
+/// a librdkafka timeout, event 2 failed and event 3 went out (the topic
+/// read 1, 3). The publisher gives librdkafka no timeout; its own wait ends
+/// instead, the message stays queued and goes out in order, and a later
+/// call first waits for the earlier calls' messages to leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_event_never_overtakes_one_that_waited_through_an_outage() {
+    let kafka = Kafka::start();
+    let Some(mock) = kafka.mock.as_ref() else {
+        eprintln!("skipped: needs the mock cluster to take the broker down");
+        return;
+    };
+    let topic = kafka.topic("account", 1).await;
+    let publisher = kafka.publisher(); // waits 3 s for acknowledgements
+    let first = publisher.publish(&[event("account", "k", 1)]).await;
+    assert!(first.iter().all(Result::is_ok), "{first:?}");
+
+    mock.broker_down(1).unwrap();
+    let started = std::time::Instant::now();
+    let second = tokio::spawn({
+        let p = std::sync::Arc::clone(&publisher);
+        async move { p.publish(&[event("account", "k", 2)]).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let third = tokio::spawn({
+        let p = std::sync::Arc::clone(&publisher);
+        async move { p.publish(&[event("account", "k", 3)]).await }
+    });
+    let second = second.await.unwrap();
+    assert!(second[0].is_err(), "acknowledged while the broker is down: {second:?}");
+    // Event 2's wait is over (3 s); event 3's has about 1.5 s left.
+    tokio::time::sleep(std::time::Duration::from_millis(3_500).saturating_sub(started.elapsed())).await;
+    mock.broker_up(1).unwrap();
+    let third = third.await.unwrap();
+    publisher.flush(std::time::Duration::from_secs(30)).unwrap();
+
+    let reads = kafka.read_topic(&topic).await;
+    let versions: Vec<u64> = reads.iter().map(|r| r.event.version).collect();
+    let mut high = 0;
+    for v in &versions {
+        assert!(
+            *v <= high + 1,
+            "version {v} after {high} on the topic: {versions:?} ({third:?})"
+        );
+        high = high.max(*v);
+    }
+    if third[0].is_ok() {
+        assert_eq!(high, 3, "{versions:?}");
+    }
+}

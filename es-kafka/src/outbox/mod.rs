@@ -54,8 +54,8 @@ pub struct OutboxConfig {
     pub max_attempts: i32,
     /// Back-off of the poller after a batch with failures or an error
     /// (50 ms doubling to 1 s: during an outage each round already waits
-    /// for its message timeout, so a longer back-off would only delay the
-    /// resumption).
+    /// for the publisher's `message_timeout`, so a longer back-off would
+    /// only delay the resumption).
     pub backoff: RetryPolicy,
     /// What happens to published rows.
     pub retention: Retention,
