@@ -1,6 +1,7 @@
 //! [`KafkaPublisher`]: the idempotent producer every capture method uses.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -47,10 +48,11 @@ pub struct Delivered {
 /// ([`PublisherConfig::message_timeout`]) ends instead, with
 /// [`PublishError::Unacknowledged`] for the events it has no answer for,
 /// while their messages stay queued and go out in order when the broker
-/// answers; and a call that finds messages of an earlier call still
-/// queued waits for them to leave before it queues its own (up to the
-/// same wait, else [`PublishError::Behind`]), so a long outage neither
-/// reorders a stream nor piles up copies of the same events.
+/// answers. After such a wait, calls queue nothing until the producer has
+/// sent everything it holds (they wait up to the same time, else
+/// [`PublishError::Behind`]), so a long outage neither reorders a stream
+/// nor piles up copies of the same events; otherwise concurrent calls
+/// (several pollers sharing one publisher) do not wait for each other.
 ///
 /// A producer that librdkafka declares fatally failed (the idempotent
 /// producer can end up so after a broker outage that lost in-flight
@@ -61,6 +63,9 @@ pub struct Delivered {
 pub struct KafkaPublisher {
     producer: RwLock<FutureProducer>,
     ack_wait: Duration,
+    /// Set when a call's wait ended with messages still queued: the next
+    /// calls queue nothing until the producer has sent them.
+    stalled: AtomicBool,
     client_config: ClientConfig,
     topics: TopicNaming,
 }
@@ -100,6 +105,7 @@ impl KafkaPublisher {
         Ok(Self {
             producer: RwLock::new(cc.create()?),
             ack_wait: config.message_timeout,
+            stalled: AtomicBool::new(false),
             client_config: cc,
             topics: config.topics.clone(),
         })
@@ -136,6 +142,8 @@ impl KafkaPublisher {
                     Err(poisoned) => poisoned.into_inner(),
                 };
                 *slot = fresh;
+                // The new producer holds nothing of the old one's.
+                self.stalled.store(false, Ordering::Release);
             }
             Err(e) => {
                 tracing::error!(error = %e, ?code, %reason, "kafka producer failed fatally and cannot be recreated");
@@ -147,8 +155,9 @@ impl KafkaPublisher {
     /// [`PublisherConfig::message_timeout`]. Returns one result per event,
     /// in input order.
     ///
-    /// Events are handed to the producer in input order, once the messages
-    /// of earlier calls have left it. If one cannot even be queued (e.g.
+    /// Events are handed to the producer in input order (after an earlier
+    /// call's wait ended with messages still queued, once those have left
+    /// it). If one cannot even be queued (e.g.
     /// too large), the later events of the *same stream* in this batch are
     /// not sent ([`PublishError::Blocked`]), so a caller that counts, per
     /// stream, only the prefix up to the first failure as published never
@@ -162,17 +171,18 @@ impl KafkaPublisher {
         self.renew_if_fatal();
         let producer = self.producer();
         async {
-            if let Err(waiting) = drained(&producer, deadline).await {
-                return events
-                    .iter()
-                    .map(|e| {
-                        Err(PublishError::Behind {
-                            event_id: e.event_id,
-                            waiting,
-                        })
-                    })
-                    .collect();
+            if self.stalled.load(Ordering::Acquire) {
+                match drained(&producer, deadline).await {
+                    Ok(()) => self.stalled.store(false, Ordering::Release),
+                    Err(waiting) => return behind(events, waiting),
+                }
             }
+            // Marks the producer stalled if this call ends (or is dropped)
+            // with messages it queued still unanswered.
+            let mut guard = StallGuard {
+                stalled: &self.stalled,
+                answered: false,
+            };
             let mut blocked: HashSet<&str> = HashSet::new();
             let mut pending = Vec::with_capacity(events.len());
             for event in events {
@@ -200,7 +210,11 @@ impl KafkaPublisher {
                     }
                 }
             }
-            join_all(pending).await
+            let results = join_all(pending).await;
+            guard.answered = !results
+                .iter()
+                .any(|r| matches!(r, Err(PublishError::Unacknowledged { .. })));
+            results
         }
         .instrument(span)
         .await
@@ -257,6 +271,34 @@ impl KafkaPublisher {
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer().flush(timeout)
     }
+}
+
+/// Sets `stalled` when dropped before `answered` is set: a publish that
+/// ran out of time, or whose future was dropped, left messages queued.
+struct StallGuard<'a> {
+    stalled: &'a AtomicBool,
+    answered: bool,
+}
+
+impl Drop for StallGuard<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.stalled.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Every event refused as [`PublishError::Behind`].
+fn behind(events: &[RecordedEvent], waiting: i32) -> Vec<Result<Delivered, PublishError>> {
+    events
+        .iter()
+        .map(|e| {
+            Err(PublishError::Behind {
+                event_id: e.event_id,
+                waiting,
+            })
+        })
+        .collect()
 }
 
 /// Waits until `producer` holds no message (nor request) of an earlier

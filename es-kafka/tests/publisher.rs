@@ -116,8 +116,8 @@ fn tls_and_sasl_settings_are_accepted() {
 /// first until after event 2's wait ran out and back before event 3's. With
 /// a librdkafka timeout, event 2 failed and event 3 went out (the topic
 /// read 1, 3). The publisher gives librdkafka no timeout; its own wait ends
-/// instead, the message stays queued and goes out in order, and a later
-/// call first waits for the earlier calls' messages to leave.
+/// instead, and the message stays queued and goes out in order, ahead of
+/// event 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_event_never_overtakes_one_that_waited_through_an_outage() {
     let kafka = Kafka::start();
@@ -162,4 +162,46 @@ async fn a_later_event_never_overtakes_one_that_waited_through_an_outage() {
     if third[0].is_ok() {
         assert_eq!(high, 3, "{versions:?}");
     }
+}
+
+/// After a wait that ended with its message still queued, the next call
+/// queues nothing while the broker stays down (`Behind`), so an outage of
+/// many rounds leaves one copy of the events queued, not one per round;
+/// after the broker returns, the queued copy goes out, then the events
+/// published again, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_wait_left_messages_queued_the_next_call_queues_nothing() {
+    let kafka = Kafka::start();
+    let Some(mock) = kafka.mock.as_ref() else {
+        eprintln!("skipped: needs the mock cluster to take the broker down");
+        return;
+    };
+    let topic = kafka.topic("account", 1).await;
+    let publisher = kafka.publisher(); // waits 3 s for acknowledgements
+    let (e1, e2) = (event("account", "q", 1), event("account", "q", 2));
+    let warm = publisher.publish(&[event("account", "warm", 1)]).await;
+    assert!(warm.iter().all(Result::is_ok), "{warm:?}");
+
+    mock.broker_down(1).unwrap();
+    let first = publisher.publish(std::slice::from_ref(&e1)).await;
+    assert!(
+        matches!(first[0], Err(es_kafka::PublishError::Unacknowledged { .. })),
+        "{first:?}"
+    );
+    for _ in 0..2 {
+        let again = publisher.publish(&[e1.clone(), e2.clone()]).await;
+        assert!(
+            again
+                .iter()
+                .all(|r| matches!(r, Err(es_kafka::PublishError::Behind { waiting, .. }) if *waiting > 0)),
+            "{again:?}"
+        );
+    }
+    mock.broker_up(1).unwrap();
+    let after = publisher.publish(&[e1.clone(), e2.clone()]).await;
+    assert!(after.iter().all(Result::is_ok), "{after:?}");
+
+    let reads = kafka.read_topic(&topic).await;
+    let versions: Vec<u64> = reads.iter().filter(|r| r.key == "q").map(|r| r.event.version).collect();
+    assert_eq!(versions, vec![1, 1, 2], "the queued copy, then the events again");
 }
