@@ -108,6 +108,21 @@ fn tls_and_sasl_settings_are_accepted() {
     es_kafka::KafkaPublisher::new(&plain).expect("TLS with the system's CAs");
 }
 
+/// A one-partition topic and a publisher (waiting 3 s for
+/// acknowledgements) that has delivered event 1 of `stream`, so an outage
+/// finds it connected; `None` without the mock cluster.
+async fn connected(kafka: &Kafka, stream: &str) -> Option<(String, std::sync::Arc<es_kafka::KafkaPublisher>)> {
+    if !kafka.is_mock() {
+        eprintln!("skipped: needs the mock cluster to take the broker down");
+        return None;
+    }
+    let topic = kafka.topic("account", 1).await;
+    let publisher = kafka.publisher();
+    let first = publisher.publish(&[event("account", stream, 1)]).await;
+    assert!(first.iter().all(Result::is_ok), "{first:?}");
+    Some((topic, publisher))
+}
+
 /// Per stream, the topic never shows an event whose predecessor is
 /// missing, even when a broker outage ends while messages wait. librdkafka
 /// fails a message that waited longer than its `message.timeout.ms` and
@@ -121,14 +136,9 @@ fn tls_and_sasl_settings_are_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_event_never_overtakes_one_that_waited_through_an_outage() {
     let kafka = Kafka::start();
-    let Some(mock) = kafka.mock.as_ref() else {
-        eprintln!("skipped: needs the mock cluster to take the broker down");
+    let (Some(mock), Some((topic, publisher))) = (kafka.mock.as_ref(), connected(&kafka, "k").await) else {
         return;
     };
-    let topic = kafka.topic("account", 1).await;
-    let publisher = kafka.publisher(); // waits 3 s for acknowledgements
-    let first = publisher.publish(&[event("account", "k", 1)]).await;
-    assert!(first.iter().all(Result::is_ok), "{first:?}");
 
     mock.broker_down(1).unwrap();
     let started = std::time::Instant::now();
@@ -172,15 +182,10 @@ async fn a_later_event_never_overtakes_one_that_waited_through_an_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_a_wait_left_messages_queued_the_next_call_queues_nothing() {
     let kafka = Kafka::start();
-    let Some(mock) = kafka.mock.as_ref() else {
-        eprintln!("skipped: needs the mock cluster to take the broker down");
+    let (Some(mock), Some((topic, publisher))) = (kafka.mock.as_ref(), connected(&kafka, "warm").await) else {
         return;
     };
-    let topic = kafka.topic("account", 1).await;
-    let publisher = kafka.publisher(); // waits 3 s for acknowledgements
     let (e1, e2) = (event("account", "q", 1), event("account", "q", 2));
-    let warm = publisher.publish(&[event("account", "warm", 1)]).await;
-    assert!(warm.iter().all(Result::is_ok), "{warm:?}");
 
     mock.broker_down(1).unwrap();
     let first = publisher.publish(std::slice::from_ref(&e1)).await;
