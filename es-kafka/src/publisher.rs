@@ -157,14 +157,14 @@ impl KafkaPublisher {
     ///
     /// Events are handed to the producer in input order (after an earlier
     /// call's wait ended with messages still queued, once those have left
-    /// it). If one cannot even be queued (e.g.
-    /// too large), the later events of the *same stream* in this batch are
-    /// not sent ([`PublishError::Blocked`]), so a caller that counts, per
-    /// stream, only the prefix up to the first failure as published never
-    /// leaves a hole it would not fill by publishing again. An event with
-    /// no answer when the wait ends ([`PublishError::Unacknowledged`])
-    /// stays queued and may still be delivered: publishing it again
-    /// repeats it, after it, never before.
+    /// it). If one cannot even be queued (e.g. too large), the later events
+    /// of the *same stream* in this batch are not sent
+    /// ([`PublishError::Blocked`]), so a caller that counts, per stream,
+    /// only the prefix up to the first failure as published never leaves a
+    /// hole it would not fill by publishing again. An event with no answer
+    /// when the wait ends ([`PublishError::Unacknowledged`]) stays queued
+    /// and may still be delivered: publishing it again repeats it, after
+    /// it, never before.
     pub async fn publish(&self, events: &[RecordedEvent]) -> Vec<Result<Delivered, PublishError>> {
         let span = tracing::debug_span!("kafka.publish", events = events.len());
         let deadline = tokio::time::Instant::now() + self.ack_wait;
