@@ -83,27 +83,13 @@ impl AccountRow {
     /// it is no longer in flight (or, when its debit is not in yet, it
     /// landed early).
     pub fn land(&mut self, amount: Money) {
-        match self.in_flight.checked_sub(amount) {
-            Some(left) => self.in_flight = left,
-            None => {
-                let early = amount.checked_sub(self.in_flight).unwrap_or(Money::ZERO);
-                self.landed_early = self.landed_early.checked_add(early).unwrap_or(self.landed_early);
-                self.in_flight = Money::ZERO;
-            }
-        }
+        settle(&mut self.in_flight, &mut self.landed_early, amount);
     }
 
     /// Money left this account for a transfer: in flight, unless its
     /// arrival is already in.
     fn debit(&mut self, amount: Money) {
-        match self.landed_early.checked_sub(amount) {
-            Some(left) => self.landed_early = left,
-            None => {
-                let rest = amount.checked_sub(self.landed_early).unwrap_or(Money::ZERO);
-                self.in_flight = self.in_flight.checked_add(rest).unwrap_or(self.in_flight);
-                self.landed_early = Money::ZERO;
-            }
-        }
+        settle(&mut self.landed_early, &mut self.in_flight, amount);
     }
 
     /// The API's view of the row (none before the account is opened).
@@ -134,4 +120,17 @@ pub(super) fn account_id(event: &EventEnvelope<AccountEvent>) -> Option<Uuid> {
         tracing::warn!(stream_id = %event.stream_id, "account stream id is not a UUID; not projected");
     }
     id
+}
+
+/// Takes `amount` off `owed`; what `owed` does not cover is added to
+/// `ahead` (the other side's head start), and `owed` drops to zero.
+fn settle(owed: &mut Money, ahead: &mut Money, amount: Money) {
+    match owed.checked_sub(amount) {
+        Some(left) => *owed = left,
+        None => {
+            let rest = amount.checked_sub(*owed).unwrap_or(Money::ZERO);
+            *ahead = ahead.checked_add(rest).unwrap_or(*ahead);
+            *owed = Money::ZERO;
+        }
+    }
 }
