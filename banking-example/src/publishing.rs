@@ -102,6 +102,7 @@ async fn outbox_backlog(p: &OutboxPoller) -> Result<BTreeMap<String, serde_json:
     let mut d = BTreeMap::new();
     d.insert("backlog_events".into(), s.pending.into());
     d.insert("parked_events".into(), s.parked.into());
+    d.insert("held_events".into(), s.held.into());
     d.insert(
         "oldest_pending_seconds".into(),
         s.oldest_pending_age.map_or(0.0, |a| a.as_secs_f64()).into(),

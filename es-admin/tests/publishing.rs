@@ -19,6 +19,15 @@ async fn publishing_shows_pending_and_parked_outbox_rows_and_a_missing_slot() {
     .execute(store.pool())
     .await
     .unwrap();
+    // A row behind the parked one, held by a poller that saw it.
+    append(&store, "m", &[("Added", json!({"n": 2}))]).await;
+    sqlx::query(&format!(
+        "UPDATE {}.outbox SET held_at = now() WHERE stream_id = 'm' AND version = 2",
+        store.schema()
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
     // The oldest pending row, written 90 s ago.
     sqlx::query(&format!(
         "UPDATE {}.outbox SET created_at = now() - interval '90 seconds' WHERE stream_id = 'a' AND version = 1",
@@ -34,7 +43,11 @@ async fn publishing_shows_pending_and_parked_outbox_rows_and_a_missing_slot() {
 
     let doc = run(&store, &["publishing", "--json"]).await.json();
     let outbox = &doc["outbox"];
-    assert_eq!((&outbox["pending"], &outbox["parked"]), (&json!(3), &json!(1)), "{doc}");
+    assert_eq!(
+        (&outbox["pending"], &outbox["parked"], &outbox["held"]),
+        (&json!(4), &json!(1), &json!(1)),
+        "{doc}"
+    );
     let oldest = outbox["oldest_pending_seconds"].as_f64().unwrap();
     assert!((90.0..600.0).contains(&oldest), "{doc}");
     let parked = &outbox["parked_rows"][0];
@@ -61,7 +74,11 @@ async fn publishing_shows_pending_and_parked_outbox_rows_and_a_missing_slot() {
     let text = run(&store, &["publishing"]).await;
     let out = text.ok();
     assert!(
-        out.starts_with(&format!("outbox ({}.outbox): 3 pending (oldest ", store.schema())),
+        out.starts_with(&format!("outbox ({}.outbox): 4 pending (oldest ", store.schema())),
+        "{out}"
+    );
+    assert!(
+        out.contains(" ago), 1 of them held behind parked rows, 1 parked"),
         "{out}"
     );
     assert!(out.contains(", 1 parked"), "{out}");

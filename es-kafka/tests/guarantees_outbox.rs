@@ -324,3 +324,142 @@ async fn a_message_refused_max_attempts_times_is_parked_and_blocks_only_its_stre
         "each event once, in stream order"
     );
 }
+
+/// Appends `n` small events to `stream` in one append.
+async fn append_many(store: &PostgresEventStore, stream: &str, n: u64) {
+    let id = StreamId::from(stream);
+    let current = store.stream_version(&id).await.unwrap();
+    let events = (0..n).map(|i| NewEvent::new("Deposited", json!({ "i": i }))).collect();
+    store
+        .append("account", &id, ExpectedVersion::Exact(current), events)
+        .await
+        .unwrap();
+}
+
+/// Rows of `stream` a claim's window can still see: unpublished, neither
+/// parked nor held.
+async fn in_window(store: &PostgresEventStore, stream: &str) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.outbox WHERE stream_id = $1 AND published_at IS NULL \
+         AND parked_at IS NULL AND held_at IS NULL",
+        store.schema()
+    ))
+    .bind(stream)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+/// Parks the head of `stream` (an oversized event appended first) with a
+/// poller that gives up after one refusal; returns its position.
+async fn park_head(store: &PostgresEventStore, kafka: &Kafka, stream: &str) -> u64 {
+    append_one(store, stream, oversized()).await;
+    let limited = OutboxPoller::new(
+        store.pool().clone(),
+        limited_publisher(kafka),
+        OutboxConfig {
+            max_attempts: 1,
+            ..OutboxConfig::with_schema(store.schema())
+        },
+    )
+    .unwrap();
+    limited.migrate().await.unwrap();
+    let o = limited.poll_once().await.unwrap();
+    assert_eq!(o.parked, 1, "{o:?}");
+    let status = limited.status().await.unwrap();
+    status
+        .parked_rows
+        .iter()
+        .find(|r| r.stream_id == stream)
+        .map_or_else(|| panic!("{stream} is not parked: {status:?}"), |r| r.global_position)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_behind_a_parked_row_leave_the_claim_window_until_it_is_unparked() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 2).await;
+    let store = common::store(true).await;
+    let parked = park_head(&store, &kafka, "m").await;
+    append_many(&store, "m", 300).await;
+    append_n(&store, "account", "z", 1).await;
+    assert_eq!(in_window(&store, "m").await, 300);
+
+    // A claim that sees the blocked rows holds them: later claims do not
+    // walk them again. Other streams are published as before.
+    let fixed = poller(&store, kafka.publisher());
+    let o = fixed.poll_once().await.unwrap();
+    assert_eq!((o.claimed, o.published), (1, 1), "z only: {o:?}");
+    assert_eq!(in_window(&store, "m").await, 0);
+    let status = fixed.status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.parked, status.held),
+        (300, 1, 300),
+        "{status:?}"
+    );
+
+    // Rows appended later are held by the next claim that sees them.
+    append_many(&store, "m", 5).await;
+    assert_eq!(in_window(&store, "m").await, 5);
+    let o = fixed.poll_once().await.unwrap();
+    assert_eq!(o.claimed, 0, "{o:?}");
+    assert_eq!(in_window(&store, "m").await, 0);
+    assert_eq!(fixed.status().await.unwrap().held, 305);
+
+    // Releasing the parked row makes them pending again; they follow it.
+    assert!(fixed.unpark(parked).await.unwrap());
+    assert!(!fixed.unpark(parked).await.unwrap(), "no longer parked");
+    let status = fixed.status().await.unwrap();
+    assert_eq!((status.pending, status.parked, status.held), (306, 0, 0), "{status:?}");
+    drain(&fixed).await;
+    let reads = kafka.read_topic(&topic).await;
+    assert_eq!(
+        versions_by_stream(&reads),
+        BTreeMap::from([("m".into(), (1..=306).collect()), ("z".into(), vec![1])]),
+        "each event once, in stream order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unpark_while_a_claim_holds_its_stream_leaves_no_row_held() {
+    let kafka = Kafka::start();
+    let store = common::store(true).await;
+    let parked = park_head(&store, &kafka, "r").await;
+    for _ in 0..6 {
+        append_many(&store, "r", 5_000).await;
+    }
+    // The claim sees the stream blocked and holds its 30,000 rows; the
+    // unpark comes while that statement runs. It waits for the hold and
+    // then releases what it held: without that wait it would release
+    // nothing yet and the hold would then strand every row.
+    let fixed = poller(&store, kafka.publisher());
+    let polling = {
+        let fixed = fixed.clone();
+        tokio::spawn(async move { fixed.poll_once().await })
+    };
+    let watcher = store.pool().clone();
+    let seen = common::eventually("the hold statement runs", || {
+        let watcher = watcher.clone();
+        let done = polling.is_finished();
+        async move {
+            assert!(!done, "the claim ended before its hold was seen running");
+            let running: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                 AND query LIKE '%SET held_at = now()%' AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&watcher)
+            .await
+            .unwrap();
+            (running > 0).then_some(())
+        }
+    });
+    seen.await;
+    assert!(fixed.unpark(parked).await.unwrap());
+    polling.await.unwrap().unwrap();
+    let status = fixed.status().await.unwrap();
+    assert_eq!(
+        (status.pending, status.parked, status.held),
+        (30_001, 0, 0),
+        "{status:?}"
+    );
+    assert_eq!(in_window(&store, "r").await, 30_001);
+}

@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("sql/0002_projections.sql"),
     ),
     (3, "shard fences", include_str!("sql/0003_shard_fences.sql")),
+    (
+        4,
+        "outbox rows held behind a parked row",
+        include_str!("sql/0004_outbox_held.sql"),
+    ),
 ];
 
 fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> SetupError {

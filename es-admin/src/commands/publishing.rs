@@ -23,6 +23,8 @@ struct OutboxDoc {
     pending: u64,
     /// Rows parked after failing too often (each blocks its stream).
     parked: u64,
+    /// Of the pending rows, those held behind a parked row of their stream.
+    held: u64,
     /// Age of the oldest pending row.
     oldest_pending_seconds: Option<f64>,
     /// The parked rows (at most 100).
@@ -65,6 +67,7 @@ pub(crate) async fn run(session: &Session, args: &PublishingArgs, out: &mut Outp
         outbox: OutboxDoc {
             pending: outbox.pending,
             parked: outbox.parked,
+            held: outbox.held,
             oldest_pending_seconds: outbox.oldest_pending_age.map(|d| d.as_secs_f64()),
             parked_rows: outbox
                 .parked_rows
@@ -97,11 +100,16 @@ pub(crate) async fn run(session: &Session, args: &PublishingArgs, out: &mut Outp
 fn print(out: &mut Output, schema: &str, doc: &PublishingDoc) -> Result<(), AdminError> {
     let o = &doc.outbox;
     out.line(format_args!(
-        "outbox ({schema}.outbox): {} pending{}, {} parked",
+        "outbox ({schema}.outbox): {} pending{}{}, {} parked",
         o.pending,
         o.oldest_pending_seconds
             .map(|s| format!(" (oldest {} ago)", human_seconds(s)))
             .unwrap_or_default(),
+        if o.held > 0 {
+            format!(", {} of them held behind parked rows", o.held)
+        } else {
+            String::new()
+        },
         o.parked
     ))?;
     for r in &o.parked_rows {

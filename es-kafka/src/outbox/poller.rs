@@ -51,7 +51,10 @@ pub const CLAIM_WINDOWS: usize = 8;
 ///   it); a broker outage counts no attempts, so it parks nothing;
 /// - **a claim costs O(batch)**, not O(backlog): it reads the oldest
 ///   `batch_size` pending rows by global position and one head per stream
-///   (see the statements in `outbox/sql.rs`).
+///   (see the statements in `outbox/sql.rs`); the rows appended behind a
+///   parked row are **held** once a claim has seen them (they leave the
+///   pending index until `unpark` releases them), so a parked stream's
+///   backlog is not walked again by every claim.
 #[derive(Debug, Clone)]
 pub struct OutboxPoller {
     pool: PgPool,
@@ -66,6 +69,9 @@ pub struct OutboxPoller {
 pub struct Claim {
     tx: Transaction<'static, Postgres>,
     rows: Vec<OutboxRow>,
+    /// Streams seen blocked by a parked row: their rows are held once the
+    /// claim is finished.
+    blocked: Vec<String>,
 }
 
 impl Claim {
@@ -148,19 +154,23 @@ impl OutboxPoller {
         let max_streams = usize::try_from(self.config.max_streams.clamp(1, batch)).unwrap_or(1);
         let mut owned: Vec<String> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
+        let mut blocked: Vec<String> = Vec::new();
         let mut after = i64::MIN;
         for _ in 0..CLAIM_WINDOWS {
-            let window: Vec<(String, i64, i64, i64)> = sqlx::query_as(&self.sql.window)
+            let window: Vec<(String, i64, i64, i64, bool)> = sqlx::query_as(&self.sql.window)
                 .bind(after)
                 .bind(batch)
                 .fetch_all(&mut *tx)
                 .await?;
             let rows_in_window: i64 = window.iter().map(|w| w.2).sum();
-            let candidates: Vec<String> = window
-                .iter()
-                .filter(|w| seen.insert(w.0.clone()))
-                .map(|w| w.0.clone())
-                .collect();
+            let mut candidates: Vec<String> = Vec::new();
+            for w in window.iter().filter(|w| seen.insert(w.0.clone())) {
+                if w.4 {
+                    blocked.push(w.0.clone());
+                } else {
+                    candidates.push(w.0.clone());
+                }
+            }
             if !candidates.is_empty() {
                 let locked: Vec<String> = sqlx::query_scalar(&self.sql.lock_heads)
                     .bind(&candidates)
@@ -175,7 +185,11 @@ impl OutboxPoller {
             }
         }
         if owned.is_empty() {
-            return Ok(Claim { tx, rows: Vec::new() });
+            return Ok(Claim {
+                tx,
+                rows: Vec::new(),
+                blocked,
+            });
         }
         let share = (batch / owned.len() as i64).max(1);
         let rows = sqlx::query(&self.sql.rows)
@@ -187,6 +201,7 @@ impl OutboxPoller {
         Ok(Claim {
             tx,
             rows: cut_at_parked(rows),
+            blocked,
         })
     }
 
@@ -194,13 +209,14 @@ impl OutboxPoller {
     /// acknowledged rows (per stream, the prefix before the first failure),
     /// counts the failures, parks rows out of attempts, and commits.
     pub async fn finish(&self, claim: Claim) -> Result<BatchOutcome, OutboxError> {
-        let Claim { mut tx, rows } = claim;
+        let Claim { mut tx, rows, blocked } = claim;
         let mut outcome = BatchOutcome {
             claimed: rows.len(),
             ..BatchOutcome::default()
         };
         if rows.is_empty() {
             tx.commit().await?;
+            self.hold(blocked).await;
             return Ok(outcome);
         }
         let events: Vec<RecordedEvent> = rows.iter().map(|r| r.event.clone()).collect();
@@ -248,6 +264,7 @@ impl OutboxPoller {
             outcome.parked = parked.iter().filter(|p| **p).count();
         }
         tx.commit().await?;
+        self.hold(blocked).await;
         outcome.published = done.len();
         outcome.failed = rows.len() - done.len();
         outcome.first_error = first_error;
@@ -363,14 +380,61 @@ impl OutboxPoller {
         }
     }
 
-    /// Releases a parked row: it is retried with a fresh attempt count.
+    /// Releases a parked row: it is retried with a fresh attempt count,
+    /// and the rows of its stream held behind it are pending again.
     /// Returns whether the row was parked.
     pub async fn unpark(&self, global_position: u64) -> Result<bool, OutboxError> {
-        let done = sqlx::query(&self.sql.unpark)
+        let mut tx = self.pool.begin().await?;
+        let stream: Option<String> = sqlx::query_scalar(&self.sql.unpark)
             .bind(global_position as i64)
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        let Some(stream) = stream else {
+            return Ok(false);
+        };
+        sqlx::query(&self.sql.hold_lock)
+            .bind(std::slice::from_ref(&stream))
+            .execute(&mut *tx)
+            .await?;
+        let released = sqlx::query(&self.sql.release)
+            .bind(&stream)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        tracing::info!(global_position, stream, released, "outbox row unparked");
+        Ok(true)
+    }
+
+    /// Holds the pending rows of `streams` that a parked row blocks: they
+    /// leave the pending index until [`unpark`](Self::unpark) releases them.
+    /// After the claim's commit (a claim writes nothing until its
+    /// acknowledgements are in); a failed hold only leaves the rows for the
+    /// next claim to hold.
+    async fn hold(&self, streams: Vec<String>) {
+        if streams.is_empty() {
+            return;
+        }
+        if let Err(e) = self.try_hold(streams).await {
+            tracing::warn!(error = %e, "holding the rows of parked streams failed");
+        }
+    }
+
+    async fn try_hold(&self, mut streams: Vec<String>) -> Result<(), OutboxError> {
+        streams.sort_unstable();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&self.sql.hold_lock)
+            .bind(&streams)
+            .execute(&mut *tx)
+            .await?;
+        let held = sqlx::query(&self.sql.hold)
+            .bind(&streams)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        tracing::debug!(streams = streams.len(), held, "outbox rows held behind parked rows");
+        Ok(())
     }
 
     pub(super) fn pool(&self) -> &PgPool {

@@ -16,6 +16,9 @@ pub(crate) struct OutboxSql {
     pub(crate) record_failures: String,
     pub(crate) purge: String,
     pub(crate) unpark: String,
+    pub(crate) hold_lock: String,
+    pub(crate) hold: String,
+    pub(crate) release: String,
     pub(crate) counts: String,
     pub(crate) parked: String,
 }
@@ -25,6 +28,11 @@ impl OutboxSql {
         // The first key of the streams' advisory locks (the second is the
         // stream id's hash): one class per schema.
         let lock_class = format!("hashtext('{s}.outbox')");
+        // Holding a blocked stream's rows and releasing them when its
+        // parked row is released take this lock of the stream (a class of
+        // its own: a poller owning the stream does not wait for it), so a
+        // hold never reads a parked row that a release has just freed.
+        let hold_class = format!("hashtext('{s}.outbox.held')");
         Self {
             migrate: vec![
                 // A stream's oldest unpublished row (its head) in one probe.
@@ -51,19 +59,24 @@ impl OutboxSql {
             // generic plan made while the table was empty walks the whole
             // backlog once the table is large):
             // 1. `window`: the streams of the oldest $2 pending rows after
-            //    position $1 (the `outbox_pending` partial index), skipping
-            //    streams blocked by a parked row, oldest first, with the
-            //    window's row count and last position (to look further when
-            //    other pollers own all of them);
+            //    position $1 (the `outbox_pending` partial index), oldest
+            //    first, with the window's row count and last position (to
+            //    look further when other pollers own all of them), and
+            //    whether a parked row blocks the stream (one probe of
+            //    `outbox_parked_stream` per stream). The rows of a blocked
+            //    stream are then held (`hold`): they leave the pending
+            //    index, so a parked stream's backlog is walked once, not
+            //    by every claim;
             custom_plans: "SET LOCAL plan_cache_mode = force_custom_plan",
             window: format!(
-                "SELECT stream_id, min(global_position) AS first, count(*) AS n, max(global_position) AS last \
+                "SELECT w.stream_id, min(w.global_position) AS first, count(*) AS n, max(w.global_position) AS last, \
+                        EXISTS (SELECT 1 FROM {s}.outbox b WHERE b.stream_id = w.stream_id \
+                                AND b.parked_at IS NOT NULL AND b.published_at IS NULL) AS blocked \
                  FROM (SELECT o.stream_id, o.global_position FROM {s}.outbox o \
-                       WHERE o.published_at IS NULL AND o.parked_at IS NULL AND o.global_position > $1 \
-                         AND NOT EXISTS (SELECT 1 FROM {s}.outbox b WHERE b.stream_id = o.stream_id \
-                                         AND b.parked_at IS NOT NULL AND b.published_at IS NULL) \
+                       WHERE o.published_at IS NULL AND o.parked_at IS NULL AND o.held_at IS NULL \
+                         AND o.global_position > $1 \
                        ORDER BY o.global_position LIMIT $2) w \
-                 GROUP BY stream_id ORDER BY first"
+                 GROUP BY w.stream_id ORDER BY first"
             ),
             // 2. `lock_heads`: each candidate stream's oldest unpublished row
             //    (one probe of `outbox_unpublished_stream`), oldest first,
@@ -116,12 +129,38 @@ impl OutboxSql {
                    SELECT global_position FROM {s}.outbox WHERE published_at IS NOT NULL \
                    AND published_at < now() - make_interval(secs => $1) LIMIT $2)"
             ),
+            // $1 position; returns the row's stream, for `release`.
             unpark: format!(
                 "UPDATE {s}.outbox SET parked_at = NULL, attempts = 0 \
-                 WHERE global_position = $1 AND parked_at IS NOT NULL"
+                 WHERE global_position = $1 AND parked_at IS NOT NULL RETURNING stream_id"
+            ),
+            // $1 streams: their hold locks, in the order of the locks' keys
+            // (two holds never wait for each other in a circle).
+            hold_lock: format!(
+                "SELECT count(pg_advisory_xact_lock({hold_class}, k.key)) \
+                 FROM (SELECT DISTINCT hashtext(l.stream_id) AS key FROM unnest($1::text[]) AS l(stream_id) \
+                       ORDER BY 1 OFFSET 0) k"
+            ),
+            // $1 streams: their pending rows, if a parked row still blocks
+            // the stream (a statement after the lock: a fresh snapshot).
+            hold: format!(
+                "UPDATE {s}.outbox o SET held_at = now() \
+                 WHERE o.stream_id = ANY($1) AND o.published_at IS NULL AND o.parked_at IS NULL \
+                   AND o.held_at IS NULL \
+                   AND EXISTS (SELECT 1 FROM {s}.outbox b WHERE b.stream_id = o.stream_id \
+                               AND b.parked_at IS NOT NULL AND b.published_at IS NULL)"
+            ),
+            // $1 stream: its held rows back into the pending index once no
+            // parked row blocks it.
+            release: format!(
+                "UPDATE {s}.outbox o SET held_at = NULL \
+                 WHERE o.stream_id = $1 AND o.held_at IS NOT NULL AND o.published_at IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM {s}.outbox b WHERE b.stream_id = o.stream_id \
+                                   AND b.parked_at IS NOT NULL AND b.published_at IS NULL)"
             ),
             counts: format!(
                 "SELECT count(*) FILTER (WHERE parked_at IS NULL), count(*) FILTER (WHERE parked_at IS NOT NULL), \
+                        count(*) FILTER (WHERE held_at IS NOT NULL AND parked_at IS NULL), \
                         min(created_at) FILTER (WHERE parked_at IS NULL) \
                  FROM {s}.outbox WHERE published_at IS NULL"
             ),

@@ -39,6 +39,11 @@ pub struct OutboxStatus {
     pub pending: u64,
     /// Parked rows.
     pub parked: u64,
+    /// Of the pending rows, those held behind a parked row of their stream
+    /// (published once it is released with
+    /// [`OutboxPoller::unpark`](crate::OutboxPoller::unpark)). Rows appended
+    /// behind a parked row count here once a poller has seen them.
+    pub held: u64,
     /// Age of the oldest pending row (how far behind publishing is).
     pub oldest_pending_age: Option<Duration>,
     /// The parked rows, oldest first (at most 100).
@@ -75,12 +80,13 @@ pub async fn outbox_status(pool: &PgPool, schema: &str) -> Result<OutboxStatus, 
 }
 
 async fn read(pool: &PgPool, sql: &OutboxSql) -> Result<OutboxStatus, OutboxError> {
-    let (pending, parked, oldest): (i64, i64, Option<DateTime<Utc>>) =
+    let (pending, parked, held, oldest): (i64, i64, i64, Option<DateTime<Utc>>) =
         sqlx::query_as(&sql.counts).fetch_one(pool).await?;
     let rows: Vec<ParkedTuple> = sqlx::query_as(&sql.parked).bind(100_i64).fetch_all(pool).await?;
     Ok(OutboxStatus {
         pending: pending.max(0) as u64,
         parked: parked.max(0) as u64,
+        held: held.max(0) as u64,
         oldest_pending_age: oldest.map(|t| (Utc::now() - t).to_std().unwrap_or_default()),
         parked_rows: rows
             .into_iter()
