@@ -6,8 +6,10 @@
 //! the topic in stream order, `/health/ready` says Kafka publishing is down
 //! during the cut and up after it, and the backlog drains at 5,000 events/s
 //! or faster (the bound below). Then SIGTERM with a backlog (broker down
-//! again): the process exits within its grace period, and a restarted
-//! process publishes what was left. And with CDC, what the server commits
+//! again): the process exits within its grace period, and a process
+//! restarted while the broker is still down reports the outage and the
+//! wait (`es_kafka_seconds_since_last_publish`), then publishes what was
+//! left once it is back. And with CDC, what the server commits
 //! right after start-up is published even when an open write transaction
 //! holds up the creation of the relay's replication slot.
 
@@ -382,9 +384,28 @@ async fn outage_scenario(method: &str) {
     // Grace 2 s for requests + 2 s for the publishing round, plus start-up
     // of the shutdown on a loaded machine.
     assert!(took < Duration::from_secs(15), "exit took {took:?} after SIGTERM");
-    mock.broker_up(1).unwrap();
 
+    // Restarted while the broker is still down: the new process, which has
+    // published nothing yet, reports the outage and how long it has been
+    // waiting, then publishes what was left once the broker is back.
     let server = ServerProcess::start(&env).await;
+    publishing_becomes(&http, &server.admin, "down").await;
+    let metrics = http
+        .get(format!("{}/metrics", server.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let waiting = metrics
+        .lines()
+        .filter(|l| l.starts_with("es_kafka_seconds_since_last_publish"))
+        .filter_map(common::metrics::parse_sample)
+        .map(|(_, _, v)| v)
+        .fold(0.0, f64::max);
+    assert!(waiting > 0.0, "the wait since start-up is reported: {metrics}");
+    mock.broker_up(1).unwrap();
     let expected: BTreeMap<String, u64> = expected
         .iter()
         .zip(&more)

@@ -29,6 +29,7 @@ pub const DEFAULT_UNHEALTHY_AFTER: u32 = 5;
 pub struct PublishHealth {
     method: &'static str,
     unhealthy_after: u32,
+    created_at: DateTime<Utc>,
     state: Mutex<HealthSnapshot>,
 }
 
@@ -66,6 +67,7 @@ impl PublishHealth {
         Self {
             method,
             unhealthy_after: unhealthy_after.max(1),
+            created_at: Utc::now(),
             state: Mutex::new(HealthSnapshot {
                 method,
                 healthy: true,
@@ -142,12 +144,16 @@ impl PublishHealth {
     }
 
     /// The current record; also sets the
-    /// [`telemetry::SECONDS_SINCE_PUBLISH`] gauge.
+    /// [`telemetry::SECONDS_SINCE_PUBLISH`] gauge (before the first
+    /// acknowledged event, to the time since this record was made: a
+    /// process restarted during a broker outage reports its wait too).
     pub fn snapshot(&self) -> HealthSnapshot {
         let snap = self.with(|s| s.clone());
-        if let Some(age) = snap.since_last_publish(Utc::now()) {
-            ::metrics::gauge!(telemetry::SECONDS_SINCE_PUBLISH, "method" => self.method).set(age.as_secs_f64());
-        }
+        let now = Utc::now();
+        let age = snap
+            .since_last_publish(now)
+            .unwrap_or_else(|| (now - self.created_at).to_std().unwrap_or_default());
+        ::metrics::gauge!(telemetry::SECONDS_SINCE_PUBLISH, "method" => self.method).set(age.as_secs_f64());
         snap
     }
 }

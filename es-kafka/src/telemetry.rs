@@ -28,8 +28,9 @@ pub const PRODUCER_RECREATED: &str = "es_kafka_producer_recreated_total";
 /// Counter, label `method`: rounds of the poller or relay that failed (an
 /// error, or a pending event not acknowledged, whether or not others were).
 pub const FAILED_ROUNDS: &str = "es_kafka_failed_rounds_total";
-/// Gauge, label `method`: seconds since the last acknowledged event (set
-/// when health is read, e.g. on each scrape of the banking example).
+/// Gauge, label `method`: seconds since the last acknowledged event, or
+/// since the poller or relay was created while none has been (set when
+/// health is read, e.g. on each scrape of the banking example).
 pub const SECONDS_SINCE_PUBLISH: &str = "es_kafka_seconds_since_last_publish";
 /// Gauge, seconds: age of the oldest pending outbox row (set by the status
 /// query).
