@@ -5,10 +5,14 @@
 
 mod common;
 
+use std::sync::Arc;
+
+use banking_example::auth::reset::{MailError, Mailer, ResetMail};
+use banking_example::auth::{AuthService, AuthStores};
 use banking_example::RunningServer;
 use chrono::Duration;
 use common::{expect_error, post_json, Api, Backend};
-use es_core::ManualClock;
+use es_core::{ManualClock, SystemClock};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -222,3 +226,76 @@ crate::on_every_backend!(
     a_reset_or_password_change_ends_every_other_reset_token,
     a_refused_password_leaves_the_reset_token_usable,
 );
+
+/// A mailer that hands over what it is given, or refuses everything.
+struct Recording {
+    sent: tokio::sync::mpsc::UnboundedSender<ResetMail>,
+    refuse: bool,
+}
+
+#[async_trait::async_trait]
+impl Mailer for Recording {
+    async fn send_reset(&self, mail: &ResetMail) -> Result<(), MailError> {
+        if self.refuse {
+            return Err(MailError::Unavailable {
+                reason: "relay down".into(),
+            });
+        }
+        self.sent
+            .send(mail.clone())
+            .map_err(|e| MailError::Unavailable { reason: e.to_string() })
+    }
+}
+
+fn service_with(refuse: bool) -> (AuthService, tokio::sync::mpsc::UnboundedReceiver<ResetMail>) {
+    let config = common::auth_config();
+    let stores = AuthStores::in_memory(&config);
+    let (sent, received) = tokio::sync::mpsc::unbounded_channel();
+    let auth = AuthService::new(config, Arc::new(SystemClock), stores)
+        .unwrap()
+        .with_mailer(Arc::new(Recording { sent, refuse }));
+    (auth, received)
+}
+
+#[tokio::test]
+async fn a_plugged_in_mailer_is_handed_the_reset_mail_instead_of_the_outbox() {
+    let (auth, mut received) = service_with(false);
+    auth.register("ann@example.com", "a long enough passphrase")
+        .await
+        .unwrap();
+    auth.request_reset("nobody@example.com").await.unwrap();
+    auth.request_reset("Ann@Example.com").await.unwrap();
+    let mail = tokio::time::timeout(std::time::Duration::from_secs(30), received.recv())
+        .await
+        .expect("the mail is sent")
+        .unwrap();
+    assert_eq!(mail.to, "ann@example.com");
+    assert!(mail.expires_at > chrono::Utc::now());
+    assert!(
+        auth.take_reset_mails("ann@example.com").await.unwrap().is_empty(),
+        "nothing waits in the outbox"
+    );
+    auth.confirm_reset(&mail.token, "a brand new passphrase").await.unwrap();
+    auth.login("ann@example.com", "a brand new passphrase", "test")
+        .await
+        .unwrap();
+    assert!(
+        received.try_recv().is_err(),
+        "no mail for an unknown address, one for Ann"
+    );
+}
+
+#[tokio::test]
+async fn a_mailer_that_fails_leaves_the_request_answered_and_nothing_queued() {
+    let (auth, _received) = service_with(true);
+    auth.register("bob@example.com", "a long enough passphrase")
+        .await
+        .unwrap();
+    auth.request_reset("bob@example.com").await.unwrap();
+    assert!(auth.take_reset_mails("bob@example.com").await.unwrap().is_empty());
+    // The password is unchanged and a later request works the same way.
+    auth.login("bob@example.com", "a long enough passphrase", "test")
+        .await
+        .unwrap();
+    auth.request_reset("bob@example.com").await.unwrap();
+}

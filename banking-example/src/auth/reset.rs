@@ -1,5 +1,6 @@
-//! Password reset: single-use, expiring tokens (stored hashed) and the
-//! [`MailOutbox`] the reset mails wait in until delivered.
+//! Password reset: single-use, expiring tokens (stored hashed), the
+//! [`MailOutbox`] the reset mails wait in until delivered, and the
+//! [`Mailer`] that sends them at once instead, when one is plugged in.
 //!
 //! The outbox never holds a usable token: a queued mail carries a random
 //! seed, and the token is derived from it under `REFRESH_TOKEN_SECRET`
@@ -118,6 +119,63 @@ pub struct ResetMail {
     pub token: String,
     /// When the token expires.
     pub expires_at: DateTime<Utc>,
+}
+
+/// Sends password reset mails (over SMTP, through a mail API): plugged in
+/// with [`AuthService::with_mailer`](super::AuthService::with_mailer).
+/// Without one, the default, reset mails wait in the [`MailOutbox`] (the
+/// auth store's table) until a delivery process takes them with
+/// [`AuthService::take_reset_mails`](super::AuthService::take_reset_mails).
+///
+/// The service hands each mail over in a task of its own, after the
+/// request has been answered: `POST /auth/reset-password` answers 202 in
+/// the same time whether the address exists or not, and whether sending
+/// works or not. A failed send is logged (without the token) and counted
+/// (`auth_events_total{event="reset_mail_failed"}`); the user can ask
+/// again.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use banking_example::auth::reset::{MailError, Mailer, ResetMail};
+///
+/// /// Hands reset links to the deployment's mail relay.
+/// struct Relay;
+///
+/// #[async_trait]
+/// impl Mailer for Relay {
+///     async fn send_reset(&self, mail: &ResetMail) -> Result<(), MailError> {
+///         let link = format!("https://bank.example/reset?token={}", mail.token);
+///         if mail.to.is_empty() {
+///             return Err(MailError::Rejected { reason: "no recipient".into() });
+///         }
+///         // ... send `link` to `mail.to` before `mail.expires_at` ...
+///         let _ = link;
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    /// Sends one reset mail: its token resets the password of `mail.to`
+    /// until `mail.expires_at`, once.
+    async fn send_reset(&self, mail: &ResetMail) -> Result<(), MailError>;
+}
+
+/// Why a [`Mailer`] could not send a mail.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// The mail service could not be reached or did not answer.
+    #[error("mail service unavailable: {reason}")]
+    Unavailable {
+        /// What went wrong.
+        reason: String,
+    },
+    /// The mail service refused the message (recipient, content).
+    #[error("mail refused: {reason}")]
+    Rejected {
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 /// Where reset mails wait for delivery.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use es_core::Clock;
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::blacklist::{TokenRef, ValidAfter};
@@ -15,7 +16,7 @@ use super::lockout::{AttemptKey, LockoutPolicy, IDLE_AFTER};
 use super::password::{check_policy, HashError, PasswordHasher};
 use super::rbac::Role;
 use super::refresh::RefreshRecord;
-use super::reset::{QueuedReset, ResetMail, ResetRecord};
+use super::reset::{Mailer, QueuedReset, ResetMail, ResetRecord};
 use super::stores::AuthStores;
 use super::tokens::{opaque_token, reset_token_from_seed, token_hash, AccessTokens, Identity, TokenError, TokenPair};
 use super::users::{is_email, normalize_username, User, MAX_USERNAME_BYTES};
@@ -29,6 +30,8 @@ pub struct AuthService {
     hasher: PasswordHasher,
     tokens: AccessTokens,
     stores: AuthStores,
+    /// Sends reset mails at once; without one they wait in the outbox.
+    mailer: Option<Arc<dyn Mailer>>,
     lockout: LockoutPolicy,
     dummy_hash: OnceCell<String>,
     /// One login at a time per username and source in this process: a
@@ -93,11 +96,20 @@ impl AuthService {
             hasher,
             tokens,
             stores,
+            mailer: None,
             lockout,
             dummy_hash: OnceCell::new(),
             login_turns: (0..LOGIN_TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
             turn_hasher: foldhash::fast::RandomState::default(),
         })
+    }
+
+    /// Sends reset mails with `mailer` as they are requested, instead of
+    /// queuing them in the stores' outbox (see [`Mailer`]).
+    #[must_use]
+    pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
+        self.mailer = Some(mailer);
+        self
     }
 
     /// The stores.
@@ -432,8 +444,10 @@ impl AuthService {
         }
     }
 
-    /// Queues a reset mail when `email` is a user; does the same visible
-    /// nothing otherwise. The outbox gets the token's seed, not the token.
+    /// Queues a reset mail when `email` is a user, or hands it to the
+    /// [`Mailer`] when one is plugged in (in a task of its own, after this
+    /// returns); does the same visible nothing otherwise. The outbox gets
+    /// the token's seed, not the token.
     #[tracing::instrument(name = "auth.reset_request", skip_all)]
     pub async fn request_reset(&self, email: &str) -> Result<(), AuthError> {
         count("reset_requested");
@@ -456,15 +470,37 @@ impl AuthService {
                 used_at: None,
             })
             .await?;
-        self.stores
-            .outbox
-            .queue_reset(QueuedReset {
-                to: user.username,
-                token_seed,
-                expires_at,
-            })
-            .await?;
         tracing::info!(user_id = %user.id, "password reset token issued");
+        let Some(mailer) = &self.mailer else {
+            self.stores
+                .outbox
+                .queue_reset(QueuedReset {
+                    to: user.username,
+                    token_seed,
+                    expires_at,
+                })
+                .await?;
+            return Ok(());
+        };
+        let mailer = Arc::clone(mailer);
+        let mail = ResetMail {
+            to: user.username,
+            token,
+            expires_at,
+        };
+        let user_id = user.id;
+        tokio::spawn(
+            async move {
+                match mailer.send_reset(&mail).await {
+                    Ok(()) => count("reset_mail_sent"),
+                    Err(e) => {
+                        count("reset_mail_failed");
+                        tracing::warn!(%user_id, error = %e, "password reset mail not sent");
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("auth.reset_mail")),
+        );
         Ok(())
     }
 
