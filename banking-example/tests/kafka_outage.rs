@@ -232,6 +232,17 @@ async fn readiness(http: &Client, base: &str) -> (StatusCode, Value) {
     (status, r.json().await.unwrap())
 }
 
+/// The operations listener's `/metrics` text.
+async fn scrape(http: &Client, admin: &str) -> String {
+    http.get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Polls `/health/ready` until the `kafka_publishing` component is `want`.
 async fn publishing_becomes(http: &Client, base: &str, want: &str) -> Value {
     let deadline = Instant::now() + PATIENCE;
@@ -353,14 +364,7 @@ async fn outage_scenario(method: &str) {
     );
     assert!(drained_in <= bound, "drained in {drained_in:?}, bound {bound:?}");
     publishing_becomes(&http, &server.admin, "up").await;
-    let metrics = http
-        .get(format!("{}/metrics", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&http, &server.admin).await;
     assert!(
         metrics.contains("es_kafka_failed_rounds_total"),
         "failed rounds are counted"
@@ -390,14 +394,7 @@ async fn outage_scenario(method: &str) {
     // waiting, then publishes what was left once the broker is back.
     let server = ServerProcess::start(&env).await;
     publishing_becomes(&http, &server.admin, "down").await;
-    let metrics = http
-        .get(format!("{}/metrics", server.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&http, &server.admin).await;
     let waiting = metrics
         .lines()
         .filter(|l| l.starts_with("es_kafka_seconds_since_last_publish"))
