@@ -220,6 +220,7 @@ impl Admin {
             Command::Rebuild(args) => commands::rebuild::run(&session, &args, out, progress).await,
             Command::DeadLetters(cmd) => commands::dead_letters::run(&session, &cmd, out).await,
             Command::Publishing(args) => commands::publishing::run(&session, &args, out).await,
+            Command::Unpark { position } => commands::unpark::run(&session, position, out).await,
         }
     }
 }

@@ -43,6 +43,13 @@ pub(crate) enum Command {
     /// Shows the Kafka publishing backlog: pending and parked outbox rows,
     /// and the replication slot's lag.
     Publishing(PublishingArgs),
+    /// Releases a parked outbox row once the cause of its failures is
+    /// fixed: it is published again, and so are the rows of its stream
+    /// held behind it.
+    Unpark {
+        /// The parked row's global position (as `publishing` lists it).
+        position: u64,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -59,6 +59,12 @@ pub enum AdminError {
         /// The position asked for.
         position: u64,
     },
+    /// No outbox row at that position is parked.
+    #[error("no parked outbox row at position {position} (`publishing` lists the parked rows)")]
+    NotParked {
+        /// The position asked for.
+        position: u64,
+    },
     /// Some dead letters could not be retried (their projector still
     /// fails); the others were.
     #[error("{failed} of {total} dead letters of {projection} failed again and stay dead letters")]

@@ -132,3 +132,70 @@ async fn publishing_shows_the_lag_of_an_existing_replication_slot() {
     assert!(s["lag_bytes"].as_i64().unwrap() > 0, "20 events not relayed: {doc}");
     assert!(s["retained_bytes"].as_i64().unwrap() > 0, "{doc}");
 }
+
+#[tokio::test]
+async fn unpark_releases_a_parked_row_and_the_rows_held_behind_it() {
+    let store = common::store_with(true).await;
+    append(&store, "m", &[("Added", json!({"n": 1}))]).await;
+    append(&store, "m", &[("Added", json!({"n": 2})), ("Added", json!({"n": 3}))]).await;
+    append_added(&store, "a", 1).await;
+    let s = store.schema();
+    // m v1 parked, v2 and v3 held behind it, as a poller leaves them.
+    for statement in [
+        format!("UPDATE {s}.outbox SET parked_at = now(), attempts = 5, last_error = 'too large' WHERE stream_id = 'm' AND version = 1"),
+        format!("UPDATE {s}.outbox SET held_at = now() WHERE stream_id = 'm' AND version > 1"),
+    ] {
+        sqlx::query(&statement).execute(store.pool()).await.unwrap();
+    }
+    let before = run(&store, &["publishing", "--json"]).await.json();
+    let position = before["outbox"]["parked_rows"][0]["global_position"].as_u64().unwrap();
+    assert_eq!(
+        (&before["outbox"]["pending"], &before["outbox"]["held"]),
+        (&json!(3), &json!(2)),
+        "{before}"
+    );
+
+    let done = run(&store, &["unpark", &position.to_string(), "--json"]).await.json();
+    assert_eq!(
+        done,
+        json!({"global_position": position, "stream_id": "m", "released": 2})
+    );
+    let after = run(&store, &["publishing", "--json"]).await.json();
+    assert_eq!(
+        (
+            &after["outbox"]["pending"],
+            &after["outbox"]["parked"],
+            &after["outbox"]["held"]
+        ),
+        (&json!(4), &json!(0), &json!(0)),
+        "{after}"
+    );
+    let attempts: i32 = sqlx::query_scalar(&format!("SELECT attempts FROM {s}.outbox WHERE global_position = $1"))
+        .bind(position as i64)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "a fresh attempt count");
+
+    // Nothing parked there any more: a clear error, exit 1, nothing changed.
+    let again = run(&store, &["unpark", &position.to_string()]).await;
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(
+        again
+            .stderr
+            .contains(&format!("no parked outbox row at position {position}")),
+        "{again:?}"
+    );
+    let text = run(&store, &["unpark", "12"]).await;
+    assert_eq!(text.code, 1, "{text:?}");
+    let last = run(&store, &["publishing", "--json"]).await.json();
+    assert_eq!(
+        (
+            &last["outbox"]["pending"],
+            &last["outbox"]["parked"],
+            &last["outbox"]["held"]
+        ),
+        (&json!(4), &json!(0), &json!(0)),
+        "{last}"
+    );
+}

@@ -6,3 +6,4 @@ pub(crate) mod publishing;
 pub(crate) mod rebuild;
 pub(crate) mod stream;
 pub(crate) mod tail;
+pub(crate) mod unpark;

@@ -1,5 +1,6 @@
 //! The `outbox_poller` capture method: publishes es-postgres outbox rows.
 
+mod hold;
 mod poller;
 mod row;
 mod sql;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use es_core::RetryPolicy;
 
+pub use hold::{unpark, Unparked};
 pub use poller::{BatchOutcome, Claim, OutboxPoller, CLAIM_WINDOWS};
 pub use status::{outbox_status, OutboxStatus, ParkedRow};
 

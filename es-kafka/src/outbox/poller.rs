@@ -9,6 +9,7 @@ use es_core::RecordedEvent;
 use sqlx::{PgPool, Postgres, Transaction};
 use tracing::Instrument;
 
+use super::hold;
 use super::row::{cut_at_parked, OutboxRow};
 use super::sql::OutboxSql;
 use super::{OutboxConfig, Retention};
@@ -381,60 +382,23 @@ impl OutboxPoller {
     }
 
     /// Releases a parked row: it is retried with a fresh attempt count,
-    /// and the rows of its stream held behind it are pending again.
-    /// Returns whether the row was parked.
+    /// and the rows of its stream held behind it are pending again (the
+    /// same as [`outbox::unpark`](super::unpark), which operators' tools
+    /// call without a poller). Returns whether the row was parked.
     pub async fn unpark(&self, global_position: u64) -> Result<bool, OutboxError> {
-        let mut tx = self.pool.begin().await?;
-        let stream: Option<String> = sqlx::query_scalar(&self.sql.unpark)
-            .bind(global_position as i64)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(stream) = stream else {
-            return Ok(false);
-        };
-        sqlx::query(&self.sql.hold_lock)
-            .bind(std::slice::from_ref(&stream))
-            .execute(&mut *tx)
-            .await?;
-        let released = sqlx::query(&self.sql.release)
-            .bind(&stream)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        tracing::info!(global_position, stream, released, "outbox row unparked");
-        Ok(true)
+        Ok(hold::release(&self.pool, &self.sql, global_position).await?.is_some())
     }
 
-    /// Holds the pending rows of `streams` that a parked row blocks: they
-    /// leave the pending index until [`unpark`](Self::unpark) releases them.
-    /// After the claim's commit (a claim writes nothing until its
-    /// acknowledgements are in); a failed hold only leaves the rows for the
-    /// next claim to hold.
+    /// Holds the rows of `streams` seen blocked by a parked row, after the
+    /// claim's commit (a claim writes nothing until its acknowledgements
+    /// are in); a failed hold only leaves the rows for the next claim.
     async fn hold(&self, streams: Vec<String>) {
         if streams.is_empty() {
             return;
         }
-        if let Err(e) = self.try_hold(streams).await {
+        if let Err(e) = hold::hold(&self.pool, &self.sql, streams).await {
             tracing::warn!(error = %e, "holding the rows of parked streams failed");
         }
-    }
-
-    async fn try_hold(&self, mut streams: Vec<String>) -> Result<(), OutboxError> {
-        streams.sort_unstable();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(&self.sql.hold_lock)
-            .bind(&streams)
-            .execute(&mut *tx)
-            .await?;
-        let held = sqlx::query(&self.sql.hold)
-            .bind(&streams)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        tracing::debug!(streams = streams.len(), held, "outbox rows held behind parked rows");
-        Ok(())
     }
 
     pub(super) fn pool(&self) -> &PgPool {
