@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use banking_example::auth::reset::{MailError, Mailer, ResetMail};
+use banking_example::auth::reset::{MailError, Mailer, ResetMail, MAILS_IN_FLIGHT};
 use banking_example::auth::{AuthService, AuthStores};
 use banking_example::RunningServer;
 use chrono::Duration;
@@ -298,4 +298,41 @@ async fn a_mailer_that_fails_leaves_the_request_answered_and_nothing_queued() {
         .await
         .unwrap();
     auth.request_reset("bob@example.com").await.unwrap();
+}
+
+/// A mailer that never finishes a send; counts the sends started.
+struct Hung(Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait::async_trait]
+impl Mailer for Hung {
+    async fn send_reset(&self, _mail: &ResetMail) -> Result<(), MailError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_hung_mailer_holds_a_bounded_number_of_sends() {
+    let config = common::auth_config();
+    let stores = AuthStores::in_memory(&config);
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let auth = AuthService::new(config, Arc::new(SystemClock), stores)
+        .unwrap()
+        .with_mailer(Arc::new(Hung(Arc::clone(&started))));
+    auth.register("cat@example.com", "a long enough passphrase")
+        .await
+        .unwrap();
+    for _ in 0..MAILS_IN_FLIGHT + 8 {
+        auth.request_reset("cat@example.com").await.unwrap();
+    }
+    // Every admitted send gets to run; none past the bound is started.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while started.load(std::sync::atomic::Ordering::SeqCst) < MAILS_IN_FLIGHT {
+        assert!(std::time::Instant::now() < deadline, "the admitted sends never ran");
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), MAILS_IN_FLIGHT);
 }

@@ -11,13 +11,16 @@
 //! the fact that a mail was queued is logged, never a token or a seed.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
 use uuid::Uuid;
 
-use super::AuthStoreError;
+use super::{count, AuthStoreError};
 
 /// A stored reset token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,9 +133,10 @@ pub struct ResetMail {
 /// The service hands each mail over in a task of its own, after the
 /// request has been answered: `POST /auth/reset-password` answers 202 in
 /// the same time whether the address exists or not, and whether sending
-/// works or not. A failed send is logged (without the token) and counted
-/// (`auth_events_total{event="reset_mail_failed"}`); the user can ask
-/// again.
+/// works or not. At most [`MAILS_IN_FLIGHT`] sends run at once, each for
+/// at most [`MAIL_SEND_TIMEOUT`]. A failed, late or dropped send is logged
+/// (without the token) and counted (`auth_events_total{event=...}`:
+/// `reset_mail_failed`, `reset_mail_dropped`); the user can ask again.
 ///
 /// ```
 /// use async_trait::async_trait;
@@ -159,6 +163,60 @@ pub trait Mailer: Send + Sync + 'static {
     /// Sends one reset mail: its token resets the password of `mail.to`
     /// until `mail.expires_at`, once.
     async fn send_reset(&self, mail: &ResetMail) -> Result<(), MailError>;
+}
+
+/// Most reset mails a service sends at once through its [`Mailer`]; a
+/// mail requested while that many are in flight is dropped (logged and
+/// counted as `reset_mail_dropped`; the user can ask again).
+pub const MAILS_IN_FLIGHT: usize = 32;
+
+/// Longest a [`Mailer::send_reset`] may take; then it counts as failed.
+pub const MAIL_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A [`Mailer`] whose sends run in tasks of their own, at most
+/// [`MAILS_IN_FLIGHT`] at once, each for at most [`MAIL_SEND_TIMEOUT`]:
+/// a slow or hung mail service costs a bounded number of tasks.
+#[derive(Clone)]
+pub(crate) struct BoundedMailer {
+    mailer: Arc<dyn Mailer>,
+    slots: Arc<Semaphore>,
+}
+
+impl BoundedMailer {
+    pub(crate) fn new(mailer: Arc<dyn Mailer>) -> Self {
+        Self {
+            mailer,
+            slots: Arc::new(Semaphore::new(MAILS_IN_FLIGHT)),
+        }
+    }
+
+    /// Starts sending `mail` (to `user_id`) and returns at once.
+    pub(crate) fn send(&self, mail: ResetMail, user_id: Uuid) {
+        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            count("reset_mail_dropped");
+            tracing::warn!(%user_id, in_flight = MAILS_IN_FLIGHT, "password reset mail dropped: the mailer is busy");
+            return;
+        };
+        let mailer = Arc::clone(&self.mailer);
+        tokio::spawn(
+            async move {
+                let sent = tokio::time::timeout(MAIL_SEND_TIMEOUT, mailer.send_reset(&mail)).await;
+                drop(slot);
+                match sent {
+                    Ok(Ok(())) => count("reset_mail_sent"),
+                    Ok(Err(e)) => {
+                        count("reset_mail_failed");
+                        tracing::warn!(%user_id, error = %e, "password reset mail not sent");
+                    }
+                    Err(_) => {
+                        count("reset_mail_failed");
+                        tracing::warn!(%user_id, timeout = ?MAIL_SEND_TIMEOUT, "password reset mail not sent in time");
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("auth.reset_mail")),
+        );
+    }
 }
 
 /// Why a [`Mailer`] could not send a mail.

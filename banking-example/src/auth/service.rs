@@ -8,7 +8,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use es_core::Clock;
 use tokio::sync::OnceCell;
-use tracing::Instrument;
 use uuid::Uuid;
 
 use super::blacklist::{TokenRef, ValidAfter};
@@ -16,7 +15,7 @@ use super::lockout::{AttemptKey, LockoutPolicy, IDLE_AFTER};
 use super::password::{check_policy, HashError, PasswordHasher};
 use super::rbac::Role;
 use super::refresh::RefreshRecord;
-use super::reset::{Mailer, QueuedReset, ResetMail, ResetRecord};
+use super::reset::{BoundedMailer, Mailer, QueuedReset, ResetMail, ResetRecord};
 use super::stores::AuthStores;
 use super::tokens::{opaque_token, reset_token_from_seed, token_hash, AccessTokens, Identity, TokenError, TokenPair};
 use super::users::{is_email, normalize_username, User, MAX_USERNAME_BYTES};
@@ -31,7 +30,7 @@ pub struct AuthService {
     tokens: AccessTokens,
     stores: AuthStores,
     /// Sends reset mails at once; without one they wait in the outbox.
-    mailer: Option<Arc<dyn Mailer>>,
+    mailer: Option<BoundedMailer>,
     lockout: LockoutPolicy,
     dummy_hash: OnceCell<String>,
     /// One login at a time per username and source in this process: a
@@ -108,7 +107,7 @@ impl AuthService {
     /// queuing them in the stores' outbox (see [`Mailer`]).
     #[must_use]
     pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
-        self.mailer = Some(mailer);
+        self.mailer = Some(BoundedMailer::new(mailer));
         self
     }
 
@@ -482,24 +481,13 @@ impl AuthService {
                 .await?;
             return Ok(());
         };
-        let mailer = Arc::clone(mailer);
-        let mail = ResetMail {
-            to: user.username,
-            token,
-            expires_at,
-        };
-        let user_id = user.id;
-        tokio::spawn(
-            async move {
-                match mailer.send_reset(&mail).await {
-                    Ok(()) => count("reset_mail_sent"),
-                    Err(e) => {
-                        count("reset_mail_failed");
-                        tracing::warn!(%user_id, error = %e, "password reset mail not sent");
-                    }
-                }
-            }
-            .instrument(tracing::info_span!("auth.reset_mail")),
+        mailer.send(
+            ResetMail {
+                to: user.username,
+                token,
+                expires_at,
+            },
+            user.id,
         );
         Ok(())
     }
