@@ -133,6 +133,12 @@ async fn publishing_shows_the_lag_of_an_existing_replication_slot() {
     assert!(s["retained_bytes"].as_i64().unwrap() > 0, "{doc}");
 }
 
+/// `publishing`'s outbox counts: pending, parked, held.
+async fn counts(store: &es_postgres::PostgresEventStore) -> [u64; 3] {
+    let doc = run(store, &["publishing", "--json"]).await.json();
+    ["pending", "parked", "held"].map(|k| doc["outbox"][k].as_u64().unwrap_or_else(|| panic!("{doc}")))
+}
+
 #[tokio::test]
 async fn unpark_releases_a_parked_row_and_the_rows_held_behind_it() {
     let store = common::store_with(true).await;
@@ -160,16 +166,7 @@ async fn unpark_releases_a_parked_row_and_the_rows_held_behind_it() {
         done,
         json!({"global_position": position, "stream_id": "m", "released": 2})
     );
-    let after = run(&store, &["publishing", "--json"]).await.json();
-    assert_eq!(
-        (
-            &after["outbox"]["pending"],
-            &after["outbox"]["parked"],
-            &after["outbox"]["held"]
-        ),
-        (&json!(4), &json!(0), &json!(0)),
-        "{after}"
-    );
+    assert_eq!(counts(&store).await, [4, 0, 0], "pending, parked, held");
     let attempts: i32 = sqlx::query_scalar(&format!("SELECT attempts FROM {s}.outbox WHERE global_position = $1"))
         .bind(position as i64)
         .fetch_one(store.pool())
@@ -188,14 +185,5 @@ async fn unpark_releases_a_parked_row_and_the_rows_held_behind_it() {
     );
     let text = run(&store, &["unpark", "12"]).await;
     assert_eq!(text.code, 1, "{text:?}");
-    let last = run(&store, &["publishing", "--json"]).await.json();
-    assert_eq!(
-        (
-            &last["outbox"]["pending"],
-            &last["outbox"]["parked"],
-            &last["outbox"]["held"]
-        ),
-        (&json!(4), &json!(0), &json!(0)),
-        "{last}"
-    );
+    assert_eq!(counts(&store).await, [4, 0, 0], "pending, parked, held");
 }
