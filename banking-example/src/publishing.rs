@@ -88,6 +88,10 @@ fn health_details(h: &HealthSnapshot) -> BTreeMap<String, serde_json::Value> {
     d.insert("consecutive_failed_rounds".into(), h.consecutive_failed_rounds.into());
     d.insert("failed_rounds_total".into(), h.failed_rounds_total.into());
     d.insert("published_total".into(), h.published_total.into());
+    if h.standby {
+        // Another instance's relay holds the slot's turn.
+        d.insert("standby".into(), true.into());
+    }
     if let Some(e) = &h.last_error {
         d.insert("last_error".into(), e.clone().into());
     }

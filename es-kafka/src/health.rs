@@ -52,6 +52,10 @@ pub struct HealthSnapshot {
     pub last_round_at: Option<DateTime<Utc>>,
     /// Events acknowledged since the start.
     pub published_total: u64,
+    /// Standing by: another relay holds the slot's turn (see
+    /// [`CdcRelay`](crate::CdcRelay)); healthy, and publishing nothing
+    /// until it takes the turn over.
+    pub standby: bool,
 }
 
 impl HealthSnapshot {
@@ -104,7 +108,24 @@ impl PublishHealth {
             s.healthy = true;
             s.last_error = None;
             s.last_round_at = Some(now);
+            s.standby = false;
         });
+    }
+
+    /// Records a round in which another relay held the turn: healthy,
+    /// nothing to do. Returns whether the record already stood by (so the
+    /// caller logs the change only).
+    pub fn standby(&self) -> bool {
+        let now = Utc::now();
+        self.with(|s| {
+            let was = s.standby;
+            s.standby = true;
+            s.consecutive_failed_rounds = 0;
+            s.healthy = true;
+            s.last_error = None;
+            s.last_round_at = Some(now);
+            was
+        })
     }
 
     /// Records a round that made no progress, with why.
@@ -130,6 +151,7 @@ impl PublishHealth {
             }
             s.consecutive_failed_rounds += 1;
             s.failed_rounds_total += 1;
+            s.standby = false;
             s.healthy = s.consecutive_failed_rounds < self.unhealthy_after;
             s.last_round_at = Some(now);
             tracing::warn!(

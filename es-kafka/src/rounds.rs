@@ -15,7 +15,13 @@ pub(crate) enum Progress {
     Busy,
     /// Nothing was pending: wait the poll interval.
     Idle,
+    /// Another publisher has the turn: look again after
+    /// [`STANDBY_RECHECK`].
+    Standby,
 }
+
+/// How often a standing-by publisher checks whether the turn is free.
+pub(crate) const STANDBY_RECHECK: Duration = Duration::from_secs(1);
 
 /// The pacing settings of a loop.
 pub(crate) struct Pace<'a> {
@@ -65,6 +71,10 @@ where
             Progress::Idle => {
                 failures = 0;
                 pace.poll_interval
+            }
+            Progress::Standby => {
+                failures = 0;
+                STANDBY_RECHECK.max(pace.poll_interval)
             }
         };
         tokio::select! {

@@ -177,3 +177,66 @@ async fn the_slot_status_is_read_without_a_relay_and_follows_the_relay() {
     })
     .await;
 }
+
+/// Two relays on one slot, as two instances of a deployment run them: one
+/// holds the slot's turn and publishes, the other stands by (healthy); each
+/// event reaches the topic once; when the first stops, the second takes
+/// over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_relays_on_one_slot_take_turns_and_publish_each_event_once() {
+    let kafka = Kafka::start();
+    let topic = kafka.topic("account", 2).await;
+    let store = common::store(false).await;
+    let (store, kafka, topic) = (&store, &kafka, &topic);
+    with_slot(store, kafka, |slot| async move {
+        let start = |r: CdcRelay| {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                r.run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            });
+            (stop, task)
+        };
+        let first = relay(store, kafka.publisher(), &slot);
+        let (stop_first, first_task) = start(first.clone());
+        common::eventually("the first relay's round", || async {
+            first.health().last_round_at.map(|_| ())
+        })
+        .await;
+        let second = relay(store, kafka.publisher(), &slot);
+        let (stop_second, second_task) = start(second.clone());
+        common::eventually("the second relay standing by", || async {
+            second.health().standby.then_some(())
+        })
+        .await;
+
+        append_n(store, "account", "t1", 20).await;
+        append_n(store, "account", "t2", 10).await;
+        common::eventually("30 events published", || async {
+            (first.health().published_total >= 30).then_some(())
+        })
+        .await;
+        let health = second.health();
+        assert!(health.standby && health.healthy, "{health:?}");
+        assert_eq!(health.published_total, 0);
+        assert_eq!(health.failed_rounds_total, 0, "no round failed on the slot being busy");
+
+        // The first stops: the second takes the turn and goes on.
+        stop_first.send(()).unwrap();
+        first_task.await.unwrap();
+        append_n(store, "account", "t1", 5).await;
+        common::eventually("the second relay publishing", || async {
+            (second.health().published_total >= 5).then_some(())
+        })
+        .await;
+        assert!(!second.health().standby);
+        let reads = kafka.read_topic(topic).await;
+        assert_eq!(reads.len(), 35, "each event once");
+        assert_complete_in_order(&reads, &BTreeMap::from([("t1".into(), 25), ("t2".into(), 10)]));
+        stop_second.send(()).unwrap();
+        second_task.await.unwrap();
+    })
+    .await;
+}

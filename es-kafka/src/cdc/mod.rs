@@ -5,6 +5,7 @@
 mod decode;
 mod relay;
 mod slot;
+mod turn;
 
 use std::time::Duration;
 

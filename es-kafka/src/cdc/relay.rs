@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::decode::{event_from_columns, parse_change, Change};
 use super::slot::{self, OtherSlot, SlotStatus};
+use super::turn::SlotTurn;
 use super::CdcConfig;
 use crate::error::{CdcError, SetupError};
 use crate::health::{HealthSnapshot, PublishHealth};
@@ -38,7 +39,13 @@ const METHOD: &str = "cdc_builtin";
 /// - events committed before the slot existed are not emitted (publish
 ///   history once with [`KafkaPublisher::publish`] if needed).
 ///
-/// Run one relay per slot. Its `wal_level` must be `logical`.
+/// Relays on the same slot (one per server instance of a deployment
+/// scaled out) take turns: [`run`](Self::run) reads the slot only while
+/// it holds the slot's turn, a PostgreSQL advisory lock on a connection of
+/// its own; the others stand by (healthy, [`HealthSnapshot::standby`]) and
+/// the first to see the turn free takes over, within a second of the
+/// holder's end. [`relay_once`](Self::relay_once) takes no turn: call it
+/// from one place only. The database's `wal_level` must be `logical`.
 #[derive(Debug, Clone)]
 pub struct CdcRelay {
     pool: PgPool,
@@ -48,6 +55,8 @@ pub struct CdcRelay {
     health: Arc<PublishHealth>,
     /// Highest global position acknowledged so far (0: none yet).
     acked_position: Arc<AtomicU64>,
+    /// One relay per slot at a time, across processes.
+    turn: Arc<SlotTurn>,
 }
 
 /// The relay's lag, for readiness checks and metrics.
@@ -122,6 +131,7 @@ impl CdcRelay {
             table: EventsTable::of(schema),
             health: Arc::new(PublishHealth::new(METHOD, config.unhealthy_after)),
             acked_position: Arc::new(AtomicU64::new(0)),
+            turn: Arc::new(SlotTurn::new(pool.clone(), &config.slot)),
             pool,
             publisher,
             config,
@@ -306,8 +316,10 @@ impl CdcRelay {
     /// Relays until `shutdown` completes: again at once after a busy
     /// round, after `poll_interval` when idle, with back-off after errors
     /// (logged, counted in [`health`](Self::health), never returned).
-    /// Checks and creates the slot first. Shutdown lets the round in
-    /// progress finish for at most `shutdown_grace`.
+    /// Checks and creates the slot first; reads it only while holding the
+    /// slot's turn (see above), and gives the turn up when it returns.
+    /// Shutdown lets the round in progress finish for at most
+    /// `shutdown_grace`.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         let ready = AtomicBool::new(false);
         let pace = Pace {
@@ -329,6 +341,20 @@ impl CdcRelay {
                         Progress::Failed
                     }
                 };
+            }
+            match self.turn.hold().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if !self.health.standby() {
+                        tracing::info!(slot = %self.config.slot, "another relay holds this slot's turn; standing by");
+                    }
+                    return Progress::Standby;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cdc relay cannot take its slot's turn");
+                    self.health.failed(format!("taking the slot's turn: {e}"));
+                    return Progress::Failed;
+                }
             }
             match self.relay_once().await {
                 Ok(o) => {
@@ -360,6 +386,8 @@ impl CdcRelay {
             }
         })
         .await;
+        // A relay on standby elsewhere takes over.
+        self.turn.release().await;
     }
 }
 
