@@ -39,6 +39,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{CodecError, EventCodec};
 pub use dedup::{CommandDeduplicator, DedupClaim, DedupError, DedupStatus};
 pub use error::{BoxError, StoreError};
+/// The store's error, under the name the docs use: `es_core::Error` is
+/// [`StoreError`] (e.g. `Error::Conflict { stream_id, expected, actual }`).
+pub type Error = StoreError;
 /// `#[derive(DomainEvent)]`: `event_type` is each variant's name (or
 /// `#[event(name = "...")]`), `schema_version` is `#[event(version = N)]`
 /// (default 1). Feature `derive`, on by default.
@@ -65,7 +68,7 @@ pub use repository::{
 };
 pub use retry::RetryPolicy;
 pub use shard::{jump_consistent_hash, shard_of, stream_hash, FenceSource, FencedStore, ShardFence, ShardId};
-pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
+pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotter};
 pub use store::{AppendResult, EventFilter, EventStore, DEFAULT_READ_BATCH, MAX_STREAM_ID_BYTES};
 pub use subscription::subscribe;
 pub use upcast::{FnUpcaster, UpcastError, Upcaster, UpcasterRegistry};

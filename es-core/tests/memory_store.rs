@@ -41,3 +41,37 @@ async fn racing_appends_never_leave_the_head_behind() {
         "the head ends at the log's end"
     );
 }
+
+/// `es_core::Error` is the store's error, under the name the docs use: a
+/// version conflict is `Error::Conflict { stream_id, expected, actual }`.
+#[tokio::test]
+async fn a_conflict_is_error_conflict() {
+    let store = InMemoryEventStore::new();
+    let id = StreamId::from("s");
+    store
+        .append(
+            "thing",
+            &id,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Happened", json!({}))],
+        )
+        .await
+        .unwrap();
+    let err: es_core::Error = store
+        .append(
+            "thing",
+            &id,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Happened", json!({}))],
+        )
+        .await
+        .unwrap_err();
+    match err {
+        es_core::Error::Conflict {
+            stream_id,
+            expected,
+            actual,
+        } => assert_eq!((stream_id, expected, actual), (id, ExpectedVersion::NoStream, 1)),
+        other => panic!("expected a conflict, got {other}"),
+    }
+}

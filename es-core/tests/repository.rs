@@ -15,8 +15,8 @@ use common::{Wallet, WalletCommand, WalletError, WalletEvent};
 use es_core::{
     BoxError, CommandContext, CommittedEvent, EventHandler, EventStore, ExpectedVersion, FnUpcaster,
     InMemoryEventStore, InMemorySnapshotStore, InMemoryStateCache, ManualClock, Metadata, NewEvent, Repository,
-    RepositoryError, RetryPolicy, Snapshot, SnapshotPolicy, SnapshotStore, StateCache, StreamId, UpcasterRegistry,
-    Versioned,
+    RepositoryError, RetryPolicy, Snapshot, SnapshotPolicy, SnapshotStore, Snapshotter, StateCache, StreamId,
+    UpcasterRegistry, Versioned,
 };
 use futures::TryStreamExt;
 use serde_json::json;
@@ -555,6 +555,35 @@ async fn snapshots_are_taken_and_used_and_old_schemas_discarded() {
         .await
         .unwrap();
     assert_eq!(r2.load("w").await.unwrap().state.balance, 50);
+}
+
+/// A `Snapshotter` hands the repository its snapshot store and policy as
+/// one: snapshots are taken by the policy, into the store.
+#[tokio::test]
+async fn a_snapshotter_gives_the_repository_its_store_and_policy() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let snaps = Arc::new(InMemorySnapshotStore::new());
+    let snapshotter = Snapshotter::new(snaps.clone(), SnapshotPolicy::EveryNEvents(10));
+    assert_eq!(snapshotter.policy(), SnapshotPolicy::EveryNEvents(10));
+    let r: Repository<Wallet, InMemoryEventStore> =
+        Repository::builder(Arc::clone(&store)).snapshotter(snapshotter).build();
+    for _ in 0..15 {
+        r.execute("w", WalletCommand::Credit(2)).await.unwrap();
+    }
+    // Snapshots are saved in the background.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let snap = loop {
+        if let Some(snap) = snaps.load(&"w".into()).await.unwrap() {
+            break snap;
+        }
+        assert!(std::time::Instant::now() < deadline, "no snapshot was saved");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        snap.version, 10,
+        "taken when the version crossed 10, not before or after"
+    );
+    assert_eq!(snap.state, json!({"balance": 20, "closed": false}));
 }
 
 #[tokio::test]

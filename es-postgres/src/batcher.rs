@@ -134,6 +134,9 @@ async fn next_batch(
             }
         }
     }
+    // The appends left waiting: callers set the gauge only as they queue,
+    // so without this it would keep a burst's depth while the queue idles.
+    metrics::gauge!("es_postgres_append_queue_length").set(rx.len() as f64);
     Some(batch)
 }
 

@@ -325,32 +325,147 @@ async fn full_queue_applies_bounded_backpressure() {
     );
 }
 
+/// A metrics recorder keeping the gauges recorded through it, installed
+/// for one thread (`metrics::set_default_local_recorder`).
+#[derive(Default)]
+struct Gauges(std::sync::Mutex<std::collections::HashMap<metrics::Key, Arc<std::sync::atomic::AtomicU64>>>);
+
+impl Gauges {
+    /// The value of the unlabelled gauge `name`, if it was ever recorded.
+    fn get(&self, name: &'static str) -> Option<f64> {
+        let gauges = self.0.lock().unwrap();
+        gauges
+            .get(&metrics::Key::from_static_name(name))
+            .map(|v| f64::from_bits(v.load(std::sync::atomic::Ordering::SeqCst)))
+    }
+}
+
+impl metrics::Recorder for Gauges {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        let mut gauges = self.0.lock().unwrap();
+        metrics::Gauge::from_arc(Arc::clone(gauges.entry(key.clone()).or_default()))
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+const QUEUE_LENGTH: &str = "es_postgres_append_queue_length";
+
+/// The queue-length gauge follows the batch processors: once a burst that
+/// queued behind a busy writer is written, it reads 0, not the burst's
+/// depth. (A current-thread runtime: the store's tasks run on the test's
+/// thread, so they record into its recorder.)
+#[tokio::test]
+async fn the_queue_length_gauge_reads_zero_once_the_queue_drains() {
+    let gauges = Gauges::default();
+    let _recorder = metrics::set_default_local_recorder(&gauges);
+    let store = Arc::new(
+        common::store_with(EventStoreConfig {
+            batch_size: 1,
+            batch_processor_count: 1,
+            max_connections: 4,
+            ..EventStoreConfig::with_schema(common::schema("g"))
+        })
+        .await,
+    );
+    let observer = common::observer().await;
+    let (blocker, first) = busy_writer(&store, &observer).await;
+    // Three appends queue behind the busy writer.
+    let ids: Vec<StreamId> = (0..3u64).map(|i| StreamId::from(format!("g{i}"))).collect();
+    let mut queued = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let mut append = Box::pin(tokio::task::unconstrained(store.append(
+            "t",
+            id,
+            ExpectedVersion::NoStream,
+            vec![ev(i as u64)],
+        )));
+        assert!(futures::poll!(append.as_mut()).is_pending());
+        queued.push(append);
+    }
+    assert_eq!(gauges.get(QUEUE_LENGTH), Some(2.0), "the third append found two queued");
+    blocker.rollback().await.unwrap();
+    first.await.unwrap().unwrap();
+    for r in futures::future::join_all(queued).await {
+        r.unwrap();
+    }
+    assert_eq!(
+        gauges.get(QUEUE_LENGTH),
+        Some(0.0),
+        "every queued append was taken: the gauge does not keep the burst's depth"
+    );
+}
+
+/// Longer than any test runs: a waiter only returns early when woken.
+const FOREVER: Duration = Duration::from_secs(3600);
+
 /// Live readers are woken by NOTIFY without waiting for the poll interval.
+///
+/// The listener wakes readers once when its LISTEN is established, and a
+/// wake-up with nothing new to read is allowed, so the test first makes
+/// sure the store listens (its waiter is woken by a NOTIFY of the test's
+/// own, no append involved); then a reader waits, an hour per wait,
+/// looking again after every wake-up, until it reads the appended event.
+/// Only the append's notification can end that within the bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn listen_notify_wakes_waiting_readers() {
     let store = Arc::new(common::store().await);
     let head = store.head_position().await.unwrap();
-    let waiter = {
+
+    // Warm up: nothing is appended, so only a wake-up from the listener
+    // (its first, or one for a NOTIFY sent here) ends this wait, and
+    // either comes only once LISTEN is established.
+    let warm = tokio::spawn({
         let store = Arc::clone(&store);
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            store.wait_for_events(head, Duration::from_secs(60)).await.unwrap();
-            started.elapsed()
-        })
-    };
+        async move { store.wait_for_events(head, FOREVER).await }
+    });
+    let channel = format!("es_events_{}", store.schema());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !warm.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "the store never listened");
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(&channel)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    warm.await.unwrap().unwrap();
+    assert_eq!(store.head_position().await.unwrap(), head, "nothing was appended");
+
+    let waiter = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move {
+            loop {
+                store.wait_for_events(head, FOREVER).await.unwrap();
+                let seen = store.read_all(head, 10, &EventFilter::all()).await.unwrap();
+                if !seen.is_empty() {
+                    return seen;
+                }
+            }
+        }
+    });
+    // Give the reader time to start waiting (were it to look only after
+    // the append, it would read the event without being woken).
     tokio::time::sleep(Duration::from_millis(200)).await;
-    store
+    assert!(!waiter.is_finished(), "nothing to read yet");
+    let appended = store
         .append("t", &StreamId::from("n"), ExpectedVersion::NoStream, vec![ev(1)])
         .await
         .unwrap();
-    let waited = tokio::time::timeout(Duration::from_secs(30), waiter)
+    let seen = tokio::time::timeout(Duration::from_secs(20), waiter)
         .await
-        .unwrap()
+        .expect("the append's notification woke the waiting reader")
         .unwrap();
-    assert!(
-        waited < Duration::from_secs(30),
-        "woken by the notification, not the 60 s timeout"
-    );
+    let positions: Vec<u64> = seen.iter().map(|e| e.global_position).collect();
+    assert_eq!(positions, appended.positions, "when woken, the event is readable");
 }
 
 /// A follower in another process (its own store, so its own LISTEN

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use es_core::{Clock, SystemClock};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::Instrument;
 
@@ -95,6 +96,19 @@ impl RedisBackend {
     /// A backend for `redis.url`; `name` labels its metrics and logs.
     /// Fails only when the URL does not parse; no connection is made yet.
     pub fn new(name: &'static str, redis: &RedisConfig, resilience: &ResilienceConfig) -> Result<Self, RedisError> {
+        Self::with_clock(name, redis, resilience, Arc::new(SystemClock))
+    }
+
+    /// Like [`new`](Self::new), with the circuit breaker's cool-down
+    /// (`open_for`) measured on `clock` (see
+    /// [`CircuitBreaker::with_clock`]), e.g. an
+    /// [`es_core::ManualClock`] in tests.
+    pub fn with_clock(
+        name: &'static str,
+        redis: &RedisConfig,
+        resilience: &ResilienceConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RedisError> {
         let client = redis::Client::open(redis.url.as_str()).map_err(|source| RedisError::Redis {
             operation: "open",
             source,
@@ -112,7 +126,7 @@ impl RedisBackend {
             resilience: *resilience,
             slots,
             next: AtomicUsize::new(0),
-            breaker: CircuitBreaker::new(name, resilience.failure_threshold, resilience.open_for),
+            breaker: CircuitBreaker::with_clock(name, resilience.failure_threshold, resilience.open_for, clock),
             shedder: LoadShedder::new(resilience.max_in_flight),
         })
     }

@@ -6,7 +6,7 @@
 //! | `es_redis_cache_hits_total` | counter | `cache` (`state`/`query`), `level` (`l1`/`l2`) |
 //! | `es_redis_cache_misses_total` | counter | `cache`, `level` |
 //! | `es_redis_cache_stale_total` | counter | `cache` (L2 entry older than this process's own last write, ignored) |
-//! | `es_redis_cache_evictions_total` | counter | `cache`, `cause` (`size`/`expired`/`replaced`/`explicit`) |
+//! | `es_redis_cache_evictions_total` | counter | `cache`, `cause` (`size`/`expired`/`explicit`; an entry replaced by a newer value is not an eviction and is not counted) |
 //! | `es_redis_errors_total` | counter | `op`, `kind` (see [`RedisError::kind`](crate::RedisError::kind)) |
 //! | `es_redis_op_duration_seconds` | histogram | `op` |
 //! | `es_redis_shed_total` | counter | `op` |
@@ -19,7 +19,7 @@
 //! | `es_shard_rebalances_total` | counter | (none): shards handed over |
 //! | `es_shard_lease_losses_total` | counter | (none) |
 //! | `es_write_behind_pending_appends` | gauge | `shard` (one per write-behind shard): appends admitted, not yet in the store |
-//! | `es_write_behind_oldest_pending_seconds` | gauge | `shard`: age of the oldest waiting append |
+//! | `es_write_behind_oldest_pending_seconds` | gauge | `shard`: age of the oldest append not yet in the store (taken by a flusher and not yet acknowledged, or still waiting) |
 //! | `es_write_behind_flush_appends` | histogram | (none): appends per flush round |
 //! | `es_write_behind_flush_events` | histogram | (none): events per flush round |
 //! | `es_write_behind_flush_seconds` | histogram | (none): duration of a flush round |
@@ -68,7 +68,8 @@ pub const SHARD_LEASE_LOSSES: &str = "es_shard_lease_losses_total";
 
 /// Appends admitted but not yet in the store, per write-behind shard.
 pub const WB_PENDING: &str = "es_write_behind_pending_appends";
-/// Age of the oldest waiting append, per write-behind shard.
+/// Age of the oldest append not yet in the store (taken by a flusher, or
+/// still waiting), per write-behind shard.
 pub const WB_OLDEST_PENDING: &str = "es_write_behind_oldest_pending_seconds";
 /// Appends written per flush round.
 pub const WB_FLUSH_APPENDS: &str = "es_write_behind_flush_appends";

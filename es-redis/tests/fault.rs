@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use es_core::{
-    CommandDeduplicator, DedupError, DedupStatus, InMemoryEventStore, LockError, LockManager, Repository, StateCache,
-    StreamId,
+    CommandDeduplicator, DedupError, DedupStatus, InMemoryEventStore, LockError, LockManager, ManualClock, Repository,
+    StateCache, StreamId,
 };
 use es_redis::{
     CacheConfig, CircuitState, DedupConfig, Idempotency, LockConfig, LockedError, LockedRepository, RedisBackend,
@@ -27,10 +27,23 @@ fn config_at(url: String, prefix: &str) -> CacheConfig {
     }
 }
 
+/// A circuit that, once open, stays open for longer than any test runs:
+/// a test that sees it open does not race its cool-down.
+fn stays_open() -> ResilienceConfig {
+    ResilienceConfig {
+        open_for: Duration::from_secs(3600),
+        ..fast_resilience()
+    }
+}
+
 #[tokio::test]
 async fn unreachable_redis_degrades_to_the_store() {
     let p = prefix();
-    let cache = RedisStateCache::<Account>::new(config_at(dead_url().await, &p)).unwrap();
+    let cache = RedisStateCache::<Account>::new(CacheConfig {
+        resilience: stays_open(),
+        ..config_at(dead_url().await, &p)
+    })
+    .unwrap();
     let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::new(InMemoryEventStore::new()))
         .cache(Arc::new(cache.clone()))
         .build();
@@ -55,7 +68,19 @@ async fn unreachable_redis_degrades_to_the_store() {
 async fn cache_degrades_when_redis_goes_away_and_resumes_when_it_returns() {
     let p = prefix();
     let proxy = Proxy::start().await;
-    let cache = RedisStateCache::<Account>::new(config_at(proxy.url(), &p)).unwrap();
+    // The breaker's cool-down runs on a clock of the test's: the circuit
+    // is seen open for as long as the test needs, and cools down when the
+    // test moves the clock on.
+    let clock = ManualClock::at("2026-01-01T00:00:00Z".parse().unwrap());
+    let config = config_at(proxy.url(), &p);
+    let backend = RedisBackend::with_clock(
+        "state_cache",
+        &config.redis,
+        &config.resilience,
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let cache = RedisStateCache::<Account>::with_backend(config, Arc::new(backend));
     let direct = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
     let store = Arc::new(InMemoryEventStore::new());
     let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store))
@@ -88,14 +113,26 @@ async fn cache_degrades_when_redis_goes_away_and_resumes_when_it_returns() {
     );
 
     proxy.restart().await;
-    // The circuit stays open for `open_for`, then a probe closes it: poll
+    // The circuit stays open for `open_for`, Redis back or not...
+    repo.execute(&id, AccountCommand::Deposit(1)).await.unwrap();
+    assert_eq!(cache.circuit_state(), CircuitState::Open, "still cooling down");
+    direct.clear_l1();
+    assert_eq!(
+        direct.get(&id).await.map(|v| v.version),
+        Some(1),
+        "no call while the circuit is open"
+    );
+    // ...then a probe closes it: let `open_for` pass (again after each
+    // round, in case a probe fails while the proxy comes back) and poll
     // until the cache writes through again.
+    let open_for = chrono::Duration::from_std(fast_resilience().open_for).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        clock.advance(open_for);
         repo.execute(&id, AccountCommand::Deposit(1)).await.unwrap();
         direct.clear_l1();
         let seen = direct.get(&id).await.map_or(0, |v| v.version);
-        if seen >= 12 && cache.circuit_state() == CircuitState::Closed {
+        if seen >= 13 && cache.circuit_state() == CircuitState::Closed {
             break;
         }
         assert!(

@@ -81,9 +81,19 @@ async fn lease_ttl_ms(prefix: &str, key: &str) -> i64 {
 async fn stalled_holder_loses_the_lock_and_its_token_is_older() {
     let p = prefix();
     let locks = RedisLockManager::new(lock_config(&p)).unwrap();
-    let stale = locks.acquire("k", Duration::from_millis(100)).await.unwrap();
+    // A lease long enough to be seen held however slow the machine...
+    let stale = locks.acquire("k", Duration::from_secs(60)).await.unwrap();
     assert!(locks.try_acquire("k", Duration::from_secs(60)).await.unwrap().is_none());
-    // The holder stalls past its TTL: poll until Redis expired the lease.
+    // ...then the holder stalls past its TTL: Redis is made to expire the
+    // lease now (as if its time had run out), and we poll until it did.
+    let mut c = raw().await;
+    let shortened: i64 = redis::cmd("PEXPIRE")
+        .arg(format!("{p}:lock:k"))
+        .arg(50)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(shortened, 1, "the lease's key is there to expire");
     let fresh = until_free(&locks, "k").await;
     assert!(
         fresh.fencing_token() > stale.fencing_token(),

@@ -719,3 +719,91 @@ async fn a_flusher_that_cannot_write_reports_itself_stuck() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A metrics recorder keeping the gauges recorded through it, installed
+/// for one thread (`metrics::set_default_local_recorder`).
+#[derive(Default)]
+struct Gauges(std::sync::Mutex<HashMap<metrics::Key, Arc<std::sync::atomic::AtomicU64>>>);
+
+impl Gauges {
+    /// The value of gauge `name` for write-behind shard `shard`, if it was
+    /// ever recorded.
+    fn shard(&self, name: &'static str, shard: &'static str) -> Option<f64> {
+        let key = metrics::Key::from_parts(name, vec![metrics::Label::new("shard", shard)]);
+        let gauges = self.0.lock().expect("gauges");
+        gauges
+            .get(&key)
+            .map(|v| f64::from_bits(v.load(std::sync::atomic::Ordering::SeqCst)))
+    }
+}
+
+impl metrics::Recorder for Gauges {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        let mut gauges = self.0.lock().expect("gauges");
+        metrics::Gauge::from_arc(Arc::clone(gauges.entry(key.clone()).or_default()))
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// While the store is down, the appends a flusher took wait in its
+/// processing list, the pending list empty: the oldest-pending gauge
+/// reports their age, not 0. (A current-thread runtime: the flusher runs
+/// on the test's thread, so it records into the test's recorder.)
+#[tokio::test]
+async fn the_oldest_pending_gauge_counts_appends_taken_but_not_yet_written() {
+    use es_core::testing::{Crash, CrashingStore};
+    let gauges = Gauges::default();
+    let _recorder = metrics::set_default_local_recorder(&gauges);
+    let prefix = prefix();
+    let pg: Arc<dyn EventStore> = pg(&testing::fresh_schema("wbage")).await;
+    // The store is down for the round: its first append fails.
+    let inner = Arc::new(CrashingStore::new(pg, [(1, Crash::Before)].into_iter().collect()));
+    let store = WriteBehindStore::builder(Arc::clone(&inner))
+        .redis(redis(&redis_url()))
+        .config(WriteBehindConfig {
+            spawn_flusher: false,
+            shards: 1,
+            ..config(&prefix)
+        })
+        .build()
+        .await
+        .expect("write-behind store");
+    store
+        .append(
+            "account",
+            &StreamId::from("acct"),
+            ExpectedVersion::NoStream,
+            vec![event(1)],
+        )
+        .await
+        .expect("admitted");
+    let flusher = store.flusher();
+    let round = flusher.take().await.expect("take");
+    assert_eq!(round.appends.len(), 1);
+    assert_eq!(
+        round.still_pending, 0,
+        "the pending list is empty: its append was taken"
+    );
+    assert!(flusher.write(&round).await.is_err(), "the store is down");
+    // Time passes while the store stays down; the round is taken again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = flusher.take().await.expect("take again");
+    assert_eq!(again.appends.len(), 1, "the same append, still not in the store");
+    assert_eq!(again.still_pending, 0);
+    let age = gauges
+        .shard("es_write_behind_oldest_pending_seconds", "0")
+        .expect("the gauge is recorded");
+    assert!(
+        age >= 0.3,
+        "the taken append waited 300 ms at least, the gauge says {age} s"
+    );
+    store.shutdown().await;
+}

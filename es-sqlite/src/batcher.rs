@@ -109,6 +109,9 @@ pub(crate) async fn run(mut writer: Writer, mut queue: mpsc::Receiver<AppendJob>
     let batch_size = writer.config.batch_size.max(1);
     let mut batch = Vec::with_capacity(batch_size);
     while queue.recv_many(&mut batch, batch_size).await > 0 {
+        // The appends left waiting: callers set the gauge only as they
+        // queue, so without this it would keep a burst's depth while idle.
+        metrics::gauge!("es_sqlite_append_queue_length").set(queue.len() as f64);
         writer.write(std::mem::take(&mut batch)).await;
     }
     if let Err(e) = writer.conn.close().await {

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     Aggregate, Clock, CommittedEvent, EventCodec, EventHandler, EventStore, EventValidator, RecordedEvent, RetryPolicy,
-    SnapshotPolicy, SnapshotStore, StateCache, StreamId, SystemClock, UpcasterRegistry, Versioned,
+    SnapshotPolicy, SnapshotStore, Snapshotter, StateCache, StreamId, SystemClock, UpcasterRegistry, Versioned,
 };
 use command::Handle;
 use mailbox::Pending;
@@ -114,6 +114,13 @@ impl<A: Aggregate, S: EventStore + ?Sized> RepositoryBuilder<A, S> {
         self.inner.snapshots = Some(store);
         self.inner.snapshot_policy = policy;
         self
+    }
+
+    /// Snapshots by a [`Snapshotter`]: its store and policy, as
+    /// [`snapshots`](Self::snapshots) takes them apart.
+    #[must_use]
+    pub fn snapshotter(self, snapshotter: Snapshotter) -> Self {
+        self.snapshots(Arc::clone(snapshotter.store()), snapshotter.policy())
     }
 
     /// Uses an aggregate-state cache.

@@ -10,7 +10,9 @@ use crate::config::{CacheConfig, EvictionPolicy};
 use crate::telemetry;
 
 /// A moka cache bounded by `max_size`, evicting by the configured policy,
-/// counting evictions per cause under `cache` in the metrics.
+/// counting evictions per cause under `cache` in the metrics (`size`,
+/// `expired`, `explicit`; an entry replaced by a newer value is not an
+/// eviction and is not counted).
 pub(crate) fn build<K, V>(config: &CacheConfig, cache: &'static str) -> Cache<K, V>
 where
     K: Hash + Eq + Send + Sync + 'static,

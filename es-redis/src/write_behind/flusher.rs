@@ -198,8 +198,6 @@ impl<S: EventStore + ?Sized> Flusher<S> {
             let pending = waiting + entries.len() as u64;
             metrics::gauge!(telemetry::WB_PENDING, "shard" => id.to_string()).set(pending as f64);
             let oldest_ms = oldest.map(|e| e.admitted_ms);
-            let age = oldest_ms.map_or(0.0, |ms| (now_ms() - ms).max(0) as f64 / 1000.0);
-            metrics::gauge!(telemetry::WB_OLDEST_PENDING, "shard" => id.to_string()).set(age);
             taken.shards.push(id);
             taken.still_pending += waiting;
             taken.oldest_pending_ms = match (taken.oldest_pending_ms, oldest_ms) {
@@ -209,6 +207,10 @@ impl<S: EventStore + ?Sized> Flusher<S> {
             if recovered {
                 taken.recovered += entries.len();
             }
+            // The oldest append not yet in the store: the taken ones stay
+            // in the processing list until acknowledged (while the store is
+            // down, every append may be there and none in the pending list).
+            let mut oldest_unwritten_ms = oldest_ms;
             for (raw, body) in entries
                 .iter()
                 .zip(bodies.iter().map(Some).chain(std::iter::repeat(None)))
@@ -222,6 +224,8 @@ impl<S: EventStore + ?Sized> Flusher<S> {
                     }
                     _ => None,
                 };
+                oldest_unwritten_ms =
+                    Some(oldest_unwritten_ms.map_or(entry.admitted_ms, |ms| ms.min(entry.admitted_ms)));
                 taken.appends.push(TakenAppend {
                     shard: id,
                     stream_id: entry.stream_id,
@@ -231,6 +235,8 @@ impl<S: EventStore + ?Sized> Flusher<S> {
                     entry: raw.clone(),
                 });
             }
+            let age = oldest_unwritten_ms.map_or(0.0, |ms| (now_ms() - ms).max(0) as f64 / 1000.0);
+            metrics::gauge!(telemetry::WB_OLDEST_PENDING, "shard" => id.to_string()).set(age);
         }
         let oldest_taken = taken.appends.iter().map(|a| a.admitted_ms).min();
         self.health
