@@ -115,6 +115,26 @@ async fn es_admin_lists_and_rebuilds_the_bank_projections_with_progress() {
     let refused = es_admin(&schema, &["rebuild", accounts_projection], true).await;
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(refused.stderr.contains("readers are served from"), "{refused:?}");
+    // The blue/green name stands for its active version; `replay` is
+    // `rebuild`.
+    let name = accounts_projection.rsplit_once("_v").map(|(n, _)| n).unwrap();
+    let refused = es_admin(&schema, &["replay", name], true).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("readers are served from {accounts_projection}")),
+        "{refused:?}"
+    );
+    // es-admin reads PostgreSQL only, and says so for a SQLite file.
+    let sqlite = es_admin(
+        &schema,
+        &["--database-url", "sqlite://data/bank.db", "projections"],
+        false,
+    )
+    .await;
+    assert_eq!(sqlite.code, Some(1), "{sqlite:?}");
+    assert!(sqlite.stderr.contains("PostgreSQL event stores only"), "{sqlite:?}");
 
     let rebuilt = es_admin(&schema, &["rebuild", accounts_projection, "--serving"], true).await;
     let out = rebuilt.ok();

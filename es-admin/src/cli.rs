@@ -36,6 +36,7 @@ pub(crate) enum Command {
     Projections,
     /// Replays one projection: in full (the read model is reset), from a
     /// position, or only selected event types; shows progress on stderr.
+    #[command(visible_alias = "replay")]
     Rebuild(RebuildArgs),
     /// Lists, retries or skips the events a projection set aside.
     #[command(subcommand)]
@@ -76,7 +77,8 @@ pub(crate) struct TailArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RebuildArgs {
-    /// The projection.
+    /// The projection (`projections` lists them); the name of a blue/green
+    /// projection (`accounts`) stands for its active version.
     pub projection: String,
     /// Replay from this global position: the checkpoint moves back to it
     /// and everything after it is applied again (without `--event-type`);

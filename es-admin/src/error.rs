@@ -11,6 +11,13 @@ pub enum AdminError {
     /// Neither `--database-url` nor `DATABASE_URL` was given.
     #[error("no database URL: pass --database-url or set DATABASE_URL")]
     NoUrl,
+    /// The database URL names a SQLite file: es-admin reads PostgreSQL
+    /// event stores only.
+    #[error(
+        "es-admin reads PostgreSQL event stores only (a postgres:// URL in --database-url / DATABASE_URL); \
+         a SQLite file is not supported"
+    )]
+    NotPostgres,
     /// The database URL does not parse.
     #[error("invalid database URL (--database-url / DATABASE_URL): {0}")]
     InvalidUrl(#[source] sqlx::Error),

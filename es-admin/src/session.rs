@@ -28,6 +28,9 @@ impl Session {
         timeout: Duration,
         projections: &Registrar,
     ) -> Result<Self, AdminError> {
+        if url.starts_with("sqlite:") {
+            return Err(AdminError::NotPostgres);
+        }
         let options = PgConnectOptions::from_str(url)
             .map_err(AdminError::InvalidUrl)?
             .application_name("es-admin");
@@ -55,14 +58,31 @@ impl Session {
         Ok(Self { store, runners })
     }
 
-    /// The registered runner of `name`.
-    pub(crate) fn runner(&self, name: &str) -> Result<&ProjectionRunner, AdminError> {
-        self.runners
-            .iter()
-            .find(|r| r.name() == name)
-            .ok_or_else(|| AdminError::UnknownProjection {
-                name: name.to_owned(),
-                known: self.runners.iter().map(|r| r.name().to_owned()).collect(),
-            })
+    /// The registered runner of `name`: a projection's own name, or the
+    /// name of a blue/green projection (es-postgres `BlueGreen`, as
+    /// `accounts` for `accounts_v2`), which stands for its active version.
+    pub(crate) async fn runner(&self, name: &str) -> Result<&ProjectionRunner, AdminError> {
+        let named = |n: &str| self.runners.iter().find(|r| r.name() == n);
+        if let Some(runner) = named(name) {
+            return Ok(runner);
+        }
+        let versions = format!("{}.projection_versions", self.store.schema());
+        if relation_exists(&self.store, &versions).await? {
+            let active: Option<i32> = sqlx::query_scalar(&format!("SELECT active FROM {versions} WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(self.store.pool())
+                .await
+                .map_err(|source| AdminError::Database {
+                    operation: "read the active projection version",
+                    source,
+                })?;
+            if let Some(runner) = active.and_then(|v| named(&format!("{name}_v{v}"))) {
+                return Ok(runner);
+            }
+        }
+        Err(AdminError::UnknownProjection {
+            name: name.to_owned(),
+            known: self.runners.iter().map(|r| r.name().to_owned()).collect(),
+        })
     }
 }

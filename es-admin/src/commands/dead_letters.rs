@@ -41,7 +41,7 @@ pub(crate) async fn run(session: &Session, cmd: &DeadLetterCommand, out: &mut Ou
 
 async fn list(session: &Session, projection: Option<&str>, out: &mut Output) -> Result<(), AdminError> {
     let runners = match projection {
-        Some(name) => vec![session.runner(name)?],
+        Some(name) => vec![session.runner(name).await?],
         None => session.runners.iter().collect(),
     };
     let mut letters: Vec<DeadLetter> = Vec::new();
@@ -80,7 +80,7 @@ async fn retry(
     all: bool,
     out: &mut Output,
 ) -> Result<(), AdminError> {
-    let runner = session.runner(projection)?;
+    let runner = session.runner(projection).await?;
     let positions: Vec<u64> = match position {
         Some(p) if !all => vec![p],
         _ => runner.dead_letters().await?.iter().map(|l| l.global_position).collect(),
@@ -121,7 +121,7 @@ async fn retry(
 }
 
 async fn skip(session: &Session, projection: &str, position: u64, out: &mut Output) -> Result<(), AdminError> {
-    let runner = session.runner(projection)?;
+    let runner = session.runner(projection).await?;
     if !runner.skip_dead_letter(position).await? {
         return Err(AdminError::NoDeadLetter {
             projection: projection.to_owned(),

@@ -65,7 +65,7 @@ pub(crate) async fn run(
     out: &mut Output,
     progress: &ProgressTarget,
 ) -> Result<(), AdminError> {
-    let runner = session.runner(&args.projection)?;
+    let runner = session.runner(&args.projection).await?;
     let store = &session.store;
     let head = store.head_position().await?;
     let from = args.from.unwrap_or(0);
