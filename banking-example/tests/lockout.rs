@@ -123,38 +123,64 @@ async fn concurrent_guesses_from_one_source_get_no_more_tries_than_the_lockout_a
 }
 
 async fn each_failure_from_a_source_makes_its_next_try_wait_longer(backend: Backend) {
+    const BACKOFF_MS: u64 = 300;
     let clock = ManualClock::at(chrono::Utc::now());
     let mut config = behind_proxy();
     config.auth.max_login_attempts = 5;
-    config.auth.login_backoff = std::time::Duration::from_secs(1);
+    config.auth.lockout_duration = std::time::Duration::from_secs(300);
+    config.auth.login_backoff = std::time::Duration::from_millis(BACKOFF_MS);
     let server = backend.start_with_clock(config, clock.clone()).await;
     let base = server.url();
     let api = Api::new(&server, "lockout").await;
     let attacker = "198.51.100.1";
-    let wrong = || login_from(&base, attacker, &api.username, "wrong password!");
-    // The first failure costs no wait.
-    expect_error(wrong().await, StatusCode::UNAUTHORIZED).await;
-    expect_error(wrong().await, StatusCode::UNAUTHORIZED).await;
-    for wait in [1, 2, 4] {
-        let r = wrong().await;
-        assert_eq!(retry_after(&r), wait);
-        expect_error(r, StatusCode::TOO_MANY_REQUESTS).await;
-        // Even the right password waits.
-        let r = login_from(&base, attacker, &api.username, common::PASSWORD).await;
-        expect_error(r, StatusCode::TOO_MANY_REQUESTS).await;
-        clock.advance(Duration::seconds(wait as i64));
-        if wait < 4 {
-            expect_error(wrong().await, StatusCode::UNAUTHORIZED).await;
+    // (status, how long the answer took)
+    let timed = |password: &'static str| {
+        let (base, username) = (base.clone(), api.username.clone());
+        async move {
+            let started = std::time::Instant::now();
+            let r = login_from(&base, attacker, &username, password).await;
+            (r.status(), started.elapsed().as_millis() as u64)
         }
+    };
+    let waited = |ms: u64, factor: u64| ms >= factor * BACKOFF_MS * 9 / 10;
+    // The first two failures cost no wait; each one after them makes the
+    // next try wait twice as long, and that try is still checked: a wrong
+    // password answers 401, not a refusal.
+    for _ in 0..2 {
+        let (status, _) = timed("wrong password!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    // Another source is not delayed; the delayed one, once it waited, is in.
+    for factor in [1, 2] {
+        let (status, ms) = timed("wrong password!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(waited(ms, factor), "waited {ms} ms, expected {factor} x {BACKOFF_MS}");
+    }
+    // Another source is not held back.
     let (status, _) = read(login_from(&base, "203.0.113.7", &api.username, common::PASSWORD).await).await;
     assert_eq!(status, StatusCode::OK);
+    // The right password waits too, then gets in, and clears the count:
+    // the next failures cost no wait again.
+    let (status, ms) = timed(common::PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(waited(ms, 4), "waited {ms} ms");
+    // Five failures in a row (each answered 401 after its wait) lock the
+    // source out: then even the right password is refused at once.
+    for factor in [0, 0, 1, 2, 4] {
+        let (status, ms) = timed("wrong password!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            factor == 0 || waited(ms, factor),
+            "waited {ms} ms, expected {factor} x {BACKOFF_MS}"
+        );
+    }
+    let r = login_from(&base, attacker, &api.username, common::PASSWORD).await;
+    assert!(retry_after(&r) > 200);
+    expect_error(r, StatusCode::TOO_MANY_REQUESTS).await;
+    // (The manual clock stands still while a try waits, so the waits are
+    // counted from it and the lockout starts a few seconds after it.)
+    clock.advance(Duration::seconds(310));
     let (status, _) = read(login_from(&base, attacker, &api.username, common::PASSWORD).await).await;
-    assert_eq!(status, StatusCode::OK, "the wait is over");
-    // A success clears the count: the next failure costs no wait again.
-    expect_error(wrong().await, StatusCode::UNAUTHORIZED).await;
-    expect_error(wrong().await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(status, StatusCode::OK, "the lockout is over");
     server.stop().await.unwrap();
 }
 

@@ -15,7 +15,7 @@
 //! | `MAX_LOGIN_ATTEMPTS` | 5 | failed logins of one username from one source (client address, IPv6 by /64) before that source is locked out of it |
 //! | `LOCKOUT_DURATION_SECS` | 300 | lockout length (and the longest progressive delay) |
 //! | `LOGIN_BACKOFF_MS` | 1000 | progressive delay: the wait after the second failure from one source, doubled after each further one; 0 disables |
-//! | `JWT_LEEWAY_SECS` | 30 | clock skew tolerated on `exp`/`nbf` |
+//! | `JWT_LEEWAY_SECS` | 0 | clock skew tolerated on `exp` and `nbf` (`nbf` always gets at least 1 s): an access token is refused from its `exp` second on |
 //! | `ARGON2_MEMORY_KIB`, `ARGON2_ITERATIONS`, `ARGON2_PARALLELISM` | 19456, 2, 1 | Argon2id cost (OWASP minimum) |
 //! | `ARGON2_MAX_CONCURRENT` | number of CPUs | password hashes running at once (each holds `ARGON2_MEMORY_KIB`) |
 //! | `ARGON2_QUEUE_WAIT_MS` | 1000 | how long a login waits for a hashing slot before 503 with `Retry-After` |
@@ -94,7 +94,9 @@ pub struct AuthConfig {
     /// The wait after the second failed login from one source, doubled
     /// after each further one (1 s; zero disables the delay).
     pub login_backoff: Duration,
-    /// Clock skew tolerated when checking `exp` and `nbf`.
+    /// Clock skew tolerated when checking `exp` and `nbf` (none by
+    /// default: a token is refused from its `exp` second on; `nbf` always
+    /// gets at least one second).
     pub leeway: Duration,
     /// Password hashing cost.
     pub argon2: Argon2Params,
@@ -137,7 +139,7 @@ impl Default for AuthConfig {
             max_login_attempts: 5,
             lockout_duration: Duration::from_secs(300),
             login_backoff: Duration::from_secs(1),
-            leeway: Duration::from_secs(30),
+            leeway: Duration::ZERO,
             argon2: Argon2Params::default(),
             argon2_max_concurrent: 0,
             argon2_queue_wait: Duration::from_secs(1),

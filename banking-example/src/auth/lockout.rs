@@ -10,9 +10,13 @@
 //! Keyed on the source as well, a flood of failures from one place locks
 //! that place out, not the victim: the owner still logs in from anywhere
 //! else. Attempts are tracked whether or not the user exists, so a lockout
-//! says nothing about existence (no user enumeration). While locked or
-//! delayed, every login of that username from that source is refused, even
-//! with the right password; refused attempts do not extend the wait.
+//! says nothing about existence (no user enumeration). While locked, every
+//! login of that username from that source is refused, even with the right
+//! password; refused attempts do not extend the wait. While delayed, a
+//! login waits the delay out before its password is checked (up to
+//! [`MAX_LOGIN_WAIT`](super::MAX_LOGIN_WAIT); a longer delay is
+//! refused like a lockout), so wrong passwords keep answering 401 until the
+//! lockout.
 //! Counts idle for [`IDLE_AFTER`] are forgotten (the database stores purge
 //! them).
 

@@ -24,7 +24,7 @@ pub mod users;
 
 pub use config::{AuthConfig, Persistence};
 pub use rbac::Role;
-pub use service::AuthService;
+pub use service::{AuthService, MAX_LOGIN_WAIT};
 pub use stores::AuthStores;
 pub use tokens::{Identity, TokenPair};
 

@@ -48,6 +48,12 @@ pub struct AuthService {
 /// Login turns (see `AuthService::login_turns`).
 const LOGIN_TURNS: usize = 4096;
 
+/// The longest progressive delay a login waits out before it is checked;
+/// a longer one is refused at once with 429 and `Retry-After` (as a
+/// lockout is). With the defaults (`LOGIN_BACKOFF_MS` 1000, five attempts)
+/// the longest delay before the lockout is 4 s.
+pub const MAX_LOGIN_WAIT: Duration = Duration::from_secs(10);
+
 impl std::fmt::Debug for AuthService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthService")
@@ -201,16 +207,38 @@ impl AuthService {
             source,
         };
         let turn = self.turn_hasher.hash_one((username.as_str(), source)) as usize % LOGIN_TURNS;
-        let _turn = self.login_turns[turn].lock().await;
-        let now = self.now();
-        let attempts = self.stores.attempts.get(key).await?;
-        if let Some(until) = self.lockout.locked_until(&attempts, now) {
-            count("login_locked");
-            tracing::warn!("login refused: username is locked out for this source");
-            return Err(AuthError::Locked {
-                retry_after: (until - now).to_std().unwrap_or(Duration::from_secs(1)),
-            });
-        }
+        // The end of the progressive delay this try has sat out: time has
+        // reached it, whatever the clock says (a manual one in tests).
+        let mut served: Option<DateTime<Utc>> = None;
+        let (_turn, now) = loop {
+            let held = self.login_turns[turn].lock().await;
+            let now = served.map_or_else(|| self.now(), |s| self.now().max(s));
+            let attempts = self.stores.attempts.get(key).await?;
+            let Some(until) = self.lockout.locked_until(&attempts, now) else {
+                break (held, now);
+            };
+            let wait = (until - now).to_std().unwrap_or(Duration::from_secs(1));
+            if attempts.failures == 0 || wait > MAX_LOGIN_WAIT {
+                count("login_locked");
+                tracing::warn!("login refused: username is locked out for this source");
+                return Err(AuthError::Locked { retry_after: wait });
+            }
+            // A progressive delay: the try waits it out, then is checked
+            // like any other (so wrong passwords keep answering 401 until
+            // the lockout). The turn is not held while waiting: other
+            // pairs hashed to it go on, and tries of this pair check again
+            // after the wait, against the failures recorded meanwhile.
+            drop(held);
+            if served.is_none() {
+                count("login_delayed");
+                tracing::info!(
+                    wait_ms = wait.as_millis() as u64,
+                    "login delayed after failures from this source"
+                );
+            }
+            tokio::time::sleep(wait).await;
+            served = Some(until);
+        };
         let user = self.stores.users.by_username(&username).await?;
         let valid = if let Some(u) = &user {
             self.hasher

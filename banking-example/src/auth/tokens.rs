@@ -6,9 +6,10 @@
 //! so logout can end the session); the header says `typ: at+jwt` (RFC
 //! 9068). Verification accepts HS256 only — `alg: none`, RS*/ES* and every
 //! other algorithm are rejected before the signature is looked at —
-//! requires that `typ`, our issuer and our audience, and checks `exp` and
-//! `nbf` against the injected clock with a small leeway (`iat` must not be
-//! in the future either). A token that passed is kept (bounded, keyed on
+//! requires that `typ`, our issuer and our audience, and checks `exp`
+//! (expired at that second, plus the leeway, none by default) and `nbf`
+//! (at most the leeway or one second early; `iat` must not be in the
+//! future either) against the injected clock. A token that passed is kept (bounded, keyed on
 //! the whole string), so its next uses check only the time; revocation is
 //! the caller's, on every request.
 //!
@@ -250,7 +251,10 @@ impl AccessTokens {
         if claims.exp <= now - self.leeway {
             return Err(TokenError::Expired);
         }
-        if claims.nbf > now + self.leeway || claims.iat > now + self.leeway {
+        // A token from an instance whose clock is a little ahead is not
+        // refused in its first second, whatever the leeway.
+        let early = self.leeway.max(1);
+        if claims.nbf > now + early || claims.iat > now + early {
             return Err(TokenError::NotYetValid);
         }
         Ok(Claims::clone(&claims))
