@@ -111,7 +111,14 @@ async fn client_id_is_required_and_checked(backend: Backend) {
     let server = backend.start().await;
     let api = Api::new(&server, "c").await;
     let body = json!({"owner_name": "A", "initial_balance": 1});
-    let r = api.http.post(api.url("/accounts")).json(&body).send().await.unwrap();
+    let r = api
+        .http
+        .post(api.url("/accounts"))
+        .bearer_auth(&api.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         expect_error(r, StatusCode::BAD_REQUEST).await,
         "x-client-id header is required"
@@ -120,6 +127,7 @@ async fn client_id_is_required_and_checked(backend: Backend) {
         let r = api
             .http
             .post(api.url("/accounts"))
+            .bearer_auth(&api.token)
             .header("x-client-id", bad)
             .json(&body)
             .send()
@@ -131,6 +139,7 @@ async fn client_id_is_required_and_checked(backend: Backend) {
     let r = api
         .http
         .get(api.url(&format!("/accounts/{}", uuid::Uuid::nil())))
+        .bearer_auth(&api.token)
         .send()
         .await
         .unwrap();
@@ -138,6 +147,15 @@ async fn client_id_is_required_and_checked(backend: Backend) {
     // 128 characters is fine.
     let ok = Api::new(&server, &"y".repeat(128)).await;
     ok.open("A", json!(1)).await;
+    // Neither a token nor a client id: who is calling is asked first.
+    let r = reqwest::Client::new()
+        .post(format!("{}/accounts", server.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    expect_error(r, StatusCode::UNAUTHORIZED).await;
     server.stop().await.unwrap();
 }
 

@@ -135,6 +135,34 @@ async fn every_operation_documents_the_shared_statuses_and_header_rules() {
             assert!(has("429"), "{method} {path}: no 429");
             if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
                 assert!(has("401"), "{method} {path}: secured, no 401");
+                assert!(
+                    responses["401"]["headers"].get("WWW-Authenticate").is_some(),
+                    "{method} {path}: 401 without WWW-Authenticate"
+                );
+            }
+            // The correlation header, asked for and answered everywhere.
+            let request_id = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == "x-request-id" && p["in"] == "header")
+                .unwrap_or_else(|| panic!("{method} {path}: no x-request-id parameter"));
+            assert_eq!(request_id["x-kept-when"]["maxLength"], 128, "{method} {path}");
+            for (status, response) in responses {
+                assert!(
+                    response["headers"].get("x-request-id").is_some(),
+                    "{method} {path} {status}: x-request-id not documented"
+                );
+            }
+            if op["parameters"].as_array().into_iter().flatten().any(|p| {
+                p["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("idempotency-key"))
+            }) {
+                assert!(
+                    responses["409"]["headers"].get("Retry-After").is_some(),
+                    "{method} {path}: 409 in progress without Retry-After"
+                );
             }
             if op.get("requestBody").is_some() {
                 for s in ["400", "413", "415"] {

@@ -104,8 +104,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let client_id = client_id(&parts.headers)?;
+        // Who is calling comes first: a request with neither a token nor
+        // an `x-client-id` is 401, not 400.
         let AuthUser(user) = AuthUser::from_request_parts(parts, state).await?;
+        let client_id = client_id(&parts.headers)?;
         let request_id = parts
             .headers
             .get(&super::headers::REQUEST_ID)

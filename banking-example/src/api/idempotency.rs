@@ -150,7 +150,17 @@ impl Idempotency {
                 self.finish(&dedup_key, &claim, fingerprint, result).await
             }
             Ok(DedupStatus::InProgress) | Err(DedupError::InProgress { .. }) => {
-                ApiError::Conflict("a request with this Idempotency-Key is still in progress".into()).into_response()
+                // Retry with the same key: it is answered from the stored
+                // outcome once the first request finishes (or its claim,
+                // left by a process that died, lapses).
+                let mut response =
+                    ApiError::Conflict("a request with this Idempotency-Key is still in progress".into())
+                        .into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                response
             }
             Err(e) => {
                 tracing::warn!(error = %e, "idempotency store unavailable; refusing keyed request");
