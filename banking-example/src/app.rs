@@ -89,6 +89,8 @@ impl App {
         let cluster = match (&config.cluster, &backends.postgres) {
             (None, _) => None,
             (Some(cluster), Some(_)) => {
+                // The recorder first: joining registers the cluster's metrics.
+                let _ = metrics_handle();
                 let advertise = match &cluster.advertise_url {
                     Some(url) => url.clone(),
                     // Every instance would forward to itself.

@@ -53,6 +53,12 @@ pub struct AppConfig {
     /// The public listener serves neither: its `/health/ready` says only
     /// `ready` or `not_ready`.
     pub admin_bind_addr: Option<SocketAddr>,
+    /// Whether the operations listener's address was configured
+    /// (`ADMIN_BIND_ADDR` set). A configured address that cannot be bound
+    /// stops the server; the default one, when another process holds it
+    /// (a second server on the same machine, say), is skipped with a
+    /// warning and the server runs without `/metrics`.
+    pub admin_bind_required: bool,
     /// The database (`DATABASE_URL`): `postgres://…` for PostgreSQL,
     /// `sqlite://path` for a SQLite file. Unset: [`data_dir`](Self::data_dir).
     pub database_url: Option<String>,
@@ -158,6 +164,7 @@ impl Default for AppConfig {
         Self {
             bind_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             admin_bind_addr: Some(DEFAULT_ADMIN_BIND_ADDR),
+            admin_bind_required: false,
             database_url: None,
             data_dir: None,
             database_schema: "bank".into(),
@@ -196,7 +203,10 @@ pub use es_kafka::{CdcRelayKind, DataCaptureMethod};
 /// generous local default (the library default, [`RateLimitConfig::default`],
 /// is the stricter 60/min with a burst of 10).
 pub const ENV_DEFAULT_REQUESTS_PER_MINUTE: u32 = 1200;
-/// Burst when `RATE_LIMIT_BURST` is unset.
+/// Burst when `RATE_LIMIT_BURST` is unset (and the rate is left at its
+/// default: a rate set alone gets a burst of at most that rate, so
+/// `RATE_LIMIT_REQUESTS_PER_MINUTE=5` lets 5 requests through at once, not
+/// 200).
 pub const ENV_DEFAULT_BURST: u32 = 200;
 
 impl AppConfig {
@@ -219,7 +229,10 @@ impl AppConfig {
         match get("ADMIN_BIND_ADDR").as_deref() {
             None => {}
             Some("off") => c.admin_bind_addr = None,
-            Some(v) => c.admin_bind_addr = Some(parse("ADMIN_BIND_ADDR", v)?),
+            Some(v) => {
+                c.admin_bind_addr = Some(parse("ADMIN_BIND_ADDR", v)?);
+                c.admin_bind_required = true;
+            }
         }
         c.database_url = get("DATABASE_URL");
         c.data_dir = match get("STORE").as_deref() {
@@ -304,8 +317,12 @@ impl AppConfig {
         if let Some(v) = get("RATE_LIMIT_REQUESTS_PER_MINUTE") {
             c.rate_limit.requests_per_minute = parse("RATE_LIMIT_REQUESTS_PER_MINUTE", &v)?;
         }
-        if let Some(v) = get("RATE_LIMIT_BURST") {
-            c.rate_limit.burst_size = parse("RATE_LIMIT_BURST", &v)?;
+        match get("RATE_LIMIT_BURST") {
+            Some(v) => c.rate_limit.burst_size = parse("RATE_LIMIT_BURST", &v)?,
+            None if c.rate_limit.requests_per_minute > 0 => {
+                c.rate_limit.burst_size = ENV_DEFAULT_BURST.min(c.rate_limit.requests_per_minute);
+            }
+            None => {}
         }
         if let Some(v) = get("RATE_LIMIT_WINDOW_SECS") {
             c.rate_limit.window_size = Duration::from_secs(parse("RATE_LIMIT_WINDOW_SECS", &v)?);
@@ -354,6 +371,20 @@ impl AppConfig {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_rate_set_alone_gets_a_burst_no_larger_than_itself() {
+        let rate = |v: &'static str| move |k: &str| (k == "RATE_LIMIT_REQUESTS_PER_MINUTE").then(|| v.to_owned());
+        let c = AppConfig::from_lookup(rate("5")).unwrap();
+        assert_eq!((c.rate_limit.requests_per_minute, c.rate_limit.burst_size), (5, 5));
+        let c = AppConfig::from_lookup(rate("6000")).unwrap();
+        assert_eq!(c.rate_limit.burst_size, ENV_DEFAULT_BURST);
+        let c = AppConfig::from_lookup(|_| None).unwrap();
+        assert_eq!(c.rate_limit.burst_size, ENV_DEFAULT_BURST);
+        let both: HashMap<&str, &str> = [("RATE_LIMIT_REQUESTS_PER_MINUTE", "5"), ("RATE_LIMIT_BURST", "50")].into();
+        let c = AppConfig::from_lookup(|k| both.get(k).map(std::string::ToString::to_string)).unwrap();
+        assert_eq!(c.rate_limit.burst_size, 50);
+    }
 
     #[test]
     fn reads_variables_with_defaults() {
@@ -424,9 +455,11 @@ mod tests {
     fn the_admin_listener_is_loopback_by_default_and_can_be_moved_or_turned_off() {
         let default = AppConfig::from_lookup(|_| None).unwrap();
         assert_eq!(default.admin_bind_addr, Some(DEFAULT_ADMIN_BIND_ADDR));
+        assert!(!default.admin_bind_required);
         assert!(DEFAULT_ADMIN_BIND_ADDR.ip().is_loopback());
         let moved = AppConfig::from_lookup(|k| (k == "ADMIN_BIND_ADDR").then(|| "10.0.0.5:9100".into())).unwrap();
         assert_eq!(moved.admin_bind_addr, Some("10.0.0.5:9100".parse().unwrap()));
+        assert!(moved.admin_bind_required);
         let off = AppConfig::from_lookup(|k| (k == "ADMIN_BIND_ADDR").then(|| "off".into())).unwrap();
         assert_eq!(off.admin_bind_addr, None);
         assert!(AppConfig::from_lookup(|k| (k == "ADMIN_BIND_ADDR").then(|| "loopback".into())).is_err());

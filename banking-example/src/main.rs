@@ -7,6 +7,11 @@
 //! admin user in the configured store (the SQLite file under `DATA_DIR` by
 //! default, or `DATABASE_URL`); the password comes from `ADMIN_PASSWORD`
 //! or, when unset, the first line of stdin.
+//!
+//! `banking-example reset-mails --email user@example.com` delivers the
+//! password-reset mails waiting for that address in the outbox: one JSON
+//! line each (`to`, `token`, `expires_at`) on stdout (needs the server's
+//! `REFRESH_TOKEN_SECRET`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -41,6 +46,15 @@ enum Command {
         #[arg(long)]
         username: String,
     },
+    /// Deliver the password-reset mails waiting for one address: print each
+    /// as a JSON line (`to`, `token`, `expires_at`) on stdout and remove it
+    /// from the outbox. The delivery step of a deployment without a
+    /// mailer, and the way to try the reset flow locally.
+    ResetMails {
+        /// The address the reset was requested for.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[tokio::main]
@@ -50,7 +64,13 @@ async fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
     // Colours only on a terminal: a log file or collector gets plain text,
     // with its fields written without the colour styling.
-    if std::io::stdout().is_terminal() {
+    if matches!(cli.command, Some(Command::ResetMails { .. })) {
+        // Its stdout is the mails.
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else if std::io::stdout().is_terminal() {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     } else {
         tracing_subscriber::fmt()
@@ -67,6 +87,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         None | Some(Command::Serve) => run().await,
         Some(Command::CreateAdmin { username }) => create_admin(&username).await,
+        Some(Command::ResetMails { email }) => reset_mails(&email).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,13 +109,26 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let backends = Backends::from_config(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.bind_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, store = %backends.names.store, "banking example listening; API docs at /docs");
-    let admin = if let Some(addr) = config.admin_bind_addr {
-        let admin = tokio::net::TcpListener::bind(addr).await?;
-        tracing::info!(addr = %admin.local_addr()?, "operations listener: /metrics, /health/ready with details");
-        Some(admin)
-    } else {
-        tracing::info!("operations listener off (ADMIN_BIND_ADDR=off): no /metrics");
-        None
+    let admin = match config.admin_bind_addr {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(admin) => {
+                tracing::info!(addr = %admin.local_addr()?, "operations listener: /metrics, /health/ready with details");
+                Some(admin)
+            }
+            Err(e) if !config.admin_bind_required => {
+                tracing::warn!(
+                    addr = %addr, error = %e,
+                    "operations listener not started: its default address is taken (another server on this \
+                     machine?); set ADMIN_BIND_ADDR to serve /metrics, or ADMIN_BIND_ADDR=off"
+                );
+                None
+            }
+            Err(e) => return Err(format!("ADMIN_BIND_ADDR {addr}: {e}").into()),
+        },
+        None => {
+            tracing::info!("operations listener off (ADMIN_BIND_ADDR=off): no /metrics");
+            None
+        }
     };
     let app = banking_example::App::build(config, backends).await?;
     app.serve(listener, admin, shutdown_signal()).await?;
@@ -161,4 +195,37 @@ async fn shutdown_signal() {
         () = ctrl_c => tracing::info!("SIGINT received; finishing in-flight requests"),
         () = terminate => tracing::info!("SIGTERM received; finishing in-flight requests"),
     }
+}
+
+async fn reset_mails(email: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let config = AppConfig::from_env()?;
+    if config.database_url.is_none() && config.data_dir.is_none() {
+        return Err(
+            "reset-mails needs a persistent store (the SQLite file, or DATABASE_URL): with STORE=memory \
+                    the server's outbox is in its own process"
+                .into(),
+        );
+    }
+    // Reset tokens are derived from this secret: one drawn at random here
+    // would not match the server's.
+    if std::env::var("REFRESH_TOKEN_SECRET").map_or(true, |v| v.trim().is_empty()) {
+        return Err("reset-mails needs the server's REFRESH_TOKEN_SECRET: reset tokens are derived from it".into());
+    }
+    let backends = Backends::from_config(&config).await?;
+    let auth = AuthService::new(config.auth.clone(), backends.clock.clone(), backends.auth.clone())?;
+    let mails = auth.take_reset_mails(email).await;
+    if let Some(store) = &backends.postgres {
+        store.shutdown().await;
+    }
+    if let Some(store) = &backends.sqlite {
+        store.shutdown().await;
+        store.pool().close().await;
+    }
+    let mails = mails?;
+    tracing::info!(mails = mails.len(), "reset mails delivered");
+    for mail in mails {
+        let line = serde_json::json!({"to": mail.to, "token": mail.token, "expires_at": mail.expires_at});
+        println!("{line}");
+    }
+    Ok(())
 }

@@ -131,6 +131,27 @@ async fn three_instances_survive_a_pause_and_a_kill_without_losing_or_doubling_a
             "{s}"
         );
     }
+    // Every cluster metric is listed from the start, at zero until it
+    // happens.
+    let metrics = reqwest::get(format!("{}/metrics", servers[2].admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "es_shards_owned",
+        "es_shard_acquisitions_total",
+        "es_shard_rebalances_total",
+        "es_shard_lease_losses_total",
+        "cluster_forwarded_requests_total",
+        "cluster_fenced_appends_total",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(name)),
+            "{name} not in /metrics:\n{metrics}"
+        );
+    }
 
     // Accounts opened through every instance, keyed and not.
     let owner = Api::register_at(&servers[0].base, "cluster-owner").await;
@@ -205,6 +226,10 @@ async fn three_instances_survive_a_pause_and_a_kill_without_losing_or_doubling_a
                             continue;
                         };
                         let status = r.status();
+                        if [StatusCode::SERVICE_UNAVAILABLE, StatusCode::CONFLICT].contains(&status) {
+                            // Both say when to come back.
+                            assert!(r.headers().contains_key("retry-after"), "{status} without Retry-After");
+                        }
                         let body = r.text().await.unwrap_or_default();
                         *tally.lock().unwrap().statuses.entry(status.as_u16()).or_insert(0) += 1;
                         match status {
@@ -495,4 +520,48 @@ fn cluster_mode_refuses_to_start_without_redis() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(log.contains("CLUSTER_SHARDS") && log.contains("REDIS_URL"), "{log}");
+}
+
+/// Two servers on one machine, neither told where its operations listener
+/// goes: the second finds the default port taken and starts without it,
+/// saying so; an address set on purpose and taken stops the server.
+#[tokio::test]
+async fn a_second_server_on_the_machine_starts_without_the_default_operations_listener() {
+    use banking_example::config::DEFAULT_ADMIN_BIND_ADDR;
+    // The default port held, as a first server holds it (or already held
+    // by some other process: either way taken).
+    let _held = std::net::TcpListener::bind(DEFAULT_ADMIN_BIND_ADDR).ok();
+    let dir = std::env::temp_dir().join(format!("es-rs-second-server-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut env = common::process::sqlite_env(&dir);
+    env.push(("ADMIN_BIND_ADDR", String::new()));
+    let server = ServerProcess::start(&env).await;
+    let health = reqwest::get(format!("{}/health", server.base)).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(
+        server.log().contains("operations listener not started"),
+        "{}",
+        server.log()
+    );
+    drop(server);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_banking-example"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "error")
+        .env("NO_COLOR", "1")
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("ADMIN_BIND_ADDR", DEFAULT_ADMIN_BIND_ADDR.to_string())
+        .env("STORE", "memory")
+        .env("AUTH_ALLOW_INSECURE_SECRETS", "1")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(log.contains("ADMIN_BIND_ADDR"), "{log}");
 }

@@ -17,7 +17,7 @@ use banking_example::auth::users::{User, UserStore};
 use banking_example::auth::{AuthStoreError, AuthStores, Role};
 use banking_example::{AppConfig, Backends, RunningServer};
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use common::{read, Api};
+use common::{expect_error, read, Api};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::sqlite::SqlitePool;
@@ -665,4 +665,53 @@ async fn create_admin_keeps_the_admin_in_the_default_sqlite_file() {
     let (status, body) = read(r).await;
     assert_eq!(status, StatusCode::OK, "an admin lists users: {body}");
     assert!(!server.log().contains("NOT persisted"), "{}", server.log());
+}
+
+/// `banking-example reset-mails` delivers the reset mails the server
+/// queued in the default SQLite file: each token works once over HTTP, and
+/// a mail is delivered once.
+#[tokio::test]
+async fn reset_mails_delivers_a_token_the_server_accepts_once() {
+    let db = TempDb::new();
+    let env = common::process::sqlite_env(&db.dir);
+    let server = common::process::ServerProcess::start(&env).await;
+    let username = format!("reset-{}@example.com", Uuid::now_v7().simple());
+    common::register_and_login(&server.base, &username).await;
+    let r = common::post_json(&server.base, "/auth/reset-password", None, json!({"email": username})).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let deliver = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_banking-example"))
+            .args(["reset-mails", "--email", &username])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(&db.dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let delivered = deliver();
+    let mails: Vec<serde_json::Value> = delivered.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(mails.len(), 1, "one mail, nothing else on stdout: {delivered:?}");
+    assert_eq!(mails[0]["to"], json!(username));
+    assert!(mails[0]["expires_at"].is_string());
+    let token = mails[0]["token"].as_str().unwrap();
+    assert_eq!(deliver(), "", "a mail is delivered once");
+    let confirm = |password: &'static str| {
+        common::post_json(
+            &server.base,
+            "/auth/reset-password/confirm",
+            None,
+            json!({"token": token, "new_password": password}),
+        )
+    };
+    assert_eq!(
+        confirm("a-new-passphrase-for-reset").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    expect_error(confirm("another-new-passphrase-2").await, StatusCode::BAD_REQUEST).await;
+    common::login(&server.base, &username, "a-new-passphrase-for-reset").await;
 }

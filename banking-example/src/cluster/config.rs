@@ -17,7 +17,10 @@ pub struct ClusterConfig {
     /// `SHARD_LOCK_RETRY_INTERVAL_MS` default 100, `SHARD_MAX_RETRIES`
     /// default 3, `SHARD_MIN_PER_INSTANCE` default 0,
     /// `SHARD_MAX_PER_INSTANCE` default unlimited, `SHARD_KEY_PREFIX`
-    /// default `bank:shards:`). Its Redis URL is `REDIS_URL`.
+    /// default `bank:shards:`; the last three and the lease TTL are also
+    /// read under their fields' names, `SHARD_MIN_SHARDS_PER_INSTANCE`,
+    /// `SHARD_MAX_SHARDS_PER_INSTANCE` and `SHARD_LOCK_TIMEOUT_MS`). Its
+    /// Redis URL is `REDIS_URL`.
     pub shards: ShardConfig,
     /// The base URL other instances reach this one at
     /// (`CLUSTER_ADVERTISE_URL`; default `http://` + the bound address,
@@ -70,8 +73,10 @@ impl ClusterConfig {
         if let Some(v) = get("SHARD_COUNT") {
             shards.shard_count = parse("SHARD_COUNT", &v)?;
         }
-        if let Some(d) = millis("SHARD_LEASE_TTL_MS")? {
-            shards.lock_timeout = d;
+        for name in ["SHARD_LOCK_TIMEOUT_MS", "SHARD_LEASE_TTL_MS"] {
+            if let Some(d) = millis(name)? {
+                shards.lock_timeout = d;
+            }
         }
         if let Some(d) = millis("SHARD_REBALANCE_INTERVAL_MS")? {
             shards.rebalance_interval = d;
@@ -85,11 +90,16 @@ impl ClusterConfig {
         if let Some(v) = get("SHARD_MAX_RETRIES") {
             shards.max_retries = parse("SHARD_MAX_RETRIES", &v)?;
         }
-        if let Some(v) = get("SHARD_MIN_PER_INSTANCE") {
-            shards.min_shards_per_instance = parse("SHARD_MIN_PER_INSTANCE", &v)?;
+        // Each also under the name of its `ShardConfig` field.
+        for name in ["SHARD_MIN_PER_INSTANCE", "SHARD_MIN_SHARDS_PER_INSTANCE"] {
+            if let Some(v) = get(name) {
+                shards.min_shards_per_instance = parse(name, &v)?;
+            }
         }
-        if let Some(v) = get("SHARD_MAX_PER_INSTANCE") {
-            shards.max_shards_per_instance = parse("SHARD_MAX_PER_INSTANCE", &v)?;
+        for name in ["SHARD_MAX_PER_INSTANCE", "SHARD_MAX_SHARDS_PER_INSTANCE"] {
+            if let Some(v) = get(name) {
+                shards.max_shards_per_instance = parse(name, &v)?;
+            }
         }
         if let Some(v) = get("SHARD_KEY_PREFIX") {
             shards.key_prefix = v;
@@ -182,6 +192,27 @@ mod tests {
         assert_eq!(s.lock_retry_interval, Duration::from_millis(50));
         assert_eq!(s.redis.url, "redis://r");
         assert_eq!(c.advertise_url.as_deref(), Some("http://10.0.0.5:3000"));
+        // The names of the `ShardConfig` fields are read too.
+        let c = read(
+            &[
+                ("CLUSTER_SHARDS", "1"),
+                ("SHARD_LOCK_TIMEOUT_MS", "4000"),
+                ("SHARD_MIN_SHARDS_PER_INSTANCE", "2"),
+                ("SHARD_MAX_SHARDS_PER_INSTANCE", "9"),
+            ],
+            Some("redis://r"),
+            Some("postgres://p"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (
+                c.shards.lock_timeout,
+                c.shards.min_shards_per_instance,
+                c.shards.max_shards_per_instance
+            ),
+            (Duration::from_secs(4), 2, 9)
+        );
         assert!(read(
             &[("CLUSTER_SHARDS", "1"), ("SHARD_COUNT", "0")],
             Some("r"),

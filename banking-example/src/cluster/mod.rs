@@ -30,6 +30,24 @@ pub struct Cluster {
     client: reqwest::Client,
 }
 
+/// The cluster's counters and gauge, at zero until something happens, so
+/// `/metrics` lists each of them from the start (the metrics recorder must
+/// be installed first).
+fn zero_metrics() {
+    use es_redis::telemetry::{SHARDS_OWNED, SHARD_ACQUISITIONS, SHARD_LEASE_LOSSES, SHARD_REBALANCES};
+    for name in [
+        SHARD_ACQUISITIONS,
+        SHARD_REBALANCES,
+        SHARD_LEASE_LOSSES,
+        "cluster_forwarded_requests_total",
+        "cluster_unavailable_total",
+        "cluster_fenced_appends_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!(SHARDS_OWNED).increment(0.0);
+}
+
 impl Cluster {
     /// Joins the cluster: registers as `advertise_url`, takes a first share
     /// of the shards (raising the store's fence of each) and keeps the
@@ -47,6 +65,7 @@ impl Cluster {
             ),
             address: advertise_url,
         };
+        zero_metrics();
         let manager = ShardManager::connect(config.shards.clone(), me, store, Arc::new(SystemClock)).await?;
         if let Err(e) = manager.tick().await {
             tracing::warn!(error = %e, "first shard round failed; retrying in the background");
