@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::error::{backend, is_transient, sqlstate, UNIQUE_VIOLATION};
 use crate::notify::Notifier;
-use crate::sql::Sql;
+use crate::sql::{Sql, ROWS_PER_TRANSACTION};
 use crate::EventStoreConfig;
 
 /// One caller's append, waiting for its result.
@@ -63,6 +63,10 @@ struct Writer {
     /// batches (otherwise readers could starve).
     keep: bool,
     notifier: Arc<Notifier>,
+    /// An append taken off the queue that did not fit its batch (the
+    /// batch would have held [`ROWS_PER_TRANSACTION`] events): the first
+    /// of the next one.
+    carry: Option<AppendJob>,
 }
 
 impl Writer {
@@ -108,7 +112,9 @@ async fn next_batch(
     };
     // Hold on to the connection while appends keep coming; give it back
     // to the pool for readers when the writer idles.
-    let (mut rx, first) = if let Ok(got) = tokio::time::timeout(KEEP_IDLE_CONNECTION, first).await {
+    let (mut rx, first) = if let Some(carried) = writer.carry.take() {
+        (queue.lock().await, Some(carried))
+    } else if let Ok(got) = tokio::time::timeout(KEEP_IDLE_CONNECTION, first).await {
         got
     } else {
         writer.release();
@@ -117,19 +123,39 @@ async fn next_batch(
         (rx, job)
     };
     let mut batch = Vec::with_capacity(batch_size);
-    batch.push(first?);
+    let first = first?;
+    let mut rows = first.events.len();
+    batch.push(first);
+    // Whether `job` fits the batch; if not it is carried to the next one.
+    let mut fits = |job: AppendJob, batch: &mut Vec<AppendJob>| {
+        if rows + job.events.len() >= ROWS_PER_TRANSACTION {
+            writer.carry = Some(job);
+            return false;
+        }
+        rows += job.events.len();
+        batch.push(job);
+        true
+    };
     if config.batch_timeout_ms > 0 {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(config.batch_timeout_ms);
         while batch.len() < batch_size {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(job)) => batch.push(job),
+                Ok(Some(job)) => {
+                    if !fits(job, &mut batch) {
+                        break;
+                    }
+                }
                 _ => break,
             }
         }
     } else {
         while batch.len() < batch_size {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => {
+                    if !fits(job, &mut batch) {
+                        break;
+                    }
+                }
                 Err(_) => break,
             }
         }
@@ -154,6 +180,7 @@ pub(crate) async fn run(
         conn: None,
         keep: keep_connection,
         notifier,
+        carry: None,
     };
     while let Some(batch) = next_batch(&queue, &config, &mut writer).await {
         let span = tracing::debug_span!("es.pg.batch", appends = batch.len());

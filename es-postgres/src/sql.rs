@@ -14,6 +14,25 @@ pub(crate) const RAISE_IDLE_LIMIT_MS: u64 = 2_000;
 
 const VISIBLE_LIMIT: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)";
 
+/// Rows one transaction can number: a global position is `(xid << 20) +`
+/// the row's number in its transaction, so a statement of the batch
+/// writer never holds this many events, and one append fewer.
+pub(crate) const ROWS_PER_TRANSACTION: usize = 1 << 20;
+
+/// Refuses an append of more events than one transaction can number.
+pub(crate) fn check_rows(stream_id: &es_core::StreamId, events: usize) -> Result<(), es_core::StoreError> {
+    if events >= ROWS_PER_TRANSACTION {
+        return Err(es_core::StoreError::InvalidAppend {
+            stream_id: stream_id.clone(),
+            reason: format!(
+                "{events} events in one append; at most {} (a transaction numbers its rows below 2^20)",
+                ROWS_PER_TRANSACTION - 1
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Whether `name` is a safe, unquoted PostgreSQL identifier.
 pub(crate) fn valid_identifier(name: &str) -> bool {
     let mut chars = name.chars();

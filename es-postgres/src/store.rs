@@ -279,6 +279,7 @@ impl PostgresEventStore {
         events: Vec<NewEvent>,
         fence: Option<ShardFence>,
     ) -> Result<AppendResult, StoreError> {
+        crate::sql::check_rows(stream_id, events.len())?;
         es_core::backend::validate_append(stream_id, &events)?;
 
         let started = Instant::now();

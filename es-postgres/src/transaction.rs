@@ -41,6 +41,7 @@ impl PostgresEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
+        crate::sql::check_rows(stream_id, events.len())?;
         es_core::backend::validate_append(stream_id, &events)?;
         let sql = &self.inner.sql;
         let mut attempt = 0;

@@ -644,6 +644,32 @@ async fn appends_survive_killed_connections() {
     assert_eq!(events.len(), 2);
 }
 
+/// An append of 2^20 events, more than one transaction can number under
+/// the position scheme (`(xid << 20) + row`), is refused before it is
+/// queued, directly and in a caller's transaction; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_of_more_events_than_a_transaction_numbers_is_refused() {
+    let store = batching_store("rows").await;
+    let id = StreamId::from("huge");
+    let events = || {
+        (0..1usize << 20)
+            .map(|i| NewEvent::new("Happened", json!({ "i": i })))
+            .collect::<Vec<_>>()
+    };
+    let r = store.append("t", &id, ExpectedVersion::NoStream, events()).await;
+    match r {
+        Err(StoreError::InvalidAppend { reason, .. }) => assert!(reason.contains("at most 1048575"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let mut tx = store.pool().begin().await.unwrap();
+    let r = store
+        .append_in_transaction(&mut tx, "t", &id, ExpectedVersion::NoStream, events())
+        .await;
+    assert!(matches!(r, Err(StoreError::InvalidAppend { .. })), "{r:?}");
+    tx.rollback().await.unwrap();
+    assert_eq!(store.stream_version(&id).await.unwrap(), 0);
+}
+
 /// An append PostgreSQL cannot store (a NUL in a JSON string) fails alone,
 /// with a clear error, before it joins a batch; the appends queued around
 /// it are written.

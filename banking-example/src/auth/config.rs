@@ -189,6 +189,15 @@ impl AuthConfig {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>, persistence: Persistence) -> Result<Self, ConfigError> {
         let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let dev = get("AUTH_ALLOW_INSECURE_SECRETS").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+        // As configured: a weak secret may be swapped for a random one
+        // below, which would hide that both were set the same.
+        let equal = |a: Option<String>, b: Option<String>| a.is_some() && a == b;
+        if equal(get("JWT_SECRET"), get("REFRESH_TOKEN_SECRET")) {
+            return Err(ConfigError::Invalid {
+                name: "REFRESH_TOKEN_SECRET",
+                reason: "must differ from JWT_SECRET".into(),
+            });
+        }
         let mut c = Self {
             jwt_secret: secret(get("JWT_SECRET"), "JWT_SECRET", persistence, dev)?,
             refresh_token_secret: secret(get("REFRESH_TOKEN_SECRET"), "REFRESH_TOKEN_SECRET", persistence, dev)?,
@@ -390,6 +399,18 @@ mod tests {
     fn equal_secrets_are_a_startup_error() {
         for persistent in [false, true] {
             let err = load(&[("JWT_SECRET", GOOD), ("REFRESH_TOKEN_SECRET", GOOD)], persistent).unwrap_err();
+            assert!(err.to_string().contains("must differ from JWT_SECRET"), "{err}");
+            // Also when both are weak and the development flag would
+            // otherwise swap them for random ones.
+            let err = load(
+                &[
+                    ("JWT_SECRET", "short"),
+                    ("REFRESH_TOKEN_SECRET", "short"),
+                    ("AUTH_ALLOW_INSECURE_SECRETS", "1"),
+                ],
+                persistent,
+            )
+            .unwrap_err();
             assert!(err.to_string().contains("must differ from JWT_SECRET"), "{err}");
         }
     }
