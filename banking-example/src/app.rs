@@ -238,6 +238,7 @@ impl App {
             transfers,
             transfers_failure,
             write_behind: backends.write_behind.clone(),
+            postgres: backends.postgres.clone(),
         });
         Ok(Self {
             state,

@@ -234,3 +234,55 @@ async fn concurrent_registrations_of_one_username_one_wins() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// A writing transaction left open anywhere in the cluster holds the log
+/// back (the head and every lag stand still): the operations listener's
+/// readiness and metrics say how many committed events wait and for how
+/// long, and nothing once it ends.
+#[tokio::test]
+async fn readiness_reports_the_events_an_open_transaction_holds_back() {
+    let schema = pg::schema();
+    let server = start_pg(&schema).await;
+    let api = Api::new(&server, "pg-held").await;
+    let id = api.open("Ada", json!(100)).await;
+    let pool = sqlx::PgPool::connect(&pg::database_url()).await.unwrap();
+    let mut open = pool.begin().await.unwrap();
+    // A transaction id: the transaction now counts as writing.
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let r = api.post(&format!("/accounts/{id}/deposit"), json!({"amount": 1})).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let admin = server.admin_url();
+    let details = |ready: &serde_json::Value| ready["components"]["event_store"]["details"].clone();
+    let (_, ready) = read(api.http.get(format!("{admin}/health/ready")).send().await.unwrap()).await;
+    let held = details(&ready);
+    assert!(held["held_back_events"].as_u64().unwrap() >= 2, "{ready}");
+    assert!(held["held_back_seconds"].as_f64().unwrap() >= 0.25, "{ready}");
+    let metrics = api
+        .http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("es_postgres_log_held_back_seconds"), "{metrics}");
+    open.rollback().await.unwrap();
+    // (Other tests' transactions may hold the log back for a moment.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, ready) = read(api.http.get(format!("{admin}/health/ready")).send().await.unwrap()).await;
+        if details(&ready)["held_back_events"] == json!(0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still held back: {ready}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.stop().await.unwrap();
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{append, append_added, cure, run, totals, totals_table};
-use es_core::{CheckpointStore, OnFailure, ProjectionConfig, ProjectionError};
+use es_core::{CheckpointStore, EventStore, OnFailure, ProjectionConfig, ProjectionError};
 use es_postgres::PostgresCheckpointStore;
 use serde_json::{json, Value};
 
@@ -14,6 +14,37 @@ fn by_name<'a>(doc: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|p| p["name"] == name)
         .unwrap_or_else(|| panic!("{name} in {doc}"))
+}
+
+/// A writing transaction left open holds the log's head back, so the lag
+/// reads 0 while events wait behind it: `projections` says so.
+#[tokio::test]
+async fn projections_notes_events_an_open_transaction_holds_back() {
+    let store = common::store().await;
+    append_added(&store, "a", 2).await;
+    totals(&store).catch_up().await.unwrap();
+    let mut open = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open)
+        .await
+        .unwrap();
+    // Committed, but not readable while `open` is.
+    store
+        .append(
+            "counter",
+            &es_core::StreamId::from("b"),
+            es_core::ExpectedVersion::Any,
+            vec![es_core::NewEvent::new("Added", json!({"n": 1}))],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let text = run(&store, &["projections"]).await.ok().to_owned();
+    assert!(
+        text.contains("committed event(s) are not readable yet") && text.contains("holds the log back"),
+        "{text}"
+    );
+    open.rollback().await.unwrap();
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod config;
 mod dedup;
 mod error;
 mod health;
+mod held_back;
 mod migrate;
 mod notify;
 mod process;
@@ -27,6 +28,7 @@ pub use config::EventStoreConfig;
 pub use dedup::PostgresDeduplicator;
 pub use error::SetupError;
 pub use health::Health;
+pub use held_back::{HeldBack, HELD_BACK_COUNT_LIMIT};
 pub use process::{PgProcess, PostgresDeadlineStore};
 pub use projection::{
     projection_statuses, BlueGreen, BlueGreenError, PageFailure, PgProjectionUnit, PgTyped, PgTypedProjector, PgViews,

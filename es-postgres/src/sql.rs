@@ -62,6 +62,7 @@ pub(crate) struct Sql {
     pub(crate) append_in_transaction: String,
     pub(crate) head: String,
     pub(crate) committed_head: String,
+    pub(crate) held_back: String,
     pub(crate) heads: String,
     pub(crate) stream_version: String,
     pub(crate) find_event: String,
@@ -215,6 +216,11 @@ impl Sql {
                 "SELECT coalesce(max(global_position), 0) FROM {s}.events WHERE global_position < {VISIBLE_LIMIT}"
             ),
             committed_head: format!("SELECT coalesce(max(global_position), 0) FROM {s}.events"),
+            // Committed rows at or past the limit readers stop at, oldest
+            // positions first, at most $1 of them.
+            held_back: format!(
+                "SELECT count(*), extract(epoch FROM now() - min(h.recorded_at))::float8                  FROM (SELECT recorded_at FROM {s}.events WHERE global_position >= {VISIBLE_LIMIT}                        ORDER BY global_position LIMIT $1) h"
+            ),
             heads: format!(
                 "SELECT coalesce((SELECT max(global_position) FROM {s}.events WHERE global_position < {VISIBLE_LIMIT}), 0), \
                         coalesce((SELECT max(global_position) FROM {s}.events), 0)"

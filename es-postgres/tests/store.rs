@@ -644,6 +644,58 @@ async fn appends_survive_killed_connections() {
     assert_eq!(events.len(), 2);
 }
 
+/// A writing transaction left open holds the log back: the events
+/// committed after it are counted as held back, with their age, while the
+/// head stays where it was; once it ends, nothing is held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_committed_behind_an_open_transaction_are_reported_held_back() {
+    let store = batching_store("held").await;
+    let mut open = store.pool().begin().await.unwrap();
+    store
+        .append_in_transaction(
+            &mut open,
+            "t",
+            &StreamId::from("open"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Happened", json!({}))],
+        )
+        .await
+        .unwrap();
+    let head = store.head_position().await.unwrap();
+    for i in 0..3 {
+        store
+            .append(
+                "t",
+                &StreamId::from(format!("after{i}")),
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("Happened", json!({ "i": i }))],
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = store.held_back().await.unwrap();
+    assert!(held.events >= 3, "{held:?}");
+    assert!(held.for_how_long.unwrap() >= Duration::from_millis(250), "{held:?}");
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        head,
+        "the head waits at the open transaction"
+    );
+    open.rollback().await.unwrap();
+    // (Other tests' transactions may hold the log back for a moment.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = store.held_back().await.unwrap();
+        if held.events == 0 {
+            assert_eq!(held.for_how_long, None);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still held back: {held:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An append of 2^20 events, more than one transaction can number under
 /// the position scheme (`(xid << 20) + row`), is refused before it is
 /// queued, directly and in a caller's transaction; nothing is written.

@@ -89,6 +89,13 @@ async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
         Ok(h) => details.insert("head_position".into(), (*h).into()),
         Err(e) => details.insert("error".into(), e.to_string().into()),
     };
+    if let Some(held) = held_back(state).await {
+        details.insert("held_back_events".into(), held.events.into());
+        details.insert(
+            "held_back_seconds".into(),
+            held.for_how_long.map_or(0.0, |d| d.as_secs_f64()).into(),
+        );
+    }
     components.insert(
         "event_store".into(),
         component(store_up, &state.backends.store, details),
@@ -187,8 +194,19 @@ async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
     (status, body)
 }
 
+/// The events PostgreSQL's log holds back behind a transaction still
+/// writing somewhere in the cluster (the head and every lag stand still
+/// meanwhile), also set as the gauge `es_postgres_log_held_back_seconds`;
+/// `None` on other stores or when the query fails.
+async fn held_back(state: &AppState) -> Option<es_postgres::HeldBack> {
+    let held = state.postgres.as_ref()?.held_back().await.ok()?;
+    metrics::gauge!("es_postgres_log_held_back_seconds").set(held.for_how_long.map_or(0.0, |d| d.as_secs_f64()));
+    Some(held)
+}
+
 /// Prometheus metrics (the operations listener).
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    held_back(&state).await;
     if let Some(probe) = &state.publishing {
         // Refreshes the publishing gauges (backlog, lag, time since the
         // last publish) before rendering.

@@ -74,4 +74,7 @@ pub struct Services {
     /// The write-behind store, with `WRITE_BEHIND=1` (its flusher's health
     /// is part of readiness).
     pub write_behind: Option<Arc<es_redis::WriteBehindStore<dyn EventStore>>>,
+    /// The PostgreSQL store, when that is the store (readiness reports the
+    /// events its log holds back behind an open transaction).
+    pub postgres: Option<es_postgres::PostgresEventStore>,
 }

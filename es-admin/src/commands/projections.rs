@@ -88,8 +88,28 @@ pub(crate) async fn run(session: &Session, out: &mut Output) -> Result<(), Admin
     if out.is_json() {
         return out.document(&rows);
     }
-    print(out, &rows)
+    print(out, &rows)?;
+    // The lag above stops at the log's head, which an open writing
+    // transaction anywhere in the cluster holds back: say so.
+    let held = store.held_back().await?;
+    if let (true, Some(age)) = (held.events > 0, held.for_how_long) {
+        if age.as_secs_f64() >= HELD_BACK_NOTE_AFTER {
+            out.line(format_args!(
+                "note: {} committed event(s) are not readable yet, the oldest for {}: a transaction still writing \
+                 somewhere in the PostgreSQL cluster holds the log back (pg_stat_activity, oldest xact_start); \
+                 the lag above does not count them",
+                held.events,
+                human_seconds(age.as_secs_f64())
+            ))?;
+            out.flush()?;
+        }
+    }
+    Ok(())
 }
+
+/// Events held back for less than this (seconds) are commits in flight,
+/// not worth a note.
+const HELD_BACK_NOTE_AFTER: f64 = 1.0;
 
 fn print(out: &mut Output, rows: &[Row]) -> Result<(), AdminError> {
     if rows.is_empty() {
