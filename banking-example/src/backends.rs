@@ -197,7 +197,7 @@ impl Backends {
             (Some(url), _) => Self::postgres(config, url).await?,
             (None, Some(dir)) => {
                 let path = dir.join("bank.db");
-                tracing::info!(path = %path.display(), "events, accounts and users are kept in this SQLite file (STORE=memory: nothing kept)");
+                tracing::info!(path = %path.display(), "events, accounts and users are kept in this SQLite file (set STORE=memory to keep nothing)");
                 Self::sqlite(config, &path.to_string_lossy()).await?
             }
             (None, None) => Self::in_memory(config),

@@ -353,6 +353,8 @@ impl AppConfig {
             })?;
         }
         let persistence = match (&c.database_url, &c.data_dir) {
+            // A SQLite file named by URL is the embedded store elsewhere.
+            (Some(url), _) if url.starts_with("sqlite:") => Persistence::EmbeddedFile,
             (Some(_), _) => Persistence::Database,
             (None, Some(_)) => Persistence::EmbeddedFile,
             (None, None) => Persistence::Nothing,
@@ -371,6 +373,14 @@ impl AppConfig {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_sqlite_url_needs_no_secrets_as_the_default_file_does_not() {
+        let sqlite = AppConfig::from_lookup(|k| (k == "DATABASE_URL").then(|| "sqlite://data/x.db".to_owned()));
+        assert!(sqlite.is_ok(), "{sqlite:?}");
+        let postgres = AppConfig::from_lookup(|k| (k == "DATABASE_URL").then(|| "postgres://h/db".to_owned()));
+        assert!(postgres.unwrap_err().to_string().contains("JWT_SECRET"));
+    }
 
     #[test]
     fn a_rate_set_alone_gets_a_burst_no_larger_than_itself() {

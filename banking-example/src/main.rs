@@ -61,23 +61,29 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let dotenv = dotenvy::dotenv();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    // A one-shot command logs warnings and errors only (unless RUST_LOG
+    // says otherwise), on stderr: its stdout is its answer (the admin's id,
+    // the mails).
+    let default_filter = if serving { "info,tower_http=info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Colours only on a terminal: a log file or collector gets plain text,
     // with its fields written without the colour styling.
-    if matches!(cli.command, Some(Command::ResetMails { .. })) {
-        // Its stdout is the mails.
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    } else if std::io::stdout().is_terminal() {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+    let terminal = if serving {
+        std::io::stdout().is_terminal()
     } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
+        std::io::stderr().is_terminal()
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match (serving, terminal) {
+        (true, true) => logs.init(),
+        (true, false) => logs.with_ansi(false).fmt_fields(PlainFields).init(),
+        (false, true) => logs.with_writer(std::io::stderr).init(),
+        (false, false) => logs
+            .with_writer(std::io::stderr)
             .with_ansi(false)
             .fmt_fields(PlainFields)
-            .init();
+            .init(),
     }
     match dotenv {
         Ok(path) => tracing::info!(path = %path.display(), "loaded .env"),
@@ -92,7 +98,11 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "server failed");
+            if serving {
+                tracing::error!(error = %e, "server failed");
+            } else {
+                tracing::error!(error = %e, "command failed");
+            }
             ExitCode::FAILURE
         }
     }

@@ -59,8 +59,17 @@ async fn stream_prints_one_streams_events_from_a_version_up_to_a_limit() {
     );
     assert!(lines[2].contains("counter/c1 v4  Added"), "{text:?}");
 
+    // The `type/id` form the lines print is taken too.
+    let typed = run(&store, &["stream", "counter/c1", "--json"]).await.json();
+    assert_eq!(
+        (typed["stream_id"].clone(), typed["version"].clone()),
+        (json!("c1"), json!(4))
+    );
+
     let none = run(&store, &["stream", "nobody"]).await;
     assert!(none.ok().contains("stream nobody has no events"), "{none:?}");
+    let none = run(&store, &["stream", "counter/nobody"]).await;
+    assert!(none.ok().contains("stream counter/nobody has no events"), "{none:?}");
     let none = run(&store, &["stream", "nobody", "--json"]).await.json();
     assert_eq!((none["version"].clone(), none["events"].clone()), (json!(0), json!([])));
 }

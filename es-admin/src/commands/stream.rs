@@ -19,15 +19,26 @@ struct StreamDoc<'a> {
 
 #[tracing::instrument(name = "es.admin.stream", skip_all, fields(stream = %args.stream_id))]
 pub(crate) async fn run(session: &Session, args: &StreamArgs, out: &mut Output) -> Result<(), AdminError> {
-    let id = StreamId::from(args.stream_id.as_str());
-    let version = session.store.stream_version(&id).await?;
+    let mut id = StreamId::from(args.stream_id.as_str());
+    let mut version = session.store.stream_version(&id).await?;
+    // `tail` and `stream` print events as `type/id`: that form is taken
+    // too, when no stream has the whole of it as its id.
+    if version == 0 {
+        if let Some((_, bare)) = args.stream_id.split_once('/') {
+            let bare_id = StreamId::from(bare);
+            let bare_version = session.store.stream_version(&bare_id).await?;
+            if bare_version > 0 {
+                (id, version) = (bare_id, bare_version);
+            }
+        }
+    }
     let events = session
         .store
         .read_stream_batch(&id, args.from_version.max(1), args.limit)
         .await?;
     if out.is_json() {
         return out.document(&StreamDoc {
-            stream_id: &args.stream_id,
+            stream_id: id.as_str(),
             version,
             events: &events,
         });
@@ -37,7 +48,7 @@ pub(crate) async fn run(session: &Session, args: &StreamArgs, out: &mut Output) 
     }
     out.line(format_args!(
         "stream {} at version {version}; {} event(s) from version {}:",
-        args.stream_id,
+        id.as_str(),
         events.len(),
         args.from_version.max(1)
     ))?;
