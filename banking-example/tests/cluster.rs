@@ -25,6 +25,19 @@ const INTERVAL_MS: u64 = 500;
 const ACCOUNTS: usize = 12;
 const WORKERS: usize = 9;
 
+/// The server binary with `env` and nothing else of this process's
+/// environment but `PATH`, logging errors only.
+fn server_command(env: &[(&'static str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_banking-example"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "error")
+        .env("NO_COLOR", "1")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    command
+}
+
 fn cluster_env(schema: &str, prefix: &str) -> Vec<(&'static str, String)> {
     let mut env = pg_env(schema);
     env.extend([
@@ -468,12 +481,7 @@ fn cluster_mode_on_an_unspecified_address_needs_an_advertised_url() {
         &format!("bank:test:unspecified:{}:", uuid::Uuid::now_v7().simple()),
     );
     env.push(("BIND_ADDR", "0.0.0.0:0".to_owned()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_banking-example"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "error")
-        .env("NO_COLOR", "1")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+    let mut child = server_command(&env)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -504,15 +512,8 @@ fn cluster_mode_on_an_unspecified_address_needs_an_advertised_url() {
 fn cluster_mode_refuses_to_start_without_redis() {
     let mut env = pg_env("unused_cluster");
     env.push(("CLUSTER_SHARDS", "1".to_owned()));
-    let out = Command::new(env!("CARGO_BIN_EXE_banking-example"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "error")
-        .env("NO_COLOR", "1")
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap();
+    env.push(("BIND_ADDR", "127.0.0.1:0".to_owned()));
+    let out = server_command(&env).output().unwrap();
     assert!(!out.status.success());
     let log = format!(
         "{}{}",
@@ -545,17 +546,13 @@ async fn a_second_server_on_the_machine_starts_without_the_default_operations_li
     );
     drop(server);
 
-    let out = Command::new(env!("CARGO_BIN_EXE_banking-example"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "error")
-        .env("NO_COLOR", "1")
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .env("ADMIN_BIND_ADDR", DEFAULT_ADMIN_BIND_ADDR.to_string())
-        .env("STORE", "memory")
-        .env("AUTH_ALLOW_INSECURE_SECRETS", "1")
-        .output()
-        .unwrap();
+    let out = server_command(&[
+        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("ADMIN_BIND_ADDR", DEFAULT_ADMIN_BIND_ADDR.to_string()),
+        ("STORE", "memory".to_owned()),
+    ])
+    .output()
+    .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());
     let log = format!(

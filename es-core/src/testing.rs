@@ -6,6 +6,8 @@
 //!   deadline, then expect the next step (a process manager's commands).
 //! - [`CrashingStore`] and [`crash_plan`]: crashes before or after any
 //!   append, for proptests that restart a process manager between steps.
+//! - [`GaugeRecorder`]: keeps the gauges a backend records, for tests of
+//!   its metrics.
 //! - [`PausableUnit`]: one runner's handle on a projection unit several
 //!   runners share, whose pages can be held back and which counts what it
 //!   applied, for tests that every runner works and none applies twice.
@@ -45,10 +47,12 @@
 //! ```
 
 mod crash;
+mod gauges;
 mod pausable_unit;
 mod process;
 
 pub use crash::{crash_plan, Crash, CrashingStore};
+pub use gauges::GaugeRecorder;
 pub use pausable_unit::PausableUnit;
 pub use process::ProcessTest;
 /// The property-testing crate the kit is built on (strategies,

@@ -56,18 +56,8 @@ async fn appends_queued_behind_a_busy_writer_are_written_in_one_statement() {
     common::wait_for_blocked(&observer, store.schema(), 1).await;
 
     let ids: Vec<StreamId> = (1..=5).map(|i| StreamId::from(format!("queued{i}"))).collect();
-    let mut queued = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let mut append = Box::pin(tokio::task::unconstrained(store.append(
-            "t",
-            id,
-            ExpectedVersion::NoStream,
-            vec![ev(i as u64 + 1)],
-        )));
-        // The first poll puts the append on the queue; its answer waits.
-        assert!(futures::poll!(append.as_mut()).is_pending());
-        queued.push(append);
-    }
+    // The first poll puts each append on the queue; its answer waits.
+    let queued = common::queue_appends(&store, &ids, |i| vec![ev(i as u64 + 1)]).await;
     blocker.rollback().await.unwrap();
     first.await.unwrap().unwrap();
     for r in futures::future::join_all(queued).await {

@@ -208,18 +208,7 @@ async fn one_conflict_in_a_batch_does_not_fail_the_others() {
     let ids: Vec<StreamId> = (0..20u64)
         .map(|i| StreamId::from(if i == 7 { "taken".to_owned() } else { format!("s{i}") }))
         .collect();
-    let mut queued = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let i = i as u64;
-        let mut append = Box::pin(tokio::task::unconstrained(store.append(
-            "t",
-            id,
-            ExpectedVersion::NoStream,
-            vec![ev(i), ev(i + 100)],
-        )));
-        assert!(futures::poll!(append.as_mut()).is_pending());
-        queued.push(append);
-    }
+    let queued = common::queue_appends(&store, &ids, |i| vec![ev(i as u64), ev(i as u64 + 100)]).await;
     blocker.rollback().await.unwrap();
     first.await.unwrap().unwrap();
     for (i, r) in futures::future::join_all(queued).await.into_iter().enumerate() {
@@ -249,22 +238,14 @@ async fn one_conflict_in_a_batch_does_not_fail_the_others() {
         (blocker, held)
     };
     let ids: Vec<StreamId> = (0..10u64).map(|i| StreamId::from(format!("u{i}"))).collect();
-    let mut queued = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let events = if i == 3 {
+    let queued = common::queue_appends(&store, &ids, |i| {
+        if i == 3 {
             vec![ev(i as u64), dup.clone()]
         } else {
             vec![ev(i as u64)]
-        };
-        let mut append = Box::pin(tokio::task::unconstrained(store.append(
-            "t",
-            id,
-            ExpectedVersion::NoStream,
-            events,
-        )));
-        assert!(futures::poll!(append.as_mut()).is_pending());
-        queued.push(append);
-    }
+        }
+    })
+    .await;
     blocker.rollback().await.unwrap();
     for (i, r) in futures::future::join_all(queued).await.into_iter().enumerate() {
         if i == 3 {
@@ -295,17 +276,7 @@ async fn full_queue_applies_bounded_backpressure() {
     let (blocker, first) = busy_writer(&store, &observer).await;
     // Two appends fill the queue.
     let ids: Vec<StreamId> = (0..2u64).map(|i| StreamId::from(format!("bp{i}"))).collect();
-    let mut queued = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let mut append = Box::pin(tokio::task::unconstrained(store.append(
-            "t",
-            id,
-            ExpectedVersion::NoStream,
-            vec![ev(i as u64)],
-        )));
-        assert!(futures::poll!(append.as_mut()).is_pending());
-        queued.push(append);
-    }
+    let queued = common::queue_appends(&store, &ids, |i| vec![ev(i as u64)]).await;
     // The next one waits for room, then gives up: nothing of it is stored.
     let refused = store
         .append("t", &StreamId::from("refused"), ExpectedVersion::NoStream, vec![ev(9)])
@@ -325,37 +296,6 @@ async fn full_queue_applies_bounded_backpressure() {
     );
 }
 
-/// A metrics recorder keeping the gauges recorded through it, installed
-/// for one thread (`metrics::set_default_local_recorder`).
-#[derive(Default)]
-struct Gauges(std::sync::Mutex<std::collections::HashMap<metrics::Key, Arc<std::sync::atomic::AtomicU64>>>);
-
-impl Gauges {
-    /// The value of the unlabelled gauge `name`, if it was ever recorded.
-    fn get(&self, name: &'static str) -> Option<f64> {
-        let gauges = self.0.lock().unwrap();
-        gauges
-            .get(&metrics::Key::from_static_name(name))
-            .map(|v| f64::from_bits(v.load(std::sync::atomic::Ordering::SeqCst)))
-    }
-}
-
-impl metrics::Recorder for Gauges {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::noop()
-    }
-    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        let mut gauges = self.0.lock().unwrap();
-        metrics::Gauge::from_arc(Arc::clone(gauges.entry(key.clone()).or_default()))
-    }
-    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
-}
-
 const QUEUE_LENGTH: &str = "es_postgres_append_queue_length";
 
 /// The queue-length gauge follows the batch processors: once a burst that
@@ -364,7 +304,7 @@ const QUEUE_LENGTH: &str = "es_postgres_append_queue_length";
 /// thread, so they record into its recorder.)
 #[tokio::test]
 async fn the_queue_length_gauge_reads_zero_once_the_queue_drains() {
-    let gauges = Gauges::default();
+    let gauges = es_core::testing::GaugeRecorder::default();
     let _recorder = metrics::set_default_local_recorder(&gauges);
     let store = Arc::new(
         common::store_with(EventStoreConfig {
@@ -379,25 +319,19 @@ async fn the_queue_length_gauge_reads_zero_once_the_queue_drains() {
     let (blocker, first) = busy_writer(&store, &observer).await;
     // Three appends queue behind the busy writer.
     let ids: Vec<StreamId> = (0..3u64).map(|i| StreamId::from(format!("g{i}"))).collect();
-    let mut queued = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let mut append = Box::pin(tokio::task::unconstrained(store.append(
-            "t",
-            id,
-            ExpectedVersion::NoStream,
-            vec![ev(i as u64)],
-        )));
-        assert!(futures::poll!(append.as_mut()).is_pending());
-        queued.push(append);
-    }
-    assert_eq!(gauges.get(QUEUE_LENGTH), Some(2.0), "the third append found two queued");
+    let queued = common::queue_appends(&store, &ids, |i| vec![ev(i as u64)]).await;
+    assert_eq!(
+        gauges.get(QUEUE_LENGTH, &[]),
+        Some(2.0),
+        "the third append found two queued"
+    );
     blocker.rollback().await.unwrap();
     first.await.unwrap().unwrap();
     for r in futures::future::join_all(queued).await {
         r.unwrap();
     }
     assert_eq!(
-        gauges.get(QUEUE_LENGTH),
+        gauges.get(QUEUE_LENGTH, &[]),
         Some(0.0),
         "every queued append was taken: the gauge does not keep the burst's depth"
     );

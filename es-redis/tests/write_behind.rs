@@ -720,39 +720,6 @@ async fn a_flusher_that_cannot_write_reports_itself_stuck() {
     }
 }
 
-/// A metrics recorder keeping the gauges recorded through it, installed
-/// for one thread (`metrics::set_default_local_recorder`).
-#[derive(Default)]
-struct Gauges(std::sync::Mutex<HashMap<metrics::Key, Arc<std::sync::atomic::AtomicU64>>>);
-
-impl Gauges {
-    /// The value of gauge `name` for write-behind shard `shard`, if it was
-    /// ever recorded.
-    fn shard(&self, name: &'static str, shard: &'static str) -> Option<f64> {
-        let key = metrics::Key::from_parts(name, vec![metrics::Label::new("shard", shard)]);
-        let gauges = self.0.lock().expect("gauges");
-        gauges
-            .get(&key)
-            .map(|v| f64::from_bits(v.load(std::sync::atomic::Ordering::SeqCst)))
-    }
-}
-
-impl metrics::Recorder for Gauges {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::noop()
-    }
-    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        let mut gauges = self.0.lock().expect("gauges");
-        metrics::Gauge::from_arc(Arc::clone(gauges.entry(key.clone()).or_default()))
-    }
-    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
-}
-
 /// While the store is down, the appends a flusher took wait in its
 /// processing list, the pending list empty: the oldest-pending gauge
 /// reports their age, not 0. (A current-thread runtime: the flusher runs
@@ -760,7 +727,7 @@ impl metrics::Recorder for Gauges {
 #[tokio::test]
 async fn the_oldest_pending_gauge_counts_appends_taken_but_not_yet_written() {
     use es_core::testing::{Crash, CrashingStore};
-    let gauges = Gauges::default();
+    let gauges = es_core::testing::GaugeRecorder::default();
     let _recorder = metrics::set_default_local_recorder(&gauges);
     let prefix = prefix();
     let pg: Arc<dyn EventStore> = pg(&testing::fresh_schema("wbage")).await;
@@ -799,7 +766,7 @@ async fn the_oldest_pending_gauge_counts_appends_taken_but_not_yet_written() {
     assert_eq!(again.appends.len(), 1, "the same append, still not in the store");
     assert_eq!(again.still_pending, 0);
     let age = gauges
-        .shard("es_write_behind_oldest_pending_seconds", "0")
+        .get("es_write_behind_oldest_pending_seconds", &[("shard", "0")])
         .expect("the gauge is recorded");
     assert!(
         age >= 0.3,

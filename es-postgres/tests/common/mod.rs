@@ -94,3 +94,31 @@ pub(crate) async fn settled_head(store: &PostgresEventStore) -> u64 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// An append queued behind a busy writer, not answered yet.
+pub(crate) type Queued<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<es_core::AppendResult, es_core::StoreError>> + Send + 'a>,
+>;
+
+/// Queues one append per id (a new stream of type `t`, with `events(i)`):
+/// each is polled once, which puts it on the store's queue, and must then
+/// be waiting for its answer (the writer is busy, see the tests' blockers).
+pub(crate) async fn queue_appends<'a>(
+    store: &'a PostgresEventStore,
+    ids: &'a [es_core::StreamId],
+    mut events: impl FnMut(usize) -> Vec<es_core::NewEvent>,
+) -> Vec<Queued<'a>> {
+    use es_core::EventStore;
+    let mut queued = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let mut append: Queued<'a> = Box::pin(tokio::task::unconstrained(store.append(
+            "t",
+            id,
+            es_core::ExpectedVersion::NoStream,
+            events(i),
+        )));
+        assert!(futures::poll!(append.as_mut()).is_pending());
+        queued.push(append);
+    }
+    queued
+}
