@@ -291,3 +291,34 @@ async fn appends_written_by_one_statement_are_answered_one_by_one() {
         );
     }
 }
+
+const QUEUE_LENGTH: &str = "es_sqlite_append_queue_length";
+
+/// The queue-length gauge follows the writer: once the appends of a burst
+/// are taken, it reads 0, not the burst's depth. (A current-thread
+/// runtime: the writer runs on the test's thread, so it records into the
+/// test's recorder, and it cannot take an append before the test yields.)
+#[tokio::test]
+async fn the_queue_length_gauge_reads_zero_once_the_queue_drains() {
+    let gauges = es_core::testing::GaugeRecorder::default();
+    let _recorder = metrics::set_default_local_recorder(&gauges);
+    let temp = TempDatabase::new("gauge");
+    let store = Arc::new(open(&temp, SqliteConfig::default()).await);
+    let mut queued = Vec::new();
+    for i in 0..4 {
+        queued.push(queue(&store, &format!("g{i}"), ExpectedVersion::NoStream, vec![ev(i)]).await);
+    }
+    assert_eq!(
+        gauges.get(QUEUE_LENGTH, &[]),
+        Some(3.0),
+        "the fourth append found three queued"
+    );
+    for r in futures::future::join_all(queued).await {
+        assert_eq!(r.unwrap().new_version, 1);
+    }
+    assert_eq!(
+        gauges.get(QUEUE_LENGTH, &[]),
+        Some(0.0),
+        "every queued append was taken: the gauge does not keep the burst's depth"
+    );
+}
