@@ -774,3 +774,81 @@ async fn the_oldest_pending_gauge_counts_appends_taken_but_not_yet_written() {
     );
     store.shutdown().await;
 }
+
+/// A flusher whose round hangs on the store (a lock held on its table)
+/// still reports what waits: the pending count and its gauge follow the
+/// appends admitted since the round took its batch, read every
+/// `BACKLOG_REFRESH`. (A current-thread runtime: the flusher runs on the
+/// test's thread and records into the test's recorder.)
+#[tokio::test]
+async fn a_hung_round_still_reports_the_appends_waiting_behind_it() {
+    let gauges = es_core::testing::GaugeRecorder::default();
+    let _recorder = metrics::set_default_local_recorder(&gauges);
+    let schema = testing::fresh_schema("wbhung");
+    let inner = pg(&schema).await;
+    let store = write_behind(
+        Arc::clone(&inner),
+        &redis_url(),
+        WriteBehindConfig {
+            shards: 1,
+            ..config(&prefix())
+        },
+    )
+    .await;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&testing::database_url())
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN").execute(&mut db).await.expect("begin");
+    sqlx::query(&format!("LOCK TABLE {schema}.events IN EXCLUSIVE MODE"))
+        .execute(&mut db)
+        .await
+        .expect("lock the events table");
+    const ADMITTED: u64 = 12;
+    let admit = |i: u64| {
+        let store = &store;
+        async move {
+            store
+                .append(
+                    "account",
+                    &StreamId::from(format!("hung{i}")),
+                    ExpectedVersion::NoStream,
+                    vec![event(i)],
+                )
+                .await
+                .expect("admitted: Redis has it");
+        }
+    };
+    // The first append is taken by a round, which then hangs on the lock.
+    admit(0).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.flusher_status().pending != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the first append was taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 1..ADMITTED {
+        admit(i).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let pending = store.flusher_status().pending;
+        let gauge = gauges.get("es_write_behind_pending_appends", &[("shard", "0")]);
+        if pending == ADMITTED && gauge == Some(ADMITTED as f64) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ADMITTED} appends wait; the flusher reports {pending}, the gauge {gauge:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let oldest = store.flusher_status().oldest_pending_age.expect("an oldest append");
+    assert!(oldest > Duration::ZERO, "{oldest:?}");
+    sqlx::query("ROLLBACK").execute(&mut db).await.expect("release");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while inner.head_position().await.expect("head") < ADMITTED {
+        assert!(tokio::time::Instant::now() < deadline, "flushed once the lock went");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.shutdown().await;
+}

@@ -498,6 +498,75 @@ impl<S: EventStore + ?Sized> Flusher<S> {
         Ok(written)
     }
 
+    /// Reads what waits in the shards this flusher holds (taken or still
+    /// pending) and sets the pending and oldest-pending gauges and the
+    /// health from it. [`run`](Self::run) calls it every
+    /// [`BACKLOG_REFRESH`] while a round is busy: a round stuck on the
+    /// store would otherwise leave them as its take found them, however
+    /// many appends are admitted since.
+    pub async fn refresh_backlog(&self) -> Result<(), FlushError> {
+        let mut args = vec![
+            self.config.key_prefix.clone().into_bytes(),
+            self.owner.clone().into_bytes(),
+        ];
+        args.extend((0..self.config.shards.max(1)).map(|s| s.to_string().into_bytes()));
+        let reply = eval(&self.backend, "write-behind backlog", &scripts().backlog, args)
+            .await
+            .map_err(FlushError::Redis)?;
+        let Value::Array(shards) = reply else {
+            return Err(FlushError::Redis(bad_reply("backlog")));
+        };
+        let now = now_ms();
+        let (mut pending, mut oldest_ms) = (0, None::<i64>);
+        for shard in shards {
+            let Value::Array(f) = shard else {
+                return Err(FlushError::Redis(bad_reply("backlog")));
+            };
+            let id = f
+                .first()
+                .and_then(int)
+                .ok_or_else(|| FlushError::Redis(bad_reply("backlog")))? as ShardId;
+            let waiting = f.get(1).and_then(int).unwrap_or(0);
+            let oldest = f
+                .get(2)
+                .and_then(text)
+                .and_then(|e| Entry::parse(&e))
+                .map(|e| e.admitted_ms);
+            metrics::gauge!(telemetry::WB_PENDING, "shard" => id.to_string()).set(waiting as f64);
+            let age = oldest.map_or(0.0, |ms| (now - ms).max(0) as f64 / 1000.0);
+            metrics::gauge!(telemetry::WB_OLDEST_PENDING, "shard" => id.to_string()).set(age);
+            pending += waiting;
+            oldest_ms = match (oldest_ms, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        self.health.pending.store(pending, Ordering::Relaxed);
+        self.health
+            .oldest_pending_ms
+            .store(oldest_ms.unwrap_or(0), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A round, with the backlog read every [`BACKLOG_REFRESH`] while it
+    /// lasts.
+    async fn watched_round(&self) -> Result<Written, FlushError> {
+        let round = self.round();
+        tokio::pin!(round);
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + BACKLOG_REFRESH, BACKLOG_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                written = &mut round => return written,
+                _ = refresh.tick() => {
+                    if let Err(e) = self.refresh_backlog().await {
+                        tracing::debug!(error = %e, "write-behind backlog not read");
+                    }
+                }
+            }
+        }
+    }
+
     /// Gives up this flusher's leases (on shutdown) so another flusher
     /// takes its lists at once.
     pub async fn release(&self) -> Result<(), FlushError> {
@@ -546,7 +615,7 @@ impl<S: EventStore + ?Sized> Flusher<S> {
                 if *stop.borrow() {
                     break;
                 }
-                let pause = match self.round().await {
+                let pause = match self.watched_round().await {
                     Ok(w) => {
                         *self.health.last_error.lock().unwrap_or_else(PoisonError::into_inner) = None;
                         // A full batch: more is waiting, go on at once.
@@ -628,6 +697,10 @@ impl Drop for FlusherHandle {
 
 /// Most events the flusher puts in one store append.
 const MAX_EVENTS_PER_STORE_APPEND: usize = 256;
+
+/// How often [`Flusher::run`] reads the backlog while a round is busy
+/// (see [`Flusher::refresh_backlog`]).
+pub const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct StreamOutcome {

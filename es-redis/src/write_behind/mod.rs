@@ -84,7 +84,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 pub use config::WriteBehindConfig;
-pub use flusher::{FlushError, Flusher, FlusherHandle, FlusherStatus, Taken, TakenAppend, Written};
+pub use flusher::{FlushError, Flusher, FlusherHandle, FlusherStatus, Taken, TakenAppend, Written, BACKLOG_REFRESH};
 
 use admission::{Admission, Job};
 use record::{parse_location, PendingBody};

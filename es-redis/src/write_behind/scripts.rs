@@ -232,6 +232,26 @@ end
 return 1
 ";
 
+/// What waits in the shards a flusher holds (or that nobody holds: a
+/// round hung on the store outlives its lease), read while its round is
+/// busy (a store that hangs keeps the round from taking again). ARGV:
+/// prefix, owner, shards. Returns per such shard: `{shard, appends in its
+/// processing and pending lists, the oldest of them}`.
+const BACKLOG: &str = r"
+local P, owner = ARGV[1], ARGV[2]
+local out = {}
+for i = 3, #ARGV do
+  local s = ARGV[i]
+  local holder = redis.call('GET', P .. ':l:' .. s)
+  if (not holder) or holder == owner then
+    local rk, qk = P .. ':r:' .. s, P .. ':q:' .. s
+    local oldest = redis.call('LINDEX', rk, 0) or redis.call('LINDEX', qk, 0) or ''
+    out[#out + 1] = {tonumber(s), redis.call('LLEN', rk) + redis.call('LLEN', qk), oldest}
+  end
+end
+return out
+";
+
 /// The scripts, compiled once.
 pub(crate) struct Scripts {
     pub(crate) admit: Script,
@@ -241,6 +261,7 @@ pub(crate) struct Scripts {
     pub(crate) ack: Script,
     pub(crate) dead: Script,
     pub(crate) release: Script,
+    pub(crate) backlog: Script,
 }
 
 pub(crate) fn scripts() -> &'static Scripts {
@@ -253,5 +274,6 @@ pub(crate) fn scripts() -> &'static Scripts {
         ack: Script::new(ACK),
         dead: Script::new(DEAD),
         release: Script::new(RELEASE),
+        backlog: Script::new(BACKLOG),
     })
 }
