@@ -25,7 +25,7 @@ pub use error::RedisError;
 pub use lock::RedisLockManager;
 pub use locked_repository::{LockedError, LockedRepository, FENCING_TOKEN_HEADER};
 pub use shard::{
-    ClusterView, InstanceInfo, InstanceRecord, Route, ShardConfig, ShardError, ShardManager, ShardPermit, ShardRecord,
-    ShardStatus, PRUNE_AFTER_LEASES,
+    ClusterView, InstanceInfo, InstanceRecord, InvalidShardConfig, Route, ShardConfig, ShardError, ShardManager,
+    ShardPermit, ShardRecord, ShardStatus, PRUNE_AFTER_LEASES,
 };
 pub use write_behind::{Durability, Flusher, WriteBehindConfig, WriteBehindStore};

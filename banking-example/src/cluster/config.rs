@@ -104,22 +104,29 @@ impl ClusterConfig {
         if let Some(v) = get("SHARD_KEY_PREFIX") {
             shards.key_prefix = v;
         }
-        if shards.shard_count == 0 {
+        if let Err(e) = shards.validate() {
             return Err(ConfigError::Invalid {
-                name: "SHARD_COUNT",
-                reason: "must be at least 1".into(),
-            });
-        }
-        if shards.lock_timeout < shards.rebalance_interval * 2 {
-            return Err(ConfigError::Invalid {
-                name: "SHARD_LEASE_TTL_MS",
-                reason: "must be at least twice SHARD_REBALANCE_INTERVAL_MS".into(),
+                name: setting_of(e.field),
+                reason: e.reason,
             });
         }
         Ok(Some(Self {
             shards,
             advertise_url: get("CLUSTER_ADVERTISE_URL").map(|u| u.trim_end_matches('/').to_owned()),
         }))
+    }
+}
+
+/// The setting of a [`ShardConfig`] field.
+fn setting_of(field: &str) -> &'static str {
+    match field {
+        "shard_count" => "SHARD_COUNT",
+        "rebalance_interval" => "SHARD_REBALANCE_INTERVAL_MS",
+        "lock_timeout" => "SHARD_LEASE_TTL_MS",
+        "rebalance_threshold" => "SHARD_REBALANCE_THRESHOLD",
+        "min_shards_per_instance" => "SHARD_MIN_PER_INSTANCE",
+        "max_shards_per_instance" => "SHARD_MAX_PER_INSTANCE",
+        _ => "SHARD_*",
     }
 }
 
@@ -219,11 +226,27 @@ mod tests {
             Some("postgres://p")
         )
         .is_err());
-        assert!(read(
-            &[("CLUSTER_SHARDS", "1"), ("SHARD_LEASE_TTL_MS", "100")],
-            Some("r"),
-            Some("postgres://p")
-        )
-        .is_err());
+        let refused = |vars: &[(&str, &str)]| match read(vars, Some("r"), Some("postgres://p")) {
+            Err(ConfigError::Invalid { name, .. }) => name,
+            other => panic!("{vars:?} accepted: {other:?}"),
+        };
+        let on = ("CLUSTER_SHARDS", "1");
+        assert_eq!(refused(&[on, ("SHARD_LEASE_TTL_MS", "100")]), "SHARD_LEASE_TTL_MS");
+        assert_eq!(
+            refused(&[on, ("SHARD_REBALANCE_INTERVAL_MS", "0")]),
+            "SHARD_REBALANCE_INTERVAL_MS"
+        );
+        assert_eq!(
+            refused(&[on, ("SHARD_REBALANCE_THRESHOLD", "-1")]),
+            "SHARD_REBALANCE_THRESHOLD"
+        );
+        assert_eq!(
+            refused(&[on, ("SHARD_MIN_PER_INSTANCE", "5"), ("SHARD_MAX_PER_INSTANCE", "2")]),
+            "SHARD_MIN_PER_INSTANCE"
+        );
+        assert_eq!(
+            refused(&[on, ("SHARD_MAX_PER_INSTANCE", "0")]),
+            "SHARD_MAX_PER_INSTANCE"
+        );
     }
 }

@@ -70,3 +70,145 @@ impl Default for ShardConfig {
         }
     }
 }
+
+/// A [`ShardConfig`] that cannot work: the field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {reason}")]
+pub struct InvalidShardConfig {
+    /// The [`ShardConfig`] field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ShardConfig {
+    /// Checks the settings against each other: at least one shard; a
+    /// rebalance interval of at least 10 ms (the interval paces every
+    /// round's Redis calls) and a lease (`lock_timeout`) of at least twice
+    /// it (leases are renewed once per interval); a finite, non-negative
+    /// threshold; a minimum per instance no larger than the maximum, and
+    /// a maximum of at least 1. [`ShardManager::connect`](super::ShardManager::connect)
+    /// refuses a configuration that fails it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use es_redis::ShardConfig;
+    /// assert!(ShardConfig::default().validate().is_ok());
+    /// let busy = ShardConfig { rebalance_interval: Duration::ZERO, ..ShardConfig::default() };
+    /// assert_eq!(busy.validate().unwrap_err().field, "rebalance_interval");
+    /// let upside_down = ShardConfig { min_shards_per_instance: 5, max_shards_per_instance: 2, ..ShardConfig::default() };
+    /// assert_eq!(upside_down.validate().unwrap_err().field, "min_shards_per_instance");
+    /// ```
+    pub fn validate(&self) -> Result<(), InvalidShardConfig> {
+        let invalid = |field, reason: String| Err(InvalidShardConfig { field, reason });
+        if self.shard_count == 0 {
+            return invalid("shard_count", "must be at least 1".into());
+        }
+        if self.rebalance_interval < MIN_REBALANCE_INTERVAL {
+            return invalid(
+                "rebalance_interval",
+                format!(
+                    "must be at least {} ms (it paces the protocol's Redis calls), got {} ms",
+                    MIN_REBALANCE_INTERVAL.as_millis(),
+                    self.rebalance_interval.as_millis()
+                ),
+            );
+        }
+        if self.lock_timeout < self.rebalance_interval * 2 {
+            return invalid(
+                "lock_timeout",
+                format!(
+                    "({} ms) must be at least twice rebalance_interval ({} ms): leases are renewed once per interval",
+                    self.lock_timeout.as_millis(),
+                    self.rebalance_interval.as_millis()
+                ),
+            );
+        }
+        if !self.rebalance_threshold.is_finite() || self.rebalance_threshold < 0.0 {
+            return invalid(
+                "rebalance_threshold",
+                format!("must be a fraction of at least 0, got {}", self.rebalance_threshold),
+            );
+        }
+        if self.max_shards_per_instance == 0 {
+            return invalid("max_shards_per_instance", "must be at least 1".into());
+        }
+        if self.min_shards_per_instance > self.max_shards_per_instance {
+            return invalid(
+                "min_shards_per_instance",
+                format!(
+                    "({}) must not exceed max_shards_per_instance ({})",
+                    self.min_shards_per_instance, self.max_shards_per_instance
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The shortest [`ShardConfig::rebalance_interval`] accepted.
+pub const MIN_REBALANCE_INTERVAL: Duration = Duration::from_millis(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_names_the_field_at_fault() {
+        let field = |c: ShardConfig| c.validate().err().map(|e| e.field);
+        let d = ShardConfig::default;
+        assert_eq!(field(d()), None);
+        assert_eq!(field(ShardConfig { shard_count: 0, ..d() }), Some("shard_count"));
+        assert_eq!(
+            field(ShardConfig {
+                rebalance_interval: Duration::from_millis(9),
+                ..d()
+            }),
+            Some("rebalance_interval")
+        );
+        assert_eq!(
+            field(ShardConfig {
+                lock_timeout: Duration::from_millis(1999),
+                ..d()
+            }),
+            Some("lock_timeout")
+        );
+        for t in [-0.1, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                field(ShardConfig {
+                    rebalance_threshold: t,
+                    ..d()
+                }),
+                Some("rebalance_threshold"),
+                "{t}"
+            );
+        }
+        assert_eq!(
+            field(ShardConfig {
+                max_shards_per_instance: 0,
+                ..d()
+            }),
+            Some("max_shards_per_instance")
+        );
+        assert_eq!(
+            field(ShardConfig {
+                min_shards_per_instance: 3,
+                max_shards_per_instance: 2,
+                ..d()
+            }),
+            Some("min_shards_per_instance")
+        );
+        assert_eq!(
+            field(ShardConfig {
+                min_shards_per_instance: 2,
+                max_shards_per_instance: 2,
+                rebalance_threshold: 0.0,
+                rebalance_interval: Duration::from_millis(10),
+                lock_timeout: Duration::from_millis(20),
+                ..d()
+            }),
+            None,
+            "the bounds themselves are accepted"
+        );
+    }
+}

@@ -165,19 +165,9 @@ impl ShardManager {
         store: Arc<dyn EventStore>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ShardError> {
-        if config.shard_count == 0 {
-            return Err(ShardError::Config {
-                reason: "shard_count must be at least 1".into(),
-            });
-        }
-        if config.lock_timeout < config.rebalance_interval * 2 {
-            return Err(ShardError::Config {
-                reason: format!(
-                    "lock_timeout ({:?}) must be at least twice rebalance_interval ({:?}): leases are renewed once per interval",
-                    config.lock_timeout, config.rebalance_interval
-                ),
-            });
-        }
+        config
+            .validate()
+            .map_err(|e| ShardError::Config { reason: e.to_string() })?;
         let backend = Arc::new(
             RedisBackend::new("shard", &config.redis, &config.resilience).map_err(|source| ShardError::Redis {
                 operation: "connect",

@@ -26,7 +26,7 @@ pub mod plan;
 mod scripts;
 mod view;
 
-pub use config::ShardConfig;
+pub use config::{InvalidShardConfig, ShardConfig, MIN_REBALANCE_INTERVAL};
 pub use error::ShardError;
 pub use manager::{InstanceInfo, Route, ShardManager, ShardPermit, PRUNE_AFTER_LEASES};
 pub use view::{ClusterView, InstanceRecord, ShardRecord, ShardStatus};
