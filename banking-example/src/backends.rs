@@ -27,6 +27,14 @@ use crate::domain::Account;
 use crate::error::AppError;
 use crate::rate_limit::{InMemoryRateLimiter, NoRateLimit, RateLimiter, RedisRateLimiter};
 
+/// How long a keyed request's in-flight mark lives without renewal, in
+/// every de-duplicator: a process that dies with requests in flight frees
+/// their keys this soon, so a client's retry (through another instance,
+/// or after a restart) runs instead of waiting out a long mark. A running
+/// request renews its mark every second (and a mark that lapses anyway is
+/// safe: the command id keeps a command from applying twice).
+pub const IN_FLIGHT_TTL: Duration = Duration::from_secs(5);
+
 /// Names of the chosen backends, for logs and the readiness report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendNames {
@@ -89,10 +97,7 @@ impl Backends {
         };
         Self {
             store: Arc::new(InMemoryEventStore::new()),
-            dedup: Arc::new(InMemoryDeduplicator::new(
-                config.idempotency_ttl,
-                Duration::from_secs(30),
-            )),
+            dedup: Arc::new(InMemoryDeduplicator::new(config.idempotency_ttl, IN_FLIGHT_TTL)),
             limiter,
             cache: Some(Arc::new(InMemoryStateCache::<Account>::new(100_000))),
             snapshots: None,
@@ -136,7 +141,7 @@ impl Backends {
         backends.auth = AuthStores::postgres(&config.auth, auth);
         // Idempotency keys in the database: every instance shares them
         // without Redis, and memory does not grow with the keys.
-        let dedup = PostgresDeduplicator::new(&store, config.idempotency_ttl, Duration::from_secs(30))
+        let dedup = PostgresDeduplicator::new(&store, config.idempotency_ttl, IN_FLIGHT_TTL)
             .await
             .map_err(|e| AppError::Connect {
                 backend: "postgres",
@@ -164,7 +169,7 @@ impl Backends {
         store.migrate().await.map_err(connect)?;
         let mut backends = Self::in_memory(config);
         backends.snapshots = Some(Arc::new(SqliteSnapshotStore::new(&store)));
-        let dedup = SqliteDeduplicator::new(&store, config.idempotency_ttl, Duration::from_secs(30))
+        let dedup = SqliteDeduplicator::new(&store, config.idempotency_ttl, IN_FLIGHT_TTL)
             .await
             .map_err(|e| AppError::Connect {
                 backend: "sqlite",
@@ -226,6 +231,7 @@ impl Backends {
             let dedup = RedisDeduplicator::new(DedupConfig {
                 key_prefix: scope,
                 window: config.idempotency_ttl,
+                in_flight_ttl: IN_FLIGHT_TTL,
                 redis,
                 ..DedupConfig::default()
             })

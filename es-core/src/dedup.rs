@@ -138,6 +138,19 @@ pub trait CommandDeduplicator: Send + Sync + 'static {
     /// outcome or another request's mark stays).
     async fn abandon(&self, key: &str, claim: &DedupClaim) -> Result<(), DedupError>;
 
+    /// Starts the in-flight mark's time to live again, when `claim` still
+    /// holds the key in flight: a holder whose command runs long calls it
+    /// well within the TTL, so that the TTL can be short (a dead holder's
+    /// key is free again soon) without a slow command losing its key.
+    /// Whether the claim still held (`false`: the mark expired and another
+    /// request may have taken the key, or the key completed). The default,
+    /// for a backend whose marks outlive any command, changes nothing and
+    /// answers `true`.
+    async fn renew(&self, key: &str, claim: &DedupClaim) -> Result<bool, DedupError> {
+        let _ = (key, claim);
+        Ok(true)
+    }
+
     /// Whether the backend answers, for readiness probes: `Err` when a
     /// `begin` would fail now. The default, for a backend with nothing of
     /// its own to reach (in memory, or the event store's own database,

@@ -75,6 +75,7 @@ pub struct PostgresDeduplicator {
     read_sql: Arc<str>,
     complete_sql: Arc<str>,
     abandon_sql: Arc<str>,
+    renew_sql: Arc<str>,
     purge_sql: Arc<str>,
     window: Duration,
     in_flight_ttl: Duration,
@@ -150,6 +151,13 @@ impl PostgresDeduplicator {
             )
             .into(),
             abandon_sql: format!("DELETE FROM {s}.dedup_keys WHERE key = $1 AND outcome IS NULL AND claim = $2").into(),
+            // Restarts the claim's own live mark.
+            renew_sql: format!(
+                "UPDATE {s}.dedup_keys SET since = clock_timestamp() \
+                 WHERE key = $1 AND outcome IS NULL AND claim = $2 \
+                   AND since >= clock_timestamp() - $3 * interval '1 millisecond'"
+            )
+            .into(),
             purge_sql: format!(
                 "DELETE FROM {s}.dedup_keys WHERE key IN (SELECT key FROM {s}.dedup_keys \
                  WHERE since < clock_timestamp() - $1 * interval '1 millisecond' LIMIT $2)"
@@ -260,5 +268,17 @@ impl CommandDeduplicator for PostgresDeduplicator {
             .await
             .map_err(unavailable("abandon dedup key"))?;
         Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", name = "es.pg.dedup.renew", skip_all)]
+    async fn renew(&self, key: &str, claim: &DedupClaim) -> Result<bool, DedupError> {
+        let renewed = sqlx::query(&self.renew_sql)
+            .bind(key)
+            .bind(claim.as_str())
+            .bind(millis(self.in_flight_ttl))
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable("renew dedup key"))?;
+        Ok(renewed.rows_affected() == 1)
     }
 }

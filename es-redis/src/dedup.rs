@@ -48,6 +48,13 @@ if redis.call('GET', KEYS[1]) == 'I:' .. ARGV[1] then return redis.call('DEL', K
 return 0
 ";
 
+/// Sets the TTL of `ARGV[1]`'s in-flight mark to `ARGV[2]` ms again;
+/// 1 if the mark was there, 0 otherwise.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == 'I:' .. ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
 fn script(cell: &'static OnceLock<Script>, src: &str) -> &'static Script {
     cell.get_or_init(|| Script::new(src))
 }
@@ -55,6 +62,7 @@ fn script(cell: &'static OnceLock<Script>, src: &str) -> &'static Script {
 static BEGIN_SCRIPT: OnceLock<Script> = OnceLock::new();
 static COMPLETE_SCRIPT: OnceLock<Script> = OnceLock::new();
 static ABANDON_SCRIPT: OnceLock<Script> = OnceLock::new();
+static RENEW_SCRIPT: OnceLock<Script> = OnceLock::new();
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -311,6 +319,26 @@ impl CommandDeduplicator for RedisDeduplicator {
         match result {
             Ok(_) => Ok(()),
             Err(e) => self.unavailable("abandon", e, ()),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", name = "es.redis.dedup.renew", skip(self))]
+    async fn renew(&self, key: &str, claim: &DedupClaim) -> Result<bool, DedupError> {
+        let rkey = self.key(key);
+        let ttl = millis(self.inner.config.in_flight_ttl);
+        let result: Result<i64, RedisError> = self
+            .inner
+            .backend
+            .run("dedup.renew", Idempotency::Idempotent, |mut c| {
+                let mut inv = script(&RENEW_SCRIPT, RENEW).prepare_invoke();
+                inv.key(&rkey).arg(claim.as_str()).arg(ttl);
+                async move { inv.invoke_async(&mut c).await }
+            })
+            .await;
+        match result {
+            Ok(n) => Ok(n == 1),
+            // Unreachable: the mark keeps the time it has.
+            Err(e) => self.unavailable("renew", e, true),
         }
     }
 }

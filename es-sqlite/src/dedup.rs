@@ -252,4 +252,21 @@ impl CommandDeduplicator for SqliteDeduplicator {
             .map_err(unavailable("abandon dedup key"))?;
         Ok(())
     }
+
+    #[tracing::instrument(level = "debug", name = "es.sqlite.dedup.renew", skip(self))]
+    async fn renew(&self, key: &str, claim: &DedupClaim) -> Result<bool, DedupError> {
+        let now = Self::now_ms();
+        // The claim's own live mark starts again.
+        let renewed = sqlx::query(
+            "UPDATE dedup_keys SET since_ms = ?1 WHERE key = ?2 AND outcome IS NULL AND claim = ?3 AND since_ms > ?1 - ?4",
+        )
+        .bind(now)
+        .bind(key)
+        .bind(claim.as_str())
+        .bind(millis(self.in_flight_ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable("renew dedup key"))?;
+        Ok(renewed.rows_affected() == 1)
+    }
 }

@@ -82,11 +82,16 @@ impl IntoResponse for Reply {
     }
 }
 
+/// How often a running keyed request renews its in-flight mark, which
+/// lives [`IN_FLIGHT_TTL`](crate::backends::IN_FLIGHT_TTL) without it.
+pub const IN_FLIGHT_RENEWAL: Duration = Duration::from_secs(1);
+
 /// Runs commands at most once per (client id, idempotency key).
 #[derive(Clone)]
 pub struct Idempotency {
     dedup: Arc<dyn CommandDeduplicator>,
     wait: Duration,
+    renewal: Duration,
 }
 
 impl std::fmt::Debug for Idempotency {
@@ -100,7 +105,19 @@ impl std::fmt::Debug for Idempotency {
 impl Idempotency {
     /// Uses `dedup`; a retry waits up to `wait` for a running first request.
     pub fn new(dedup: Arc<dyn CommandDeduplicator>, wait: Duration) -> Self {
-        Self { dedup, wait }
+        Self {
+            dedup,
+            wait,
+            renewal: IN_FLIGHT_RENEWAL,
+        }
+    }
+
+    /// Renews a running request's in-flight mark every `renewal` instead of
+    /// [`IN_FLIGHT_RENEWAL`] (well within the de-duplicator's TTL).
+    #[must_use]
+    pub fn renewing_every(mut self, renewal: Duration) -> Self {
+        self.renewal = renewal.max(Duration::from_millis(1));
+        self
     }
 
     /// Whether the de-duplicator's backend answers (readiness).
@@ -146,7 +163,8 @@ impl Idempotency {
         match self.dedup.begin_or_wait(&dedup_key, self.wait).await {
             Ok(DedupStatus::Completed(stored)) => replay(stored, fingerprint),
             Ok(DedupStatus::Started(claim)) => {
-                let result = run(Some(Self::request_command_id(client_id, key, fingerprint))).await;
+                let running = run(Some(Self::request_command_id(client_id, key, fingerprint)));
+                let result = self.holding(&dedup_key, &claim, running).await;
                 self.finish(&dedup_key, &claim, fingerprint, result).await
             }
             Ok(DedupStatus::InProgress) | Err(DedupError::InProgress { .. }) => {
@@ -165,6 +183,25 @@ impl Idempotency {
             Err(e) => {
                 tracing::warn!(error = %e, "idempotency store unavailable; refusing keyed request");
                 ApiError::Unavailable("idempotency store unavailable, retry later".into()).into_response()
+            }
+        }
+    }
+
+    /// Awaits `running`, renewing the key's in-flight mark every
+    /// [`IN_FLIGHT_RENEWAL`] while it lasts.
+    async fn holding<T>(&self, dedup_key: &str, claim: &DedupClaim, running: impl Future<Output = T>) -> T {
+        tokio::pin!(running);
+        let start = tokio::time::Instant::now() + self.renewal;
+        let mut renewal = tokio::time::interval_at(start, self.renewal);
+        renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                out = &mut running => return out,
+                _ = renewal.tick() => match self.dedup.renew(dedup_key, claim).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!("idempotency key's in-flight mark lapsed while its request ran"),
+                    Err(e) => tracing::warn!(error = %e, "could not renew idempotency key's in-flight mark"),
+                },
             }
         }
     }
@@ -290,6 +327,40 @@ mod tests {
         assert_eq!(first, (StatusCode::CREATED, None, r#"{"b":1,"a":"2.50"}"#.to_owned()));
         assert_eq!(retry, (StatusCode::CREATED, Some("true".to_owned()), first.2.clone()));
         assert_eq!(serde_json::from_str::<serde_json::Value>(&first.2).unwrap(), answer);
+    }
+
+    /// A request that runs several times the in-flight TTL keeps its key
+    /// (its mark is renewed while it runs): a retry meanwhile is told the
+    /// request is in progress, and the command runs once. Without renewal
+    /// the mark would lapse after the TTL and the retry would run it again.
+    #[tokio::test]
+    async fn a_long_request_keeps_its_key_while_it_runs() {
+        let ttl = Duration::from_millis(300);
+        let dedup = Arc::new(InMemoryDeduplicator::new(Duration::from_secs(60), ttl));
+        let idempotency = Idempotency::new(dedup, Duration::ZERO).renewing_every(ttl / 5);
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let run = |_| async {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(ttl * 4).await;
+            Reply::json(StatusCode::OK, &Ordered, None)
+        };
+        let first = idempotency.execute("client", Some("slow"), "req", run);
+        let retry = async {
+            tokio::time::sleep(ttl * 2).await;
+            idempotency.execute("client", Some("slow"), "req", run).await
+        };
+        let (first, retry) = tokio::join!(first, retry);
+        assert_eq!(
+            runs.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the command ran once"
+        );
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(retry.status(), StatusCode::CONFLICT, "still in progress");
+        assert_eq!(
+            retry.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
     }
 
     /// Serializes its fields out of alphabetical order.

@@ -26,9 +26,10 @@ fn lost(result: Result<(), DedupError>, what: &str) {
     );
 }
 
-/// Claims: a stranger's or a late holder's `complete` and `abandon` change
-/// nothing, the holder's do, and a holder whose mark expired unclaimed may
-/// still store its outcome. `dedup` must keep outcomes for longer than the
+/// Claims: a stranger's or a late holder's `complete`, `abandon` and
+/// `renew` change nothing, the holder's do (a renewed mark outlives its
+/// TTL), and a holder whose mark expired unclaimed may still store its
+/// outcome. `dedup` must keep outcomes for longer than the
 /// check runs and mark keys in flight for `in_flight_ttl`: long enough for
 /// a dozen calls to finish well within it, short because the check waits
 /// for two marks to expire (1 s suits every backend).
@@ -120,6 +121,43 @@ pub async fn deduplicator_claims(dedup: &dyn CommandDeduplicator, in_flight_ttl:
         DedupStatus::Completed(json!("retry")),
         "the retry's outcome stands"
     );
+
+    // Renewal: the holder's keeps its mark past the TTL; a stranger's
+    // renews nothing; once the mark expired and a retry took the key, or
+    // once the key completed, the late holder's renewal says so.
+    let k = key("renewed");
+    let a = started(dedup, &k).await;
+    let half = in_flight_ttl / 2;
+    for _ in 0..3 {
+        tokio::time::sleep(half).await;
+        assert!(dedup.renew(&k, &a).await.expect("renew"), "the holder renews its mark");
+    }
+    assert_eq!(
+        begin(dedup, &k).await,
+        DedupStatus::InProgress,
+        "a renewed mark outlives its first TTL"
+    );
+    assert!(
+        !dedup.renew(&k, &stranger).await.expect("a stranger's renew"),
+        "a stranger holds nothing"
+    );
+    tokio::time::sleep(expired).await;
+    let retry = started(dedup, &k).await;
+    assert!(
+        !dedup.renew(&k, &a).await.expect("the late holder's renew"),
+        "the late holder's claim is gone"
+    );
+    assert_eq!(
+        begin(dedup, &k).await,
+        DedupStatus::InProgress,
+        "the retry's mark stands"
+    );
+    dedup.complete(&k, &retry, &json!("renewed")).await.expect("complete");
+    assert!(
+        !dedup.renew(&k, &retry).await.expect("renew after complete"),
+        "a completed key is not in flight"
+    );
+    assert_eq!(begin(dedup, &k).await, DedupStatus::Completed(json!("renewed")));
 
     // A late holder whose mark expired unclaimed: its outcome is stored.
     let k = key("free");

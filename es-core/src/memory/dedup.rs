@@ -231,6 +231,26 @@ impl CommandDeduplicator for InMemoryDeduplicator {
             });
         Ok(())
     }
+
+    async fn renew(&self, key: &str, claim: &DedupClaim) -> Result<bool, DedupError> {
+        let now = self.inner.clock.now();
+        let ttl = self.inner.in_flight_ttl;
+        let mut held = false;
+        self.inner
+            .entries
+            .entry_by_ref(key)
+            .and_compute_with(|current| match current.map(moka::Entry::into_value) {
+                Some(entry) if entry.outcome.is_none() && entry.claim == *claim && entry.expiry > now => {
+                    held = true;
+                    Op::Put(Entry {
+                        expiry: deadline(now, ttl),
+                        ..entry
+                    })
+                }
+                _ => Op::Nop,
+            });
+        Ok(held)
+    }
 }
 
 #[cfg(test)]
