@@ -56,6 +56,14 @@ pub struct PublishingReport {
 }
 
 impl PublishingProbe {
+    /// `outbox_poller` or `cdc_builtin`.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Outbox(p) => p.health().method,
+            Self::Cdc(r) => r.health().method,
+        }
+    }
+
     /// Health of the loop plus its backlog (the outbox's pending rows and
     /// their age, or the slot's lag in bytes and events). Sets the es-kafka
     /// gauges as a side effect, so a scrape of `/metrics` after it is

@@ -6,59 +6,19 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banking_example::auth::pg::PgAuthStore;
-use banking_example::auth::AuthStores;
 use banking_example::{AppConfig, Backends};
 use common::pg::OwnPostgres;
 use common::{read, Api};
-use es_core::RetryPolicy;
-use es_postgres::{EventStoreConfig, PostgresEventStore, PostgresSnapshotStore};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 
 /// Asserts a JSON error answer that is not a 500; returns the status.
 fn refused(status: StatusCode, body: &Value, what: &str) -> StatusCode {
     assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{what}: {body}");
     assert!(body["error"].is_string(), "{what}: {status} {body}");
     status
-}
-
-/// The backends `Backends::postgres` builds, on a pool that gives up on
-/// an unreachable database after 1 s and 2 attempts (the production pool
-/// waits 10 s per attempt, 5 attempts: longer than the request timeout),
-/// so that the test sees the answer the server gives once the store
-/// gives up.
-async fn backends(config: &AppConfig, url: &str) -> Backends {
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(1))
-        .test_before_acquire(false)
-        .connect(url)
-        .await
-        .unwrap();
-    let store_config = EventStoreConfig {
-        transient_retry: RetryPolicy {
-            max_attempts: 2,
-            initial_delay: Duration::from_millis(20),
-            ..RetryPolicy::default()
-        },
-        ..EventStoreConfig::with_schema(config.database_schema.clone())
-    };
-    let store = PostgresEventStore::with_pool(pool.clone(), store_config).unwrap();
-    store.migrate().await.unwrap();
-    let auth = PgAuthStore::new(pool, store.schema());
-    auth.migrate().await.unwrap();
-    let mut backends = Backends::in_memory(config);
-    backends.snapshots = Some(Arc::new(PostgresSnapshotStore::new(&store)));
-    backends.store = Arc::new(store.clone());
-    backends.auth = AuthStores::postgres(&config.auth, auth);
-    backends.postgres = Some(store);
-    backends.names.store = "postgres".into();
-    backends
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +29,10 @@ async fn answers_503_while_postgres_is_down_then_recovers() {
         database_schema: "bank".into(),
         ..common::config()
     };
-    let backends = backends(&config, &pg.url()).await;
+    // The backends the server builds for itself, with their shipped pool
+    // and retry settings: the refusals below come from those, within the
+    // request timeout.
+    let backends = Backends::from_config(&config).await.unwrap();
     let server = banking_example::start(config, backends).await.unwrap();
     let api = Api::new(&server, "outage").await;
     let id = api.open("Outage", json!(100)).await;
@@ -119,7 +82,7 @@ async fn answers_503_while_postgres_is_down_then_recovers() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
     assert_eq!(ready["components"]["event_store"]["status"], "down", "{ready}");
-    // Reads of the in-memory view still answer (or refuse cleanly).
+    // Reads answer from the read model's table or the log: refused cleanly.
     let (status, body) = read(api.get(&format!("/accounts/{id}")).await).await;
     if status != StatusCode::OK {
         refused(status, &body, "read");

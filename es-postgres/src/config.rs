@@ -28,6 +28,12 @@ pub struct EventStoreConfig {
     pub batch_processor_count: usize,
     /// Size of the connection pool (readers and writers).
     pub max_connections: u32,
+    /// How long a statement waits for a pooled connection (by
+    /// [`connect`](crate::PostgresEventStore::connect)'s pool), reconnecting
+    /// meanwhile when the database is unreachable; then it fails with
+    /// `StoreError::Backend` (`PoolTimedOut`), which is not retried. Bounds
+    /// how long a caller waits while the database is down (default 2 s).
+    pub acquire_timeout: Duration,
     /// How long an append may wait for room in a full queue before it
     /// fails with `StoreError::Unavailable`.
     pub enqueue_timeout: Duration,
@@ -50,6 +56,7 @@ impl Default for EventStoreConfig {
             max_batch_queue_size: 10_000,
             batch_processor_count: 2,
             max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
             enqueue_timeout: Duration::from_secs(5),
             transient_retry: RetryPolicy {
                 max_attempts: 5,

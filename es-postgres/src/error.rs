@@ -34,7 +34,9 @@ pub(crate) fn sqlstate(e: &sqlx::Error) -> Option<String> {
 /// Whether retrying the same statement may succeed.
 pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+        // Not `PoolTimedOut`: the pool already spent its acquire timeout
+        // reconnecting; the caller hears of it at once.
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(_) => matches!(
             sqlstate(e).as_deref(),
             // serialization failure, deadlock, admin shutdown, crash

@@ -85,7 +85,7 @@ impl PostgresEventStore {
             .options([("plan_cache_mode", "force_generic_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(config.acquire_timeout)
             // No ping before every use (a round trip per append): a dead
             // connection fails its statement, which is retried as transient.
             .test_before_acquire(false)

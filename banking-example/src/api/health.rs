@@ -4,6 +4,8 @@
 //! (`ADMIN_BIND_ADDR`), since they show positions, backends and errors.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -80,16 +82,45 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// How long readiness waits for one component: a backend that does not
+/// answer (a database whose host is gone, say) is reported down with
+/// this, instead of holding the probe until the request timeout.
+pub const READINESS_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `check`'s result, or an error once [`READINESS_CHECK_TIMEOUT`] has
+/// passed.
+async fn bounded<T, E: std::fmt::Display>(check: impl Future<Output = Result<T, E>>) -> Result<T, String> {
+    match tokio::time::timeout(READINESS_CHECK_TIMEOUT, check).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", READINESS_CHECK_TIMEOUT.as_secs())),
+    }
+}
+
 async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
     let mut components = BTreeMap::new();
-    let head = state.repo.store().head_position().await;
+    // Every component at once, each bounded: the probe answers within
+    // about READINESS_CHECK_TIMEOUT whatever is down.
+    let publishing = async {
+        match &state.publishing {
+            Some(probe) => Some(tokio::time::timeout(READINESS_CHECK_TIMEOUT, probe.report()).await),
+            None => None,
+        }
+    };
+    let (head, held, checkpoint, limiter, dedup, publishing) = tokio::join!(
+        bounded(state.repo.store().head_position()),
+        tokio::time::timeout(READINESS_CHECK_TIMEOUT, held_back(state)),
+        bounded(state.projection.position()),
+        bounded(state.limiter.health()),
+        bounded(state.idempotency.check()),
+        publishing,
+    );
     let store_up = head.is_ok();
     let mut details = BTreeMap::new();
     match &head {
         Ok(h) => details.insert("head_position".into(), (*h).into()),
-        Err(e) => details.insert("error".into(), e.to_string().into()),
+        Err(e) => details.insert("error".into(), e.clone().into()),
     };
-    if let Some(held) = held_back(state).await {
+    if let Ok(Some(held)) = held {
         details.insert("held_back_events".into(), held.events.into());
         details.insert(
             "held_back_seconds".into(),
@@ -102,7 +133,6 @@ async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
     );
 
     let mut details = BTreeMap::new();
-    let checkpoint = state.projection.position().await;
     let failure = state
         .projection_failure
         .read()
@@ -115,7 +145,7 @@ async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
             details.insert("caught_up".into(), (p >= h).into());
         }
         (_, Err(e)) => {
-            details.insert("error".into(), e.to_string().into());
+            details.insert("error".into(), e.clone().into());
         }
         _ => {}
     }
@@ -141,7 +171,6 @@ async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
         component(stopped.is_none(), state.read_model_backend, details),
     );
 
-    let limiter = state.limiter.health().await;
     let mut details = BTreeMap::new();
     if let Err(e) = &limiter {
         details.insert("error".into(), e.clone().into());
@@ -164,21 +193,29 @@ async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
         details.insert("stuck".into(), status.stuck.into());
         components.insert("write_behind".into(), component(!status.stuck, "redis", details));
     }
-    let dedup = state.idempotency.check().await;
     let mut details = BTreeMap::new();
     if let Err(e) = &dedup {
-        details.insert("error".into(), e.to_string().into());
+        details.insert("error".into(), e.clone().into());
     }
     components.insert(
         "deduplicator".into(),
         component(dedup.is_ok(), &state.backends.dedup, details),
     );
-    if let Some(probe) = &state.publishing {
-        let report = probe.report().await;
-        components.insert(
-            "kafka_publishing".into(),
-            component(report.up, report.method, report.details),
-        );
+    match publishing {
+        Some(Ok(report)) => {
+            components.insert(
+                "kafka_publishing".into(),
+                component(report.up, report.method, report.details),
+            );
+        }
+        Some(Err(_)) => {
+            let mut details = BTreeMap::new();
+            let error = format!("no answer within {} s", READINESS_CHECK_TIMEOUT.as_secs());
+            details.insert("error".into(), error.into());
+            let method = state.publishing.as_ref().map_or("kafka", |p| p.method());
+            components.insert("kafka_publishing".into(), component(false, method, details));
+        }
+        None => {}
     }
 
     let all_up = components.values().all(|c| c.status == "up");
