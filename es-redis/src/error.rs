@@ -71,6 +71,34 @@ impl RedisError {
         matches!(self, Self::CircuitOpen { .. } | Self::Shed { .. })
     }
 
+    /// Whether Redis could not be reached or answered too late: nothing
+    /// sent (open circuit, shed), a timeout, or a connection refused,
+    /// dropped or failing mid-call. A retry later may succeed; the other
+    /// errors (a script or codec error, an unexpected reply) would fail
+    /// again. A call that reached Redis may have taken effect.
+    ///
+    /// ```
+    /// use es_redis::RedisError;
+    /// let dropped = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+    /// assert!(RedisError::Redis { operation: "get", source: dropped }.is_unreachable());
+    /// assert!(RedisError::Timeout { operation: "get", timeout_ms: 250 }.is_unreachable());
+    /// let script = redis::RedisError::from((redis::ErrorKind::ResponseError, "ERR in script"));
+    /// assert!(!RedisError::Redis { operation: "eval", source: script }.is_unreachable());
+    /// ```
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::CircuitOpen { .. } | Self::Shed { .. } | Self::Timeout { .. } => true,
+            Self::Redis { source, .. } => {
+                source.is_io_error()
+                    || source.is_connection_refusal()
+                    || source.is_connection_dropped()
+                    || source.is_timeout()
+                    || source.is_unrecoverable_error()
+            }
+            Self::Codec { .. } | Self::Protocol { .. } => false,
+        }
+    }
+
     /// A short label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {

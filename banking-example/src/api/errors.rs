@@ -154,9 +154,10 @@ impl ApiError {
     }
 }
 
-/// Whether a backend failure means the database could not be reached
-/// (connection refused or lost, no pooled connection in time, server
-/// shutting down): safe to retry later, so 503 rather than 500.
+/// Whether a backend failure means the database (or, with write-behind,
+/// Redis) could not be reached (connection refused or lost, no pooled
+/// connection in time, server shutting down): safe to retry later, so 503
+/// rather than 500.
 fn database_unreachable(source: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(source);
     while let Some(e) = next {
@@ -174,6 +175,10 @@ fn database_unreachable(source: &(dyn std::error::Error + 'static)) -> bool {
         }
         if e.is::<std::io::Error>() {
             return true;
+        }
+        // Write-behind admits appends through Redis.
+        if let Some(redis) = e.downcast_ref::<es_redis::RedisError>() {
+            return redis.is_unreachable();
         }
         next = e.source();
     }
@@ -292,5 +297,32 @@ mod tests {
             StatusCode::INTERNAL_SERVER_ERROR
         );
         assert_eq!(store_failure("disk on fire"), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn an_unreachable_redis_is_503_a_failing_script_500() {
+        let broken = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert_eq!(
+            store_failure(es_redis::RedisError::Redis {
+                operation: "write-behind admit",
+                source: broken,
+            }),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            store_failure(es_redis::RedisError::Timeout {
+                operation: "write-behind admit",
+                timeout_ms: 250,
+            }),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let script = redis::RedisError::from((redis::ErrorKind::ResponseError, "ERR in script"));
+        assert_eq!(
+            store_failure(es_redis::RedisError::Redis {
+                operation: "write-behind admit",
+                source: script,
+            }),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }
