@@ -84,6 +84,14 @@ impl App {
             max_delay: Duration::from_millis(500),
             jitter: 0.5,
         };
+        if backends.write_behind.is_some() {
+            // The recorder first; then the flusher's counters are listed
+            // in /metrics from the start, at zero.
+            let _ = metrics_handle();
+            for name in [es_redis::telemetry::WB_DIVERGED, es_redis::telemetry::WB_FLUSH_ERRORS] {
+                metrics::counter!(name).increment(0);
+            }
+        }
         // In cluster mode the repository appends under the shard owner's
         // fencing token.
         let cluster = match (&config.cluster, &backends.postgres) {

@@ -42,6 +42,7 @@ fn zero_metrics() {
         "cluster_forwarded_requests_total",
         "cluster_unavailable_total",
         "cluster_fenced_appends_total",
+        "es_postgres_fenced_appends_total",
     ] {
         metrics::counter!(name).increment(0);
     }
