@@ -278,7 +278,37 @@ async fn only_the_sources_owner_or_staff_may_transfer_and_see_it(backend: Backen
     assert!(message.contains("not found"));
 }
 
+/// The same transfer requested again once its key's window has passed (a
+/// one-second window here): the transfer as it stands, with the times it
+/// was stored with, as `GET` shows them; nothing moves twice. The first
+/// answer's times agree with `GET` too (to the microsecond, as stored).
+async fn a_repeated_transfer_after_the_keys_window_shows_its_stored_times(backend: Backend) {
+    let storage = backend.storage().await;
+    let mut config = common::config();
+    config.idempotency_ttl = Duration::from_secs(1);
+    let server = storage.start(config).await;
+    let alice = Api::new(&server, "alice-late").await;
+    let from = alice.open("Alice", json!(100)).await;
+    let to = alice.open("Alice 2", json!(0)).await;
+    let (status, location, first) = post_transfer(&alice, "late", &from, &to, json!(10)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let done = settled(&alice, &location).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(first["requested_at"], done["requested_at"], "{first} {done}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, again_location, again) = post_transfer(&alice, "late", &from, &to, json!(10)).await;
+    assert_eq!(
+        (status, again_location),
+        (StatusCode::ACCEPTED, location.clone()),
+        "{again}"
+    );
+    assert_eq!(again, done, "the stored transfer, times and all");
+    account_settles_at(&alice, &from, "90.00").await;
+    account_settles_at(&alice, &to, "10.00").await;
+}
+
 crate::on_every_backend!(
+    a_repeated_transfer_after_the_keys_window_shows_its_stored_times,
     a_transfer_completes_and_moves_the_money,
     insufficient_funds_fail_at_the_debit_with_nothing_moved,
     a_closed_or_missing_destination_is_refunded,

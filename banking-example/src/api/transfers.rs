@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use es_core::{CommandContext, Metadata, RepositoryError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -68,9 +68,13 @@ pub struct TransferView {
 }
 
 impl TransferView {
+    /// The view of `t`, its first event recorded at `requested_at` and its
+    /// last at `updated_at` (to the microsecond, as the stores keep them:
+    /// the answer to the request and a later read agree).
     fn of(t: &Transfer, requested_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> Option<Self> {
         let r = t.request.as_ref()?;
         let status = t.status();
+        let (requested_at, updated_at) = (requested_at.trunc_subsecs(6), updated_at.trunc_subsecs(6));
         Some(Self {
             id: r.id,
             from: r.from,
@@ -83,6 +87,31 @@ impl TransferView {
             finished_at: (status != TransferStatus::Pending).then_some(updated_at),
         })
     }
+}
+
+/// Transfer `id` as stored, with the times of its first and last events;
+/// `None` when there is no such transfer (or the id names another kind of
+/// stream).
+async fn stored(
+    transfers: &crate::transfer::Transfers,
+    id: Uuid,
+) -> Result<Option<(Transfer, DateTime<Utc>, DateTime<Utc>)>, ApiError> {
+    let history = match transfers.repo.history(id.to_string()).await {
+        Ok(h) => h,
+        // An account's id, say.
+        Err(RepositoryError::WrongType { .. }) => return Ok(None),
+        Err(RepositoryError::Store(e)) => return Err(ApiError::from_store(&e)),
+        Err(e) => return Err(ApiError::Internal(format!("transfer {id}: {e}"))),
+    };
+    let (Some(first), Some(last)) = (history.first(), history.last()) else {
+        return Ok(None);
+    };
+    let (requested_at, updated_at) = (first.recorded_at, last.recorded_at);
+    let mut transfer = Transfer::default();
+    for e in &history {
+        es_core::Aggregate::apply(&mut transfer, &e.event);
+    }
+    Ok(Some((transfer, requested_at, updated_at)))
 }
 
 fn location(id: Uuid) -> HeaderValue {
@@ -182,9 +211,15 @@ pub async fn create_transfer(
                         }
                         other => ApiError::Internal(format!("transfer {id}: {other}")),
                     })?;
-                let at = outcome.events.first().map_or_else(Utc::now, |e| e.recorded_at);
-                let view = TransferView::of(&outcome.state, at, at)
-                    .ok_or_else(|| ApiError::Internal(format!("transfer {id} has no request")))?;
+                let view = match outcome.events.first() {
+                    Some(e) => TransferView::of(&outcome.state, e.recorded_at, e.recorded_at),
+                    // Already requested (a retry once the key's window has
+                    // passed): the transfer as it stands, with its own times.
+                    None => stored(&transfers, id)
+                        .await?
+                        .and_then(|(t, requested_at, updated_at)| TransferView::of(&t, requested_at, updated_at)),
+                }
+                .ok_or_else(|| ApiError::Internal(format!("transfer {id} has no request")))?;
                 Reply::json(StatusCode::ACCEPTED, &view, None)
             },
         )
@@ -216,19 +251,11 @@ pub async fn get_transfer(State(state): State<AppState>, caller: Caller, Path(ra
     let Ok(id) = Uuid::parse_str(&raw) else {
         return not_found();
     };
-    let history = match state.transfers.repo.history(id.to_string()).await {
-        Ok(h) => h,
-        // An account's id, say.
-        Err(RepositoryError::WrongType { .. }) => return not_found(),
-        Err(e) => return ApiError::Internal(format!("transfer {id}: {e}")).into_response(),
+    let (transfer, requested_at, updated_at) = match stored(&state.transfers, id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return not_found(),
+        Err(e) => return e.into_response(),
     };
-    let (Some(first), Some(last)) = (history.first(), history.last()) else {
-        return not_found();
-    };
-    let mut transfer = Transfer::default();
-    for e in &history {
-        es_core::Aggregate::apply(&mut transfer, &e.event);
-    }
     let Some(request) = &transfer.request else {
         return not_found();
     };
@@ -237,7 +264,7 @@ pub async fn get_transfer(State(state): State<AppState>, caller: Caller, Path(ra
     if !can_read(&caller.user.roles, mine) {
         return not_found();
     }
-    match TransferView::of(&transfer, first.recorded_at, last.recorded_at) {
+    match TransferView::of(&transfer, requested_at, updated_at) {
         Some(view) => Json(view).into_response(),
         None => not_found(),
     }
