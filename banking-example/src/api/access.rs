@@ -8,7 +8,7 @@
 //! An account the caller may not read is answered exactly like an unknown
 //! one (404), so ids cannot be probed.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use uuid::Uuid;
@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::dto::{AccountPage, ErrorBody, Page};
 use super::errors::ApiError;
 use super::extract::Caller;
+use super::extract::PageParams;
 use super::state::AppState;
 use crate::auth::rbac::{can_read, may, sees_all_accounts, AccountAction};
 use crate::domain::{Account, AccountEvent};
@@ -137,7 +138,7 @@ pub fn check(caller: &Caller, id: Uuid, owner: Option<Uuid>, action: AccountActi
         (status = 503, description = "The read model is unavailable", body = ErrorBody),
     )
 )]
-pub async fn list_accounts(State(state): State<AppState>, caller: Caller, Query(page): Query<Page>) -> Response {
+pub async fn list_accounts(State(state): State<AppState>, caller: Caller, PageParams(page): PageParams) -> Response {
     let (offset, limit) = match page.bounds() {
         Ok(bounds) => bounds,
         Err(e) => return ApiError::BadRequest(e).into_response(),

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::dto::{ErrorBody, Page};
 use super::errors::ApiError;
-use super::extract::{ApiJson, AuthUser};
+use super::extract::{ApiJson, AuthUser, PageParams};
 use super::peer::{limit_key, ClientAddr};
 use super::state::AppState;
 use crate::auth::rbac::{may_list_users, Role};
@@ -341,7 +341,11 @@ pub async fn me(State(state): State<AppState>, AuthUser(who): AuthUser) -> Respo
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
     ))]
-pub async fn list_users(State(state): State<AppState>, AuthUser(who): AuthUser, Query(page): Query<Page>) -> Response {
+pub async fn list_users(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    PageParams(page): PageParams,
+) -> Response {
     if !may_list_users(&who.roles) {
         return err(ApiError::Forbidden("only admins may list users".into()));
     }

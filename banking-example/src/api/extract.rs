@@ -124,6 +124,24 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The `limit` and `offset` query parameters of a list; anything but whole
+/// numbers of 0 or more is a 400 that says so.
+#[derive(Debug, Clone, Copy)]
+pub struct PageParams(pub super::dto::Page);
+
+impl<S: Send + Sync> FromRequestParts<S> for PageParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<super::dto::Page>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(page)) => Ok(Self(page)),
+            Err(_) => Err(ApiError::BadRequest(
+                "limit and offset must be whole numbers of 0 or more".into(),
+            )),
+        }
+    }
+}
+
 /// The optional `Idempotency-Key` header (1-255 visible ASCII characters).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(pub Option<String>);
