@@ -219,3 +219,40 @@ async fn every_operation_documents_the_shared_statuses_and_header_rules() {
     }
     server.stop().await.unwrap();
 }
+
+/// The amount schemas carry the server's own `MAX_TRANSACTION_AMOUNT`,
+/// so a request valid by the document is not refused for its size.
+#[tokio::test]
+async fn amount_schemas_carry_the_configured_maximum() {
+    let mut config = common::config();
+    config.max_transaction_amount = banking_example::domain::Money::from_cents(5_000);
+    let server = common::start_with(config).await;
+    let (_, doc) = read(reqwest::get(format!("{}/openapi.json", server.url())).await.unwrap()).await;
+    for name in ["PositiveAmount", "OpeningBalance"] {
+        assert_eq!(
+            doc["components"]["schemas"][name]["maximum"].as_f64(),
+            Some(50.0),
+            "{name}: {}",
+            doc["components"]["schemas"][name]
+        );
+    }
+    let api = common::Api::new(&server, "max").await;
+    let r = api
+        .post(
+            "/accounts",
+            serde_json::json!({"owner_name": "Max", "initial_balance": 50.01}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "above the maximum the document states"
+    );
+    let r = api
+        .post(
+            "/accounts",
+            serde_json::json!({"owner_name": "Max", "initial_balance": 50}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "at the maximum");
+}

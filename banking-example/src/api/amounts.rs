@@ -1,7 +1,8 @@
 //! The schemas of amounts in requests, with the limits the validation
 //! applies: exact JSON numbers with at most 2 decimal places, at most the
-//! per-transaction maximum (the default of `MAX_TRANSACTION_AMOUNT`; a
-//! server configured with another refuses above its own with 400).
+//! per-transaction maximum (the default of `MAX_TRANSACTION_AMOUNT`; the
+//! document a server serves carries its own, see
+//! [`with_max_amount`](super::openapi::with_max_amount)).
 
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;

@@ -1,11 +1,13 @@
 //! The OpenAPI 3 document of every route, and a docs page.
 
+use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::auth;
+use super::state::AppState;
 use super::{access, accounts, health, transfers};
 
 /// Adds the `bearer` security scheme (JWT access tokens).
@@ -82,9 +84,34 @@ pub fn document() -> serde_json::Value {
 /// The OpenAPI document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "This OpenAPI 3 document", body = Object)))]
-pub async fn openapi_json() -> Response {
+pub async fn openapi_json(State(state): State<AppState>) -> Response {
     static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-    Json(DOCUMENT.get_or_init(document)).into_response()
+    let mut doc = DOCUMENT.get_or_init(document).clone();
+    with_max_amount(&mut doc, state.config.max_transaction_amount);
+    Json(doc).into_response()
+}
+
+/// Writes this server's per-transaction maximum (`MAX_TRANSACTION_AMOUNT`)
+/// into the amount schemas, so that the document is as strict as the
+/// validation.
+pub fn with_max_amount(doc: &mut serde_json::Value, max: crate::domain::Money) {
+    let Some(max) = max
+        .value()
+        .to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+    else {
+        return;
+    };
+    for name in ["PositiveAmount", "OpeningBalance"] {
+        if let Some(schema) = doc
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            schema.insert("maximum".into(), serde_json::Value::Number(max.clone()));
+        }
+    }
 }
 
 /// A docs page: Swagger UI [`SWAGGER_UI_VERSION`] from a CDN, pinned to
