@@ -353,8 +353,8 @@ impl AppConfig {
             })?;
         }
         let persistence = match (&c.database_url, &c.data_dir) {
-            // A SQLite file named by URL is the embedded store elsewhere.
-            (Some(url), _) if url.starts_with("sqlite:") => Persistence::EmbeddedFile,
+            // A store configured by URL (a SQLite file elsewhere too) needs
+            // its secrets set: only the one-command default draws them.
             (Some(_), _) => Persistence::Database,
             (None, Some(_)) => Persistence::EmbeddedFile,
             (None, None) => Persistence::Nothing,
@@ -375,11 +375,13 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
-    fn a_sqlite_url_needs_no_secrets_as_the_default_file_does_not() {
-        let sqlite = AppConfig::from_lookup(|k| (k == "DATABASE_URL").then(|| "sqlite://data/x.db".to_owned()));
-        assert!(sqlite.is_ok(), "{sqlite:?}");
-        let postgres = AppConfig::from_lookup(|k| (k == "DATABASE_URL").then(|| "postgres://h/db".to_owned()));
-        assert!(postgres.unwrap_err().to_string().contains("JWT_SECRET"));
+    fn a_configured_store_needs_its_secrets_the_default_file_does_not() {
+        for url in ["sqlite://data/x.db", "postgres://h/db"] {
+            let configured = AppConfig::from_lookup(|k| (k == "DATABASE_URL").then(|| url.to_owned()));
+            assert!(configured.unwrap_err().to_string().contains("JWT_SECRET"), "{url}");
+        }
+        let default = AppConfig::from_lookup(|_| None);
+        assert!(default.is_ok(), "{default:?}");
     }
 
     #[test]

@@ -173,13 +173,13 @@ pub enum Persistence {
     /// Nothing (`STORE=memory`, no `DATABASE_URL`): any secret is accepted,
     /// with a warning when it is weak; unset ones are drawn at random.
     Nothing,
-    /// The embedded SQLite file (the default, or a `sqlite://` URL in
-    /// `DATABASE_URL`): users outlive the process,
+    /// The embedded SQLite file of the default (no `DATABASE_URL`): users
+    /// outlive the process,
     /// so a secret that is set must be strong; unset ones are drawn at
     /// random (sessions then end with the process, users stay).
     EmbeddedFile,
-    /// A database server (a `postgres://` `DATABASE_URL`): both secrets
-    /// must be set and strong.
+    /// A store configured by `DATABASE_URL` (PostgreSQL, or a SQLite file
+    /// named by a `sqlite://` URL): both secrets must be set and strong.
     Database,
 }
 
