@@ -163,6 +163,48 @@ async fn a_dead_instance_loses_its_shards_within_ttl_plus_one_interval() {
     }
 }
 
+/// Survivors whose rounds run at the same moment see the same free shards:
+/// one that loses a shard to the other goes on to the next in the same
+/// round, so the dead instance's shards are all owned again within the
+/// lease TTL plus one interval, not a round later.
+#[tokio::test]
+async fn survivors_ticking_together_take_every_shard_of_the_dead_within_the_bound() {
+    let (config, store, clock) = (config(&prefix()), store().await, clock());
+    let a = instance("a", &config, &store, &clock).await;
+    let b = instance("b", &config, &store, &clock).await;
+    let c = instance("c", &config, &store, &clock).await;
+    for _ in 0..3 {
+        let (ra, rb, rc) = tokio::join!(a.tick(), b.tick(), c.tick());
+        (ra.unwrap(), rb.unwrap(), rc.unwrap());
+    }
+    let of_c = c.owned_shards();
+    assert_eq!(
+        a.owned_shards().len() + b.owned_shards().len() + of_c.len(),
+        16,
+        "settled"
+    );
+    assert!(!of_c.is_empty(), "c owns some shards");
+    // `c` dies: it stops ticking. `a` and `b` tick together every interval.
+    let mut waited = Duration::ZERO;
+    while a.owned_shards().len() + b.owned_shards().len() < 16 {
+        advance(&clock, config.rebalance_interval);
+        waited += config.rebalance_interval;
+        let (ra, rb) = tokio::join!(a.tick(), b.tick());
+        (ra.unwrap(), rb.unwrap());
+        assert!(
+            waited <= config.lock_timeout + config.rebalance_interval,
+            "not failed over after {waited:?}: a {:?}, b {:?}, c had {:?}",
+            a.owned_shards().keys().collect::<Vec<_>>(),
+            b.owned_shards().keys().collect::<Vec<_>>(),
+            of_c.keys().collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        a.owned_shards().keys().all(|s| !b.owned_shards().contains_key(s)),
+        "a shard with two owners"
+    );
+}
+
 /// A killed instance never deregisters: its registration is pruned once
 /// it has lapsed for `PRUNE_AFTER_LEASES` lock timeouts (and owns no
 /// shard), not before.

@@ -8,7 +8,7 @@ use es_core::{shard_of, Clock, EventStore, FenceSource, ShardFence, ShardId, Sto
 use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, OwnedRwLockReadGuard};
 
-use super::plan::shards_to_acquire;
+use super::plan::acquisition_candidates;
 use super::scripts::scripts;
 use super::{ClusterView, InstanceRecord, ShardConfig, ShardError, ShardRecord, ShardStatus};
 use crate::backend::{Idempotency, RedisBackend};
@@ -386,12 +386,16 @@ impl ShardManager {
             metrics::gauge!(telemetry::SHARDS_OWNED).set(self.owned_shards().len() as f64);
             return Ok(());
         }
-        for shard in shards_to_acquire(&view, &self.inner.config, &self.inner.me.id) {
-            if self.is_stopped() {
+        let (mut want, candidates) = acquisition_candidates(&view, &self.inner.config, &self.inner.me.id);
+        for shard in candidates {
+            if want == 0 || self.is_stopped() {
                 break;
             }
-            if let Err(e) = self.acquire(shard).await {
-                tracing::warn!(shard, error = %e, "could not take shard");
+            match self.acquire(shard).await {
+                Ok(true) => want -= 1,
+                // Another instance took it first: try the next one.
+                Ok(false) => {}
+                Err(e) => tracing::warn!(shard, error = %e, "could not take shard"),
             }
         }
         if !self.is_stopped() {
@@ -592,9 +596,10 @@ impl ShardManager {
 
     /// Takes a shard: a new token in Redis, then the store's fence raised
     /// to it, then commands are accepted.
-    async fn acquire(&self, shard: ShardId) -> Result<(), ShardError> {
+    /// Takes `shard` if it is free; whether this instance took it.
+    async fn acquire(&self, shard: ShardId) -> Result<bool, ShardError> {
         if self.is_stopped() {
-            return Ok(());
+            return Ok(false);
         }
         let key = self.shard_key(shard);
         let me = self.inner.me.id.clone();
@@ -608,7 +613,7 @@ impl ShardManager {
             })
             .await?;
         if token == 0 {
-            return Ok(());
+            return Ok(false);
         }
         match self.inner.store.raise_fence(ShardFence::new(shard, token)).await {
             Ok(()) => self
@@ -659,7 +664,7 @@ impl ShardManager {
         if self.is_stopped() {
             self.hand_over(shard).await;
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn release(&self, shard: ShardId, token: u64) -> Result<bool, ShardError> {

@@ -35,6 +35,16 @@ pub fn fair_share(view: &ClusterView, config: &ShardConfig) -> u32 {
 /// giver does not take it back), then open to any instance under its share
 /// (the target may have filled its share meanwhile).
 pub fn shards_to_acquire(view: &ClusterView, config: &ShardConfig, me: &str) -> Vec<ShardId> {
+    let (want, candidates) = acquisition_candidates(view, config, me);
+    candidates.into_iter().take(want).collect()
+}
+
+/// How many shards `me` should take now, and every shard it may take, in
+/// the order to try them ([`shards_to_acquire`] is the first `want` of
+/// them). Every instance sees the same free shards: one that loses a try
+/// to another goes on down the list in the same round, rather than
+/// waiting a round for the shards nobody took.
+pub fn acquisition_candidates(view: &ClusterView, config: &ShardConfig, me: &str) -> (usize, Vec<ShardId>) {
     let now = view.now_ms;
     let owned = view.shards.iter().filter(|s| s.live_owner(now) == Some(me)).count();
     let want = (fair_share(view, config) as usize).saturating_sub(owned);
@@ -57,7 +67,7 @@ pub fn shards_to_acquire(view: &ClusterView, config: &ShardConfig, me: &str) -> 
         })
         .collect();
     free.sort_unstable();
-    free.into_iter().take(want).map(|(_, s)| s).collect()
+    (want, free.into_iter().map(|(_, s)| s).collect())
 }
 
 /// The shards to move so that no live instance owns more than
