@@ -175,7 +175,9 @@ async fn survivors_ticking_together_take_every_shard_of_the_dead_within_the_boun
     let c = instance("c", &config, &store, &clock).await;
     for _ in 0..3 {
         let (ra, rb, rc) = tokio::join!(a.tick(), b.tick(), c.tick());
-        (ra.unwrap(), rb.unwrap(), rc.unwrap());
+        ra.unwrap();
+        rb.unwrap();
+        rc.unwrap();
     }
     let of_c = c.owned_shards();
     assert_eq!(
@@ -190,7 +192,8 @@ async fn survivors_ticking_together_take_every_shard_of_the_dead_within_the_boun
         advance(&clock, config.rebalance_interval);
         waited += config.rebalance_interval;
         let (ra, rb) = tokio::join!(a.tick(), b.tick());
-        (ra.unwrap(), rb.unwrap());
+        ra.unwrap();
+        rb.unwrap();
         assert!(
             waited <= config.lock_timeout + config.rebalance_interval,
             "not failed over after {waited:?}: a {:?}, b {:?}, c had {:?}",
