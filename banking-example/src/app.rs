@@ -275,37 +275,34 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let router = crate::api::router(self.state.clone());
+        let header_read_timeout = self.state.config.header_read_timeout;
         let (signalled_tx, mut signalled) = watch::channel(false);
         let admin_task = admin.map(|admin| {
             let router = crate::api::admin_router(self.state.clone());
             let mut stop = signalled.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(admin, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "operations listener failed");
-                }
-            })
+            tokio::spawn(crate::api::listener::serve(
+                admin,
+                router,
+                header_read_timeout,
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ))
         });
-        let serving = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = signalled_tx.send(true);
-            });
+        let serving = crate::api::listener::serve(listener, router, header_read_timeout, async move {
+            shutdown.await;
+            let _ = signalled_tx.send(true);
+        });
         let grace = self.state.config.shutdown_grace;
-        let served = tokio::select! {
-            served = serving => served,
+        tokio::select! {
+            () = serving => {}
             () = async {
                 let _ = signalled.wait_for(|s| *s).await;
                 tokio::time::sleep(grace).await;
             } => {
                 tracing::warn!(?grace, "requests still in flight after the shutdown grace period; closing them");
-                Ok(())
             }
-        };
+        }
         if let Some(task) = admin_task {
             task.abort();
         }
@@ -340,7 +337,7 @@ impl App {
         if let Some(publishing) = self.publishing {
             publishing.stop().await;
         }
-        served.map_err(AppError::from)
+        Ok(())
     }
 }
 

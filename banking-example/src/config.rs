@@ -144,6 +144,10 @@ pub struct AppConfig {
     pub max_body_bytes: usize,
     /// Per-request timeout (`REQUEST_TIMEOUT_SECS`).
     pub request_timeout: Duration,
+    /// How long a connection may take to send a request's headers, and
+    /// stay idle between requests (`HEADER_READ_TIMEOUT_SECS`, default 10):
+    /// then it is closed.
+    pub header_read_timeout: Duration,
     /// Conflict retries of commands without `expected_version`
     /// (`COMMAND_MAX_ATTEMPTS`).
     pub command_max_attempts: u32,
@@ -187,6 +191,7 @@ impl Default for AppConfig {
             transfer_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
             command_max_attempts: 20,
             auth: AuthConfig::default(),
             cluster: None,
@@ -341,6 +346,15 @@ impl AppConfig {
         }
         if let Some(v) = get("REQUEST_TIMEOUT_SECS") {
             c.request_timeout = Duration::from_secs(parse("REQUEST_TIMEOUT_SECS", &v)?);
+        }
+        if let Some(v) = get("HEADER_READ_TIMEOUT_SECS") {
+            c.header_read_timeout = Duration::from_secs(parse("HEADER_READ_TIMEOUT_SECS", &v)?);
+            if c.header_read_timeout.is_zero() {
+                return Err(ConfigError::Invalid {
+                    name: "HEADER_READ_TIMEOUT_SECS",
+                    reason: "must be at least 1".into(),
+                });
+            }
         }
         if let Some(v) = get("COMMAND_MAX_ATTEMPTS") {
             c.command_max_attempts = parse("COMMAND_MAX_ATTEMPTS", &v)?;

@@ -444,3 +444,48 @@ async fn amounts_in_exponent_notation_are_exact_or_refused() {
     assert_eq!(view["version"], 2, "nothing else moved money");
     server.stop().await.unwrap();
 }
+
+/// A connection that sends its headers slowly (slowloris) or not at all,
+/// or sits idle after a request, is closed once `HEADER_READ_TIMEOUT_SECS`
+/// passes: idle clients hold no connection for long. A client that sends
+/// its request in time is answered as usual.
+#[tokio::test]
+async fn connections_that_do_not_send_headers_in_time_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = common::config();
+    config.header_read_timeout = Duration::from_secs(1);
+    let server = common::start_with(config).await;
+    let addr = server.url().trim_start_matches("http://").to_owned();
+    // Reads until the server closes the connection; what it sent first.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> String {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the connection was still open after 30 s");
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    // Headers that never end.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    until_closed(&mut slow).await;
+
+    // A request in time is answered; then the idle connection is closed.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = until_closed(&mut idle).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    server.stop().await.unwrap();
+}

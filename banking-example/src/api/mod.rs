@@ -16,6 +16,7 @@ pub mod headers;
 pub mod health;
 mod http_metrics;
 pub mod idempotency;
+pub mod listener;
 pub mod openapi;
 pub mod peer;
 pub mod routes;
