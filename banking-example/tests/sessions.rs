@@ -109,7 +109,51 @@ async fn refresh_token_reuse_ends_the_session_at_once(backend: Backend) {
     server.stop().await.unwrap();
 }
 
+/// Revocations outlive a restart: a logged-out token and the sessions a
+/// password change ended stay refused when the server starts again on
+/// the same storage (its tokens still valid by their signature and
+/// expiry), while the session that changed the password goes on.
+async fn revocations_outlive_a_restart(backend: Backend) {
+    let storage = backend.storage().await;
+    let server = storage.start(common::config()).await;
+    let api = Api::new(&server, "sess").await;
+    let logged_out = common::login(&api.base, &api.username, common::PASSWORD).await;
+    let logged_out = logged_out["access_token"].as_str().unwrap().to_owned();
+    let r = post_json(&api.base, "/auth/logout", Some(&logged_out), json!({})).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let other = common::login(&api.base, &api.username, common::PASSWORD).await;
+    let other = other["access_token"].as_str().unwrap().to_owned();
+    let r = post_json(
+        &api.base,
+        "/auth/change-password",
+        Some(&api.token),
+        json!({"current_password": common::PASSWORD, "new_password": "a brand new passphrase"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    server.stop().await.unwrap();
+
+    let server = storage.start(common::config()).await;
+    let api = Api {
+        base: server.url(),
+        ..api
+    };
+    assert_eq!(me(&api, &logged_out).await, StatusCode::UNAUTHORIZED, "logged out");
+    assert_eq!(
+        me(&api, &other).await,
+        StatusCode::UNAUTHORIZED,
+        "ended by the password change"
+    );
+    assert_eq!(
+        me(&api, &api.token).await,
+        StatusCode::OK,
+        "the changing session goes on"
+    );
+    server.stop().await.unwrap();
+}
+
 crate::on_every_backend!(
+    revocations_outlive_a_restart,
     logout_ends_every_access_token_of_the_session,
     a_password_change_ends_the_other_sessions_at_once,
     a_reset_ends_every_session_at_once,

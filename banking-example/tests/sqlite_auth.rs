@@ -119,6 +119,7 @@ async fn migrate_is_idempotent_and_leaves_other_tables_alone() {
             "auth_password_resets",
             "auth_refresh_tokens",
             "auth_reset_mails",
+            "auth_revocations",
             "auth_users",
             "events"
         ]

@@ -1,6 +1,9 @@
 //! Revoked access tokens, kept until the tokens would have expired
-//! anyway: in memory, or in Redis (shared by every instance) when
-//! `REDIS_URL` is set. Three kinds of entry, all checked on every request:
+//! anyway: in Redis (shared by every instance) when `REDIS_URL` is set;
+//! otherwise in memory, written through to the database when there is one
+//! (the SQLite file or PostgreSQL, [`PersistentBlacklist`]) so that a
+//! restart forgets no revocation. Three kinds of entry, all checked on
+//! every request:
 //!
 //! - a token (`jti`): logout of that token;
 //! - a session (`sid`, the refresh-token family): logout, refresh-token
@@ -173,6 +176,176 @@ impl TokenBlacklist for InMemoryBlacklist {
 
     fn name(&self) -> &'static str {
         "memory"
+    }
+}
+
+/// One revocation, as a database keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// A token (`jti`).
+    Token(Uuid),
+    /// Every token of a session.
+    Session(Uuid),
+    /// A user's tokens issued before a time.
+    User(Uuid, ValidAfter),
+}
+
+impl Revocation {
+    /// Its kind and id, the row's key: `("token", jti)`, `("session",
+    /// sid)` or `("user", user id)`.
+    pub fn key(&self) -> (&'static str, Uuid) {
+        match self {
+            Self::Token(jti) => ("token", *jti),
+            Self::Session(sid) => ("session", *sid),
+            Self::User(user, _) => ("user", *user),
+        }
+    }
+
+    /// The user entry's "valid after", encoded (`None` for the others).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::User(_, valid) => Some(valid.encode()),
+            _ => None,
+        }
+    }
+
+    /// The revocation a row holds; `None` for a row it cannot read.
+    pub fn from_row(kind: &str, id: Uuid, detail: Option<&str>) -> Option<Self> {
+        match kind {
+            "token" => Some(Self::Token(id)),
+            "session" => Some(Self::Session(id)),
+            "user" => Some(Self::User(id, ValidAfter::decode(detail?)?)),
+            _ => None,
+        }
+    }
+}
+
+/// Where [`PersistentBlacklist`] writes its entries (a table of the auth
+/// store).
+#[async_trait]
+pub trait RevocationLog: Send + Sync + 'static {
+    /// Keeps `revocation` until `until` (replacing an entry of the same
+    /// key); drops entries that ended before `now`.
+    async fn record(
+        &self,
+        revocation: Revocation,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthStoreError>;
+    /// The entries that have not ended at `now`.
+    async fn live(&self, now: DateTime<Utc>) -> Result<Vec<(Revocation, DateTime<Utc>)>, AuthStoreError>;
+}
+
+/// The blacklist in memory, written through to a [`RevocationLog`] and
+/// read back from it once, on first use after a start: every check is
+/// answered from memory, and a restart forgets no revocation. (Several
+/// instances without Redis each see their own revocations, and the
+/// others' after a restart; Redis shares them at once.)
+pub struct PersistentBlacklist {
+    memory: InMemoryBlacklist,
+    log: std::sync::Arc<dyn RevocationLog>,
+    loaded: tokio::sync::OnceCell<()>,
+    name: &'static str,
+}
+
+impl std::fmt::Debug for PersistentBlacklist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistentBlacklist")
+            .field("backend", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PersistentBlacklist {
+    /// A blacklist over `log`, named `name` in the readiness report.
+    pub fn new(log: std::sync::Arc<dyn RevocationLog>, name: &'static str) -> Self {
+        Self {
+            memory: InMemoryBlacklist::new(),
+            log,
+            loaded: tokio::sync::OnceCell::new(),
+            name,
+        }
+    }
+
+    /// Reads the log's live entries into memory, once (again after a
+    /// failure).
+    async fn loaded(&self, now: DateTime<Utc>) -> Result<(), AuthStoreError> {
+        self.loaded
+            .get_or_try_init(|| async {
+                for (revocation, until) in self.log.live(now).await? {
+                    self.remember(revocation, until, now);
+                }
+                Ok::<(), AuthStoreError>(())
+            })
+            .await
+            .copied()
+    }
+
+    fn remember(&self, revocation: Revocation, until: DateTime<Utc>, now: DateTime<Utc>) {
+        let mut e = self.memory.entries();
+        e.sweep(now);
+        match revocation {
+            Revocation::Token(jti) => {
+                e.tokens.insert(jti.to_string(), until);
+            }
+            Revocation::Session(sid) => {
+                e.sessions.insert(sid, until);
+            }
+            Revocation::User(user, valid) => {
+                e.users.insert(user, (valid, until));
+            }
+        }
+    }
+
+    async fn keep(
+        &self,
+        revocation: Revocation,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthStoreError> {
+        self.loaded(now).await?;
+        self.log.record(revocation, until, now).await?;
+        self.remember(revocation, until, now);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TokenBlacklist for PersistentBlacklist {
+    async fn revoke(&self, jti: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), AuthStoreError> {
+        match Uuid::parse_str(jti) {
+            Ok(id) => self.keep(Revocation::Token(id), until, now).await,
+            // Not a token this server issued: nothing to persist.
+            Err(_) => self.memory.revoke(jti, until, now).await,
+        }
+    }
+
+    async fn is_revoked(&self, jti: &str, now: DateTime<Utc>) -> Result<bool, AuthStoreError> {
+        self.loaded(now).await?;
+        self.memory.is_revoked(jti, now).await
+    }
+
+    async fn revoke_session(&self, sid: Uuid, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), AuthStoreError> {
+        self.keep(Revocation::Session(sid), until, now).await
+    }
+
+    async fn set_valid_after(
+        &self,
+        user: Uuid,
+        valid: ValidAfter,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthStoreError> {
+        self.keep(Revocation::User(user, valid), until, now).await
+    }
+
+    async fn refuses(&self, token: &TokenRef, now: DateTime<Utc>) -> Result<bool, AuthStoreError> {
+        self.loaded(now).await?;
+        self.memory.refuses(token, now).await
+    }
+
+    fn name(&self) -> &'static str {
+        self.name
     }
 }
 

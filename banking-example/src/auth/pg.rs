@@ -8,6 +8,7 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::blacklist::{Revocation, RevocationLog};
 use super::lockout::{AttemptKey, Attempts, LockoutPolicy, LoginAttempts};
 use super::rbac::Role;
 use super::refresh::{RefreshRecord, RefreshStore};
@@ -508,5 +509,56 @@ impl MailOutbox for PgAuthStore {
             .await
             .map_err(db)?;
         Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl RevocationLog for PgAuthStore {
+    async fn record(
+        &self,
+        revocation: Revocation,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthStoreError> {
+        let s = &self.s;
+        let (kind, id) = revocation.key();
+        sqlx::query(&format!(
+            "WITH gone AS (DELETE FROM {s}.auth_revocations WHERE until < $5) \
+             INSERT INTO {s}.auth_revocations (kind, id, detail, until) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (kind, id) DO UPDATE SET detail = excluded.detail, \
+               until = GREATEST({s}.auth_revocations.until, excluded.until)"
+        ))
+        .bind(kind)
+        .bind(id)
+        .bind(revocation.detail())
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn live(&self, now: DateTime<Utc>) -> Result<Vec<(Revocation, DateTime<Utc>)>, AuthStoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT kind, id, detail, until FROM {}.auth_revocations WHERE until > $1",
+            self.s
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut live = Vec::with_capacity(rows.len());
+        for row in rows {
+            let kind: String = row.try_get("kind").map_err(db)?;
+            let id: Uuid = row.try_get("id").map_err(db)?;
+            let detail: Option<String> = row.try_get("detail").map_err(db)?;
+            let until: DateTime<Utc> = row.try_get("until").map_err(db)?;
+            match Revocation::from_row(&kind, id, detail.as_deref()) {
+                Some(r) => live.push((r, until)),
+                None => tracing::warn!(kind, %id, "unreadable revocation row skipped"),
+            }
+        }
+        Ok(live)
     }
 }

@@ -51,3 +51,13 @@ CREATE TABLE IF NOT EXISTS {s}.auth_reset_mails (
 );
 CREATE INDEX IF NOT EXISTS auth_reset_mails_recipient ON {s}.auth_reset_mails (recipient);
 CREATE INDEX IF NOT EXISTS auth_reset_mails_expiry ON {s}.auth_reset_mails (expires_at);
+-- Revoked access tokens (without Redis): a token, a session or a user's
+-- "valid after" time, kept until the tokens concerned expire.
+CREATE TABLE IF NOT EXISTS {s}.auth_revocations (
+    kind TEXT NOT NULL,
+    id UUID NOT NULL,
+    detail TEXT,
+    until TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX IF NOT EXISTS auth_revocations_until ON {s}.auth_revocations (until);

@@ -22,6 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRo
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::blacklist::{Revocation, RevocationLog};
 use super::lockout::{AttemptKey, Attempts, LockoutPolicy, LoginAttempts};
 use super::rbac::Role;
 use super::refresh::{RefreshRecord, RefreshStore};
@@ -590,5 +591,56 @@ impl MailOutbox for SqliteAuthStore {
         .await
         .map_err(db)?;
         Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl RevocationLog for SqliteAuthStore {
+    async fn record(
+        &self,
+        revocation: Revocation,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthStoreError> {
+        let (kind, id) = revocation.key();
+        let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await.map_err(db)?;
+        sqlx::query("DELETE FROM auth_revocations WHERE until < ?")
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO auth_revocations (kind, id, detail, until) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (kind, id) DO UPDATE SET detail = excluded.detail, \
+               until = max(auth_revocations.until, excluded.until)",
+        )
+        .bind(kind)
+        .bind(id.to_string())
+        .bind(revocation.detail())
+        .bind(ts(until))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn live(&self, now: DateTime<Utc>) -> Result<Vec<(Revocation, DateTime<Utc>)>, AuthStoreError> {
+        let rows = sqlx::query("SELECT kind, id, detail, until FROM auth_revocations WHERE until > ?")
+            .bind(ts(now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut live = Vec::with_capacity(rows.len());
+        for row in rows {
+            let kind: String = row.try_get("kind").map_err(db)?;
+            let id = get_uuid(&row, "id")?;
+            let detail: Option<String> = row.try_get("detail").map_err(db)?;
+            let until = get_ts(&row, "until")?;
+            match Revocation::from_row(&kind, id, detail.as_deref()) {
+                Some(r) => live.push((r, until)),
+                None => tracing::warn!(kind, %id, "unreadable revocation row skipped"),
+            }
+        }
+        Ok(live)
     }
 }

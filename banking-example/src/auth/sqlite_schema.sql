@@ -55,3 +55,13 @@ CREATE TABLE IF NOT EXISTS auth_reset_mails (
 );
 CREATE INDEX IF NOT EXISTS auth_reset_mails_recipient ON auth_reset_mails (recipient);
 CREATE INDEX IF NOT EXISTS auth_reset_mails_expiry ON auth_reset_mails (expires_at);
+-- Revoked access tokens (without Redis): a token, a session or a user's
+-- "valid after" time, kept until the tokens concerned expire.
+CREATE TABLE IF NOT EXISTS auth_revocations (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    detail TEXT,
+    until TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX IF NOT EXISTS auth_revocations_until ON auth_revocations (until);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::blacklist::{InMemoryBlacklist, TokenBlacklist};
+use super::blacklist::{InMemoryBlacklist, PersistentBlacklist, TokenBlacklist};
 use super::lockout::{InMemoryLoginAttempts, LoginAttempts};
 use super::pg::PgAuthStore;
 use super::refresh::{InMemoryRefreshStore, RefreshStore};
@@ -62,7 +62,8 @@ impl AuthStores {
         }
     }
 
-    /// Users, tokens, attempts and the mail outbox in PostgreSQL.
+    /// Users, tokens, attempts, the mail outbox and the revoked tokens in
+    /// PostgreSQL (the revocations read once into memory).
     pub fn postgres(config: &AuthConfig, pg: PgAuthStore) -> Self {
         let shared = Arc::new(pg.clone());
         Self {
@@ -70,13 +71,15 @@ impl AuthStores {
             refresh: shared.clone(),
             resets: shared.clone(),
             attempts: shared.clone(),
-            outbox: shared,
+            outbox: shared.clone(),
+            blacklist: Arc::new(PersistentBlacklist::new(shared, "postgres")),
             pg: Some(pg),
             ..Self::in_memory(config)
         }
     }
 
-    /// Users, tokens, attempts and the mail outbox in SQLite (the
+    /// Users, tokens, attempts, the mail outbox and the revoked tokens in
+    /// SQLite (the revocations read once into memory; the
     /// application's database file; `store` migrated by the caller).
     pub fn sqlite(config: &AuthConfig, store: SqliteAuthStore) -> Self {
         let shared = Arc::new(store.clone());
@@ -85,7 +88,8 @@ impl AuthStores {
             refresh: shared.clone(),
             resets: shared.clone(),
             attempts: shared.clone(),
-            outbox: shared,
+            outbox: shared.clone(),
+            blacklist: Arc::new(PersistentBlacklist::new(shared, "sqlite")),
             sqlite: Some(store),
             ..Self::in_memory(config)
         }
