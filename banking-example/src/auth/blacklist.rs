@@ -129,6 +129,23 @@ impl InMemoryBlacklist {
     fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Keeps `revocation` until `until`, dropping entries ended by `now`.
+    fn remember(&self, revocation: Revocation, until: DateTime<Utc>, now: DateTime<Utc>) {
+        let mut e = self.entries();
+        e.sweep(now);
+        match revocation {
+            Revocation::Token(jti) => {
+                e.tokens.insert(jti.to_string(), until);
+            }
+            Revocation::Session(sid) => {
+                e.sessions.insert(sid, until);
+            }
+            Revocation::User(user, valid) => {
+                e.users.insert(user, (valid, until));
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -145,9 +162,7 @@ impl TokenBlacklist for InMemoryBlacklist {
     }
 
     async fn revoke_session(&self, sid: Uuid, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), AuthStoreError> {
-        let mut e = self.entries();
-        e.sweep(now);
-        e.sessions.insert(sid, until);
+        self.remember(Revocation::Session(sid), until, now);
         Ok(())
     }
 
@@ -158,9 +173,7 @@ impl TokenBlacklist for InMemoryBlacklist {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), AuthStoreError> {
-        let mut e = self.entries();
-        e.sweep(now);
-        e.users.insert(user, (valid, until));
+        self.remember(Revocation::User(user, valid), until, now);
         Ok(())
     }
 
@@ -273,28 +286,12 @@ impl PersistentBlacklist {
         self.loaded
             .get_or_try_init(|| async {
                 for (revocation, until) in self.log.live(now).await? {
-                    self.remember(revocation, until, now);
+                    self.memory.remember(revocation, until, now);
                 }
                 Ok::<(), AuthStoreError>(())
             })
             .await
             .copied()
-    }
-
-    fn remember(&self, revocation: Revocation, until: DateTime<Utc>, now: DateTime<Utc>) {
-        let mut e = self.memory.entries();
-        e.sweep(now);
-        match revocation {
-            Revocation::Token(jti) => {
-                e.tokens.insert(jti.to_string(), until);
-            }
-            Revocation::Session(sid) => {
-                e.sessions.insert(sid, until);
-            }
-            Revocation::User(user, valid) => {
-                e.users.insert(user, (valid, until));
-            }
-        }
     }
 
     async fn keep(
@@ -305,7 +302,7 @@ impl PersistentBlacklist {
     ) -> Result<(), AuthStoreError> {
         self.loaded(now).await?;
         self.log.record(revocation, until, now).await?;
-        self.remember(revocation, until, now);
+        self.memory.remember(revocation, until, now);
         Ok(())
     }
 }

@@ -2,6 +2,8 @@
 //! a stoppable TCP proxy in front of Redis, and key cleanup.
 #![allow(dead_code)]
 
+pub(crate) mod write_behind;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
