@@ -2,7 +2,7 @@
 //! breaker, a load shedder, a timeout and retries.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,11 +26,27 @@ pub enum Idempotency {
     Once,
 }
 
-/// One slot of the pool: a connection once established, and a lock so that
-/// only one task connects it at a time.
+/// One slot of the pool: a connection once established (with the number
+/// of the connection it is, to tell it from its successors), and a lock so
+/// that only one task connects it at a time.
 struct Slot {
-    conn: Mutex<Option<ConnectionManager>>,
+    conn: Mutex<Option<(u64, ConnectionManager)>>,
     connecting: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<(u64, ConnectionManager)> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Forgets connection `generation` if the slot still holds it, so that
+    /// the next call connects afresh.
+    fn discard(&self, generation: u64) {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        if conn.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *conn = None;
+        }
+    }
 }
 
 /// The gateway every Redis call of this crate goes through.
@@ -56,6 +72,7 @@ pub struct RedisBackend {
     resilience: ResilienceConfig,
     slots: Vec<Slot>,
     next: AtomicUsize,
+    generations: AtomicU64,
     breaker: CircuitBreaker,
     shedder: LoadShedder,
 }
@@ -126,6 +143,7 @@ impl RedisBackend {
             resilience: *resilience,
             slots,
             next: AtomicUsize::new(0),
+            generations: AtomicU64::new(0),
             breaker: CircuitBreaker::with_clock(name, resilience.failure_threshold, resilience.open_for, clock),
             shedder: LoadShedder::new(resilience.max_in_flight),
         })
@@ -202,20 +220,34 @@ impl RedisBackend {
 
     /// One attempt: connection (made if needed) plus call, under the
     /// timeout. The flag says whether the failure is a transport failure.
+    ///
+    /// A connection that failed with a transport error is dropped from its
+    /// slot: the next call on the slot connects afresh. (A connection
+    /// manager whose own reconnection failed keeps answering with that
+    /// failure until a call kicks off another attempt, so after an outage
+    /// each slot would fail one more call, and every such failure reopens
+    /// the circuit for `open_for`.)
     async fn attempt<T, F, Fut>(&self, op: &'static str, call: &F) -> Result<T, (RedisError, bool)>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let timeout = self.redis.response_timeout;
+        let used = Mutex::new(None);
         let work = async {
-            let conn = self.connection().await?;
+            let (slot, generation, conn) = self.connection().await?;
+            *used.lock().unwrap_or_else(PoisonError::into_inner) = Some((slot, generation));
             call(conn).await
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(source)) => {
                 let transport = is_transport(&source);
+                if transport && !source.is_timeout() {
+                    if let Some((slot, generation)) = *used.lock().unwrap_or_else(PoisonError::into_inner) {
+                        self.slots[slot].discard(generation);
+                    }
+                }
                 Err((RedisError::Redis { operation: op, source }, transport))
             }
             Err(_) => Err((
@@ -229,16 +261,16 @@ impl RedisBackend {
     }
 
     /// A pooled connection, established on first use (one task connects a
-    /// slot; others wait for it).
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+    /// slot; others wait for it): its slot, its generation and itself.
+    async fn connection(&self) -> redis::RedisResult<(usize, u64, ConnectionManager)> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let slot = &self.slots[i];
-        if let Some(c) = slot.conn.lock().unwrap_or_else(PoisonError::into_inner).clone() {
-            return Ok(c);
+        if let Some((generation, c)) = slot.current() {
+            return Ok((i, generation, c));
         }
         let _connecting = slot.connecting.lock().await;
-        if let Some(c) = slot.conn.lock().unwrap_or_else(PoisonError::into_inner).clone() {
-            return Ok(c);
+        if let Some((generation, c)) = slot.current() {
+            return Ok((i, generation, c));
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(self.redis.connect_timeout)
@@ -247,8 +279,9 @@ impl RedisBackend {
             .set_max_delay(100);
         let conn = ConnectionManager::new_with_config(self.client.clone(), config).await?;
         tracing::debug!(backend = self.name, slot = i, "redis connection established");
-        *slot.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
-        Ok(conn)
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        *slot.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, conn.clone()));
+        Ok((i, generation, conn))
     }
 
     fn backoff(&self, attempt: u32) -> Duration {

@@ -343,3 +343,58 @@ async fn locked_repository_refuses_commands_when_redis_is_down() {
     assert_eq!(store_version(&store, &StreamId::from("a")).await, 1, "nothing written");
     assert_eq!(locked.repository().load("a").await.unwrap().state.balance, 10);
 }
+
+/// Redis killed and started again (a server of the test's own): once the
+/// circuit lets a probe through, the probe and the calls after it go
+/// through, whichever pooled connection they take. A connection that
+/// failed is replaced, not asked again: its own reconnection, tried while
+/// Redis was down, failed, and would answer the next call with that
+/// failure (reopening the circuit once per pooled connection).
+#[tokio::test]
+async fn after_a_restart_the_first_probe_closes_the_circuit_whatever_connection_it_takes() {
+    let mut redis = OwnRedis::start().await;
+    let clock = ManualClock::at("2026-01-01T00:00:00Z".parse().unwrap());
+    let resilience = ResilienceConfig {
+        failure_threshold: 1,
+        open_for: Duration::from_secs(1),
+        retry_attempts: 1,
+        ..ResilienceConfig::default()
+    };
+    let config = es_redis::RedisConfig {
+        pool_size: 4,
+        ..redis_config(redis.url())
+    };
+    let backend = RedisBackend::with_clock("probe", &config, &resilience, Arc::new(clock.clone())).unwrap();
+    let ping = || {
+        backend.run("ping", Idempotency::Idempotent, |mut c| async move {
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        })
+    };
+    // Every pooled connection made.
+    for _ in 0..8 {
+        assert_eq!(ping().await.unwrap(), "PONG");
+    }
+
+    redis.kill();
+    // Each connection fails at least once while Redis is down (the clock
+    // moved on each time so that the circuit lets the call through).
+    for _ in 0..12 {
+        clock.advance(chrono::Duration::seconds(2));
+        let e = ping().await.unwrap_err();
+        assert!(e.is_unreachable(), "{e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(backend.circuit_state(), CircuitState::Open);
+    // Long enough for every connection's own reconnection (started by
+    // its last failure, one retry after a backoff of up to a second or so)
+    // to have given up while Redis is still down.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    redis.restart().await;
+    for i in 0..8 {
+        clock.advance(chrono::Duration::seconds(2));
+        let answer = ping().await;
+        assert!(answer.is_ok(), "call {i} after the restart: {answer:?}");
+        assert_eq!(backend.circuit_state(), CircuitState::Closed, "call {i}");
+    }
+}
