@@ -94,9 +94,7 @@ impl<S: EventStore + ?Sized> Admission<S> {
             let verdicts = match self.run_script(&jobs).await {
                 Ok(v) => v,
                 Err(e) => {
-                    for job in jobs {
-                        let _ = job.reply.send(Err(copy_error(&e)));
-                    }
+                    fail_all(jobs, e);
                     return;
                 }
             };
@@ -113,9 +111,7 @@ impl<S: EventStore + ?Sized> Admission<S> {
                 return;
             }
             if let Err(e) = self.initialise(&uninit).await {
-                for job in uninit {
-                    let _ = job.reply.send(Err(copy_error(&e)));
-                }
+                fail_all(uninit, e);
                 return;
             }
             jobs = uninit;
@@ -147,9 +143,7 @@ impl<S: EventStore + ?Sized> Admission<S> {
         let stored = match self.inner.locate_events(&ids).await {
             Ok(s) => s,
             Err(e) => {
-                for job in jobs {
-                    let _ = job.reply.send(Err(copy_error(&e)));
-                }
+                fail_all(jobs, e);
                 return None;
             }
         };
@@ -321,8 +315,46 @@ fn verdict(reply: Value, job: &Job) -> Result<Verdict, StoreError> {
     })
 }
 
-/// The same error for every job of a failed batch.
-pub(crate) fn copy_error(e: &StoreError) -> StoreError {
+/// A batch's error, answered to each of its jobs: displays as the error
+/// itself, which stays reachable, typed, as its [`source`](std::error::Error::source)
+/// (a caller that tells an unreachable backend from a bug by the error's
+/// type, a `redis::RedisError` or a `sqlx::Error`, still can).
+#[derive(Debug, Clone)]
+struct BatchError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Sends `e` to every job of a failed batch (each its own copy).
+fn fail_all(jobs: Vec<Job>, e: StoreError) {
+    let e = shareable(e);
+    for job in jobs {
+        let _ = job.reply.send(Err(copy_error(&e)));
+    }
+}
+
+/// `e` in a form [`copy_error`] copies without losing its type.
+fn shareable(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Backend { operation, source } if !source.is::<BatchError>() => StoreError::Backend {
+            operation,
+            source: Box::new(BatchError(Arc::from(source))),
+        },
+        other => other,
+    }
+}
+
+/// A copy of a batch's error (made [`shareable`] first).
+fn copy_error(e: &StoreError) -> StoreError {
     match e {
         StoreError::Unavailable { operation, reason } => StoreError::Unavailable {
             operation,
@@ -330,7 +362,10 @@ pub(crate) fn copy_error(e: &StoreError) -> StoreError {
         },
         StoreError::Backend { operation, source } => StoreError::Backend {
             operation,
-            source: source.to_string().into(),
+            source: match source.downcast_ref::<BatchError>() {
+                Some(shared) => Box::new(shared.clone()),
+                None => source.to_string().into(),
+            },
         },
         other => StoreError::Unavailable {
             operation: "write-behind admission",
@@ -341,7 +376,49 @@ pub(crate) fn copy_error(e: &StoreError) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::is_fresh;
+    use super::{copy_error, is_fresh, shareable};
+    use es_core::StoreError;
+
+    /// Every job of a failed batch gets the batch's error with its type
+    /// intact: a caller finds the Redis error (here a refused connection)
+    /// by walking the sources, as it would on the error itself.
+    #[test]
+    fn each_copy_of_a_batch_error_keeps_the_typed_error() {
+        let refused = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let original = crate::RedisError::Redis {
+            operation: "write-behind admit",
+            source: refused,
+        };
+        let text = original.to_string();
+        let batch = shareable(StoreError::Backend {
+            operation: "write-behind admit",
+            source: Box::new(original),
+        });
+        for _ in 0..2 {
+            let copy = copy_error(&batch);
+            let StoreError::Backend { source, .. } = &copy else {
+                panic!("{copy:?}")
+            };
+            assert_eq!(source.to_string(), text);
+            let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            let mut found = None;
+            while let Some(e) = next {
+                if let Some(r) = e.downcast_ref::<crate::RedisError>() {
+                    found = Some(r.is_unreachable());
+                }
+                next = e.source();
+            }
+            assert_eq!(found, Some(true), "{copy:?}");
+        }
+        let unavailable = StoreError::Unavailable {
+            operation: "x",
+            reason: "circuit open".into(),
+        };
+        assert!(matches!(
+            copy_error(&shareable(unavailable)),
+            StoreError::Unavailable { .. }
+        ));
+    }
 
     #[test]
     fn only_recent_uuid_v7_ids_are_fresh() {
