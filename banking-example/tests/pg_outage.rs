@@ -81,7 +81,16 @@ async fn answers_503_while_postgres_is_down_then_recovers() {
     )
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
-    assert_eq!(ready["components"]["event_store"]["status"], "down", "{ready}");
+    // Everything on the database says so: the store, the idempotency keys
+    // in it, and transfers (which move money through the store).
+    for name in ["event_store", "deduplicator", "transfers"] {
+        assert_eq!(ready["components"][name]["status"], "down", "{name}: {ready}");
+        assert!(
+            ready["components"][name]["details"]["error"].is_string(),
+            "{name}: {ready}"
+        );
+    }
+    assert_eq!(ready["components"]["deduplicator"]["backend"], "postgres", "{ready}");
     // Reads answer from the read model's table or the log: refused cleanly.
     let (status, body) = read(api.get(&format!("/accounts/{id}")).await).await;
     if status != StatusCode::OK {

@@ -152,9 +152,9 @@ pub trait CommandDeduplicator: Send + Sync + 'static {
     }
 
     /// Whether the backend answers, for readiness probes: `Err` when a
-    /// `begin` would fail now. The default, for a backend with nothing of
-    /// its own to reach (in memory, or the event store's own database,
-    /// which readiness probes already), is `Ok`.
+    /// `begin` would fail now. Backends on a database or a server check
+    /// it (the SQL backends run `SELECT 1`, Redis pings); the default, for
+    /// a backend with nothing to reach (in memory), is `Ok`.
     async fn check(&self) -> Result<(), DedupError> {
         Ok(())
     }

@@ -185,6 +185,17 @@ impl PostgresDeduplicator {
 
 #[async_trait]
 impl CommandDeduplicator for PostgresDeduplicator {
+    /// Runs `SELECT 1` on the database that holds the keys: down when a
+    /// `begin` could not reach it now.
+    #[tracing::instrument(level = "debug", name = "es.pg.dedup.check", skip_all)]
+    async fn check(&self) -> Result<(), DedupError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable("check"))?;
+        Ok(())
+    }
+
     #[tracing::instrument(level = "debug", name = "es.pg.dedup.begin", skip_all)]
     async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
         // A key abandoned between the two statements is claimed on the

@@ -91,6 +91,21 @@ mod dedup {
         es_core::conformance::deduplicator_claims(&dedup, IN_FLIGHT).await;
     }
 
+    /// Readiness: the check answers while the database does and fails
+    /// once the pool can no longer reach it.
+    #[tokio::test]
+    async fn check_fails_once_the_database_is_gone() {
+        let store = super::common::store().await;
+        let dedup = PostgresDeduplicator::new(&store, WINDOW, IN_FLIGHT).await.unwrap();
+        dedup.check().await.unwrap();
+        store.pool().close().await;
+        let err = dedup.check().await.unwrap_err();
+        assert!(
+            matches!(err, es_core::DedupError::Unavailable { operation: "check", .. }),
+            "{err}"
+        );
+    }
+
     /// Of many concurrent `begin`s of one key, from two deduplicators (as
     /// from two processes), one starts.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

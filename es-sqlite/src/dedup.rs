@@ -144,6 +144,17 @@ impl SqliteDeduplicator {
 
 #[async_trait]
 impl CommandDeduplicator for SqliteDeduplicator {
+    /// Runs `SELECT 1` on the database that holds the keys: down when a
+    /// `begin` could not reach it now.
+    #[tracing::instrument(level = "debug", name = "es.sqlite.dedup.check", skip_all)]
+    async fn check(&self) -> Result<(), DedupError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable("check"))?;
+        Ok(())
+    }
+
     #[tracing::instrument(level = "debug", name = "es.sqlite.dedup.begin", skip(self))]
     async fn begin(&self, key: &str) -> Result<DedupStatus, DedupError> {
         let now = Self::now_ms();

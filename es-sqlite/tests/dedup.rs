@@ -92,6 +92,24 @@ async fn claims_conform() {
     store.shutdown().await;
 }
 
+/// Readiness: the check answers while the file's pool is open and fails
+/// once it is closed.
+#[tokio::test]
+async fn check_fails_once_the_database_is_gone() {
+    let temp = TempDatabase::new("dedup-check");
+    let store = common::open(&temp, SqliteConfig::default()).await;
+    let dedup = SqliteDeduplicator::new(&store, Duration::from_secs(3600), Duration::from_secs(1))
+        .await
+        .unwrap();
+    dedup.check().await.unwrap();
+    store.pool().close().await;
+    let err = dedup.check().await.unwrap_err();
+    assert!(
+        matches!(err, es_core::DedupError::Unavailable { operation: "check", .. }),
+        "{err}"
+    );
+}
+
 /// A file written before claims were kept gains the column; its outcomes
 /// are still answered, and its keys follow the claims.
 #[tokio::test]

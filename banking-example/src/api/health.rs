@@ -162,13 +162,17 @@ async fn readiness(state: &AppState) -> (StatusCode, Readiness) {
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
+    // Transfers move money through the event store: down with it.
     let mut details = BTreeMap::new();
     if let Some(f) = &stopped {
         details.insert("stopped".into(), f.clone().into());
     }
+    if let Err(e) = &head {
+        details.insert("error".into(), e.clone().into());
+    }
     components.insert(
         "transfers".into(),
-        component(stopped.is_none(), state.read_model_backend, details),
+        component(stopped.is_none() && store_up, state.read_model_backend, details),
     );
 
     let mut details = BTreeMap::new();
