@@ -105,9 +105,13 @@ impl ClusterConfig {
             shards.key_prefix = v;
         }
         if let Err(e) = shards.validate() {
+            // The reason names other fields too: by their settings here.
+            let reason = SETTINGS
+                .iter()
+                .fold(e.reason, |reason, (field, setting)| reason.replace(field, setting));
             return Err(ConfigError::Invalid {
                 name: setting_of(e.field),
-                reason: e.reason,
+                reason,
             });
         }
         Ok(Some(Self {
@@ -117,17 +121,22 @@ impl ClusterConfig {
     }
 }
 
+/// Each validated [`ShardConfig`] field and its setting.
+const SETTINGS: [(&str, &str); 6] = [
+    ("shard_count", "SHARD_COUNT"),
+    ("rebalance_interval", "SHARD_REBALANCE_INTERVAL_MS"),
+    ("lock_timeout", "SHARD_LEASE_TTL_MS"),
+    ("rebalance_threshold", "SHARD_REBALANCE_THRESHOLD"),
+    ("min_shards_per_instance", "SHARD_MIN_PER_INSTANCE"),
+    ("max_shards_per_instance", "SHARD_MAX_PER_INSTANCE"),
+];
+
 /// The setting of a [`ShardConfig`] field.
 fn setting_of(field: &str) -> &'static str {
-    match field {
-        "shard_count" => "SHARD_COUNT",
-        "rebalance_interval" => "SHARD_REBALANCE_INTERVAL_MS",
-        "lock_timeout" => "SHARD_LEASE_TTL_MS",
-        "rebalance_threshold" => "SHARD_REBALANCE_THRESHOLD",
-        "min_shards_per_instance" => "SHARD_MIN_PER_INSTANCE",
-        "max_shards_per_instance" => "SHARD_MAX_PER_INSTANCE",
-        _ => "SHARD_*",
-    }
+    SETTINGS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or("SHARD_*", |(_, setting)| setting)
 }
 
 #[cfg(test)]
@@ -226,10 +235,11 @@ mod tests {
             Some("postgres://p")
         )
         .is_err());
-        let refused = |vars: &[(&str, &str)]| match read(vars, Some("r"), Some("postgres://p")) {
-            Err(ConfigError::Invalid { name, .. }) => name,
+        let refusal = |vars: &[(&str, &str)]| match read(vars, Some("r"), Some("postgres://p")) {
+            Err(ConfigError::Invalid { name, reason }) => (name, reason),
             other => panic!("{vars:?} accepted: {other:?}"),
         };
+        let refused = |vars: &[(&str, &str)]| refusal(vars).0;
         let on = ("CLUSTER_SHARDS", "1");
         assert_eq!(refused(&[on, ("SHARD_LEASE_TTL_MS", "100")]), "SHARD_LEASE_TTL_MS");
         assert_eq!(
@@ -248,5 +258,15 @@ mod tests {
             refused(&[on, ("SHARD_MAX_PER_INSTANCE", "0")]),
             "SHARD_MAX_PER_INSTANCE"
         );
+        // The reason speaks of settings, not of the library's fields.
+        let (name, reason) = refusal(&[on, ("SHARD_MIN_PER_INSTANCE", "5"), ("SHARD_MAX_PER_INSTANCE", "2")]);
+        assert_eq!(name, "SHARD_MIN_PER_INSTANCE");
+        assert!(reason.contains("SHARD_MAX_PER_INSTANCE (2)"), "{reason}");
+        let (name, reason) = refusal(&[on, ("SHARD_COUNT", "4"), ("SHARD_MIN_PER_INSTANCE", "5")]);
+        assert_eq!(name, "SHARD_MIN_PER_INSTANCE");
+        assert!(reason.contains("SHARD_COUNT (4)"), "{reason}");
+        let (_, reason) = refusal(&[on, ("SHARD_LEASE_TTL_MS", "100")]);
+        assert!(reason.contains("SHARD_REBALANCE_INTERVAL_MS"), "{reason}");
+        assert!(!reason.contains("rebalance_interval"), "{reason}");
     }
 }

@@ -86,8 +86,8 @@ impl ShardConfig {
     /// rebalance interval of at least 10 ms (the interval paces every
     /// round's Redis calls) and a lease (`lock_timeout`) of at least twice
     /// it (leases are renewed once per interval); a finite, non-negative
-    /// threshold; a minimum per instance no larger than the maximum, and
-    /// a maximum of at least 1. [`ShardManager::connect`](super::ShardManager::connect)
+    /// threshold; a minimum per instance no larger than the maximum nor
+    /// than the shard count, and a maximum of at least 1. [`ShardManager::connect`](super::ShardManager::connect)
     /// refuses a configuration that fails it.
     ///
     /// ```
@@ -132,6 +132,15 @@ impl ShardConfig {
         }
         if self.max_shards_per_instance == 0 {
             return invalid("max_shards_per_instance", "must be at least 1".into());
+        }
+        if self.min_shards_per_instance > self.shard_count {
+            return invalid(
+                "min_shards_per_instance",
+                format!(
+                    "({}) must not exceed shard_count ({}): no instance can own more shards than there are",
+                    self.min_shards_per_instance, self.shard_count
+                ),
+            );
         }
         if self.min_shards_per_instance > self.max_shards_per_instance {
             return invalid(
@@ -197,6 +206,23 @@ mod tests {
                 ..d()
             }),
             Some("min_shards_per_instance")
+        );
+        let count = d().shard_count;
+        assert_eq!(
+            field(ShardConfig {
+                min_shards_per_instance: count + 1,
+                ..d()
+            }),
+            Some("min_shards_per_instance"),
+            "more than there are"
+        );
+        assert_eq!(
+            field(ShardConfig {
+                min_shards_per_instance: count,
+                ..d()
+            }),
+            None,
+            "all of them"
         );
         assert_eq!(
             field(ShardConfig {
