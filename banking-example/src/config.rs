@@ -144,9 +144,9 @@ pub struct AppConfig {
     pub max_body_bytes: usize,
     /// Per-request timeout (`REQUEST_TIMEOUT_SECS`).
     pub request_timeout: Duration,
-    /// How long a connection may take to send a request's headers, and
-    /// stay idle between requests (`HEADER_READ_TIMEOUT_SECS`, default 10):
-    /// then it is closed.
+    /// How long a connection may take to send its first bytes and a
+    /// request's headers, and stay idle between requests
+    /// (`HEADER_READ_TIMEOUT_SECS`, default 10): then it is closed.
     pub header_read_timeout: Duration,
     /// Conflict retries of commands without `expected_version`
     /// (`COMMAND_MAX_ATTEMPTS`).

@@ -457,7 +457,7 @@ async fn connections_that_do_not_send_headers_in_time_are_closed() {
     let server = common::start_with(config).await;
     let addr = server.url().trim_start_matches("http://").to_owned();
     // Reads until the server closes the connection; what it sent first.
-    async fn until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    async fn until_closed(stream: &mut tokio::net::TcpStream, what: &str) -> String {
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
         let closed = tokio::time::timeout(Duration::from_secs(30), async {
@@ -469,23 +469,29 @@ async fn connections_that_do_not_send_headers_in_time_are_closed() {
             }
         })
         .await;
-        assert!(closed.is_ok(), "the connection was still open after 30 s");
+        assert!(closed.is_ok(), "{what}: the connection was still open after 30 s");
         String::from_utf8_lossy(&seen).into_owned()
     }
+
+    // Nothing at all.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(until_closed(&mut silent, "silent").await, "");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 
     // Headers that never end.
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
     slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .await
         .unwrap();
-    until_closed(&mut slow).await;
+    until_closed(&mut slow, "slow headers").await;
 
     // A request in time is answered; then the idle connection is closed.
     let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
     idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let answered = until_closed(&mut idle).await;
+    let answered = until_closed(&mut idle, "idle").await;
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     server.stop().await.unwrap();
 }

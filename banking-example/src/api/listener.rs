@@ -3,11 +3,11 @@
 //! request's headers, and shut down gracefully.
 //!
 //! The deadline ([`AppConfig::header_read_timeout`](crate::AppConfig),
-//! `HEADER_READ_TIMEOUT_SECS`) covers a connection's wait for the next
-//! request's headers too: a client that opens connections and sends
-//! headers slowly or not at all (slowloris), or leaves keep-alive
-//! connections idle, is disconnected once it passes. The request timeout
-//! (`REQUEST_TIMEOUT_SECS`) starts once the headers are in.
+//! `HEADER_READ_TIMEOUT_SECS`) covers a connection's wait for its first
+//! bytes and for the next request's headers too: a client that opens
+//! connections and sends nothing, or headers slowly (slowloris), or leaves
+//! keep-alive connections idle, is disconnected once it passes. The request
+//! timeout (`REQUEST_TIMEOUT_SECS`) starts once the headers are in.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -60,11 +60,24 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 request
             });
-        let connection =
-            builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection.into_owned());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // hyper's deadline starts once the protocol is known, from the
+            // first bytes: a connection that sends none is closed here.
+            // (`peek` waits for a byte or the end, without consuming it;
+            // `readable` may report readiness that is not there.)
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                tracing::debug!(%peer, "connection closed: nothing sent in time");
+                return;
+            }
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
