@@ -235,6 +235,12 @@ async fn amount_schemas_carry_the_configured_maximum() {
             "{name}: {}",
             doc["components"]["schemas"][name]
         );
+        // Its examples are amounts the server accepts.
+        let examples = doc["components"]["schemas"][name]["examples"].as_array().unwrap();
+        assert!(!examples.is_empty(), "{name}");
+        for example in examples {
+            assert!(example.as_f64().is_some_and(|e| e <= 50.0), "{name}: {example}");
+        }
     }
     let api = common::Api::new(&server, "max").await;
     let r = api

@@ -93,15 +93,13 @@ pub async fn openapi_json(State(state): State<AppState>) -> Response {
 
 /// Writes this server's per-transaction maximum (`MAX_TRANSACTION_AMOUNT`)
 /// into the amount schemas, so that the document is as strict as the
-/// validation.
+/// validation; an example above it becomes the maximum itself (an example
+/// the server would refuse misleads).
 pub fn with_max_amount(doc: &mut serde_json::Value, max: crate::domain::Money) {
-    let Some(max) = max
-        .value()
-        .to_string()
-        .parse::<f64>()
-        .ok()
-        .and_then(serde_json::Number::from_f64)
-    else {
+    let Some(limit) = max.value().to_string().parse::<f64>().ok() else {
+        return;
+    };
+    let Some(number) = serde_json::Number::from_f64(limit) else {
         return;
     };
     for name in ["PositiveAmount", "OpeningBalance"] {
@@ -109,7 +107,14 @@ pub fn with_max_amount(doc: &mut serde_json::Value, max: crate::domain::Money) {
             .pointer_mut(&format!("/components/schemas/{name}"))
             .and_then(serde_json::Value::as_object_mut)
         {
-            schema.insert("maximum".into(), serde_json::Value::Number(max.clone()));
+            schema.insert("maximum".into(), serde_json::Value::Number(number.clone()));
+            if let Some(examples) = schema.get_mut("examples").and_then(serde_json::Value::as_array_mut) {
+                for example in examples {
+                    if example.as_f64().is_some_and(|e| e > limit) {
+                        *example = serde_json::Value::Number(number.clone());
+                    }
+                }
+            }
         }
     }
 }

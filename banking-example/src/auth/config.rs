@@ -289,11 +289,18 @@ fn secret(
         (None, _, _) => Ok(value.unwrap_or_default().into_bytes()),
         (Some(problem), true, false) => Err(ConfigError::Invalid {
             name,
-            reason: format!(
-                "{problem}: with a persistent store (DATABASE_URL, or the embedded file unless STORE=memory) \
-                 a secret of at least {MIN_SECRET_BYTES} random bytes is required \
-                 (set AUTH_ALLOW_INSECURE_SECRETS=1 for development only)"
-            ),
+            reason: match persistence {
+                Persistence::EmbeddedFile => format!(
+                    "{problem}: with the embedded file (DATA_DIR) a secret that is set must be at least \
+                     {MIN_SECRET_BYTES} random bytes; unset, one is drawn at random per process \
+                     (set AUTH_ALLOW_INSECURE_SECRETS=1 for development only)"
+                ),
+                _ => format!(
+                    "{problem}: with a store configured by DATABASE_URL both secrets must be set, each \
+                     at least {MIN_SECRET_BYTES} random bytes (set AUTH_ALLOW_INSECURE_SECRETS=1 for \
+                     development only)"
+                ),
+            },
         }),
         (Some(problem), true, true) => {
             tracing::warn!(
@@ -353,6 +360,7 @@ mod tests {
     fn persistent_store_requires_strong_secrets() {
         let err = load(&[("REFRESH_TOKEN_SECRET", GOOD)], true).unwrap_err();
         assert!(err.to_string().contains("JWT_SECRET"), "{err}");
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
         let err = load(&[("JWT_SECRET", "short"), ("REFRESH_TOKEN_SECRET", GOOD)], true).unwrap_err();
         assert!(err.to_string().contains("shorter"), "{err}");
         let default = "changeme-changeme-changeme-changeme";
@@ -369,6 +377,9 @@ mod tests {
         let file = Persistence::EmbeddedFile;
         let err = load_with(&[("JWT_SECRET", "secret"), ("REFRESH_TOKEN_SECRET", GOOD)], file).unwrap_err();
         assert!(err.to_string().contains("JWT_SECRET"), "{err}");
+        // It says what this store needs: unset is fine, set must be strong.
+        assert!(err.to_string().contains("embedded file"), "{err}");
+        assert!(!err.to_string().contains("DATABASE_URL"), "{err}");
         let err = load_with(&[("JWT_SECRET", GOOD), ("REFRESH_TOKEN_SECRET", "short")], file).unwrap_err();
         assert!(err.to_string().contains("REFRESH_TOKEN_SECRET"), "{err}");
         let drawn = load_with(&[], file).unwrap();
