@@ -7,6 +7,46 @@ use crate::{ExpectedVersion, StreamId};
 /// Boxed source error of a backend.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// One backend failure reported to several callers (each append of a
+/// batch that failed as a whole, say). It displays as the error itself,
+/// which stays reachable, with its type, as its
+/// [`source`](std::error::Error::source): callers can still tell an
+/// unreachable database from a bug by walking the sources.
+///
+/// ```
+/// use es_core::{SharedError, StoreError};
+/// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// let text = refused.to_string();
+/// let shared = SharedError::new(refused);
+/// let answers: Vec<StoreError> = (0..2).map(|_| StoreError::backend("append", shared.clone())).collect();
+/// for answer in &answers {
+///     assert!(answer.to_string().contains(&text), "{answer}");
+///     let cause = std::error::Error::source(answer).and_then(std::error::Error::source);
+///     assert!(cause.is_some_and(|e| e.is::<std::io::Error>()));
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SharedError(std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl SharedError {
+    /// Shares `error`; clones report the same error.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Self(std::sync::Arc::from(error.into()))
+    }
+}
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 /// Errors of [`EventStore`](crate::EventStore), snapshot, checkpoint and
 /// cache backends.
 #[derive(Debug, thiserror::Error)]

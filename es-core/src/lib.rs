@@ -38,7 +38,7 @@ pub use cache::{StateCache, Versioned};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{CodecError, EventCodec};
 pub use dedup::{CommandDeduplicator, DedupClaim, DedupError, DedupStatus};
-pub use error::{BoxError, StoreError};
+pub use error::{BoxError, SharedError, StoreError};
 /// The store's error, under the name the docs use: `es_core::Error` is
 /// [`StoreError`] (e.g. `Error::Conflict { stream_id, expected, actual }`).
 pub type Error = StoreError;

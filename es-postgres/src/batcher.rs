@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use es_core::backend::check_replay;
-use es_core::{AppendResult, ExpectedVersion, NewEvent, ShardFence, StoreError, StreamId};
+use es_core::{AppendResult, ExpectedVersion, NewEvent, ShardFence, SharedError, StoreError, StreamId};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Postgres, Row};
@@ -239,12 +239,11 @@ async fn resolve(writer: &mut Writer, sql: &Sql, jobs: Vec<AppendJob>) -> Result
                 }
             }
             Err(e) => {
-                let err = Arc::new(e);
+                let err = SharedError::new(e);
                 for j in jobs {
-                    let _ = j.reply.send(Err(StoreError::Backend {
-                        operation: "resolve stream versions",
-                        source: Box::new(ArcError(Arc::clone(&err))),
-                    }));
+                    let _ = j
+                        .reply
+                        .send(Err(StoreError::backend("resolve stream versions", err.clone())));
                 }
                 return Err(());
             }
@@ -270,22 +269,6 @@ async fn resolve(writer: &mut Writer, sql: &Sql, jobs: Vec<AppendJob>) -> Result
         }
     }
     Ok(out)
-}
-
-/// A shared sqlx error, so one failure can be reported to many callers.
-#[derive(Debug)]
-struct ArcError(Arc<sqlx::Error>);
-
-impl std::fmt::Display for ArcError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for ArcError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.0)
-    }
 }
 
 /// The column arrays of one append statement.
@@ -533,12 +516,9 @@ async fn write_round(
         }
         Err(e) => {
             tracing::error!(error = %e, appends = round.len(), "append statement failed");
-            let err = Arc::new(e);
+            let err = SharedError::new(e);
             for r in round {
-                let _ = r.job.reply.send(Err(StoreError::Backend {
-                    operation: "append",
-                    source: Box::new(ArcError(Arc::clone(&err))),
-                }));
+                let _ = r.job.reply.send(Err(StoreError::backend("append", err.clone())));
             }
             Vec::new()
         }

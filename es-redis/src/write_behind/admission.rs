@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use es_core::backend::check_replay;
-use es_core::{AppendResult, EventStore, ExpectedVersion, NewEvent, ShardFence, StoreError, StreamId};
+use es_core::{AppendResult, EventStore, ExpectedVersion, NewEvent, ShardFence, SharedError, StoreError, StreamId};
 use redis::Value;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::Instrument;
@@ -315,25 +315,6 @@ fn verdict(reply: Value, job: &Job) -> Result<Verdict, StoreError> {
     })
 }
 
-/// A batch's error, answered to each of its jobs: displays as the error
-/// itself, which stays reachable, typed, as its [`source`](std::error::Error::source)
-/// (a caller that tells an unreachable backend from a bug by the error's
-/// type, a `redis::RedisError` or a `sqlx::Error`, still can).
-#[derive(Debug, Clone)]
-struct BatchError(Arc<dyn std::error::Error + Send + Sync>);
-
-impl std::fmt::Display for BatchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for BatchError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.0)
-    }
-}
-
 /// Sends `e` to every job of a failed batch (each its own copy).
 fn fail_all(jobs: Vec<Job>, e: StoreError) {
     let e = shareable(e);
@@ -345,9 +326,9 @@ fn fail_all(jobs: Vec<Job>, e: StoreError) {
 /// `e` in a form [`copy_error`] copies without losing its type.
 fn shareable(e: StoreError) -> StoreError {
     match e {
-        StoreError::Backend { operation, source } if !source.is::<BatchError>() => StoreError::Backend {
+        StoreError::Backend { operation, source } if !source.is::<SharedError>() => StoreError::Backend {
             operation,
-            source: Box::new(BatchError(Arc::from(source))),
+            source: Box::new(SharedError::new(source)),
         },
         other => other,
     }
@@ -362,7 +343,7 @@ fn copy_error(e: &StoreError) -> StoreError {
         },
         StoreError::Backend { operation, source } => StoreError::Backend {
             operation,
-            source: match source.downcast_ref::<BatchError>() {
+            source: match source.downcast_ref::<SharedError>() {
                 Some(shared) => Box::new(shared.clone()),
                 None => source.to_string().into(),
             },
