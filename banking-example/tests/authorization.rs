@@ -1,6 +1,8 @@
 //! Ownership and roles: one customer can neither see nor move money in
 //! another's account (404, nothing changes); tellers read and deposit;
-//! admins do everything; `GET /accounts` lists what the caller may see.
+//! admins do everything; `GET /accounts` lists what the caller may see;
+//! admins set other users' roles over HTTP, which ends those users'
+//! sessions.
 
 mod common;
 
@@ -133,8 +135,105 @@ async fn tellers_read_and_deposit_admins_do_everything(backend: Backend) {
     server.stop().await.unwrap();
 }
 
+async fn admins_set_roles_and_the_old_tokens_stop_working(backend: Backend) {
+    let server = backend.start().await;
+    let alice = Api::new(&server, "a").await;
+    let account = alice.open("Alice", json!(10)).await;
+    let admin = make_role(&server, &Api::new(&server, "adm").await, Role::Admin).await;
+    let admin_id = admin.user_id().await;
+    let bob = Api::new(&server, "b").await;
+    let bob_id = bob.user_id().await;
+    let roles = |id: &str| format!("/auth/users/{id}/roles");
+
+    // Refused, and nothing changes: not an admin, no role, an unknown
+    // role, an unknown field, an unknown or malformed id, the admin's own.
+    expect_error(
+        bob.put(&roles(&bob_id), json!({"roles": ["teller"]})).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let no_role = expect_error(
+        admin.put(&roles(&bob_id), json!({"roles": []})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(no_role.contains("at least one role"), "{no_role}");
+    for body in [
+        json!({"roles": ["banker"]}),
+        json!({"roles": ["teller"], "x": 1}),
+        json!({}),
+    ] {
+        expect_error(admin.put(&roles(&bob_id), body).await, StatusCode::BAD_REQUEST).await;
+    }
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for id in [unknown.as_str(), "not-a-uuid"] {
+        let r = admin.put(&roles(id), json!({"roles": ["teller"]})).await;
+        expect_error(r, StatusCode::NOT_FOUND).await;
+    }
+    let own = expect_error(
+        admin.put(&roles(&admin_id), json!({"roles": ["customer"]})).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(own.contains("own roles"), "{own}");
+    let (_, me) = read(bob.get("/auth/me").await).await;
+    assert_eq!(me["roles"], json!(["customer"]));
+    expect_error(bob.get(&format!("/accounts/{account}")).await, StatusCode::NOT_FOUND).await;
+
+    // Promoted: repeats count once; the customer token stops working at
+    // once (it carries the old roles); the next login is a teller's.
+    let (status, user) = read(admin.put(&roles(&bob_id), json!({"roles": ["teller", "teller"]})).await).await;
+    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!(
+        (user["user_id"].as_str(), &user["roles"]),
+        (Some(bob_id.as_str()), &json!(["teller"]))
+    );
+    assert_eq!(user["username"].as_str(), Some(bob.username.as_str()));
+    expect_error(bob.get("/auth/me").await, StatusCode::UNAUTHORIZED).await;
+    let refreshed = bob
+        .http
+        .post(bob.url("/auth/refresh"))
+        .json(&json!({"refresh_token": bob.refresh_token}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(refreshed, StatusCode::UNAUTHORIZED).await;
+    let teller = Api::login(&server, "b", &bob.username).await;
+    let (_, me) = read(teller.get("/auth/me").await).await;
+    assert_eq!(me["roles"], json!(["teller"]));
+    let (status, view) = read(teller.get(&format!("/accounts/{account}")).await).await;
+    assert_eq!((status, view["balance"].to_string()), (StatusCode::OK, "10.00".into()));
+    let (_, users) = read(admin.get_raw("/auth/users?limit=10").await).await;
+    let listed: Vec<_> = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["user_id"] == bob_id.as_str())
+        .collect();
+    assert_eq!(listed[0]["roles"], json!(["teller"]));
+
+    // Demoted: the teller's token stops working as well.
+    let (status, user) = read(admin.put(&roles(&bob_id), json!({"roles": ["customer"]})).await).await;
+    assert_eq!((status, &user["roles"]), (StatusCode::OK, &json!(["customer"])));
+    expect_error(
+        teller.get(&format!("/accounts/{account}")).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let customer = Api::login(&server, "b", &bob.username).await;
+    expect_error(
+        customer.get(&format!("/accounts/{account}")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    // The admin's own session is untouched.
+    assert_eq!(admin.get("/auth/me").await.status(), StatusCode::OK);
+    server.stop().await.unwrap();
+}
+
 crate::on_every_backend!(
     another_customers_account_is_404_and_unchanged,
     list_shows_own_accounts_paginated,
     tellers_read_and_deposit_admins_do_everything,
+    admins_set_roles_and_the_old_tokens_stop_working,
 );

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::dto::{ErrorBody, Page};
 use super::errors::ApiError;
-use super::extract::{ApiJson, AuthUser, PageParams};
+use super::extract::{ApiJson, AuthUser, PageParams, UserId};
 use super::peer::{limit_key, ClientAddr};
 use super::state::AppState;
 use crate::auth::rbac::{may_list_users, Role};
@@ -89,6 +89,15 @@ pub struct UserView {
     /// Username (email).
     pub username: String,
     /// Roles.
+    pub roles: Vec<Role>,
+}
+
+/// Body of `PUT /auth/users/{id}/roles`.
+#[derive(Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolesRequest {
+    /// The user's roles from now on (at least one; repeats count once).
+    #[schema(min_items = 1, example = json!(["teller"]))]
     pub roles: Vec<Role>,
 }
 
@@ -369,5 +378,36 @@ pub async fn list_users(
         })
         .into_response(),
         Err(e) => err(AuthError::from(e)),
+    }
+}
+
+/// Sets a user's roles (admins only, not their own). Every session of
+/// that user ends: tokens carrying the old roles stop working at once, and
+/// the next login carries the new ones.
+#[utoipa::path(put, path = "/auth/users/{id}/roles", tag = "auth", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The user's id")),
+    request_body = RolesRequest,
+    responses(
+        (status = 200, description = "The user with the new roles", body = UserView),
+        (status = 400, description = "No role, an unknown role, or a malformed body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "An admin's own roles (another admin must change them)", body = ErrorBody),
+    ))]
+pub async fn set_user_roles(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    UserId(user): UserId,
+    ApiJson(body): ApiJson<RolesRequest>,
+) -> Response {
+    match state.auth.set_roles(&who, user, &body.roles).await {
+        Ok(u) => Json(UserView {
+            user_id: u.id,
+            username: u.username,
+            roles: u.roles,
+        })
+        .into_response(),
+        Err(e) => err(e),
     }
 }

@@ -197,6 +197,8 @@ impl From<crate::auth::AuthError> for ApiError {
             A::InvalidResetToken | A::Invalid(_) => Self::BadRequest(message),
             A::UsernameTaken => Self::Conflict(message),
             A::Forbidden(_) => Self::Forbidden(message),
+            A::UnknownUser => Self::NotFound(message),
+            A::OwnRoles => Self::Conflict(message),
             A::Backend(detail) => {
                 tracing::warn!(error = %detail, "auth backend failed");
                 Self::Unavailable("service temporarily unavailable".into())

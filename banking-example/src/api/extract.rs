@@ -162,6 +162,16 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
+/// The `{id}` path segment as a UUID; anything else is an unknown `what`
+/// (404), so that ids cannot be told from malformed ones.
+async fn id_segment<S: Send + Sync>(parts: &mut Parts, state: &S, what: &str) -> Result<Uuid, ApiError> {
+    let not_found = || ApiError::NotFound(format!("{what} not found: the id is not a valid UUID"));
+    let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|_| not_found())?;
+    Uuid::parse_str(&raw).map_err(|_| not_found())
+}
+
 /// The `{id}` path segment as an account id; anything that is not a UUID
 /// is an unknown account (404).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,11 +181,20 @@ impl<S: Send + Sync> FromRequestParts<S> for AccountId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let not_found = || ApiError::NotFound("account not found: the id is not a valid UUID".into());
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| not_found())?;
-        Uuid::parse_str(&raw).map(AccountId).map_err(|_| not_found())
+        id_segment(parts, state, "account").await.map(AccountId)
+    }
+}
+
+/// The `{id}` path segment as a user id; anything that is not a UUID is
+/// an unknown user (404).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        id_segment(parts, state, "user").await.map(UserId)
     }
 }
 

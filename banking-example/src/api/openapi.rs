@@ -49,6 +49,7 @@ impl Modify for BearerScheme {
         auth::logout,
         auth::me,
         auth::list_users,
+        auth::set_user_roles,
         access::list_accounts,
         accounts::create_account,
         accounts::get_account,

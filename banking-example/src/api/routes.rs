@@ -23,13 +23,15 @@ pub use super::http_metrics::method_label;
 use super::state::AppState;
 use super::{access, accounts, cluster, health, openapi, transfers};
 
-/// An HTTP method of the API (the only two it uses).
+/// An HTTP method of the API (the only three it uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
     /// GET.
     Get,
     /// POST.
     Post,
+    /// PUT.
+    Put,
 }
 
 impl Verb {
@@ -38,6 +40,7 @@ impl Verb {
         match self {
             Self::Get => "get",
             Self::Post => "post",
+            Self::Put => "put",
         }
     }
 
@@ -46,6 +49,7 @@ impl Verb {
         match self {
             Self::Get => Method::GET,
             Self::Post => Method::POST,
+            Self::Put => Method::PUT,
         }
     }
 
@@ -53,6 +57,7 @@ impl Verb {
         match self {
             Self::Get => MethodFilter::GET,
             Self::Post => MethodFilter::POST,
+            Self::Put => MethodFilter::PUT,
         }
     }
 }
@@ -87,7 +92,7 @@ where
 /// Every route of the API. [`router`] is built from this table and
 /// nothing else, so it is the list of what the server answers.
 pub fn route_table() -> Vec<Route> {
-    use Verb::{Get, Post};
+    use Verb::{Get, Post, Put};
     vec![
         route(Post, "/auth/register", auth::register),
         route(Post, "/auth/login", auth::login),
@@ -98,6 +103,7 @@ pub fn route_table() -> Vec<Route> {
         route(Post, "/auth/logout", auth::logout),
         route(Get, "/auth/me", auth::me),
         route(Get, "/auth/users", auth::list_users),
+        route(Put, "/auth/users/{id}/roles", auth::set_user_roles),
         route(Post, "/accounts", accounts::create_account),
         route(Get, "/accounts", access::list_accounts),
         route(Get, "/accounts/{id}", accounts::get_account),

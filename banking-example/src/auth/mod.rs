@@ -75,6 +75,12 @@ pub enum AuthError {
     /// The caller's role does not allow it.
     #[error("{0}")]
     Forbidden(String),
+    /// No user has this id (said to admins only).
+    #[error("user not found")]
+    UnknownUser,
+    /// An admin asked to change their own roles (another admin must).
+    #[error("an admin cannot change their own roles; another admin must")]
+    OwnRoles,
     /// Rate limited.
     #[error("Rate limit exceeded")]
     RateLimited {

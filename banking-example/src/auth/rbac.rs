@@ -1,10 +1,10 @@
 //! Roles and what they may do with accounts.
 //!
-//! | role | open | read | deposit | withdraw | close | list accounts | list users |
+//! | role | open | read | deposit | withdraw | close | list accounts | list users, set roles |
 //! | --- | --- | --- | --- | --- | --- | --- | --- |
 //! | `customer` | own | own | own | own | own | own | no |
 //! | `teller` | own | any | any | own | own | all | no |
-//! | `admin` | own | any | any | any | any | all | yes |
+//! | `admin` | own | any | any | any | any | all | yes (not their own roles) |
 //!
 //! An account the caller may not read answers 404 (ids cannot be
 //! probed); one they may read but not change answers 403.
@@ -81,6 +81,11 @@ pub fn may_list_users(roles: &[Role]) -> bool {
     roles.contains(&Role::Admin)
 }
 
+/// Whether `roles` may set other users' roles.
+pub fn may_set_roles(roles: &[Role]) -> bool {
+    roles.contains(&Role::Admin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +105,7 @@ mod tests {
         assert!(!may(&t, Withdraw, false) && !may(&t, Close, false));
         assert!(!can_read(&c, false) && can_read(&t, false));
         assert!(may_list_users(&a) && !may_list_users(&t));
+        assert!(may_set_roles(&a) && !may_set_roles(&t) && !may_set_roles(&c));
         assert_eq!(Role::parse(Role::Teller.as_str()), Some(Role::Teller));
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::blacklist::{TokenRef, ValidAfter};
 use super::lockout::{AttemptKey, LockoutPolicy, IDLE_AFTER};
 use super::password::{check_policy, HashError, PasswordHasher};
-use super::rbac::Role;
+use super::rbac::{may_set_roles, Role};
 use super::refresh::RefreshRecord;
 use super::reset::{BoundedMailer, Mailer, QueuedReset, ResetMail, ResetRecord};
 use super::stores::AuthStores;
@@ -446,6 +446,40 @@ impl AuthService {
         count("password_changed");
         tracing::info!("password changed; other sessions revoked");
         Ok(())
+    }
+
+    /// Sets the roles of user `user` (admins only, never their own): the
+    /// roles are replaced by `roles` (at least one; repeats count once),
+    /// and every session of that user ends, so no token carrying the old
+    /// roles works any more; their next login carries the new ones.
+    /// Returns the user as stored.
+    #[tracing::instrument(name = "auth.set_roles", skip_all, fields(admin = %who.user_id, user_id = %user))]
+    pub async fn set_roles(&self, who: &Identity, user: Uuid, roles: &[Role]) -> Result<User, AuthError> {
+        if !may_set_roles(&who.roles) {
+            return Err(AuthError::Forbidden("only admins may set roles".into()));
+        }
+        if who.user_id == user {
+            return Err(AuthError::OwnRoles);
+        }
+        let mut roles = roles.to_vec();
+        roles.sort_unstable();
+        roles.dedup();
+        if roles.is_empty() {
+            return Err(AuthError::Invalid("roles must name at least one role".into()));
+        }
+        let Some(mut target) = self.stores.users.by_id(user).await? else {
+            return Err(AuthError::UnknownUser);
+        };
+        match self.stores.users.set_roles(user, &roles).await {
+            Ok(()) => {}
+            Err(super::AuthStoreError::NotFound) => return Err(AuthError::UnknownUser),
+            Err(e) => return Err(e.into()),
+        }
+        self.invalidate_user_tokens(user, None, self.now()).await?;
+        count("roles_changed");
+        tracing::info!(roles = ?roles, before = ?target.roles, "roles changed; the user's sessions ended");
+        target.roles = roles;
+        Ok(target)
     }
 
     /// Every outstanding reset token of `user` stops working, and its

@@ -189,6 +189,14 @@ impl Api {
             .unwrap()
     }
 
+    pub(crate) async fn put(&self, path: &str, body: Value) -> Response {
+        self.authed(self.http.put(self.url(path)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub(crate) async fn get(&self, path: &str) -> Response {
         self.authed(self.http.get(self.url(path))).send().await.unwrap()
     }
