@@ -20,7 +20,7 @@ use super::extract::{ApiJson, AuthUser, PageParams, UserId};
 use super::peer::{limit_key, ClientAddr};
 use super::state::AppState;
 use crate::auth::rbac::{may_list_users, Role};
-use crate::auth::users::{is_email, normalize_username, MAX_USERNAME_BYTES};
+use crate::auth::users::{is_email, normalize_username, User, MAX_USERNAME_BYTES};
 use crate::auth::{AuthError, TokenPair};
 
 /// Body of `POST /auth/register` and `POST /auth/login`.
@@ -90,6 +90,16 @@ pub struct UserView {
     pub username: String,
     /// Roles.
     pub roles: Vec<Role>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        Self {
+            user_id: u.id,
+            username: u.username,
+            roles: u.roles,
+        }
+    }
 }
 
 /// Body of `PUT /auth/users/{id}/roles`.
@@ -331,12 +341,7 @@ pub async fn logout(State(state): State<AppState>, AuthUser(who): AuthUser) -> R
     ))]
 pub async fn me(State(state): State<AppState>, AuthUser(who): AuthUser) -> Response {
     match state.auth.stores().users.by_id(who.user_id).await {
-        Ok(Some(u)) => Json(UserView {
-            user_id: u.id,
-            username: u.username,
-            roles: u.roles,
-        })
-        .into_response(),
+        Ok(Some(u)) => Json(UserView::from(u)).into_response(),
         Ok(None) => err(AuthError::Unauthenticated("invalid token".into())),
         Err(e) => err(AuthError::from(e)),
     }
@@ -364,14 +369,7 @@ pub async fn list_users(
     };
     match state.auth.stores().users.list(offset, limit).await {
         Ok((users, total)) => Json(UserPage {
-            users: users
-                .into_iter()
-                .map(|u| UserView {
-                    user_id: u.id,
-                    username: u.username,
-                    roles: u.roles,
-                })
-                .collect(),
+            users: users.into_iter().map(UserView::from).collect(),
             total,
             limit,
             offset,
@@ -402,12 +400,7 @@ pub async fn set_user_roles(
     ApiJson(body): ApiJson<RolesRequest>,
 ) -> Response {
     match state.auth.set_roles(&who, user, &body.roles).await {
-        Ok(u) => Json(UserView {
-            user_id: u.id,
-            username: u.username,
-            roles: u.roles,
-        })
-        .into_response(),
+        Ok(u) => Json(UserView::from(u)).into_response(),
         Err(e) => err(e),
     }
 }
