@@ -158,6 +158,43 @@ async fn the_cdc_relay_resumes_after_an_outage() {
     assert_eq!(status.lag_events, Some(0), "{status:?}");
 }
 
+/// A relay started while the broker is down reports what waits before it
+/// has published anything: its lag counts from the first event its failed
+/// round read (before, `lag_events` stayed `None` until a first publish,
+/// for as long as the outage lasted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_started_during_an_outage_reports_its_lag_before_any_publish() {
+    let kafka = &Kafka::start();
+    if !kafka.is_mock() {
+        eprintln!("skipped: needs the mock cluster to take the broker down");
+        return;
+    }
+    let mock = kafka.mock.as_ref().expect("mock cluster");
+    let topic = &kafka.topic("account", 3).await;
+    let store = &common::store(false).await;
+    common::with_slot(store, kafka, |slot| async move {
+        let relay = common::relay(store, kafka.publisher(), &slot);
+        mock.broker_down(1).unwrap();
+        append_n(store, "account", "a", 5).await;
+        assert_eq!(relay.status().await.unwrap().lag_events, None, "nothing read yet");
+        assert!(relay.relay_once().await.is_err(), "the broker is down");
+        assert_eq!(relay.status().await.unwrap().lag_events, Some(5));
+        append_n(store, "account", "b", 2).await;
+        assert_eq!(relay.status().await.unwrap().lag_events, Some(7));
+
+        mock.broker_up(1).unwrap();
+        // Rounds until one finds nothing left to publish.
+        eventually("everything published after the outage", || async {
+            relay.relay_once().await.ok().filter(|o| o.transactions == 0)
+        })
+        .await;
+        assert_eq!(relay.status().await.unwrap().lag_events, Some(0));
+        let reads = kafka.read_topic(topic).await;
+        assert_complete_in_order(&reads, &BTreeMap::from([("a".to_owned(), 5), ("b".to_owned(), 2)]));
+    })
+    .await;
+}
+
 /// A round waiting for a broker that is down: the log's readers go on
 /// meanwhile, and a shutdown returns within the grace period and leaves
 /// the rows pending for the next start.

@@ -55,6 +55,11 @@ pub struct CdcRelay {
     health: Arc<PublishHealth>,
     /// Highest global position acknowledged so far (0: none yet).
     acked_position: Arc<AtomicU64>,
+    /// Lowest global position among the events the last round read but
+    /// could not publish (0: none, or no round failed): the lag's baseline
+    /// before the first publish, so that a relay started while Kafka is
+    /// down still reports what waits.
+    pending_from: Arc<AtomicU64>,
     /// One relay per slot at a time, across processes.
     turn: Arc<SlotTurn>,
 }
@@ -65,9 +70,10 @@ pub struct RelayStatus {
     /// The slot.
     pub slot: SlotStatus,
     /// Events committed with a global position above the highest one
-    /// published since this relay started (`None` before its first
-    /// publish). An estimate: positions follow transaction ids, not commit
-    /// order.
+    /// published since this relay started; before its first publish,
+    /// events from the lowest position its last round read and could not
+    /// publish (`None` before either: nothing published or read yet). An
+    /// estimate: positions follow transaction ids, not commit order.
     pub lag_events: Option<u64>,
 }
 
@@ -131,6 +137,7 @@ impl CdcRelay {
             table: EventsTable::of(schema),
             health: Arc::new(PublishHealth::new(METHOD, config.unhealthy_after)),
             acked_position: Arc::new(AtomicU64::new(0)),
+            pending_from: Arc::new(AtomicU64::new(0)),
             turn: Arc::new(SlotTurn::new(pool.clone(), &config.slot)),
             pool,
             publisher,
@@ -149,18 +156,24 @@ impl CdcRelay {
     /// gauges.
     pub async fn status(&self) -> Result<RelayStatus, CdcError> {
         let slot = self.slot_status().await?;
-        let acked = self.acked_position.load(Ordering::Relaxed);
-        let lag_events = if acked == 0 {
-            None
-        } else {
-            let n: i64 = sqlx::query_scalar(&format!(
-                "SELECT count(*) FROM (SELECT 1 FROM {} WHERE global_position > $1 LIMIT 10000000) x",
-                self.table.sql
-            ))
-            .bind(acked as i64)
-            .fetch_one(&self.pool)
-            .await?;
-            Some(n.max(0) as u64)
+        // Events above `after`: those past the last acknowledged one, or,
+        // before any, from the first one a failed round left.
+        let after = match self.acked_position.load(Ordering::Relaxed) {
+            0 => self.pending_from.load(Ordering::Relaxed).checked_sub(1),
+            acked => Some(acked),
+        };
+        let lag_events = match after {
+            None => None,
+            Some(after) => {
+                let n: i64 = sqlx::query_scalar(&format!(
+                    "SELECT count(*) FROM (SELECT 1 FROM {} WHERE global_position > $1 LIMIT 10000000) x",
+                    self.table.sql
+                ))
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .fetch_one(&self.pool)
+                .await?;
+                Some(n.max(0) as u64)
+            }
         };
         if let Some(b) = slot.lag_bytes {
             ::metrics::gauge!(telemetry::CDC_LAG_BYTES).set(b as f64);
@@ -269,6 +282,8 @@ impl CdcRelay {
             published: passed,
             ..RelayOutcome::default()
         };
+        let left = batch.events.iter().skip(passed).map(|(e, _)| e.global_position).min();
+        self.pending_from.store(left.unwrap_or(0), Ordering::Relaxed);
         for ((event, committed_at), result) in batch.events.iter().zip(&results).take(passed) {
             self.acked_position.fetch_max(event.global_position, Ordering::Relaxed);
             if let Ok(d) = result {
