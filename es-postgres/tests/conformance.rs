@@ -18,6 +18,9 @@ mod dedup {
 
     const WINDOW: Duration = Duration::from_secs(3600);
     const IN_FLIGHT: Duration = Duration::from_secs(1);
+    /// The claims check: three calls must finish within it while the
+    /// other tests load the same PostgreSQL (1 s was once too short in CI).
+    const CLAIMS_IN_FLIGHT: Duration = Duration::from_secs(3);
     const SCHEMA_VAR: &str = "ES_PG_DEDUP_SCHEMA";
     const STALLED: &str = "dedup::a_stalled_process_whose_key_a_retry_took_changes_nothing";
 
@@ -87,8 +90,10 @@ mod dedup {
     #[tokio::test]
     async fn claims_conform() {
         let store = super::common::store().await;
-        let dedup = PostgresDeduplicator::new(&store, WINDOW, IN_FLIGHT).await.unwrap();
-        es_core::conformance::deduplicator_claims(&dedup, IN_FLIGHT).await;
+        let dedup = PostgresDeduplicator::new(&store, WINDOW, CLAIMS_IN_FLIGHT)
+            .await
+            .unwrap();
+        es_core::conformance::deduplicator_claims(&dedup, CLAIMS_IN_FLIGHT).await;
     }
 
     /// Readiness: the check answers while the database does and fails
@@ -138,11 +143,13 @@ mod dedup {
         .execute(store.pool())
         .await
         .unwrap();
-        let dedup = PostgresDeduplicator::new(&store, WINDOW, IN_FLIGHT).await.unwrap();
+        let dedup = PostgresDeduplicator::new(&store, WINDOW, CLAIMS_IN_FLIGHT)
+            .await
+            .unwrap();
         assert_eq!(
             dedup.begin("old").await.unwrap(),
             DedupStatus::Completed(json!({ "n": 1 }))
         );
-        es_core::conformance::deduplicator_claims(&dedup, IN_FLIGHT).await;
+        es_core::conformance::deduplicator_claims(&dedup, CLAIMS_IN_FLIGHT).await;
     }
 }

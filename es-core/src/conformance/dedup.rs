@@ -32,7 +32,8 @@ fn lost(result: Result<(), DedupError>, what: &str) {
 /// outcome. `dedup` must keep outcomes for longer than the
 /// check runs and mark keys in flight for `in_flight_ttl`: long enough for
 /// a dozen calls to finish well within it, short because the check waits
-/// for two marks to expire (1 s suits every backend).
+/// for two marks to expire (1 s suits every backend on an idle machine;
+/// give a database shared with other tests 3 s).
 /// Keys are new, so the deduplicator may be shared. Panics on a failed
 /// check.
 pub async fn deduplicator_claims(dedup: &dyn CommandDeduplicator, in_flight_ttl: Duration) {
@@ -91,13 +92,15 @@ pub async fn deduplicator_claims(dedup: &dyn CommandDeduplicator, in_flight_ttl:
     let k = key("taken");
     let late = started(dedup, &k).await;
     tokio::time::sleep(expired).await;
+    let retry_started = std::time::Instant::now();
     let retry = started(dedup, &k).await;
     assert_ne!(late, retry, "every start has its own claim");
     dedup.abandon(&k, &late).await.expect("the late holder's abandon");
     assert_eq!(
         begin(dedup, &k).await,
         DedupStatus::InProgress,
-        "the late holder's abandon leaves the retry's mark"
+        "the late holder's abandon leaves the retry's mark ({:?} after the retry began, in-flight TTL {in_flight_ttl:?})",
+        retry_started.elapsed()
     );
     lost(
         dedup.complete(&k, &late, &json!("late")).await,
