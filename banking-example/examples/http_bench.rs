@@ -35,6 +35,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use es_core::testing::bank::percentile;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -249,14 +250,6 @@ async fn worker(
     tally
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
 /// `VmRSS` and `VmHWM` of `pid`, in KiB.
 fn memory_kb(pid: u32) -> (Option<u64>, Option<u64>) {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
@@ -388,9 +381,9 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         "duration_s": (elapsed * 100.0).round() / 100.0,
         "requests": requests,
         "requests_per_sec": (requests as f64 / elapsed).round(),
-        "p50_us": percentile(&sorted, 0.50),
-        "p90_us": percentile(&sorted, 0.90),
-        "p99_us": percentile(&sorted, 0.99),
+        "p50_us": percentile(&sorted, 50.0),
+        "p90_us": percentile(&sorted, 90.0),
+        "p99_us": percentile(&sorted, 99.0),
         "max_us": sorted.last().copied().unwrap_or(0),
         "status": status,
         "io_errors": all.io_errors,

@@ -6,6 +6,8 @@
 //!   deadline, then expect the next step (a process manager's commands).
 //! - [`CrashingStore`] and [`crash_plan`]: crashes before or after any
 //!   append, for proptests that restart a process manager between steps.
+//! - [`bank`]: the standard bank workload, for benchmarking an event
+//!   store through the repository.
 //! - [`GaugeRecorder`]: keeps the gauges a backend records, for tests of
 //!   its metrics.
 //! - [`PausableUnit`]: one runner's handle on a projection unit several
@@ -46,6 +48,7 @@
 //! assert_eq!((outcome.accepted, outcome.rejected, outcome.state.value), (2, 1, 6));
 //! ```
 
+pub mod bank;
 mod crash;
 mod gauges;
 mod pausable_unit;

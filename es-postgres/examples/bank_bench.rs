@@ -11,18 +11,13 @@
 //! cargo run --release -p es-postgres --example bank_bench -- --mode rehydrate
 //! ```
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use es_core::{
-    Aggregate, DomainEvent, EventStore, ExpectedVersion, InMemoryStateCache, NewEvent, Repository, RepositoryError,
-    RetryPolicy, SnapshotPolicy, StreamId,
-};
+use es_core::testing::bank::{self, percentile, BankAccount, BankEvent, Mix, Scenario, Workload};
+use es_core::{EventStore, InMemoryStateCache, Repository, RetryPolicy, SnapshotPolicy};
 use es_postgres::{EventStoreConfig, PostgresEventStore, PostgresSnapshotStore};
-use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -30,18 +25,6 @@ enum Mode {
     Bank,
     Append,
     Rehydrate,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Scenario {
-    Uniform,
-    Hot,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Mix {
-    Mixed,
-    Deposit,
 }
 
 #[derive(Parser, Debug)]
@@ -65,9 +48,11 @@ struct Args {
     /// same length: a short run's rate is not a long run's).
     #[arg(long, value_parser = positive_seconds)]
     duration_secs: Option<Duration>,
-    #[arg(long, value_enum, default_value = "uniform")]
+    /// `uniform` (each command picks an account) or `hot` (one account).
+    #[arg(long, default_value = "uniform")]
     scenario: Scenario,
-    #[arg(long, value_enum, default_value = "mixed")]
+    /// `mixed` (deposits and withdrawals) or `deposit` (deposits only).
+    #[arg(long, default_value = "mixed")]
     mix: Mix,
     /// Snapshot every 100 events (PostgresSnapshotStore).
     #[arg(long)]
@@ -125,80 +110,6 @@ struct Args {
     events: usize,
 }
 
-/// Balances in cents.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Account {
-    balance: i64,
-    open: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum AccountEvent {
-    AccountCreated { initial_balance: i64 },
-    MoneyDeposited { amount: i64 },
-    MoneyWithdrawn { amount: i64 },
-}
-
-impl DomainEvent for AccountEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::AccountCreated { .. } => "AccountCreated",
-            Self::MoneyDeposited { .. } => "MoneyDeposited",
-            Self::MoneyWithdrawn { .. } => "MoneyWithdrawn",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Command {
-    Open(i64),
-    Deposit(i64),
-    Withdraw(i64),
-}
-
-#[derive(Debug, thiserror::Error)]
-enum AccountError {
-    #[error("insufficient funds")]
-    InsufficientFunds,
-    #[error("no such account")]
-    NotOpen,
-}
-
-impl Aggregate for Account {
-    const TYPE: &'static str = "account";
-    type Command = Command;
-    type Event = AccountEvent;
-    type Error = AccountError;
-
-    fn handle(&self, c: &Command) -> Result<Vec<AccountEvent>, AccountError> {
-        if let Command::Open(initial_balance) = *c {
-            return Ok(vec![AccountEvent::AccountCreated { initial_balance }]);
-        }
-        if !self.open {
-            return Err(AccountError::NotOpen);
-        }
-        match *c {
-            Command::Open(_) => Ok(vec![]),
-            Command::Deposit(amount) => Ok(vec![AccountEvent::MoneyDeposited { amount }]),
-            Command::Withdraw(amount) if amount > self.balance => Err(AccountError::InsufficientFunds),
-            Command::Withdraw(amount) => Ok(vec![AccountEvent::MoneyWithdrawn { amount }]),
-        }
-    }
-
-    fn apply(&mut self, e: &AccountEvent) {
-        match e {
-            AccountEvent::AccountCreated { initial_balance } => {
-                self.open = true;
-                self.balance = *initial_balance;
-            }
-            AccountEvent::MoneyDeposited { amount } => self.balance += amount,
-            AccountEvent::MoneyWithdrawn { amount } => self.balance -= amount,
-        }
-    }
-}
-
-const INITIAL: i64 = 100_000; // 1000.00
-
 /// A projection that only measures how late each event reaches it.
 #[derive(Default)]
 struct LagProbe {
@@ -246,10 +157,10 @@ impl es_postgres::TransactionalProjector for Balances {
         Ok(())
     }
     async fn apply(&self, tx: &mut sqlx::PgConnection, e: &es_core::RecordedEvent) -> Result<(), es_core::BoxError> {
-        let delta = match serde_json::from_value::<AccountEvent>(e.payload.clone())? {
-            AccountEvent::AccountCreated { initial_balance } => initial_balance,
-            AccountEvent::MoneyDeposited { amount } => amount,
-            AccountEvent::MoneyWithdrawn { amount } => -amount,
+        let delta = match serde_json::from_value::<BankEvent>(e.payload.clone())? {
+            BankEvent::AccountCreated { initial_balance } => initial_balance,
+            BankEvent::MoneyDeposited { amount } => amount,
+            BankEvent::MoneyWithdrawn { amount } => -amount,
         };
         sqlx::query(&format!(
             "INSERT INTO {} AS b VALUES ($1, $2) ON CONFLICT (account) DO UPDATE SET balance = b.balance + $2",
@@ -268,7 +179,7 @@ impl es_postgres::TransactionalProjector for Balances {
 }
 
 /// Full rebuilds of [`Balances`] with each page size; one JSON line each.
-async fn rebuilds(args: &Args, store: &PostgresEventStore, events: i64) -> Result<(), Box<dyn std::error::Error>> {
+async fn rebuilds(args: &Args, store: &PostgresEventStore, events: u64) -> Result<(), Box<dyn std::error::Error>> {
     let projector = Arc::new(Balances {
         table: format!("{}.bench_balances", store.schema()),
     });
@@ -282,7 +193,7 @@ async fn rebuilds(args: &Args, store: &PostgresEventStore, events: i64) -> Resul
         let started = Instant::now();
         let report = runner.replay(es_core::ReplayMode::Full).await?;
         let secs = started.elapsed().as_secs_f64();
-        if report.applied != events as u64 {
+        if report.applied != events {
             return Err(format!("rebuild applied {} of {events} events", report.applied).into());
         }
         println!(
@@ -297,26 +208,6 @@ async fn rebuilds(args: &Args, store: &PostgresEventStore, events: i64) -> Resul
         );
     }
     Ok(())
-}
-
-fn account_id(i: usize) -> StreamId {
-    StreamId::from(format!("acc-{i:06}"))
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-/// The latency distribution as `[percentile, microseconds]` pairs, dense
-/// in the tail (for CDF plots).
-fn latency_cdf(sorted: &[u64]) -> Vec<(f64, u64)> {
-    let mut points: Vec<f64> = (1..=19).map(|i| f64::from(i) * 5.0).collect();
-    points.extend([96.0, 97.0, 98.0, 99.0, 99.5, 99.9, 100.0]);
-    points.into_iter().map(|p| (p, percentile(sorted, p))).collect()
 }
 
 async fn open_store(args: &Args, schema: &str) -> Result<PostgresEventStore, Box<dyn std::error::Error>> {
@@ -387,12 +278,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     result
 }
 
+/// The workload the arguments describe.
+fn workload(args: &Args) -> Workload {
+    Workload {
+        accounts: args.accounts,
+        concurrency: args.concurrency,
+        ops_per_worker: args.ops_per_worker,
+        duration: args.duration_secs,
+        scenario: args.scenario,
+        mix: args.mix,
+    }
+}
+
 async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
-    let accounts = if args.scenario == Scenario::Hot {
-        1
-    } else {
-        args.accounts.max(1)
-    };
+    let workload = workload(args);
+    let accounts = workload.account_count();
     let mut dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
     let mut write_behind = None;
     if args.write_behind {
@@ -430,7 +330,7 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
         }
         dyn_store = Arc::new(es_core::FencedStore::new(dyn_store, Arc::new(OwnsAllShards)));
     }
-    let mut builder = Repository::<Account, dyn EventStore>::builder(dyn_store)
+    let mut builder = Repository::<BankAccount, dyn EventStore>::builder(dyn_store)
         .cache(Arc::new(InMemoryStateCache::new(accounts as u64 + 16)))
         .retry(RetryPolicy {
             max_attempts: 10,
@@ -446,19 +346,7 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     let repo = builder.build();
     // Setup (not timed): open every account through the repository, as the
     // service would (which also leaves their states in its cache).
-    let opened: Vec<_> = (0..accounts)
-        .map(|i| {
-            let repo = repo.clone();
-            tokio::spawn(async move {
-                repo.execute(account_id(i), Command::Open(INITIAL))
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .collect();
-    for o in opened {
-        o.await??;
-    }
+    bank::open_accounts(&repo, accounts).await?;
     let probe = Arc::new(LagProbe::default());
     let (stop_follow, follow_task) = if args.follow {
         let runner = es_postgres::PgProjectionUnit::new(store, Arc::clone(&probe))
@@ -481,64 +369,7 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     } else {
         (None, None)
     };
-    let net: Arc<Vec<AtomicI64>> = Arc::new((0..accounts).map(|_| AtomicI64::new(0)).collect());
-    let retries = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = args.duration_secs.map(|d| started + d);
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|_| {
-            let (repo, net, retries) = (repo.clone(), Arc::clone(&net), Arc::clone(&retries));
-            let (ops, mix, hot) = (args.ops_per_worker, args.mix, args.scenario == Scenario::Hot);
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(if deadline.is_some() { 1 << 16 } else { ops });
-                let (mut accepted, mut rejected) = (0u64, 0u64);
-                loop {
-                    let done = match deadline {
-                        Some(deadline) => Instant::now() >= deadline,
-                        None => latencies.len() >= ops,
-                    };
-                    if done {
-                        break;
-                    }
-                    let i = if hot { 0 } else { fastrand::usize(..accounts) };
-                    let amount = fastrand::i64(100..=10_000);
-                    let cmd = if mix == Mix::Deposit || fastrand::bool() {
-                        Command::Deposit(amount)
-                    } else {
-                        Command::Withdraw(amount)
-                    };
-                    let t = Instant::now();
-                    let res = repo.execute(account_id(i), cmd).await;
-                    latencies.push(t.elapsed().as_micros() as u64);
-                    match res {
-                        Ok(out) => {
-                            accepted += 1;
-                            retries.fetch_add(u64::from(out.conflict_retries), Ordering::Relaxed);
-                            let delta = match cmd {
-                                Command::Deposit(a) => a,
-                                Command::Withdraw(a) => -a,
-                                Command::Open(_) => 0,
-                            };
-                            net[i].fetch_add(delta, Ordering::Relaxed);
-                        }
-                        Err(RepositoryError::Rejected(AccountError::InsufficientFunds)) => rejected += 1,
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
-                Ok((latencies, accepted, rejected))
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let (mut accepted, mut rejected) = (0u64, 0u64);
-    for w in workers {
-        let (l, a, r) = w.await??;
-        latencies.extend(l);
-        accepted += a;
-        rejected += r;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
+    let outcome = bank::run(&repo, &workload).await?;
     let mut drain_ms = 0.0;
     if let Some(wb) = &write_behind {
         let t = Instant::now();
@@ -555,15 +386,14 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
             redis::cmd("DEL").arg(chunk).query_async::<()>(&mut c).await?;
         }
     }
-    let events: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}.events", store.schema()))
-        .fetch_one(store.pool())
-        .await?;
-    let ops = latencies.len() as u64;
+    let events = events_in_store(store).await?;
     let mut lags = Vec::new();
     if let (Some(stop), Some(task)) = (stop_follow, follow_task) {
         // Let the projection reach the end of the log, then stop it.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while probe.lags.lock().map_err(|e| e.to_string())?.len() < accepted as usize && Instant::now() < deadline {
+        while probe.lags.lock().map_err(|e| e.to_string())?.len() < outcome.accepted as usize
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let _ = stop.send(());
@@ -571,28 +401,29 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
         lags.clone_from(&*probe.lags.lock().map_err(|e| e.to_string())?);
         lags.sort_unstable();
     }
+    let latencies = &outcome.latencies_us;
     println!(
         "{}",
         json!({
             "system": "es-rs/es-postgres",
-            "scenario": if args.scenario == Scenario::Hot { "hot" } else { "uniform" },
-            "mix": if args.mix == Mix::Deposit { "deposit" } else { "mixed" },
+            "scenario": workload.scenario.name(),
+            "mix": workload.mix.name(),
             "fenced": args.fenced,
             "write_behind": args.write_behind,
             "drain_ms": drain_ms.round(),
             "accounts": accounts,
             "concurrency": args.concurrency,
-            "ops": ops,
-            "accepted": accepted,
-            "rejected": rejected,
-            "secs": (secs * 1000.0).round() / 1000.0,
-            "ops_per_sec": (ops as f64 / secs).round(),
-            "p50_us": percentile(&latencies, 50.0),
-            "p90_us": percentile(&latencies, 90.0),
-            "p99_us": percentile(&latencies, 99.0),
+            "ops": outcome.ops(),
+            "accepted": outcome.accepted,
+            "rejected": outcome.rejected,
+            "secs": (outcome.secs * 1000.0).round() / 1000.0,
+            "ops_per_sec": outcome.ops_per_sec().round(),
+            "p50_us": outcome.percentile_us(50.0),
+            "p90_us": outcome.percentile_us(90.0),
+            "p99_us": outcome.percentile_us(99.0),
             "max_us": latencies.last().copied().unwrap_or(0),
-            "latency_cdf_us": latency_cdf(&latencies),
-            "conflict_retries": retries.load(Ordering::Relaxed),
+            "latency_cdf_us": bank::latency_cdf(latencies),
+            "conflict_retries": outcome.conflict_retries,
             "events_in_store": events,
             "snapshots": args.snapshots,
             "runtime_threads": args.runtime_threads,
@@ -604,34 +435,7 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
         })
     );
     // Verification: replay every account from the store.
-    let mut failures = Vec::new();
-    if events as u64 != accounts as u64 + accepted {
-        failures.push(format!(
-            "events in store {events} != accounts {accounts} + accepted {accepted}"
-        ));
-    }
-    for (i, expected_net) in net.iter().enumerate() {
-        let id = account_id(i);
-        let records: Vec<_> = store.read_stream(&id, 1).try_collect().await?;
-        let mut balance = 0i64;
-        for (k, r) in records.iter().enumerate() {
-            if r.version != k as u64 + 1 {
-                failures.push(format!("{id}: version {} at index {k}", r.version));
-                break;
-            }
-            let e: AccountEvent = serde_json::from_value(r.payload.clone())?;
-            let mut state = Account { balance, open: true };
-            state.apply(&e);
-            balance = state.balance;
-            if balance < 0 {
-                failures.push(format!("{id}: negative balance at version {}", r.version));
-            }
-        }
-        let expected = INITIAL + expected_net.load(Ordering::Relaxed);
-        if balance != expected {
-            failures.push(format!("{id}: balance {balance} != expected {expected}"));
-        }
-    }
+    let failures = bank::verify(store, &outcome, events).await?;
     if failures.is_empty() {
         eprintln!("verified: {accounts} accounts replayed, versions gapless, balances match, never negative");
         rebuilds(args, store, events).await
@@ -643,45 +447,18 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
     }
 }
 
-async fn append_only(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
-    let started = Instant::now();
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|w| {
-            let store = store.clone();
-            let ops = args.ops_per_worker;
-            tokio::spawn(async move {
-                let id = StreamId::from(format!("appender-{w}"));
-                let mut latencies = Vec::with_capacity(ops);
-                for v in 0..ops as u64 {
-                    let t = Instant::now();
-                    store
-                        .append(
-                            "account",
-                            &id,
-                            ExpectedVersion::Exact(v),
-                            vec![NewEvent::new(
-                                "MoneyDeposited",
-                                json!({"MoneyDeposited": {"amount": 1025}}),
-                            )],
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    latencies.push(t.elapsed().as_micros() as u64);
-                }
-                Ok::<_, String>(latencies)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for w in workers {
-        latencies.extend(w.await??);
-    }
-    let secs = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let events: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}.events", store.schema()))
+/// Every event of the benchmark's schema.
+async fn events_in_store(store: &PostgresEventStore) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}.events", store.schema()))
         .fetch_one(store.pool())
         .await?;
-    let total = (args.concurrency * args.ops_per_worker) as i64;
+    Ok(n.max(0) as u64)
+}
+
+async fn append_only(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
+    let measured = bank::append_only(Arc::new(store.clone()), args.concurrency, args.ops_per_worker).await?;
+    let events = events_in_store(store).await?;
+    let total = (args.concurrency * args.ops_per_worker) as u64;
     println!(
         "{}",
         json!({
@@ -689,10 +466,10 @@ async fn append_only(args: &Args, store: &PostgresEventStore) -> Result<(), Box<
             "mode": "append",
             "concurrency": args.concurrency,
             "events": total,
-            "secs": (secs * 1000.0).round() / 1000.0,
-            "events_per_sec": (total as f64 / secs).round(),
-            "p50_us": percentile(&latencies, 50.0),
-            "p99_us": percentile(&latencies, 99.0),
+            "secs": (measured.secs * 1000.0).round() / 1000.0,
+            "events_per_sec": (total as f64 / measured.secs).round(),
+            "p50_us": percentile(&measured.latencies_us, 50.0),
+            "p99_us": percentile(&measured.latencies_us, 99.0),
             "events_in_store": events,
         })
     );
@@ -704,46 +481,17 @@ async fn append_only(args: &Args, store: &PostgresEventStore) -> Result<(), Box<
 }
 
 async fn rehydrate(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std::error::Error>> {
-    let id = account_id(0);
-    let created = AccountEvent::AccountCreated {
-        initial_balance: INITIAL,
-    };
-    let mut batch = vec![NewEvent::new(created.event_type(), serde_json::to_value(&created)?)];
-    let mut version = 0u64;
-    let mut expected = INITIAL;
-    for i in 1..args.events {
-        let e = AccountEvent::MoneyDeposited { amount: i as i64 };
-        expected += i as i64;
-        batch.push(NewEvent::new(e.event_type(), serde_json::to_value(&e)?));
-        if batch.len() == 1000 || i + 1 == args.events {
-            let n = batch.len() as u64;
-            store
-                .append(
-                    "account",
-                    &id,
-                    ExpectedVersion::Exact(version),
-                    std::mem::take(&mut batch),
-                )
-                .await?;
-            version += n;
-        }
-    }
+    let expected = bank::seed_stream(store, args.events).await?;
     let dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
-    let repo = Repository::<Account, dyn EventStore>::builder(dyn_store).build();
-    let mut times = Vec::new();
-    for _ in 0..10 {
-        let t = Instant::now();
-        let state = repo.load(id.as_str()).await?;
-        times.push(t.elapsed().as_micros() as u64);
-        if state.version != args.events as u64 || state.state.balance != expected {
-            eprintln!(
-                "VERIFY FAILED: loaded v{} balance {}",
-                state.version, state.state.balance
-            );
+    let repo = Repository::<BankAccount, dyn EventStore>::builder(dyn_store).build();
+    let times = match bank::time_loads(&repo, 10, args.events, expected).await {
+        Ok(times) => times,
+        Err(bank::WorkloadError::Mismatch(what)) => {
+            eprintln!("VERIFY FAILED: {what}");
             std::process::exit(1);
         }
-    }
-    times.sort_unstable();
+        Err(e) => return Err(e.into()),
+    };
     println!(
         "{}",
         json!({
@@ -751,9 +499,9 @@ async fn rehydrate(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dy
             "mode": "rehydrate",
             "events": args.events,
             "runs": times.len(),
-            "min_ms": times[0] as f64 / 1000.0,
+            "min_ms": times.first().copied().unwrap_or(0) as f64 / 1000.0,
             "p50_ms": percentile(&times, 50.0) as f64 / 1000.0,
-            "max_ms": *times.last().unwrap_or(&0) as f64 / 1000.0,
+            "max_ms": times.last().copied().unwrap_or(0) as f64 / 1000.0,
         })
     );
     Ok(())
