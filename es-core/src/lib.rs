@@ -66,7 +66,7 @@ pub use projection::{
 pub use repository::{
     CommandContext, CommandOutcome, Decide, Repository, RepositoryBuilder, RepositoryError, FENCING_TOKEN_HEADER,
 };
-pub use retry::RetryPolicy;
+pub use retry::{Attempts, RetryPolicy};
 pub use shard::{jump_consistent_hash, shard_of, stream_hash, FenceSource, FencedStore, ShardFence, ShardId};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotter};
 pub use store::{AppendResult, EventFilter, EventStore, DEFAULT_READ_BATCH, MAX_STREAM_ID_BYTES};

@@ -1,6 +1,8 @@
-//! Conflict retries: the repository decides again after a version conflict
-//! and waits a growing, jittered delay between attempts. A paused tokio
-//! clock makes the waits exact: it moves only by the repository's sleeps.
+//! Retries: the repository decides again after a version conflict and
+//! waits a growing, jittered delay between attempts, and
+//! `RetryPolicy::run` (the backends' retry of transient failures) does the
+//! same for any operation. A paused tokio clock makes the waits exact: it
+//! moves only by the retries' sleeps.
 mod common;
 
 use std::collections::HashSet;
@@ -85,4 +87,54 @@ async fn exhausted_retries_fail_with_a_conflict_and_write_nothing() {
     assert!(matches!(err, RepositoryError::Conflict { .. }), "{err}");
     assert_eq!((store.appends(), store.conflicts()), (4, 4));
     assert_eq!(store.stream_version(&"w".into()).await.unwrap(), 0);
+}
+
+/// `RetryPolicy::run`, the backends' retry of transient failures: every
+/// transient failure waits the policy's delay and is reported; the last
+/// attempt's error comes back as it is; another error is not retried.
+#[tokio::test(start_paused = true)]
+async fn run_retries_transient_failures_until_the_attempts_are_spent() {
+    let policy = RetryPolicy {
+        jitter: 0.0,
+        ..policy()
+    };
+    let calls = std::sync::atomic::AtomicU32::new(0);
+    let mut reported = Vec::new();
+    let started = tokio::time::Instant::now();
+    let result: Result<(), String> = policy
+        .run(
+            || async {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Err(format!("busy {n}"))
+            },
+            |e| e.starts_with("busy"),
+            |e, attempt| reported.push((e.clone(), attempt)),
+        )
+        .await;
+    assert_eq!(result, Err("busy 4".to_owned()), "the last attempt's error");
+    assert_eq!(
+        reported,
+        vec![
+            ("busy 1".to_owned(), 1),
+            ("busy 2".to_owned(), 2),
+            ("busy 3".to_owned(), 3)
+        ]
+    );
+    // 100 + 200 + 400 ms between the four attempts.
+    assert_eq!(started.elapsed(), Duration::from_millis(700));
+
+    let calls = std::sync::atomic::AtomicU32::new(0);
+    let started = tokio::time::Instant::now();
+    let result: Result<(), &str> = policy
+        .run(
+            || async {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err("corrupt")
+            },
+            |e| e.starts_with("busy"),
+            |_, _| panic!("a permanent error is not retried"),
+        )
+        .await;
+    assert_eq!((result, calls.into_inner()), (Err("corrupt"), 1));
+    assert_eq!(started.elapsed(), Duration::ZERO);
 }

@@ -446,7 +446,7 @@ async fn execute_with_retry(
     config: &EventStoreConfig,
     appends: &[Resolved],
 ) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
-    let mut attempt = 1;
+    let mut attempts = config.transient_retry.attempts();
     loop {
         // Carry the LISTENers' notification when one is due.
         let carry = writer.notifier.claim();
@@ -455,14 +455,12 @@ async fn execute_with_retry(
         let notified = matches!(&result, Ok(positions) if !positions.is_empty());
         writer.notifier.finished(carry.map(|c| (c, notified)));
         writer.check(&result);
-        match result {
-            Err(e) if is_transient(&e) && config.transient_retry.should_retry(attempt) => {
-                metrics::counter!("es_postgres_append_retries_total").increment(1);
-                tracing::warn!(error = %e, attempt, "transient append failure; retrying");
-                tokio::time::sleep(config.transient_retry.delay_after(attempt)).await;
-                attempt += 1;
-            }
-            other => return other,
+        let retry = |e: &sqlx::Error, attempt| {
+            metrics::counter!("es_postgres_append_retries_total").increment(1);
+            tracing::warn!(error = %e, attempt, "transient append failure; retrying");
+        };
+        if let Some(done) = attempts.settle(result, is_transient, retry).await {
+            return done;
         }
     }
 }

@@ -69,23 +69,17 @@ pub(crate) fn backend(operation: &'static str, e: sqlx::Error) -> StoreError {
 pub(crate) async fn retry_transient<T, F, Fut>(
     policy: &es_core::RetryPolicy,
     operation: &'static str,
-    mut op: F,
+    op: F,
 ) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
 {
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if is_transient(&e) && policy.should_retry(attempt) => {
-                metrics::counter!("es_postgres_retries_total", "operation" => operation).increment(1);
-                tracing::warn!(error = %e, attempt, operation, "transient database failure; retrying");
-                tokio::time::sleep(policy.delay_after(attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(backend(operation, e)),
-        }
-    }
+    policy
+        .run(op, is_transient, |e, attempt| {
+            metrics::counter!("es_postgres_retries_total", "operation" => operation).increment(1);
+            tracing::warn!(error = %e, attempt, operation, "transient database failure; retrying");
+        })
+        .await
+        .map_err(|e| backend(operation, e))
 }

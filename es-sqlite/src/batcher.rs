@@ -166,16 +166,15 @@ impl Writer {
     /// transiently. A retry after a commit of unknown outcome is safe:
     /// appends whose ids are stored are answered as replays.
     async fn commit_with_retry(&mut self, jobs: &[AppendJob]) -> Result<Vec<Outcome>, sqlx::Error> {
-        let mut attempt = 1;
+        let mut attempts = self.config.transient_retry.attempts();
         loop {
-            match self.commit(jobs).await {
-                Err(e) if is_transient(&e) && self.config.transient_retry.should_retry(attempt) => {
-                    metrics::counter!("es_sqlite_append_retries_total").increment(1);
-                    tracing::warn!(error = %e, attempt, "write transaction failed transiently; retrying");
-                    tokio::time::sleep(self.config.transient_retry.delay_after(attempt)).await;
-                    attempt += 1;
-                }
-                other => return other,
+            let result = self.commit(jobs).await;
+            let retry = |e: &sqlx::Error, attempt| {
+                metrics::counter!("es_sqlite_append_retries_total").increment(1);
+                tracing::warn!(error = %e, attempt, "write transaction failed transiently; retrying");
+            };
+            if let Some(done) = attempts.settle(result, is_transient, retry).await {
+                return done;
             }
         }
     }

@@ -226,17 +226,15 @@ impl SqliteEventStore {
 
 /// Opens one connection, retrying while another process holds a lock.
 async fn open(options: &SqliteConnectOptions, config: &SqliteConfig) -> Result<SqliteConnection, SetupError> {
-    let mut attempt = 1;
-    loop {
-        match options.connect().await {
-            Err(e) if is_transient(&e) && config.transient_retry.should_retry(attempt) => {
-                tracing::warn!(error = %e, attempt, "database busy while opening; retrying");
-                tokio::time::sleep(config.transient_retry.delay_after(attempt)).await;
-                attempt += 1;
-            }
-            other => return other.map_err(setup("open the database")),
-        }
-    }
+    config
+        .transient_retry
+        .run(
+            || options.connect(),
+            is_transient,
+            |e, attempt| tracing::warn!(error = %e, attempt, "database busy while opening; retrying"),
+        )
+        .await
+        .map_err(setup("open the database"))
 }
 
 /// One event of a page, as `sql::event_page!` writes it.
