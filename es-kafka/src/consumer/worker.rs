@@ -316,18 +316,17 @@ impl KafkaProjectionConsumer {
     /// policy: the message is applied (or dead-lettered) already, and an
     /// error here means it is consumed and handled again.
     async fn record_with_retry(&self, stream: &StreamId, version: u64) -> Result<(), ConsumerError> {
-        let mut attempt = 1;
-        loop {
-            match self.dedup.record(stream, version).await {
-                Ok(()) => return Ok(()),
-                Err(e) if self.config.retry.should_retry(attempt) => {
+        self.config
+            .retry
+            .run(
+                || self.dedup.record(stream, version),
+                |_| true,
+                |e, attempt| {
                     tracing::warn!(error = %e, attempt, %stream, version, "recording the handled version failed; retrying");
-                    tokio::time::sleep(self.config.retry.delay_after(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(ConsumerError::Dedup(e)),
-            }
-        }
+                },
+            )
+            .await
+            .map_err(ConsumerError::Dedup)
     }
 
     async fn apply_with_retry(&self, event: &RecordedEvent, name: &str) -> Result<(), (BoxError, u32)> {
