@@ -13,7 +13,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use es_core::testing::bank::{self, percentile, BankAccount, Mix, Scenario, Workload};
@@ -81,7 +81,7 @@ struct Args {
 /// A projection that only measures how late each event reaches it.
 #[derive(Default)]
 struct LagProbe {
-    lags: std::sync::Mutex<Vec<u64>>,
+    lags: bank::Lags,
 }
 
 #[async_trait::async_trait]
@@ -97,11 +97,7 @@ impl es_sqlite::SqliteProjector for LagProbe {
         _tx: &mut sqlx::SqliteConnection,
         e: &es_core::RecordedEvent,
     ) -> Result<(), es_core::BoxError> {
-        let lag = (chrono::Utc::now() - e.recorded_at)
-            .num_microseconds()
-            .unwrap_or(0)
-            .max(0) as u64;
-        self.lags.lock().map_err(|e| e.to_string())?.push(lag);
+        self.lags.record(e.recorded_at);
         Ok(())
     }
     async fn reset(&self, _tx: &mut sqlx::SqliteConnection) -> Result<(), es_core::BoxError> {
@@ -212,7 +208,7 @@ async fn bank(args: &Args, store: &SqliteEventStore) -> Result<(), Box<dyn std::
                 ..es_core::ProjectionConfig::default()
             });
         runner.catch_up().await?;
-        probe.lags.lock().map_err(|e| e.to_string())?.clear();
+        probe.lags.clear();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             runner
@@ -231,16 +227,13 @@ async fn bank(args: &Args, store: &SqliteEventStore) -> Result<(), Box<dyn std::
     let mut lags = Vec::new();
     if let (Some(stop), Some(task)) = (stop_follow, follow_task) {
         // Let the projection reach the end of the log, then stop it.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while probe.lags.lock().map_err(|e| e.to_string())?.len() < outcome.accepted as usize
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        probe
+            .lags
+            .wait_for(outcome.accepted as usize, Duration::from_secs(30))
+            .await;
         let _ = stop.send(());
         task.await??;
-        lags.clone_from(&*probe.lags.lock().map_err(|e| e.to_string())?);
-        lags.sort_unstable();
+        lags = probe.lags.sorted();
     }
     println!(
         "{}",

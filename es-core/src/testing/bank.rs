@@ -17,6 +17,8 @@
 //!   negative, events stored = accounts + accepted).
 //! - [`append_only`] and [`seed_stream`] / [`time_loads`]: the raw append
 //!   and the rehydration measures.
+//! - [`Lags`]: how late events reach a projection following the log
+//!   during the run.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -38,12 +40,14 @@
 //! ```
 
 mod account;
+mod lags;
 mod latency;
 mod measures;
 mod verify;
 mod workload;
 
 pub use account::{BankAccount, BankCommand, BankError, BankEvent, INITIAL_BALANCE};
+pub use lags::Lags;
 pub use latency::{latency_cdf, percentile};
 pub use measures::{append_only, seed_stream, time_loads, AppendOnly};
 pub use verify::verify;
