@@ -114,14 +114,20 @@ async fn a_long_stream_loads_at_its_version_and_balance() {
 #[tokio::test]
 async fn lags_are_kept_sorted_and_waited_for() {
     let lags = bank::Lags::default();
-    assert!(!lags.wait_for(1, Duration::from_millis(30)).await, "nothing recorded yet");
+    assert!(
+        !lags.wait_for(1, Duration::from_millis(30)).await,
+        "nothing recorded yet"
+    );
     let now = chrono::Utc::now();
     lags.record(now - chrono::Duration::milliseconds(50));
     lags.record(now - chrono::Duration::milliseconds(5));
     assert!(lags.wait_for(2, Duration::from_millis(30)).await);
     let sorted = lags.sorted();
     assert_eq!(sorted.len(), 2);
-    assert!(sorted[0] >= 5_000 && sorted[1] >= 50_000 && sorted[0] < sorted[1], "{sorted:?}");
+    assert!(
+        sorted[0] >= 5_000 && sorted[1] >= 50_000 && sorted[0] < sorted[1],
+        "{sorted:?}"
+    );
     lags.clear();
     assert!(lags.is_empty());
 }

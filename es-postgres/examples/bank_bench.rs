@@ -394,29 +394,13 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
         task.await??;
         lags = probe.lags.sorted();
     }
-    let latencies = &outcome.latencies_us;
-    println!(
-        "{}",
+    let line = outcome.json_line(
+        &workload,
         json!({
             "system": "es-rs/es-postgres",
-            "scenario": workload.scenario.name(),
-            "mix": workload.mix.name(),
             "fenced": args.fenced,
             "write_behind": args.write_behind,
             "drain_ms": drain_ms.round(),
-            "accounts": accounts,
-            "concurrency": args.concurrency,
-            "ops": outcome.ops(),
-            "accepted": outcome.accepted,
-            "rejected": outcome.rejected,
-            "secs": (outcome.secs * 1000.0).round() / 1000.0,
-            "ops_per_sec": outcome.ops_per_sec().round(),
-            "p50_us": outcome.percentile_us(50.0),
-            "p90_us": outcome.percentile_us(90.0),
-            "p99_us": outcome.percentile_us(99.0),
-            "max_us": latencies.last().copied().unwrap_or(0),
-            "latency_cdf_us": bank::latency_cdf(latencies),
-            "conflict_retries": outcome.conflict_retries,
             "events_in_store": events,
             "snapshots": args.snapshots,
             "runtime_threads": args.runtime_threads,
@@ -425,8 +409,9 @@ async fn bank(args: &Args, store: &PostgresEventStore) -> Result<(), Box<dyn std
             "projection_lag_p99_us": percentile(&lags, 99.0),
             "projection_lag_max_us": lags.last().copied().unwrap_or(0),
             "projected": lags.len(),
-        })
+        }),
     );
+    println!("{line}");
     // Verification: replay every account from the store.
     let failures = bank::verify(store, &outcome, events).await?;
     if failures.is_empty() {

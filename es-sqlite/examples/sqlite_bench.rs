@@ -235,25 +235,11 @@ async fn bank(args: &Args, store: &SqliteEventStore) -> Result<(), Box<dyn std::
         task.await??;
         lags = probe.lags.sorted();
     }
-    println!(
-        "{}",
+    let line = outcome.json_line(
+        &workload,
         json!({
             "system": "es-rs/es-sqlite",
             "synchronous": format!("{:?}", args.synchronous).to_lowercase(),
-            "scenario": workload.scenario.name(),
-            "mix": workload.mix.name(),
-            "accounts": accounts,
-            "concurrency": args.concurrency,
-            "ops": outcome.ops(),
-            "accepted": outcome.accepted,
-            "rejected": outcome.rejected,
-            "secs": (outcome.secs * 1000.0).round() / 1000.0,
-            "ops_per_sec": outcome.ops_per_sec().round(),
-            "p50_us": outcome.percentile_us(50.0),
-            "p90_us": outcome.percentile_us(90.0),
-            "p99_us": outcome.percentile_us(99.0),
-            "max_us": outcome.latencies_us.last().copied().unwrap_or(0),
-            "conflict_retries": outcome.conflict_retries,
             "events_in_store": events,
             "snapshots": args.snapshots,
             "runtime_threads": args.runtime_threads,
@@ -263,8 +249,9 @@ async fn bank(args: &Args, store: &SqliteEventStore) -> Result<(), Box<dyn std::
             "projection_lag_p99_us": percentile(&lags, 99.0),
             "projection_lag_max_us": lags.last().copied().unwrap_or(0),
             "projected": lags.len(),
-        })
+        }),
     );
+    println!("{line}");
     // Verification: replay every account from the store.
     let failures = bank::verify(store, &outcome, events).await?;
     if failures.is_empty() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::account::{BankAccount, BankCommand, BankError, INITIAL_BALANCE};
-use super::latency::percentile;
+use super::latency::{latency_cdf, percentile};
 use crate::{EventStore, Repository, RepositoryError, StreamId};
 
 /// Which accounts the commands go to.
@@ -186,6 +186,42 @@ impl Outcome {
     /// The balance account `i` must have.
     pub fn expected_balance(&self, i: usize) -> i64 {
         INITIAL_BALANCE + self.net.get(i).copied().unwrap_or(0)
+    }
+
+    /// The workload's JSON line (`docs/bench/WORKLOAD.md`): the fields
+    /// every store reports alike (the run's shape, counts, rate,
+    /// percentiles and CDF points), with the fields of `extra` (an
+    /// object: `system`, `events_in_store`, the store's settings) added.
+    ///
+    /// ```
+    /// # use es_core::testing::bank::{Outcome, Workload};
+    /// let outcome = Outcome { latencies_us: vec![900, 1100], accepted: 2, rejected: 0, conflict_retries: 0, secs: 0.5, net: vec![0; 3] };
+    /// let line = outcome.json_line(&Workload::default(), serde_json::json!({"system": "mine", "events_in_store": 5}));
+    /// assert_eq!((line["ops_per_sec"].as_f64(), line["p99_us"].as_u64()), (Some(4.0), Some(1100)));
+    /// assert_eq!((line["system"].as_str(), line["accounts"].as_u64()), (Some("mine"), Some(3)));
+    /// ```
+    pub fn json_line(&self, workload: &Workload, extra: serde_json::Value) -> serde_json::Value {
+        let mut line = serde_json::json!({
+            "scenario": workload.scenario.name(),
+            "mix": workload.mix.name(),
+            "accounts": self.net.len(),
+            "concurrency": workload.concurrency,
+            "ops": self.ops(),
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "secs": (self.secs * 1000.0).round() / 1000.0,
+            "ops_per_sec": self.ops_per_sec().round(),
+            "p50_us": self.percentile_us(50.0),
+            "p90_us": self.percentile_us(90.0),
+            "p99_us": self.percentile_us(99.0),
+            "max_us": self.latencies_us.last().copied().unwrap_or(0),
+            "latency_cdf_us": latency_cdf(&self.latencies_us),
+            "conflict_retries": self.conflict_retries,
+        });
+        if let (Some(fields), serde_json::Value::Object(extra)) = (line.as_object_mut(), extra) {
+            fields.extend(extra);
+        }
+        line
     }
 }
 
