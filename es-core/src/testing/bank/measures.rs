@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::json;
-
 use super::account::{BankAccount, BankEvent, INITIAL_BALANCE};
 use super::workload::{account_id, WorkloadError};
 use crate::{Aggregate, DomainEvent, EventStore, ExpectedVersion, NewEvent, Repository, StreamId};
@@ -26,10 +24,12 @@ pub async fn append_only<S>(store: Arc<S>, concurrency: usize, ops: usize) -> Re
 where
     S: EventStore + ?Sized + 'static,
 {
+    let deposit = BankEvent::MoneyDeposited { amount: 1025 };
+    let (event_type, payload) = (deposit.event_type(), serde_json::to_value(&deposit)?);
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
-            let store = Arc::clone(&store);
+            let (store, payload) = (Arc::clone(&store), payload.clone());
             tokio::spawn(async move {
                 let id = StreamId::from(format!("appender-{w}"));
                 let mut latencies = Vec::with_capacity(ops);
@@ -40,10 +40,7 @@ where
                             BankAccount::TYPE,
                             &id,
                             ExpectedVersion::Exact(v),
-                            vec![NewEvent::new(
-                                "MoneyDeposited",
-                                json!({"MoneyDeposited": {"amount": 1025}}),
-                            )],
+                            vec![NewEvent::new(event_type, payload.clone())],
                         )
                         .await?;
                     latencies.push(t.elapsed().as_micros() as u64);
@@ -64,9 +61,9 @@ where
     })
 }
 
-/// Writes account 0 as one stream of `events` events (opened, then
-/// deposits of 1, 2, 3... cents) in appends of 1,000; returns the balance
-/// it must load with.
+/// Writes account 0 as one stream of `events` events (at least one:
+/// opened, then deposits of 1, 2, 3... cents) in appends of 1,000;
+/// returns the balance it must load with.
 pub async fn seed_stream<S>(store: &S, events: usize) -> Result<i64, WorkloadError>
 where
     S: EventStore + ?Sized,
@@ -107,8 +104,8 @@ where
     Ok(n)
 }
 
-/// Loads account 0 `runs` times through `repo` (no cache, no snapshots:
-/// every load replays the stream) and returns each load's time in
+/// Loads account 0 `runs` times through `repo` (built without a cache or
+/// snapshots, every load replays the stream) and returns each load's time in
 /// microseconds, ascending; [`WorkloadError::Mismatch`] for a load that
 /// came back at another version or balance than `events` and `expected`.
 pub async fn time_loads<S>(
