@@ -235,7 +235,7 @@ impl App {
             read_model_backend: read_side.backend,
             projection_failure,
             validators: Arc::new(validators),
-            owners: crate::api::access::Owners::new(100_000),
+            owners: crate::api::owners::Owners::new(100_000),
             idempotency: Idempotency::new(Arc::clone(&backends.dedup), config.idempotency_wait),
             limiter: Arc::clone(&backends.limiter),
             metrics: metrics_handle(),

@@ -21,39 +21,15 @@ use super::state::AppState;
 use crate::auth::rbac::{can_read, may, sees_all_accounts, AccountAction};
 use crate::domain::{Account, AccountEvent};
 
-/// The owners of the accounts seen lately. An account's owner is set when
-/// it is opened and never changes, so a known owner is kept (up to a
-/// bound); an unknown account is looked up every time. Its keys are
-/// existing accounts' ids, so it hashes with foldhash rather than SipHash.
-#[derive(Clone)]
-pub struct Owners(moka::sync::Cache<Uuid, Option<Uuid>, foldhash::fast::RandomState>);
-
-impl Owners {
-    /// Keeps the owners of at most `capacity` accounts.
-    pub fn new(capacity: u64) -> Self {
-        Self(
-            moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .build_with_hasher(foldhash::fast::RandomState::default()),
-        )
-    }
-}
-
-impl std::fmt::Debug for Owners {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Owners").field("kept", &self.0.entry_count()).finish()
-    }
-}
-
 /// The account's existence and owner: `Ok(None)` when there is no such
 /// account, `Ok(Some(None))` for an account without a recorded owner.
 pub async fn owner_of(state: &AppState, id: Uuid) -> Result<Option<Option<Uuid>>, ApiError> {
-    if let Some(owner) = state.owners.0.get(&id) {
+    if let Some(owner) = state.owners.get(id) {
         return Ok(Some(owner));
     }
     let owner = stored_owner(state, id).await?;
     if let Some(owner) = owner {
-        state.owners.0.insert(id, owner);
+        state.owners.insert(id, owner);
     }
     Ok(owner)
 }

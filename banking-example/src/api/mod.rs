@@ -18,6 +18,7 @@ mod http_metrics;
 pub mod idempotency;
 pub mod listener;
 pub mod openapi;
+pub mod owners;
 pub mod peer;
 pub mod routes;
 mod state;

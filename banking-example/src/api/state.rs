@@ -52,7 +52,7 @@ pub struct Services {
     /// Request validation rules.
     pub validators: Arc<ValidatorRegistry>,
     /// The owners of accounts seen lately (authorization).
-    pub owners: super::access::Owners,
+    pub owners: super::owners::Owners,
     /// Idempotency keys.
     pub idempotency: Idempotency,
     /// Rate limiting.

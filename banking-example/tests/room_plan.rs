@@ -1,0 +1,298 @@
+//! The example's room plan, read from its sources: HTTP (axum) lives in
+//! `api/` only, and no two rooms import each other in a circle.
+//!
+//! A room is a source file's module; a module and its own submodules
+//! count as one place (a `mod.rs` re-exporting its children, a child using
+//! its parent's items), every other `crate::`, `super::` or `self::` path
+//! is an edge from the file that names it to the module that holds it.
+//! Comments and `#[cfg(test)]` modules are left out: a doc link or a test
+//! is not an import.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// A module's path below the crate root (`["api", "access"]`).
+type Module = Vec<String>;
+
+/// The library's source files, by module (the binaries under `src/bin`
+/// and `src/main.rs` are crates of their own).
+fn library_sources() -> BTreeMap<Module, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&root, &mut files);
+    let mut modules = BTreeMap::new();
+    for file in files {
+        let relative = file.strip_prefix(&root).expect("a file below src");
+        let mut parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        if parts.first().map(String::as_str) == Some("bin") || parts == ["main.rs"] {
+            continue;
+        }
+        let last = parts.pop().expect("a file name");
+        let stem = last.trim_end_matches(".rs");
+        if stem != "mod" && stem != "lib" {
+            parts.push(stem.to_owned());
+        }
+        let text = fs::read_to_string(&file).expect("readable source");
+        modules.insert(parts, code_only(&text));
+    }
+    modules
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).expect("readable src directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            collect(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// `text` without comments and without its `#[cfg(test)]` modules (they
+/// close the file in this crate).
+fn code_only(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.find("*/").map_or("", |end| &after[end + 2..]);
+        } else if rest.starts_with("//") {
+            rest = rest.find('\n').map_or("", |end| &rest[end..]);
+        } else if rest.starts_with('"') {
+            // A string literal is kept whole ("http://" is no comment).
+            let mut end = 1;
+            let bytes = rest.as_bytes();
+            while end < bytes.len() && bytes[end] != b'"' {
+                end += if bytes[end] == b'\\' { 2 } else { 1 };
+            }
+            let end = (end + 1).min(rest.len());
+            out.push_str(&rest[..end]);
+            rest = &rest[end..];
+        } else {
+            let c = rest.chars().next().expect("not empty");
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    let mut cut = out.len();
+    let mut from = 0;
+    while let Some(at) = out[from..].find("#[cfg(test)]") {
+        let at = from + at;
+        if out[at + "#[cfg(test)]".len()..].trim_start().starts_with("mod ") {
+            cut = at;
+            break;
+        }
+        from = at + 1;
+    }
+    out.truncate(cut);
+    out
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Every path `text` names from `crate`, `super` or `self`, resolved
+/// against `module` (braced groups expanded).
+fn named_paths(module: &Module, text: &str) -> Vec<Module> {
+    let mut found = Vec::new();
+    for (at, _) in text.match_indices("::") {
+        // The segment before this `::` must be a whole `crate`/`super`/`self`
+        // that starts the path.
+        let head_start = text[..at].rfind(|c: char| !is_ident(c)).map_or(0, |i| i + 1);
+        let head = &text[head_start..at];
+        let base: Module = match head {
+            "crate" => Vec::new(),
+            "super" => module[..module.len().saturating_sub(1)].to_vec(),
+            "self" => module.clone(),
+            _ => continue,
+        };
+        if text[..head_start].ends_with("::") {
+            continue;
+        }
+        expand(&base, &text[at + 2..], &mut found);
+    }
+    found
+}
+
+/// Adds the paths of the use tree at the start of `text` below `base`.
+fn expand(base: &Module, text: &str, found: &mut Vec<Module>) {
+    let mut path = base.clone();
+    let mut rest = text.trim_start();
+    loop {
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0;
+            let mut start = 0;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        expand(&path, &group[start..i], found);
+                        return;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        expand(&path, &group[start..i], found);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            return;
+        }
+        let end = rest.find(|c: char| !is_ident(c)).unwrap_or(rest.len());
+        if end == 0 {
+            break;
+        }
+        let segment = &rest[..end];
+        match segment {
+            "super" => {
+                path.pop();
+            }
+            "self" => {}
+            _ => path.push(segment.to_owned()),
+        }
+        rest = rest[end..].trim_start();
+        match rest.strip_prefix("::") {
+            Some(after) => rest = after.trim_start(),
+            None => break,
+        }
+    }
+    found.push(path);
+}
+
+/// The module holding `path`: its longest prefix that is a source file.
+fn holder<'a>(modules: &'a BTreeMap<Module, String>, path: &[String]) -> Option<&'a Module> {
+    (0..=path.len())
+        .rev()
+        .find_map(|n| modules.get_key_value(&path[..n]).map(|(k, _)| k))
+}
+
+fn related(a: &Module, b: &Module) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+fn edges(modules: &BTreeMap<Module, String>) -> BTreeMap<Module, BTreeSet<Module>> {
+    modules
+        .iter()
+        .map(|(module, text)| {
+            let targets = named_paths(module, text)
+                .iter()
+                .filter_map(|path| holder(modules, path))
+                .filter(|target| !related(module, target))
+                .cloned()
+                .collect();
+            (module.clone(), targets)
+        })
+        .collect()
+}
+
+fn name(module: &Module) -> String {
+    if module.is_empty() {
+        "crate".to_owned()
+    } else {
+        module.join("::")
+    }
+}
+
+/// A cycle through `graph`, as the modules along it, if there is one.
+fn find_cycle(graph: &BTreeMap<Module, BTreeSet<Module>>) -> Option<Vec<Module>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Open,
+        Done,
+    }
+    fn visit(
+        node: &Module,
+        graph: &BTreeMap<Module, BTreeSet<Module>>,
+        marks: &mut BTreeMap<Module, Mark>,
+        stack: &mut Vec<Module>,
+    ) -> Option<Vec<Module>> {
+        marks.insert(node.clone(), Mark::Open);
+        stack.push(node.clone());
+        for next in graph.get(node).into_iter().flatten() {
+            match marks.get(next) {
+                Some(Mark::Open) => {
+                    let from = stack.iter().position(|m| m == next).unwrap_or(0);
+                    let mut cycle = stack[from..].to_vec();
+                    cycle.push(next.clone());
+                    return Some(cycle);
+                }
+                Some(Mark::Done) => {}
+                None => {
+                    if let Some(cycle) = visit(next, graph, marks, stack) {
+                        return Some(cycle);
+                    }
+                }
+            }
+        }
+        stack.pop();
+        marks.insert(node.clone(), Mark::Done);
+        None
+    }
+    let mut marks = BTreeMap::new();
+    for node in graph.keys() {
+        if !marks.contains_key(node) {
+            if let Some(cycle) = visit(node, graph, &mut marks, &mut Vec::new()) {
+                return Some(cycle);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn no_two_rooms_import_each_other_in_a_circle() {
+    let modules = library_sources();
+    assert!(modules.len() > 20, "read too few sources: {:?}", modules.keys());
+    let graph = edges(&modules);
+    if let Some(cycle) = find_cycle(&graph) {
+        let names: Vec<String> = cycle.iter().map(name).collect();
+        panic!("import cycle: {}", names.join(" -> "));
+    }
+}
+
+#[test]
+fn http_lives_in_api_only() {
+    let below: Vec<String> = library_sources()
+        .iter()
+        .filter(|(module, text)| module.first().map(String::as_str) != Some("api") && text.contains("axum"))
+        .map(|(module, _)| name(module))
+        .collect();
+    assert!(below.is_empty(), "axum outside api/: {below:?}");
+}
+
+/// The checker itself: the cycle the example once had (`app` ->
+/// `backends` -> `publishing` -> `app`) is found, a parent re-exporting
+/// its child is not one, and a doc link is not an import.
+#[test]
+fn the_checker_sees_a_cycle_and_only_a_real_one() {
+    let module = |path: &str| -> Module { path.split("::").map(str::to_owned).collect() };
+    let sources = |files: &[(&str, &str)]| -> BTreeMap<Module, String> {
+        files.iter().map(|(m, t)| (module(m), code_only(t))).collect()
+    };
+    let circle = sources(&[
+        ("app", "use crate::backends::Backends;"),
+        ("backends", "use crate::{publishing::{self, Relay}, config};"),
+        ("publishing", "fn f(s: &super::app::State) {}"),
+        ("config", ""),
+    ]);
+    let cycle = find_cycle(&edges(&circle)).expect("the circle is found");
+    assert_eq!(cycle.len(), 4, "{cycle:?}");
+    let fine = sources(&[
+        ("api", "pub use self::access::owner_of; use crate::domain::Account;"),
+        ("api::access", "use super::ApiError; /// see [`crate::app`]\nfn f() {}"),
+        (
+            "app",
+            "// crate::api::access\nconst URL: &str = \"http://x\"; use crate::api::access;",
+        ),
+        ("domain", ""),
+    ]);
+    assert_eq!(find_cycle(&edges(&fine)), None);
+    assert_eq!(
+        code_only("a // b\nc /* d */ e \"// f\"\n#[cfg(test)]\nmod tests { g }"),
+        "a \nc  e \"// f\"\n"
+    );
+}
