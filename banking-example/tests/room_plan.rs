@@ -60,6 +60,12 @@ fn code_only(text: &str) -> String {
             rest = after.find("*/").map_or("", |end| &after[end + 2..]);
         } else if rest.starts_with("//") {
             rest = rest.find('\n').map_or("", |end| &rest[end..]);
+        } else if let Some(raw) = raw_string_len(rest) {
+            out.push_str(&rest[..raw]);
+            rest = &rest[raw..];
+        } else if let Some(quoted) = char_literal_len(rest) {
+            out.push_str(&rest[..quoted]);
+            rest = &rest[quoted..];
         } else if rest.starts_with('"') {
             // A string literal is kept whole ("http://" is no comment).
             let mut end = 1;
@@ -88,6 +94,30 @@ fn code_only(text: &str) -> String {
     }
     out.truncate(cut);
     out
+}
+
+/// The length of the raw string literal (`r"..."`, `r#"..."#`) that
+/// starts `text`, if one does.
+fn raw_string_len(text: &str) -> Option<usize> {
+    let after_r = text.strip_prefix('r')?;
+    let hashes = after_r.len() - after_r.trim_start_matches('#').len();
+    let body = after_r[hashes..].strip_prefix('"')?;
+    let close = format!("\"{}", "#".repeat(hashes));
+    let end = body.find(&close)?;
+    Some(1 + hashes + 1 + end + close.len())
+}
+
+/// The length of the character literal (`'"'`, `'\''`) that starts
+/// `text`, if one does (a lifetime such as `'a` is none).
+fn char_literal_len(text: &str) -> Option<usize> {
+    let rest = text.strip_prefix('\'')?;
+    if let Some(escaped) = rest.strip_prefix('\\') {
+        let c = escaped.chars().next()?;
+        let end = escaped[c.len_utf8()..].find('\'')?;
+        return Some(2 + c.len_utf8() + end + 1);
+    }
+    let c = rest.chars().next()?;
+    rest[c.len_utf8()..].starts_with('\'').then(|| 1 + c.len_utf8() + 1)
 }
 
 fn is_ident(c: char) -> bool {
@@ -295,4 +325,19 @@ fn the_checker_sees_a_cycle_and_only_a_real_one() {
         code_only("a // b\nc /* d */ e \"// f\"\n#[cfg(test)]\nmod tests { g }"),
         "a \nc  e \"// f\"\n"
     );
+    // A quote inside a character or raw string literal opens no string, so
+    // a `//` in a string after it is no comment hiding the rest of its line.
+    let quoted = sources(&[
+        (
+            "api",
+            "fn f<'a>(s: &'a str) { s.split('\"'); let u = \"http://x\"; use crate::app::X; }",
+        ),
+        (
+            "app",
+            "const J: &str = r#\"a\"b\"#; const U: &str = \"http://y\"; use crate::api::Y;",
+        ),
+    ]);
+    assert!(find_cycle(&edges(&quoted)).is_some(), "{:?}", edges(&quoted));
+    assert_eq!(code_only("'\"' // x"), "'\"' ");
+    assert_eq!(code_only("'\\\"' // x"), "'\\\"' ");
 }
