@@ -36,7 +36,39 @@ fn library_sources() -> BTreeMap<Module, String> {
         let text = fs::read_to_string(&file).expect("readable source");
         modules.insert(parts, code_only(&text));
     }
+    // A file declared `#[cfg(test)] mod name;` is a test, not a room.
+    let tests: Vec<Module> = modules
+        .iter()
+        .flat_map(|(module, text)| {
+            test_files(text).into_iter().map(move |name| {
+                let mut child = module.clone();
+                child.push(name);
+                child
+            })
+        })
+        .collect();
+    for test in tests {
+        modules.remove(&test);
+    }
     modules
+}
+
+/// The modules `code` declares test-only in files of their own
+/// (`#[cfg(test)] mod name;`).
+fn test_files(code: &str) -> Vec<String> {
+    test_attributes(code)
+        .filter_map(|(_, item)| {
+            let name = item.strip_prefix("mod ")?.split(';').next()?.trim();
+            name.chars().all(is_ident).then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// Each `#[cfg(test)]` in `code`: where it starts, and the item after it.
+fn test_attributes(code: &str) -> impl Iterator<Item = (usize, &str)> {
+    const ATTRIBUTE: &str = "#[cfg(test)]";
+    code.match_indices(ATTRIBUTE)
+        .map(move |(at, _)| (at, code[at + ATTRIBUTE.len()..].trim_start()))
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -50,8 +82,8 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `text` without comments and without its `#[cfg(test)]` modules (they
-/// close the file in this crate).
+/// `text` without comments and without its inline `#[cfg(test)]` modules
+/// (`mod tests { ... }`, which close the file in this crate).
 fn code_only(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -82,17 +114,14 @@ fn code_only(text: &str) -> String {
             rest = &rest[c.len_utf8()..];
         }
     }
-    let mut cut = out.len();
-    let mut from = 0;
-    while let Some(at) = out[from..].find("#[cfg(test)]") {
-        let at = from + at;
-        if out[at + "#[cfg(test)]".len()..].trim_start().starts_with("mod ") {
-            cut = at;
-            break;
-        }
-        from = at + 1;
+    let inline_tests = test_attributes(&out).find_map(|(at, item)| {
+        let declaration = item.strip_prefix("mod ")?;
+        let opens = declaration.find('{')?;
+        (declaration.find(';').is_none_or(|end| opens < end)).then_some(at)
+    });
+    if let Some(at) = inline_tests {
+        out.truncate(at);
     }
-    out.truncate(cut);
     out
 }
 
@@ -338,6 +367,17 @@ fn the_checker_sees_a_cycle_and_only_a_real_one() {
         ),
     ]);
     assert!(find_cycle(&edges(&quoted)).is_some(), "{:?}", edges(&quoted));
+    // A test module in a file of its own is no room, and code after its
+    // declaration is still read.
+    assert_eq!(
+        code_only("#[cfg(test)]\nmod tests;\nuse crate::x;"),
+        "#[cfg(test)]\nmod tests;\nuse crate::x;"
+    );
+    assert_eq!(test_files("#[cfg(test)]\nmod tests;\nmod real;"), ["tests"]);
+    assert!(
+        !library_sources().contains_key(&module("domain::tests")),
+        "domain/tests.rs is a test"
+    );
     assert_eq!(code_only("'\"' // x"), "'\"' ");
     assert_eq!(code_only("'\\\"' // x"), "'\\\"' ");
 }
