@@ -28,6 +28,7 @@ use sqlx::{Postgres, Row};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
+use crate::column::{decoded, unsigned};
 use crate::error::{backend, is_transient, sqlstate, UNIQUE_VIOLATION};
 use crate::notify::Notifier;
 use crate::sql::{Sql, ROWS_PER_TRANSACTION};
@@ -398,7 +399,11 @@ pub(crate) fn stored_slots(rows: &[sqlx::postgres::PgRow], ids: &[Uuid]) -> Vec<
             row.try_get::<i64, _>(2),
             row.try_get::<i64, _>(3),
         ) {
-            by_id.insert(id, (StreamId::from(sid), v as u64, p as u64));
+            // A negative version or position is no slot an append can be
+            // a replay of.
+            if let (Ok(v), Ok(p)) = (unsigned(v), unsigned(p)) {
+                by_id.insert(id, (StreamId::from(sid), v, p));
+            }
         }
     }
     ids.iter().map(|id| by_id.get(id).cloned()).collect()
@@ -433,8 +438,7 @@ async fn execute(
     let mut positions = HashMap::with_capacity_and_hasher(rows.len(), foldhash::fast::RandomState::default());
     for row in rows {
         let id: Uuid = row.try_get(0)?;
-        let pos: i64 = row.try_get(1)?;
-        positions.insert(id, pos as u64);
+        positions.insert(id, decoded(row.try_get(1)?)?);
     }
     Ok(positions)
 }

@@ -5,6 +5,7 @@ use es_core::{CheckpointStore, DeadLetter, StoreError, StreamId};
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 
+use crate::column::{bigint, unsigned};
 use crate::error::backend;
 use crate::PostgresEventStore;
 
@@ -40,9 +41,9 @@ impl PostgresCheckpointStore {
     {
         sqlx::query(sql)
             .bind(&l.projection)
-            .bind(l.global_position as i64)
+            .bind(bigint(l.global_position))
             .bind(l.stream_id.as_str())
-            .bind(l.version as i64)
+            .bind(bigint(l.version))
             .bind(l.event_id)
             .bind(&l.event_type)
             .bind(&l.error)
@@ -81,7 +82,7 @@ impl CheckpointStore for PostgresCheckpointStore {
     async fn save(&self, projection: &str, position: u64) -> Result<(), StoreError> {
         sqlx::query(&Self::save_sql(&self.schema))
             .bind(projection)
-            .bind(position as i64)
+            .bind(bigint(position))
             .execute(&self.pool)
             .await
             .map_err(|e| backend("save checkpoint", e))?;
@@ -100,7 +101,7 @@ impl CheckpointStore for PostgresCheckpointStore {
             self.schema
         ))
         .bind(projection)
-        .bind(global_position as i64)
+        .bind(bigint(global_position))
         .execute(&self.pool)
         .await
         .map_err(|e| backend("remove dead letter", e))?
@@ -121,11 +122,12 @@ impl CheckpointStore for PostgresCheckpointStore {
         rows.iter()
             .map(|r| {
                 let d = |e: sqlx::Error| backend("decode dead letter", e);
+                let negative = |e| StoreError::backend("decode dead letter", e);
                 Ok(DeadLetter {
                     projection: r.try_get(0).map_err(d)?,
-                    global_position: r.try_get::<i64, _>(1).map_err(d)? as u64,
+                    global_position: unsigned(r.try_get::<i64, _>(1).map_err(d)?).map_err(negative)?,
                     stream_id: StreamId::from(r.try_get::<String, _>(2).map_err(d)?),
-                    version: r.try_get::<i64, _>(3).map_err(d)? as u64,
+                    version: unsigned(r.try_get::<i64, _>(3).map_err(d)?).map_err(negative)?,
                     event_id: r.try_get(4).map_err(d)?,
                     event_type: r.try_get(5).map_err(d)?,
                     error: r.try_get(6).map_err(d)?,

@@ -51,7 +51,9 @@ impl PostgresEventStore {
             .map_err(|e| backend("held back events", e))?;
         Ok(HeldBack {
             events: events.max(0) as u64,
-            for_how_long: seconds.map(|s| Duration::from_secs_f64(s.max(0.0))),
+            // `try_`: a `recorded_at` of `-infinity` (written by hand) gives an
+            // infinite age, which `from_secs_f64` would panic on.
+            for_how_long: seconds.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()),
         })
     }
 }

@@ -7,6 +7,7 @@ pub use sqlx;
 
 mod batcher;
 mod checkpoint;
+mod column;
 mod config;
 mod dedup;
 mod error;

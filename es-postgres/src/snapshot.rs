@@ -8,6 +8,7 @@ use es_core::{Aggregate, EventStore, Repository, Snapshot, SnapshotStore, StoreE
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 
+use crate::column::bigint;
 use crate::error::backend;
 use crate::PostgresEventStore;
 
@@ -49,7 +50,7 @@ impl SnapshotStore for PostgresSnapshotStore {
         sqlx::query(&self.upsert)
             .bind(snapshot.stream_id.as_str())
             .bind(&snapshot.stream_type)
-            .bind(snapshot.version as i64)
+            .bind(bigint(snapshot.version))
             .bind(snapshot.schema_version as i32)
             .bind(&snapshot.state)
             .bind(snapshot.taken_at)
@@ -157,11 +158,11 @@ impl<A: Aggregate> BackgroundSnapshotter<A> {
              HAVING max(e.version) - coalesce((SELECT version FROM {s}.snapshots p WHERE p.stream_id = e.stream_id), 0) >= $4 \
              LIMIT $5"
         ))
-        .bind(self.position as i64)
-        .bind(head as i64)
+        .bind(bigint(self.position))
+        .bind(bigint(head))
         .bind(A::TYPE)
-        .bind(self.config.threshold as i64)
-        .bind(self.config.max_snapshots_per_run as i64)
+        .bind(bigint(self.config.threshold))
+        .bind(bigint(self.config.max_snapshots_per_run as u64))
         .fetch_all(self.store.pool())
         .await
         .map_err(|e| backend("find streams due for a snapshot", e))?;

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::batcher::{self, AppendJob};
+use crate::column::{bigint, unsigned};
 use crate::error::{backend, retry_transient, SetupError};
 use crate::notify;
 use crate::sql::{valid_identifier, Sql};
@@ -219,23 +220,25 @@ pub(crate) fn decode_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let get_err = |e: sqlx::Error| backend("decode row", e);
     let stream_id: String = row.try_get(1).map_err(get_err)?;
     let version: i64 = row.try_get(2).map_err(get_err)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream_id: StreamId::from(stream_id.as_str()),
+        version: version.max(0) as u64,
+        reason,
+    };
     // Straight from the column's JSON text to `Metadata` (no `Value` tree).
     let metadata: Metadata = match row.try_get::<sqlx::types::Json<Metadata>, _>(8) {
         Ok(sqlx::types::Json(m)) => m,
-        Err(sqlx::Error::ColumnDecode { source, .. }) => {
-            return Err(StoreError::Corrupt {
-                stream_id: StreamId::from(stream_id.as_str()),
-                version: version as u64,
-                reason: format!("metadata: {source}"),
-            })
-        }
+        Err(sqlx::Error::ColumnDecode { source, .. }) => return Err(corrupt(format!("metadata: {source}"))),
         Err(e) => return Err(get_err(e)),
     };
     let schema_version: i32 = row.try_get(6).map_err(get_err)?;
+    let global_position =
+        unsigned(row.try_get::<i64, _>(0).map_err(get_err)?).map_err(|e| corrupt(format!("global position: {e}")))?;
+    let version = unsigned(version).map_err(|e| corrupt(format!("version: {e}")))?;
     Ok(RecordedEvent {
-        global_position: row.try_get::<i64, _>(0).map_err(get_err)? as u64,
+        global_position,
         stream_id: StreamId::from(stream_id),
-        version: version as u64,
+        version,
         stream_type: row.try_get(3).map_err(get_err)?,
         event_id: row.try_get(4).map_err(get_err)?,
         event_type: row.try_get(5).map_err(get_err)?,
@@ -263,10 +266,6 @@ async fn fetch_events(
         }
     }
     Ok(Ok(events))
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl PostgresEventStore {
@@ -348,7 +347,7 @@ impl EventStore for PostgresEventStore {
             stream_id: StreamId::from(format!("shard-{}", fence.shard)),
             reason: "shard number out of range".into(),
         })?;
-        let token = to_i64(fence.token);
+        let token = bigint(fence.token);
         // The shard's lock exclusively (waiting for the appends in flight
         // under the old fence), then the raise, in one transaction.
         let raised: Option<i64> = retry_transient(&inner.config.transient_retry, "raise shard fence", || async {
@@ -390,8 +389,8 @@ impl EventStore for PostgresEventStore {
         let rows = retry_transient(&inner.config.transient_retry, "read stream", || {
             let query = sqlx::query(&inner.sql.read_stream)
                 .bind(stream_id.as_str())
-                .bind(to_i64(from_version))
-                .bind(to_i64(max_count as u64));
+                .bind(bigint(from_version))
+                .bind(bigint(max_count as u64));
             fetch_events(&inner.pool, query, max_count)
         })
         .await?;
@@ -410,8 +409,8 @@ impl EventStore for PostgresEventStore {
         let inner = &self.inner;
         let rows = retry_transient(&inner.config.transient_retry, "read all", || {
             let query = sqlx::query(&inner.sql.read_all)
-                .bind(to_i64(after_position))
-                .bind(to_i64(max_count as u64))
+                .bind(bigint(after_position))
+                .bind(bigint(max_count as u64))
                 .bind(event_types.clone())
                 .bind(stream_types.clone());
             fetch_events(&inner.pool, query, max_count)

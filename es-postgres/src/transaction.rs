@@ -6,6 +6,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::batcher::{stored_slots, Columns};
+use crate::column::decoded;
 use crate::error::backend;
 use crate::sql::Sql;
 use crate::PostgresEventStore;
@@ -95,8 +96,8 @@ impl PostgresEventStore {
                 let mut positions = std::collections::HashMap::new();
                 for row in &inserted {
                     let id: Uuid = row.try_get(0).map_err(|e| backend("decode", e))?;
-                    let p: i64 = row.try_get(1).map_err(|e| backend("decode", e))?;
-                    positions.insert(id, p as u64);
+                    let p = row.try_get(1).and_then(decoded).map_err(|e| backend("decode", e))?;
+                    positions.insert(id, p);
                 }
                 return Ok(AppendResult {
                     first_version: base + 1,

@@ -5,6 +5,7 @@ use es_core::{EventStore, StoreError};
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::column::bigint;
 use crate::error::backend;
 use crate::PostgresEventStore;
 
@@ -60,8 +61,8 @@ pub async fn projection_statuses(store: &PostgresEventStore) -> Result<Vec<Proje
                    AND e.global_position <= $1 ORDER BY e.global_position LIMIT 1) \
          FROM {s}.checkpoints c ORDER BY c.projection"
     ))
-    .bind(head as i64)
-    .bind(LAG_COUNT_CAP as i64)
+    .bind(bigint(head))
+    .bind(bigint(LAG_COUNT_CAP))
     .fetch_all(store.pool())
     .await
     .map_err(|e| backend("read projection statuses", e))?;

@@ -12,6 +12,7 @@ use tokio::sync::OnceCell;
 
 use super::TransactionalProjector;
 use crate::checkpoint::PostgresCheckpointStore;
+use crate::column::bigint;
 use crate::error::backend;
 use crate::PostgresEventStore;
 
@@ -192,7 +193,7 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
     async fn move_to(&self, tx: &mut Transaction<'static, Postgres>, position: u64) -> Result<(), StoreError> {
         sqlx::query(&self.sql.advance)
             .bind(self.projector.name())
-            .bind(position as i64)
+            .bind(bigint(position))
             .execute(&mut **tx)
             .await
             .map_err(|e| backend("save checkpoint", e))?;
@@ -207,8 +208,8 @@ impl<P: TransactionalProjector + ?Sized> PgProjectionUnit<P> {
         let name = self.projector.name();
         let moved = sqlx::query(&self.sql.advance_from)
             .bind(name)
-            .bind(to as i64)
-            .bind(from as i64)
+            .bind(bigint(to))
+            .bind(bigint(from))
             .execute(&mut **tx)
             .await
             .map_err(|e| backend("save checkpoint", e))?
@@ -328,7 +329,7 @@ impl<P: TransactionalProjector + ?Sized> ProjectionUnit for PgProjectionUnit<P> 
         self.lock(&mut tx, None).await?;
         let removed = sqlx::query(&self.sql.remove_letter)
             .bind(self.projector.name())
-            .bind(position as i64)
+            .bind(bigint(position))
             .execute(&mut *tx)
             .await
             .map_err(|e| backend("remove dead letter", e))?

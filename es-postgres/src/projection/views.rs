@@ -8,6 +8,7 @@ use es_core::{Aggregate, BoxError, EventEnvelope, StoreError, StreamId, Versione
 use sqlx::{PgConnection, Row};
 
 use super::{PageFailure, PgTypedProjector};
+use crate::column::bigint;
 use crate::error::backend;
 use crate::PostgresEventStore;
 
@@ -209,7 +210,7 @@ impl<V: View> PgTypedProjector for PgViews<V> {
         let (mut out_ids, mut versions, mut jsons) = (Vec::new(), Vec::new(), Vec::new());
         for (id, v) in views {
             out_ids.push(id);
-            versions.push(v.version as i64);
+            versions.push(bigint(v.version));
             jsons.push(serde_json::to_value(&v.state).map_err(PageFailure::whole)?);
         }
         sqlx::query(&format!(
