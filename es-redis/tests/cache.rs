@@ -161,6 +161,43 @@ async fn two_repositories_never_older_than_own_last_write() {
     cleanup(&p).await;
 }
 
+/// An L2 entry whose version no store can hold (written by hand, say) is
+/// a miss: the repository folds the stream from the log instead of
+/// reading from version `u64::MAX + 1`.
+#[tokio::test]
+async fn an_entry_with_an_impossible_version_is_a_miss() {
+    let p = prefix();
+    let store = Arc::new(InMemoryEventStore::new());
+    let cache = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
+    let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store))
+        .cache(Arc::new(cache.clone()))
+        .build();
+    let id = StreamId::from("impossible");
+    for _ in 0..3 {
+        repo.execute(&id, AccountCommand::Deposit(2)).await.unwrap();
+    }
+    let mut c = raw().await;
+    for version in [u64::MAX, i64::MAX as u64 + 1] {
+        let _: () = redis::cmd("HSET")
+            .arg(cache.redis_key(&id))
+            .arg("v")
+            .arg(version)
+            .arg("s")
+            .arg(r#"{"balance":99}"#)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        cache.clear_l1();
+        assert!(cache.get_from_redis(id.clone()).await.is_none(), "v{version} served");
+        let loaded = repo.load(id.as_str()).await.unwrap();
+        assert_eq!((loaded.state.balance, loaded.version), (6, 3), "v{version}");
+        let out = repo.execute(&id, AccountCommand::Deposit(1)).await.unwrap();
+        assert_eq!(out.state.balance, 7);
+        repo.execute(&id, AccountCommand::Withdraw(1)).await.unwrap();
+    }
+    cleanup(&p).await;
+}
+
 #[tokio::test]
 async fn ttl_policy_expires_l1_entries() {
     let p = prefix();

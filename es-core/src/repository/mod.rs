@@ -377,14 +377,26 @@ impl<A: Aggregate, S: EventStore + ?Sized> Inner<A, S> {
         id: &StreamId,
         state: &mut Versioned<A>,
     ) -> Result<u64, RepositoryError<A::Error>> {
-        let mut events = self.store.read_stream(id, state.version + 1);
+        // A state at `u64::MAX` (a cache entry written by hand, say) has
+        // no next version: reported, not wrapped around to version 0.
+        let next = |state: &Versioned<A>| -> Result<u64, RepositoryError<A::Error>> {
+            state.version.checked_add(1).ok_or_else(|| {
+                RepositoryError::Store(Arc::new(crate::StoreError::Corrupt {
+                    stream_id: id.clone(),
+                    version: state.version,
+                    reason: "no version follows this one".into(),
+                }))
+            })
+        };
+        let mut events = self.store.read_stream(id, next(state)?);
         let mut n = 0;
         while let Some(record) = events.try_next().await? {
-            if record.version != state.version + 1 {
+            let expected = next(state)?;
+            if record.version != expected {
                 return Err(RepositoryError::Store(Arc::new(crate::StoreError::Corrupt {
                     stream_id: id.clone(),
                     version: record.version,
-                    reason: format!("expected version {}", state.version + 1),
+                    reason: format!("expected version {expected}"),
                 })));
             }
             check_type::<A>(&record)?;

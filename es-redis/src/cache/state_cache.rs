@@ -168,6 +168,13 @@ impl<A: Aggregate> RedisStateCache<A> {
                 return None;
             }
         };
+        // No store numbers a stream's events beyond i64::MAX (PostgreSQL's
+        // BIGINT, SQLite's INTEGER): such an entry was not written by a
+        // cache and is not trusted.
+        if i64::try_from(version).is_err() {
+            tracing::debug!(version, "L2 entry with an impossible version; ignored");
+            return None;
+        }
         if version < self.watermark(stream_id) {
             metrics::counter!(telemetry::CACHE_STALE, "cache" => CACHE).increment(1);
             tracing::debug!(version, "L2 entry older than this process's own write; ignored");

@@ -140,7 +140,7 @@ impl<S: EventStore + ?Sized> Admission<S> {
             return Some(fresh);
         }
         let ids: Vec<uuid::Uuid> = jobs.iter().flat_map(|j| j.events.iter().map(|e| e.event_id)).collect();
-        let stored = match self.inner.locate_events(&ids).await {
+        let stored = match located(&ids, self.inner.locate_events(&ids).await) {
             Ok(s) => s,
             Err(e) => {
                 fail_all(jobs, e);
@@ -355,10 +355,39 @@ fn copy_error(e: &StoreError) -> StoreError {
     }
 }
 
+/// Where each of some event ids is stored, as
+/// [`EventStore::locate_events`] answers.
+pub(super) type Slots = Vec<Option<(StreamId, u64, u64)>>;
+
+/// The inner store's [`EventStore::locate_events`] answer, checked to hold
+/// one slot per id as the trait promises (a store that breaks the promise
+/// fails the admission instead of panicking it).
+pub(super) fn located(ids: &[uuid::Uuid], answer: Result<Slots, StoreError>) -> Result<Slots, StoreError> {
+    let found = answer?;
+    if found.len() != ids.len() {
+        return Err(StoreError::backend(
+            "locate events",
+            format!("the store answered {} slots for {} event ids", found.len(), ids.len()),
+        ));
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{copy_error, is_fresh, shareable};
+    use super::{copy_error, is_fresh, located, shareable};
     use es_core::StoreError;
+
+    #[test]
+    fn a_store_answering_too_few_slots_is_an_error() {
+        let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+        let short = located(&ids, Ok(vec![None]));
+        assert!(
+            matches!(&short, Err(StoreError::Backend { source, .. }) if source.to_string().contains("1 slots for 2")),
+            "{short:?}"
+        );
+        assert_eq!(located(&ids, Ok(vec![None, None])).ok().map(|v| v.len()), Some(2));
+    }
 
     /// Every job of a failed batch gets the batch's error with its type
     /// intact: a caller finds the Redis error (here a refused connection)

@@ -235,7 +235,7 @@ impl<S: EventStore + ?Sized> Flusher<S> {
                     entry: raw.clone(),
                 });
             }
-            let age = oldest_unwritten_ms.map_or(0.0, |ms| (now_ms() - ms).max(0) as f64 / 1000.0);
+            let age = oldest_unwritten_ms.map_or(0.0, |ms| now_ms().saturating_sub(ms).max(0) as f64 / 1000.0);
             metrics::gauge!(telemetry::WB_OLDEST_PENDING, "shard" => id.to_string()).set(age);
         }
         let oldest_taken = taken.appends.iter().map(|a| a.admitted_ms).min();
@@ -533,7 +533,7 @@ impl<S: EventStore + ?Sized> Flusher<S> {
                 .and_then(|e| Entry::parse(&e))
                 .map(|e| e.admitted_ms);
             metrics::gauge!(telemetry::WB_PENDING, "shard" => id.to_string()).set(waiting as f64);
-            let age = oldest.map_or(0.0, |ms| (now - ms).max(0) as f64 / 1000.0);
+            let age = oldest.map_or(0.0, |ms| now.saturating_sub(ms).max(0) as f64 / 1000.0);
             metrics::gauge!(telemetry::WB_OLDEST_PENDING, "shard" => id.to_string()).set(age);
             pending += waiting;
             oldest_ms = match (oldest_ms, oldest) {

@@ -505,7 +505,7 @@ impl<S: EventStore + ?Sized> EventStore for WriteBehindStore<S> {
     }
 
     async fn locate_events(&self, ids: &[uuid::Uuid]) -> Result<Vec<Option<(StreamId, u64, u64)>>, StoreError> {
-        let mut found = self.inner.locate_events(ids).await?;
+        let mut found = admission::located(ids, self.inner.locate_events(ids).await)?;
         let missing: Vec<usize> = (0..ids.len()).filter(|i| found[*i].is_none()).collect();
         if missing.is_empty() {
             return Ok(found);

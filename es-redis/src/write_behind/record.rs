@@ -83,12 +83,19 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// `None` for anything the admission script does not write, a first
+    /// version of 0 or beyond a store's `i64::MAX` included (the flusher
+    /// computes the version before it and the one after the append).
     pub(crate) fn parse(raw: &str) -> Option<Self> {
         let (admitted, rest) = raw.split_once(':')?;
         let (version, stream) = rest.split_once(':')?;
+        let first_version: u64 = version.parse().ok()?;
+        if first_version == 0 || i64::try_from(first_version).is_err() {
+            return None;
+        }
         Some(Self {
             admitted_ms: admitted.parse().ok()?,
-            first_version: version.parse().ok()?,
+            first_version,
             stream_id: StreamId::from(stream),
         })
     }
@@ -103,6 +110,16 @@ pub(crate) fn parse_location(raw: &str) -> Option<(u64, StreamId)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_without_a_version_before_or_after_them_are_malformed() {
+        assert!(Entry::parse("1700000000000:0:a").is_none());
+        assert!(Entry::parse(&format!("1700000000000:{}:a", u64::MAX)).is_none());
+        assert!(Entry::parse(&format!("1700000000000:{}:a", i64::MAX as u64 + 1)).is_none());
+        assert!(Entry::parse("1700000000000:-1:a").is_none());
+        let last = Entry::parse(&format!("1:{}:a", i64::MAX)).map(|e| e.first_version);
+        assert_eq!(last, Some(i64::MAX as u64));
+    }
 
     #[test]
     fn entries_keep_streams_with_colons() {
