@@ -13,8 +13,9 @@ pub(crate) struct Cli {
     /// Schema of the event store.
     #[arg(long, env = "DATABASE_SCHEMA", global = true)]
     pub schema: Option<String>,
-    /// Seconds to wait for a database connection.
-    #[arg(long, default_value_t = 5, value_name = "SECS", global = true)]
+    /// Seconds to wait for a database connection (1 to 3600).
+    #[arg(long, default_value_t = 5, value_name = "SECS", global = true,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub connect_timeout: u64,
     /// Machine-readable output: one JSON document per command on stdout
     /// (`tail --follow`: one JSON document per event and line).

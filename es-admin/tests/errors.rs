@@ -74,6 +74,12 @@ async fn usage_errors_exit_with_2_and_help_with_0() {
         limit.stderr.contains("invalid value 'many' for '--limit <LIMIT>'"),
         "{limit:?}"
     );
+    // A timeout too large for a deadline is a usage error, not a panic.
+    for secs in ["18446744073709551615", "0"] {
+        let timeout = run(&store, &["--connect-timeout", secs, "projections"]).await;
+        assert_eq!(timeout.code, 2, "{timeout:?}");
+        assert!(timeout.stderr.contains("--connect-timeout"), "{timeout:?}");
+    }
 
     let help = run_argv(argv(&["--help"])).await;
     assert_eq!(help.code, 0, "{help:?}");
