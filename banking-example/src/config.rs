@@ -331,6 +331,15 @@ impl AppConfig {
         }
         if let Some(v) = get("RATE_LIMIT_WINDOW_SECS") {
             c.rate_limit.window_size = Duration::from_secs(parse("RATE_LIMIT_WINDOW_SECS", &v)?);
+            if c.rate_limit.window_size > crate::rate_limit::MAX_EMISSION_INTERVAL {
+                return Err(ConfigError::Invalid {
+                    name: "RATE_LIMIT_WINDOW_SECS",
+                    reason: format!(
+                        "{v:?} is more than {} seconds (10 years)",
+                        crate::rate_limit::MAX_EMISSION_INTERVAL.as_secs()
+                    ),
+                });
+            }
         }
         if let Some(v) = get("RATE_LIMIT_MAX_CLIENTS") {
             c.rate_limit.max_clients = parse("RATE_LIMIT_MAX_CLIENTS", &v)?;
@@ -515,5 +524,17 @@ mod tests {
         }
         let year = AppConfig::from_lookup(|k| (k == "TRANSFER_TIMEOUT_SECS").then(|| "31622400".into())).unwrap();
         assert_eq!(year.transfer_timeout, MAX_TRANSFER_TIMEOUT);
+    }
+
+    #[test]
+    fn a_rate_limit_window_beyond_ten_years_is_refused() {
+        let err = AppConfig::from_lookup(|k| (k == "RATE_LIMIT_WINDOW_SECS").then(|| u64::MAX.to_string()))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("RATE_LIMIT_WINDOW_SECS"), "{err}");
+        let ten = crate::rate_limit::MAX_EMISSION_INTERVAL.as_secs().to_string();
+        let ok = AppConfig::from_lookup(|k| (k == "RATE_LIMIT_WINDOW_SECS").then(|| ten.clone())).unwrap();
+        assert_eq!(ok.rate_limit.window_size, crate::rate_limit::MAX_EMISSION_INTERVAL);
     }
 }

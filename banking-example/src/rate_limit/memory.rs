@@ -81,7 +81,7 @@ impl RateLimiter for InMemoryRateLimiter {
     async fn check(&self, key: &str) -> RateLimitDecision {
         let now = self.clock.now();
         let t = self.config.emission_interval();
-        let tolerance = t * (self.config.capacity() - 1);
+        let tolerance = t.saturating_mul(self.config.capacity() - 1);
         let mut clients = self.lock();
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             clients.retain(|_, tat| *tat > now);
@@ -97,7 +97,7 @@ impl RateLimiter for InMemoryRateLimiter {
         let ahead = tat - now;
         if ahead > tolerance {
             return RateLimitDecision::Limited {
-                retry_after: ahead.checked_sub(tolerance).unwrap(),
+                retry_after: ahead.saturating_sub(tolerance),
             };
         }
         clients.insert(key.to_owned(), tat + t);
@@ -162,6 +162,34 @@ mod tests {
             assert_eq!(l.check("a").await, RateLimitDecision::Allowed { remaining: expected });
         }
         assert!(matches!(l.check("a").await, RateLimitDecision::Limited { .. }));
+    }
+
+    /// A window no clock can add (a hand-made config) limits as if it were
+    /// [`MAX_EMISSION_INTERVAL`](crate::rate_limit::MAX_EMISSION_INTERVAL)
+    /// per request instead of overflowing an instant.
+    #[tokio::test]
+    async fn an_enormous_window_limits_without_overflowing() {
+        for burst in [1, u32::MAX] {
+            let clock = ManualMonotonicClock::new();
+            let config = RateLimitConfig {
+                requests_per_minute: 1,
+                burst_size: burst,
+                window_size: Duration::MAX,
+                max_clients: 10,
+            };
+            let l = InMemoryRateLimiter::with_clock(config, Arc::new(clock.clone()));
+            assert!(matches!(l.check("a").await, RateLimitDecision::Allowed { .. }));
+            for _ in 0..3 {
+                let d = l.check("a").await;
+                match (burst, d) {
+                    (1, RateLimitDecision::Limited { retry_after }) => {
+                        assert!(retry_after <= crate::rate_limit::MAX_EMISSION_INTERVAL);
+                    }
+                    (1, d) => panic!("{d:?}"),
+                    (_, d) => assert!(matches!(d, RateLimitDecision::Allowed { .. }), "{d:?}"),
+                }
+            }
+        }
     }
 
     #[tokio::test]

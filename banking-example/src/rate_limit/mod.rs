@@ -27,6 +27,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+/// The longest [`RateLimitConfig::emission_interval`]: 10 years.
+pub const MAX_EMISSION_INTERVAL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Limits of one limiter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitConfig {
@@ -57,9 +60,11 @@ impl RateLimitConfig {
         self.requests_per_minute == 0
     }
 
-    /// Time between two requests at the sustained rate.
+    /// Time between two requests at the sustained rate, at most
+    /// [`MAX_EMISSION_INTERVAL`] (so that the limiter's arithmetic on
+    /// instants stays in range whatever the window).
     pub fn emission_interval(&self) -> Duration {
-        self.window_size / self.requests_per_minute.max(1)
+        (self.window_size / self.requests_per_minute.max(1)).min(MAX_EMISSION_INTERVAL)
     }
 
     /// How many requests may come at once (at least 1).
