@@ -17,6 +17,19 @@ fn acct(balance: i64, version: u64) -> Versioned<Account> {
     }
 }
 
+type AccountRepository = Repository<Account, InMemoryEventStore>;
+
+/// An in-memory store, a Redis cache under `prefix` and a repository
+/// writing through that cache.
+fn cached_repository(prefix: &str) -> (Arc<InMemoryEventStore>, RedisStateCache<Account>, AccountRepository) {
+    let store = Arc::new(InMemoryEventStore::new());
+    let cache = RedisStateCache::<Account>::new(cache_config(prefix)).unwrap();
+    let repo = AccountRepository::builder(Arc::clone(&store))
+        .cache(Arc::new(cache.clone()))
+        .build();
+    (store, cache, repo)
+}
+
 async fn l2_version(cache: &RedisStateCache<Account>, id: &StreamId) -> Option<u64> {
     let mut c = raw().await;
     redis::cmd("HGET")
@@ -72,11 +85,7 @@ async fn put_never_replaces_a_newer_version() {
 #[tokio::test]
 async fn repository_writes_through_and_invalidates_on_conflict() {
     let p = prefix();
-    let store = Arc::new(InMemoryEventStore::new());
-    let cache = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
-    let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store))
-        .cache(Arc::new(cache.clone()))
-        .build();
+    let (store, cache, repo) = cached_repository(&p);
     let id = StreamId::from("a-3");
     for _ in 0..3 {
         repo.execute(&id, AccountCommand::Deposit(10)).await.unwrap();
@@ -167,11 +176,7 @@ async fn two_repositories_never_older_than_own_last_write() {
 #[tokio::test]
 async fn an_entry_with_an_impossible_version_is_a_miss() {
     let p = prefix();
-    let store = Arc::new(InMemoryEventStore::new());
-    let cache = RedisStateCache::<Account>::new(cache_config(&p)).unwrap();
-    let repo = Repository::<Account, InMemoryEventStore>::builder(Arc::clone(&store))
-        .cache(Arc::new(cache.clone()))
-        .build();
+    let (_store, cache, repo) = cached_repository(&p);
     let id = StreamId::from("impossible");
     for _ in 0..3 {
         repo.execute(&id, AccountCommand::Deposit(2)).await.unwrap();
